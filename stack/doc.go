@@ -1,0 +1,15 @@
+// Package stack builds and runs gVisor's TCP/IP stack (netstack) for zcnet:
+// the protocols, NICs, addresses, routes and tuning options, with defaults
+// chosen by measurement.
+//
+// It owns the lifecycle of one in-process stack: New configures IPv4, IPv6,
+// ARP, ICMPv4/v6, TCP (SACK and receive-buffer auto-tuning on, large buffers)
+// and UDP; AddNIC attaches any gVisor link endpoint (a TAP link, the
+// in-process pair, a ring); Close stops every goroutine the stack and its
+// links started. It does not own sockets: package api builds the socket
+// interfaces on top of a Stack, and package tap owns the links.
+//
+// Addresses cross this package's API as net/netip values; the gVisor types
+// stay behind Netstack, the escape hatch for packages (and users) that need
+// gVisor directly.
+package stack
