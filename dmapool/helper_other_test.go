@@ -1,0 +1,5 @@
+//go:build !linux
+
+package dmapool
+
+func runHelper() bool { return false }
