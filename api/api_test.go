@@ -318,3 +318,5 @@ func TestErrorsLikeNet(t *testing.T) {
 		}
 	})
 }
+
+var os_ErrDeadlineExceeded = os.ErrDeadlineExceeded

@@ -60,6 +60,8 @@ func (n *Net) newUDP(network string, laddr, raddr netip.AddrPort) (*UDPConn, err
 	if f == fam6 {
 		ep.SocketOptions().SetV6Only(true)
 	}
+	// See Stack.udp: let large datagrams fragment with proper IP IDs.
+	ep.SetSockOptInt(tcpip.MTUDiscoverOption, int(tcpip.PMTUDiscoveryDont))
 	fail := func(call string, terr tcpip.Error) (*UDPConn, error) {
 		ep.Close()
 		var dst net.Addr

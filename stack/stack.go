@@ -81,6 +81,7 @@ type NICID = tcpip.NICID
 type Stack struct {
 	s   *gstack.Stack
 	log *slog.Logger
+	zc  registry // zero-copy receive flows; see zerocopy.go
 
 	mu     sync.Mutex
 	closed bool                          // +checklocks:mu
@@ -209,6 +210,9 @@ func (st *Stack) AddNIC(link gstack.LinkEndpoint, cfg NICConfig) (NICID, error) 
 	st.links[id] = link
 	st.names[id] = cfg.Name
 	st.mu.Unlock()
+	if h, ok := link.(payloadHooker); ok {
+		h.SetPayloadHook(st.zc.hook)
+	}
 	for _, p := range cfg.Addrs {
 		if err := st.AddAddress(id, p); err != nil {
 			st.RemoveNIC(id)

@@ -79,7 +79,7 @@ type PairEndpoint struct {
 	onClose    func()                  // +checklocks:mu
 	started    bool                    // +checklocks:mu
 
-	hook atomic.Pointer[func(*buffer.View)]
+	hook atomic.Pointer[PayloadHook]
 
 	txFrames, txBytes, rxFrames, rxBytes     atomic.Uint64
 	txDropFull, txDropClosed, rxDropBad, rxH atomic.Uint64
@@ -132,11 +132,9 @@ func randomMAC() tcpip.LinkAddress {
 	}
 }
 
-// SetPayloadHook installs fn, which the receive path calls with the payload
-// view of every frame it splits, before delivery, so that a zero-copy socket
-// layer can take a reference (Clone) and later recognise the memory the stack
-// reads from. fn must not retain the view itself. nil removes the hook.
-func (e *PairEndpoint) SetPayloadHook(fn func(*buffer.View)) {
+// SetPayloadHook installs fn, which the receive path calls for every frame
+// it splits, before delivery (see PayloadHook). nil removes the hook.
+func (e *PairEndpoint) SetPayloadHook(fn PayloadHook) {
 	if fn == nil {
 		e.hook.Store(nil)
 		return
@@ -345,7 +343,9 @@ func (e *PairEndpoint) deliver(d stack.NetworkDispatcher, v *buffer.View) {
 	if hl > 0 {
 		e.rxH.Add(uint64(hl))
 		if fn := e.hook.Load(); fn != nil {
-			(*fn)(v)
+			// frame[:hl] still holds the headers: SplitPayload copied them
+			// and trimmed v, leaving the memory as it was.
+			(*fn)(frame[:hl], v, 0)
 		}
 	}
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})

@@ -94,6 +94,26 @@ func SplitPayload(v *buffer.View, hdrLen int) buffer.Buffer {
 	hv := buffer.NewViewWithData(v.AsSlice()[:hdrLen])
 	v.TrimFront(hdrLen)
 	buf := buffer.MakeWithView(hv)
+	// Buffer.Append copies the start of the appended view into the spare
+	// capacity of the last view when that view's chunk is not shared. A
+	// momentary clone marks the header chunk shared, so the payload is
+	// linked, not copied, and stays where the device wrote it.
+	guard := hv.Clone()
 	buf.Append(v)
+	guard.Release()
 	return buf
 }
+
+// PayloadHook is called by a link's receive path for each view of a split
+// frame's payload, before the packet is delivered to the stack, so that the
+// zero-copy socket layer (package stack) can take a reference to the memory
+// the stack will later read the payload from.
+//
+// hdr holds the frame's Ethernet, IP and TCP or UDP headers; it is valid only
+// during the call. payload is one view of the transport payload; the hook
+// must not keep it, but may Clone it (a clone shares the memory and keeps it
+// alive and unchanged). off is the offset of payload's first byte within the
+// transport payload (non-zero for the second view of a frame received into
+// two). Hooks run on the link's receive goroutines, concurrently when the
+// link has several queues.
+type PayloadHook func(hdr []byte, payload *buffer.View, off int)

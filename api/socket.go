@@ -1,0 +1,653 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/zcnet/zcnet/dmapool"
+	"github.com/zcnet/zcnet/stack"
+)
+
+// Socket is a TCP or UDP socket whose received data is handed to the
+// application as Bufs it owns (the paper's sio_recv, Figure 5) instead of
+// being copied into the caller's memory. Its methods are safe for
+// concurrent use; receives are served in order, one caller at a time.
+type Socket struct {
+	s     *Stack
+	proto tcpip.TransportProtocolNumber
+	ep    tcpip.Endpoint
+	wq    *waiter.Queue
+	flow  *stack.Flow // zero-copy shadows of this socket's packets
+	as    *assoc
+	c     counters
+	laddr netip.AddrPort // immutable after creation
+	raddr netip.AddrPort // immutable; zero unless connected
+
+	listening bool
+
+	closed    chan struct{}
+	closeOnce sync.Once
+
+	rmu     sync.Mutex // serialises receivers
+	pending []received // +checklocks:rmu; read from the stack, not yet returned
+}
+
+// received is one hand-off waiting in a socket: a Buf and, for UDP, its
+// sender.
+type received struct {
+	b    Buf
+	from netip.AddrPort
+}
+
+var errNoRoom = errors.New("no association room")
+
+func (s *Stack) newSocket(proto tcpip.TransportProtocolNumber, ep tcpip.Endpoint, wq *waiter.Queue) (*Socket, error) {
+	sock := &Socket{s: s, proto: proto, ep: ep, wq: wq, as: newAssoc(), closed: make(chan struct{})}
+	if s.opts.Pool != nil && s.opts.DefaultAssoc > 0 {
+		sock.as.add(s.opts.Pool, s.opts.DefaultAssoc)
+	}
+	return sock, nil
+}
+
+func (s *Stack) endpoint(proto tcpip.TransportProtocolNumber, a netip.Addr) (tcpip.Endpoint, *waiter.Queue, error) {
+	wq := new(waiter.Queue)
+	f := famAny
+	if a.IsValid() && a.Unmap().Is4() {
+		f = fam4
+	}
+	ep, terr := s.st.Netstack().NewEndpoint(proto, netProto(f, a), wq)
+	if terr != nil {
+		return nil, nil, errnoError("socket", terr)
+	}
+	return ep, wq, nil
+}
+
+// ListenTCP returns a listening TCP socket on laddr (zero address: every
+// address; port 0: a free port). Accept takes its connections.
+func (s *Stack) ListenTCP(laddr netip.AddrPort) (*Socket, error) {
+	ep, wq, err := s.endpoint(tcp.ProtocolNumber, laddr.Addr())
+	if err != nil {
+		return nil, err
+	}
+	if terr := ep.Bind(stack.FullAddress(laddr, 0)); terr != nil {
+		ep.Close()
+		return nil, errnoError("bind", terr)
+	}
+	if terr := ep.Listen(ListenBacklog); terr != nil {
+		ep.Close()
+		return nil, errnoError("listen", terr)
+	}
+	sock, _ := s.newSocket(tcp.ProtocolNumber, ep, wq)
+	sock.listening = true
+	sock.laddr = localAddr(ep)
+	// A connection's first data can arrive before Accept: the listener's
+	// flow keeps its shadows until the accepted socket takes them.
+	flow, err := s.st.RegisterFlow(tcp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), sock.laddr.Port()), netip.AddrPort{}, s.opts.MaxShadowBytes)
+	if err != nil {
+		ep.Close()
+		return nil, err
+	}
+	sock.flow = flow
+	return sock, nil
+}
+
+func localAddr(ep tcpip.Endpoint) netip.AddrPort {
+	a, _ := ep.GetLocalAddress()
+	return stack.AddrPort(a)
+}
+
+// Accept waits for a connection on a listening socket.
+func (sock *Socket) Accept(ctx context.Context) (*Socket, error) {
+	if !sock.listening {
+		return nil, fmt.Errorf("accept: %w", sockErr(syscall_EINVAL))
+	}
+	for {
+		ep, wq, terr := sock.ep.Accept(nil)
+		if terr == nil {
+			child, _ := sock.s.newSocket(tcp.ProtocolNumber, ep, wq)
+			child.laddr = localAddr(ep)
+			if ra, terr := ep.GetRemoteAddress(); terr == nil {
+				child.raddr = stack.AddrPort(ra)
+			}
+			flow, err := sock.flow.RegisterChild(sock.s.st, child.laddr, child.raddr)
+			if err != nil {
+				ep.Close()
+				return nil, err
+			}
+			child.flow = flow
+			return child, nil
+		}
+		if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
+			return nil, errnoError("accept", terr)
+		}
+		if err := sock.waitFor(ctx, waiter.ReadableEvents, nil); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// DialTCP connects to raddr; ctx bounds the handshake.
+func (s *Stack) DialTCP(ctx context.Context, raddr netip.AddrPort) (*Socket, error) {
+	ep, wq, err := s.endpoint(tcp.ProtocolNumber, raddr.Addr())
+	if err != nil {
+		return nil, err
+	}
+	sock, _ := s.newSocket(tcp.ProtocolNumber, ep, wq)
+	// Bind first so the flow can be registered before any data can arrive.
+	if terr := ep.Bind(tcpip.FullAddress{}); terr != nil {
+		ep.Close()
+		return nil, errnoError("bind", terr)
+	}
+	port := localAddr(ep).Port()
+	if sock.flow, err = s.st.RegisterFlow(tcp.ProtocolNumber, netip.AddrPortFrom(netip.Addr{}, port), raddr, s.opts.MaxShadowBytes); err != nil {
+		ep.Close()
+		return nil, err
+	}
+	entry, ch := waiter.NewChannelEntry(waiter.WritableEvents)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
+	terr := ep.Connect(stack.FullAddress(raddr, 0))
+	if _, ok := terr.(*tcpip.ErrConnectStarted); ok {
+		select {
+		case <-ch:
+			terr = ep.LastError()
+		case <-ctx.Done():
+			sock.Close()
+			return nil, ctxErr(ctx)
+		}
+	}
+	if terr != nil {
+		sock.Close()
+		return nil, errnoError("connect", terr)
+	}
+	sock.laddr, sock.raddr = localAddr(ep), raddr
+	return sock, nil
+}
+
+// ListenUDP returns a UDP socket bound to laddr; RecvFrom tells senders
+// apart and SendTo addresses them.
+func (s *Stack) ListenUDP(laddr netip.AddrPort) (*Socket, error) {
+	return s.udp(laddr, netip.AddrPort{})
+}
+
+// DialUDP returns a UDP socket connected to raddr.
+func (s *Stack) DialUDP(raddr netip.AddrPort) (*Socket, error) {
+	return s.udp(netip.AddrPort{}, raddr)
+}
+
+func (s *Stack) udp(laddr, raddr netip.AddrPort) (*Socket, error) {
+	a := laddr.Addr()
+	if raddr.IsValid() {
+		a = raddr.Addr()
+	}
+	ep, wq, err := s.endpoint(udp.ProtocolNumber, a)
+	if err != nil {
+		return nil, err
+	}
+	// gVisor's UDP sets DF by default and then gives locally fragmented
+	// datagrams IP ID 0, so reassembly can mix datagrams after a loss; let
+	// large datagrams fragment with proper IDs, as Linux does.
+	ep.SetSockOptInt(tcpip.MTUDiscoverOption, int(tcpip.PMTUDiscoveryDont))
+	sock, _ := s.newSocket(udp.ProtocolNumber, ep, wq)
+	if terr := ep.Bind(stack.FullAddress(laddr, 0)); terr != nil {
+		ep.Close()
+		return nil, errnoError("bind", terr)
+	}
+	sock.laddr = localAddr(ep)
+	if sock.flow, err = s.st.RegisterFlow(udp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), sock.laddr.Port()), raddr, s.opts.MaxShadowBytes); err != nil {
+		ep.Close()
+		return nil, err
+	}
+	if raddr.IsValid() {
+		if terr := ep.Connect(stack.FullAddress(raddr, 0)); terr != nil {
+			sock.Close()
+			return nil, errnoError("connect", terr)
+		}
+		sock.raddr = raddr
+	}
+	return sock, nil
+}
+
+// LocalAddr returns the socket's address.
+func (sock *Socket) LocalAddr() netip.AddrPort { return sock.laddr }
+
+// RemoteAddr returns the peer's address; zero unless connected.
+func (sock *Socket) RemoteAddr() netip.AddrPort { return sock.raddr }
+
+// Assoc associates n more bytes of p with the socket (the paper's
+// dma_assoc): the socket may then hold n more received bytes unreleased, and
+// copies what it cannot hand over in place into p. It widens a closed window
+// at once.
+func (sock *Socket) Assoc(p *dmapool.Pool, n int) error { return sock.as.add(p, n) }
+
+// Disassoc undoes Assoc for n bytes of p (dma_disassoc). Buffers already
+// handed out stay valid.
+func (sock *Socket) Disassoc(p *dmapool.Pool, n int) error { return sock.as.remove(p, n) }
+
+// waitFor blocks until the endpoint reports mask, room returns (room may be
+// nil), ctx ends or the socket closes.
+func (sock *Socket) waitFor(ctx context.Context, mask waiter.EventMask, room <-chan struct{}) error {
+	entry, ch := waiter.NewChannelEntry(mask)
+	sock.wq.EventRegister(&entry)
+	defer sock.wq.EventUnregister(&entry)
+	// Re-check after registering: the event may have fired in between.
+	if sock.ep.Readiness(mask) != 0 && room == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-room:
+		return nil
+	case <-ctx.Done():
+		return ctxErr(ctx)
+	case <-sock.closed:
+		return net.ErrClosed
+	}
+}
+
+// Recv returns the next received bytes as a Buf the caller owns and must
+// Release. For TCP, io.EOF after the peer's FIN; for UDP, one datagram.
+// It waits for data (and, when the application holds its association's
+// worth, for a Release) until ctx ends.
+func (sock *Socket) Recv(ctx context.Context) (Buf, error) {
+	b, _, err := sock.RecvFrom(ctx)
+	return b, err
+}
+
+// TryRecv is Recv that never waits: ErrWouldBlock when nothing is queued.
+func (sock *Socket) TryRecv() (Buf, error) {
+	b, _, err := sock.recv(nil)
+	return b, err
+}
+
+// RecvFrom is Recv that also returns the sender (for UDP; the peer for TCP).
+func (sock *Socket) RecvFrom(ctx context.Context) (Buf, netip.AddrPort, error) {
+	return sock.recv(ctx)
+}
+
+// RecvMsg fills bufs with as many received Bufs as are ready (at least one,
+// waiting as Recv does) and returns how many, with the sender of the first.
+// For UDP each Buf is one datagram.
+func (sock *Socket) RecvMsg(ctx context.Context, bufs []Buf) (int, netip.AddrPort, error) {
+	if len(bufs) == 0 {
+		return 0, netip.AddrPort{}, nil
+	}
+	b, from, err := sock.recv(ctx)
+	if err != nil {
+		return 0, from, err
+	}
+	bufs[0] = b
+	n := 1
+	for n < len(bufs) {
+		b, _, err := sock.recv(nil)
+		if err != nil {
+			break
+		}
+		bufs[n] = b
+		n++
+	}
+	return n, from, nil
+}
+
+// recv returns the next hand-off; a nil ctx means do not wait.
+func (sock *Socket) recv(ctx context.Context) (Buf, netip.AddrPort, error) {
+	if sock.listening {
+		return Buf{}, netip.AddrPort{}, sockErr(syscall_EINVAL)
+	}
+	sock.rmu.Lock()
+	defer sock.rmu.Unlock()
+	for {
+		select {
+		case <-sock.closed:
+			return Buf{}, netip.AddrPort{}, net.ErrClosed
+		default:
+		}
+		if len(sock.pending) > 0 {
+			r := sock.pending[0]
+			sock.pending[0] = received{}
+			sock.pending = sock.pending[1:]
+			return r.b, r.from, nil
+		}
+		err := sock.fillLocked()
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, ErrWouldBlock) && !errors.Is(err, errNoRoom) {
+			return Buf{}, netip.AddrPort{}, err
+		}
+		if ctx == nil {
+			return Buf{}, netip.AddrPort{}, ErrWouldBlock
+		}
+		var room <-chan struct{}
+		if errors.Is(err, errNoRoom) {
+			room = sock.as.room
+		}
+		if err := sock.waitFor(ctx, waiter.ReadableEvents, room); err != nil {
+			return Buf{}, netip.AddrPort{}, err
+		}
+	}
+}
+
+// fillLocked reads what the stack has for the socket, up to its association
+// room, into pending hand-offs.
+//
+// +checklocks:sock.rmu
+func (sock *Socket) fillLocked() error {
+	room := sock.as.avail()
+	if room == 0 {
+		return errNoRoom
+	}
+	w := zcWriter{sock: sock, limit: room}
+	if sock.proto == udp.ProtocolNumber {
+		// A datagram is read whole: the socket may go over its association
+		// by at most one datagram.
+		w.limit = header.UDPMaximumSize
+	}
+	res, terr := sock.ep.Read(&w, tcpip.ReadOptions{NeedRemoteAddr: sock.proto == udp.ProtocolNumber})
+	if terr != nil {
+		w.discard()
+		switch terr.(type) {
+		case *tcpip.ErrWouldBlock:
+			return ErrWouldBlock
+		case *tcpip.ErrClosedForReceive:
+			return io.EOF
+		case *tcpip.ErrBadBuffer:
+			// The writer failed before taking anything: the pool is out
+			// of memory to copy into.
+			if w.err != nil {
+				return w.err
+			}
+		}
+		return errnoError("recv", terr)
+	}
+	from := sock.raddr
+	if sock.proto == udp.ProtocolNumber {
+		from = stack.AddrPort(res.RemoteAddr)
+		if err := w.joinDatagram(); err != nil {
+			return err
+		}
+	} else if res.Count > 0 {
+		sock.ep.ModerateRecvBuf(res.Count)
+	}
+	for _, b := range w.bufs {
+		sock.as.take(b.Len())
+		sock.pending = append(sock.pending, received{b: b, from: from})
+	}
+	sock.c.rxHandoffs.Add(uint64(len(w.bufs)))
+	sock.s.c.rxHandoffs.Add(uint64(len(w.bufs)))
+	return nil
+}
+
+// zcWriter is the io.Writer a socket passes to the endpoint's Read. Each
+// slice the endpoint writes is the stack's own receive memory: it becomes a
+// Buf referencing that memory when a shadow holds it, else a copy in pool
+// memory (counted as copied).
+type zcWriter struct {
+	sock  *Socket
+	limit int
+	bufs  []Buf
+	err   error // why the writer stopped early
+}
+
+// errLimit stops the endpoint's Read at the association's room; the rest
+// stays queued in the stack.
+var errLimit = errors.New("association room reached")
+
+func (w *zcWriter) Write(p []byte) (int, error) {
+	stop := error(nil)
+	if len(p) > w.limit {
+		p, stop = p[:w.limit], errLimit
+	}
+	if len(p) == 0 {
+		return 0, stop
+	}
+	if v := w.sock.flow.Take(p); v != nil {
+		w.bufs = append(w.bufs, newBuf(kindView, v.AsSlice(), v, dmapool.Buf{}, w.sock.as))
+		w.limit -= len(p)
+		w.sock.count(len(p), 0)
+		return len(p), stop
+	}
+	n := 0
+	for n < len(p) {
+		chunk := p[n:min(len(p), n+maxCopyChunk)]
+		pb, err := w.sock.as.reserve(len(chunk))
+		if err != nil {
+			w.err = err
+			return n, err
+		}
+		copy(pb.Bytes(), chunk)
+		w.bufs = append(w.bufs, newBuf(kindCopied, pb.Bytes()[:len(chunk)], nil, pb, w.sock.as))
+		n += len(chunk)
+	}
+	w.limit -= n
+	w.sock.count(0, n)
+	return n, stop
+}
+
+// maxCopyChunk is the largest contiguous pool reservation a copy takes.
+const maxCopyChunk = 64 << 10
+
+// joinDatagram makes a datagram that arrived in several pieces one Buf, so
+// one RecvFrom returns one datagram: it copies the pieces into one pool
+// buffer and counts them as copied.
+func (w *zcWriter) joinDatagram() error {
+	if len(w.bufs) <= 1 {
+		return nil
+	}
+	total := 0
+	for _, b := range w.bufs {
+		total += b.Len()
+	}
+	pb, err := w.sock.as.reserve(total)
+	if err != nil {
+		w.discard()
+		return err
+	}
+	off := 0
+	for _, b := range w.bufs {
+		off += copy(pb.Bytes()[off:], b.Bytes())
+		if !b.Copied() {
+			w.sock.count(-b.Len(), b.Len())
+		}
+		h, _ := b.claim()
+		h.free()
+	}
+	w.bufs = append(w.bufs[:0], newBuf(kindCopied, pb.Bytes()[:total], nil, pb, w.sock.as))
+	return nil
+}
+
+// discard frees Bufs made by a Read that failed.
+func (w *zcWriter) discard() {
+	for _, b := range w.bufs {
+		if h, ok := b.claim(); ok {
+			h.free()
+		}
+	}
+	w.bufs = w.bufs[:0]
+}
+
+// count books handed-over and copied bytes (negative to move bytes from one
+// column to the other).
+func (sock *Socket) count(handed, copied int) {
+	for _, c := range []*counters{&sock.c, &sock.s.c} {
+		c.rxHanded.Add(uint64(handed))
+		c.rxCopied.Add(uint64(copied))
+	}
+}
+
+// Send sends b's bytes and takes ownership of b: it is released once the
+// stack has them (or on error), and invalid afterwards. b must come from
+// Stack.Reserve or a receive; anything else is ErrInvalidBuffer. The bytes
+// are copied once, into the stack's send buffer (counted); SendFunc avoids
+// even that.
+func (sock *Socket) Send(ctx context.Context, b Buf) (int, error) {
+	return sock.SendTo(ctx, b, netip.AddrPort{})
+}
+
+// SendTo is Send to a destination (UDP; zero: the connected peer).
+func (sock *Socket) SendTo(ctx context.Context, b Buf, to netip.AddrPort) (int, error) {
+	h, ok := b.claim()
+	if !ok {
+		return 0, b.Valid()
+	}
+	n := len(h.data)
+	defer func() {
+		owner := h.owner
+		h.free()
+		if owner != nil {
+			owner.credit(n)
+		}
+	}()
+	var r bytes.Reader
+	r.Reset(h.data)
+	written, err := sock.write(ctx, &r, n, to)
+	for _, c := range []*counters{&sock.c, &sock.s.c} {
+		c.txCopied.Add(uint64(written))
+	}
+	return written, err
+}
+
+// SendFunc sends n bytes that fill writes straight into the stack's send
+// buffer: no copy in user space. fill is called with consecutive parts of
+// the n bytes (each at most 64 KiB, in order) and returns how many bytes it
+// wrote into each; returning less than the part's length ends the send
+// there. SendFunc returns the bytes sent.
+func (sock *Socket) SendFunc(ctx context.Context, n int, fill func(p []byte) int) (int, error) {
+	if n <= 0 || fill == nil {
+		return 0, fmt.Errorf("sendfunc: %w", sockErr(syscall_EINVAL))
+	}
+	r := &fillReader{fill: fill, left: n}
+	written, err := sock.write(ctx, r, n, netip.AddrPort{})
+	for _, c := range []*counters{&sock.c, &sock.s.c} {
+		c.txInPlace.Add(uint64(written))
+	}
+	return written, err
+}
+
+// fillReader is the tcpip.Payloader SendFunc hands the endpoint: its Read
+// gets slices of the stack's new send buffer, and fill writes into them.
+type fillReader struct {
+	fill func([]byte) int
+	left int
+	done bool
+}
+
+func (r *fillReader) Read(p []byte) (int, error) {
+	if r.done || r.left == 0 {
+		return 0, io.EOF
+	}
+	p = p[:min(len(p), r.left)]
+	n := r.fill(p)
+	if n < 0 || n > len(p) {
+		n = 0
+	}
+	if n < len(p) {
+		r.done = true
+	}
+	r.left -= n
+	return n, nil
+}
+
+func (r *fillReader) Len() int {
+	if r.done {
+		return 0
+	}
+	return r.left
+}
+
+// payloader is what the endpoint's Write reads from.
+type payloader interface {
+	io.Reader
+	Len() int
+}
+
+// write writes n bytes from r, waiting for room in the send buffer.
+func (sock *Socket) write(ctx context.Context, r payloader, n int, to netip.AddrPort) (int, error) {
+	if sock.listening {
+		return 0, sockErr(syscall_EINVAL)
+	}
+	var opts tcpip.WriteOptions
+	if to.IsValid() {
+		fa := stack.FullAddress(to, 0)
+		opts.To = &fa
+	}
+	written := 0
+	for written < n && r.Len() > 0 {
+		select {
+		case <-sock.closed:
+			return written, net.ErrClosed
+		default:
+		}
+		m, terr := sock.ep.Write(r, opts)
+		written += int(m)
+		if terr == nil {
+			if sock.proto == udp.ProtocolNumber {
+				break
+			}
+			continue
+		}
+		if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
+			return written, errnoError("send", terr)
+		}
+		if err := sock.waitFor(ctx, waiter.WritableEvents, nil); err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+// Close closes the socket: received Bufs not yet returned are released, the
+// zero-copy flow is unregistered, and blocked calls fail with net.ErrClosed.
+// Bufs the application holds stay valid until it releases them.
+func (sock *Socket) Close() error {
+	first := false
+	sock.closeOnce.Do(func() {
+		first = true
+		close(sock.closed)
+		sock.ep.Close()
+		if sock.flow != nil {
+			sock.flow.Close()
+		}
+	})
+	if !first {
+		return net.ErrClosed
+	}
+	sock.rmu.Lock()
+	for _, r := range sock.pending {
+		r.b.Release()
+	}
+	sock.pending = nil
+	sock.rmu.Unlock()
+	return nil
+}
+
+// SocketStats describes a socket's copy budget and memory.
+type SocketStats struct {
+	Counters
+	AssocBytes int // associated bytes: the most it may hold unreleased
+	HeldBytes  int // received bytes handed out or queued, not yet released
+	Flow       stack.FlowStats
+}
+
+// Stats returns the socket's counters.
+func (sock *Socket) Stats() SocketStats {
+	limit, held := sock.as.usage()
+	st := SocketStats{Counters: sock.c.snapshot(), AssocBytes: limit, HeldBytes: held}
+	if sock.flow != nil {
+		st.Flow = sock.flow.Stats()
+	}
+	return st
+}

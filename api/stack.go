@@ -1,0 +1,105 @@
+package api
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"github.com/zcnet/zcnet/dmapool"
+	"github.com/zcnet/zcnet/stack"
+)
+
+// Options configures New.
+type Options struct {
+	// Pool is the buffer memory sockets are associated with by default, the
+	// memory Reserve hands out, and where received data that cannot be
+	// referenced in place is copied. Required for Reserve and for sockets
+	// that receive; a socket can be associated with other pools (Assoc).
+	Pool *dmapool.Pool
+	// DefaultAssoc is how many bytes of Pool each new socket is associated
+	// with: the received bytes it may hold unreleased before the stack stops
+	// taking data from the connection. Default 4 MiB, the default TCP
+	// receive buffer, so a socket's window is not the association's to
+	// limit unless the application asks.
+	DefaultAssoc int
+	// MaxShadowBytes bounds the received memory one socket keeps referenced
+	// for zero-copy hand-off (see stack.Flow). Default
+	// stack.DefaultMaxShadowBytes.
+	MaxShadowBytes int
+}
+
+// DefaultAssoc is Options.DefaultAssoc's default.
+const DefaultAssoc = 4 << 20
+
+// Stack is the zero-copy socket API over one zcnet stack: the paper's
+// sockets (§5, §6), which hand received data over as buffers the
+// application owns, and the memory they use. Its methods are safe for
+// concurrent use.
+type Stack struct {
+	st   *stack.Stack
+	opts Options
+	c    counters
+}
+
+// New returns the socket API for st.
+func New(st *stack.Stack, opts Options) (*Stack, error) {
+	if st == nil {
+		return nil, fmt.Errorf("%w: nil stack", ErrAssoc)
+	}
+	if opts.DefaultAssoc == 0 {
+		opts.DefaultAssoc = DefaultAssoc
+	}
+	if opts.DefaultAssoc < 0 {
+		return nil, fmt.Errorf("%w: DefaultAssoc %d is negative", ErrAssoc, opts.DefaultAssoc)
+	}
+	return &Stack{st: st, opts: opts}, nil
+}
+
+// Net returns the net-shaped adapters (DialContext, Listen, ListenPacket)
+// over the same stack.
+func (s *Stack) Net() *Net { return NewNet(s.st) }
+
+// Reserve returns a writable n-byte buffer from the stack's pool, to fill
+// and Send (which takes it over) or Release.
+func (s *Stack) Reserve(n int) (Buf, error) {
+	if s.opts.Pool == nil {
+		return Buf{}, fmt.Errorf("%w: Reserve needs Options.Pool", ErrAssoc)
+	}
+	pb, err := s.opts.Pool.Reserve(n)
+	if err != nil {
+		return Buf{}, err
+	}
+	return newBuf(kindReserved, pb.Bytes(), nil, pb, nil), nil
+}
+
+// counters are the copy budget's books, per stack and per socket: every
+// byte received is either handed over (zero copy) or copied, and every byte
+// sent is either written in place (SendFunc) or copied (Send).
+type counters struct {
+	rxHanded, rxCopied   atomic.Uint64 // bytes
+	rxHandoffs, releases atomic.Uint64 // buffers
+	txInPlace, txCopied  atomic.Uint64 // bytes
+	dropsNoRoom          atomic.Uint64 // UDP datagrams dropped: no association room
+	dropsOldest          atomic.Uint64 // UDP datagrams dropped by latest-wins
+}
+
+// Counters is a snapshot of the copy budget.
+type Counters struct {
+	RxHandedOver uint64 // received bytes handed over without a copy
+	RxCopied     uint64 // received bytes copied into pool memory
+	RxHandoffs   uint64 // received buffers handed to the application
+	TxInPlace    uint64 // bytes sent by SendFunc, written straight into the stack's buffers
+	TxCopied     uint64 // bytes sent by Send, copied from a Buf into the stack
+	DropsNoRoom  uint64 // UDP datagrams dropped for lack of association room
+	DropsOldest  uint64 // UDP datagrams dropped by latest-wins
+}
+
+func (c *counters) snapshot() Counters {
+	return Counters{
+		RxHandedOver: c.rxHanded.Load(), RxCopied: c.rxCopied.Load(), RxHandoffs: c.rxHandoffs.Load(),
+		TxInPlace: c.txInPlace.Load(), TxCopied: c.txCopied.Load(),
+		DropsNoRoom: c.dropsNoRoom.Load(), DropsOldest: c.dropsOldest.Load(),
+	}
+}
+
+// Counters returns the stack-wide copy budget.
+func (s *Stack) Counters() Counters { return s.c.snapshot() }

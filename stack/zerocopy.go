@@ -1,0 +1,417 @@
+package stack
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/seqnum"
+
+	"github.com/zcnet/zcnet/tap"
+)
+
+// Zero-copy receive plumbing.
+//
+// gVisor's TCP and UDP endpoints hand Read's writer slices of the very
+// memory their received packets live in. A link that splits headers from
+// payload (tap.SplitPayload) leaves that memory in the view the link
+// received into, so the stack can turn those slices into references the
+// application owns, without copying:
+//
+//  1. A socket that wants zero-copy receive registers a Flow for its
+//     addresses (RegisterFlow) before any data can arrive for it.
+//  2. Every link of the stack calls the registry's hook with each received
+//     payload view (tap.PayloadHook). The hook finds the flow the packet
+//     belongs to — a map lookup, skipped at once for ports no flow uses —
+//     and keeps a shadow: a clone of the view (the same memory, kept alive
+//     and unchanged), its address range and, for TCP, the sequence number
+//     of its first byte.
+//  3. When the socket reads, its writer passes each slice to Flow.Take,
+//     which finds the shadow holding it and returns a new clone trimmed to
+//     exactly that slice: the application's reference. A slice no shadow
+//     holds (data that arrived before registration, segments the stack
+//     merged or copied) is reported as not found, and the socket copies it
+//     and counts the copy.
+//  4. Shadows are released once their data has been delivered: for TCP,
+//     every shadow ending at or before the sequence number just read; for
+//     UDP, every datagram that arrived before the one just read (the stack
+//     dropped those or they were read by copy). A flow holds at most
+//     MaxShadowBytes; past that the oldest shadows are released and counted
+//     as evicted.
+
+// ErrFlowExists reports a second registration of the same addresses.
+var ErrFlowExists = errors.New("stack: zero-copy flow already registered")
+
+// DefaultMaxShadowBytes bounds the payload memory one flow's shadows keep
+// alive: twice the largest default TCP receive buffer, so a full window
+// plus its retransmissions fit.
+const DefaultMaxShadowBytes = 2 * (16 << 20)
+
+// flowKey names a flow from the receiving side. Zero addresses and ports are
+// wildcards: a listener or an unconnected UDP socket registers only its local
+// port (and address, if bound to one).
+type flowKey struct {
+	proto  tcpip.TransportProtocolNumber
+	local  netip.AddrPort
+	remote netip.AddrPort
+}
+
+// registry maps flows to the sockets that receive without copying.
+type registry struct {
+	mu    sync.RWMutex
+	flows map[flowKey]*Flow // +checklocks:mu
+	// ports counts registered flows per local port, so the hook rejects
+	// traffic for other ports without building a key.
+	ports [1 << 16]atomic.Int32
+
+	// Totals across flows, for Stack.ZeroCopyStats.
+	shadowed, evicted, unmatchedFrames atomic.Uint64
+}
+
+// Flow is one socket's zero-copy receive state: the shadows of its received
+// payloads. Create it with Stack.RegisterFlow; Close it when the socket
+// closes. Take is safe for concurrent use with the link hooks.
+type Flow struct {
+	reg    *registry
+	key    flowKey
+	max    int
+	parent *Flow // the listener's flow, for an accepted connection; else nil
+
+	mu      sync.Mutex
+	shadows []shadow // +checklocks:mu; in arrival order
+	bytes   int      // +checklocks:mu; payload bytes the shadows hold
+	closed  bool     // +checklocks:mu
+
+	taken, evicted atomic.Uint64
+}
+
+// shadow is a reference to one received payload view.
+type shadow struct {
+	v    *buffer.View // a clone: keeps the memory alive and unchanged
+	base uintptr      // address of the view's first payload byte
+	n    int          // payload bytes in the view
+	seq  seqnum.Value // TCP: sequence number of the first byte
+}
+
+// RegisterFlow starts keeping shadows of payloads that arrive for the given
+// addresses, seen from this stack: local is the socket's own address (the
+// zero address when bound to all), remote its peer's (zero when not
+// connected). proto is tcp.ProtocolNumber or udp.ProtocolNumber.
+func (st *Stack) RegisterFlow(proto tcpip.TransportProtocolNumber, local, remote netip.AddrPort, maxShadowBytes int) (*Flow, error) {
+	if proto != header.TCPProtocolNumber && proto != header.UDPProtocolNumber {
+		return nil, fmt.Errorf("%w: zero-copy flows are TCP or UDP, not protocol %d", ErrInvalidOptions, proto)
+	}
+	if local.Port() == 0 {
+		return nil, fmt.Errorf("%w: zero-copy flow needs a local port", ErrInvalidOptions)
+	}
+	if maxShadowBytes <= 0 {
+		maxShadowBytes = DefaultMaxShadowBytes
+	}
+	k := flowKey{proto: proto, local: normAP(local), remote: normAP(remote)}
+	r := &st.zc
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.flows == nil {
+		r.flows = map[flowKey]*Flow{}
+	}
+	if _, ok := r.flows[k]; ok {
+		return nil, fmt.Errorf("%w: %v %v -> %v", ErrFlowExists, proto, remote, local)
+	}
+	f := &Flow{reg: r, key: k, max: maxShadowBytes}
+	r.flows[k] = f
+	r.ports[local.Port()].Add(1)
+	return f, nil
+}
+
+// normAP drops an IPv4-mapped prefix and any zone, so keys built from
+// packets and from sockets agree.
+func normAP(ap netip.AddrPort) netip.AddrPort {
+	if !ap.Addr().IsValid() {
+		return netip.AddrPortFrom(netip.Addr{}, ap.Port())
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
+}
+
+// hook is the tap.PayloadHook every link of the stack calls.
+func (r *registry) hook(hdr []byte, payload *buffer.View, off int) {
+	key, seq, ok := parseFlow(hdr)
+	if !ok || r.ports[key.local.Port()].Load() == 0 {
+		return
+	}
+	f := r.lookup(key)
+	if f == nil {
+		r.unmatchedFrames.Add(1)
+		return
+	}
+	f.add(payload, seq.Add(seqnum.Size(off)))
+}
+
+// lookup finds the most specific flow for a packet's key.
+func (r *registry) lookup(k flowKey) *Flow {
+	anyLocal := netip.AddrPortFrom(netip.Addr{}, k.local.Port())
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, c := range [...]flowKey{
+		k,
+		{k.proto, anyLocal, k.remote},
+		{k.proto, k.local, netip.AddrPort{}},
+		{k.proto, anyLocal, netip.AddrPort{}},
+	} {
+		if f, ok := r.flows[c]; ok {
+			return f
+		}
+	}
+	return nil
+}
+
+// parseFlow reads the receiving side's flow key and the TCP sequence number
+// from a frame's headers, which the link has already bounds-checked
+// (tap.HeaderLen).
+func parseFlow(hdr []byte) (flowKey, seqnum.Value, bool) {
+	if len(hdr) < header.EthernetMinimumSize {
+		return flowKey{}, 0, false
+	}
+	l3 := hdr[header.EthernetMinimumSize:]
+	var (
+		src, dst netip.Addr
+		proto    tcpip.TransportProtocolNumber
+		l4       []byte
+	)
+	switch header.Ethernet(hdr).Type() {
+	case header.IPv4ProtocolNumber:
+		if len(l3) < header.IPv4MinimumSize {
+			return flowKey{}, 0, false
+		}
+		ip := header.IPv4(l3)
+		hl := int(ip.HeaderLength())
+		if hl < header.IPv4MinimumSize || len(l3) < hl {
+			return flowKey{}, 0, false
+		}
+		src, dst = NetipAddr(ip.SourceAddress()), NetipAddr(ip.DestinationAddress())
+		proto, l4 = ip.TransportProtocol(), l3[hl:]
+	case header.IPv6ProtocolNumber:
+		if len(l3) < header.IPv6MinimumSize {
+			return flowKey{}, 0, false
+		}
+		ip := header.IPv6(l3)
+		src, dst = NetipAddr(ip.SourceAddress()), NetipAddr(ip.DestinationAddress())
+		proto, l4 = ip.TransportProtocol(), l3[header.IPv6MinimumSize:]
+	default:
+		return flowKey{}, 0, false
+	}
+	var seq seqnum.Value
+	switch proto {
+	case header.TCPProtocolNumber:
+		if len(l4) < header.TCPMinimumSize {
+			return flowKey{}, 0, false
+		}
+		seq = seqnum.Value(header.TCP(l4).SequenceNumber())
+	case header.UDPProtocolNumber:
+		if len(l4) < header.UDPMinimumSize {
+			return flowKey{}, 0, false
+		}
+	default:
+		return flowKey{}, 0, false
+	}
+	// Both headers start with the source and destination ports.
+	sport, dport := uint16(l4[0])<<8|uint16(l4[1]), uint16(l4[2])<<8|uint16(l4[3])
+	return flowKey{
+		proto:  proto,
+		local:  netip.AddrPortFrom(dst, dport),
+		remote: netip.AddrPortFrom(src, sport),
+	}, seq, true
+}
+
+// add keeps a shadow of payload.
+func (f *Flow) add(payload *buffer.View, seq seqnum.Value) {
+	b := payload.AsSlice()
+	if len(b) == 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return
+	}
+	f.shadows = append(f.shadows, shadow{v: payload.Clone(), base: sliceAddr(b), n: len(b), seq: seq})
+	f.bytes += len(b)
+	f.reg.shadowed.Add(1)
+	for f.bytes > f.max && len(f.shadows) > 1 {
+		f.dropLocked(0)
+		f.evicted.Add(1)
+		f.reg.evicted.Add(1)
+	}
+}
+
+// dropLocked releases shadow i.
+//
+// +checklocks:f.mu
+func (f *Flow) dropLocked(i int) {
+	s := f.shadows[i]
+	s.v.Release()
+	f.bytes -= s.n
+	f.shadows = append(f.shadows[:i], f.shadows[i+1:]...)
+}
+
+// Take returns a new reference (a view the caller owns and must Release) to
+// the received memory p lies in, trimmed to exactly p, if a shadow of this
+// flow holds p; and releases the shadows whose data has now been delivered
+// (step 4 of the flow above). It returns nil if no shadow holds p: the
+// caller must copy p.
+func (f *Flow) Take(p []byte) *buffer.View {
+	a := sliceAddr(p)
+	if a == 0 {
+		return nil
+	}
+	end := a + uintptr(len(p))
+	if v := f.take(a, end, len(p)); v != nil || f.parent == nil {
+		return v
+	}
+	return f.parent.takeShared(a, end, len(p))
+}
+
+func (f *Flow) take(a, end uintptr, n int) *buffer.View {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.shadows {
+		s := &f.shadows[i]
+		if a < s.base || end > s.base+uintptr(s.n) {
+			continue
+		}
+		off := int(a - s.base)
+		v := s.v.Clone()
+		v.TrimFront(off)
+		v.CapLength(n)
+		f.taken.Add(1)
+		if f.key.proto == header.TCPProtocolNumber {
+			f.releaseDeliveredLocked(s.seq.Add(seqnum.Size(off + n)))
+		} else {
+			// A datagram is read whole and in arrival order: this one
+			// and every earlier one are done with.
+			for j := i; j >= 0; j-- {
+				f.dropLocked(j)
+			}
+		}
+		return v
+	}
+	return nil
+}
+
+// releaseDeliveredLocked releases TCP shadows that end at or before next,
+// the sequence number of the first byte not yet delivered.
+//
+// +checklocks:f.mu
+func (f *Flow) releaseDeliveredLocked(next seqnum.Value) {
+	j := 0
+	for _, s := range f.shadows {
+		if s.seq.Add(seqnum.Size(s.n)).LessThanEq(next) {
+			s.v.Release()
+			f.bytes -= s.n
+			continue
+		}
+		f.shadows[j] = s
+		j++
+	}
+	clear(f.shadows[j:])
+	f.shadows = f.shadows[:j]
+}
+
+// FlowStats counts one flow's shadows.
+type FlowStats struct {
+	Shadows     int    // shadows held now
+	ShadowBytes int    // payload bytes they keep alive
+	Taken       uint64 // slices handed out by Take
+	Evicted     uint64 // shadows released unused because the flow held MaxShadowBytes
+}
+
+// Stats returns the flow's counters.
+func (f *Flow) Stats() FlowStats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return FlowStats{Shadows: len(f.shadows), ShadowBytes: f.bytes, Taken: f.taken.Load(), Evicted: f.evicted.Load()}
+}
+
+// RegisterChild registers a flow for one connection accepted by the
+// listener whose flow is f. The connection's first data may have arrived
+// before it was accepted and so sit in f's shadows: the child's Take looks
+// there too.
+func (f *Flow) RegisterChild(st *Stack, local, remote netip.AddrPort) (*Flow, error) {
+	nf, err := st.RegisterFlow(f.key.proto, local, remote, f.max)
+	if err != nil {
+		return nil, err
+	}
+	nf.parent = f
+	return nf, nil
+}
+
+// takeShared is Take for a listener's flow, whose shadows belong to many
+// connections: sequence numbers of one say nothing of another, so a shadow
+// is released only when a slice reaching its end has been taken.
+func (f *Flow) takeShared(a, end uintptr, n int) *buffer.View {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.shadows {
+		s := &f.shadows[i]
+		if a < s.base || end > s.base+uintptr(s.n) {
+			continue
+		}
+		off := int(a - s.base)
+		v := s.v.Clone()
+		v.TrimFront(off)
+		v.CapLength(n)
+		f.taken.Add(1)
+		if off+n == s.n {
+			f.dropLocked(i)
+		}
+		return v
+	}
+	return nil
+}
+
+// Close unregisters the flow and releases every shadow. Safe to call more
+// than once.
+func (f *Flow) Close() {
+	r := f.reg
+	r.mu.Lock()
+	if r.flows[f.key] == f {
+		delete(r.flows, f.key)
+		r.ports[f.key.local.Port()].Add(-1)
+	}
+	r.mu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	for _, s := range f.shadows {
+		s.v.Release()
+	}
+	f.shadows = nil
+	f.bytes = 0
+}
+
+// ZeroCopyStats counts the zero-copy receive registry's work for the whole
+// stack.
+type ZeroCopyStats struct {
+	Flows           int    // flows registered now
+	Shadowed        uint64 // payload views shadowed
+	Evicted         uint64 // shadows released unused (flow over its bound)
+	UnmatchedFrames uint64 // frames to a zero-copy port but no registered flow
+}
+
+// ZeroCopyStats returns the registry's counters.
+func (st *Stack) ZeroCopyStats() ZeroCopyStats {
+	st.zc.mu.RLock()
+	n := len(st.zc.flows)
+	st.zc.mu.RUnlock()
+	return ZeroCopyStats{Flows: n, Shadowed: st.zc.shadowed.Load(), Evicted: st.zc.evicted.Load(), UnmatchedFrames: st.zc.unmatchedFrames.Load()}
+}
+
+// payloadHooker is implemented by zcnet's links (tap.Link, tap.PairEndpoint,
+// the ring) so the stack can see received payloads.
+type payloadHooker interface {
+	SetPayloadHook(tap.PayloadHook)
+}
