@@ -1,0 +1,59 @@
+// Package tap provides zcnet's links: the gVisor stack.LinkEndpoints that
+// carry Ethernet frames between the stack and the outside world.
+//
+// It owns three links, each a stack.LinkEndpoint with compile-time checks:
+//
+//   - Link, over a Linux TAP device (this file's neighbours link.go, rx.go,
+//     tx.go, vnet.go, tun_linux.go): the virtio-net header with the kernel's
+//     checksum and segmentation offloads, a software header split on
+//     receive, reads batched per wake-up, and several queues served in
+//     parallel;
+//   - PairEndpoint, an in-process wire between two stacks (pair.go), for
+//     tests, demos and benchmarks without privileges;
+//   - the shared-memory ring to another process (later).
+//
+// It does not know about sockets: the socket layer (package stack and api)
+// sits on top and reaches the link only through gVisor's interfaces and the
+// payload hook (Link.SetPayloadHook), which lets it recognise received
+// payload views for zero-copy receive.
+//
+// # Copies
+//
+// Receive: one copy, by the kernel, into views the link allocates from
+// gVisor's pools; GSO super-frames of up to 64 KiB arrive whole, so the
+// copy and the stack's per-packet work happen once per 64 KiB, not per MSS.
+// The link then copies only the Ethernet, IP and TCP/UDP headers into a view
+// of their own (the header split, see split.go), so the payload view is
+// never copied on write by the stack (Stats.RxCopiedBytes counts the header
+// bytes). Transmit: one writev of the stack's own views; the kernel copies
+// and, for TCP super-frames, segments (host GSO).
+//
+// # Offloads and checksums
+//
+// With Config.Offload on (the default) the device is opened with
+// IFF_VNET_HDR and a 12-byte header and TUNSETOFFLOAD CSUM|TSO4|TSO6 (and
+// USO4|USO6 where the kernel has them). The kernel then hands the link TCP
+// frames with a partial checksum (NEEDS_CSUM), which gVisor would reject
+// unless the link advertises receive checksum offload; the stack cannot be
+// told per packet (the NIC overwrites pkt.RXChecksumValidated from the
+// link's capabilities), so the link advertises it and verifies in software
+// every frame whose header carries neither NEEDS_CSUM nor DATA_VALID
+// (Stats.RxCsumVerified, Stats.RxDropBadCsum). Transmit checksum offload
+// is never advertised; TCP segments go out with NEEDS_CSUM and the kernel
+// completes them. vnet.go holds all of this and cites the kernel headers.
+//
+// # Why not github.com/songgao/water
+//
+// water opens TUN/TAP devices portably, but on Linux it cannot set
+// IFF_VNET_HDR, TUNSETVNETHDRSZ or TUNSETOFFLOAD, and it hides the
+// descriptor behind an io.ReadWriteCloser, so neither the offloads (the
+// source of a 4–25× throughput gain here) nor readv into the stack's own
+// buffers are possible. The few ioctls needed are in tun_linux.go.
+//
+// # Shutting down
+//
+// Close the link (which removes its NIC from the stack) or remove the NIC,
+// then close the stack. Stack.Wait waits for link endpoints while holding
+// the stack's lock, which a reader in the middle of delivering a packet may
+// need; closing the link first lets the readers finish outside that lock.
+package tap
