@@ -1,0 +1,273 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/stack"
+	"github.com/zcnet/zcnet/tap"
+)
+
+const demoHelp = `Usage: netstackd demo [flags]
+
+Runs two zcnet stacks in this process, joined by an in-process Ethernet link:
+the client at 192.0.2.1 and the server at 192.0.2.2, where netstackd's echo,
+discard and status services run. It measures TCP round trips against echo,
+checks a UDP echo, then streams to discard for -duration with a progress line
+each second, and prints a summary. It needs no privileges.
+
+Examples:
+  netstackd
+  netstackd demo -duration 10s -mtu 9000 -rounds 5000
+`
+
+var (
+	demoClient = netip.MustParsePrefix("192.0.2.1/24")
+	demoServer = netip.MustParsePrefix("192.0.2.2/24")
+)
+
+type demoConfig struct {
+	duration time.Duration
+	mtu      int
+	rounds   int
+	size     int
+	verbose  bool
+}
+
+func runDemo(args []string, stdout, stderr io.Writer) error {
+	var cfg demoConfig
+	fs := newFlagSet("demo", demoHelp, stdout, stderr)
+	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "length of the throughput run (100ms to 1h)")
+	fs.IntVar(&cfg.mtu, "mtu", 1500, "MTU of the in-process link (1280 to 65521)")
+	fs.IntVar(&cfg.rounds, "rounds", 1000, "number of echo round trips (1 to 10000000)")
+	fs.IntVar(&cfg.size, "size", 64, "bytes per echo round trip (1 to 65536)")
+	fs.BoolVar(&cfg.verbose, "v", false, "log the services' start and stop")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		ok   bool
+		what string
+	}{
+		{cfg.duration >= 100*time.Millisecond && cfg.duration <= time.Hour, fmt.Sprintf("-duration %v: want 100ms to 1h", cfg.duration)},
+		{cfg.mtu >= 1280 && cfg.mtu <= tap.MaxMTU, fmt.Sprintf("-mtu %d: want 1280 to %d", cfg.mtu, tap.MaxMTU)},
+		{cfg.rounds >= 1 && cfg.rounds <= 10_000_000, fmt.Sprintf("-rounds %d: want 1 to 10000000", cfg.rounds)},
+		{cfg.size >= 1 && cfg.size <= 65536, fmt.Sprintf("-size %d: want 1 to 65536", cfg.size)},
+	} {
+		if !c.ok {
+			fmt.Fprintf(stderr, "netstackd demo: %s\n", c.what)
+			return errUsage
+		}
+	}
+	level := slog.LevelWarn
+	if cfg.verbose {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return demo(cfg, stdout, log)
+}
+
+func demo(cfg demoConfig, out io.Writer, log *slog.Logger) error {
+	la, lb, err := tap.NewPair(tap.PairConfig{MTU: uint32(cfg.mtu)})
+	if err != nil {
+		return err
+	}
+	client, err := demoStack(la, demoClient, log)
+	if err != nil {
+		lb.Close()
+		return err
+	}
+	defer client.Close()
+	server, err := demoStack(lb, demoServer, log)
+	if err != nil {
+		return err
+	}
+	defer server.Close()
+	svc := newServices(server, log)
+	if err := svc.startAll(); err != nil {
+		return err
+	}
+	defer svc.Close()
+
+	fmt.Fprintf(out, "zcnet demo: two gVisor stacks in this process, %v <-> %v over an in-process Ethernet link, MTU %d\n",
+		demoClient.Addr(), demoServer.Addr(), cfg.mtu)
+	n := api.NewNet(client)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second+cfg.duration)
+	defer cancel()
+
+	rtt, err := echoRounds(ctx, n, cfg.rounds, cfg.size)
+	if err != nil {
+		return fmt.Errorf("echo: %w", err)
+	}
+	fmt.Fprintf(out, "echo: %d round trips of %d bytes over TCP to %v:7, all verified: mean %v, %.0f round trips/s\n",
+		cfg.rounds, cfg.size, demoServer.Addr(), (rtt / time.Duration(cfg.rounds)).Round(100*time.Nanosecond), float64(cfg.rounds)/rtt.Seconds())
+	if err := echoUDP(ctx, n); err != nil {
+		return fmt.Errorf("udp echo: %w", err)
+	}
+	fmt.Fprintf(out, "echo: UDP datagram to %v:7 came back intact\n", demoServer.Addr())
+
+	fmt.Fprintf(out, "throughput: one TCP stream to discard at %v:9 for %v\n", demoServer.Addr(), cfg.duration)
+	sent, elapsed, err := stream(ctx, n, cfg.duration, out)
+	if err != nil {
+		return fmt.Errorf("throughput: %w", err)
+	}
+	// Close the services so the discard server's count is final.
+	svc.Close()
+	got := svc.discardBytes.Load()
+	if got != sent {
+		return fmt.Errorf("throughput: sent %d bytes but discard received %d", sent, got)
+	}
+	fmt.Fprintf(out, "summary: %d echo round trips (%.0f/s); %.1f MiB streamed in %.2f s = %.2f Gbit/s, every byte received\n",
+		cfg.rounds, float64(cfg.rounds)/rtt.Seconds(), float64(got)/(1<<20), elapsed.Seconds(), gbits(got, elapsed))
+	return nil
+}
+
+func demoStack(link *tap.PairEndpoint, addr netip.Prefix, log *slog.Logger) (*stack.Stack, error) {
+	st, err := stack.New(stack.Options{Logger: log})
+	if err != nil {
+		link.Close()
+		return nil, err
+	}
+	if _, err := st.AddNIC(link, stack.NICConfig{Addrs: []netip.Prefix{addr}}); err != nil {
+		st.Close()
+		link.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+func gbits(n uint64, d time.Duration) float64 { return float64(n) * 8 / d.Seconds() / 1e9 }
+
+// echoRounds makes rounds request/response exchanges of size random bytes
+// with the echo server and checks each reply. It returns the total time.
+func echoRounds(ctx context.Context, n *api.Net, rounds, size int) (time.Duration, error) {
+	c, err := n.DialContext(ctx, "tcp", netip.AddrPortFrom(demoServer.Addr(), 7).String())
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	c.(*api.TCPConn).SetNoDelay(true)
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	req, resp := make([]byte, size), make([]byte, size)
+	rand.Read(req)
+	start := time.Now()
+	for i := 0; i < rounds; i++ {
+		req[0] = byte(i)
+		if _, err := c.Write(req); err != nil {
+			return 0, err
+		}
+		if _, err := io.ReadFull(c, resp); err != nil {
+			return 0, err
+		}
+		if !bytes.Equal(req, resp) {
+			return 0, fmt.Errorf("round %d: reply differs from request", i)
+		}
+	}
+	return time.Since(start), nil
+}
+
+// echoUDP sends a datagram to the UDP echo server until it comes back (the
+// first may be lost while ARP resolves), at most 20 tries.
+func echoUDP(ctx context.Context, n *api.Net) error {
+	c, err := n.DialContext(ctx, "udp", netip.AddrPortFrom(demoServer.Addr(), 7).String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	msg := []byte("zcnet udp echo")
+	buf := make([]byte, 100)
+	for try := 0; try < 20; try++ {
+		if _, err := c.Write(msg); err != nil {
+			return err
+		}
+		c.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+		m, err := c.Read(buf)
+		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(buf[:m], msg) {
+			return fmt.Errorf("reply %q differs from %q", buf[:m], msg)
+		}
+		return nil
+	}
+	return errors.New("no reply after 20 datagrams")
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// stream writes to the discard server for d, printing a progress line each
+// second, and returns the bytes written and the time taken.
+func stream(ctx context.Context, n *api.Net, d time.Duration, out io.Writer) (uint64, time.Duration, error) {
+	c, err := n.DialContext(ctx, "tcp", netip.AddrPortFrom(demoServer.Addr(), 9).String())
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Close()
+	var sent atomic.Uint64
+	done := make(chan struct{})
+	progress := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(progress)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		var last uint64
+		for sec := 1; ; sec++ {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				now := sent.Load()
+				fmt.Fprintf(out, "  [%3d s] %9.1f MiB  %6.2f Gbit/s\n", sec, float64(now-last)/(1<<20), gbits(now-last, time.Second))
+				last = now
+			}
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	rand.Read(buf)
+	c.SetWriteDeadline(start.Add(d))
+	var werr error
+	for {
+		m, err := c.Write(buf)
+		sent.Add(uint64(m))
+		if err != nil {
+			if !isTimeout(err) {
+				werr = err
+			}
+			break
+		}
+	}
+	close(done)
+	<-progress
+	if werr != nil {
+		return 0, 0, werr
+	}
+	// Wait for the server to read everything: CloseWrite sends FIN, and the
+	// server closes its side when it has drained the stream.
+	c.SetDeadline(time.Time{})
+	if err := c.(*api.TCPConn).CloseWrite(); err != nil {
+		return 0, 0, err
+	}
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		return 0, 0, err
+	}
+	return sent.Load(), time.Since(start), nil
+}
