@@ -24,6 +24,9 @@ type assoc struct {
 	// room is signalled (without blocking) whenever credit returns, so a
 	// receiver that stopped for lack of room can go on.
 	room chan struct{}
+	// notify, when set (the socket has asynchronous operations), is called
+	// as credit returns, to queue the socket for a worker.
+	notify func()
 }
 
 func newAssoc() *assoc {
@@ -95,6 +98,9 @@ func (a *assoc) signal() {
 	select {
 	case a.room <- struct{}{}:
 	default:
+	}
+	if a.notify != nil {
+		a.notify()
 	}
 }
 

@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 
@@ -48,7 +49,8 @@ type bufHandle struct {
 	view  *buffer.View // kindView
 	pb    dmapool.Buf  // kindCopied, kindReserved
 	data  []byte
-	owner *assoc // credited on release; nil for kindReserved
+	owner *assoc         // credited on release; nil for kindReserved
+	from  netip.AddrPort // sender, for a received Buf handed over by an async receive
 }
 
 var handles = sync.Pool{New: func() any { return new(bufHandle) }}
@@ -84,6 +86,15 @@ func (b Buf) Bytes() []byte {
 
 // Len returns the number of bytes, or 0 if b is not valid.
 func (b Buf) Len() int { return len(b.Bytes()) }
+
+// From returns the sender of a Buf received by an asynchronous receive
+// (for UDP, the datagram's source; for TCP, the peer).
+func (b Buf) From() netip.AddrPort {
+	if !b.valid() {
+		return netip.AddrPort{}
+	}
+	return b.h.from
+}
 
 // Copied reports whether a received Buf holds a copy (the stack's memory
 // could not be referenced) rather than the stack's own memory.
@@ -125,6 +136,6 @@ func (h *bufHandle) free() {
 	case kindCopied, kindReserved:
 		h.pb.Release()
 	}
-	h.kind, h.view, h.pb, h.data, h.owner = 0, nil, dmapool.Buf{}, nil, nil
+	h.kind, h.view, h.pb, h.data, h.owner, h.from = 0, nil, dmapool.Buf{}, nil, nil, netip.AddrPort{}
 	handles.Put(h)
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -40,6 +41,11 @@ type Socket struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 
+	// Asynchronous operations (async.go). Lock order: opMu, then rmu.
+	opMu   sync.Mutex
+	as2    asyncState  // +checklocks:opMu
+	queued atomic.Bool // queued for a stack worker
+
 	rmu     sync.Mutex // serialises receivers
 	pending []received // +checklocks:rmu; read from the stack, not yet returned
 }
@@ -58,6 +64,13 @@ func (s *Stack) newSocket(proto tcpip.TransportProtocolNumber, ep tcpip.Endpoint
 	if s.opts.Pool != nil && s.opts.DefaultAssoc > 0 {
 		sock.as.add(s.opts.Pool, s.opts.DefaultAssoc)
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		ep.Close()
+		return nil, net.ErrClosed
+	}
+	s.socks[sock] = struct{}{}
 	return sock, nil
 }
 
@@ -89,7 +102,10 @@ func (s *Stack) ListenTCP(laddr netip.AddrPort) (*Socket, error) {
 		ep.Close()
 		return nil, errnoError("listen", terr)
 	}
-	sock, _ := s.newSocket(tcp.ProtocolNumber, ep, wq)
+	sock, err := s.newSocket(tcp.ProtocolNumber, ep, wq)
+	if err != nil {
+		return nil, err
+	}
 	sock.listening = true
 	sock.laddr = localAddr(ep)
 	// A connection's first data can arrive before Accept: the listener's
@@ -114,27 +130,51 @@ func (sock *Socket) Accept(ctx context.Context) (*Socket, error) {
 		return nil, fmt.Errorf("accept: %w", sockErr(syscall_EINVAL))
 	}
 	for {
-		ep, wq, terr := sock.ep.Accept(nil)
-		if terr == nil {
-			child, _ := sock.s.newSocket(tcp.ProtocolNumber, ep, wq)
-			child.laddr = localAddr(ep)
-			if ra, terr := ep.GetRemoteAddress(); terr == nil {
-				child.raddr = stack.AddrPort(ra)
-			}
-			flow, err := sock.flow.RegisterChild(sock.s.st, child.laddr, child.raddr)
-			if err != nil {
-				ep.Close()
-				return nil, err
-			}
-			child.flow = flow
-			return child, nil
-		}
-		if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
-			return nil, errnoError("accept", terr)
+		child, err := sock.acceptOne()
+		if !errors.Is(err, ErrWouldBlock) {
+			return child, err
 		}
 		if err := sock.waitFor(ctx, waiter.ReadableEvents, nil); err != nil {
 			return nil, err
 		}
+	}
+}
+
+// acceptOne accepts a queued connection, or returns ErrWouldBlock.
+func (sock *Socket) acceptOne() (*Socket, error) {
+	if sock.isClosed() {
+		return nil, net.ErrClosed
+	}
+	ep, wq, terr := sock.ep.Accept(nil)
+	if terr != nil {
+		if _, ok := terr.(*tcpip.ErrWouldBlock); ok {
+			return nil, ErrWouldBlock
+		}
+		return nil, errnoError("accept", terr)
+	}
+	child, err := sock.s.newSocket(tcp.ProtocolNumber, ep, wq)
+	if err != nil {
+		return nil, err
+	}
+	child.laddr = localAddr(ep)
+	if ra, terr := ep.GetRemoteAddress(); terr == nil {
+		child.raddr = stack.AddrPort(ra)
+	}
+	flow, err := sock.flow.RegisterChild(sock.s.st, child.laddr, child.raddr)
+	if err != nil {
+		child.Close()
+		return nil, err
+	}
+	child.flow = flow
+	return child, nil
+}
+
+func (sock *Socket) isClosed() bool {
+	select {
+	case <-sock.closed:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -144,7 +184,10 @@ func (s *Stack) DialTCP(ctx context.Context, raddr netip.AddrPort) (*Socket, err
 	if err != nil {
 		return nil, err
 	}
-	sock, _ := s.newSocket(tcp.ProtocolNumber, ep, wq)
+	sock, err := s.newSocket(tcp.ProtocolNumber, ep, wq)
+	if err != nil {
+		return nil, err
+	}
 	// Bind first so the flow can be registered before any data can arrive.
 	if terr := ep.Bind(tcpip.FullAddress{}); terr != nil {
 		ep.Close()
@@ -200,7 +243,10 @@ func (s *Stack) udp(laddr, raddr netip.AddrPort) (*Socket, error) {
 	// datagrams IP ID 0, so reassembly can mix datagrams after a loss; let
 	// large datagrams fragment with proper IDs, as Linux does.
 	ep.SetSockOptInt(tcpip.MTUDiscoverOption, int(tcpip.PMTUDiscoveryDont))
-	sock, _ := s.newSocket(udp.ProtocolNumber, ep, wq)
+	sock, err := s.newSocket(udp.ProtocolNumber, ep, wq)
+	if err != nil {
+		return nil, err
+	}
 	if terr := ep.Bind(stack.FullAddress(laddr, 0)); terr != nil {
 		ep.Close()
 		return nil, errnoError("bind", terr)
@@ -256,6 +302,18 @@ func (sock *Socket) waitFor(ctx context.Context, mask waiter.EventMask, room <-c
 	case <-sock.closed:
 		return net.ErrClosed
 	}
+}
+
+// WaitReadable blocks until the socket has something to receive (data, an
+// end of stream or an error), ctx ends, or the socket closes.
+func (sock *Socket) WaitReadable(ctx context.Context) error {
+	sock.rmu.Lock()
+	queued := len(sock.pending) > 0
+	sock.rmu.Unlock()
+	if queued || sock.ep.Readiness(waiter.ReadableEvents) != 0 {
+		return nil
+	}
+	return sock.waitFor(ctx, waiter.ReadableEvents, nil)
 }
 
 // Recv returns the next received bytes as a Buf the caller owns and must
@@ -610,27 +668,34 @@ func (sock *Socket) write(ctx context.Context, r payloader, n int, to netip.Addr
 }
 
 // Close closes the socket: received Bufs not yet returned are released, the
-// zero-copy flow is unregistered, and blocked calls fail with net.ErrClosed.
-// Bufs the application holds stay valid until it releases them.
+// zero-copy flow is unregistered, queued asynchronous operations complete
+// with EBADF, and blocked calls fail with net.ErrClosed. Bufs the
+// application holds stay valid until it releases them.
 func (sock *Socket) Close() error {
 	first := false
 	sock.closeOnce.Do(func() {
 		first = true
 		close(sock.closed)
 		sock.ep.Close()
-		if sock.flow != nil {
-			sock.flow.Close()
-		}
 	})
 	if !first {
 		return net.ErrClosed
 	}
+	sock.opMu.Lock()
+	sock.failAllLocked(net.ErrClosed)
+	sock.opMu.Unlock()
 	sock.rmu.Lock()
 	for _, r := range sock.pending {
 		r.b.Release()
 	}
 	sock.pending = nil
+	if sock.flow != nil {
+		sock.flow.Close()
+	}
 	sock.rmu.Unlock()
+	sock.s.mu.Lock()
+	delete(sock.s.socks, sock)
+	sock.s.mu.Unlock()
 	return nil
 }
 

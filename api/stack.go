@@ -2,6 +2,8 @@ package api
 
 import (
 	"fmt"
+	"runtime"
+	"sync"
 	"sync/atomic"
 
 	"github.com/zcnet/zcnet/dmapool"
@@ -21,6 +23,10 @@ type Options struct {
 	// receive buffer, so a socket's window is not the association's to
 	// limit unless the application asks.
 	DefaultAssoc int
+	// Workers is the number of goroutines that serve asynchronous
+	// operations for all sockets of the stack, started at the first Submit.
+	// Default runtime.GOMAXPROCS(0).
+	Workers int
 	// MaxShadowBytes bounds the received memory one socket keeps referenced
 	// for zero-copy hand-off (see stack.Flow). Default
 	// stack.DefaultMaxShadowBytes.
@@ -35,9 +41,15 @@ const DefaultAssoc = 4 << 20
 // application owns, and the memory they use. Its methods are safe for
 // concurrent use.
 type Stack struct {
-	st   *stack.Stack
-	opts Options
-	c    counters
+	st    *stack.Stack
+	opts  Options
+	c     counters
+	w     workers
+	files fileEngine
+
+	mu     sync.Mutex
+	socks  map[*Socket]struct{} // +checklocks:mu; open sockets
+	closed bool                 // +checklocks:mu
 }
 
 // New returns the socket API for st.
@@ -51,7 +63,36 @@ func New(st *stack.Stack, opts Options) (*Stack, error) {
 	if opts.DefaultAssoc < 0 {
 		return nil, fmt.Errorf("%w: DefaultAssoc %d is negative", ErrAssoc, opts.DefaultAssoc)
 	}
-	return &Stack{st: st, opts: opts}, nil
+	if opts.Workers == 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	if opts.Workers < 0 {
+		return nil, fmt.Errorf("%w: Workers %d is negative", ErrInvalidOp, opts.Workers)
+	}
+	return &Stack{st: st, opts: opts, socks: map[*Socket]struct{}{}}, nil
+}
+
+// Close closes every socket of the API (their queued operations complete
+// with EBADF) and stops the workers. It does not close the underlying
+// stack.Stack, which the caller owns.
+func (s *Stack) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	socks := make([]*Socket, 0, len(s.socks))
+	for sock := range s.socks {
+		socks = append(socks, sock)
+	}
+	s.mu.Unlock()
+	for _, sock := range socks {
+		sock.Close()
+	}
+	s.files.close()
+	s.w.close()
+	return nil
 }
 
 // Net returns the net-shaped adapters (DialContext, Listen, ListenPacket)

@@ -265,7 +265,7 @@ func (f *Flow) dropLocked(i int) {
 // caller must copy p.
 func (f *Flow) Take(p []byte) *buffer.View {
 	a := sliceAddr(p)
-	if a == 0 {
+	if f == nil || a == 0 {
 		return nil
 	}
 	end := a + uintptr(len(p))

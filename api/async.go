@@ -1,0 +1,338 @@
+package api
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"syscall"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/stack"
+)
+
+// The asynchronous side of a Socket. Ops wait in per-kind FIFOs guarded by
+// opMu; serveLocked runs whatever is ready, first on the submitter's
+// goroutine (inline completion: "check for available data before calling
+// the kernel"), then on a stack worker each time the endpoint reports
+// readiness, the association regains room, or a paused multishot's channel
+// does.
+
+// asyncState is the part of Socket the asynchronous operations use.
+type asyncState struct {
+	recvOps, sendOps, acceptOps, connectOps []*Op // +checklocks:opMu
+	closeOp                                 *Op   // +checklocks:opMu
+	entry                                   waiter.Entry
+	registered                              bool // +checklocks:opMu
+}
+
+// queue adds a submitted op and runs what is ready at once.
+func (sock *Socket) queue(op *Op) {
+	sock.opMu.Lock()
+	defer sock.opMu.Unlock()
+	if !sock.as2.registered {
+		sock.as2.registered = true
+		sock.as2.entry = waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.WritableEvents|waiter.EventErr|waiter.EventHUp,
+			func(waiter.EventMask) { sock.s.w.kick(sock) })
+		sock.wq.EventRegister(&sock.as2.entry)
+		sock.as.notify = func() { sock.s.w.kick(sock) }
+	}
+	switch op.Kind {
+	case OpRecv, OpRecvMulti:
+		sock.as2.recvOps = append(sock.as2.recvOps, op)
+	case OpSend:
+		sock.as2.sendOps = append(sock.as2.sendOps, op)
+	case OpAccept:
+		sock.as2.acceptOps = append(sock.as2.acceptOps, op)
+	case OpConnect:
+		if !sock.startConnectLocked(op) {
+			return
+		}
+		sock.as2.connectOps = append(sock.as2.connectOps, op)
+	case OpClose:
+		if sock.as2.closeOp != nil {
+			op.completeLocked(evchan.Event{Flags: evchan.FlagInline, Errno: syscall.EALREADY}, net.ErrClosed)
+			return
+		}
+		sock.as2.closeOp = op
+	}
+	sock.serveLocked(true)
+}
+
+// serveCloseLocked runs a queued OpClose once the sends queued before it
+// have completed, so that closing after sending loses nothing.
+//
+// +checklocks:sock.opMu
+func (sock *Socket) serveCloseLocked(flags evchan.Flags) {
+	op := sock.as2.closeOp
+	if op == nil || len(sock.as2.sendOps) > 0 {
+		return
+	}
+	sock.as2.closeOp = nil
+	op.completeLocked(evchan.Event{Flags: flags}, nil)
+	// Close takes opMu itself (to fail what is still queued).
+	sock.opMu.Unlock()
+	sock.Close()
+	sock.opMu.Lock()
+}
+
+// unqueueLocked removes op from its FIFO; false if it is not there.
+//
+// +checklocks:sock.opMu
+func (sock *Socket) unqueueLocked(op *Op) bool {
+	for _, l := range []*[]*Op{&sock.as2.recvOps, &sock.as2.sendOps, &sock.as2.acceptOps, &sock.as2.connectOps} {
+		for i, o := range *l {
+			if o == op {
+				*l = append((*l)[:i], (*l)[i+1:]...)
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// serve runs ready operations; called by a stack worker.
+func (sock *Socket) serve() {
+	sock.opMu.Lock()
+	defer sock.opMu.Unlock()
+	sock.serveLocked(false)
+}
+
+// serveLocked completes every queued op that can complete now.
+//
+// +checklocks:sock.opMu
+func (sock *Socket) serveLocked(inline bool) {
+	var flags evchan.Flags
+	if inline {
+		flags = evchan.FlagInline
+	}
+	sock.serveConnectLocked(flags)
+	sock.serveRecvLocked(flags)
+	sock.serveSendLocked(flags)
+	sock.serveAcceptLocked(flags)
+	sock.serveCloseLocked(flags)
+}
+
+// +checklocks:sock.opMu
+func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
+	for len(sock.as2.recvOps) > 0 {
+		op := sock.as2.recvOps[0]
+		if op.paused {
+			// Waiting for room on its channel: ReserveFunc's callback
+			// leaves the slot in op.resume and kicks the socket.
+			r := op.resume.Swap(nil)
+			if r == nil {
+				return
+			}
+			op.paused = false
+			if r.err != nil {
+				// The channel closed: the multishot ends without an event.
+				sock.as2.recvOps = sock.as2.recvOps[1:]
+				op.finishLocked(r.err)
+				continue
+			}
+			op.credit, _ = r.r.Split(r.r.Len())
+		}
+		b, from, err := sock.recv(nil)
+		if errors.Is(err, ErrWouldBlock) {
+			return
+		}
+		if err != nil {
+			sock.as2.recvOps = sock.as2.recvOps[1:]
+			ev := evchan.Event{Flags: flags, Errno: errnoOf(err)}
+			if err == io.EOF {
+				ev.Flags |= FlagEOF
+			}
+			op.completeLocked(ev, err)
+			continue
+		}
+		b.h.from = from
+		ev := evchan.Event{Flags: flags, Result: int64(len(b.h.data)), Buffer: b.h}
+		if op.Kind == OpRecv {
+			sock.as2.recvOps = sock.as2.recvOps[1:]
+			op.completeLocked(ev, nil)
+			continue
+		}
+		// Multishot: post with FlagMore and take the next slot.
+		ev.Flags |= evchan.FlagMore
+		op.post(ev)
+		op.res += ev.Result
+		var err2 error
+		op.credit, err2 = op.EC.Reserve(1)
+		if err2 == nil {
+			continue
+		}
+		err = err2
+		if errors.Is(err, evchan.ErrFull) {
+			op.paused = true
+			var ok bool
+			op.credit, ok = op.EC.ReserveFunc(1, func(r *evchan.Reservation, err error) {
+				// Runs under the channel's lock: hand over, wake a worker.
+				res := &resumed{err: err}
+				res.r, _ = r.Split(r.Len())
+				op.resume.Store(res)
+				sock.s.w.kick(sock)
+			})
+			if ok {
+				// Room appeared in between: go on at once.
+				op.paused = false
+				continue
+			}
+			return
+		}
+		// Closed channel: the multishot ends without a final event.
+		sock.as2.recvOps = sock.as2.recvOps[1:]
+		op.finishLocked(err)
+	}
+}
+
+// +checklocks:sock.opMu
+func (sock *Socket) serveSendLocked(flags evchan.Flags) {
+	for len(sock.as2.sendOps) > 0 {
+		op := sock.as2.sendOps[0]
+		h := op.Buf.h
+		if h == nil {
+			// The Buf was released between Submit's check and its
+			// taking it over.
+			sock.as2.sendOps = sock.as2.sendOps[1:]
+			op.completeLocked(evchan.Event{Flags: flags, Errno: syscall.EINVAL}, ErrInvalidBuffer)
+			continue
+		}
+		var opts tcpip.WriteOptions
+		if op.Addr.IsValid() {
+			fa := stack.FullAddress(op.Addr, 0)
+			opts.To = &fa
+		}
+		var r bytes.Reader
+		r.Reset(h.data[op.sent:])
+		n, terr := sock.ep.Write(&r, opts)
+		op.sent += int(n)
+		for _, c := range []*counters{&sock.c, &sock.s.c} {
+			c.txCopied.Add(uint64(n))
+		}
+		if _, ok := terr.(*tcpip.ErrWouldBlock); ok {
+			return
+		}
+		if terr == nil && op.sent < len(h.data) && sock.proto == tcp.ProtocolNumber {
+			continue
+		}
+		sock.as2.sendOps = sock.as2.sendOps[1:]
+		var err error
+		if terr != nil {
+			err = errnoError("send", terr)
+		}
+		op.completeLocked(evchan.Event{Flags: flags, Result: int64(op.sent), Errno: errnoOf(err)}, err)
+	}
+}
+
+// +checklocks:sock.opMu
+func (sock *Socket) serveAcceptLocked(flags evchan.Flags) {
+	for len(sock.as2.acceptOps) > 0 {
+		op := sock.as2.acceptOps[0]
+		child, err := sock.acceptOne()
+		if errors.Is(err, ErrWouldBlock) {
+			return
+		}
+		sock.as2.acceptOps = sock.as2.acceptOps[1:]
+		ev := evchan.Event{Flags: flags, Errno: errnoOf(err)}
+		if child != nil {
+			ev.Buffer = child
+		}
+		op.completeLocked(ev, err)
+	}
+}
+
+// startConnectLocked starts op's connection; it reports whether the op
+// waits (it has completed otherwise).
+//
+// +checklocks:sock.opMu
+func (sock *Socket) startConnectLocked(op *Op) bool {
+	flow, err := sock.s.st.RegisterFlow(tcp.ProtocolNumber, netip.AddrPortFrom(netip.Addr{}, sock.laddr.Port()), op.Addr, sock.s.opts.MaxShadowBytes)
+	if err != nil {
+		op.completeLocked(evchan.Event{Flags: evchan.FlagInline, Errno: syscall.EISCONN}, err)
+		return false
+	}
+	sock.flow = flow
+	sock.raddr = op.Addr
+	terr := sock.ep.Connect(stack.FullAddress(op.Addr, 0))
+	if _, ok := terr.(*tcpip.ErrConnectStarted); ok {
+		return true
+	}
+	var err2 error
+	if terr != nil {
+		err2 = errnoError("connect", terr)
+	}
+	op.completeLocked(evchan.Event{Flags: evchan.FlagInline, Errno: errnoOf(err2)}, err2)
+	return false
+}
+
+// +checklocks:sock.opMu
+func (sock *Socket) serveConnectLocked(flags evchan.Flags) {
+	for len(sock.as2.connectOps) > 0 {
+		if sock.ep.Readiness(waiter.WritableEvents|waiter.EventErr|waiter.EventHUp) == 0 {
+			return
+		}
+		op := sock.as2.connectOps[0]
+		sock.as2.connectOps = sock.as2.connectOps[1:]
+		var err error
+		if terr := sock.ep.LastError(); terr != nil {
+			err = errnoError("connect", terr)
+		} else {
+			sock.laddr = localAddr(sock.ep)
+		}
+		op.completeLocked(evchan.Event{Flags: flags, Errno: errnoOf(err)}, err)
+	}
+}
+
+// failAllLocked completes every queued op with err (the socket closed).
+//
+// +checklocks:sock.opMu
+func (sock *Socket) failAllLocked(err error) {
+	if op := sock.as2.closeOp; op != nil {
+		sock.as2.closeOp = nil
+		op.completeLocked(evchan.Event{}, nil)
+	}
+	for _, l := range []*[]*Op{&sock.as2.recvOps, &sock.as2.sendOps, &sock.as2.acceptOps, &sock.as2.connectOps} {
+		for _, op := range *l {
+			if op.paused {
+				// Its slot is not held yet: it ends without an event. A
+				// slot granted later is released by the callback's
+				// receiver (see resumed).
+				op.paused = false
+				op.finishLocked(err)
+				continue
+			}
+			op.completeLocked(evchan.Event{Errno: errnoOf(err)}, err)
+		}
+		*l = nil
+	}
+	if sock.as2.registered {
+		sock.wq.EventUnregister(&sock.as2.entry)
+		sock.as2.registered = false
+	}
+}
+
+// NewTCP returns an unconnected TCP socket for an asynchronous OpConnect.
+// v6 picks the address family of the peer it will connect to.
+func (s *Stack) NewTCP(v6 bool) (*Socket, error) {
+	a := netip.IPv4Unspecified()
+	if v6 {
+		a = netip.IPv6Unspecified()
+	}
+	ep, wq, err := s.endpoint(tcp.ProtocolNumber, a)
+	if err != nil {
+		return nil, err
+	}
+	if terr := ep.Bind(tcpip.FullAddress{}); terr != nil {
+		ep.Close()
+		return nil, errnoError("bind", terr)
+	}
+	sock, _ := s.newSocket(tcp.ProtocolNumber, ep, wq)
+	sock.laddr = localAddr(ep)
+	return sock, nil
+}

@@ -1,0 +1,66 @@
+// Package api is zcnet's socket interface: TCP and UDP sockets that hand
+// received data to the application as buffers it owns instead of copying it
+// (Drepper, "The Need for Asynchronous, Zero-Copy Network I/O", OLS 2006,
+// §5–6), beside net.Conn, net.Listener and net.PacketConn adapters for code
+// written against package net.
+//
+// # A program's life
+//
+// Memory first. The application creates a pool of pinned, off-heap buffer
+// memory (the paper's dma_alloc, §3):
+//
+//	pool, err := dmapool.New(dmapool.Config{Size: 64 << 20, Pin: dmapool.PinPrefer})
+//
+// then a stack on a link (a TAP device, an in-process pair), and the socket
+// API over it:
+//
+//	st, err := stack.New(stack.Options{})
+//	link, err := tap.Open(tap.Config{Name: "zc0"})
+//	_, err = st.AddNIC(link, stack.NICConfig{Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/24")}})
+//	s, err := api.New(st, api.Options{Pool: pool})
+//
+// Each socket is associated with DefaultAssoc bytes of the pool (dma_assoc);
+// Assoc widens that. The association bounds what the application may hold:
+//
+//	ln, err := s.ListenTCP(netip.MustParseAddrPort("192.0.2.2:5001"))
+//	conn, err := ln.Accept(ctx)
+//
+// Receiving returns a Buf (sio_recv, Figure 5): the bytes are where the link
+// put them, referenced, not copied. The application reads them for as long
+// as it likes and releases them (sio_release):
+//
+//	b, err := conn.Recv(ctx)
+//	process(b.Bytes())
+//	b.Release()
+//
+// While the application holds its association's worth, the socket takes no
+// more from the stack: TCP's window closes and the sender waits. Nothing is
+// dropped; releasing resumes the flow.
+//
+// Sending without a copy: SendFunc lets the application write straight into
+// the stack's send buffer. Send sends a Buf from Stack.Reserve (pool memory)
+// or from a receive — echoing what arrived without touching it — at the cost
+// of one copy into the stack:
+//
+//	n, err := conn.SendFunc(ctx, 4096, func(p []byte) int { return copy(p, msg) })
+//	b, _ := s.Reserve(512); fill(b.Bytes()); conn.Send(ctx, b)
+//
+// # Where bytes are copied
+//
+// Every socket and the Stack keep the copy budget's books (Counters): bytes
+// received and handed over, bytes received and copied, bytes sent in place,
+// bytes sent by copy. A received byte is copied only where the stack's
+// memory cannot be referenced: data that reached the socket before it was
+// registered for zero-copy receive, payloads of links without the header
+// split, IP fragments gVisor reassembled, and datagrams that arrived in more
+// than one piece (joined into one Buf). On zcnet's links a TCP stream is
+// handed over whole (TestZeroCopyTCPReceive asserts at least 99%).
+//
+// # Errors
+//
+// Socket calls return net.ErrClosed after Close, context errors as
+// os.ErrDeadlineExceeded or context.Canceled, ErrWouldBlock from the
+// non-waiting variants, ErrInvalidBuffer for a Buf that is not live, and
+// *os.SyscallError wrapping the errno Linux would give for protocol errors
+// (errors.Is(err, syscall.ECONNREFUSED)).
+package api
