@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/zcnet/zcnet/dmapool"
 )
@@ -26,8 +27,10 @@ type assoc struct {
 	room chan struct{}
 	// notify, when set (the socket has asynchronous operations), is called
 	// as credit returns, to queue the socket for a worker.
-	notify func()
+	notify atomic.Pointer[func()]
 }
+
+func (a *assoc) setNotify(fn func()) { a.notify.Store(&fn) }
 
 func newAssoc() *assoc {
 	return &assoc{pools: map[*dmapool.Pool]int{}, room: make(chan struct{}, 1)}
@@ -79,6 +82,13 @@ func (a *assoc) avail() int {
 	return max(a.limit-a.held, 0)
 }
 
+// over reports whether more bytes are held than associated.
+func (a *assoc) over() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.held > a.limit
+}
+
 // take charges n bytes.
 func (a *assoc) take(n int) {
 	a.mu.Lock()
@@ -99,8 +109,8 @@ func (a *assoc) signal() {
 	case a.room <- struct{}{}:
 	default:
 	}
-	if a.notify != nil {
-		a.notify()
+	if fn := a.notify.Load(); fn != nil {
+		(*fn)()
 	}
 }
 

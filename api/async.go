@@ -35,13 +35,7 @@ type asyncState struct {
 func (sock *Socket) queue(op *Op) {
 	sock.opMu.Lock()
 	defer sock.opMu.Unlock()
-	if !sock.as2.registered {
-		sock.as2.registered = true
-		sock.as2.entry = waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.WritableEvents|waiter.EventErr|waiter.EventHUp,
-			func(waiter.EventMask) { sock.s.w.kick(sock) })
-		sock.wq.EventRegister(&sock.as2.entry)
-		sock.as.notify = func() { sock.s.w.kick(sock) }
-	}
+	sock.watchLocked()
 	switch op.Kind {
 	case OpRecv, OpRecvMulti:
 		sock.as2.recvOps = append(sock.as2.recvOps, op)
@@ -81,6 +75,22 @@ func (sock *Socket) serveCloseLocked(flags evchan.Flags) {
 	sock.opMu.Lock()
 }
 
+// watchLocked makes the endpoint's readiness, and credit returning to the
+// association, queue the socket for a stack worker.
+//
+// +checklocks:sock.opMu
+func (sock *Socket) watchLocked() {
+	if sock.as2.registered {
+		return
+	}
+	sock.s.w.start(sock.s)
+	sock.as2.registered = true
+	sock.as2.entry = waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.WritableEvents|waiter.EventErr|waiter.EventHUp,
+		func(waiter.EventMask) { sock.s.w.kick(sock) })
+	sock.wq.EventRegister(&sock.as2.entry)
+	sock.as.setNotify(func() { sock.s.w.kick(sock) })
+}
+
 // unqueueLocked removes op from its FIFO; false if it is not there.
 //
 // +checklocks:sock.opMu
@@ -112,11 +122,36 @@ func (sock *Socket) serveLocked(inline bool) {
 		flags = evchan.FlagInline
 	}
 	sock.serveConnectLocked(flags)
+	sock.serveLatestLocked()
 	sock.serveRecvLocked(flags)
 	sock.serveSendLocked(flags)
 	sock.serveAcceptLocked(flags)
 	sock.serveCloseLocked(flags)
 }
+
+// serveLatestLocked drains a latest-wins socket's datagrams from the stack
+// as they arrive, so the stack's own queue (which drops the newest when
+// full) never fills; fillLocked drops the oldest instead.
+//
+// +checklocks:sock.opMu
+func (sock *Socket) serveLatestLocked() {
+	if !sock.latestWins.Load() || len(sock.as2.recvOps) > 0 {
+		// Queued receives take datagrams themselves, oldest first.
+		return
+	}
+	sock.rmu.Lock()
+	defer sock.rmu.Unlock()
+	for i := 0; i < latestDrainBatch; i++ {
+		if sock.fillLocked() != nil {
+			return
+		}
+	}
+	// More may be waiting: let other sockets have a worker first.
+	sock.s.w.kick(sock)
+}
+
+// latestDrainBatch bounds the datagrams one worker visit drains.
+const latestDrainBatch = 256
 
 // +checklocks:sock.opMu
 func (sock *Socket) serveRecvLocked(flags evchan.Flags) {

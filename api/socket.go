@@ -46,6 +46,8 @@ type Socket struct {
 	as2    asyncState  // +checklocks:opMu
 	queued atomic.Bool // queued for a stack worker
 
+	latestWins atomic.Bool // UDP: a full queue drops the oldest datagram
+
 	rmu     sync.Mutex // serialises receivers
 	pending []received // +checklocks:rmu; read from the stack, not yet returned
 }
@@ -405,7 +407,8 @@ func (sock *Socket) recv(ctx context.Context) (Buf, netip.AddrPort, error) {
 // +checklocks:sock.rmu
 func (sock *Socket) fillLocked() error {
 	room := sock.as.avail()
-	if room == 0 {
+	latest := sock.latestWins.Load()
+	if room == 0 && !latest {
 		return errNoRoom
 	}
 	w := zcWriter{sock: sock, limit: room}
@@ -444,8 +447,50 @@ func (sock *Socket) fillLocked() error {
 		sock.as.take(b.Len())
 		sock.pending = append(sock.pending, received{b: b, from: from})
 	}
+	if latest {
+		sock.dropOldestLocked()
+	}
 	sock.c.rxHandoffs.Add(uint64(len(w.bufs)))
 	sock.s.c.rxHandoffs.Add(uint64(len(w.bufs)))
+	return nil
+}
+
+// dropOldestLocked makes room for the newest datagram of a latest-wins
+// socket: while the socket holds more than its association, the oldest
+// datagrams not yet handed to the application are dropped and counted. The
+// newest is always kept, so the socket may exceed its association by one
+// datagram when the application holds everything else.
+//
+// +checklocks:sock.rmu
+func (sock *Socket) dropOldestLocked() {
+	for len(sock.pending) > 1 && sock.as.avail() == 0 && sock.as.over() {
+		r := sock.pending[0]
+		sock.pending[0] = received{}
+		sock.pending = sock.pending[1:]
+		r.b.Release()
+		sock.c.dropsOldest.Add(1)
+		sock.s.c.dropsOldest.Add(1)
+	}
+}
+
+// SetLatestWins turns on (or off) the paper's "always receive the last
+// arriving data" for a UDP socket: when the socket is full (the datagrams
+// it holds for the application reach its association), the oldest queued
+// datagram is dropped to make room for the newest, instead of the newest
+// being refused. A stack worker drains the socket's datagrams as they
+// arrive so that the stack's own queue never fills. Drops are counted
+// (Counters.DropsOldest).
+func (sock *Socket) SetLatestWins(on bool) error {
+	if sock.proto != udp.ProtocolNumber {
+		return fmt.Errorf("latest-wins: %w (UDP sockets only)", sockErr(syscall_EINVAL))
+	}
+	sock.latestWins.Store(on)
+	if on {
+		sock.opMu.Lock()
+		sock.watchLocked()
+		sock.opMu.Unlock()
+		sock.s.w.kick(sock)
+	}
 	return nil
 }
 

@@ -95,6 +95,9 @@ func (s *Stack) Close() error {
 	return nil
 }
 
+// Pool returns the pool the stack was configured with (Options.Pool).
+func (s *Stack) Pool() *dmapool.Pool { return s.opts.Pool }
+
 // Net returns the net-shaped adapters (DialContext, Listen, ListenPacket)
 // over the same stack.
 func (s *Stack) Net() *Net { return NewNet(s.st) }

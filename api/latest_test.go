@@ -1,0 +1,88 @@
+package api_test
+
+import (
+	"errors"
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/zcnet/zcnet/api"
+)
+
+// waitUntil polls cond, yielding between tries, until it holds or d passes;
+// it reports whether cond held. For conditions that counters reach
+// asynchronously (a worker draining a socket), with no fixed sleep.
+func waitUntil(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		runtime.Gosched()
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
+// TestLatestWins: a UDP receiver in latest-wins mode that does not keep up
+// keeps the newest datagrams and drops (and counts) the oldest.
+func TestLatestWins(t *testing.T) {
+	const size, total = 100, 100
+	p := newZCPair(t, 10*size) // room for ten datagrams
+	defer p.B.Close()
+	srv, err := p.B.ListenUDP(netip.MustParseAddrPort("192.0.2.2:5008"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := p.A.DialUDP(netip.MustParseAddrPort("192.0.2.2:5008"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := tctx(t, 30*time.Second)
+	primeUDP(t, ctx, p, cl, srv)
+	if err := srv.SetLatestWins(true); err != nil {
+		t.Fatal(err)
+	}
+	tcp, _ := p.B.NewTCP(false)
+	if err := tcp.SetLatestWins(true); err == nil {
+		t.Fatal("latest-wins accepted on a TCP socket")
+	}
+	tcp.Close()
+	before := srv.Stats()
+	for i := 0; i < total; i++ {
+		b, _ := p.A.Reserve(size)
+		b.Bytes()[0] = byte(i)
+		if _, err := cl.Send(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The worker takes every datagram off the stack as it arrives.
+	if !waitUntil(10*time.Second, func() bool { return srv.Stats().RxHandoffs-before.RxHandoffs == total }) {
+		t.Fatalf("worker took %d of %d datagrams", srv.Stats().RxHandoffs-before.RxHandoffs, total)
+	}
+	var got []int
+	for {
+		b, err := srv.TryRecv()
+		if errors.Is(err, api.ErrWouldBlock) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, int(b.Bytes()[0]))
+		b.Release()
+	}
+	if len(got) != 10 {
+		t.Fatalf("kept %d datagrams %v, want the newest 10", len(got), got)
+	}
+	for i, v := range got {
+		if v != total-10+i {
+			t.Fatalf("kept %v, want %d..%d in order", got, total-10, total-1)
+		}
+	}
+	if d := srv.Stats().DropsOldest - before.DropsOldest; d != total-10 {
+		t.Fatalf("DropsOldest = %d, want %d", d, total-10)
+	}
+}
