@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/evchan"
 )
 
 // BenchmarkReceive compares ways of receiving one TCP stream over the same
@@ -114,5 +116,190 @@ func BenchmarkReceive(b *testing.B) {
 				b.Fatalf("received %d of %d bytes", got, total)
 			}
 		})
+	}
+}
+
+// BenchmarkRoundTrip measures 1-byte request/response round trips over the
+// in-process link: zcnet's sockets (Recv + SendFunc on the server, the
+// net.Conn adapter as client) against gVisor's gonet on both sides.
+//
+//	go test -run x -bench RoundTrip -count 5 ./api/
+func BenchmarkRoundTrip(b *testing.B) {
+	for _, mode := range []string{"zcnet", "gonet"} {
+		b.Run(mode, func(b *testing.B) {
+			p := newZCPair(b, 0)
+			addr := netip.MustParseAddrPort("192.0.2.2:5011")
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			served := make(chan error, 1)
+			var dial func() (net.Conn, error)
+			switch mode {
+			case "zcnet":
+				ln, err := p.B.ListenTCP(addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer ln.Close()
+				go func() {
+					s, err := ln.Accept(ctx)
+					if err != nil {
+						served <- err
+						return
+					}
+					defer s.Close()
+					for {
+						buf, err := s.Recv(ctx)
+						if err != nil {
+							served <- err
+							return
+						}
+						n := buf.Len()
+						buf.Release()
+						if _, err := s.SendFunc(ctx, n, func(p []byte) int { p[0] = 'y'; return len(p) }); err != nil {
+							served <- err
+							return
+						}
+					}
+				}()
+				dial = func() (net.Conn, error) { return api.NewNet(p.Pair.A).DialContext(ctx, "tcp", addr.String()) }
+			case "gonet":
+				ln, err := gonet.ListenTCP(p.Pair.B.Netstack(), tcpip.FullAddress{Port: addr.Port()}, ipv4.ProtocolNumber)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer ln.Close()
+				go func() {
+					c, err := ln.Accept()
+					if err != nil {
+						served <- err
+						return
+					}
+					defer c.Close()
+					one := make([]byte, 1)
+					for {
+						if _, err := c.Read(one); err != nil {
+							served <- err
+							return
+						}
+						if _, err := c.Write(one); err != nil {
+							served <- err
+							return
+						}
+					}
+				}()
+				dial = func() (net.Conn, error) {
+					return gonet.DialContextTCP(ctx, p.Pair.A.Netstack(), tcpip.FullAddress{Addr: tcpip.AddrFrom4(addr.Addr().As4()), Port: addr.Port()}, ipv4.ProtocolNumber)
+				}
+			}
+			c, err := dial()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if tc, ok := c.(interface{ SetNoDelay(bool) error }); ok {
+				tc.SetNoDelay(true)
+			}
+			one := make([]byte, 1)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := c.Write(one); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, one); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rt/s")
+			c.Close()
+			<-served
+		})
+	}
+}
+
+// BenchmarkIdleConnections opens 10 000 connections that wait for data and
+// reports memory (heap and goroutine stacks) and goroutines per connection: zcnet's event style (a
+// pending receive op on a shared channel, no goroutine) against gonet's (a
+// goroutine blocked in Read per connection, the way net.Conn code waits).
+//
+//	go test -run x -bench IdleConnections -benchtime 1x -count 3 ./api/
+func BenchmarkIdleConnections(b *testing.B) {
+	const conns = 10000
+	for _, mode := range []string{"zcnet", "gonet"} {
+		b.Run(mode, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				idle(b, mode, conns)
+			}
+		})
+	}
+}
+
+func idle(b *testing.B, mode string, conns int) {
+	p := newZCPair(b, 64<<10)
+	defer p.B.Close()
+	defer p.A.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	addr := netip.MustParseAddrPort("192.0.2.2:5012")
+	ec, err := evchan.New(evchan.Config{Capacity: 2 * conns})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ec.Close()
+	var (
+		zln *api.Socket
+		gln net.Listener
+	)
+	if mode == "zcnet" {
+		zln, err = p.B.ListenTCP(addr)
+		defer zln.Close()
+	} else {
+		gln, err = gonet.ListenTCP(p.Pair.B.Netstack(), tcpip.FullAddress{Port: addr.Port()}, ipv4.ProtocolNumber)
+		defer gln.Close()
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	g0 := runtime.NumGoroutine()
+	var clients []*api.Socket
+	var servers []io.Closer
+	for i := 0; i < conns; i++ {
+		c, err := p.A.DialTCP(ctx, addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		clients = append(clients, c)
+		if mode == "zcnet" {
+			s, err := zln.Accept(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			servers = append(servers, s)
+			if err := p.B.Submit(ctx, false, &api.Op{Kind: api.OpRecv, Sock: s, EC: ec}); err != nil {
+				b.Fatal(err)
+			}
+		} else {
+			s, err := gln.Accept()
+			if err != nil {
+				b.Fatal(err)
+			}
+			servers = append(servers, s)
+			go func() { s.Read(make([]byte, 1)) }()
+		}
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	// Goroutine stacks are not heap: count both.
+	used := func(m *runtime.MemStats) float64 { return float64(m.HeapInuse + m.StackInuse) }
+	b.ReportMetric((used(&after)-used(&before))/float64(conns), "B/conn")
+	b.ReportMetric(float64(runtime.NumGoroutine()-g0)/float64(conns), "goroutines/conn")
+	for _, s := range servers {
+		s.Close()
+	}
+	for _, c := range clients {
+		c.Close()
 	}
 }

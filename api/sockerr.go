@@ -5,7 +5,5 @@ import (
 	"syscall"
 )
 
-const syscall_EINVAL = syscall.EINVAL
-
 // sockErr wraps an errno as the socket calls report it.
 func sockErr(e syscall.Errno) error { return os.NewSyscallError("socket", e) }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -129,7 +130,7 @@ func localAddr(ep tcpip.Endpoint) netip.AddrPort {
 // Accept waits for a connection on a listening socket.
 func (sock *Socket) Accept(ctx context.Context) (*Socket, error) {
 	if !sock.listening {
-		return nil, fmt.Errorf("accept: %w", sockErr(syscall_EINVAL))
+		return nil, fmt.Errorf("accept: %w", sockErr(syscall.EINVAL))
 	}
 	for {
 		child, err := sock.acceptOne()
@@ -365,7 +366,7 @@ func (sock *Socket) RecvMsg(ctx context.Context, bufs []Buf) (int, netip.AddrPor
 // recv returns the next hand-off; a nil ctx means do not wait.
 func (sock *Socket) recv(ctx context.Context) (Buf, netip.AddrPort, error) {
 	if sock.listening {
-		return Buf{}, netip.AddrPort{}, sockErr(syscall_EINVAL)
+		return Buf{}, netip.AddrPort{}, sockErr(syscall.EINVAL)
 	}
 	sock.rmu.Lock()
 	defer sock.rmu.Unlock()
@@ -482,7 +483,7 @@ func (sock *Socket) dropOldestLocked() {
 // (Counters.DropsOldest).
 func (sock *Socket) SetLatestWins(on bool) error {
 	if sock.proto != udp.ProtocolNumber {
-		return fmt.Errorf("latest-wins: %w (UDP sockets only)", sockErr(syscall_EINVAL))
+		return fmt.Errorf("latest-wins: %w (UDP sockets only)", sockErr(syscall.EINVAL))
 	}
 	sock.latestWins.Store(on)
 	if on {
@@ -630,7 +631,7 @@ func (sock *Socket) SendTo(ctx context.Context, b Buf, to netip.AddrPort) (int, 
 // there. SendFunc returns the bytes sent.
 func (sock *Socket) SendFunc(ctx context.Context, n int, fill func(p []byte) int) (int, error) {
 	if n <= 0 || fill == nil {
-		return 0, fmt.Errorf("sendfunc: %w", sockErr(syscall_EINVAL))
+		return 0, fmt.Errorf("sendfunc: %w", sockErr(syscall.EINVAL))
 	}
 	r := &fillReader{fill: fill, left: n}
 	written, err := sock.write(ctx, r, n, netip.AddrPort{})
@@ -653,6 +654,11 @@ func (r *fillReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	p = p[:min(len(p), r.left)]
+	if len(p) == 0 {
+		// The stack may offer an empty slice; fill is only ever shown
+		// room to write into.
+		return 0, nil
+	}
 	n := r.fill(p)
 	if n < 0 || n > len(p) {
 		n = 0
@@ -680,7 +686,7 @@ type payloader interface {
 // write writes n bytes from r, waiting for room in the send buffer.
 func (sock *Socket) write(ctx context.Context, r payloader, n int, to netip.AddrPort) (int, error) {
 	if sock.listening {
-		return 0, sockErr(syscall_EINVAL)
+		return 0, sockErr(syscall.EINVAL)
 	}
 	var opts tcpip.WriteOptions
 	if to.IsValid() {
