@@ -269,13 +269,19 @@ func (f *Flow) Take(p []byte) *buffer.View {
 		return nil
 	}
 	end := a + uintptr(len(p))
-	if v := f.take(a, end, len(p)); v != nil || f.parent == nil {
+	if v := f.take(a, end, len(p), false); v != nil || f.parent == nil {
 		return v
 	}
-	return f.parent.takeShared(a, end, len(p))
+	return f.parent.take(a, end, len(p), true)
 }
 
-func (f *Flow) take(a, end uintptr, n int) *buffer.View {
+// take finds the shadow holding [a, end) and returns a new reference to
+// exactly those n bytes, then releases what is done with: for a flow of one
+// connection, shadows delivered before this slice (step 4); for a shared
+// (listener's) flow, whose shadows belong to many connections and whose
+// sequence numbers say nothing of each other, the shadow itself once a
+// slice reaching its end has been taken.
+func (f *Flow) take(a, end uintptr, n int, shared bool) *buffer.View {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i := range f.shadows {
@@ -288,9 +294,14 @@ func (f *Flow) take(a, end uintptr, n int) *buffer.View {
 		v.TrimFront(off)
 		v.CapLength(n)
 		f.taken.Add(1)
-		if f.key.proto == header.TCPProtocolNumber {
+		switch {
+		case shared:
+			if off+n == s.n {
+				f.dropLocked(i)
+			}
+		case f.key.proto == header.TCPProtocolNumber:
 			f.releaseDeliveredLocked(s.seq.Add(seqnum.Size(off + n)))
-		} else {
+		default:
 			// A datagram is read whole and in arrival order: this one
 			// and every earlier one are done with.
 			for j := i; j >= 0; j-- {
@@ -347,30 +358,6 @@ func (f *Flow) RegisterChild(st *Stack, local, remote netip.AddrPort) (*Flow, er
 	}
 	nf.parent = f
 	return nf, nil
-}
-
-// takeShared is Take for a listener's flow, whose shadows belong to many
-// connections: sequence numbers of one say nothing of another, so a shadow
-// is released only when a slice reaching its end has been taken.
-func (f *Flow) takeShared(a, end uintptr, n int) *buffer.View {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for i := range f.shadows {
-		s := &f.shadows[i]
-		if a < s.base || end > s.base+uintptr(s.n) {
-			continue
-		}
-		off := int(a - s.base)
-		v := s.v.Clone()
-		v.TrimFront(off)
-		v.CapLength(n)
-		f.taken.Add(1)
-		if off+n == s.n {
-			f.dropLocked(i)
-		}
-		return v
-	}
-	return nil
 }
 
 // Close unregisters the flow and releases every shadow. Safe to call more
