@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -172,6 +173,13 @@ func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
 				continue
 			}
 			op.credit, _ = r.r.Split(r.r.Len())
+			if op.cancelled {
+				// Cancel came while it waited: the slot carries the
+				// final event.
+				sock.as2.recvOps = sock.as2.recvOps[1:]
+				op.completeLocked(evchan.Event{Errno: syscall.ECANCELED}, context.Canceled)
+				continue
+			}
 		}
 		b, from, err := sock.recv(nil)
 		if errors.Is(err, ErrWouldBlock) {

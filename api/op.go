@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -88,6 +89,14 @@ type Op struct {
 	Buf    Buf             // OpSend: the buffer to send; Submit takes it over
 	Addr   netip.AddrPort  // OpSend: destination (UDP; zero: connected peer). OpConnect: peer
 
+	// File operations (file.go): OpRead … OpFdatasync. Op.Buf, when set,
+	// is taken over at Submit (OpWrite releases it, OpRead hands it back).
+	File   *os.File // the file, pipe or FIFO; borrowed: keep it open until the op completes
+	Offset int64    // OpRead, OpWrite, OpReadv, OpWritev: file offset; -1: the file position (pipes, FIFOs)
+	Mem    []byte   // OpRead, OpWrite: the caller's memory when Buf is zero; lent until the op completes
+	Iov    [][]byte // OpReadv, OpWritev: the caller's memory; lent until the op completes
+	f      fileOp   // the file engine's state
+
 	// state moves submitted → done (or cancelled); see the constants.
 	state  atomic.Int32
 	credit evchan.Reservation // +checklocks:Sock.opMu; the slot for the next completion
@@ -97,6 +106,8 @@ type Op struct {
 	sent   int           // OpSend: bytes written so far
 	paused bool          // +checklocks:Sock.opMu; multishot waiting for channel room
 	resume atomic.Pointer[resumed]
+	// cancelled marks a paused multishot whose Cancel waits for a slot.
+	cancelled bool // +checklocks:Sock.opMu
 }
 
 // resumed carries the slot ReserveFunc granted a paused multishot (or the
@@ -240,6 +251,7 @@ func (s *Stack) Submit(ctx context.Context, wait bool, ops ...*Op) error {
 		}
 	}
 	s.w.start(s)
+	var files []*Op // handed to the file engine as one batch (one io_uring_enter)
 	for _, op := range ops {
 		op.done = make(chan struct{})
 		op.state.Store(opSubmitted)
@@ -250,10 +262,13 @@ func (s *Stack) Submit(ctx context.Context, wait bool, ops ...*Op) error {
 			op.Buf = Buf{h: h}
 		}
 		if op.Kind >= opFileBase {
-			s.files.submit(op)
+			files = append(files, op)
 			continue
 		}
 		op.Sock.queue(op)
+	}
+	if len(files) > 0 {
+		s.files.submit(files...)
 	}
 	if !wait {
 		return nil
@@ -283,8 +298,6 @@ func (s *Stack) check(op *Op) error {
 		return fmt.Errorf("%w: no socket", ErrInvalidOp)
 	case op.Sock.s != s:
 		return fmt.Errorf("%w: socket of another stack", ErrInvalidOp)
-	case op.EC == nil:
-		return fmt.Errorf("%w: no event channel", ErrInvalidOp)
 	case op.EC.Closed():
 		return fmt.Errorf("%w: %w", ErrInvalidOp, evchan.ErrClosed)
 	case op.Sock.isClosed() && op.Kind != OpClose:
@@ -318,12 +331,36 @@ func (s *Stack) check(op *Op) error {
 // completes with ECANCELED on its channel. A multishot receive ends this
 // way. Cancelling an op that already completed returns ErrNotCancelable.
 func (op *Op) Cancel() error {
+	if op.Kind >= opFileBase {
+		return op.cancelFile() // file.go
+	}
 	sock := op.Sock
 	if sock == nil || op.state.Load() != opSubmitted {
 		return ErrNotCancelable
 	}
 	sock.opMu.Lock()
 	defer sock.opMu.Unlock()
+	if op.cancelled {
+		return ErrNotCancelable
+	}
+	if op.paused {
+		// A multishot waiting for room holds no slot for its final event.
+		// Take the slot if it has just been granted; otherwise the
+		// cancellation completes when the channel has room (see
+		// serveRecvLocked), so the final event is never lost.
+		r := op.resume.Swap(nil)
+		if r == nil {
+			op.cancelled = true
+			return nil
+		}
+		op.paused = false
+		if r.err != nil {
+			sock.unqueueLocked(op)
+			op.finishLocked(r.err)
+			return nil
+		}
+		op.credit, _ = r.r.Split(r.r.Len())
+	}
 	if !sock.unqueueLocked(op) {
 		return ErrNotCancelable
 	}

@@ -27,6 +27,10 @@ type Options struct {
 	// operations for all sockets of the stack, started at the first Submit.
 	// Default runtime.GOMAXPROCS(0).
 	Workers int
+	// Files configures the engine that runs file, pipe and FIFO
+	// operations (ConfigureFiles); the zero value starts the defaults at
+	// the first file op.
+	Files FileConfig
 	// MaxShadowBytes bounds the received memory one socket keeps referenced
 	// for zero-copy hand-off (see stack.Flow). Default
 	// stack.DefaultMaxShadowBytes.
@@ -69,7 +73,13 @@ func New(st *stack.Stack, opts Options) (*Stack, error) {
 	if opts.Workers < 0 {
 		return nil, fmt.Errorf("%w: Workers %d is negative", ErrInvalidOp, opts.Workers)
 	}
-	return &Stack{st: st, opts: opts, socks: map[*Socket]struct{}{}}, nil
+	s := &Stack{st: st, opts: opts, socks: map[*Socket]struct{}{}}
+	if opts.Files != (FileConfig{}) {
+		if err := s.ConfigureFiles(opts.Files); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // Close closes every socket of the API (their queued operations complete

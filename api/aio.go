@@ -1,0 +1,165 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/zcnet/zcnet/evchan"
+)
+
+// A POSIX-AIO-shaped façade for code ported from C (the paper's §2:
+// aio_read and friends with SIGEV_EC, completion to an event channel
+// instead of a signal or a thread). It is a thin layer over Op and Submit:
+// each call builds one file Op from the control block and submits it
+// without waiting.
+//
+//	C                                  zcnet
+//	struct aiocb                       Aiocb
+//	  aio_fildes                         File (os.NewFile wraps a raw fd)
+//	  aio_offset                         Offset (-1: the file position)
+//	  aio_buf, aio_nbytes                Buf (len is the byte count)
+//	  aio_sigevent SIGEV_EC, ec, data    EC, Data, Cookie
+//	aio_read, aio_write                Stack.AioRead, Stack.AioWrite
+//	aio_fsync(O_SYNC / O_DSYNC)        Stack.AioFsync(cb, datasync)
+//	lio_listio(LIO_WAIT / LIO_NOWAIT)  Stack.LioListio
+//	aio_error, aio_return              Aiocb.Error, Aiocb.Return
+//	aio_cancel, aio_suspend            Aiocb.Cancel, AioSuspend
+//
+// The completion event is the file op's (see file.go): Source
+// SourceFileOp, Op OpRead/OpWrite/OpFsync/OpFdatasync, Result, Errno,
+// Cookie, Data. Unlike an Op, an Aiocb may be reused once its previous
+// operation has completed, as in C.
+
+// Aiocb is an asynchronous I/O control block.
+type Aiocb struct {
+	File   *os.File        // the file; keep it open until completion
+	Offset int64           // file offset; -1: the file position (pipes, FIFOs)
+	Buf    []byte          // the memory read into or written from, lent until completion; a pool Buf's Bytes() works
+	EC     *evchan.Channel // where the completion goes (SIGEV_EC)
+	Data   any             // returned in the completion's Data
+	Cookie uint64          // returned in the completion's Cookie
+
+	// LioOpcode is the operation LioListio runs for this block
+	// (OpRead, OpWrite, or 0 to skip it, like LIO_NOP).
+	LioOpcode OpKind
+
+	op *Op // the current (or last) operation; nil before the first
+}
+
+// AioRead starts reading len(cb.Buf) bytes at cb.Offset (aio_read).
+func (s *Stack) AioRead(cb *Aiocb) error { return s.aio(cb, OpRead) }
+
+// AioWrite starts writing cb.Buf at cb.Offset (aio_write).
+func (s *Stack) AioWrite(cb *Aiocb) error { return s.aio(cb, OpWrite) }
+
+// AioFsync starts an fsync (or, with datasync, an fdatasync) of cb.File
+// (aio_fsync with O_SYNC or O_DSYNC).
+func (s *Stack) AioFsync(cb *Aiocb, datasync bool) error {
+	if datasync {
+		return s.aio(cb, OpFdatasync)
+	}
+	return s.aio(cb, OpFsync)
+}
+
+func (s *Stack) aio(cb *Aiocb, kind OpKind) error {
+	op, err := cb.prepare(kind)
+	if err != nil {
+		return err
+	}
+	if err := s.Submit(context.Background(), false, op); err != nil {
+		return err
+	}
+	cb.op = op
+	return nil
+}
+
+// prepare builds the Op for cb's next operation.
+func (cb *Aiocb) prepare(kind OpKind) (*Op, error) {
+	if cb == nil {
+		return nil, fmt.Errorf("%w: nil Aiocb", ErrInvalidOp)
+	}
+	if cb.op != nil && cb.op.state.Load() == opSubmitted {
+		return nil, fmt.Errorf("%w: Aiocb still in progress", ErrInvalidOp)
+	}
+	op := &Op{Kind: kind, File: cb.File, Offset: cb.Offset, EC: cb.EC, Data: cb.Data, Cookie: cb.Cookie}
+	if kind == OpRead || kind == OpWrite {
+		op.Mem = cb.Buf
+	}
+	return op, nil
+}
+
+// LioListio starts the operations of cbs (each by its LioOpcode) as one
+// batch (lio_listio): with wait, it returns when all have completed
+// (LIO_WAIT) or ctx ends. As with Submit, a batch with an invalid block
+// starts nothing.
+func (s *Stack) LioListio(ctx context.Context, wait bool, cbs ...*Aiocb) error {
+	ops := make([]*Op, 0, len(cbs))
+	used := make([]*Aiocb, 0, len(cbs))
+	for i, cb := range cbs {
+		if cb == nil || cb.LioOpcode == 0 {
+			continue
+		}
+		if cb.LioOpcode != OpRead && cb.LioOpcode != OpWrite {
+			return fmt.Errorf("block %d: %w: LioOpcode %v (OpRead or OpWrite)", i, ErrInvalidOp, cb.LioOpcode)
+		}
+		op, err := cb.prepare(cb.LioOpcode)
+		if err != nil {
+			return fmt.Errorf("block %d: %w", i, err)
+		}
+		ops = append(ops, op)
+		used = append(used, cb)
+	}
+	for i, cb := range used {
+		cb.op = ops[i]
+	}
+	err := s.Submit(ctx, wait, ops...)
+	if err != nil && !wait {
+		// Nothing was queued: the blocks are free again.
+		for _, cb := range used {
+			cb.op = nil
+		}
+	}
+	return err
+}
+
+// Error returns the status of cb's operation (aio_error): ErrInProgress
+// until it completes, then nil or its error (with the errno as
+// *os.SyscallError, io.EOF for a read at the end).
+func (cb *Aiocb) Error() error {
+	if cb.op == nil {
+		return fmt.Errorf("%w: no operation started", ErrInvalidOp)
+	}
+	return cb.op.Err()
+}
+
+// Return returns the bytes cb's operation moved (aio_return), and its
+// error as Error does.
+func (cb *Aiocb) Return() (int64, error) {
+	if cb.op == nil {
+		return 0, fmt.Errorf("%w: no operation started", ErrInvalidOp)
+	}
+	return cb.op.Result()
+}
+
+// Cancel cancels cb's operation if it has not completed (aio_cancel); it
+// then completes with ECANCELED. It returns ErrNotCancelable otherwise.
+func (cb *Aiocb) Cancel() error {
+	if cb.op == nil {
+		return ErrNotCancelable
+	}
+	return cb.op.Cancel()
+}
+
+// AioSuspend waits until one of cbs' operations has completed, ctx ends,
+// or timeout passes (aio_suspend).
+func AioSuspend(ctx context.Context, timeout time.Duration, cbs ...*Aiocb) error {
+	ops := make([]*Op, 0, len(cbs))
+	for _, cb := range cbs {
+		if cb != nil && cb.op != nil {
+			ops = append(ops, cb.op)
+		}
+	}
+	return Suspend(ctx, timeout, ops...)
+}

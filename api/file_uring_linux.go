@@ -1,0 +1,558 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zcnet/zcnet/evchan"
+)
+
+// The io_uring engine. Flow of a file op:
+//
+//  1. Submit → fileEngine.submit → uringBackend.submit: the batch goes to
+//     one shard (a ring with its own lock), the next free one in round-robin
+//     order, so concurrent submitters spread over the rings.
+//  2. Under the shard's lock: each op takes a slot (its user_data), its
+//     entry is filled in, and io_uring_enter hands the batch over. Ops that
+//     find no free slot wait in the shard's backlog, in order.
+//  3. Still under the lock, the submitter reaps what has completed —
+//     buffered reads and writes mostly complete inside io_uring_enter — and
+//     refills freed slots from the backlog.
+//  4. Out of the lock, it posts those completions (FlagInline for its own
+//     ops).
+//  5. Everything else (disk reads, O_DIRECT, pipes waiting for data)
+//     completes later: the kernel signals an eventfd registered with every
+//     ring; the reaper goroutine, parked on it in Go's poller, reaps and
+//     posts (steps 3 and 4).
+//
+// Signals are only wanted for completions nobody is about to reap: a
+// submitter turns them off (IORING_CQ_EVENTFD_DISABLED) around its
+// io_uring_enter and reap, so an inline completion wakes no one. A
+// completion of another op posted while they are off may go unsignalled
+// and — the kernel may read the flag before its CQ tail store is visible —
+// unseen by the reap that follows; so when ops remain in flight after it,
+// the submitter signals the eventfd itself and the reaper looks again
+// (submitAndReapLocked).
+//
+// Invariants per shard: inflight ≤ entries (one slot per op) and cancels ≤
+// CQ size − entries (a Cancel that would pass it is refused), so the CQ
+// never overflows; the SQ is empty between critical sections (every
+// critical section that fills entries enters), except after an
+// io_uring_enter error, when the next one retries.
+
+// user_data of an entry:
+//
+//	bit  63     the entry is an ASYNC_CANCEL (its target's user_data below)
+//	bits 32–62  generation of the slot's use
+//	bits  0–31  slot
+const (
+	udCancel  = 1 << 63
+	udGenMask = 1<<31 - 1
+	udNop     = ^uint64(0)
+)
+
+func udOf(slot, gen uint32) uint64 { return uint64(gen)<<32 | uint64(slot) }
+
+// uringBackend is the io_uring engine: a few rings (shards), one eventfd
+// they all signal, and the reaper goroutine that waits on it.
+type uringBackend struct {
+	e      *fileEngine
+	shards []*uringShard
+	next   atomic.Uint32 // round-robin start for submitters
+	efd    *os.File      // eventfd, in Go's poller
+	efdNum int           // its descriptor, valid until close closes efd
+	reaped chan struct{} // closed when the reaper has returned
+}
+
+// uringShard is one ring and the ops it runs.
+type uringShard struct {
+	b     *uringBackend
+	index int
+	r     *ring
+
+	mu         sync.Mutex
+	idle       sync.Cond             // on mu: broadcast by reaps while closing
+	slots      []uringSlot           // +checklocks:mu; one per SQ entry
+	free       []uint32              // +checklocks:mu; free slot numbers
+	inflight   int                   // +checklocks:mu; slots in use
+	cancels    int                   // +checklocks:mu; ASYNC_CANCEL entries in flight
+	cancelWait map[uint64]chan int32 // +checklocks:mu; by target user_data: a Cancel waiting for its result
+	backlog    []*Op                 // +checklocks:mu; FIFO of ops waiting for a slot
+	closing    bool                  // +checklocks:mu
+	cqes       [64]uringCQE          // +checklocks:mu; reap buffer
+	// retry is set while entries wait for an io_uring_enter that failed
+	// (EAGAIN, ENOMEM); the reaper then drains the shard to try again.
+	retry atomic.Bool
+}
+
+// uringSlot is an op in the kernel.
+type uringSlot struct {
+	op  *Op
+	gen uint32
+	iov []unix.Iovec // OpReadv, OpWritev: the iovec array, kept until completion
+}
+
+// uringDone is a completion reaped under the shard's lock, posted after.
+type uringDone struct {
+	op     *Op
+	res    int32
+	inline bool
+}
+
+// newURingBackend sets up cfg.Rings rings and checks that the kernel runs
+// an entry (a NOP), so that a seccomp policy that allows io_uring_setup
+// but not io_uring_enter is caught here rather than at the first op.
+func newURingBackend(e *fileEngine, cfg FileConfig) (fileBackend, error) {
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	b := &uringBackend{e: e, reaped: make(chan struct{})}
+	fail := func(err error) (fileBackend, error) {
+		for _, s := range b.shards {
+			s.r.close()
+		}
+		unix.Close(efd)
+		return nil, err
+	}
+	for i := 0; i < cfg.Rings; i++ {
+		r, err := newRing(uint32(cfg.Entries))
+		if err != nil {
+			return fail(err)
+		}
+		s := &uringShard{b: b, index: i, r: r, slots: make([]uringSlot, r.entries), cancelWait: map[uint64]chan int32{}}
+		s.idle.L = &s.mu
+		for j := int(r.entries) - 1; j >= 0; j-- {
+			s.free = append(s.free, uint32(j))
+		}
+		b.shards = append(b.shards, s)
+		if err := r.registerEventfd(efd); err != nil {
+			return fail(err)
+		}
+		if err := r.smokeTest(); err != nil {
+			return fail(err)
+		}
+	}
+	b.efd, b.efdNum = os.NewFile(uintptr(efd), "zcnet-io_uring-eventfd"), efd
+	go b.reap()
+	return b, nil
+}
+
+// smokeTest runs a NOP through the ring and waits for it.
+func (r *ring) smokeTest() error {
+	e := r.next()
+	e.opcode = uringOpNop
+	e.userData = udNop
+	if err := r.submit(); err != nil {
+		return err
+	}
+	for {
+		var c [1]uringCQE
+		if r.reap(c[:]) == 1 {
+			if c[0].userData != udNop || c[0].res != 0 {
+				return fmt.Errorf("io_uring NOP completed with %+v", c[0])
+			}
+			return nil
+		}
+		if _, err := r.enter(0, 1, uringEnterGetEvents); err != nil && !errors.Is(err, syscall.EINTR) {
+			return fmt.Errorf("io_uring_enter: %w", err)
+		}
+	}
+}
+
+// submit implements fileBackend.
+func (b *uringBackend) submit(ops []*Op) {
+	// Resolve the fds first: a closed File completes now, with EBADF.
+	run := ops[:0]
+	for _, op := range ops {
+		fd, err := fileFD(op.File)
+		if err != nil {
+			b.e.finish(op, 0, errnoOfSys(err), nil, evchan.FlagInline)
+			continue
+		}
+		op.f.be.fd = fd
+		run = append(run, op)
+	}
+	if len(run) == 0 {
+		return
+	}
+	s := b.pick()
+	var doneBuf [16]uringDone
+	done := doneBuf[:0]
+	var cancelled []*Op
+	if s.closing {
+		cancelled = run
+	} else {
+		for _, op := range run {
+			op.f.be.shard.Store(int32(s.index) + 1)
+			if len(s.backlog) == 0 && s.room() {
+				s.prepLocked(op)
+				op.f.inline = true
+			} else {
+				op.f.be.phase = phaseQueued
+				s.backlog = append(s.backlog, op)
+			}
+		}
+		done = s.submitAndReapLocked(done)
+		for _, op := range run {
+			op.f.inline = false
+		}
+	}
+	s.mu.Unlock()
+	b.post(done)
+	for _, op := range cancelled {
+		b.e.finish(op, 0, syscall.ECANCELED, ErrFilesClosed, evchan.FlagInline)
+	}
+}
+
+// pick locks and returns a shard: the first free one from a rotating
+// start, else the start itself.
+func (b *uringBackend) pick() *uringShard {
+	n := uint32(len(b.shards))
+	start := b.next.Add(1) % n
+	for i := uint32(0); i < n; i++ {
+		s := b.shards[(start+i)%n]
+		if s.mu.TryLock() {
+			return s
+		}
+	}
+	s := b.shards[start]
+	s.mu.Lock()
+	return s
+}
+
+// room reports whether an op can go into the ring now.
+//
+// +checklocks:s.mu
+func (s *uringShard) room() bool {
+	return s.inflight < len(s.slots) && s.r.sqFree() > 0
+}
+
+// prepLocked gives op a slot and fills in its entry; the caller submits.
+//
+// +checklocks:s.mu
+func (s *uringShard) prepLocked(op *Op) {
+	idx := s.free[len(s.free)-1]
+	s.free = s.free[:len(s.free)-1]
+	sl := &s.slots[idx]
+	sl.gen = (sl.gen + 1) & udGenMask
+	sl.op = op
+	s.inflight++
+	op.f.be.phase = phaseRunning
+	op.f.be.slot = idx
+
+	e := s.r.next()
+	e.fd = int32(op.f.be.fd)
+	e.userData = udOf(idx, sl.gen)
+	e.off = uint64(op.Offset) // -1: the file position
+	switch op.Kind {
+	case OpRead, OpWrite:
+		e.opcode = uringOpRead
+		if op.Kind == OpWrite {
+			e.opcode = uringOpWrite
+		}
+		e.addr = bytesAddr(op.f.mem)
+		e.len = uint32(len(op.f.mem))
+	case OpReadv, OpWritev:
+		e.opcode = uringOpReadv
+		if op.Kind == OpWritev {
+			e.opcode = uringOpWritev
+		}
+		sl.iov = sl.iov[:0]
+		for _, b := range op.Iov {
+			sl.iov = append(sl.iov, iovecOf(b))
+		}
+		e.addr = iovecAddr(sl.iov)
+		e.len = uint32(len(sl.iov))
+	case OpFsync, OpFdatasync:
+		e.opcode = uringOpFsync
+		e.off = 0
+		if op.Kind == OpFdatasync {
+			e.opFlags = uringFsyncDatasync
+		}
+	}
+}
+
+// submitAndReapLocked hands the filled entries to the kernel, reaps what
+// completed, and makes sure the reaper will see whatever completes later
+// (see the flow comment, step 5).
+//
+// +checklocks:s.mu
+func (s *uringShard) submitAndReapLocked(done []uringDone) []uringDone {
+	quiet := s.r.quiet(true)
+	if err := s.r.submit(); err != nil {
+		// The entries stay queued; drainLocked tries again.
+		s.b.e.c.enterErrors.Add(1)
+	}
+	done = s.drainLocked(done)
+	if !quiet {
+		return done
+	}
+	s.r.quiet(false)
+	done = s.drainLocked(done)
+	if s.inflight > 0 || s.cancels > 0 {
+		s.b.kick()
+	}
+	return done
+}
+
+// kick signals the eventfd, so the reaper looks at the rings.
+func (b *uringBackend) kick() {
+	one := [8]byte{1}
+	unix.Write(b.efdNum, one[:])
+}
+
+// drainLocked reaps every completion, frees the slots, refills them from
+// the backlog, and appends the completed ops to done for posting once the
+// lock is released.
+//
+// +checklocks:s.mu
+func (s *uringShard) drainLocked(done []uringDone) []uringDone {
+	for {
+		n := s.r.reap(s.cqes[:])
+		for _, c := range s.cqes[:n] {
+			if c.userData == udNop {
+				continue
+			}
+			if c.userData&udCancel != 0 {
+				s.cancels--
+				target := c.userData &^ udCancel
+				if ch := s.cancelWait[target]; ch != nil {
+					delete(s.cancelWait, target)
+					ch <- c.res
+				}
+				continue
+			}
+			idx, gen := uint32(c.userData), uint32(c.userData>>32)
+			if int(idx) >= len(s.slots) || s.slots[idx].op == nil || s.slots[idx].gen != gen {
+				continue // not ours; cannot happen
+			}
+			sl := &s.slots[idx]
+			done = append(done, uringDone{op: sl.op, res: c.res, inline: sl.op.f.inline})
+			sl.op = nil
+			clear(sl.iov)
+			s.free = append(s.free, idx)
+			s.inflight--
+		}
+		// Freed slots take the oldest waiting ops.
+		refilled := false
+		for len(s.backlog) > 0 && !s.closing && s.room() {
+			op := s.backlog[0]
+			s.backlog[0] = nil
+			s.backlog = s.backlog[1:]
+			s.prepLocked(op)
+			refilled = true
+		}
+		if refilled || s.r.unsubmitted() > 0 {
+			err := s.r.submit()
+			s.retry.Store(err != nil)
+			if err != nil {
+				// EAGAIN or ENOMEM: the reaper tries again at its next look.
+				s.b.e.c.enterErrors.Add(1)
+				s.b.kick()
+				refilled = false
+			}
+		}
+		if n < len(s.cqes) && !refilled {
+			return done
+		}
+	}
+}
+
+// post completes reaped ops.
+func (b *uringBackend) post(done []uringDone) {
+	for _, d := range done {
+		var flags evchan.Flags
+		if d.inline {
+			flags = evchan.FlagInline
+		}
+		if d.res < 0 {
+			errno := syscall.Errno(-d.res)
+			var cause error
+			if errno == syscall.ECANCELED {
+				cause = d.op.f.cause
+			}
+			b.e.finish(d.op, 0, errno, cause, flags)
+			continue
+		}
+		b.e.finish(d.op, int64(d.res), 0, nil, flags)
+	}
+}
+
+// reap is the reaper goroutine: each eventfd wake-up, it drains the rings
+// that have completions. It returns when close closes the eventfd.
+//
+// The eventfd's counter is never read: Go's poller is edge-triggered and
+// the kernel makes an edge on every signal, counter or not, so a wake-up
+// costs no read(2) — most of them find nothing to reap, because the
+// submitter reaped its inline completions itself.
+func (b *uringBackend) reap() {
+	defer close(b.reaped)
+	rc, err := b.efd.SyscallConn()
+	if err != nil {
+		return
+	}
+	for {
+		err := rc.Read(func(uintptr) bool {
+			for _, s := range b.shards {
+				if s.r.cqReady() > 0 || s.retry.Load() {
+					s.drain()
+				}
+			}
+			return false // wait for the next signal
+		})
+		if err != nil {
+			return // close closed the eventfd
+		}
+	}
+}
+
+// drain reaps and posts a shard's completions (the reaper's step 3–4).
+func (s *uringShard) drain() {
+	var doneBuf [16]uringDone
+	s.mu.Lock()
+	done := s.drainLocked(doneBuf[:0])
+	if s.closing {
+		s.idle.Broadcast()
+	}
+	s.mu.Unlock()
+	s.b.post(done)
+}
+
+// cancel implements fileBackend: an op in the backlog is removed; one in
+// the kernel gets an IORING_OP_ASYNC_CANCEL, and cancel waits for its
+// answer (and, when it succeeded, for the op's own completion).
+func (b *uringBackend) cancel(op *Op) bool {
+	i := op.f.be.shard.Load() - 1
+	if i < 0 {
+		return false // its Submit is still handing it over
+	}
+	s := b.shards[i]
+	s.mu.Lock()
+	switch {
+	case s.closing:
+	case op.f.be.phase == phaseQueued:
+		for i, o := range s.backlog {
+			if o == op {
+				s.backlog = append(s.backlog[:i], s.backlog[i+1:]...)
+				s.mu.Unlock()
+				b.e.finish(op, 0, syscall.ECANCELED, context.Canceled, 0)
+				return true
+			}
+		}
+	case op.f.be.phase == phaseRunning && s.slots[op.f.be.slot].op == op && s.cancelRoom():
+		target := udOf(op.f.be.slot, s.slots[op.f.be.slot].gen)
+		if s.cancelWait[target] != nil {
+			break // a Cancel is already at it
+		}
+		ch := make(chan int32, 1)
+		s.cancelWait[target] = ch
+		op.f.cause = context.Canceled
+		s.prepCancelLocked(target)
+		var doneBuf [16]uringDone
+		done := s.submitAndReapLocked(doneBuf[:0])
+		s.mu.Unlock()
+		b.post(done)
+		if res := <-ch; res != 0 {
+			// ENOENT: it completed meanwhile; EALREADY: it runs on and
+			// completes by itself.
+			return false
+		}
+		<-op.done
+		return true
+	}
+	s.mu.Unlock()
+	return false
+}
+
+// cancelRoom reports whether an ASYNC_CANCEL can be queued now: an SQ
+// entry is free and its completion cannot overflow the CQ.
+//
+// +checklocks:s.mu
+func (s *uringShard) cancelRoom() bool {
+	return s.r.sqFree() > 0 && s.cancels < int(s.r.cqSize)-len(s.slots)
+}
+
+// prepCancelLocked queues an ASYNC_CANCEL for the entry with user_data
+// target; the caller checked sqFree and submits.
+//
+// +checklocks:s.mu
+func (s *uringShard) prepCancelLocked(target uint64) {
+	e := s.r.next()
+	e.opcode = uringOpAsyncCancel
+	e.fd = -1
+	e.addr = target
+	e.userData = target | udCancel
+	s.cancels++
+}
+
+// close implements fileBackend: ops in the backlog complete with
+// ECANCELED, ops in the kernel get cancelled (those the kernel is already
+// running finish), and close waits for all of them before it unmaps the
+// rings.
+func (b *uringBackend) close() {
+	for _, s := range b.shards {
+		s.mu.Lock()
+		s.closing = true
+		cancelled := s.backlog
+		s.backlog = nil
+		for i := range s.slots {
+			sl := &s.slots[i]
+			if sl.op == nil || !s.cancelRoom() {
+				continue
+			}
+			target := udOf(uint32(i), sl.gen)
+			if s.cancelWait[target] == nil {
+				sl.op.f.cause = ErrFilesClosed
+				s.prepCancelLocked(target)
+			}
+		}
+		var doneBuf [16]uringDone
+		done := s.submitAndReapLocked(doneBuf[:0])
+		s.mu.Unlock()
+		b.post(done)
+		for _, op := range cancelled {
+			b.e.finish(op, 0, syscall.ECANCELED, ErrFilesClosed, 0)
+		}
+	}
+	for _, s := range b.shards {
+		s.mu.Lock()
+		for s.inflight > 0 || s.cancels > 0 {
+			s.idle.Wait()
+		}
+		s.mu.Unlock()
+	}
+	b.efd.Close()
+	<-b.reaped
+	for _, s := range b.shards {
+		s.r.close()
+	}
+}
+
+// fileFD returns f's descriptor without changing its mode (File.Fd would
+// make it blocking). The reference Control takes ends when it returns: the
+// caller must keep f open.
+func fileFD(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := rc.Control(func(p uintptr) { fd = int(p) }); err != nil {
+		return -1, closedFileErr(err)
+	}
+	return fd, nil
+}
+
+// closedFileErr is the error of a Control that failed: the File is
+// closed (os reports internal/poll's "use of closed file" as is).
+func closedFileErr(err error) error {
+	return fmt.Errorf("%w: %w", syscall.EBADF, err)
+}
