@@ -128,10 +128,20 @@ func (n *Net) DialContext(ctx context.Context, network, address string) (net.Con
 	if !ap.Addr().IsValid() {
 		return nil, opError("dial", network, nil, nil, fmt.Errorf("%w %q: no host to dial", ErrAddress, address))
 	}
+	// Return nil, not a typed nil pointer, with an error: callers test
+	// conn != nil.
 	if proto == "tcp" {
-		return n.DialTCP(ctx, network, netip.AddrPort{}, ap)
+		c, err := n.DialTCP(ctx, network, netip.AddrPort{}, ap)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
 	}
-	return n.DialUDP(network, netip.AddrPort{}, ap)
+	c, err := n.DialUDP(network, netip.AddrPort{}, ap)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // Dial is DialContext without a context.
@@ -153,7 +163,11 @@ func (n *Net) Listen(network, address string) (net.Listener, error) {
 	if err != nil {
 		return nil, opError("listen", network, nil, nil, err)
 	}
-	return n.ListenTCP(network, ap)
+	l, err := n.ListenTCP(network, ap)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
 }
 
 // ListenPacket opens a UDP socket bound to address ("udp", "udp4", "udp6").
@@ -169,5 +183,9 @@ func (n *Net) ListenPacket(network, address string) (net.PacketConn, error) {
 	if err != nil {
 		return nil, opError("listen", network, nil, nil, err)
 	}
-	return n.ListenUDP(network, ap)
+	c, err := n.ListenUDP(network, ap)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }

@@ -321,7 +321,13 @@ func (n *Net) ListenTCP(network string, laddr netip.AddrPort) (*TCPListener, err
 }
 
 // Accept implements net.Listener.Accept.
-func (l *TCPListener) Accept() (net.Conn, error) { return l.AcceptTCP() }
+func (l *TCPListener) Accept() (net.Conn, error) {
+	c, err := l.AcceptTCP()
+	if err != nil {
+		return nil, err // not a typed nil in a non-nil interface
+	}
+	return c, nil
+}
 
 // AcceptTCP waits for and returns the next connection.
 func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
