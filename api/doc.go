@@ -45,6 +45,24 @@
 //	n, err := conn.SendFunc(ctx, 4096, func(p []byte) int { return copy(p, msg) })
 //	b, _ := s.Reserve(512); fill(b.Bytes()); conn.Send(ctx, b)
 //
+// # Asynchronous operations
+//
+// An Op is a control block (the paper's aiocb with SIGEV_EC): a socket or
+// file, an operation, the event channel its completion goes to, and the
+// caller's data. Stack.Submit queues a batch (lio_listio) after reserving
+// each completion's slot on its channel, so completions are never dropped;
+// Err, Result, Cancel and Suspend are aio_error, aio_return, aio_cancel and
+// aio_suspend. A receive that finds data ready completes at submission,
+// flagged evchan.FlagInline; a multishot receive posts a completion per
+// arrival and pauses while its channel is full. A fixed set of stack
+// workers serves every socket: no goroutine per connection.
+//
+// Files, pipes and FIFOs take the same Ops (OpRead, OpWrite, OpReadv,
+// OpWritev, OpFsync, OpFdatasync), run by io_uring where the kernel allows
+// it and by a bounded worker pool otherwise (Stack.FileEngine says which);
+// a received Buf written to a file is not copied in user space. Aiocb and
+// AioRead/AioWrite/LioListio give the same engine a POSIX AIO shape.
+//
 // # Where bytes are copied
 //
 // Every socket and the Stack keep the copy budget's books (Counters): bytes
