@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
-	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/tap"
 )
 
@@ -31,9 +30,10 @@ Examples:
   netstackd demo -duration 10s -mtu 9000 -rounds 5000
 `
 
+// The demo's stacks are the tools' in-process pair.
 var (
-	demoClient = netip.MustParsePrefix("192.0.2.1/24")
-	demoServer = netip.MustParsePrefix("192.0.2.2/24")
+	demoClient = inprocClient
+	demoServer = inprocServer
 )
 
 type demoConfig struct {
@@ -78,22 +78,20 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 }
 
 func demo(cfg demoConfig, out io.Writer, log *slog.Logger) error {
-	la, lb, err := tap.NewPair(tap.PairConfig{MTU: uint32(cfg.mtu)})
+	sf := newStackFlags(toolPoolSize)
+	sf.mtu = cfg.mtu
+	setup, err := sf.resolve(false)
 	if err != nil {
 		return err
 	}
-	client, err := demoStack(la, demoClient, log)
-	if err != nil {
-		lb.Close()
-		return err
-	}
-	defer client.Close()
-	server, err := demoStack(lb, demoServer, log)
+	clientZ, serverZ, err := openPairStacks(setup, log)
 	if err != nil {
 		return err
 	}
-	defer server.Close()
-	svc := newServices(server, log)
+	defer clientZ.Close()
+	defer serverZ.Close()
+	client := clientZ.st
+	svc := newServices(serverZ, log)
 	if err := svc.startAll(); err != nil {
 		return err
 	}
@@ -130,20 +128,6 @@ func demo(cfg demoConfig, out io.Writer, log *slog.Logger) error {
 	fmt.Fprintf(out, "summary: %d echo round trips (%.0f/s); %.1f MiB streamed in %.2f s = %.2f Gbit/s, every byte received\n",
 		cfg.rounds, float64(cfg.rounds)/rtt.Seconds(), float64(got)/(1<<20), elapsed.Seconds(), gbits(got, elapsed))
 	return nil
-}
-
-func demoStack(link *tap.PairEndpoint, addr netip.Prefix, log *slog.Logger) (*stack.Stack, error) {
-	st, err := stack.New(stack.Options{Logger: log})
-	if err != nil {
-		link.Close()
-		return nil, err
-	}
-	if _, err := st.AddNIC(link, stack.NICConfig{Addrs: []netip.Prefix{addr}}); err != nil {
-		st.Close()
-		link.Close()
-		return nil, err
-	}
-	return st, nil
 }
 
 func gbits(n uint64, d time.Duration) float64 { return float64(n) * 8 / d.Seconds() / 1e9 }

@@ -1,6 +1,21 @@
 // Command netstackd runs zcnet: gVisor's network stack in-process, attached
 // to a TAP device (serve) or, with no arguments, a self-contained demo of two
-// stacks joined in-process that needs no privileges.
+// stacks joined in-process that needs no privileges. Its tools measure it:
+// perf, an iperf-like test that speaks iperf3's protocol (so stock iperf3 is
+// either end), and echo, a verifying echo client and server with a latency
+// histogram; both run over zcnet or kernel sockets.
+//
+// It owns the daemon's configuration (flags and a TOML file), its services,
+// observability (Prometheus metrics, pprof, status page, pcap) and the
+// tools; it holds no logic a library user would need: the stack, the links
+// and the sockets are packages stack, tap and api.
+//
+// Files, in the order a reader meets them: main.go (dispatch), serve.go and
+// config.go (the daemon and its settings), netflags.go (the link and stack
+// flags serve and the tools share), zcstack.go (building a stack), services.go,
+// metrics.go, pcap.go (observability), transport.go (the socket interfaces the
+// tools run over), iperf3.go, perf_run.go, perf_server.go, perf_client.go,
+// perf_report.go, perf_cmd.go (perf), echo.go and hist.go (echo), demo.go.
 package main
 
 import (
@@ -18,7 +33,10 @@ Usage:
   netstackd                  run the demo (same as "netstackd demo")
   netstackd demo [flags]     two stacks joined in-process: echo and throughput
   netstackd serve [flags]    attach a stack to a TAP device and serve echo,
-                             discard and an HTTP status page
+                             discard, an iperf3 server and an HTTP status
+                             page, with Prometheus metrics and pcap capture
+  netstackd perf [flags]     iperf-like throughput test that speaks iperf3
+  netstackd echo [flags]     echo client and server with a latency histogram
   netstackd help [command]   show help for a command
 
 Examples:
@@ -26,6 +44,9 @@ Examples:
   netstackd demo -duration 5s -mtu 9000
   sudo ip tuntap add dev zc0 mode tap && sudo ip addr add 192.0.2.1/24 dev zc0 && sudo ip link set zc0 up
   sudo netstackd serve -tap zc0 -addr 192.0.2.2/24
+  iperf3 -c 192.0.2.2          # from the kernel side, against serve's perf service
+  netstackd perf -inproc -t 3  # no root: client and server on two in-process stacks
+  netstackd echo -inproc -n 10000
 `
 
 func main() {
@@ -45,6 +66,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runDemo(args, stdout, stderr)
 	case "serve":
 		err = runServe(args, stdout, stderr)
+	case "perf":
+		err = runPerf(args, stdout, stderr)
+	case "echo":
+		err = runEcho(args, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		if len(args) > 0 {
 			return run([]string{args[0], "-help"}, stdout, stderr)

@@ -2,198 +2,277 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
-	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
-	"github.com/zcnet/zcnet/stack"
-	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/evchan"
 )
 
 const serveHelp = `Usage: netstackd serve -tap NAME -addr PREFIX [flags]
+       netstackd serve -config FILE [flags]
 
 Attaches a zcnet stack to the TAP device NAME (one the process creates is
-removed again on exit) and serves, on every address of the stack:
-  echo     TCP and UDP port 7  (RFC 862)
-  discard  TCP and UDP port 9  (RFC 863)
-  status   HTTP port 80: counters as text at /, as JSON at /status.json
+removed again on exit) and serves, on every address of the stack, the
+services -services names:
+  echo     TCP and UDP port 7  (RFC 862), on zero-copy sockets
+  discard  TCP and UDP port 9  (RFC 863), on zero-copy sockets
+  perf     TCP and UDP port 5201: an iperf3 server (stock iperf3 -c works)
+  http     HTTP port 80: counters as text at /, as JSON at /status.json
 It runs until SIGINT or SIGTERM, then closes every connection and exits.
 Opening a TAP device needs CAP_NET_ADMIN (root).
+
+Observability: -metrics ADDR serves, on a kernel socket of this process,
+Prometheus metrics at /metrics, the status page at / and /status.json, and
+Go's profiler at /debug/pprof/. -pcap FILE captures every packet of the
+stack (tcpdump -r FILE reads it).
+
+A config file (-config FILE, TOML) sets the same values: its keys are the
+flag names below, e.g.
+  tap = "zc0"
+  addr = ["192.0.2.2/24"]
+  mtu = 9000
+  metrics = "127.0.0.1:9100"
+Flags on the command line override the file.
 
 Examples:
   # the kernel side at 192.0.2.1, the stack at 192.0.2.2
   sudo ip tuntap add dev zc0 mode tap
   sudo ip addr add 192.0.2.1/24 dev zc0 && sudo ip -6 addr add 2001:db8::1/64 dev zc0
   sudo ip link set zc0 up
-  sudo netstackd serve -tap zc0 -addr 192.0.2.2/24 -addr6 2001:db8::2/64
+  sudo netstackd serve -tap zc0 -addr 192.0.2.2/24 -addr6 2001:db8::2/64 -metrics 127.0.0.1:9100
   curl http://192.0.2.2/      socat - TCP:192.0.2.2:7      ping 192.0.2.2
+  iperf3 -c 192.0.2.2 -t 5    iperf3 -c 192.0.2.2 -u -b 1G -R
+  curl http://127.0.0.1:9100/metrics
 `
 
-// prefixList is a repeatable flag of address prefixes of one family.
-type prefixList struct {
-	v6   bool
-	list []netip.Prefix
-}
-
-func (p *prefixList) String() string {
-	s := make([]string, len(p.list))
-	for i, x := range p.list {
-		s[i] = x.String()
-	}
-	return strings.Join(s, ",")
-}
-
-func (p *prefixList) Set(v string) error {
-	pf, err := netip.ParsePrefix(v)
-	if err != nil {
-		return fmt.Errorf("%q is not an address with a prefix length, such as %s", v, map[bool]string{false: "192.0.2.2/24", true: "2001:db8::2/64"}[p.v6])
-	}
-	if pf.Addr().Is4() == p.v6 {
-		return fmt.Errorf("%q is an IPv%s address; use %s", v, map[bool]string{false: "6", true: "4"}[p.v6], map[bool]string{false: "-addr6", true: "-addr"}[p.v6])
-	}
-	if pf.Addr().IsUnspecified() || pf.Addr().IsMulticast() {
-		return fmt.Errorf("%q cannot be a host address", v)
-	}
-	p.list = append(p.list, pf)
-	return nil
-}
-
+// serveConfig is serve's configuration: the stack's flags and the daemon's.
 type serveConfig struct {
-	tap        string
-	addrs      prefixList
-	addrs6     prefixList
-	gw, gw6    string
-	mtu        int
-	offload    string
-	queues     int
-	logLevel   string
-	noServices bool
+	*stackFlags
+	config       string
+	services     string
+	noServices   bool
+	perfPort     int
+	metrics      string
+	stackMetrics bool
+	logLevel     string
+}
+
+// servePoolSize is the daemon's default buffer pool: room for the copies
+// of many sockets' received data that could not be handed over in place.
+const servePoolSize = 64 << 20
+
+// allServices lists the services serve knows, in start order: http comes
+// last, so "listening service=http" means everything is up.
+var allServices = []string{"echo", "discard", "perf", "http"}
+
+func newServeConfig() *serveConfig {
+	return &serveConfig{stackFlags: newStackFlags(servePoolSize), services: "echo,discard,perf,http", perfPort: iperfPort, logLevel: "info"}
+}
+
+// flags returns serve's flag set over cfg.
+func (cfg *serveConfig) flags(stdout, stderr io.Writer) *flag.FlagSet {
+	fs := newFlagSet("serve", serveHelp, stdout, stderr)
+	fs.StringVar(&cfg.config, "config", "", "read settings from this TOML file (keys are these flags' names); flags override it")
+	cfg.stackFlags.register(fs, "TAP device name (required; created if absent, at most 15 bytes)")
+	fs.StringVar(&cfg.services, "services", cfg.services, "comma-separated services to run: "+strings.Join(allServices, ", ")+`, or "none"`)
+	fs.BoolVar(&cfg.noServices, "no-services", false, "attach the stack but run no services (it still answers ping); same as -services none")
+	fs.IntVar(&cfg.perfPort, "perf-port", cfg.perfPort, "port of the perf (iperf3) service, TCP and UDP")
+	fs.StringVar(&cfg.metrics, "metrics", "", "serve /metrics, /debug/pprof/ and the status page on this kernel address, e.g. 127.0.0.1:9100 (off by default)")
+	fs.BoolVar(&cfg.stackMetrics, "stack-metrics", false, "also serve /metrics on the stack's status page (port 80)")
+	fs.StringVar(&cfg.logLevel, "log-level", cfg.logLevel, "debug, info, warn or error")
+	return fs
+}
+
+// serveSetup is a checked serveConfig.
+type serveSetup struct {
+	stackSetup
+	services     []string
+	perfPort     uint16
+	metrics      string
+	stackMetrics bool
+	level        slog.Level
 }
 
 func runServe(args []string, stdout, stderr io.Writer) error {
-	cfg := serveConfig{addrs6: prefixList{v6: true}}
-	fs := newFlagSet("serve", serveHelp, stdout, stderr)
-	fs.StringVar(&cfg.tap, "tap", "", "TAP device name (required; created if absent, at most 15 bytes)")
-	fs.Var(&cfg.addrs, "addr", "IPv4 address and prefix of the stack, e.g. 192.0.2.2/24 (repeatable)")
-	fs.Var(&cfg.addrs6, "addr6", "IPv6 address and prefix of the stack, e.g. 2001:db8::2/64 (repeatable)")
-	fs.StringVar(&cfg.gw, "gateway", "", "IPv4 default gateway (optional)")
-	fs.StringVar(&cfg.gw6, "gateway6", "", "IPv6 default gateway (optional)")
-	fs.IntVar(&cfg.mtu, "mtu", tap.DefaultMTU, fmt.Sprintf("MTU of the device and the stack (%d to %d)", tap.MinMTU, tap.MaxMTU))
-	fs.StringVar(&cfg.offload, "offload", "on", "virtio-net offloads (checksum, TSO): on or off")
-	fs.IntVar(&cfg.queues, "queues", 0, "TAP queues, each with its own reader (0: one per CPU)")
-	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.BoolVar(&cfg.noServices, "no-services", false, "attach the stack but run no services (it still answers ping)")
-	if err := parseFlags(fs, args); err != nil {
+	cfg, err := parseServe(args, stdout, stderr)
+	if err != nil {
 		return err
 	}
-	tcfg, gws, level, err := cfg.validate()
+	s, err := cfg.resolve()
 	if err != nil {
 		fmt.Fprintf(stderr, "netstackd serve: %v\nRun 'netstackd serve -help' for usage.\n", err)
 		return errUsage
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return serve(ctx, cfg, tcfg, gws, log)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: s.level}))
+	return serve(context.Background(), s, log)
 }
 
-// validate checks the flags and returns the TAP configuration, the default
-// routes and the log level, or an error that says what is wrong and what
-// would be right.
-func (cfg *serveConfig) validate() (tap.Config, []netip.Addr, slog.Level, error) {
-	var t tap.Config
-	var level slog.Level
-	if cfg.tap == "" {
-		return t, nil, level, fmt.Errorf("-tap is required: name the TAP device to attach to, e.g. -tap zc0")
+// parseServe parses the command line and, with -config, the file under it:
+// the file first, then the command line again so its flags win.
+func parseServe(args []string, stdout, stderr io.Writer) (*serveConfig, error) {
+	cli := newServeConfig()
+	fs := cli.flags(stdout, stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
 	}
-	if len(cfg.tap) > 15 || strings.ContainsAny(cfg.tap, "/ \t\n:") {
-		return t, nil, level, fmt.Errorf("-tap %q: a device name is 1 to 15 bytes without '/', ':' or spaces", cfg.tap)
+	if cli.config == "" {
+		return cli, nil
 	}
-	if len(cfg.addrs.list)+len(cfg.addrs6.list) == 0 {
-		return t, nil, level, fmt.Errorf("no address: give the stack one with -addr (e.g. 192.0.2.2/24) and/or -addr6 (e.g. 2001:db8::2/64)")
+	cfg := newServeConfig()
+	ffs := cfg.flags(stdout, stderr)
+	if err := loadConfig(ffs, cli.config, cfg.origin, "config"); err != nil {
+		fmt.Fprintf(stderr, "netstackd serve: %v\n", err)
+		return nil, errUsage
 	}
-	if cfg.mtu < tap.MinMTU || cfg.mtu > tap.MaxMTU {
-		return t, nil, level, fmt.Errorf("-mtu %d: want %d to %d", cfg.mtu, tap.MinMTU, tap.MaxMTU)
-	}
-	if len(cfg.addrs6.list) > 0 && cfg.mtu < 1280 {
-		return t, nil, level, fmt.Errorf("-mtu %d: IPv6 needs at least 1280 (RFC 8200 §5)", cfg.mtu)
-	}
-	var off tap.OffloadMode
-	switch cfg.offload {
-	case "on":
-		off = tap.OffloadOn
-	case "off":
-		off = tap.OffloadOff
-	default:
-		return t, nil, level, fmt.Errorf("-offload %q: want on or off", cfg.offload)
-	}
-	if cfg.queues < 0 || cfg.queues > tap.MaxQueues {
-		return t, nil, level, fmt.Errorf("-queues %d: want 0 (one per CPU) to %d", cfg.queues, tap.MaxQueues)
-	}
-	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
-		return t, nil, level, fmt.Errorf("-log-level %q: want debug, info, warn or error", cfg.logLevel)
-	}
-	var gws []netip.Addr
-	for _, g := range []struct {
-		flag, v string
-		v6      bool
-		have    int
-	}{{"-gateway", cfg.gw, false, len(cfg.addrs.list)}, {"-gateway6", cfg.gw6, true, len(cfg.addrs6.list)}} {
-		if g.v == "" {
-			continue
+	ffs.VisitAll(func(f *flag.Flag) {
+		if s, ok := f.Value.(sealer); ok {
+			s.seal()
 		}
-		a, err := netip.ParseAddr(g.v)
-		if err != nil || a.Is4() == g.v6 {
-			return t, nil, level, fmt.Errorf("%s %q: want an IPv%s address", g.flag, g.v, map[bool]string{false: "4", true: "6"}[g.v6])
-		}
-		if g.have == 0 {
-			return t, nil, level, fmt.Errorf("%s needs an address of its family on the stack", g.flag)
-		}
-		gws = append(gws, a)
+	})
+	if err := parseFlags(ffs, args); err != nil {
+		return nil, err
 	}
-	t = tap.Config{Name: cfg.tap, MTU: cfg.mtu, Offload: off, Queues: cfg.queues}
-	return t, gws, level, nil
+	fs.Visit(func(f *flag.Flag) { delete(cfg.origin.keys, f.Name) })
+	return cfg, nil
 }
 
-func serve(ctx context.Context, cfg serveConfig, tcfg tap.Config, gws []netip.Addr, log *slog.Logger) error {
-	link, err := tap.Open(tcfg)
-	if err != nil {
-		return err
+// resolve checks every value; errors say what is wrong and what would be
+// right.
+func (cfg *serveConfig) resolve() (serveSetup, error) {
+	var s serveSetup
+	var err error
+	if s.stackSetup, err = cfg.stackFlags.resolve(true); err != nil {
+		return s, err
 	}
-	st, err := stack.New(stack.Options{Logger: log})
-	if err != nil {
-		link.Close()
-		return err
+	o := cfg.origin
+	if err := s.level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
+		return s, fmt.Errorf("%s: want debug, info, warn or error", o.val("log-level", cfg.logLevel))
 	}
-	defer st.Close()
-	addrs := append(append([]netip.Prefix(nil), cfg.addrs.list...), cfg.addrs6.list...)
-	nic, err := st.AddNIC(link, stack.NICConfig{Name: cfg.tap, Addrs: addrs})
-	if err != nil {
-		return err
-	}
-	for _, gw := range gws {
-		dst := netip.MustParsePrefix("0.0.0.0/0")
-		if gw.Is6() {
-			dst = netip.MustParsePrefix("::/0")
+	if !cfg.noServices && cfg.services != "none" && cfg.services != "" {
+		seen := map[string]bool{}
+		for _, name := range strings.Split(cfg.services, ",") {
+			name = strings.TrimSpace(name)
+			if !contains(allServices, name) {
+				return s, fmt.Errorf("%s: unknown service %q; want a comma-separated list of %s, or none", o.val("services", cfg.services), name, strings.Join(allServices, ", "))
+			}
+			seen[name] = true
 		}
-		if err := st.AddRoute(stack.Route{Dst: dst, Gateway: gw, NIC: nic}); err != nil {
+		for _, name := range allServices {
+			if seen[name] {
+				s.services = append(s.services, name)
+			}
+		}
+	}
+	if cfg.perfPort < 1 || cfg.perfPort > 65535 {
+		return s, fmt.Errorf("%s: want a port, 1 to 65535 (iperf3's is %d)", o.val("perf-port", cfg.perfPort), iperfPort)
+	}
+	s.perfPort = uint16(cfg.perfPort)
+	if cfg.metrics != "" {
+		if err := checkListenAddr(cfg.metrics); err != nil {
+			return s, fmt.Errorf("%s: %v", o.val("metrics", cfg.metrics), err)
+		}
+	}
+	if cfg.stackMetrics && !contains(s.services, "http") {
+		return s, fmt.Errorf("%s needs the http service (add http to %s)", o.name("stack-metrics"), o.name("services"))
+	}
+	s.metrics, s.stackMetrics = cfg.metrics, cfg.stackMetrics
+	return s, nil
+}
+
+// checkListenAddr accepts HOST:PORT where HOST is empty, an IP address or
+// localhost, and PORT a number (0: any free port).
+func checkListenAddr(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("want HOST:PORT, e.g. 127.0.0.1:9100 or [::1]:9100 or :9100")
+	}
+	if host != "" && host != "localhost" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return fmt.Errorf("host %q: want an IP address or localhost, e.g. 127.0.0.1:9100", host)
+		}
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("port %q: want 0 to 65535", port)
+	}
+	return nil
+}
+
+// serve runs the daemon until ctx ends or SIGINT/SIGTERM arrives.
+//
+// Its inner loop waits on one event channel (the paper's §7: one loop for
+// everything a program waits on); today the channel carries the signals,
+// and it is the channel the metrics report under channel="daemon".
+func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
+	z, err := openTAPStack(s.stackSetup, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := z.Close(); err != nil {
+			log.Error("teardown", "err", err)
+		}
+	}()
+	log.Info("attached", "tap", z.tap.Name(), "mac", z.tap.HardwareAddr().String(), "mtu", z.tap.MTU(), "offload", s.tap.Offload,
+		"queues", z.tap.NumQueues(), "addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.pool.Pinned())
+	if s.pcap != "" {
+		log.Info("capturing", "file", s.pcap, "snaplen", s.snap)
+	}
+
+	ec, err := evchan.New(evchan.Config{Capacity: 64})
+	if err != nil {
+		return err
+	}
+	defer ec.Close()
+	sig, err := evchan.NotifySignal(ec, nil, os.Interrupt, syscall.SIGTERM)
+	if err != nil {
+		return err
+	}
+	defer sig.Stop()
+
+	svc := newServices(z, log)
+	defer svc.Close()
+	obs := newObserver(z, svc, map[string]*evchan.Channel{"daemon": ec})
+	if s.metrics != "" {
+		addr, err := obs.listen(s.metrics, log)
+		if err != nil {
 			return err
 		}
+		defer obs.Close()
+		log.Info("listening", "service", "metrics", "addr", addr)
 	}
-	log.Info("attached", "tap", link.Name(), "mac", link.HardwareAddr(), "mtu", link.MTU(), "offload", tcfg.Offload, "queues", link.NumQueues(), "addrs", addrs)
-	if !cfg.noServices {
-		svc := newServices(st, log)
-		if err := svc.startAll(); err != nil {
+	if err := svc.start(s.services, s.perfPort, obs, s.stackMetrics); err != nil {
+		return err
+	}
+
+	evs := make([]evchan.Event, 8)
+	for {
+		n, err := ec.Next(ctx, evs)
+		if err != nil {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, evchan.ErrClosed) {
+				break
+			}
 			return err
 		}
-		defer svc.Close()
+		stop := false
+		for _, ev := range evs[:n] {
+			if ev.Source == evchan.SourceSignal {
+				log.Info("signal", "signal", syscall.Signal(ev.Op))
+				stop = true
+			}
+		}
+		if stop {
+			break
+		}
 	}
-	<-ctx.Done()
 	log.Info("shutting down")
 	return nil
 }

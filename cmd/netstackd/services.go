@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -17,25 +19,33 @@ import (
 	"github.com/zcnet/zcnet/stack"
 )
 
-// services runs the daemon's small servers on one stack: echo (RFC 862) and
-// discard (RFC 863) over TCP and UDP, and an HTTP status page. Close stops
-// them all and waits for their goroutines.
+// services runs the daemon's servers on one stack: echo (RFC 862) and
+// discard (RFC 863) over TCP and UDP on zero-copy sockets, the iperf3
+// server (perf), and an HTTP status page. Close stops them all and waits
+// for their goroutines.
 type services struct {
 	log     *slog.Logger
+	z       *zcStack
 	st      *stack.Stack
+	tr      transport
 	started time.Time
+
+	// ctx ends at Close; every handler's calls take it, so cancelling it
+	// wakes them all.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	wg      sync.WaitGroup
 	mu      sync.Mutex
-	closing bool                  // +checklocks:mu
-	closers []io.Closer           // +checklocks:mu
-	conns   map[net.Conn]struct{} // +checklocks:mu
+	closers []io.Closer // +checklocks:mu; listeners and servers
+	perf    *perfServer // +checklocks:mu; nil unless perf runs
 
 	echoBytes, discardBytes, udpEchoed, udpDiscarded atomic.Uint64
 }
 
-func newServices(st *stack.Stack, log *slog.Logger) *services {
-	return &services{st: st, log: log, started: time.Now(), conns: map[net.Conn]struct{}{}}
+func newServices(z *zcStack, log *slog.Logger) *services {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &services{z: z, st: z.st, tr: z.transport(), log: log, started: time.Now(), ctx: ctx, cancel: cancel}
 }
 
 // track registers c so Close can stop it.
@@ -47,13 +57,10 @@ func (s *services) track(c io.Closer) {
 
 // Close stops every server and connection and waits for them.
 func (s *services) Close() {
+	s.cancel()
 	s.mu.Lock()
-	s.closing = true
 	cs := s.closers
 	s.closers = nil
-	for c := range s.conns {
-		cs = append(cs, c)
-	}
 	s.mu.Unlock()
 	for _, c := range cs {
 		c.Close()
@@ -61,109 +68,176 @@ func (s *services) Close() {
 	s.wg.Wait()
 }
 
-// startTCP listens on addr and runs handle for each connection in its own
-// goroutine (the net.Conn adapters block a goroutine per call, as net does).
-func (s *services) startTCP(name, addr string, handle func(net.Conn) (int64, error), counter *atomic.Uint64) error {
-	ln, err := api.NewNet(s.st).Listen("tcp", addr)
+// go runs fn on a goroutine Close waits for.
+func (s *services) goTracked(fn func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
+	}()
+}
+
+// startTCP listens on port and runs handle for each connection on its own
+// goroutine until the peer or Close ends it; handle's byte count goes to
+// counter.
+func (s *services) startTCP(name string, port uint16, handle func(context.Context, streamConn, *atomic.Uint64) error, counter *atomic.Uint64) error {
+	ln, err := s.tr.ListenTCP(netip.AddrPortFrom(netip.Addr{}, port))
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	s.track(ln)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				if !errors.Is(err, net.ErrClosed) {
-					s.log.Warn("accept failed", "service", name, "err", err)
-				}
-				return
+	s.goTracked(func() {
+		err := acceptLoop(s.ctx, ln, &s.wg, func(c streamConn) {
+			err := handle(s.ctx, c, counter)
+			if err != nil && s.ctx.Err() == nil {
+				s.log.Debug("connection ended", "service", name, "peer", c.RemoteAddr(), "err", err)
 			}
-			s.mu.Lock()
-			if s.closing {
-				s.mu.Unlock()
-				c.Close()
-				return
-			}
-			s.conns[c] = struct{}{}
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				n, err := handle(c)
-				counter.Add(uint64(n))
-				c.Close()
-				s.mu.Lock()
-				delete(s.conns, c)
-				s.mu.Unlock()
-				if err != nil && !errors.Is(err, net.ErrClosed) {
-					s.log.Debug("connection ended", "service", name, "peer", c.RemoteAddr(), "err", err)
-				}
-			}()
+		})
+		if err != nil {
+			s.log.Warn("accept failed", "service", name, "err", err)
 		}
-	}()
-	s.log.Info("listening", "service", name, "addr", ln.Addr())
+	})
+	s.log.Info("listening", "service", name, "addr", addrString(ln.Addr()))
 	return nil
 }
 
-func echoTCP(c net.Conn) (int64, error)    { return io.Copy(c, c) }
-func discardTCP(c net.Conn) (int64, error) { return io.Copy(io.Discard, c) }
+// echoStream sends back everything it receives until the peer's FIN,
+// adding the bytes to n as it goes. Each received chunk is written straight
+// into the stack's send buffer and then released: one copy, the one the
+// stack's send path needs.
+func echoStream(ctx context.Context, c streamConn, n *atomic.Uint64) error {
+	for {
+		ch, err := c.Recv(ctx)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		m, err := sendBytes(ctx, c, ch.Bytes())
+		ch.Release()
+		n.Add(uint64(m))
+		if err != nil {
+			return err
+		}
+	}
+}
 
-// startUDP binds addr and answers datagrams: echo sends each back, discard
-// only counts it.
-func (s *services) startUDP(name, addr string, echo bool, counter *atomic.Uint64) error {
-	pc, err := api.NewNet(s.st).ListenPacket("udp", addr)
+// sendBytes sends p whole through c's fill-style Send.
+func sendBytes(ctx context.Context, c streamConn, p []byte) (int, error) {
+	off := 0
+	return c.Send(ctx, len(p), func(dst []byte) int {
+		n := copy(dst, p[off:])
+		off += n
+		return n
+	})
+}
+
+// discardStream counts (in n) and releases everything it receives until
+// the peer's FIN: no byte is copied.
+func discardStream(ctx context.Context, c streamConn, n *atomic.Uint64) error {
+	for {
+		ch, err := c.Recv(ctx)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		n.Add(uint64(len(ch.Bytes())))
+		ch.Release()
+	}
+}
+
+// startUDP binds port and answers datagrams: echo bounces each back (the
+// received buffer itself goes to the stack), discard only counts it.
+func (s *services) startUDP(name string, port uint16, echo bool, counter *atomic.Uint64) error {
+	pc, err := s.tr.ListenUDP(netip.AddrPortFrom(netip.Addr{}, port))
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	s.track(pc)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		buf := make([]byte, 65536)
+	s.goTracked(func() {
 		for {
-			n, from, err := pc.ReadFrom(buf)
+			ch, from, err := pc.RecvFrom(s.ctx)
 			if err != nil {
-				if !errors.Is(err, net.ErrClosed) {
-					s.log.Warn("udp read failed", "service", name, "err", err)
+				if s.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+					s.log.Warn("udp receive failed", "service", name, "err", err)
 				}
 				return
 			}
 			counter.Add(1)
-			if echo {
-				if _, err := pc.WriteTo(buf[:n], from); err != nil {
-					s.log.Debug("udp echo failed", "peer", from, "err", err)
-				}
+			if !echo {
+				ch.Release()
+				continue
+			}
+			if _, err := pc.Bounce(s.ctx, ch, from); err != nil {
+				s.log.Debug("udp echo failed", "peer", from, "err", err)
 			}
 		}
-	}()
-	s.log.Info("listening", "service", name, "addr", pc.LocalAddr())
+	})
+	s.log.Info("listening", "service", name, "addr", addrString(pc.LocalAddr()))
 	return nil
+}
+
+// addrString prints a listening address, ":7" for every address.
+func addrString(ap netip.AddrPort) string {
+	if !ap.Addr().IsValid() || ap.Addr().IsUnspecified() {
+		return fmt.Sprintf(":%d", ap.Port())
+	}
+	return ap.String()
 }
 
 // status is the JSON form of the status page.
 type status struct {
-	Uptime   string            `json:"uptime"`
-	NICs     []stack.NICStats  `json:"nics"`
-	Services map[string]uint64 `json:"services"`
-	Counters map[string]uint64 `json:"counters"`
+	Uptime   string              `json:"uptime"`
+	NICs     []stack.NICStats    `json:"nics"`
+	Link     any                 `json:"link,omitempty"`
+	Services map[string]uint64   `json:"services"`
+	Copy     api.Counters        `json:"copy"`
+	ZeroCopy stack.ZeroCopyStats `json:"zero_copy"`
+	Pool     any                 `json:"pool,omitempty"`
+	Channels map[string]any      `json:"event_channels,omitempty"`
+	Perf     *perfServerStats    `json:"perf,omitempty"`
+	Counters map[string]uint64   `json:"counters"`
 }
 
 func (s *services) status() status {
-	return status{
+	st := status{
 		Uptime: time.Since(s.started).Round(time.Second).String(),
 		NICs:   s.st.NICStats(),
 		Services: map[string]uint64{
 			"echo_tcp_bytes": s.echoBytes.Load(), "discard_tcp_bytes": s.discardBytes.Load(),
 			"echo_udp_datagrams": s.udpEchoed.Load(), "discard_udp_datagrams": s.udpDiscarded.Load(),
 		},
+		ZeroCopy: s.st.ZeroCopyStats(),
 		Counters: s.st.Counters(),
 	}
+	if s.z.zs != nil {
+		st.Copy = s.z.zs.Counters()
+	}
+	if s.z.pool != nil {
+		st.Pool = s.z.pool.Stats()
+	}
+	switch {
+	case s.z.tap != nil:
+		st.Link = s.z.tap.Stats()
+	case s.z.pair != nil:
+		st.Link = s.z.pair.Stats()
+	}
+	s.mu.Lock()
+	ps := s.perf
+	s.mu.Unlock()
+	if ps != nil {
+		pst := ps.stats()
+		st.Perf = &pst
+		st.Services["perf_tests"] = pst.Tests
+	}
+	return st
 }
 
 // statusHandler serves the status page: text at /, JSON at /status.json.
-func (s *services) statusHandler() http.Handler {
+func (s *services) statusHandler() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -179,6 +253,8 @@ func (s *services) statusHandler() http.Handler {
 			fmt.Fprintf(w, "nic %d %s mtu %d mac %s addrs %v\n  rx %d packets %d bytes, tx %d packets %d bytes\n",
 				n.ID, n.Name, n.MTU, n.LinkAddress, n.Addrs, n.RxPackets, n.RxBytes, n.TxPackets, n.TxBytes)
 		}
+		fmt.Fprintf(w, "\ncopy budget: received %d bytes handed over, %d copied; sent %d in place, %d copied\n",
+			st.Copy.RxHandedOver, st.Copy.RxCopied, st.Copy.TxInPlace, st.Copy.TxCopied)
 		fmt.Fprintln(w)
 		writeSorted(w, st.Services)
 		fmt.Fprintln(w)
@@ -198,39 +274,81 @@ func writeSorted(w io.Writer, m map[string]uint64) {
 	}
 }
 
-// startHTTP serves the status page on addr of the stack.
-func (s *services) startHTTP(addr string) error {
-	ln, err := api.NewNet(s.st).Listen("tcp", addr)
+// startHTTP serves the status page on port 80 of the stack, with /metrics
+// when metrics is non-nil.
+func (s *services) startHTTP(metrics http.Handler) error {
+	ln, err := api.NewNet(s.st).Listen("tcp", ":80")
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
-	srv := &http.Server{Handler: s.statusHandler(), ReadHeaderTimeout: 10 * time.Second}
+	mux := s.statusHandler()
+	if metrics != nil {
+		mux.Handle("GET /metrics", metrics)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	s.track(srv)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.goTracked(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Warn("http server stopped", "err", err)
 		}
-	}()
+	})
 	s.log.Info("listening", "service", "http", "addr", ln.Addr())
 	return nil
 }
 
-// startAll starts echo and discard on TCP and UDP and the HTTP status page on
-// port 80, all on every address of the stack.
-func (s *services) startAll() error {
-	for _, f := range []func() error{
-		func() error { return s.startTCP("echo/tcp", ":7", echoTCP, &s.echoBytes) },
-		func() error { return s.startTCP("discard/tcp", ":9", discardTCP, &s.discardBytes) },
-		func() error { return s.startUDP("echo/udp", ":7", true, &s.udpEchoed) },
-		func() error { return s.startUDP("discard/udp", ":9", false, &s.udpDiscarded) },
-		func() error { return s.startHTTP(":80") },
-	} {
-		if err := f(); err != nil {
+// startPerf runs the iperf3 server on port, TCP and UDP.
+func (s *services) startPerf(port uint16) error {
+	ps, err := newPerfServer(s.tr, perfServerConfig{Port: port, Log: s.log})
+	if err != nil {
+		return fmt.Errorf("perf: %w", err)
+	}
+	s.mu.Lock()
+	s.perf = ps
+	s.mu.Unlock()
+	s.track(ps)
+	s.goTracked(func() {
+		if err := ps.Serve(s.ctx); err != nil {
+			s.log.Warn("perf server stopped", "err", err)
+		}
+	})
+	s.log.Info("listening", "service", "perf", "addr", addrString(ps.Addr()))
+	return nil
+}
+
+// start starts the named services (a subset of allServices, in its order).
+// obs, when stackMetrics is set, adds /metrics to the status page.
+func (s *services) start(names []string, perfPort uint16, obs *observer, stackMetrics bool) error {
+	for _, name := range names {
+		var err error
+		switch name {
+		case "echo":
+			if err = s.startTCP("echo/tcp", 7, echoStream, &s.echoBytes); err == nil {
+				err = s.startUDP("echo/udp", 7, true, &s.udpEchoed)
+			}
+		case "discard":
+			if err = s.startTCP("discard/tcp", 9, discardStream, &s.discardBytes); err == nil {
+				err = s.startUDP("discard/udp", 9, false, &s.udpDiscarded)
+			}
+		case "perf":
+			err = s.startPerf(perfPort)
+		case "http":
+			var m http.Handler
+			if stackMetrics && obs != nil {
+				m = obs.metricsHandler()
+			}
+			err = s.startHTTP(m)
+		default:
+			err = fmt.Errorf("unknown service %q", name)
+		}
+		if err != nil {
 			s.Close()
 			return err
 		}
 	}
 	return nil
+}
+
+// startAll starts every service with the default perf port.
+func (s *services) startAll() error {
+	return s.start(allServices, iperfPort, nil, false)
 }

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/zcnet/zcnet/evchan"
+)
+
+// observer is the daemon's observability: a Prometheus registry with the
+// stack's metrics, and an HTTP server on a kernel socket (-metrics) with
+// /metrics, /debug/pprof/ and the status page.
+type observer struct {
+	z        *zcStack
+	svc      *services
+	channels map[string]*evchan.Channel
+	reg      *prometheus.Registry
+
+	srv *http.Server
+	wg  sync.WaitGroup
+}
+
+func newObserver(z *zcStack, svc *services, channels map[string]*evchan.Channel) *observer {
+	o := &observer{z: z, svc: svc, channels: channels, reg: prometheus.NewRegistry()}
+	o.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		zcCollector{o},
+	)
+	return o
+}
+
+// metricsHandler serves the registry in the Prometheus text format (or
+// OpenMetrics, if the scraper asks).
+func (o *observer) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(o.reg, promhttp.HandlerOpts{Registry: o.reg, EnableOpenMetrics: true})
+}
+
+// mux is the -metrics server's routes.
+func (o *observer) mux() *http.ServeMux {
+	mux := o.svc.statusHandler()
+	mux.Handle("GET /metrics", o.metricsHandler())
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// listen serves mux on addr (a kernel socket in the daemon's network
+// namespace) and returns the address it got.
+func (o *observer) listen(addr string, log *slog.Logger) (net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	// No write timeout: a CPU profile takes as long as it is asked to.
+	o.srv = &http.Server{Handler: o.mux(), ReadHeaderTimeout: 10 * time.Second}
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		if err := o.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("metrics server stopped", "err", err)
+		}
+	}()
+	return ln.Addr(), nil
+}
+
+// Close stops the HTTP server, letting requests in flight finish for up to
+// a second.
+func (o *observer) Close() error {
+	if o.srv == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err := o.srv.Shutdown(ctx)
+	if err != nil {
+		o.srv.Close()
+	}
+	o.wg.Wait()
+	return err
+}
+
+// zcCollector turns zcnet's counters into metrics at each scrape. It is an
+// unchecked collector (Describe sends nothing): the set of stack counters
+// follows the pinned gVisor version.
+type zcCollector struct{ o *observer }
+
+func (zcCollector) Describe(chan<- *prometheus.Desc) {}
+
+// Collect implements prometheus.Collector.
+func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
+	o := c.o
+	z := o.z
+	emit := func(name, help string, t prometheus.ValueType, v float64, labels ...string) {
+		var keys, vals []string
+		for i := 0; i+1 < len(labels); i += 2 {
+			keys = append(keys, labels[i])
+			vals = append(vals, labels[i+1])
+		}
+		ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(name, help, keys, nil), t, v, vals...)
+	}
+	counter := func(name, help string, v uint64, labels ...string) {
+		emit(name, help, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(name, help string, v float64, labels ...string) {
+		emit(name, help, prometheus.GaugeValue, v, labels...)
+	}
+
+	// gVisor's stack counters: TCP, UDP, IP, ICMP, ARP, IGMP, NICs.
+	for name, v := range z.st.Counters() {
+		m := stackMetric(name)
+		if m.gauge {
+			gauge(m.name, m.help, float64(v), m.labels...)
+		} else {
+			counter(m.name, m.help, v, m.labels...)
+		}
+	}
+
+	// Per NIC.
+	for _, n := range z.st.NICStats() {
+		l := []string{"nic", n.Name}
+		counter("zcnet_nic_rx_packets_total", "Packets the NIC received.", n.RxPackets, l...)
+		counter("zcnet_nic_rx_bytes_total", "Bytes the NIC received.", n.RxBytes, l...)
+		counter("zcnet_nic_tx_packets_total", "Packets the NIC sent.", n.TxPackets, l...)
+		counter("zcnet_nic_tx_bytes_total", "Bytes the NIC sent.", n.TxBytes, l...)
+		counter("zcnet_nic_tx_drops_no_buffer_space_total", "Packets the link refused: transmit queue full.", n.TxDropsNoBufferSpace, l...)
+		counter("zcnet_nic_malformed_l4_total", "Packets whose transport header did not parse.", n.MalformedL4, l...)
+		gauge("zcnet_nic_mtu_bytes", "The NIC's MTU.", float64(n.MTU), l...)
+		gauge("zcnet_nic_up", "1 if the NIC is up.", b2f(n.Up), l...)
+	}
+
+	// The link under the NIC, and its copies.
+	l := []string{"nic", z.nicName}
+	if t := z.tap; t != nil {
+		s := t.Stats()
+		counter("zcnet_link_rx_frames_total", "Frames read from the TAP device.", s.RxFrames, l...)
+		counter("zcnet_link_rx_bytes_total", "Bytes of frames read from the TAP device.", s.RxBytes, l...)
+		counter("zcnet_link_rx_wakeups_total", "Reader wake-ups that found frames.", s.RxWakeups, l...)
+		counter("zcnet_link_rx_gso_frames_total", "TCP super-frames handed to the stack whole.", s.RxGSOFrames, l...)
+		counter("zcnet_link_rx_uso_frames_total", "UDP GSO super-frames received.", s.RxUSOFrames, l...)
+		counter("zcnet_link_rx_uso_datagrams_total", "Datagrams cut from UDP GSO super-frames.", s.RxUSODatagrams, l...)
+		counter("zcnet_link_rx_csum_verified_total", "Frames whose checksums the link verified in software.", s.RxCsumVerified, l...)
+		counter("zcnet_link_rx_csum_unverifiable_total", "Frames whose transport checksum could not be checked per frame.", s.RxCsumUnverifiable, l...)
+		for _, d := range []struct {
+			reason string
+			v      uint64
+		}{{"short", s.RxDropShort}, {"bad_vnet_hdr", s.RxDropBadVnetHdr}, {"bad_csum", s.RxDropBadCsum},
+			{"not_for_us", s.RxDropNotForUs}, {"not_attached", s.RxDropNotAttached}, {"read_error", s.RxReadErrors}} {
+			counter("zcnet_link_rx_drops_total", "Received frames dropped by the link, by reason.", d.v, "nic", z.nicName, "reason", d.reason)
+		}
+		counter("zcnet_link_tx_frames_total", "Frames written to the TAP device.", s.TxFrames, l...)
+		counter("zcnet_link_tx_bytes_total", "Bytes of frames written to the TAP device.", s.TxBytes, l...)
+		counter("zcnet_link_tx_gso_frames_total", "TCP super-frames written for the kernel to segment.", s.TxGSOFrames, l...)
+		counter("zcnet_link_tx_errors_total", "Frames the device refused.", s.TxErrors, l...)
+		counter("zcnet_copy_link_rx_bytes_total", "Bytes the link copied in user space on receive (split headers).", s.RxCopiedBytes, l...)
+		counter("zcnet_copy_link_tx_bytes_total", "Bytes the link linearised on transmit.", s.TxCopiedBytes, l...)
+	}
+	if p := z.pair; p != nil {
+		s := p.Stats()
+		counter("zcnet_link_rx_frames_total", "Frames the link delivered to the stack.", s.RxFrames, l...)
+		counter("zcnet_link_rx_bytes_total", "Bytes the link delivered to the stack.", s.RxBytes, l...)
+		counter("zcnet_link_tx_frames_total", "Frames the link sent.", s.TxFrames, l...)
+		counter("zcnet_link_tx_bytes_total", "Bytes the link sent.", s.TxBytes, l...)
+		counter("zcnet_link_rx_drops_total", "Received frames dropped by the link, by reason.", s.RxDropsBadFrame, "nic", z.nicName, "reason", "bad_frame")
+		counter("zcnet_copy_link_rx_bytes_total", "Bytes the link copied in user space on receive (split headers).", s.RxHeaderBytes, l...)
+	}
+
+	// The copy budget of the zero-copy sockets.
+	if z.zs != nil {
+		cc := z.zs.Counters()
+		counter("zcnet_copy_rx_handed_over_bytes_total", "Received bytes handed to the application without a copy.", cc.RxHandedOver)
+		counter("zcnet_copy_rx_copied_bytes_total", "Received bytes copied into pool memory.", cc.RxCopied)
+		counter("zcnet_copy_rx_handoffs_total", "Received buffers handed to the application.", cc.RxHandoffs)
+		counter("zcnet_copy_tx_in_place_bytes_total", "Bytes sent by writing straight into the stack's buffers.", cc.TxInPlace)
+		counter("zcnet_copy_tx_copied_bytes_total", "Bytes sent by copying from a buffer into the stack.", cc.TxCopied)
+		counter("zcnet_udp_socket_drops_total", "UDP datagrams the sockets dropped, by reason.", cc.DropsNoRoom, "reason", "no_room")
+		counter("zcnet_udp_socket_drops_total", "UDP datagrams the sockets dropped, by reason.", cc.DropsOldest, "reason", "oldest")
+	}
+	zc := z.st.ZeroCopyStats()
+	gauge("zcnet_zerocopy_flows", "Sockets registered for zero-copy receive.", float64(zc.Flows))
+	counter("zcnet_zerocopy_shadowed_total", "Payload views kept for zero-copy hand-off.", zc.Shadowed)
+	counter("zcnet_zerocopy_evicted_total", "Shadows released unused (a flow over its bound).", zc.Evicted)
+	counter("zcnet_zerocopy_unmatched_frames_total", "Frames to a zero-copy port with no registered flow.", zc.UnmatchedFrames)
+
+	// The buffer pool.
+	if z.pool != nil {
+		p := z.pool.Stats()
+		gauge("zcnet_pool_slot_size_bytes", "Bytes per pool slot.", float64(p.SlotSize))
+		gauge("zcnet_pool_slots", "Slots in all regions.", float64(p.SlotsTotal))
+		gauge("zcnet_pool_slots_in_use", "Reserved slots.", float64(p.SlotsInUse))
+		gauge("zcnet_pool_slots_high_water", "Most slots seen in use.", float64(p.HighWater))
+		gauge("zcnet_pool_buffers", "Live reservations.", float64(p.Buffers))
+		counter("zcnet_pool_reserves_failed_total", "Reservations that found the pool exhausted.", p.ReservesFailed)
+		gauge("zcnet_pool_regions", "Mapped regions.", float64(p.Regions))
+		gauge("zcnet_pool_mapped_bytes", "Bytes of buffer memory mapped.", float64(p.BytesMapped))
+		gauge("zcnet_pool_pinned_bytes", "Bytes of buffer memory locked in RAM.", float64(p.BytesPinned))
+	}
+
+	// Event channels.
+	for name, ec := range o.channels {
+		s := ec.Stats()
+		l := []string{"channel", name}
+		gauge("zcnet_evchan_capacity", "Slots in the channel's ring.", float64(s.Capacity), l...)
+		gauge("zcnet_evchan_queued", "Events queued now.", float64(s.Queued), l...)
+		gauge("zcnet_evchan_free", "Credits neither reserved nor used.", float64(s.Free), l...)
+		gauge("zcnet_evchan_parked", "Consumers parked now.", float64(s.Parked), l...)
+		counter("zcnet_evchan_posted_total", "Events placed in the ring.", s.Posted, l...)
+		counter("zcnet_evchan_delivered_total", "Events handed to consumers.", s.Delivered, l...)
+		counter("zcnet_evchan_discarded_total", "Events discarded by Close.", s.Discarded, l...)
+		counter("zcnet_evchan_coalesced_total", "Notifications merged into a queued event.", s.Coalesced, l...)
+		counter("zcnet_evchan_lost_total", "Notifications that found no room (reported by overflow events).", s.Lost, l...)
+		counter("zcnet_evchan_overflows_total", "Overflow events delivered.", s.Overflows, l...)
+		counter("zcnet_evchan_parks_total", "Times a consumer parked.", s.Parks, l...)
+		counter("zcnet_evchan_wakeups_total", "Times a parked consumer was woken.", s.Wakeups, l...)
+		counter("zcnet_evchan_fd_writes_total", "eventfd writes.", s.FDWrites, l...)
+		counter("zcnet_evchan_fd_reads_total", "eventfd reads.", s.FDReads, l...)
+	}
+
+	// Services.
+	if svc := o.svc; svc != nil {
+		counter("zcnet_service_bytes_total", "Bytes the stream services handled.", svc.echoBytes.Load(), "service", "echo")
+		counter("zcnet_service_bytes_total", "Bytes the stream services handled.", svc.discardBytes.Load(), "service", "discard")
+		counter("zcnet_service_datagrams_total", "Datagrams the UDP services handled.", svc.udpEchoed.Load(), "service", "echo")
+		counter("zcnet_service_datagrams_total", "Datagrams the UDP services handled.", svc.udpDiscarded.Load(), "service", "discard")
+		svc.mu.Lock()
+		ps := svc.perf
+		svc.mu.Unlock()
+		if ps != nil {
+			s := ps.stats()
+			counter("zcnet_perf_tests_total", "iperf3 tests by result: ok ran to the exchange of results, failed ended in an error.", s.Tests, "result", "ok")
+			counter("zcnet_perf_tests_total", "iperf3 tests by result: ok ran to the exchange of results, failed ended in an error.", s.Failed, "result", "failed")
+			counter("zcnet_perf_denied_total", "Connections refused with ACCESS_DENIED.", s.Denied)
+			counter("zcnet_perf_bytes_total", "Test payload bytes, by direction.", s.BytesReceived, "direction", "received")
+			counter("zcnet_perf_bytes_total", "Test payload bytes, by direction.", s.BytesSent, "direction", "sent")
+			gauge("zcnet_perf_last_bits_per_second", "Bitrate of the last test, as this side measured it.", float64(s.LastBitsPerSecond))
+			gauge("zcnet_perf_running", "1 while a test runs.", b2f(s.Running))
+		}
+	}
+
+	// The capture.
+	if p := z.pcap; p != nil {
+		counter("zcnet_pcap_packets_total", "Packets written to the capture file.", p.records.Load())
+		counter("zcnet_pcap_lost_total", "Packets not captured (after a write error or close).", p.lost.Load())
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// metricName is a stack counter as a metric: its name, labels and type.
+type metricName struct {
+	name   string
+	help   string // the same for every member of a labelled family
+	labels []string
+	gauge  bool
+}
+
+// stackGauges are the stack counters that go down as well as up.
+var stackGauges = map[string]bool{"TCP.CurrentEstablished": true, "TCP.CurrentConnected": true}
+
+// stackMetric maps a dotted gVisor counter name to a metric:
+// "TCP.Retransmits" is zcnet_stack_tcp_retransmits_total; a per-type
+// group such as "ICMP.V4.PacketsSent.ICMPv4PacketStats.EchoReply" becomes
+// zcnet_stack_icmp_v4_packets_sent_total{type="echo_reply"}.
+func stackMetric(dotted string) metricName {
+	parts := strings.Split(dotted, ".")
+	m := metricName{help: "gVisor stack counter " + dotted + "."}
+	for i, p := range parts {
+		if strings.HasSuffix(p, "PacketStats") && i == len(parts)-2 {
+			m.labels = []string{"type", snakeCase(parts[i+1])}
+			m.help = "gVisor stack counters " + strings.Join(parts[:i+1], ".") + ".*, by type."
+			parts = parts[:i]
+			break
+		}
+	}
+	segs := make([]string, len(parts))
+	for i, p := range parts {
+		segs[i] = snakeCase(p)
+	}
+	m.name = "zcnet_stack_" + strings.Join(segs, "_")
+	m.gauge = stackGauges[dotted]
+	if !m.gauge {
+		m.name += "_total"
+	}
+	return m
+}
+
+// snakeCase turns CamelCase with acronyms into snake_case:
+// "SACKRecovery" is sack_recovery, "MalformedL4RcvdPackets"
+// malformed_l4_rcvd_packets, "V4" v4.
+func snakeCase(s string) string {
+	r := []rune(s)
+	var b strings.Builder
+	for i, c := range r {
+		if unicode.IsUpper(c) && i > 0 {
+			prev := r[i-1]
+			// An acronym ends before an upper-case letter that starts a
+			// word ("IPTables"), unless what follows is a plural s ("NICs").
+			nextLower := i+1 < len(r) && unicode.IsLower(r[i+1]) &&
+				!(r[i+1] == 's' && (i+2 == len(r) || unicode.IsUpper(r[i+2])))
+			if unicode.IsLower(prev) || unicode.IsDigit(prev) || (unicode.IsUpper(prev) && nextLower) {
+				b.WriteByte('_')
+			}
+		}
+		b.WriteRune(unicode.ToLower(c))
+	}
+	return b.String()
+}

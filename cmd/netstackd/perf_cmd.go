@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+const perfHelp = `Usage: netstackd perf -s [flags] NETWORK
+       netstackd perf -c HOST [flags] NETWORK
+       netstackd perf -inproc [flags]
+
+An iperf-like throughput test that speaks iperf3's protocol: a stock
+"iperf3 -c" can test against "netstackd perf -s", and "netstackd perf -c"
+against a stock "iperf3 -s" (TCP and UDP, both directions, parallel
+streams). It prints a progress line each interval and a summary, or with
+-json a report in iperf3's JSON layout.
+
+NETWORK is where the sockets live: -kernel (the kernel's, to measure the
+other side of a comparison), -tap NAME -addr PREFIX (a zcnet stack on a TAP
+device; root), or -inproc, which runs a server and a client on two zcnet
+stacks in this process (no root).
+
+Examples:
+  netstackd perf -inproc -t 3                      # TCP, client to server
+  netstackd perf -inproc -u -b 100M -R -P 4        # UDP, 4 streams, server to client
+  sudo netstackd perf -s -tap zc0 -addr 192.0.2.2/24       # then: iperf3 -c 192.0.2.2
+  sudo netstackd perf -c 192.0.2.1 -tap zc0 -addr 192.0.2.2/24 -R   # against iperf3 -s
+  netstackd perf -c 192.0.2.1 -kernel -json        # the same over kernel sockets
+`
+
+// perfFlags are perf's own flags.
+type perfFlags struct {
+	server, oneOff  bool
+	host            string
+	port            int
+	udp, reverse    bool
+	parallel        int
+	duration        int
+	length          byteSize
+	bitrate         string
+	bytes           byteSize
+	interval        time.Duration
+	json            bool
+	counters64      bool
+	getServerOutput bool
+	timeout         time.Duration
+	verbose         bool
+}
+
+func runPerf(args []string, stdout, stderr io.Writer) error {
+	var f perfFlags
+	net := newToolNet()
+	fs := newFlagSet("perf", perfHelp, stdout, stderr)
+	fs.BoolVar(&f.server, "s", false, "run a server")
+	fs.BoolVar(&f.oneOff, "1", false, "server: exit after one test")
+	fs.StringVar(&f.host, "c", "", "run a client against the server at this address")
+	fs.IntVar(&f.port, "p", iperfPort, "server port")
+	fs.BoolVar(&f.udp, "u", false, "UDP instead of TCP")
+	fs.BoolVar(&f.reverse, "R", false, "reverse: the server sends, the client receives")
+	fs.IntVar(&f.parallel, "P", 1, fmt.Sprintf("parallel streams (1 to %d)", maxStreams))
+	fs.IntVar(&f.duration, "t", 10, fmt.Sprintf("seconds to run (1 to %d), unless -n", maxTime))
+	fs.Var(&f.length, "l", "bytes per send: a TCP block (default 128K) or a UDP datagram (default 1460)")
+	fs.StringVar(&f.bitrate, "b", "", "target bitrate per stream in bits/s, e.g. 100M (k, M, G are powers of 1000); UDP default 1M, TCP unlimited")
+	fs.Var(&f.bytes, "n", "bytes to send instead of a duration, e.g. 1G")
+	fs.DurationVar(&f.interval, "i", time.Second, "progress line interval (0: none)")
+	fs.BoolVar(&f.json, "json", false, "print a JSON report (iperf3's layout) instead of text")
+	fs.BoolVar(&f.counters64, "udp-counters-64bit", false, "64-bit sequence numbers in UDP datagrams")
+	fs.BoolVar(&f.getServerOutput, "get-server-output", false, "include the server's own report (server_output_json with -json)")
+	fs.DurationVar(&f.timeout, "timeout", defaultPerfTimeout, "bound on connecting and on each control step")
+	fs.BoolVar(&f.verbose, "v", false, "log the stack's and server's work to stderr")
+	net.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	usage := func(err error) error {
+		fmt.Fprintf(stderr, "netstackd perf: %v\nRun 'netstackd perf -help' for usage.\n", err)
+		return errUsage
+	}
+	mode, setup, err := net.resolve()
+	if err != nil {
+		return usage(err)
+	}
+	spec, err := f.spec(fs, mode)
+	if err != nil {
+		return usage(err)
+	}
+	var host netip.Addr
+	if f.host != "" {
+		if host, err = parseHost("c", f.host); err != nil {
+			return usage(err)
+		}
+	}
+	log := toolLogger(f.verbose, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	env, err := openToolEnv(mode, setup, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := env.Close(); err != nil {
+			log.Error("teardown", "err", err)
+		}
+	}()
+	port := uint16(f.port)
+	if f.server {
+		return perfServe(ctx, env.server, port, f, stdout, log)
+	}
+	if mode == modeInproc {
+		host = env.serverAddr
+		srv, err := newPerfServer(env.server, perfServerConfig{Port: port, Log: log, OneOff: true, Timeout: f.timeout})
+		if err != nil {
+			return err
+		}
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(ctx) }()
+		defer func() {
+			srv.Close()
+			<-done
+		}()
+	}
+	return perfClient(ctx, env, netip.AddrPortFrom(host, port), spec, f, stdout)
+}
+
+// spec checks the client's flags against iperf3's limits.
+func (f *perfFlags) spec(fs *flag.FlagSet, mode toolMode) (perfTestSpec, error) {
+	var s perfTestSpec
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	switch {
+	case f.server && f.host != "":
+		return s, errors.New("-s and -c exclude each other: a server (-s) or a client (-c HOST)")
+	case mode == modeInproc && (f.server || f.host != ""):
+		return s, errors.New("-inproc runs both the server and the client; leave out -s and -c")
+	case mode != modeInproc && !f.server && f.host == "":
+		return s, errors.New("run a server (-s) or a client (-c HOST)")
+	case f.port < 1 || f.port > 65535:
+		return s, fmt.Errorf("-p %d: want a port, 1 to 65535", f.port)
+	case f.interval < 0 || (f.interval > 0 && f.interval < 100*time.Millisecond) || f.interval > 60*time.Second:
+		return s, fmt.Errorf("-i %v: want 0 (no progress lines) or 100ms to 60s", f.interval)
+	case f.timeout < time.Second || f.timeout > time.Hour:
+		return s, fmt.Errorf("-timeout %v: want 1s to 1h", f.timeout)
+	}
+	if f.server {
+		for _, name := range []string{"u", "R", "P", "t", "l", "b", "n", "udp-counters-64bit", "get-server-output"} {
+			if set[name] {
+				return s, fmt.Errorf("-%s is a client flag; the client chooses the test (a server takes -p, -1, -json, -i)", name)
+			}
+		}
+		return s, nil
+	}
+	if set["1"] {
+		return s, errors.New("-1 is a server flag")
+	}
+	if f.parallel < 1 || f.parallel > maxStreams {
+		return s, fmt.Errorf("-P %d: want 1 to %d streams", f.parallel, maxStreams)
+	}
+	if set["n"] && set["t"] {
+		return s, errors.New("-t and -n exclude each other: run for a duration or for a number of bytes")
+	}
+	if f.duration < 1 || f.duration > maxTime {
+		return s, fmt.Errorf("-t %d: want 1 to %d seconds", f.duration, maxTime)
+	}
+	if set["n"] && f.bytes < 1 {
+		return s, fmt.Errorf("-n %v: want at least one byte", &f.bytes)
+	}
+	s = perfTestSpec{udp: f.udp, reverse: f.reverse, streams: f.parallel, duration: f.duration, counters64: f.counters64, serverOut: f.getServerOutput}
+	if set["n"] {
+		s.duration, s.bytes = 0, uint64(f.bytes)
+	}
+	s.blksize = int(f.length)
+	switch {
+	case !set["l"] && f.udp:
+		s.blksize = defaultUDPBlock
+	case !set["l"]:
+		s.blksize = defaultTCPBlock
+	case f.udp && (s.blksize < udpHeader64 || s.blksize > maxUDPBlock):
+		return s, fmt.Errorf("-l %v: want %d to %d bytes for a UDP datagram", &f.length, udpHeader64, maxUDPBlock)
+	case !f.udp && (s.blksize < 1 || s.blksize > maxTCPBlock):
+		return s, fmt.Errorf("-l %v: want 1 to %d bytes (1M) for a TCP block", &f.length, maxTCPBlock)
+	}
+	if f.bitrate != "" {
+		r, err := parseSize(f.bitrate, 1000)
+		if err != nil || r < 1 {
+			return s, fmt.Errorf("-b %q: want a bitrate in bits/s such as 100M or 2.5G (k, M, G are powers of 1000)", f.bitrate)
+		}
+		s.rate = uint64(r)
+	} else if f.udp {
+		s.rate = defaultUDPRate
+	}
+	return s, nil
+}
+
+// perfServe runs a standalone server until ctx ends (or after one test,
+// with -1).
+func perfServe(ctx context.Context, tr transport, port uint16, f perfFlags, stdout io.Writer, log *slog.Logger) error {
+	srv, err := newPerfServer(tr, perfServerConfig{Port: port, Log: log, Out: stdout, JSON: f.json,
+		Interval: f.interval, OneOff: f.oneOff, Timeout: f.timeout})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	if !f.json {
+		fmt.Fprintf(stdout, "Server listening on %s over %s sockets\n", addrString(srv.Addr()), tr.Name())
+	}
+	return srv.Serve(ctx)
+}
+
+// perfClient runs the client and prints its report.
+func perfClient(ctx context.Context, env *toolEnv, server netip.AddrPort, spec perfTestSpec, f perfFlags, stdout io.Writer) error {
+	cfg := perfClientConfig{Server: server, Spec: spec, Interval: f.interval, Timeout: f.timeout}
+	if !f.json {
+		cfg.Out = stdout
+	}
+	o, err := runPerfClient(ctx, env.client, cfg)
+	if o == nil {
+		if f.json {
+			writePerfJSON(stdout, perfJSON{Error: err.Error(), Intervals: []perfJSONInterval{}})
+		}
+		return err
+	}
+	o.err = err
+	if f.json {
+		j := o.jsonReport()
+		j.ServerOutputJSON = o.peer.ServerOutputJSON
+		j.ServerOutputText = o.peer.ServerOutputText
+		writePerfJSON(stdout, j)
+		return err
+	}
+	o.writeSummary(stdout)
+	if o.peer.ServerOutputText != "" {
+		fmt.Fprintf(stdout, "\nServer output:\n%s", o.peer.ServerOutputText)
+	}
+	if len(o.peer.ServerOutputJSON) > 0 && f.getServerOutput {
+		fmt.Fprintf(stdout, "\nServer output (JSON):\n%s\n", o.peer.ServerOutputJSON)
+	}
+	if err == nil {
+		fmt.Fprintln(stdout, "\nperf done.")
+	}
+	return err
+}
+
+func writePerfJSON(w io.Writer, j perfJSON) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(j)
+}

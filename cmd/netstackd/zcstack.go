@@ -1,0 +1,149 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/dmapool"
+	"github.com/zcnet/zcnet/stack"
+	"github.com/zcnet/zcnet/tap"
+)
+
+// zcStack is one zcnet stack with everything it runs on: its link (a TAP
+// device or one end of an in-process pair), an optional capture, the buffer
+// pool and the zero-copy socket API. Close tears them down in the order
+// that lets each one finish: sockets, stack and link, capture, pool.
+type zcStack struct {
+	st      *stack.Stack
+	zs      *api.Stack
+	pool    *dmapool.Pool
+	nic     stack.NICID
+	nicName string
+	tap     *tap.Link         // the TAP link, or nil
+	pair    *tap.PairEndpoint // the pair end, or nil
+	pcap    *pcapWriter       // nil without -pcap
+	log     *slog.Logger
+}
+
+// openTAPStack opens the TAP device of s and builds a stack on it.
+func openTAPStack(s stackSetup, log *slog.Logger) (*zcStack, error) {
+	link, err := tap.Open(s.tap)
+	if err != nil {
+		return nil, err
+	}
+	z, err := buildStack(s, link, link.Name(), log)
+	if err != nil {
+		return nil, err
+	}
+	z.tap = link
+	return z, nil
+}
+
+// Addresses of the in-process pair the tools' -inproc mode builds: the
+// client's stack and the server's.
+var (
+	inprocClient = netip.MustParsePrefix("192.0.2.1/24")
+	inprocServer = netip.MustParsePrefix("192.0.2.2/24")
+)
+
+// openPairStacks builds two stacks joined by an in-process link: the
+// client at inprocClient, the server at inprocServer. A capture (-pcap)
+// records the client's side.
+func openPairStacks(s stackSetup, log *slog.Logger) (client, server *zcStack, err error) {
+	a, b, err := tap.NewPair(tap.PairConfig{MTU: uint32(s.tap.MTU)})
+	if err != nil {
+		return nil, nil, err
+	}
+	cs := s
+	cs.addrs = []netip.Prefix{inprocClient}
+	cs.routes = nil
+	if client, err = buildStack(cs, a, "pair-client", log); err != nil {
+		b.Close()
+		return nil, nil, err
+	}
+	client.pair = a
+	ss := cs
+	ss.addrs = []netip.Prefix{inprocServer}
+	ss.pcap = ""
+	if server, err = buildStack(ss, b, "pair-server", log); err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	server.pair = b
+	return client, server, nil
+}
+
+// buildStack makes the stack, NIC, routes, pool and socket API on link; it
+// takes ownership of link (closing it on failure).
+func buildStack(s stackSetup, link gstack.LinkEndpoint, name string, log *slog.Logger) (z *zcStack, err error) {
+	z = &zcStack{nicName: name, log: log}
+	attached := false // the stack owns link once AddNIC succeeds
+	defer func() {
+		if err != nil {
+			if !attached {
+				link.Close()
+			}
+			z.Close()
+		}
+	}()
+	if s.pcap != "" {
+		if z.pcap, err = createPcap(s.pcap, log); err != nil {
+			return z, err
+		}
+		if link, err = newPcapLink(link, z.pcap, s.snap); err != nil {
+			return z, err
+		}
+	}
+	so := s.stack
+	so.Logger = log
+	if z.st, err = stack.New(so); err != nil {
+		return z, err
+	}
+	if z.nic, err = z.st.AddNIC(link, stack.NICConfig{Name: name, Addrs: s.addrs}); err != nil {
+		return z, err
+	}
+	attached = true
+	for _, r := range s.routes {
+		r.NIC = z.nic
+		if err = z.st.AddRoute(r); err != nil {
+			return z, err
+		}
+	}
+	pc := s.pool
+	pc.Logger = log
+	if z.pool, err = dmapool.New(pc); err != nil {
+		return z, fmt.Errorf("buffer pool: %w", err)
+	}
+	if z.zs, err = api.New(z.st, api.Options{Pool: z.pool, DefaultAssoc: s.assoc}); err != nil {
+		return z, err
+	}
+	return z, nil
+}
+
+// transport returns the zero-copy sockets of the stack as a transport.
+func (z *zcStack) transport() transport { return newZCTransport(z.zs, z.st) }
+
+// Close closes the sockets, the stack with its link, the capture and the
+// pool, and returns the first error (a pool still lending buffers is one:
+// something did not release what it received).
+func (z *zcStack) Close() error {
+	var errs []error
+	if z.zs != nil {
+		errs = append(errs, z.zs.Close())
+	}
+	if z.st != nil {
+		errs = append(errs, z.st.Close())
+	}
+	if z.pcap != nil {
+		errs = append(errs, z.pcap.Close())
+	}
+	if z.pool != nil {
+		errs = append(errs, z.pool.Close())
+	}
+	return errors.Join(errs...)
+}
