@@ -428,8 +428,13 @@ func (sock *Socket) fillLocked() error {
 			return io.EOF
 		case *tcpip.ErrBadBuffer:
 			// The writer failed before taking anything: the pool is out
-			// of memory to copy into.
+			// of memory to copy into. TCP keeps the bytes queued; UDP has
+			// already dequeued the datagram, which is lost: count it.
 			if w.err != nil {
+				if sock.proto == udp.ProtocolNumber {
+					sock.c.dropsNoPool.Add(1)
+					sock.s.c.dropsNoPool.Add(1)
+				}
 				return w.err
 			}
 		}

@@ -134,6 +134,7 @@ type counters struct {
 	txInPlace, txCopied  atomic.Uint64 // bytes
 	dropsNoRoom          atomic.Uint64 // UDP datagrams dropped: no association room
 	dropsOldest          atomic.Uint64 // UDP datagrams dropped by latest-wins
+	dropsNoPool          atomic.Uint64 // UDP datagrams lost: no pool memory to copy them into
 }
 
 // Counters is a snapshot of the copy budget.
@@ -145,13 +146,14 @@ type Counters struct {
 	TxCopied     uint64 // bytes sent by Send, copied from a Buf into the stack
 	DropsNoRoom  uint64 // UDP datagrams dropped for lack of association room
 	DropsOldest  uint64 // UDP datagrams dropped by latest-wins
+	DropsNoPool  uint64 // UDP datagrams lost because no pool memory was left to copy them into
 }
 
 func (c *counters) snapshot() Counters {
 	return Counters{
 		RxHandedOver: c.rxHanded.Load(), RxCopied: c.rxCopied.Load(), RxHandoffs: c.rxHandoffs.Load(),
 		TxInPlace: c.txInPlace.Load(), TxCopied: c.txCopied.Load(),
-		DropsNoRoom: c.dropsNoRoom.Load(), DropsOldest: c.dropsOldest.Load(),
+		DropsNoRoom: c.dropsNoRoom.Load(), DropsOldest: c.dropsOldest.Load(), DropsNoPool: c.dropsNoPool.Load(),
 	}
 }
 

@@ -39,8 +39,14 @@ func NetipAddr(a tcpip.Address) netip.Addr {
 }
 
 // FullAddress converts an address and port to gVisor's endpoint address.
+// The unspecified addresses (0.0.0.0, ::) become gVisor's zero address,
+// which binds to every address, as they do in package net.
 func FullAddress(ap netip.AddrPort, nic tcpip.NICID) tcpip.FullAddress {
-	return tcpip.FullAddress{NIC: nic, Addr: TCPIPAddr(ap.Addr()), Port: ap.Port()}
+	a := ap.Addr()
+	if a.IsValid() && a.Unmap().IsUnspecified() {
+		a = netip.Addr{}
+	}
+	return tcpip.FullAddress{NIC: nic, Addr: TCPIPAddr(a), Port: ap.Port()}
 }
 
 // AddrPort converts gVisor's endpoint address to netip.

@@ -128,10 +128,11 @@ func (st *Stack) RegisterFlow(proto tcpip.TransportProtocolNumber, local, remote
 	return f, nil
 }
 
-// normAP drops an IPv4-mapped prefix and any zone, so keys built from
-// packets and from sockets agree.
+// normAP drops an IPv4-mapped prefix and any zone, and turns the
+// unspecified addresses into the wildcard, so keys built from packets and
+// from sockets agree.
 func normAP(ap netip.AddrPort) netip.AddrPort {
-	if !ap.Addr().IsValid() {
+	if !ap.Addr().IsValid() || ap.Addr().Unmap().IsUnspecified() {
 		return netip.AddrPortFrom(netip.Addr{}, ap.Port())
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
