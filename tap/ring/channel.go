@@ -1,0 +1,367 @@
+package ring
+
+import (
+	"errors"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// counters are one side's statistics; all monotonic.
+type counters struct {
+	txFrames, txBytes, txCopied, txDropNoFrame, txDropNoPeer, txDropTooBig atomic.Uint64
+	rxFrames, rxBytes, rxCopied, rxHeader, rxDropBad                       atomic.Uint64
+	badOffset, badLength, badFlags, notOwned, idxBack, idxOver             atomic.Uint64
+	kicks, wakeups, peersUp, peersLost, refused                            atomic.Uint64
+}
+
+// Stats counts what crossed one side of a ring link. All fields are monotonic.
+type Stats struct {
+	TxFrames, TxBytes uint64 // frames and bytes published to the other side
+	TxCopiedBytes     uint64 // bytes serialised into shared frames (the one copy a device write makes)
+	TxDropsNoFrame    uint64 // no free frame of ours: the other side is slow (as a full NIC ring)
+	TxDropsNoPeer     uint64 // nobody connected
+	TxDropsTooBig     uint64 // packet larger than a frame
+	RxFrames, RxBytes uint64 // frames taken from the ring and delivered
+	RxCopiedBytes     uint64 // bytes copied from shared frames into stack views
+	RxHeaderBytes     uint64 // bytes copied again by the header split
+	RxDropsBadFrame   uint64 // frames too short, not for us, or nothing attached
+
+	// Rejected untrusted input, each counted and skipped.
+	BadOffset      uint64 // descriptor offset outside the sender's frames
+	BadLength      uint64 // length zero or over the frame
+	BadFlags       uint64 // reserved flags set
+	NotOwned       uint64 // frame the sender does not own (already ours, or never lent)
+	IndexBackwards uint64 // a ring index moved backwards
+	IndexOverrun   uint64 // a ring index jumped past the ring
+
+	Kicks, Wakeups     uint64 // eventfd writes sent; sleeps ended by one
+	PeersUp, PeersLost uint64 // sessions started and ended (peer closed or died)
+	HandshakesRefused  uint64 // peers refused (version or size mismatch)
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		TxFrames: c.txFrames.Load(), TxBytes: c.txBytes.Load(), TxCopiedBytes: c.txCopied.Load(),
+		TxDropsNoFrame: c.txDropNoFrame.Load(), TxDropsNoPeer: c.txDropNoPeer.Load(), TxDropsTooBig: c.txDropTooBig.Load(),
+		RxFrames: c.rxFrames.Load(), RxBytes: c.rxBytes.Load(), RxCopiedBytes: c.rxCopied.Load(),
+		RxHeaderBytes: c.rxHeader.Load(), RxDropsBadFrame: c.rxDropBad.Load(),
+		BadOffset: c.badOffset.Load(), BadLength: c.badLength.Load(), BadFlags: c.badFlags.Load(),
+		NotOwned: c.notOwned.Load(), IndexBackwards: c.idxBack.Load(), IndexOverrun: c.idxOver.Load(),
+		Kicks: c.kicks.Load(), Wakeups: c.wakeups.Load(), PeersUp: c.peersUp.Load(), PeersLost: c.peersLost.Load(),
+		HandshakesRefused: c.refused.Load(),
+	}
+}
+
+func (c *counters) reject(err error) {
+	switch err {
+	case errBadOffset:
+		c.badOffset.Add(1)
+	case errBadLength:
+		c.badLength.Add(1)
+	case errBadFlags:
+		c.badFlags.Add(1)
+	default:
+		c.notOwned.Add(1)
+	}
+}
+
+// ringView is one ring in the shared segment. Our own index is kept
+// privately and only stored to shared memory, never read back from it, so a
+// peer overwriting it changes nothing for us.
+type ringView struct {
+	head, tail *atomic.Uint32
+	descs      []byte
+	mask       uint32
+	lastBad    uint32 // the last rejected index value, counted once
+}
+
+func newRingView(mem []byte, l layout, k int) ringView {
+	off := l.ringOff(k)
+	return ringView{
+		head:  word32(mem, off+ringHeadOff),
+		tail:  word32(mem, off+ringTailOff),
+		descs: mem[off+ringDescOff : off+ringDescOff+int(l.slots)*descSize],
+		mask:  l.slots - 1,
+	}
+}
+
+func (r *ringView) slot(i uint32) []byte {
+	o := int(i&r.mask) * descSize
+	return r.descs[o : o+descSize]
+}
+
+// channel is one side's view of a session: it produces on one avail ring
+// and one used ring, consumes the other two. Frames [mine, mine+frames) are
+// ours to fill; [theirs, theirs+frames) are the other side's.
+type channel struct {
+	mem  []byte
+	lay  layout
+	ctr  *counters
+	mine uint32 // first frame index of our partition
+	thrs uint32 // first frame index of theirs
+
+	myWait, peerWait *atomic.Uint32
+	myEv, peerEv     *os.File // eventfds: we sleep on myEv, kick peerEv
+
+	// Producer state, guarded by txMu (WritePackets may be called
+	// concurrently).
+	txMu       sync.Mutex
+	outAvail   ringView // we produce
+	outHead    uint32   // our private head of outAvail
+	outUsed    ringView // we consume (our frames coming back)
+	outUsedTl  uint32   // our private tail of outUsed
+	outUsedHd  uint32   // last valid head seen on outUsed
+	free       []uint32 // our free frames
+	lent       []bool   // lent[i-mine]: frame i is with the other side
+	outPending bool     // published since the last kick check
+
+	// Consumer state, only touched by the receive goroutine.
+	inAvail  ringView // we consume
+	inTail   uint32
+	inHead   uint32 // last valid head seen on inAvail
+	inUsed   ringView
+	inUsedHd uint32 // our private head of inUsed
+	inUsedTl uint32 // last valid tail seen on inUsed
+	held     []bool // held[i-thrs]: frame i of theirs is with us now
+
+	closed atomic.Bool
+	dead   bool // +checklocks:txMu; set at teardown, after which nothing is published
+}
+
+// newChannel builds one side. stackSide picks which rings and partition are
+// ours. The caller has zeroed a fresh segment (stack side) or mapped one.
+func newChannel(mem []byte, l layout, ctr *counters, stackSide bool, myEv, peerEv *os.File) *channel {
+	c := &channel{mem: mem, lay: l, ctr: ctr, myEv: myEv, peerEv: peerEv}
+	oa, ou, ia, iu := ringTXAvail, ringTXUsed, ringRXAvail, ringRXUsed
+	mw, pw := offStackWait, offPeerWait
+	c.mine, c.thrs = 0, l.frames
+	if !stackSide {
+		oa, ou, ia, iu = ringRXAvail, ringRXUsed, ringTXAvail, ringTXUsed
+		mw, pw = offPeerWait, offStackWait
+		c.mine, c.thrs = l.frames, 0
+	}
+	c.outAvail, c.outUsed = newRingView(mem, l, oa), newRingView(mem, l, ou)
+	c.inAvail, c.inUsed = newRingView(mem, l, ia), newRingView(mem, l, iu)
+	c.myWait, c.peerWait = word32(mem, mw), word32(mem, pw)
+	c.free = make([]uint32, 0, l.frames)
+	for i := l.frames; i > 0; i-- {
+		c.free = append(c.free, c.mine+i-1)
+	}
+	c.lent = make([]bool, l.frames)
+	c.held = make([]bool, l.frames)
+	return c
+}
+
+// consumerHead loads an untrusted producer index and checks it: it may not
+// move backwards from the last valid value nor run more than a ring ahead of
+// our tail. An invalid value is counted and ignored (last valid one kept).
+func (c *channel) consumerHead(r *ringView, last *uint32, tail uint32) uint32 {
+	h := r.head.Load()
+	if h == *last {
+		return h
+	}
+	if int32(h-*last) < 0 {
+		c.countBad(r, h, &c.ctr.idxBack)
+		return *last
+	}
+	if h-tail > r.mask+1 {
+		c.countBad(r, h, &c.ctr.idxOver)
+		return *last
+	}
+	*last = h
+	return h
+}
+
+// countBad counts a rejected index value once, not on every poll that
+// sees it again.
+func (c *channel) countBad(r *ringView, v uint32, ctr *atomic.Uint64) {
+	if v != r.lastBad {
+		r.lastBad = v
+		ctr.Add(1)
+	}
+}
+
+// producerTail is consumerHead's mirror for the consumer's index on a ring
+// we produce: it may move only forward and never past our head.
+func (c *channel) producerTail(r *ringView, last *uint32, head uint32) uint32 {
+	t := r.tail.Load()
+	if t == *last {
+		return t
+	}
+	if int32(t-*last) < 0 {
+		c.countBad(r, t, &c.ctr.idxBack)
+		return *last
+	}
+	if t-*last > head-*last {
+		c.countBad(r, t, &c.ctr.idxOver)
+		return *last
+	}
+	*last = t
+	return t
+}
+
+// reclaimLocked takes back frames the other side returned on outUsed.
+func (c *channel) reclaimLocked() {
+	h := c.consumerHead(&c.outUsed, &c.outUsedHd, c.outUsedTl)
+	for ; c.outUsedTl != h; c.outUsedTl++ {
+		d := getDesc(c.outUsed.slot(c.outUsedTl))
+		i, err := c.lay.validate(d, c.mine)
+		if err == nil && !c.lent[i-c.mine] {
+			err = errNotOwned
+		}
+		if err != nil {
+			c.ctr.reject(err)
+			continue
+		}
+		c.lent[i-c.mine] = false
+		c.free = append(c.free, i)
+	}
+	c.outUsed.tail.Store(c.outUsedTl)
+}
+
+// errNoFrame: all our frames are lent to the other side.
+var errNoFrame = errors.New("ring: no free frame")
+
+// sendLocked fills one of our frames with fill (n bytes, n ≤ frameSize) and
+// publishes it. The kick is left to flushLocked so a batch costs one.
+func (c *channel) sendLocked(n int, fill func([]byte)) error {
+	// Out of frames: poll the used ring a bounded while (the other side
+	// returns frames as soon as it has copied them, before it delivers),
+	// then drop. Never wait unbounded: two stacks whose receive loops both
+	// transmit could wait on each other.
+	for i := 0; len(c.free) == 0; i++ {
+		c.reclaimLocked()
+		if len(c.free) > 0 {
+			break
+		}
+		if i == txWaitRounds {
+			return errNoFrame
+		}
+		runtime.Gosched()
+	}
+	// Frames we own never exceed the ring's slots (frames ≤ slots), so a
+	// free frame always has a slot; a consumer whose tail lags is bounded
+	// by the frames we have lent.
+	i := c.free[len(c.free)-1]
+	c.free = c.free[:len(c.free)-1]
+	off := c.lay.frameOff(i)
+	fill(c.mem[off : off+n])
+	putDesc(c.outAvail.slot(c.outHead), desc{off: uint64(off), len: uint32(n)})
+	c.lent[i-c.mine] = true
+	c.outHead++
+	c.outAvail.head.Store(c.outHead)
+	c.outPending = true
+	return nil
+}
+
+// flushLocked kicks the other side once if it published anything and the
+// other side is sleeping.
+func (c *channel) flushLocked() {
+	if !c.outPending {
+		return
+	}
+	c.outPending = false
+	if c.peerWait.Load() != 0 {
+		c.kick(c.peerEv)
+	}
+}
+
+var one = []byte{1, 0, 0, 0, 0, 0, 0, 0}
+
+func (c *channel) kick(f *os.File) {
+	c.ctr.kicks.Add(1)
+	_, _ = f.Write(one) // EAGAIN only when the counter is saturated: a wake-up is pending anyway
+}
+
+// recvBatch takes up to max valid frames from inAvail, calls fn with each
+// frame's bytes (valid only during the call), and returns the frames on
+// inUsed. It returns the number of descriptors consumed (valid or not).
+func (c *channel) recvBatch(max int, fn func([]byte)) int {
+	h := c.consumerHead(&c.inAvail, &c.inHead, c.inTail)
+	n := 0
+	for c.inTail != h && n < max {
+		d := getDesc(c.inAvail.slot(c.inTail))
+		c.inTail++
+		n++
+		i, err := c.lay.validate(d, c.thrs)
+		if err == nil && c.held[i-c.thrs] {
+			err = errNotOwned
+		}
+		if err != nil {
+			c.ctr.reject(err)
+			continue
+		}
+		c.held[i-c.thrs] = true
+		fn(c.mem[d.off : d.off+uint64(d.len)])
+		c.giveBack(i, d)
+	}
+	if n > 0 {
+		c.inAvail.tail.Store(c.inTail)
+		c.inUsed.head.Store(c.inUsedHd)
+	}
+	return n
+}
+
+// giveBack returns frame i on inUsed. The other side lent at most frames ≤
+// slots frames, so the used ring has room unless its consumer index is
+// hostile; then the frame stays with us (counted) rather than overwrite.
+func (c *channel) giveBack(i uint32, d desc) {
+	t := c.producerTail(&c.inUsed, &c.inUsedTl, c.inUsedHd)
+	if c.inUsedHd-t > c.inUsed.mask {
+		c.ctr.idxOver.Add(1)
+		return
+	}
+	putDesc(c.inUsed.slot(c.inUsedHd), d)
+	c.inUsedHd++
+	c.held[i-c.thrs] = false
+}
+
+// pending reports whether inAvail has descriptors we have not consumed.
+func (c *channel) pending() bool {
+	return c.inAvail.head.Load() != c.inTail
+}
+
+// spinRounds is how often the receive loop polls an empty ring, yielding,
+// before it asks to be kicked and sleeps.
+const spinRounds = 64
+
+// txWaitRounds bounds how often a sender out of frames polls for returns.
+const txWaitRounds = 256
+
+// wait blocks until inAvail may have work or the channel is closed. It
+// returns false once closed.
+func (c *channel) wait() bool {
+	for i := 0; i < spinRounds; i++ {
+		if c.closed.Load() {
+			return false
+		}
+		if c.pending() {
+			return true
+		}
+		runtime.Gosched()
+	}
+	c.myWait.Store(1)
+	if c.pending() || c.closed.Load() {
+		c.myWait.Store(0)
+		return !c.closed.Load()
+	}
+	var b [8]byte
+	_, err := c.myEv.Read(b[:])
+	c.myWait.Store(0)
+	if err != nil || c.closed.Load() {
+		return false
+	}
+	c.ctr.wakeups.Add(1)
+	return true
+}
+
+// shutdown stops the receive loop: it marks the channel closed and wakes the
+// loop through our own eventfd.
+func (c *channel) shutdown() {
+	if c.closed.Swap(true) {
+		return
+	}
+	_, _ = c.myEv.Write(one)
+}

@@ -1,0 +1,28 @@
+// Package ring is a vhost-style shared-memory link between two processes: a
+// stack side (Link, a stack.LinkEndpoint) and a peer side (Peer, with
+// PeerEndpoint to put a second gVisor stack on it). Frames live in one region
+// of a Shared dmapool that both processes map; the two sides exchange
+// descriptors over four single-producer single-consumer rings in that region
+// and wake each other with eventfds, which a busy side suppresses.
+//
+// It owns the layout, the rings, the descriptor validator, the set-up
+// handshake over a unix socket (Listen on the stack side, Dial on the peer
+// side; fds pass with SCM_RIGHTS) and the two endpoints. It does not own the
+// pool allocator (dmapool), sockets (api) or the stack (stack).
+//
+// Flow, stack → peer (TX) and peer → stack (RX) are mirror images:
+//
+//  1. The producer takes one of its own free frames (frames are partitioned:
+//     the first half belongs to the stack side, the second to the peer),
+//     reclaiming returned frames from its "used" ring first.
+//  2. It writes the frame (WritePackets serialises the packet straight into
+//     the shared frame) and publishes a descriptor on its "avail" ring.
+//  3. After a batch it kicks the consumer's eventfd, only if the consumer set
+//     its waiting flag (notification suppression).
+//  4. The consumer validates each descriptor (validate), copies the frame
+//     once into a gVisor view (counted), returns the frame on the used ring,
+//     splits headers from payload and delivers it.
+//
+// The peer is untrusted: every index and descriptor it writes is checked,
+// bad ones are counted in Stats and skipped; the link keeps working.
+package ring

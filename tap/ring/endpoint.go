@@ -1,0 +1,225 @@
+package ring
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/zcnet/zcnet/tap"
+)
+
+// rxBatch is the most frames the receive loop takes per pass.
+const rxBatch = 64
+
+// endpoint is the stack.LinkEndpoint half that Link and PeerEndpoint share:
+// Ethernet framing, transmit into the current channel, and the receive loop.
+type endpoint struct {
+	ctr       counters
+	frameSize uint32
+	mtu       atomic.Uint32
+	addr      atomic.Value            // tcpip.LinkAddress
+	ch        atomic.Pointer[channel] // the live session; nil between peers
+	hook      atomic.Pointer[tap.PayloadHook]
+
+	mu         sync.Mutex
+	dispatcher stack.NetworkDispatcher // +checklocks:mu
+	onClose    func()                  // +checklocks:mu
+}
+
+func (e *endpoint) init(mtu, frameSize uint32, addr tcpip.LinkAddress) {
+	e.mtu.Store(mtu)
+	e.frameSize = frameSize
+	if addr != "" {
+		e.addr.Store(addr)
+		return
+	}
+	for {
+		if a := tcpip.GetRandMacAddr(); header.IsValidUnicastEthernetAddress(a) {
+			e.addr.Store(a)
+			return
+		}
+	}
+}
+
+// Stats returns this side's counters.
+func (e *endpoint) Stats() Stats { return e.ctr.snapshot() }
+
+// SetPayloadHook installs fn, called for every split frame before delivery
+// (see tap.PayloadHook). nil removes it.
+func (e *endpoint) SetPayloadHook(fn tap.PayloadHook) {
+	if fn == nil {
+		e.hook.Store(nil)
+		return
+	}
+	e.hook.Store(&fn)
+}
+
+// MTU implements stack.LinkEndpoint.MTU.
+func (e *endpoint) MTU() uint32 { return e.mtu.Load() }
+
+// SetMTU implements stack.LinkEndpoint.SetMTU; values that do not fit a
+// frame are ignored.
+func (e *endpoint) SetMTU(mtu uint32) {
+	if mtu >= header.IPv4MinimumProcessableDatagramSize && mtu+header.EthernetMinimumSize <= e.frameSize {
+		e.mtu.Store(mtu)
+	}
+}
+
+// MaxHeaderLength implements stack.LinkEndpoint.MaxHeaderLength.
+func (*endpoint) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
+
+// LinkAddress implements stack.LinkEndpoint.LinkAddress.
+func (e *endpoint) LinkAddress() tcpip.LinkAddress { return e.addr.Load().(tcpip.LinkAddress) }
+
+// SetLinkAddress implements stack.LinkEndpoint.SetLinkAddress.
+func (e *endpoint) SetLinkAddress(a tcpip.LinkAddress) { e.addr.Store(a) }
+
+// Capabilities implements stack.LinkEndpoint.Capabilities: frames cross
+// unchanged, so the stack computes and checks every checksum (the peer is
+// untrusted).
+func (*endpoint) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityResolutionRequired
+}
+
+// ARPHardwareType implements stack.LinkEndpoint.ARPHardwareType.
+func (*endpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
+
+// IsAttached implements stack.LinkEndpoint.IsAttached.
+func (e *endpoint) IsAttached() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.dispatcher != nil
+}
+
+// SetOnCloseAction implements stack.LinkEndpoint.SetOnCloseAction.
+func (e *endpoint) SetOnCloseAction(fn func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.onClose = fn
+}
+
+func (e *endpoint) takeOnClose() func() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	fn := e.onClose
+	e.onClose = nil
+	return fn
+}
+
+// AddHeader implements stack.LinkEndpoint.AddHeader.
+func (e *endpoint) AddHeader(pkt *stack.PacketBuffer) {
+	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
+	src := pkt.EgressRoute.LocalLinkAddress
+	if src == "" {
+		src = e.LinkAddress()
+	}
+	eth.Encode(&header.EthernetFields{SrcAddr: src, DstAddr: pkt.EgressRoute.RemoteLinkAddress, Type: pkt.NetworkProtocolNumber})
+}
+
+// ParseHeader implements stack.LinkEndpoint.ParseHeader.
+func (*endpoint) ParseHeader(pkt *stack.PacketBuffer) bool {
+	hdr, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+	if !ok {
+		return false
+	}
+	pkt.NetworkProtocolNumber = header.Ethernet(hdr).Type()
+	return true
+}
+
+// WritePackets implements stack.LinkWriter.WritePackets. Each packet is
+// serialised straight into one of our shared frames (the only copy, as a
+// device's DMA read would be) and published; the batch costs at most one
+// kick. With no peer, or no free frame, packets are dropped and counted, as
+// a NIC with a full ring does: blocking could deadlock two stacks whose
+// receive loops each wait to transmit.
+func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	ch := e.ch.Load()
+	if ch == nil {
+		e.ctr.txDropNoPeer.Add(uint64(pkts.Len()))
+		return pkts.Len(), nil
+	}
+	ch.txMu.Lock()
+	defer ch.txMu.Unlock()
+	if ch.dead {
+		e.ctr.txDropNoPeer.Add(uint64(pkts.Len()))
+		return pkts.Len(), nil
+	}
+	for _, pkt := range pkts.AsSlice() {
+		size := pkt.Size()
+		if size > int(e.frameSize) {
+			e.ctr.txDropTooBig.Add(1)
+			continue
+		}
+		err := ch.sendLocked(size, func(dst []byte) {
+			n := 0
+			for _, s := range pkt.AsSlices() {
+				n += copy(dst[n:], s)
+			}
+		})
+		if err != nil {
+			e.ctr.txDropNoFrame.Add(1)
+			continue
+		}
+		e.ctr.txFrames.Add(1)
+		e.ctr.txBytes.Add(uint64(size))
+		e.ctr.txCopied.Add(uint64(size))
+	}
+	ch.flushLocked()
+	return pkts.Len(), nil
+}
+
+// rxLoop delivers frames from ch until it is shut down.
+func (e *endpoint) rxLoop(ch *channel) {
+	for ch.wait() {
+		for {
+			e.mu.Lock()
+			d := e.dispatcher
+			e.mu.Unlock()
+			if ch.recvBatch(rxBatch, func(f []byte) { e.deliver(d, f) }) == 0 {
+				break
+			}
+		}
+	}
+}
+
+// deliver copies frame (shared memory, valid only during the call) into a
+// view of our own — the one counted copy — splits it and hands it to d.
+func (e *endpoint) deliver(d stack.NetworkDispatcher, frame []byte) {
+	if d == nil || len(frame) < header.EthernetMinimumSize {
+		e.ctr.rxDropBad.Add(1)
+		return
+	}
+	v := buffer.NewViewWithData(frame)
+	e.ctr.rxCopied.Add(uint64(len(frame)))
+	own := v.AsSlice()
+	eth := header.Ethernet(own)
+	dst := eth.DestinationAddress()
+	if dst != e.LinkAddress() && !header.IsMulticastEthernetAddress(dst) && dst != header.EthernetBroadcastAddress {
+		v.Release()
+		e.ctr.rxDropBad.Add(1)
+		return
+	}
+	proto := eth.Type()
+	hl := tap.HeaderLen(own)
+	payload := tap.SplitPayload(v, hl)
+	if hl > 0 {
+		e.ctr.rxHeader.Add(uint64(hl))
+		if fn := e.hook.Load(); fn != nil {
+			(*fn)(own[:hl], v, 0)
+		}
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
+	if !e.ParseHeader(pkt) {
+		pkt.DecRef()
+		e.ctr.rxDropBad.Add(1)
+		return
+	}
+	e.ctr.rxFrames.Add(1)
+	e.ctr.rxBytes.Add(uint64(len(frame)))
+	d.DeliverNetworkPacket(proto, pkt)
+	pkt.DecRef()
+}
