@@ -35,11 +35,13 @@ type BufferSizes struct {
 	Min, Default, Max int
 }
 
-// Default buffer sizes, measured on the in-process pair (BenchmarkTCPBuffer
-// in this package; see the README's tuning table): gVisor's 1 MiB default
-// caps a single stream well below what the stack can move, because the
-// window — not the CPU — runs out first. Large maxima cost nothing until a
-// connection actually has that much in flight.
+// Default buffer sizes. gVisor's own default (1 MiB, at most 4 MiB) caps
+// the window of a single stream at a bandwidth-delay product a 10 Gbit/s
+// link with a 1 ms round trip already exceeds; larger maxima cost nothing
+// until a connection has that much in flight. BenchmarkTCPBuffer in this
+// package compares the sizes; on the loaded machine it last ran on, over
+// the in-process pair, they were within noise of each other, so these
+// defaults still await a measurement over a TAP on a quiet machine.
 var (
 	DefaultTCPSendBuffer    = BufferSizes{Min: 4 << 10, Default: 4 << 20, Max: 16 << 20}
 	DefaultTCPReceiveBuffer = BufferSizes{Min: 4 << 10, Default: 4 << 20, Max: 16 << 20}
