@@ -263,30 +263,11 @@ func (l *Link) SupportedGSO() stack.SupportedGSO {
 // ARPHardwareType implements stack.LinkEndpoint.ARPHardwareType.
 func (l *Link) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
 
-// AddHeader implements stack.LinkEndpoint.AddHeader: the Ethernet header.
-func (l *Link) AddHeader(pkt *stack.PacketBuffer) {
-	src := pkt.EgressRoute.LocalLinkAddress
-	if src == "" {
-		src = l.LinkAddress()
-	}
-	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
-	eth.Encode(&header.EthernetFields{
-		SrcAddr: src,
-		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
-		Type:    pkt.NetworkProtocolNumber,
-	})
-}
+// AddHeader implements stack.LinkEndpoint.AddHeader.
+func (l *Link) AddHeader(pkt *stack.PacketBuffer) { AddEthernetHeader(pkt, l.LinkAddress()) }
 
-// ParseHeader implements stack.LinkEndpoint.ParseHeader: it consumes the
-// Ethernet header and sets the packet's network protocol.
-func (l *Link) ParseHeader(pkt *stack.PacketBuffer) bool {
-	hdr, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
-	if !ok {
-		return false
-	}
-	pkt.NetworkProtocolNumber = header.Ethernet(hdr).Type()
-	return true
-}
+// ParseHeader implements stack.LinkEndpoint.ParseHeader.
+func (*Link) ParseHeader(pkt *stack.PacketBuffer) bool { return ParseEthernetHeader(pkt) }
 
 // Attach implements stack.LinkEndpoint.Attach. A dispatcher starts the
 // readers (after any earlier ones have returned); nil stops delivery at once

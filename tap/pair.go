@@ -235,24 +235,10 @@ func (e *PairEndpoint) SetOnCloseAction(fn func()) {
 }
 
 // AddHeader implements stack.LinkEndpoint.AddHeader.
-func (e *PairEndpoint) AddHeader(pkt *stack.PacketBuffer) {
-	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
-	src := pkt.EgressRoute.LocalLinkAddress
-	if src == "" {
-		src = e.LinkAddress()
-	}
-	eth.Encode(&header.EthernetFields{SrcAddr: src, DstAddr: pkt.EgressRoute.RemoteLinkAddress, Type: pkt.NetworkProtocolNumber})
-}
+func (e *PairEndpoint) AddHeader(pkt *stack.PacketBuffer) { AddEthernetHeader(pkt, e.LinkAddress()) }
 
 // ParseHeader implements stack.LinkEndpoint.ParseHeader.
-func (*PairEndpoint) ParseHeader(pkt *stack.PacketBuffer) bool {
-	hdr, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
-	if !ok {
-		return false
-	}
-	pkt.NetworkProtocolNumber = header.Ethernet(hdr).Type()
-	return true
-}
+func (*PairEndpoint) ParseHeader(pkt *stack.PacketBuffer) bool { return ParseEthernetHeader(pkt) }
 
 // WritePackets implements stack.LinkWriter.WritePackets. It copies each
 // packet into a frame owned by the peer and queues it; see the flow comment

@@ -111,24 +111,10 @@ func (e *endpoint) takeOnClose() func() {
 }
 
 // AddHeader implements stack.LinkEndpoint.AddHeader.
-func (e *endpoint) AddHeader(pkt *stack.PacketBuffer) {
-	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
-	src := pkt.EgressRoute.LocalLinkAddress
-	if src == "" {
-		src = e.LinkAddress()
-	}
-	eth.Encode(&header.EthernetFields{SrcAddr: src, DstAddr: pkt.EgressRoute.RemoteLinkAddress, Type: pkt.NetworkProtocolNumber})
-}
+func (e *endpoint) AddHeader(pkt *stack.PacketBuffer) { tap.AddEthernetHeader(pkt, e.LinkAddress()) }
 
 // ParseHeader implements stack.LinkEndpoint.ParseHeader.
-func (*endpoint) ParseHeader(pkt *stack.PacketBuffer) bool {
-	hdr, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
-	if !ok {
-		return false
-	}
-	pkt.NetworkProtocolNumber = header.Ethernet(hdr).Type()
-	return true
-}
+func (*endpoint) ParseHeader(pkt *stack.PacketBuffer) bool { return tap.ParseEthernetHeader(pkt) }
 
 // WritePackets implements stack.LinkWriter.WritePackets. Each packet is
 // serialised straight into one of our shared frames (the only copy, as a
