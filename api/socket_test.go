@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/stack/stacktest"
 )
@@ -99,35 +100,16 @@ func TestZeroCopyTCPReceive(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			werr := make(chan error, 1)
-			go func() {
-				_, err := conn.Write(data)
-				if err == nil {
-					err = conn.(*api.TCPConn).CloseWrite()
-				}
-				werr <- err
-			}()
+			werr := apitest.SendAll(conn.(*api.TCPConn), data)
 			sock := <-accepted
 			if sock == nil {
 				t.FailNow()
 			}
 			defer sock.Close()
 			h := sha256.New()
-			got := 0
-			ctx := tctx(t, 120*time.Second)
-			for {
-				b, err := sock.Recv(ctx)
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				h.Write(b.Bytes())
-				got += b.Len()
-				if err := b.Release(); err != nil {
-					t.Fatal(err)
-				}
+			got, err := apitest.Drain(tctx(t, 120*time.Second), sock, h)
+			if err != nil {
+				t.Fatal(err)
 			}
 			if err := <-werr; err != nil {
 				t.Fatal(err)
@@ -353,29 +335,14 @@ func TestBackpressure(t *testing.T) {
 		h.Write(b.Bytes())
 		b.Release()
 	}
-	got := heldBytes
 	conn.SetWriteDeadline(time.Time{})
-	go func() {
-		_, err := conn.Write(data[n:])
-		if err == nil {
-			err = conn.(*api.TCPConn).CloseWrite()
-		}
-		werr <- err
-	}()
-	ctx := tctx(t, 120*time.Second)
-	for {
-		b, err := sock.Recv(ctx)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.Write(b.Bytes())
-		got += b.Len()
-		b.Release()
+	rest := apitest.SendAll(conn.(*api.TCPConn), data[n:])
+	more, err := apitest.Drain(tctx(t, 120*time.Second), sock, h)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := <-werr; err != nil {
+	got := heldBytes + more
+	if err := <-rest; err != nil {
 		t.Fatal(err)
 	}
 	if want := sha256.Sum256(data); got != size || !bytes.Equal(h.Sum(nil), want[:]) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/integration/nstest"
 	"github.com/zcnet/zcnet/stack"
@@ -105,14 +106,7 @@ func TestZeroCopyOverTAP(t *testing.T) {
 			data := make([]byte, size)
 			rand.Read(data)
 			c := ts.dialKernel(t, tc.addr)
-			werr := make(chan error, 1)
-			go func() {
-				_, err := c.Write(data)
-				if err == nil {
-					err = c.(*net.TCPConn).CloseWrite()
-				}
-				werr <- err
-			}()
+			werr := apitest.SendAll(c.(*net.TCPConn), data)
 			ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 			defer cancel()
 			sock, err := ln.Accept(ctx)
@@ -122,18 +116,9 @@ func TestZeroCopyOverTAP(t *testing.T) {
 			defer sock.Close()
 			gsoBefore := ts.link.Stats().RxGSOFrames
 			h := sha256.New()
-			got := 0
-			for {
-				b, err := sock.Recv(ctx)
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				h.Write(b.Bytes())
-				got += b.Len()
-				b.Release()
+			got, err := apitest.Drain(ctx, sock, h)
+			if err != nil {
+				t.Fatal(err)
 			}
 			if err := <-werr; err != nil {
 				t.Fatal(err)
