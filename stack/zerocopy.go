@@ -243,7 +243,7 @@ func (f *Flow) add(payload *buffer.View, seq seqnum.Value) {
 	f.bytes += len(b)
 	f.reg.shadowed.Add(1)
 	for f.bytes > f.max && len(f.shadows) > 1 {
-		f.dropLocked(0)
+		f.dropFrontLocked(1)
 		f.evicted.Add(1)
 		f.reg.evicted.Add(1)
 	}
@@ -253,10 +253,33 @@ func (f *Flow) add(payload *buffer.View, seq seqnum.Value) {
 //
 // +checklocks:f.mu
 func (f *Flow) dropLocked(i int) {
+	if i == 0 {
+		f.dropFrontLocked(1)
+		return
+	}
 	s := f.shadows[i]
 	s.v.Release()
 	f.bytes -= s.n
 	f.shadows = append(f.shadows[:i], f.shadows[i+1:]...)
+}
+
+// dropFrontLocked releases the k oldest shadows. It reslices rather than
+// moving the rest down: datagrams are taken oldest first, so with a deep
+// UDP queue a shift per datagram would cost O(queue) each; append reuses or
+// reallocates the backing array as the slice grows again.
+//
+// +checklocks:f.mu
+func (f *Flow) dropFrontLocked(k int) {
+	for i := range k {
+		f.shadows[i].v.Release()
+		f.bytes -= f.shadows[i].n
+	}
+	clear(f.shadows[:k]) // the views are released; let the array forget them
+	if k == len(f.shadows) {
+		f.shadows = f.shadows[:0] // empty: start again at the array's front
+		return
+	}
+	f.shadows = f.shadows[k:]
 }
 
 // Take returns a new reference (a view the caller owns and must Release) to
@@ -305,9 +328,7 @@ func (f *Flow) take(a, end uintptr, n int, shared bool) *buffer.View {
 		default:
 			// A datagram is read whole and in arrival order: this one
 			// and every earlier one are done with.
-			for j := i; j >= 0; j-- {
-				f.dropLocked(j)
-			}
+			f.dropFrontLocked(i + 1)
 		}
 		return v
 	}
