@@ -340,10 +340,13 @@ func (e *PairEndpoint) deliver(d stack.NetworkDispatcher, v *buffer.View) {
 		e.rxDropBad.Add(1)
 		return
 	}
-	e.rxFrames.Add(1)
-	e.rxBytes.Add(uint64(size))
 	d.DeliverNetworkPacket(proto, pkt)
 	pkt.DecRef()
+	// Counted once the stack is done with the frame, so a reader that sees
+	// the count knows the frame's effects (a queued datagram, an ACK) are
+	// in place: tests wait on it.
+	e.rxFrames.Add(1)
+	e.rxBytes.Add(uint64(size))
 }
 
 // drain releases frames left in the queue after Close.
