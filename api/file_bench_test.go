@@ -16,23 +16,30 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
 )
 
 // File benchmarks, each engine beside its baseline, plain os.File
 // (ReadAt/WriteAt) from the same number of goroutines:
 //
-//	BenchmarkFileRandRead4K   4 KiB reads at random 4 KiB-aligned offsets of
-//	                          a 64 MiB file in the page cache
-//	BenchmarkFileSeqWrite1M   1 MiB writes, each goroutine appending to its
-//	                          own file (wrapping at 32 MiB)
+//	BenchmarkFileRandRead4K     4 KiB reads at random 4 KiB-aligned offsets
+//	                            of a 64 MiB file in the page cache (buffered)
+//	BenchmarkFileSeqWrite1M     1 MiB buffered writes, each goroutine
+//	                            appending to its own file (wrapping at 32 MiB)
+//	BenchmarkFileDirectRead4K   the same reads with O_DIRECT: the disk
+//	BenchmarkFileDirectRead64K  64 KiB reads with O_DIRECT
+//	BenchmarkFileFixed          io_uring alone, pool memory registered as
+//	                            fixed buffers or not (FileConfig.FixedBuffers)
 //
 // Sub-benchmarks are engine/g=goroutines/qd=ops each keeps in flight (os.File
 // is always qd=1: a goroutine per outstanding call). Besides ns/op they
 // report ops/s and cpu-ns/op: user+system CPU time of the whole process
-// (io_uring's kernel workers included) per op.
+// (io_uring's kernel workers included) per op. The engines read into and
+// write from the caller's slices (Op.Mem), as os.File does, except in
+// BenchmarkFileFixed, which uses pool Bufs.
 //
-//	go test -run '^$' -bench 'BenchmarkFile' -benchtime 2s ./api/
+//	go test -run '^$' -bench 'BenchmarkFile' -count 5 ./api/
 
 var benchEngines = []string{"io_uring", "workers", "os.File"}
 
@@ -87,13 +94,18 @@ func BenchmarkFileSeqWrite1M(b *testing.B) {
 
 // BenchmarkFileDirectRead64K reads 64 KiB at random 64 KiB-aligned
 // offsets of a 64 MiB file opened with O_DIRECT (the disk, not the page
-// cache) into pool memory (4 KiB slots): where a deep queue from one
-// goroutine pays off.
-func BenchmarkFileDirectRead64K(b *testing.B) {
-	const fileSize, blk = 64 << 20, 64 << 10
+// cache): where a deep queue from one goroutine pays off.
+func BenchmarkFileDirectRead64K(b *testing.B) { benchDirectRead(b, 64<<10) }
+
+// BenchmarkFileDirectRead4K is BenchmarkFileRandRead4K with O_DIRECT.
+func BenchmarkFileDirectRead4K(b *testing.B) { benchDirectRead(b, 4<<10) }
+
+// directBenchFile returns a 64 MiB file of random bytes opened read-only
+// with O_DIRECT, or skips.
+func directBenchFile(b *testing.B) *os.File {
 	dir := b.TempDir()
 	name := dir + "/direct"
-	if err := os.WriteFile(name, randBytes(rand.New(rand.NewPCG(9, 9)), fileSize), 0o600); err != nil {
+	if err := os.WriteFile(name, randBytes(rand.New(rand.NewPCG(9, 9)), 64<<20), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_DIRECT, 0)
@@ -101,6 +113,15 @@ func BenchmarkFileDirectRead64K(b *testing.B) {
 		b.Skipf("O_DIRECT unavailable in %s: %v", dir, err)
 	}
 	b.Cleanup(func() { f.Close() })
+	return f
+}
+
+// benchDirectRead reads blk bytes (heap slices: Go aligns 4 KiB objects
+// and larger to 4 KiB, which O_DIRECT needs) at random blk-aligned
+// offsets of directBenchFile.
+func benchDirectRead(b *testing.B, blk int) {
+	const fileSize = 64 << 20
+	f := directBenchFile(b)
 	for _, eng := range benchEngines {
 		b.Run(eng, func(b *testing.B) {
 			s := benchStack(b, eng)
@@ -109,9 +130,9 @@ func BenchmarkFileDirectRead64K(b *testing.B) {
 					sh.g, sh.qd = sh.qd, 1
 				}
 				b.Run(fmt.Sprintf("g=%d/qd=%d", sh.g, sh.qd), func(b *testing.B) {
-					b.SetBytes(blk)
+					b.SetBytes(int64(blk))
 					runFileBench(b, s, sh.g, sh.qd, blk, func(int) *os.File { return f }, false,
-						func(r *rand.Rand, _ *int64) int64 { return int64(r.IntN(fileSize/blk)) * blk })
+						func(r *rand.Rand, _ *int64) int64 { return int64(r.IntN(fileSize/blk) * blk) })
 				})
 			}
 		})
@@ -146,6 +167,23 @@ func benchStack(b *testing.B, eng string) *api.Stack {
 // qd in flight: through s's engine, or with os.File calls when s is nil.
 // file(i) is goroutine i's file, off picks each op's offset.
 func runFileBench(b *testing.B, s *api.Stack, g, qd, size int, file func(int) *os.File, write bool, off func(*rand.Rand, *int64) int64) {
+	runFileBenchOn(b, g, func(i int, claim func() bool, off func() int64) error {
+		if s == nil {
+			return benchOSFile(file(i), size, write, claim, off)
+		}
+		return benchEngine(s, file(i), qd, size, write, claim, off)
+	}, off)
+}
+
+// runFileBenchWith runs one goroutine doing run.
+func runFileBenchWith(b *testing.B, run func(claim func() bool, off func() int64) error, off func(*rand.Rand, *int64) int64) {
+	runFileBenchOn(b, 1, func(_ int, claim func() bool, off func() int64) error { return run(claim, off) }, off)
+}
+
+// runFileBenchOn has g goroutines share b.N ops: goroutine i calls run,
+// which does ops while claim says so, at offsets off picks. It reports
+// ops/s and cpu-ns/op.
+func runFileBenchOn(b *testing.B, g int, run func(i int, claim func() bool, off func() int64) error, off func(*rand.Rand, *int64) int64) {
 	var left atomic.Int64
 	left.Store(int64(b.N))
 	claim := func() bool { return left.Add(-1) >= 0 }
@@ -161,12 +199,7 @@ func runFileBench(b *testing.B, s *api.Stack, g, qd, size int, file func(int) *o
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(uint64(i), 9))
 			var seq int64
-			f := file(i)
-			if s == nil {
-				errs <- benchOSFile(f, size, write, claim, func() int64 { return off(r, &seq) })
-				return
-			}
-			errs <- benchEngine(s, f, qd, size, write, claim, func() int64 { return off(r, &seq) })
+			errs <- run(i, claim, func() int64 { return off(r, &seq) })
 		}()
 	}
 	wg.Wait()
@@ -248,6 +281,143 @@ func benchEngine(s *api.Stack, f *os.File, qd, size int, write bool, claim func(
 			}
 			if claim() {
 				add(int(ev.Cookie))
+			}
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// BenchmarkFileFixed compares io_uring with the pool registered as fixed
+// buffers (READ_FIXED, WRITE_FIXED) against the same ops without
+// (FileConfig.FixedBuffers), both from pool Bufs (4 KiB slots) and one
+// goroutine:
+//
+//	read4K-direct/qd=32    O_DIRECT 4 KiB reads at random offsets, 32 in flight
+//	read64K-direct/qd=32   O_DIRECT 64 KiB reads, 32 in flight
+//	write1M-direct/qd=1    O_DIRECT 1 MiB sequential writes (wrapping at 32 MiB)
+//	write1M/qd=1           buffered 1 MiB sequential writes
+//
+// Reads hand their Buf back in the completion and it goes into the next
+// read; each write reserves a Buf, which the write releases.
+func BenchmarkFileFixed(b *testing.B) {
+	const fileSize, wrap = 64 << 20, 32 << 20
+	rf := directBenchFile(b)
+	dir := b.TempDir()
+	wf, err := os.OpenFile(dir+"/w-direct", os.O_RDWR|os.O_CREATE|syscall.O_DIRECT, 0o600)
+	if err != nil {
+		b.Skipf("O_DIRECT unavailable in %s: %v", dir, err)
+	}
+	b.Cleanup(func() { wf.Close() })
+	bf, err := os.Create(dir + "/w-buffered")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { bf.Close() })
+	randOff := func(blk int) func(*rand.Rand, *int64) int64 {
+		return func(r *rand.Rand, _ *int64) int64 { return int64(r.IntN(fileSize/blk)) * int64(blk) }
+	}
+	seqOff := func(blk int) func(*rand.Rand, *int64) int64 {
+		return func(_ *rand.Rand, seq *int64) int64 {
+			off := *seq
+			*seq = (*seq + int64(blk)) % wrap
+			return off
+		}
+	}
+	for _, w := range []struct {
+		name     string
+		f        *os.File
+		size, qd int
+		write    bool
+		off      func(*rand.Rand, *int64) int64
+	}{
+		{"read4K-direct/qd=32", rf, 4 << 10, 32, false, randOff(4 << 10)},
+		{"read64K-direct/qd=32", rf, 64 << 10, 32, false, randOff(64 << 10)},
+		{"write1M-direct/qd=1", wf, 1 << 20, 1, true, seqOff(1 << 20)},
+		{"write1M/qd=1", bf, 1 << 20, 1, true, seqOff(1 << 20)},
+	} {
+		b.Run(w.name, func(b *testing.B) {
+			for _, noFixed := range []bool{false, true} {
+				b.Run(map[bool]string{false: "fixed", true: "unfixed"}[noFixed], func(b *testing.B) {
+					pool, err := dmapool.New(dmapool.Config{Size: 16 << 20, SlotSize: 4096, Pin: dmapool.PinPrefer})
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.Cleanup(func() { pool.Close() })
+					s := newFileStack(b, api.FileConfig{Engine: api.FileEngineURing, FixedBuffers: !noFixed}, pool)
+					b.SetBytes(int64(w.size))
+					runFileBenchWith(b, func(claim func() bool, off func() int64) error {
+						return benchEngineBufs(s, w.f, w.qd, w.size, w.write, claim, off)
+					}, w.off)
+					c := s.FileCounters()
+					if fixed := c.FixedOps > 0; fixed == noFixed || c.Errors != 0 {
+						b.Fatalf("counters %+v", c)
+					}
+				})
+			}
+		})
+	}
+}
+
+// benchEngineBufs is benchEngine with pool Bufs instead of the caller's
+// slices.
+func benchEngineBufs(s *api.Stack, f *os.File, qd, size int, write bool, claim func() bool, off func() int64) error {
+	ec, err := evchan.New(evchan.Config{Capacity: 2 * qd})
+	if err != nil {
+		return err
+	}
+	defer ec.Close()
+	kind := api.OpRead
+	if write {
+		kind = api.OpWrite
+	}
+	batch := make([]*api.Op, 0, qd)
+	add := func(buf api.Buf) error {
+		if buf.Len() == 0 {
+			var err error
+			if buf, err = s.Reserve(size); err != nil {
+				return err
+			}
+		}
+		batch = append(batch, &api.Op{Kind: kind, File: f, Offset: off(), Buf: buf, EC: ec})
+		return nil
+	}
+	inflight := 0
+	flush := func() error {
+		inflight += len(batch)
+		err := s.Submit(context.Background(), false, batch...)
+		batch = batch[:0]
+		return err
+	}
+	for i := 0; i < qd && claim(); i++ {
+		if err := add(api.Buf{}); err != nil {
+			return err
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	evs := make([]evchan.Event, qd)
+	for inflight > 0 {
+		n, err := ec.Next(context.Background(), evs)
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs[:n] {
+			inflight--
+			buf, _ := api.BufOf(ev) // a read's, handed back; zero for a write
+			if ev.Errno != 0 || ev.Result != int64(size) {
+				buf.Release()
+				return fmt.Errorf("completion %v", ev)
+			}
+			if !claim() {
+				buf.Release()
+				continue
+			}
+			if err := add(buf); err != nil {
+				return err
 			}
 		}
 		if err := flush(); err != nil {

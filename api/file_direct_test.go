@@ -47,7 +47,7 @@ func TestFileODirect(t *testing.T) {
 	for _, k := range fileEngines {
 		t.Run(k.String(), func(t *testing.T) {
 			pool := newPool(t, 8<<20, 4096)
-			s := newFileStack(t, api.FileConfig{Engine: k}, pool)
+			s := newFileStack(t, api.FileConfig{Engine: k, FixedBuffers: true}, pool)
 			f := directFile(t)
 			memAlign, offAlign, err := api.FileDirectAlign(f)
 			t.Logf("%s: O_DIRECT alignment: memory %d, offset %d (%v)", f.Name(), memAlign, offAlign, err)
@@ -101,6 +101,11 @@ func TestFileODirect(t *testing.T) {
 			c := s.FileCounters()
 			if c.WrittenFromBufs != block*blocks || c.ReadIntoBufs != block*blocks {
 				t.Fatalf("counters %+v", c)
+			}
+			// On io_uring the pool is registered (FixedBuffers): every Buf
+			// op went fixed; the workers ignore the option.
+			if wantFixed := map[api.FileEngineKind]uint64{api.FileEngineURing: 2 * blocks}[k]; c.FixedOps != wantFixed {
+				t.Fatalf("%d ops on fixed buffers, want %d: %+v", c.FixedOps, wantFixed, c)
 			}
 
 			// Misalignment: the kernel refuses, the completion says so.

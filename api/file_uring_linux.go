@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
 )
 
@@ -47,6 +48,39 @@ import (
 // critical section that fills entries enters), except after an
 // io_uring_enter error, when the next one retries.
 
+// Fixed buffers. Pool memory can be registered with a ring
+// (IORING_REGISTER_BUFFERS), so that the kernel pins its pages once
+// instead of pinning and unpinning a read's or write's pages on every
+// request; an entry then names the registered buffer (READ_FIXED,
+// WRITE_FIXED with buf_index). With FileConfig.FixedBuffers (off by
+// default: it did not pay here; the figures are there):
+//
+//  1. The engine adopts the pool of the first pool Buf a file op brings
+//     (normally Options.Pool); Bufs of other pools, received stack memory
+//     and the caller's slices run unfixed.
+//  2. Each ring registers that pool's regions, one fixed buffer per
+//     region with buf_index = the region's index, when a Submit first
+//     hands it such a Buf (a region is at most dmapool.MaxRegionSize,
+//     the kernel's 1 GiB limit per buffer). Kernels before 5.13 quiesce
+//     the ring to register, waiting for every request in flight (a pipe
+//     read may wait forever), so there the ring registers only while idle.
+//  3. An OpRead or OpWrite whose Buf is live in that pool and lies in a
+//     registered region goes as READ_FIXED or WRITE_FIXED
+//     (FileCounters.FixedOps counts them). The live Buf is what makes
+//     this safe: the pool cannot close while the op holds it, so the
+//     region is still mapped where it was registered.
+//  4. Regions that Grow adds after a ring registered are not in its table:
+//     their Bufs run unfixed. (Re-registering would need the ring idle on
+//     old kernels, and IORING_REGISTER_BUFFERS2/BUFFERS_UPDATE a sparse
+//     table on new ones; Grow is rare and these ops are still correct.)
+//  5. A refusal — ENOMEM or EPERM when the pages would pass
+//     RLIMIT_MEMLOCK without CAP_IPC_LOCK, EFAULT for memory that cannot
+//     be pinned — leaves that ring unfixed for good; FileCounters.
+//     FixedRefused counts it and FileEngine names the first error.
+//  6. Stack.Close unregisters the buffers once every op has completed.
+//     Until then the rings hold the pool's pages pinned, also after the
+//     pool's Close: close the stack first to give the memory back.
+
 // user_data of an entry:
 //
 //	bit  63     the entry is an ASYNC_CANCEL (its target's user_data below)
@@ -69,6 +103,13 @@ type uringBackend struct {
 	efd    *os.File      // eventfd, in Go's poller
 	efdNum int           // its descriptor, valid until close closes efd
 	reaped chan struct{} // closed when the reaper has returned
+
+	fixed bool // FileConfig.FixedBuffers; immutable
+	// fixedPool is the pool whose regions the rings register: the first
+	// pool Buf's (step 1 of "Fixed buffers"); set once.
+	fixedPool atomic.Pointer[dmapool.Pool]
+	// fixedErr is the first registration a kernel refused, for FileEngine.
+	fixedErr atomic.Pointer[error]
 }
 
 // uringShard is one ring and the ops it runs.
@@ -87,9 +128,20 @@ type uringShard struct {
 	backlog    []*Op                 // +checklocks:mu; FIFO of ops waiting for a slot
 	closing    bool                  // +checklocks:mu
 	cqes       [64]uringCQE          // +checklocks:mu; reap buffer
+	fixed      uringFixed            // +checklocks:mu
 	// retry is set while entries wait for an io_uring_enter that failed
 	// (EAGAIN, ENOMEM); the reaper then drains the shard to try again.
 	retry atomic.Bool
+}
+
+// uringFixed is a ring's registered-buffer table (see "Fixed buffers").
+type uringFixed struct {
+	// pool is the pool whose regions are registered, nil while none are.
+	pool *dmapool.Pool
+	// bufs is the table as registered: bufs[i] is the pool's region i.
+	bufs []fixedBuf
+	// tried is set once registration was tried: it is never tried again.
+	tried bool
 }
 
 // uringSlot is an op in the kernel.
@@ -114,7 +166,7 @@ func newURingBackend(e *fileEngine, cfg FileConfig) (fileBackend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	b := &uringBackend{e: e, reaped: make(chan struct{})}
+	b := &uringBackend{e: e, reaped: make(chan struct{}), fixed: cfg.FixedBuffers}
 	fail := func(err error) (fileBackend, error) {
 		for _, s := range b.shards {
 			s.r.close()
@@ -190,6 +242,9 @@ func (b *uringBackend) submit(ops []*Op) {
 	if s.closing {
 		cancelled = run
 	} else {
+		if b.fixed && !s.fixed.tried {
+			s.registerLocked(run)
+		}
 		for _, op := range run {
 			op.f.be.shard.Store(int32(s.index) + 1)
 			if len(s.backlog) == 0 && s.room() {
@@ -254,12 +309,22 @@ func (s *uringShard) prepLocked(op *Op) {
 	e.off = uint64(op.Offset) // -1: the file position
 	switch op.Kind {
 	case OpRead, OpWrite:
-		e.opcode = uringOpRead
-		if op.Kind == OpWrite {
-			e.opcode = uringOpWrite
-		}
 		e.addr = bytesAddr(op.f.mem)
 		e.len = uint32(len(op.f.mem))
+		index, fixed := s.fixedIndexLocked(op, e.addr)
+		switch {
+		case fixed && op.Kind == OpRead:
+			e.opcode, e.bufIndex = uringOpReadFixed, index
+		case fixed:
+			e.opcode, e.bufIndex = uringOpWriteFixed, index
+		case op.Kind == OpRead:
+			e.opcode = uringOpRead
+		default:
+			e.opcode = uringOpWrite
+		}
+		if fixed {
+			s.b.e.c.fixedOps.Add(1)
+		}
 	case OpReadv, OpWritev:
 		e.opcode = uringOpReadv
 		if op.Kind == OpWritev {
@@ -278,6 +343,98 @@ func (s *uringShard) prepLocked(op *Op) {
 			e.opFlags = uringFsyncDatasync
 		}
 	}
+}
+
+// poolBufOf returns the pool Buf an OpRead or OpWrite reads into or writes
+// from: a reserved Buf, or a received one the stack copied into pool
+// memory.
+func poolBufOf(op *Op) (dmapool.Buf, bool) {
+	h := op.f.buf
+	if h == nil || (h.kind != kindReserved && h.kind != kindCopied) {
+		return dmapool.Buf{}, false
+	}
+	return h.pb, true
+}
+
+// registerLocked registers the engine's pool with s's ring, when ops bring
+// a Buf of it (steps 1, 2 and 5 of "Fixed buffers"). On a kernel that
+// quiesces the ring to register, it waits for a Submit that finds the
+// ring idle.
+//
+// +checklocks:s.mu
+func (s *uringShard) registerLocked(ops []*Op) {
+	var p *dmapool.Pool
+	for _, op := range ops {
+		if pb, ok := poolBufOf(op); ok {
+			p = pb.Pool()
+			break
+		}
+	}
+	if p == nil || (!s.b.fixedPool.CompareAndSwap(nil, p) && s.b.fixedPool.Load() != p) {
+		return
+	}
+	if s.r.features&uringFeatRsrcTags == 0 && (s.inflight > 0 || s.cancels > 0) {
+		return
+	}
+	s.fixed.tried = true
+	var bufs []fixedBuf
+	for _, info := range p.Regions() {
+		if info.Size > uringMaxFixedLen || len(bufs) == uringMaxFixedBufs {
+			break // cannot happen with dmapool's limits
+		}
+		bufs = append(bufs, fixedBuf{addr: info.Addr, len: uintptr(info.Size)})
+	}
+	if len(bufs) == 0 {
+		return // the pool closed meanwhile; its Bufs are invalid anyway
+	}
+	if err := registerFixed(s.r, bufs); err != nil {
+		err = fmt.Errorf("%d regions of %d bytes: %w", len(bufs), p.Stats().BytesMapped, err)
+		s.b.fixedErr.CompareAndSwap(nil, &err)
+		s.b.e.c.fixedRefused.Add(1)
+		return
+	}
+	s.fixed.pool, s.fixed.bufs = p, bufs
+	s.b.e.c.fixedRings.Add(1)
+}
+
+// registerFixed and unregisterFixed are ring.registerBuffers and
+// unregisterBuffers; variables so that a test can play a kernel that
+// refuses (step 5) and watch the unregistration (step 6).
+var (
+	registerFixed   = (*ring).registerBuffers
+	unregisterFixed = (*ring).unregisterBuffers
+)
+
+// fixedIndexLocked returns the registered buffer that holds op's memory
+// (addr, len(op.f.mem)), if op can go fixed (step 3 of "Fixed buffers").
+//
+// +checklocks:s.mu
+func (s *uringShard) fixedIndexLocked(op *Op, addr uint64) (uint16, bool) {
+	if s.fixed.pool == nil || addr == 0 {
+		return 0, false
+	}
+	pb, ok := poolBufOf(op)
+	if !ok {
+		return 0, false
+	}
+	region, _, err := s.fixed.pool.Locate(pb)
+	if err != nil || region >= len(s.fixed.bufs) {
+		return 0, false // another pool's Buf, or a region Grow added later
+	}
+	fb := s.fixed.bufs[region]
+	if end := addr + uint64(len(op.f.mem)); addr < uint64(fb.addr) || end > uint64(fb.addr)+uint64(fb.len) {
+		return 0, false
+	}
+	return uint16(region), true
+}
+
+// fixedNote says why fixed buffers are not in use where the kernel
+// refused them, for FileEngine; "" otherwise.
+func (b *uringBackend) fixedNote() string {
+	if err := b.fixedErr.Load(); err != nil {
+		return "fixed buffers refused: " + (*err).Error()
+	}
+	return ""
 }
 
 // submitAndReapLocked hands the filled entries to the kernel, reaps what
@@ -532,6 +689,13 @@ func (b *uringBackend) close() {
 	b.efd.Close()
 	<-b.reaped
 	for _, s := range b.shards {
+		s.mu.Lock()
+		if s.fixed.pool != nil {
+			// Closing the ring would drop them too; this says so first.
+			_ = unregisterFixed(s.r)
+			s.fixed.pool, s.fixed.bufs = nil, nil
+		}
+		s.mu.Unlock()
 		s.r.close()
 	}
 }

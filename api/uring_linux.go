@@ -112,6 +112,9 @@ const (
 	uringFeatSingleMmap = 1 << 0 // SQ and CQ rings share one mmap (5.4)
 	uringFeatNodrop     = 1 << 1 // completions are never dropped (5.5)
 	uringFeatRWCurPos   = 1 << 3 // off -1 means the file position (5.6)
+	// Registering buffers no longer quiesces the ring, which on older
+	// kernels waits for every request in flight (5.13, with resource tags).
+	uringFeatRsrcTags = 1 << 10
 
 	// mmap offsets.
 	uringOffSQRing = 0
@@ -121,13 +124,23 @@ const (
 	uringEnterGetEvents = 1 << 0
 
 	// io_uring_register opcodes.
-	uringRegisterEventfdOp = 4
+	uringRegisterBuffersOp   = 0
+	uringUnregisterBuffersOp = 1
+	uringRegisterEventfdOp   = 4
+
+	// Registered (fixed) buffers: the kernel refuses an iovec longer than
+	// 1 GiB (EFAULT) and a table longer than IORING_MAX_REG_BUFFERS
+	// (UIO_MAXIOV, 1024, before 5.13).
+	uringMaxFixedLen  = 1 << 30
+	uringMaxFixedBufs = 1024
 
 	// Opcodes (enum io_uring_op).
 	uringOpNop         = 0
 	uringOpReadv       = 1
 	uringOpWritev      = 2
 	uringOpFsync       = 3
+	uringOpReadFixed   = 4 // read into a registered buffer (buf_index)
+	uringOpWriteFixed  = 5 // write from a registered buffer (buf_index)
 	uringOpAsyncCancel = 14
 	uringOpRead        = 22
 	uringOpWrite       = 23
@@ -321,6 +334,35 @@ func (r *ring) quiet(on bool) bool {
 func (r *ring) registerEventfd(efd int) error {
 	if err := uringRegisterEventfd(r.fd, efd); err != nil {
 		return fmt.Errorf("io_uring_register eventfd: %w", err)
+	}
+	return nil
+}
+
+// fixedBuf is one registered buffer: an address range outside the Go heap
+// (a pool region) that the kernel has pinned. Its index in the table
+// given to registerBuffers is the buf_index of the entries that use it.
+type fixedBuf struct {
+	addr, len uintptr
+}
+
+// registerBuffers registers bufs as the ring's fixed buffers
+// (IORING_REGISTER_BUFFERS): the kernel pins their pages once, so that
+// READ_FIXED and WRITE_FIXED skip pinning and unpinning them per request.
+// It fails with EBUSY when buffers are registered already, ENOMEM or
+// EPERM when the pinned pages would pass RLIMIT_MEMLOCK (without
+// CAP_IPC_LOCK), EFAULT for memory the kernel cannot pin, EINVAL for a bad
+// table.
+func (r *ring) registerBuffers(bufs []fixedBuf) error {
+	if err := uringRegisterBuffers(r.fd, bufs); err != nil {
+		return fmt.Errorf("io_uring_register buffers: %w", err)
+	}
+	return nil
+}
+
+// unregisterBuffers drops the fixed buffers (the kernel unpins them).
+func (r *ring) unregisterBuffers() error {
+	if err := uringRegister(r.fd, uringUnregisterBuffersOp, nil, 0); err != nil {
+		return fmt.Errorf("io_uring_unregister buffers: %w", err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@
 package api
 
 import (
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -18,6 +19,7 @@ var (
 	_ = [1]struct{}{}[unsafe.Sizeof(uringSQE{})-uringSQESize]
 	_ = [1]struct{}{}[unsafe.Sizeof(uringCQE{})-uringCQESize]
 	_ = [1]struct{}{}[unsafe.Sizeof(uringParams{})-uringParamsSize]
+	_ = [1]struct{}{}[unsafe.Sizeof(fixedBuf{})-unsafe.Sizeof(unix.Iovec{})]
 )
 
 // ringWord returns the 32-bit ring field at off in mem (a head, tail,
@@ -94,4 +96,14 @@ func uringRegister(fd int, opcode uint32, arg unsafe.Pointer, n uint32) error {
 func uringRegisterEventfd(fd, efd int) error {
 	v := int32(efd)
 	return uringRegister(fd, uringRegisterEventfdOp, unsafe.Pointer(&v), 1)
+}
+
+// uringRegisterBuffers registers bufs as fixed buffers. A fixedBuf has
+// struct iovec's layout (base, length), so the table goes
+// to the kernel as is, and no address becomes a Go pointer.
+func uringRegisterBuffers(fd int, bufs []fixedBuf) error {
+	if len(bufs) == 0 {
+		return syscall.EINVAL
+	}
+	return uringRegister(fd, uringRegisterBuffersOp, unsafe.Pointer(unsafe.SliceData(bufs)), uint32(len(bufs)))
 }

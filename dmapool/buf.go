@@ -85,6 +85,11 @@ func (b Buf) Bytes() []byte {
 	return r.mem[b.off : b.off+b.n : b.off+b.n]
 }
 
+// Pool returns the pool b was reserved from, nil for the zero Buf. Like
+// Len it does not check validity: a released or forged handle names a pool
+// too (use Pool.Validate to ask whether b is live there).
+func (b Buf) Pool() *Pool { return b.p }
+
 // Len is the handle's length in bytes. It does not check validity (see
 // Valid); the zero Buf has length 0.
 func (b Buf) Len() int { return int(b.n) }

@@ -53,6 +53,8 @@
 // Shared regions are memfds sealed against shrinking and growing, so a
 // peer cannot turn our accesses into SIGBUS; Regions gives their fds and
 // sizes, MapShared maps one in the peer, Locate says where a buffer lies.
+// Regions also gives each region's address, for registering the memory
+// with the kernel (io_uring fixed buffers); Buf.Pool names a handle's pool.
 //
 // # Fork
 //

@@ -188,6 +188,9 @@ func poison(b []byte) {
 	}
 }
 
+// addr is the address of the region's first byte (RegionInfo.Addr).
+func (m *mapping) addr() uintptr { return m.vm.addr() }
+
 func (m *mapping) unmap() {
 	if m.vm.p != nil {
 		_ = m.vm.unmap() // munlocks too

@@ -19,6 +19,8 @@ func mapRegion(size int, c *Config) (*mapping, error) {
 
 func (m *mapping) unmap() {}
 
+func (m *mapping) addr() uintptr { return 0 }
+
 func poison(b []byte) {
 	for i := range b {
 		b[i] = PoisonByte

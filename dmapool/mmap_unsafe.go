@@ -67,3 +67,6 @@ func (r vmRange) unmap() error {
 func (r vmRange) bytes() []byte {
 	return unsafe.Slice((*byte)(r.p), r.n)
 }
+
+// addr is r's start as a number, for RegionInfo.Addr.
+func (r vmRange) addr() uintptr { return uintptr(r.p) }

@@ -555,6 +555,12 @@ type RegionInfo struct {
 	FD     int
 	Pages  PageKind
 	Pinned bool
+	// Addr is the address of the region's first byte in this process, for
+	// registering the region with the kernel (io_uring's fixed buffers,
+	// say), which wants an address and a length. It is valid while the
+	// pool is open: a region stays mapped at Addr from New or Grow until
+	// Close. It is no way into the memory for Go code; use Buf.Bytes.
+	Addr uintptr
 }
 
 // Regions describes the pool's regions in order. Grow appends; nothing is
@@ -566,7 +572,7 @@ func (p *Pool) Regions() []RegionInfo {
 	rs := p.set()
 	out := make([]RegionInfo, len(rs.list))
 	for i, r := range rs.list {
-		out[i] = RegionInfo{Index: i, Base: r.base, Size: len(r.mem), FD: r.m.fd, Pages: r.m.pages, Pinned: r.m.pinned}
+		out[i] = RegionInfo{Index: i, Base: r.base, Size: len(r.mem), FD: r.m.fd, Pages: r.m.pages, Pinned: r.m.pinned, Addr: r.m.addr()}
 	}
 	return out
 }
