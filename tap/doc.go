@@ -38,7 +38,14 @@
 // told per packet (the NIC overwrites pkt.RXChecksumValidated from the
 // link's capabilities), so the link advertises it and verifies in software
 // every frame whose header carries neither NEEDS_CSUM nor DATA_VALID
-// (Stats.RxCsumVerified, Stats.RxDropBadCsum). Transmit checksum offload
+// (Stats.RxCsumVerified, Stats.RxDropBadCsum). Because the capability
+// covers every packet, two more checks close what it would let through:
+// the IPv4 header checksum is verified on every frame, whatever its header
+// says (Linux checks it always; gVisor skips it for such a link), and IP
+// fragments, whose transport checksum covers the whole datagram, are held
+// by a bounded fragment checker (frag.go) until their set is complete and
+// then delivered together if the datagram's checksum is right, or dropped
+// together and counted (Stats.RxDropFrag*). Transmit checksum offload
 // is never advertised; TCP segments go out with NEEDS_CSUM and the kernel
 // completes them. vnet.go holds all of this and cites the kernel headers.
 //

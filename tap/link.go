@@ -230,7 +230,8 @@ func (l *Link) HardwareAddr() net.HardwareAddr { return net.HardwareAddr(l.LinkA
 // Capabilities implements stack.LinkEndpoint.Capabilities: link-address
 // resolution (ARP, NDP), and with offloads receive checksum offload, which
 // the link makes true by verifying in software every frame whose
-// virtio-net header vouches for nothing. Transmit checksum offload is never
+// virtio-net header vouches for nothing, the IPv4 header checksum of every
+// frame, and fragmented datagrams whole (see the package doc). Transmit checksum offload is never
 // advertised: the stack would then leave UDP, ICMP and RST packets without
 // checksums, which the kernel does not fill in.
 func (l *Link) Capabilities() stack.LinkEndpointCapabilities {

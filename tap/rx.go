@@ -25,7 +25,12 @@ import (
 //     reach are kept for the next read.
 //  3. handleFrame: decode and validate the virtio-net header, drop frames
 //     that are short or addressed to another MAC, and verify in software
-//     the checksums of frames whose header vouches for nothing.
+//     the checksums the stack will skip (verifyChecksums): the IPv4 header
+//     checksum of every frame, the TCP and UDP checksums of frames whose
+//     header vouches for nothing. IP fragments of TCP and UDP datagrams go
+//     to the fragment checker (holdFragment, frag.go), which delivers a
+//     datagram's fragments only once all are there and its checksum is
+//     right.
 //  4. splitHeaders: copy the Ethernet, IP and TCP/UDP headers into a small
 //     view of their own and leave the payload in the receive views (the
 //     software header split, see split.go); call the payload hook.
@@ -46,6 +51,14 @@ type rxState struct {
 	// views and segs are scratch for USO segmentation.
 	views [2]*buffer.View
 	segs  []*buffer.View
+	// frag describes the frame being handled when it is a fragment, and
+	// ready is scratch for the frames the checker hands back.
+	frag  fragInfo
+	ready []heldFrag
+	// frags holds fragments until their datagram is complete and
+	// checked; initialised at the first fragment. Its own lock guards it
+	// (its expiry timer runs on another goroutine).
+	frags fragChecker
 }
 
 // run is a queue's reader goroutine: step 1.
@@ -128,8 +141,10 @@ func (rx *rxState) refill(l *Link) {
 	rx.niov = i
 }
 
-// release returns the spare views when the reader stops.
+// release returns the spare views and drops the held fragments when the
+// reader stops.
 func (rx *rxState) release() {
+	rx.frags.release()
 	if rx.head != nil {
 		rx.head.Release()
 		rx.head = nil
@@ -183,15 +198,21 @@ func (q *queue) handleFrame(n int) {
 		q.c.dropDetached.Add(1)
 		return
 	}
-	if hdr != nil && hdr.flags&(vnetFNeedsCsum|vnetFDataValid) == 0 {
-		switch verifyChecksums(head, tail) {
+	isFrag := false
+	if hdr != nil {
+		// With offloads the link advertises receive checksum
+		// offload, and the stack checks nothing the link does not.
+		switch verifyChecksums(head, tail, hdr.flags&(vnetFNeedsCsum|vnetFDataValid) != 0, &rx.frag) {
 		case csumGood:
 			q.c.rxVerified.Add(1)
 		case csumBad:
 			q.c.dropCsum.Add(1)
 			return
-		case csumUnverifiable:
-			q.c.rxUnverifiable.Add(1)
+		case csumUncheckable:
+			q.c.dropUncheckable.Add(1)
+			return
+		case csumFragment:
+			isFrag = true
 		}
 	}
 
@@ -206,6 +227,10 @@ func (q *queue) handleFrame(n int) {
 		tailV.CapLength(len(tail))
 	}
 
+	if isFrag {
+		q.holdFragment(box.d, headV, tailV)
+		return
+	}
 	if hdr != nil {
 		switch hdr.gso() {
 		case vnetGSOTCPv4, vnetGSOTCPv6:
@@ -218,6 +243,29 @@ func (q *queue) handleFrame(n int) {
 	split := rxSplitLen(hdr, head, n)
 	buf := q.splitHeaders(headV, tailV, split)
 	q.deliver(box.d, buf)
+}
+
+// holdFragment hands an IP fragment to the queue's fragment checker
+// (frag.go), taking ownership of headV and tailV, and delivers the frames
+// the checker hands back: the whole datagram, in offset order, once it is
+// complete and its checksum right. Fragments are delivered unsplit (the
+// stack copies them into the reassembled packet anyway).
+func (q *queue) holdFragment(d stack.NetworkDispatcher, headV, tailV *buffer.View) {
+	rx := &q.rx
+	if !rx.frags.ready() {
+		rx.frags.init(&q.c)
+	}
+	q.c.rxUnverifiable.Add(1)
+	rx.ready = rx.frags.add(headV, tailV, &rx.frag, rx.ready[:0])
+	for i := range rx.ready {
+		f := &rx.ready[i]
+		buf := buffer.MakeWithView(f.head)
+		if f.tail != nil {
+			mergeView(&buf, f.tail)
+		}
+		*f = heldFrag{}
+		q.deliver(d, buf)
+	}
 }
 
 // splitHeaders builds the packet's payload from the frame in headV (and

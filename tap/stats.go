@@ -21,23 +21,39 @@ type Stats struct {
 	// nothing and whose IPv4/TCP/UDP checksums the link checked in
 	// software and found right.
 	RxCsumVerified uint64
-	// RxCsumUnverifiable counts such frames whose transport checksum
-	// cannot be checked frame by frame (IP fragments, IPv6 routing
-	// headers); they are delivered, and the stack does not check them
-	// either.
+	// RxCsumUnverifiable counts IP fragments whose transport checksum
+	// cannot be checked frame by frame (it covers the whole datagram):
+	// each is held by the link's fragment checker until its datagram is
+	// complete and checked, then delivered (counted in RxFragDatagrams) or
+	// dropped (one of the RxDropFrag* counters). None reaches the stack
+	// unchecked.
 	RxCsumUnverifiable uint64
+	// RxFragDatagrams counts fragmented datagrams whose checksum the link
+	// verified and whose fragments it then delivered, for the stack to
+	// reassemble.
+	RxFragDatagrams uint64
 	// RxCopiedBytes counts bytes copied in user space on receive: the
 	// split headers (and per-datagram headers of USO frames). The payload
 	// is never copied.
 	RxCopiedBytes uint64
 
-	// Receive drops, by cause.
+	// Receive drops, by cause. Frames, each counted once.
 	RxDropShort       uint64 // shorter than an Ethernet header
 	RxDropBadVnetHdr  uint64 // virtio-net header rejected (see validateRx)
-	RxDropBadCsum     uint64 // software verification failed
+	RxDropBadCsum     uint64 // software verification failed: IPv4 header, TCP or UDP checksum
 	RxDropNotForUs    uint64 // unicast to another MAC address
 	RxDropNotAttached uint64 // no stack attached
 	RxReadErrors      uint64 // read(2) failed other than EAGAIN
+	// RxDropUncheckable: a checksum had to be checked but the headers
+	// locating it reach past the first receive view (HeadViewSize), which
+	// no frame within the device's MTU does.
+	RxDropUncheckable uint64
+	// Fragments dropped by the fragment checker (see frag.go):
+	RxDropFragBadCsum   uint64 // their reassembled datagram's TCP or UDP checksum was wrong
+	RxDropFragInvalid   uint64 // overlapping fragments, two different ends, data past the end, or IPv6 headers that do not parse in the first fragment (RFC 5722, RFC 8200 §4.5)
+	RxDropFragDuplicate uint64 // exact duplicate of a held fragment (the first copy is kept)
+	RxDropFragExpired   uint64 // datagram incomplete within the reassembly timeout (30 s IPv4, 60 s IPv6), or when the reader stopped
+	RxDropFragLimit     uint64 // evicted or refused to stay within the checker's limits (datagrams, bytes, fragments per datagram)
 
 	// TxFrames and TxBytes count frames written to the device.
 	TxFrames, TxBytes uint64
@@ -52,7 +68,8 @@ type Stats struct {
 }
 
 // counters is one queue's share of Stats. The receive side is written by
-// the queue's reader goroutine only, the transmit side by any writer; all
+// the queue's reader goroutine (and the fragment counters by its fragment
+// checker's expiry timer), the transmit side by any writer; all
 // fields are atomics so Stats can read them at any time. The padding keeps
 // queues' counters off each other's cache lines.
 type counters struct {
@@ -61,6 +78,10 @@ type counters struct {
 	rxVerified, rxUnverifiable, rxCopied atomic.Uint64
 	dropShort, dropVnet, dropCsum        atomic.Uint64
 	dropNotForUs, dropDetached, rxErrors atomic.Uint64
+	dropUncheckable, fragDatagrams       atomic.Uint64
+	dropFragCsum, dropFragInvalid        atomic.Uint64
+	dropFragDup, dropFragExpired         atomic.Uint64
+	dropFragLimit                        atomic.Uint64
 
 	_ [64]byte
 
@@ -85,6 +106,13 @@ func (c *counters) addTo(s *Stats) {
 	s.RxDropNotForUs += c.dropNotForUs.Load()
 	s.RxDropNotAttached += c.dropDetached.Load()
 	s.RxReadErrors += c.rxErrors.Load()
+	s.RxDropUncheckable += c.dropUncheckable.Load()
+	s.RxFragDatagrams += c.fragDatagrams.Load()
+	s.RxDropFragBadCsum += c.dropFragCsum.Load()
+	s.RxDropFragInvalid += c.dropFragInvalid.Load()
+	s.RxDropFragDuplicate += c.dropFragDup.Load()
+	s.RxDropFragExpired += c.dropFragExpired.Load()
+	s.RxDropFragLimit += c.dropFragLimit.Load()
 	s.TxFrames += c.txFrames.Load()
 	s.TxBytes += c.txBytes.Load()
 	s.TxGSOFrames += c.txGSO.Load()

@@ -295,38 +295,115 @@ func txVnetHdr(pkt *stack.PacketBuffer) vnetHdr {
 	return h
 }
 
-// csumVerdict is the outcome of software checksum verification.
+// Receive checks.
+//
+// gVisor's NIC marks every packet of a link that advertises
+// CapabilityRXChecksumOffload as checksum-validated (nic.go sets
+// pkt.RXChecksumValidated from the link's capabilities for each packet, so a
+// per-packet flag would be overwritten), and the stack then skips the IPv4
+// header checksum and the TCP and UDP checksums, of unfragmented packets and
+// of the datagrams it reassembles alike. The link makes the capability true
+// by checking, in software, what the stack skips:
+//
+//  1. the IPv4 header checksum of every IPv4 frame, whatever its virtio-net
+//     header says (the flags speak of the transport checksum only; Linux's
+//     ip_rcv_core checks the header checksum of every packet too);
+//  2. the TCP or UDP checksum of every unfragmented packet whose virtio-net
+//     header vouches for nothing (neither NEEDS_CSUM nor DATA_VALID), past
+//     the IPv6 extension headers gVisor itself walks;
+//  3. the TCP or UDP checksum of every fragmented datagram, before any of its
+//     fragments reaches the stack (the fragment checker, frag.go). No flag
+//     can vouch for a fragment: a frame's checksum state says nothing about
+//     the datagram it belongs to.
+//
+// NEEDS_CSUM frames come from the host's own stack (the transport checksum
+// is partial by design, and Linux trusts it for local delivery too) and
+// DATA_VALID frames were verified by the host; only (1) and (3) apply to
+// them, which costs the GSO fast path one 20-byte header sum per
+// super-frame.
+
+// csumVerdict is the outcome of the receive checks of one frame.
 type csumVerdict uint8
 
 const (
-	// csumNone: nothing the stack would skip needs checking (not IP, or a
-	// transport whose checksum gVisor always verifies, such as ICMP).
+	// csumNone: nothing the stack would skip needs checking: not IP, a
+	// transport whose checksum gVisor always verifies (ICMPv6), a frame
+	// whose virtio-net header vouches for its transport checksum, or an
+	// IPv6 packet that gVisor discards unread (a routing header with
+	// segments left).
 	csumNone csumVerdict = iota
 	// csumGood: every checksum gVisor would skip was checked and is right.
 	csumGood
 	// csumBad: a checksum is wrong; the frame must be dropped.
 	csumBad
-	// csumUnverifiable: the IPv4 header checksum (if any) is right, but
-	// the transport checksum cannot be checked frame by frame: a fragment
-	// (it covers the reassembled datagram) or an IPv6 extension header we
-	// do not walk.
-	csumUnverifiable
-	// csumMalformed: the headers are inconsistent; gVisor drops such
-	// frames itself and counts them, so they are passed on.
+	// csumMalformed: the headers are inconsistent in a way gVisor detects
+	// frame by frame (lengths; a fragment that cannot belong to any
+	// datagram), so that no transport ever sees the frame; gVisor drops
+	// and counts such frames, so they are passed on.
 	csumMalformed
+	// csumFragment: an IP fragment of a datagram whose transport checksum
+	// gVisor would skip (TCP or UDP over IPv4; any IPv6 fragment, whose
+	// transport only the first fragment names). It goes to the fragment
+	// checker, which sees that the whole datagram's checksum is right
+	// before any fragment of it reaches the stack. The fragInfo says
+	// where its data is.
+	csumFragment
+	// csumUncheckable: a checksum must be checked, but the headers that
+	// locate it reach past the first receive view (HeadViewSize), which no
+	// well-formed frame of the device's MTU does; the frame is dropped.
+	csumUncheckable
 )
 
-// verifyChecksums checks, in software, the checksums that gVisor skips for a
-// link with CapabilityRXChecksumOffload: the IPv4 header checksum and the TCP
-// and UDP checksums. It is used for frames whose virtio-net header vouches for
-// nothing (neither NEEDS_CSUM nor DATA_VALID); the stack cannot be told per
-// packet, because the NIC overwrites pkt.RXChecksumValidated from the link's
-// capabilities.
+// fragKey identifies the fragments of one datagram: source, destination,
+// protocol and identification for IPv4 (RFC 791 §2.3), source, destination
+// and identification for IPv6 (RFC 8200 §4.5), as gVisor's reassembly keys
+// them.
+type fragKey struct {
+	src, dst tcpip.Address
+	id       uint32
+	proto    uint8 // IPv4's protocol field; 0 for IPv6
+	v6       bool
+}
+
+// fragInfo describes a fragment, as verifyChecksums found it.
+type fragInfo struct {
+	key fragKey
+	// data is where the fragment's data starts in the frame (after the
+	// IPv4 header, or after the IPv6 fragment header), size its length,
+	// and off its offset within the datagram's fragmentable part (the
+	// fragment offset times 8).
+	data, size, off int
+	// more is the More Fragments flag.
+	more bool
+	// next is the protocol of the data: IPv4's protocol field, or the
+	// next header field of the IPv6 fragment header (which only the first
+	// fragment's is meant to be used).
+	next uint8
+}
+
+// classify sorts out the fragments gVisor drops on its own, frame by frame
+// and before any reassembly state is kept (RFC 791 §3.2, RFC 8200 §4.5):
+// no data, a length that is not a multiple of 8 with more fragments to
+// follow, or data reaching past maxLen, the largest fragmentable part
+// gVisor accepts. They are malformed (passed on, for the stack to drop and
+// count); the rest go to the fragment checker.
+func (fi *fragInfo) classify(maxLen int) csumVerdict {
+	if fi.size <= 0 || fi.more && fi.size%8 != 0 || fi.off+fi.size > maxLen {
+		return csumMalformed
+	}
+	return csumFragment
+}
+
+// verifyChecksums runs the receive checks (see above) on one frame: head
+// followed by tail (the two receive views). vouched says that the frame's
+// virtio-net header vouches for its transport checksum (NEEDS_CSUM or
+// DATA_VALID). For a csumFragment verdict it fills *fi.
 //
-// The frame is head followed by tail (the two receive views); the Ethernet,
-// IP and transport headers must lie in head, which is the case for every
-// frame the link reads (its first view is at least minHeadView bytes).
-func verifyChecksums(head, tail []byte) csumVerdict {
+// The Ethernet, IP and transport headers are read from head, which holds
+// them for every frame up to the device's MTU (the first view is at least
+// minHeadView bytes and sized for the MTU); payload bytes are summed from
+// both views.
+func verifyChecksums(head, tail []byte, vouched bool, fi *fragInfo) csumVerdict {
 	if len(head) < header.EthernetMinimumSize {
 		return csumNone
 	}
@@ -334,13 +411,12 @@ func verifyChecksums(head, tail []byte) csumVerdict {
 	l3 := head[header.EthernetMinimumSize:]
 	l3Len := frameLen - header.EthernetMinimumSize
 	var (
-		proto      uint8
-		l4off      int // from the start of the IP header
-		l4len      int // transport header + payload
-		src, dst   tcpip.Address
-		unverified bool
+		proto    uint8
+		l4off    int // from the start of the IP header
+		l4len    int // transport header + payload
+		src, dst tcpip.Address
+		isV4     bool
 	)
-	isV4 := false
 	switch header.Ethernet(head).Type() {
 	case header.IPv4ProtocolNumber:
 		ip := header.IPv4(l3)
@@ -350,25 +426,74 @@ func verifyChecksums(head, tail []byte) csumVerdict {
 		if !ip.IsChecksumValid() {
 			return csumBad
 		}
-		isV4 = true
-		if ip.More() || ip.FragmentOffset() != 0 {
-			return csumUnverifiable
-		}
 		proto = ip.Protocol()
+		if proto != uint8(header.TCPProtocolNumber) && proto != uint8(header.UDPProtocolNumber) {
+			// ICMP and the rest: gVisor verifies their checksums
+			// itself, after reassembly for fragments.
+			if vouched {
+				return csumNone
+			}
+			return csumGood
+		}
+		isV4 = true
 		l4off = int(ip.HeaderLength())
 		l4len = int(ip.TotalLength()) - l4off
 		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+		if ip.More() || ip.FragmentOffset() != 0 {
+			*fi = fragInfo{
+				key:  fragKey{src: src, dst: dst, id: uint32(ip.ID()), proto: proto},
+				data: header.EthernetMinimumSize + l4off, size: l4len,
+				off: int(ip.FragmentOffset()), more: ip.More(), next: proto,
+			}
+			return fi.classify(header.IPv4MaximumPayloadSize)
+		}
+		if vouched {
+			return csumNone
+		}
 	case header.IPv6ProtocolNumber:
 		if len(l3) < header.IPv6MinimumSize {
 			return csumMalformed
 		}
 		ip := header.IPv6(l3)
-		if header.IPv6MinimumSize+int(ip.PayloadLength()) > l3Len {
+		end := header.IPv6MinimumSize + int(ip.PayloadLength())
+		if end > l3Len {
 			return csumMalformed
 		}
-		proto, l4off, unverified = walkIPv6Ext(l3)
-		l4len = header.IPv6MinimumSize + int(ip.PayloadLength()) - l4off
+		proto = ip.NextHeader()
+		if vouched && (proto == uint8(header.TCPProtocolNumber) || proto == uint8(header.UDPProtocolNumber)) {
+			return csumNone // no extension headers, so no fragment header
+		}
 		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+		w := walkIPv6Ext(l3, proto, header.IPv6MinimumSize, end)
+		switch w.status {
+		case walkTruncated:
+			return csumMalformed
+		case walkPastHead:
+			return csumUncheckable
+		case walkRouted:
+			// RFC 8200 §4.4: gVisor implements no routing type, so
+			// it discards the packet (and answers with a Parameter
+			// Problem) before any transport reads it. The final
+			// destination, which the pseudo-header would need
+			// (RFC 8200 §8.1), is not the packet's destination yet.
+			return csumNone
+		case walkFragment:
+			fh := l3[w.off:]
+			*fi = fragInfo{
+				key:  fragKey{src: src, dst: dst, id: binary.BigEndian.Uint32(fh[ipv6FragIDOff:]), v6: true},
+				data: header.EthernetMinimumSize + w.off + header.IPv6FragmentHeaderSize,
+				size: end - w.off - header.IPv6FragmentHeaderSize,
+				off:  int(binary.BigEndian.Uint16(fh[ipv6FragOffOff:]) &^ 7),
+				more: binary.BigEndian.Uint16(fh[ipv6FragOffOff:])&ipv6FragMore != 0,
+				next: fh[0],
+			}
+			return fi.classify(header.IPv6MaximumPayloadSize)
+		}
+		if vouched {
+			return csumNone
+		}
+		proto, l4off = w.proto, w.off
+		l4len = end - l4off
 	default:
 		return csumNone
 	}
@@ -385,23 +510,15 @@ func verifyChecksums(head, tail []byte) csumVerdict {
 			return csumMalformed
 		}
 	default:
-		switch {
-		case unverified:
-			return csumUnverifiable
-		case isV4:
-			// ICMP and the rest: gVisor verifies their checksums
-			// itself; the IPv4 header checksum was checked above.
-			return csumGood
-		default:
-			return csumNone
-		}
-	}
-	if unverified {
-		return csumUnverifiable
+		// An IPv6 transport other than TCP and UDP (ICMPv6): gVisor
+		// verifies its checksum itself.
+		return csumNone
 	}
 	start := header.EthernetMinimumSize + l4off
 	if start+csumOff+2 > len(head) {
-		return csumMalformed
+		// The packet holds the field (l4len is at least a header), the
+		// first view does not.
+		return csumUncheckable
 	}
 	if proto == uint8(header.UDPProtocolNumber) && isV4 &&
 		head[start+csumOff] == 0 && head[start+csumOff+1] == 0 {
@@ -423,31 +540,107 @@ func verifyChecksums(head, tail []byte) csumVerdict {
 	return csumGood
 }
 
-// walkIPv6Ext follows the IPv6 extension headers that carry a standard
-// length field (hop-by-hop, destination options), to find the transport
-// header. Routing headers (the pseudo-header then uses the final
-// destination), fragments and anything else end the walk with
-// unverifiable set.
-func walkIPv6Ext(l3 []byte) (proto uint8, off int, unverifiable bool) {
-	proto = header.IPv6(l3).NextHeader()
-	off = header.IPv6MinimumSize
-	for i := 0; i < 8; i++ {
-		switch tcpip.TransportProtocolNumber(proto) {
-		case tcpip.TransportProtocolNumber(header.IPv6HopByHopOptionsExtHdrIdentifier),
-			tcpip.TransportProtocolNumber(header.IPv6DestinationOptionsExtHdrIdentifier):
-			if off+2 > len(l3) {
-				return proto, off, true
+// IPv6 extension header fields the walk reads (RFC 8200 §4):
+//
+//	offset size  field
+//	0      1     next header         (every extension header)
+//	1      1     hdr ext len         8-byte units beyond the first 8
+//	                                 (hop-by-hop, routing, destination
+//	                                 options; reserved in the fragment
+//	                                 header, ignored by gVisor in the
+//	                                 experiment header, both 8 bytes)
+//	3      1     segments left       (routing)
+//	2      2     offset<<3 | M       (fragment; 2 reserved bits between)
+//	4      4     identification      (fragment)
+const (
+	ipv6ExtMinLen       = 8
+	ipv6RoutingSegsLeft = 3
+	ipv6FragOffOff      = 2
+	ipv6FragIDOff       = 4
+	ipv6FragMore        = 0x0001
+	// ipv6FragOffMore masks the offset and the M flag: both zero make an
+	// atomic fragment (RFC 6946), which gVisor reads as a whole packet.
+	ipv6FragOffMore = 0xfff9
+)
+
+// ipv6WalkStatus says why walkIPv6Ext stopped.
+type ipv6WalkStatus uint8
+
+const (
+	// walkDone: at proto, which is not an extension header gVisor walks
+	// past (a transport, or one it treats as such).
+	walkDone ipv6WalkStatus = iota
+	// walkFragment: at a fragment header that is not atomic.
+	walkFragment
+	// walkRouted: at a routing header with segments left, which gVisor
+	// discards the packet for.
+	walkRouted
+	// walkTruncated: a header runs past the end of the packet; gVisor
+	// drops the packet as malformed.
+	walkTruncated
+	// walkPastHead: a header runs past b, the bytes at hand, though not
+	// past the packet.
+	walkPastHead
+)
+
+// ipv6Walk is where walkIPv6Ext stopped: the header proto at offset off.
+type ipv6Walk struct {
+	proto  uint8
+	off    int
+	status ipv6WalkStatus
+}
+
+// walkIPv6Ext follows the IPv6 extension headers that gVisor walks past on
+// local delivery, starting with proto at offset off of b, to find the
+// transport header: hop-by-hop and destination options, routing headers
+// with no segments left (RFC 8200 §4.4: ignored), atomic fragments (RFC
+// 6946: processed as whole packets) and experiment headers (gVisor reads
+// them as 8 bytes). end is where the packet ends, counted like off; b may
+// stop sooner (the first receive view). Hop-by-hop headers are followed
+// wherever they are, although gVisor accepts them only first: the walk may
+// check more than the stack reads, never less.
+func walkIPv6Ext(b []byte, proto uint8, off, end int) ipv6Walk {
+	for {
+		if !isIPv6ExtWalked(proto) {
+			return ipv6Walk{proto, off, walkDone}
+		}
+		if off+ipv6ExtMinLen > end {
+			return ipv6Walk{proto, off, walkTruncated}
+		}
+		if off+ipv6ExtMinLen > len(b) {
+			return ipv6Walk{proto, off, walkPastHead}
+		}
+		n := (int(b[off+1]) + 1) * 8
+		switch header.IPv6ExtensionHeaderIdentifier(proto) {
+		case header.IPv6RoutingExtHdrIdentifier:
+			if b[off+ipv6RoutingSegsLeft] != 0 {
+				return ipv6Walk{proto, off, walkRouted}
 			}
-			next, n := l3[off], (int(l3[off+1])+1)*8
-			proto, off = next, off+n
-		case tcpip.TransportProtocolNumber(header.IPv6RoutingExtHdrIdentifier),
-			tcpip.TransportProtocolNumber(header.IPv6FragmentExtHdrIdentifier):
-			return proto, off, true
-		default:
-			return proto, off, false
+		case header.IPv6FragmentExtHdrIdentifier:
+			if binary.BigEndian.Uint16(b[off+ipv6FragOffOff:])&ipv6FragOffMore != 0 {
+				return ipv6Walk{proto, off, walkFragment}
+			}
+			n = ipv6ExtMinLen
+		case header.IPv6ExperimentExtHdrIdentifier:
+			n = ipv6ExtMinLen
+		}
+		proto = b[off]
+		off += n
+		if off > end {
+			return ipv6Walk{proto, off, walkTruncated}
 		}
 	}
-	return proto, off, true
+}
+
+// isIPv6ExtWalked reports whether walkIPv6Ext walks past the header proto.
+func isIPv6ExtWalked(proto uint8) bool {
+	switch header.IPv6ExtensionHeaderIdentifier(proto) {
+	case header.IPv6HopByHopOptionsExtHdrIdentifier, header.IPv6DestinationOptionsExtHdrIdentifier,
+		header.IPv6RoutingExtHdrIdentifier, header.IPv6FragmentExtHdrIdentifier,
+		header.IPv6ExperimentExtHdrIdentifier:
+		return true
+	}
+	return false
 }
 
 // usoSegments returns how many datagrams a USO super-frame with payloadLen

@@ -271,21 +271,22 @@ func TestVerifyChecksums(t *testing.T) {
 		{"IPv6 hop-by-hop then UDP, bad", corrupt(hbh6), csumBad},
 		{"IPv4 header checksum bad", badIPHdr, csumBad},
 		{"ICMPv4: IP header checked, ICMP left to the stack", corrupt(icmp4), csumGood},
-		{"IPv4 fragment", frag4, csumUnverifiable},
+		{"IPv4 fragment of UDP: to the fragment checker", frag4, csumFragment},
 		{"Ethernet padding ignored", padded, csumGood},
 		{"truncated IP packet", truncated, csumMalformed},
 		{"ARP", arp, csumNone},
 		{"runt", tcp4[:10], csumNone},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := verifyChecksums(tc.frame, nil); got != tc.want {
+			var fi fragInfo
+			if got := verifyChecksums(tc.frame, nil, false, &fi); got != tc.want {
 				t.Fatalf("verifyChecksums = %d, want %d", got, tc.want)
 			}
 			// The same verdict with the frame cut between the head and
 			// tail views anywhere past the headers, odd offsets
 			// included.
 			for cut := 100; cut < len(tc.frame); cut += 37 {
-				if got := verifyChecksums(tc.frame[:cut], tc.frame[cut:]); got != tc.want {
+				if got := verifyChecksums(tc.frame[:cut], tc.frame[cut:], false, &fi); got != tc.want {
 					t.Fatalf("cut at %d: verifyChecksums = %d, want %d", cut, got, tc.want)
 				}
 			}
@@ -389,6 +390,9 @@ func fuzzLink(tb testing.TB, d stack.NetworkDispatcher) *queue {
 	l.dispatch.Store(&dispatcherBox{d})
 	q := &queue{link: l}
 	l.queues = []*queue{q}
+	// What the reader does when it stops: return the spare views and
+	// drop the held fragments.
+	tb.Cleanup(q.rx.release)
 	return q
 }
 

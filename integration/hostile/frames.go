@@ -239,3 +239,21 @@ func (n Net) FragmentsV6(next uint8, id uint32, pieces []Piece) [][]byte {
 	}
 	return out
 }
+
+// RoutingHeader returns an IPv6 routing header (RFC 8200 §4.4) of routing
+// type typ whose next header is next, with segsLeft segments left and the
+// given addresses as its type-specific data (after 4 reserved bytes, the
+// layout of type 0 and of the experimental types 253 and 254, RFC 4727).
+// Pass it as FrameV6's ext, with next 43.
+func RoutingHeader(next, typ, segsLeft uint8, addrs ...netip.Addr) []byte {
+	b := make([]byte, 8+16*len(addrs))
+	b[0] = next
+	b[1] = uint8(len(b)/8 - 1) // 8-byte units beyond the first 8
+	b[2] = typ
+	b[3] = segsLeft
+	for i, a := range addrs {
+		a16 := a.As16()
+		copy(b[8+16*i:], a16[:])
+	}
+	return b
+}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -161,5 +162,40 @@ func TestMutatorsBreakOneField(t *testing.T) {
 		if g := m(short); !bytes.Equal(g, short) {
 			t.Errorf("mutator changed a 3-byte frame to %x", g)
 		}
+	}
+}
+
+// TestRoutingHeaderParses: gVisor's extension header iterator reads the
+// header back with its routing type, segments left and next header.
+func TestRoutingHeaderParses(t *testing.T) {
+	n := testNet
+	l4 := UDP{SrcPort: 1, DstPort: 2, Payload: []byte("routed")}.Marshal(n.Src6, n.Dst6)
+	ext := RoutingHeader(uint8(header.UDPProtocolNumber), 253, 0, n.Dst6)
+	if len(ext) != 24 || ext[1] != 2 {
+		t.Fatalf("routing header %x: want 24 bytes, length field 2", ext)
+	}
+	f := n.FrameV6(uint8(header.IPv6RoutingExtHdrIdentifier), ext, l4)
+	ip6 := header.IPv6(f[header.EthernetMinimumSize:])
+	it := header.MakeIPv6PayloadIterator(header.IPv6RoutingExtHdrIdentifier, buffer.MakeWithData(ip6.Payload()))
+	defer it.Release()
+	h, done, err := it.Next()
+	if err != nil || done {
+		t.Fatalf("Next: %v, done=%v", err, done)
+	}
+	r, ok := h.(header.IPv6RoutingExtHdr)
+	if !ok {
+		t.Fatalf("got %T, want a routing header", h)
+	}
+	defer r.Release()
+	if r.SegmentsLeft() != 0 || it.NextHeaderIdentifier() != header.IPv6ExtensionHeaderIdentifier(header.UDPProtocolNumber) {
+		t.Fatalf("segments left %d, next %d", r.SegmentsLeft(), it.NextHeaderIdentifier())
+	}
+	raw, done, err := it.Next()
+	if err != nil || done {
+		t.Fatalf("Next after the routing header: %v, done=%v", err, done)
+	}
+	defer raw.Release()
+	if p, ok := raw.(header.IPv6RawPayloadHeader); !ok || !bytes.Equal(p.Buf.Flatten(), l4) {
+		t.Fatalf("after the routing header: %T, want the UDP datagram", raw)
 	}
 }
