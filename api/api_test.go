@@ -19,7 +19,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/zcnet/zcnet/api"
-	"github.com/zcnet/zcnet/stack/stacktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -33,8 +32,8 @@ func ctx(t *testing.T) context.Context {
 // TestTCPEchoIntegrity sends random data through an echo server on B and
 // checks every byte that comes back, over IPv4 and IPv6.
 func TestTCPEchoIntegrity(t *testing.T) {
-	p := stacktest.NewPair(t, stacktest.Config{})
-	na, nb := api.NewNet(p.A), api.NewNet(p.B)
+	p := newZCPair(t, 0)
+	na, nb := p.A.Net(), p.B.Net()
 	for _, tc := range []struct{ name, listen, dial string }{
 		{"v4", "192.0.2.2:7", "192.0.2.2:7"},
 		{"v6", "[2001:db8::2]:7", "[2001:db8::2]:7"},
@@ -94,8 +93,8 @@ func TestTCPEchoIntegrity(t *testing.T) {
 }
 
 func TestHTTPOverZcnet(t *testing.T) {
-	p := stacktest.NewPair(t, stacktest.Config{})
-	na, nb := api.NewNet(p.A), api.NewNet(p.B)
+	p := newZCPair(t, 0)
+	na, nb := p.A.Net(), p.B.Net()
 	ln, err := nb.Listen("tcp", "192.0.2.2:80")
 	if err != nil {
 		t.Fatal(err)
@@ -131,8 +130,8 @@ func TestHTTPOverZcnet(t *testing.T) {
 }
 
 func TestUDPPacketConn(t *testing.T) {
-	p := stacktest.NewPair(t, stacktest.Config{})
-	na, nb := api.NewNet(p.A), api.NewNet(p.B)
+	p := newZCPair(t, 0)
+	na, nb := p.A.Net(), p.B.Net()
 	for _, tc := range []struct{ name, srv string }{{"v4", "192.0.2.2:9000"}, {"v6", "[2001:db8::2]:9000"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			pc, err := nb.ListenPacket("udp", tc.srv)
@@ -193,8 +192,8 @@ func TestUDPPacketConn(t *testing.T) {
 }
 
 func TestErrorsLikeNet(t *testing.T) {
-	p := stacktest.NewPair(t, stacktest.Config{})
-	na, nb := api.NewNet(p.A), api.NewNet(p.B)
+	p := newZCPair(t, 0)
+	na, nb := p.A.Net(), p.B.Net()
 
 	t.Run("refused", func(t *testing.T) {
 		_, err := na.DialContext(ctx(t), "tcp", "192.0.2.2:1")

@@ -30,6 +30,10 @@ type asyncState struct {
 	closeOp                                 *Op   // +checklocks:opMu
 	entry                                   waiter.Entry
 	registered                              bool // +checklocks:opMu
+
+	// ackWaits are sends with Op.Ack whose bytes the stack has taken,
+	// waiting for the peer's acknowledgement, in ackEnd order (ack.go).
+	ackWaits []*Op // +checklocks:opMu
 }
 
 // queue adds a submitted op and runs what is ready at once.
@@ -65,7 +69,8 @@ func (sock *Socket) queue(op *Op) {
 // +checklocks:sock.opMu
 func (sock *Socket) serveCloseLocked(flags evchan.Flags) {
 	op := sock.as2.closeOp
-	if op == nil || len(sock.as2.sendOps) > 0 {
+	if op == nil || len(sock.as2.sendOps) > 0 || len(sock.as2.ackWaits) > 0 {
+		// A send with Op.Ack has completed when the peer has its bytes.
 		return
 	}
 	sock.as2.closeOp = nil
@@ -96,10 +101,11 @@ func (sock *Socket) watchLocked() {
 //
 // +checklocks:sock.opMu
 func (sock *Socket) unqueueLocked(op *Op) bool {
-	for _, l := range []*[]*Op{&sock.as2.recvOps, &sock.as2.sendOps, &sock.as2.acceptOps, &sock.as2.connectOps} {
+	for _, l := range []*[]*Op{&sock.as2.recvOps, &sock.as2.sendOps, &sock.as2.acceptOps, &sock.as2.connectOps, &sock.as2.ackWaits} {
 		for i, o := range *l {
 			if o == op {
 				*l = append((*l)[:i], (*l)[i+1:]...)
+				sock.ackWaiting.Store(int32(len(sock.as2.ackWaits)))
 				return true
 			}
 		}
@@ -126,6 +132,9 @@ func (sock *Socket) serveLocked(inline bool) {
 	sock.serveLatestLocked()
 	sock.serveRecvLocked(flags)
 	sock.serveSendLocked(flags)
+	// After the sends: an ack that came while a send was being written
+	// must be seen once that send waits for it (see Socket.ackNotify).
+	sock.serveAckLocked(flags)
 	sock.serveAcceptLocked(flags)
 	sock.serveCloseLocked(flags)
 }
@@ -253,7 +262,7 @@ func (sock *Socket) serveSendLocked(flags evchan.Flags) {
 		}
 		var r bytes.Reader
 		r.Reset(h.data[op.sent:])
-		n, terr := sock.ep.Write(&r, opts)
+		n, terr := sock.epWrite(&r, opts)
 		op.sent += int(n)
 		for _, c := range []*counters{&sock.c, &sock.s.c} {
 			c.txCopied.Add(uint64(n))
@@ -269,7 +278,12 @@ func (sock *Socket) serveSendLocked(flags evchan.Flags) {
 		if terr != nil {
 			err = errnoError("send", terr)
 		}
-		op.completeLocked(evchan.Event{Flags: flags, Result: int64(op.sent), Errno: errnoOf(err)}, err)
+		ev := evchan.Event{Flags: flags, Result: int64(op.sent), Errno: errnoOf(err)}
+		if op.Ack && err == nil {
+			sock.awaitAckLocked(op, ev) // ack.go
+			continue
+		}
+		op.completeLocked(ev, err)
 	}
 }
 
@@ -327,6 +341,7 @@ func (sock *Socket) serveConnectLocked(flags evchan.Flags) {
 			err = errnoError("connect", terr)
 		} else {
 			sock.laddr = localAddr(sock.ep)
+			err = sock.watchAcks()
 		}
 		op.completeLocked(evchan.Event{Flags: flags, Errno: errnoOf(err)}, err)
 	}
@@ -340,7 +355,7 @@ func (sock *Socket) failAllLocked(err error) {
 		sock.as2.closeOp = nil
 		op.completeLocked(evchan.Event{}, nil)
 	}
-	for _, l := range []*[]*Op{&sock.as2.recvOps, &sock.as2.sendOps, &sock.as2.acceptOps, &sock.as2.connectOps} {
+	for _, l := range []*[]*Op{&sock.as2.recvOps, &sock.as2.sendOps, &sock.as2.acceptOps, &sock.as2.connectOps, &sock.as2.ackWaits} {
 		for _, op := range *l {
 			if op.paused {
 				// Its slot is not held yet: it ends without an event. A
@@ -354,6 +369,7 @@ func (sock *Socket) failAllLocked(err error) {
 		}
 		*l = nil
 	}
+	sock.ackWaiting.Store(0)
 	if sock.as2.registered {
 		sock.wq.EventUnregister(&sock.as2.entry)
 		sock.as2.registered = false

@@ -131,7 +131,7 @@ func TestEventEchoServer(t *testing.T) {
 		}
 	}()
 	for i := 0; i < 3; i++ { // several connections, one after another and together
-		conn, err := api.NewNet(p.Pair.A).DialContext(tctx(t, 30*time.Second), "tcp", "192.0.2.2:7")
+		conn, err := p.A.Net().DialContext(tctx(t, 30*time.Second), "tcp", "192.0.2.2:7")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,10 +18,13 @@ import (
 )
 
 // BenchmarkReceive compares ways of receiving one TCP stream over the same
-// in-process link, with the same sender: zcnet's hand-off (Recv + Release,
-// no copy), zcnet's net.Conn Read (one copy into the caller's slice), and
-// gVisor's gonet adapter Read (the baseline). MB/s is received payload;
-// allocs/op are per MiB received.
+// in-process link, with the same sender (zcnet's net.Conn Write): zcnet's
+// hand-off (Recv + Release, no copy), zcnet's net.Conn Read on the Socket
+// core (the hand-off, then one copy into the caller's 64 KiB slice), and
+// gVisor's gonet adapter Read (the baseline, and the path zcnet's net.Conn
+// took before it was rebuilt on the Socket core: endpoint Read straight
+// into the caller's slice). MB/s is received payload; allocs/op are per MiB
+// received.
 //
 //	go test -run x -bench Receive -benchmem -count 5 ./api/
 func BenchmarkReceive(b *testing.B) {
@@ -40,7 +43,7 @@ func BenchmarkReceive(b *testing.B) {
 			case "zcnet-handoff":
 				ln, err = p.B.ListenTCP(addr)
 			case "zcnet-netconn":
-				nln, err = api.NewNet(p.Pair.B).Listen("tcp", addr.String())
+				nln, err = p.B.Net().Listen("tcp", addr.String())
 			case "gonet":
 				nln, err = gonet.ListenTCP(p.Pair.B.Netstack(), tcpip.FullAddress{Port: addr.Port()}, ipv4.ProtocolNumber)
 			}
@@ -50,7 +53,7 @@ func BenchmarkReceive(b *testing.B) {
 			total := int64(b.N) * mib
 			sent := make(chan error, 1)
 			go func() {
-				c, err := api.NewNet(p.Pair.A).DialContext(context.Background(), "tcp", addr.String())
+				c, err := p.A.Net().DialContext(context.Background(), "tcp", addr.String())
 				if err != nil {
 					sent <- err
 					return
@@ -121,11 +124,12 @@ func BenchmarkReceive(b *testing.B) {
 
 // BenchmarkRoundTrip measures 1-byte request/response round trips over the
 // in-process link: zcnet's sockets (Recv + SendFunc on the server, the
-// net.Conn adapter as client) against gVisor's gonet on both sides.
+// net.Conn adapter as client), zcnet's net.Conn adapters on both sides
+// (Read + Write), and gVisor's gonet on both sides (the baseline).
 //
 //	go test -run x -bench RoundTrip -count 5 ./api/
 func BenchmarkRoundTrip(b *testing.B) {
-	for _, mode := range []string{"zcnet", "gonet"} {
+	for _, mode := range []string{"zcnet", "zcnet-netconn", "gonet"} {
 		b.Run(mode, func(b *testing.B) {
 			p := newZCPair(b, 0)
 			addr := netip.MustParseAddrPort("192.0.2.2:5011")
@@ -161,9 +165,15 @@ func BenchmarkRoundTrip(b *testing.B) {
 						}
 					}
 				}()
-				dial = func() (net.Conn, error) { return api.NewNet(p.Pair.A).DialContext(ctx, "tcp", addr.String()) }
-			case "gonet":
-				ln, err := gonet.ListenTCP(p.Pair.B.Netstack(), tcpip.FullAddress{Port: addr.Port()}, ipv4.ProtocolNumber)
+				dial = func() (net.Conn, error) { return p.A.Net().DialContext(ctx, "tcp", addr.String()) }
+			case "zcnet-netconn", "gonet":
+				var ln net.Listener
+				var err error
+				if mode == "gonet" {
+					ln, err = gonet.ListenTCP(p.Pair.B.Netstack(), tcpip.FullAddress{Port: addr.Port()}, ipv4.ProtocolNumber)
+				} else {
+					ln, err = p.B.Net().Listen("tcp", addr.String())
+				}
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -187,6 +197,10 @@ func BenchmarkRoundTrip(b *testing.B) {
 						}
 					}
 				}()
+				if mode == "zcnet-netconn" {
+					dial = func() (net.Conn, error) { return p.A.Net().DialContext(ctx, "tcp", addr.String()) }
+					break
+				}
 				dial = func() (net.Conn, error) {
 					return gonet.DialContextTCP(ctx, p.Pair.A.Netstack(), tcpip.FullAddress{Addr: tcpip.AddrFrom4(addr.Addr().As4()), Port: addr.Port()}, ipv4.ProtocolNumber)
 				}

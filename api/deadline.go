@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -8,6 +9,11 @@ import (
 // deadline turns a net.Conn deadline into a channel that is closed when it
 // passes, so a blocked operation can select on it beside the endpoint's
 // readiness. Setting a new deadline re-arms it; a zero time disarms it.
+//
+// A waiter takes the channel once (done, or ctx) and keeps it: moving the
+// deadline while the channel is still open re-arms the timer on the same
+// channel, so a blocked call sees the new time, including one in the past
+// (the way net/http aborts a background Read with SetReadDeadline).
 type deadline struct {
 	mu    sync.Mutex
 	timer *time.Timer   // +checklocks:mu; nil when no deadline is armed
@@ -51,6 +57,20 @@ func (d *deadline) done() <-chan struct{} {
 	return d.ch
 }
 
+// expired reports whether the deadline in force now has passed.
+func (d *deadline) expired() bool {
+	select {
+	case <-d.done():
+		return true
+	default:
+		return false
+	}
+}
+
+// ctx returns the deadline in force now as a context for the Socket calls,
+// which wait on contexts. It allocates nothing.
+func (d *deadline) ctx() context.Context { return deadlineCtx{d.done()} }
+
 // stop releases the timer; the deadline is not used again.
 func (d *deadline) stop() {
 	d.mu.Lock()
@@ -60,3 +80,30 @@ func (d *deadline) stop() {
 		d.timer = nil
 	}
 }
+
+// deadlineCtx is a context whose Done is a deadline's channel. Its Err is
+// context.DeadlineExceeded once the channel is closed, which ctxErr turns
+// into os.ErrDeadlineExceeded, the error package net gives. A struct of one
+// channel fits in an interface without an allocation, so a net.Conn call
+// costs no context per call.
+type deadlineCtx struct{ ch <-chan struct{} }
+
+// Deadline implements context.Context.Deadline: the time is the deadline
+// type's business; callers only wait on Done.
+func (deadlineCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+
+// Done implements context.Context.Done.
+func (c deadlineCtx) Done() <-chan struct{} { return c.ch }
+
+// Err implements context.Context.Err.
+func (c deadlineCtx) Err() error {
+	select {
+	case <-c.ch:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}
+
+// Value implements context.Context.Value; it carries none.
+func (deadlineCtx) Value(any) any { return nil }

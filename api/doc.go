@@ -57,6 +57,18 @@
 // arrival and pauses while its channel is full. A fixed set of stack
 // workers serves every socket: no goroutine per connection.
 //
+// A send completes when the stack has taken its bytes; the Buf is free
+// again. On a stack built with stack.Options.TCPAckEvents, a TCP send with
+// Op.Ack completes a second time, flagged FlagAcked, once the peer's TCP
+// has acknowledged every byte (the first completion then carries
+// evchan.FlagMore), so a program can tell "sent" from "delivered" without
+// a reply of its own:
+//
+//	st, err := stack.New(stack.Options{TCPAckEvents: true})
+//	…
+//	op := &api.Op{Kind: api.OpSend, Sock: conn, EC: ec, Buf: b, Ack: true}
+//	err = s.Submit(ctx, false, op) // reserves both completions
+//
 // Files, pipes and FIFOs take the same Ops (OpRead, OpWrite, OpReadv,
 // OpWritev, OpFsync, OpFdatasync), run by io_uring where the kernel allows
 // it and by a bounded worker pool otherwise (Stack.FileEngine says which);

@@ -41,7 +41,7 @@ func TestFileReceiveToFile(t *testing.T) {
 			data := make([]byte, size)
 			rand.Read(data)
 			ctx := tctx(t, 120*time.Second)
-			conn, err := api.NewNet(p.Pair.A).DialContext(ctx, "tcp", "192.0.2.2:5010")
+			conn, err := p.A.Net().DialContext(ctx, "tcp", "192.0.2.2:5010")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -15,25 +15,57 @@ import (
 	"github.com/zcnet/zcnet/stack"
 )
 
-// Net opens connections on one zcnet stack with the shapes of package net,
+// Net opens connections on one zcnet Stack with the shapes of package net,
 // so existing code (net/http, TLS, gRPC) runs over zcnet unchanged:
 //
-//	n := api.NewNet(st)
+//	n := s.Net() // s is an *api.Stack
 //	tr := &http.Transport{DialContext: n.DialContext}
 //	ln, _ := n.Listen("tcp", "192.0.2.2:80")
 //	http.Serve(ln, handler)
 //
 // Addresses are numeric ("192.0.2.2:80", "[2001:db8::2]:80"); zcnet has no
 // resolver, so a host name is an error (ErrAddress), never a lookup.
+//
+// Every connection, listener and packet conn is a Socket of the Stack
+// underneath: it has the Stack's default association with its pool, its
+// received data is handed over from the stack without a copy, and Stack
+// Close closes it (calls then fail with net.ErrClosed). What package net's
+// shapes add is one copy in each direction, and the copy budget books
+// both (Counters, and Stats on each conn):
+//
+//   - Read and ReadFrom copy the handed-over bytes into the caller's slice:
+//     the only receive copy, as in package net. Each byte read moves from
+//     RxHandedOver to RxCopied, so a stream read through the adapters ends
+//     with RxCopied equal to the bytes read and RxHandedOver zero. A byte
+//     the socket itself had to copy (see "Where bytes are copied" in the
+//     package doc) is copied twice and counted twice in RxCopied.
+//   - Write and WriteTo copy the caller's slice into the stack's send
+//     buffer once (TxCopied), as Send does; nothing else copies.
+//
+// The unread rest of a hand-off waits in the conn for the next Read and
+// is released as soon as it has been read, so a conn holds at most one
+// partly read Buf beside what its socket has queued.
 type Net struct {
-	st *stack.Stack
+	s *Stack // immutable
 }
 
-// NewNet returns a Net over st.
-func NewNet(st *stack.Stack) *Net { return &Net{st: st} }
+// NewNet returns a Net over s; Stack.Net does the same.
+func NewNet(s *Stack) *Net { return &Net{s: s} }
 
-// Stack returns the stack n opens connections on.
-func (n *Net) Stack() *stack.Stack { return n.st }
+// Stack returns the Stack n opens connections on.
+func (n *Net) Stack() *Stack { return n.s }
+
+// ready reports why n cannot open sockets: a Net needs the Stack's pool,
+// whose association bounds what each conn holds (Options.Pool).
+func (n *Net) ready() error {
+	if n == nil || n.s == nil {
+		return fmt.Errorf("%w: Net without a Stack (use Stack.Net)", ErrAssoc)
+	}
+	if n.s.opts.Pool == nil {
+		return fmt.Errorf("%w: the net adapters need Options.Pool to receive into", ErrAssoc)
+	}
+	return nil
+}
 
 // family is what a network name asks of addresses.
 type family int

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/tap"
 )
@@ -113,7 +114,21 @@ func FuzzNetDial(f *testing.F) {
 	}}); err != nil {
 		f.Fatal(err)
 	}
-	n := NewNet(st)
+	pool, err := dmapool.New(dmapool.Config{Size: 4 << 20, Pin: dmapool.PinOff})
+	if err != nil {
+		f.Fatal(err)
+	}
+	s, err := New(st, Options{Pool: pool})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() {
+		s.Close()
+		if err := pool.Close(); err != nil {
+			f.Errorf("pool not empty at the end: %v", err)
+		}
+	})
+	n := s.Net()
 	f.Fuzz(func(t *testing.T, network, address string) {
 		check := func(op string, err error) {
 			t.Helper()

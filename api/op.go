@@ -29,6 +29,21 @@ import (
 // with a wait instead). A multishot receive reserves one slot at a time;
 // when the channel is full it pauses, and resumes when the consumer makes
 // room — backpressure, never loss.
+//
+// A TCP send can complete twice (liburing's zero-copy send and its
+// notification): with Op.Ack set, the first completion, flagged
+// evchan.FlagMore, says the stack has taken the bytes (the Buf is released
+// and Result is the bytes sent), and a second one, flagged FlagAcked, says
+// the peer's TCP has acknowledged every one of them. Submit reserves both
+// slots. Acknowledgement completions of one socket come in submission
+// order, never before the first completion of the same op, and never before
+// the peer's acknowledgement of the op's last byte has reached the stack.
+// The op is done (Err, Result, Suspend) after the second, and an OpClose
+// queued after it waits for it. If the connection fails first, the second
+// completion carries ECONNRESET; if the socket is closed first, EBADF;
+// Cancel between the two, ECANCELED. This needs a stack built with
+// stack.Options.TCPAckEvents; Submit rejects Ack on UDP, on other kinds,
+// and on a stack without it (errors.Is(err, stack.ErrAckEventsOff)).
 
 // OpKind is what an Op does; it is the Op field of its completion events.
 type OpKind uint16
@@ -40,7 +55,7 @@ const (
 	OpSend                        // send Op.Buf (taken over at Submit): Result bytes sent
 	OpAccept                      // accept on a listening socket: Buffer the new *Socket (SocketOf)
 	OpConnect                     // connect a socket from Stack.NewTCP to Op.Addr
-	OpClose                       // close the socket once the sends queued before it have completed
+	OpClose                       // close the socket once the sends queued before it have completed (both completions of a send with Ack)
 
 	// opFileBase starts the kinds of file, pipe and FIFO operations
 	// (file.go), which go to the stack's file engine, not to a socket.
@@ -62,6 +77,12 @@ const (
 	// FlagEOF marks a receive completion that found the end of the stream:
 	// Result is 0 and there is no Buffer.
 	FlagEOF evchan.Flags = 1 << 16
+	// FlagAcked marks the second completion of an OpSend with Op.Ack.
+	// Result is the bytes sent; with Errno 0 the peer has acknowledged
+	// every one of them, otherwise the acknowledgement will not be
+	// reported (ECONNRESET: the connection failed; EBADF: the socket was
+	// closed; ECANCELED: Cancel).
+	FlagAcked evchan.Flags = 1 << 17
 )
 
 // Errors of asynchronous operations.
@@ -88,6 +109,7 @@ type Op struct {
 	Data   any             // returned in the completion's Data (the paper's void *data)
 	Buf    Buf             // OpSend: the buffer to send; Submit takes it over
 	Addr   netip.AddrPort  // OpSend: destination (UDP; zero: connected peer). OpConnect: peer
+	Ack    bool            // OpSend, TCP: complete again (FlagAcked) once the peer has acknowledged the bytes
 
 	// File operations (file.go): OpRead … OpFdatasync. Op.Buf, when set,
 	// is taken over at Submit (OpWrite releases it, OpRead hands it back).
@@ -108,6 +130,12 @@ type Op struct {
 	resume atomic.Pointer[resumed]
 	// cancelled marks a paused multishot whose Cancel waits for a slot.
 	cancelled bool // +checklocks:Sock.opMu
+
+	// OpSend with Ack (ack.go): awaitingAck marks the op between its two
+	// completions, waiting until the socket's stack.AckWatch has Acked
+	// ackEnd bytes (its Written count after the op's last byte).
+	awaitingAck bool   // +checklocks:Sock.opMu
+	ackEnd      uint64 // +checklocks:Sock.opMu
 }
 
 // resumed carries the slot ReserveFunc granted a paused multishot (or the
@@ -239,9 +267,9 @@ func (s *Stack) Submit(ctx context.Context, wait bool, ops ...*Op) error {
 	for i, op := range ops {
 		var err error
 		if wait {
-			op.credit, err = op.EC.ReserveContext(ctx, 1)
+			op.credit, err = op.EC.ReserveContext(ctx, op.completions())
 		} else {
-			op.credit, err = op.EC.Reserve(1)
+			op.credit, err = op.EC.Reserve(op.completions())
 		}
 		if err != nil {
 			for _, o := range ops[:i] {
@@ -292,6 +320,8 @@ func (s *Stack) check(op *Op) error {
 		return fmt.Errorf("%w: already submitted (an Op is used once)", ErrInvalidOp)
 	case op.EC == nil:
 		return fmt.Errorf("%w: no event channel", ErrInvalidOp)
+	case op.Ack && op.Kind != OpSend:
+		return fmt.Errorf("%w: Ack is for OpSend, not %v", ErrInvalidOp, op.Kind)
 	case op.Kind >= opFileBase:
 		return s.files.check(op)
 	case op.Sock == nil:
@@ -316,6 +346,11 @@ func (s *Stack) check(op *Op) error {
 		if err := op.Buf.Valid(); err != nil {
 			return fmt.Errorf("%w: send: %w", ErrInvalidOp, err)
 		}
+		if op.Ack {
+			if err := op.Sock.checkAck(); err != nil {
+				return err
+			}
+		}
 	case OpConnect:
 		if !op.Addr.IsValid() {
 			return fmt.Errorf("%w: connect without an address", ErrInvalidOp)
@@ -325,6 +360,15 @@ func (s *Stack) check(op *Op) error {
 		return fmt.Errorf("%w: kind %v", ErrInvalidOp, op.Kind)
 	}
 	return nil
+}
+
+// completions is the number of completion events op posts: two for a send
+// that also reports the peer's acknowledgement, else one.
+func (op *Op) completions() int {
+	if op.Kind == OpSend && op.Ack {
+		return 2
+	}
+	return 1
 }
 
 // Cancel cancels a submitted op that has not completed (aio_cancel): it
@@ -373,11 +417,23 @@ func (op *Op) Cancel() error {
 //
 // +checklocks:op.Sock.opMu
 func (op *Op) completeLocked(ev evchan.Event, err error) {
+	if op.awaitingAck {
+		// The second completion of a send with Ack (ack.go), whatever
+		// ends it: acknowledgement, failure, close or Cancel.
+		ev.Flags |= FlagAcked
+		ev.Result = op.res
+	}
 	op.post(ev)
 	op.res, op.err = ev.Result, err
 	op.credit.Release()
 	op.state.Store(opDone)
 	close(op.done)
+	op.releaseBuf()
+}
+
+// releaseBuf frees the Buf a send took over at Submit, once the stack has
+// its bytes (or the send failed).
+func (op *Op) releaseBuf() {
 	if op.Kind == OpSend && op.Buf.h != nil {
 		h := op.Buf.h
 		owner, n := h.owner, len(h.data)

@@ -49,6 +49,14 @@ type Socket struct {
 
 	latestWins atomic.Bool // UDP: a full queue drops the oldest datagram
 
+	// ack tracks the peer's acknowledgements of a connected TCP socket on
+	// a stack with stack.Options.TCPAckEvents (ack.go); nil otherwise.
+	// Set once, when the connection is established, before any write.
+	ack atomic.Pointer[stack.AckWatch]
+	// ackWaiting mirrors len(as2.ackWaits) for the watch's notify, which
+	// cannot take opMu.
+	ackWaiting atomic.Int32
+
 	rmu     sync.Mutex // serialises receivers
 	pending []received // +checklocks:rmu; read from the stack, not yet returned
 }
@@ -169,6 +177,10 @@ func (sock *Socket) acceptOne() (*Socket, error) {
 		return nil, err
 	}
 	child.flow = flow
+	if err := child.watchAcks(); err != nil {
+		child.Close()
+		return nil, err
+	}
 	return child, nil
 }
 
@@ -219,6 +231,10 @@ func (s *Stack) DialTCP(ctx context.Context, raddr netip.AddrPort) (*Socket, err
 		return nil, errnoError("connect", terr)
 	}
 	sock.laddr, sock.raddr = localAddr(ep), raddr
+	if err := sock.watchAcks(); err != nil {
+		sock.Close()
+		return nil, err
+	}
 	return sock, nil
 }
 
@@ -633,7 +649,10 @@ func (sock *Socket) SendTo(ctx context.Context, b Buf, to netip.AddrPort) (int, 
 // buffer: no copy in user space. fill is called with consecutive parts of
 // the n bytes (each at most 64 KiB, in order) and returns how many bytes it
 // wrote into each; returning less than the part's length ends the send
-// there. SendFunc returns the bytes sent.
+// there. SendFunc returns the bytes sent. On a stack with
+// stack.Options.TCPAckEvents, fill runs while the stack holds the
+// connection's lock (see stack.AckWatch.Write): it must not call the
+// socket.
 func (sock *Socket) SendFunc(ctx context.Context, n int, fill func(p []byte) int) (int, error) {
 	if n <= 0 || fill == nil {
 		return 0, fmt.Errorf("sendfunc: %w", sockErr(syscall.EINVAL))
@@ -705,7 +724,7 @@ func (sock *Socket) write(ctx context.Context, r payloader, n int, to netip.Addr
 			return written, net.ErrClosed
 		default:
 		}
-		m, terr := sock.ep.Write(r, opts)
+		m, terr := sock.epWrite(r, opts)
 		written += int(m)
 		if terr == nil {
 			if sock.proto == udp.ProtocolNumber {
@@ -740,6 +759,9 @@ func (sock *Socket) Close() error {
 	sock.opMu.Lock()
 	sock.failAllLocked(net.ErrClosed)
 	sock.opMu.Unlock()
+	if w := sock.ack.Load(); w != nil {
+		w.Close()
+	}
 	sock.rmu.Lock()
 	for _, r := range sock.pending {
 		r.b.Release()

@@ -95,7 +95,7 @@ func TestZeroCopyTCPReceive(t *testing.T) {
 			accepted := p.accept(t, tc.addr)
 			data := make([]byte, size)
 			rand.Read(data)
-			conn, err := api.NewNet(p.Pair.A).DialContext(tctx(t, 30*time.Second), "tcp", tc.addr)
+			conn, err := p.A.Net().DialContext(tctx(t, 30*time.Second), "tcp", tc.addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -138,7 +138,7 @@ func TestZeroCopyTCPReceive(t *testing.T) {
 func TestSendFuncCopiesNothing(t *testing.T) {
 	p := newZCPair(t, 0)
 	const size = 8 << 20
-	ln, err := api.NewNet(p.Pair.B).Listen("tcp", "192.0.2.2:5002")
+	ln, err := p.B.Net().Listen("tcp", "192.0.2.2:5002")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func TestBackpressure(t *testing.T) {
 	const assoc = 256 << 10
 	p := newZCPair(t, assoc)
 	accepted := p.accept(t, "192.0.2.2:5004")
-	conn, err := api.NewNet(p.Pair.A).DialContext(tctx(t, 30*time.Second), "tcp", "192.0.2.2:5004")
+	conn, err := p.A.Net().DialContext(tctx(t, 30*time.Second), "tcp", "192.0.2.2:5004")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,7 +110,7 @@ func (s *Stack) Pool() *dmapool.Pool { return s.opts.Pool }
 
 // Net returns the net-shaped adapters (DialContext, Listen, ListenPacket)
 // over the same stack.
-func (s *Stack) Net() *Net { return NewNet(s.st) }
+func (s *Stack) Net() *Net { return NewNet(s) }
 
 // Reserve returns a writable n-byte buffer from the stack's pool, to fill
 // and Send (which takes it over) or Release.
@@ -140,10 +140,10 @@ type counters struct {
 // Counters is a snapshot of the copy budget.
 type Counters struct {
 	RxHandedOver uint64 // received bytes handed over without a copy
-	RxCopied     uint64 // received bytes copied into pool memory
+	RxCopied     uint64 // received bytes copied into pool memory, or by a net adapter's Read into the caller's slice
 	RxHandoffs   uint64 // received buffers handed to the application
 	TxInPlace    uint64 // bytes sent by SendFunc, written straight into the stack's buffers
-	TxCopied     uint64 // bytes sent by Send, copied from a Buf into the stack
+	TxCopied     uint64 // bytes sent by Send or a net adapter's Write, copied into the stack
 	DropsNoRoom  uint64 // UDP datagrams dropped for lack of association room
 	DropsOldest  uint64 // UDP datagrams dropped by latest-wins
 	DropsNoPool  uint64 // UDP datagrams lost because no pool memory was left to copy them into

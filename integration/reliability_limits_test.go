@@ -157,7 +157,7 @@ func TestReliabilityPoolExhausted(t *testing.T) {
 	tcpDone := make(chan error, 1)
 	data := bytes.Repeat([]byte("zcnet pool exhausted "), (4<<20)/21)
 	go func() {
-		c, err := api.NewNet(p.Pair.A).DialContext(ctx, "tcp", "192.0.2.2:7401")
+		c, err := p.A.Net().DialContext(ctx, "tcp", "192.0.2.2:7401")
 		if err != nil {
 			tcpDone <- err
 			return
@@ -363,7 +363,7 @@ func TestReliabilityAssocFull(t *testing.T) {
 	socks := make([]*api.Socket, conns)
 	for i := range conns {
 		data[i] = newRelStream(byte(i), size).bytes()
-		c, err := api.NewNet(p.Pair.A).DialContext(ctx, "tcp", "192.0.2.2:7420")
+		c, err := p.A.Net().DialContext(ctx, "tcp", "192.0.2.2:7420")
 		if err != nil {
 			t.Fatal(err)
 		}

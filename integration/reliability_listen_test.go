@@ -23,7 +23,7 @@ import (
 // flow is registered under it, which no packet's key names.
 func TestReliabilityListenUnspecified(t *testing.T) {
 	p := newLimPair(t, stacktest.Config{}, 16<<20, 0)
-	n := api.NewNet(p.Pair.B)
+	n := p.B.Net()
 	for i, addr := range []string{"0.0.0.0", "::"} {
 		port := 7440 + 2*i
 		hp := net.JoinHostPort(addr, relItoa(uint16(port)))
@@ -52,7 +52,7 @@ func TestReliabilityListenUnspecified(t *testing.T) {
 			s := newRelStream(7, 4<<20)
 			sent := make(chan error, 1)
 			go func() {
-				c, err := api.NewNet(p.Pair.A).DialContext(ctx, "tcp", net.JoinHostPort(stacktest.AddrB.String(), relItoa(uint16(port+1))))
+				c, err := p.A.Net().DialContext(ctx, "tcp", net.JoinHostPort(stacktest.AddrB.String(), relItoa(uint16(port+1))))
 				if err != nil {
 					sent <- err
 					return

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/stack/stacktest"
 )
@@ -34,7 +35,7 @@ func BenchmarkTCPBuffer(b *testing.B) {
 }
 
 func benchStream(b *testing.B, p *stacktest.Pair) {
-	ln, err := api.NewNet(p.B).Listen("tcp", "192.0.2.2:9")
+	ln, err := apitest.Net(b, p.B).Listen("tcp", "192.0.2.2:9")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -50,7 +51,7 @@ func benchStream(b *testing.B, p *stacktest.Pair) {
 		n, _ := io.Copy(io.Discard, c)
 		got <- n
 	}()
-	c, err := api.NewNet(p.A).DialContext(context.Background(), "tcp", "192.0.2.2:9")
+	c, err := apitest.Net(b, p.A).DialContext(context.Background(), "tcp", "192.0.2.2:9")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -90,7 +90,6 @@ func demo(cfg demoConfig, out io.Writer, log *slog.Logger) error {
 	}
 	defer clientZ.Close()
 	defer serverZ.Close()
-	client := clientZ.st
 	svc := newServices(serverZ, log)
 	if err := svc.startAll(); err != nil {
 		return err
@@ -99,7 +98,7 @@ func demo(cfg demoConfig, out io.Writer, log *slog.Logger) error {
 
 	fmt.Fprintf(out, "zcnet demo: two gVisor stacks in this process, %v <-> %v over an in-process Ethernet link, MTU %d\n",
 		demoClient.Addr(), demoServer.Addr(), cfg.mtu)
-	n := api.NewNet(client)
+	n := clientZ.zs.Net()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second+cfg.duration)
 	defer cancel()
 

@@ -196,7 +196,7 @@ func TestMetricsScrape(t *testing.T) {
 
 	// -stack-metrics: the same metrics on the stack's status page, fetched
 	// over zcnet from the other stack.
-	hc := &http.Client{Transport: &http.Transport{DialContext: api.NewNet(env.stacks[0].st).DialContext}, Timeout: 20 * time.Second}
+	hc := &http.Client{Transport: &http.Transport{DialContext: env.stacks[0].zs.Net().DialContext}, Timeout: 20 * time.Second}
 	defer hc.CloseIdleConnections()
 	resp, err := hc.Get("http://192.0.2.2/metrics")
 	if err != nil {

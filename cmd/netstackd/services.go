@@ -277,7 +277,7 @@ func writeSorted(w io.Writer, m map[string]uint64) {
 // startHTTP serves the status page on port 80 of the stack, with /metrics
 // when metrics is non-nil.
 func (s *services) startHTTP(metrics http.Handler) error {
-	ln, err := api.NewNet(s.st).Listen("tcp", ":80")
+	ln, err := s.z.zs.Net().Listen("tcp", ":80")
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/stack/stacktest"
 )
@@ -73,7 +74,7 @@ func TestMeasurements(t *testing.T) {
 			} else if err := zcnetNet(srv, a.Net()); err != nil {
 				t.Fatal(err)
 			}
-			cl := &client{dial: netDialer{n: api.NewNet(p.A)}, grace: 10 * time.Second}
+			cl := &client{dial: netDialer{n: apitest.Net(t, p.A)}, grace: 10 * time.Second}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			for _, f := range allFigures {
@@ -107,7 +108,7 @@ func TestDownloadWithoutStreamsLeavesNoPlans(t *testing.T) {
 	srv := newServer(netip.AddrPortFrom(stacktest.AddrB, portZC), 30*time.Second, time.Minute)
 	defer srv.close(10 * time.Second)
 	// Nothing listens on B: the dial is refused.
-	cl := &client{dial: netDialer{n: api.NewNet(p.A)}, grace: time.Second}
+	cl := &client{dial: netDialer{n: apitest.Net(t, p.A)}, grace: time.Second}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := cl.download(ctx, srv, 2, 100*time.Millisecond); err == nil {

@@ -1,0 +1,475 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/zcnet/zcnet/stack"
+)
+
+// TCPConn is a TCP connection on a zcnet Stack; it implements net.Conn with
+// package net's semantics: Read returns io.EOF at the peer's FIN, deadlines
+// fail operations with os.ErrDeadlineExceeded, and operations after Close
+// fail with net.ErrClosed.
+//
+// It is a Socket underneath. Read takes the socket's zero-copy hand-offs and
+// copies them into the caller's slice, the one receive copy of this
+// interface; Write copies the caller's slice into the stack's send buffer,
+// the one send copy. Both are counted (Stats, Stack.Counters).
+type TCPConn struct {
+	sock    *Socket
+	network string
+	laddr   *net.TCPAddr // immutable
+	raddr   *net.TCPAddr // immutable
+
+	rdl, wdl *deadline // immutable pointers
+
+	closing   atomic.Bool // set by the first Close
+	closeOnce sync.Once
+
+	// readMu serialises readers, as a stream has one order. cur is the
+	// hand-off being read: its bytes before off have been copied out, the
+	// rest wait for the next Read. cur is the zero Buf when nothing is
+	// partly read; a Buf is released as soon as its last byte is copied.
+	readMu sync.Mutex
+	cur    Buf   // +checklocks:readMu
+	off    int   // +checklocks:readMu
+	rerr   error // +checklocks:readMu; an error met after copying some bytes, for the next Read
+
+	writeMu sync.Mutex // serialises writers, so writes do not interleave
+}
+
+var _ net.Conn = (*TCPConn)(nil)
+
+func newTCPConn(network string, sock *Socket) *TCPConn {
+	c := &TCPConn{sock: sock, network: network, rdl: newDeadline(), wdl: newDeadline()}
+	c.laddr = net.TCPAddrFromAddrPort(sock.LocalAddr())
+	if ra := sock.RemoteAddr(); ra.IsValid() {
+		c.raddr = net.TCPAddrFromAddrPort(ra)
+	}
+	return c
+}
+
+func (c *TCPConn) opErr(op string, err error) error {
+	return opError(op, c.network, c.laddr, c.raddr, err)
+}
+
+// closed reports whether the conn, or the Stack under it, is closed.
+func (c *TCPConn) closed() bool { return c.closing.Load() || c.sock.isClosed() }
+
+// Read implements net.Conn.Read. It waits for the first bytes (until the
+// read deadline), then copies what is ready, up to len(b), without waiting
+// again.
+func (c *TCPConn) Read(b []byte) (int, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if c.closed() {
+		return 0, c.opErr("read", net.ErrClosed)
+	}
+	if c.rdl.expired() {
+		return 0, c.opErr("read", errDeadline)
+	}
+	if len(b) == 0 {
+		return 0, nil
+	}
+	n := c.copyOutLocked(b)
+	if n == 0 && c.rerr != nil {
+		err := c.rerr
+		if err != io.EOF {
+			c.rerr = nil // an error is reported once; EOF stays
+		}
+		return 0, c.readErr(err)
+	}
+	for n < len(b) && c.rerr == nil {
+		var ctx context.Context // nil: take only what is ready
+		if n == 0 {
+			ctx = c.rdl.ctx()
+		}
+		h, _, err := c.sock.recv(ctx)
+		if err != nil {
+			if n == 0 {
+				if err == io.EOF {
+					c.rerr = err
+				}
+				return 0, c.readErr(err)
+			}
+			if !errors.Is(err, ErrWouldBlock) {
+				c.rerr = err // the bytes first; the error on the next Read
+			}
+			break
+		}
+		c.cur, c.off = h, 0
+		n += c.copyOutLocked(b[n:])
+	}
+	return n, nil
+}
+
+// copyOutLocked copies the unread bytes of the current hand-off into b,
+// books the copy, and releases the hand-off once it is read to its end.
+//
+// +checklocks:c.readMu
+func (c *TCPConn) copyOutLocked(b []byte) int {
+	data := c.cur.Bytes()
+	if data == nil {
+		return 0
+	}
+	n := copy(b, data[c.off:])
+	c.off += n
+	c.sock.countReadCopy(n, c.cur.Copied())
+	if c.off == len(data) {
+		c.cur.Release()
+		c.cur, c.off = Buf{}, 0
+	}
+	return n
+}
+
+// readErr is the error Read returns for a socket error: net.ErrClosed once
+// the conn is closed (a Read that raced with Close can find the endpoint
+// already shut), else io.EOF bare, as package net returns it, and anything
+// else in a *net.OpError.
+func (c *TCPConn) readErr(err error) error {
+	if c.closed() {
+		return c.opErr("read", net.ErrClosed)
+	}
+	if err == io.EOF {
+		return io.EOF
+	}
+	return c.opErr("read", err)
+}
+
+// Write implements net.Conn.Write. It returns when all of b is in the
+// stack's send buffer, or with the count written before an error.
+func (c *TCPConn) Write(b []byte) (int, error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.closed() {
+		return 0, c.opErr("write", net.ErrClosed)
+	}
+	if c.wdl.expired() {
+		return 0, c.opErr("write", errDeadline)
+	}
+	if len(b) == 0 {
+		return 0, nil
+	}
+	var r bytes.Reader
+	r.Reset(b)
+	n, err := c.sock.write(c.wdl.ctx(), &r, len(b), netip.AddrPort{})
+	c.sock.countWriteCopy(n)
+	if err != nil {
+		if c.closed() {
+			err = net.ErrClosed // not the EPIPE of an endpoint closed under the write
+		}
+		return n, c.opErr("write", err)
+	}
+	return n, nil
+}
+
+// Close implements net.Conn.Close: it closes the socket (a FIN; the stack
+// holds nothing unread, the socket having taken it) and wakes blocked Read
+// and Write calls with net.ErrClosed. The partly read hand-off and
+// everything the socket had queued are released.
+func (c *TCPConn) Close() error {
+	err := c.opErr("close", net.ErrClosed)
+	c.closeOnce.Do(func() {
+		c.closing.Store(true)
+		c.rdl.stop()
+		c.wdl.stop()
+		c.sock.Close() // wakes a blocked Read, which then lets go of readMu
+		c.readMu.Lock()
+		if c.cur.valid() {
+			c.cur.Release()
+		}
+		c.cur, c.off = Buf{}, 0
+		c.readMu.Unlock()
+		err = nil
+	})
+	return err
+}
+
+// CloseRead shuts down the reading side.
+func (c *TCPConn) CloseRead() error {
+	if c.closed() {
+		return c.opErr("close", net.ErrClosed)
+	}
+	if terr := c.sock.ep.Shutdown(tcpip.ShutdownRead); terr != nil {
+		return c.opErr("close", errnoError("shutdown", terr))
+	}
+	return nil
+}
+
+// CloseWrite shuts down the writing side: the peer reads EOF once it has
+// everything written before.
+func (c *TCPConn) CloseWrite() error {
+	if c.closed() {
+		return c.opErr("close", net.ErrClosed)
+	}
+	if terr := c.sock.ep.Shutdown(tcpip.ShutdownWrite); terr != nil {
+		return c.opErr("close", errnoError("shutdown", terr))
+	}
+	return nil
+}
+
+// LocalAddr implements net.Conn.LocalAddr.
+func (c *TCPConn) LocalAddr() net.Addr { return c.laddr }
+
+// RemoteAddr implements net.Conn.RemoteAddr.
+func (c *TCPConn) RemoteAddr() net.Addr { return c.raddr }
+
+// SetDeadline implements net.Conn.SetDeadline.
+func (c *TCPConn) SetDeadline(t time.Time) error {
+	c.rdl.set(t)
+	c.wdl.set(t)
+	return nil
+}
+
+// SetReadDeadline implements net.Conn.SetReadDeadline.
+func (c *TCPConn) SetReadDeadline(t time.Time) error { c.rdl.set(t); return nil }
+
+// SetWriteDeadline implements net.Conn.SetWriteDeadline.
+func (c *TCPConn) SetWriteDeadline(t time.Time) error { c.wdl.set(t); return nil }
+
+// SetNoDelay controls Nagle's algorithm; on by default, as in package net.
+func (c *TCPConn) SetNoDelay(noDelay bool) error {
+	c.sock.ep.SocketOptions().SetDelayOption(!noDelay)
+	return nil
+}
+
+// Stats returns the copy budget and memory of the socket under c.
+func (c *TCPConn) Stats() SocketStats { return c.sock.Stats() }
+
+// DialTCP connects from laddr (zero: chosen by the stack) to raddr. ctx
+// bounds the handshake.
+func (n *Net) DialTCP(ctx context.Context, network string, laddr, raddr netip.AddrPort) (*TCPConn, error) {
+	if network == "" {
+		network = "tcp"
+	}
+	_, f, err := parseNetwork(network)
+	if err == nil {
+		err = n.ready()
+	}
+	if err != nil {
+		return nil, opError("dial", network, nil, nil, err)
+	}
+	sock, err := n.s.dialTCPFrom(ctx, f, laddr, raddr)
+	if err != nil {
+		var src net.Addr
+		if laddr.IsValid() {
+			src = net.TCPAddrFromAddrPort(laddr)
+		}
+		return nil, opError("dial", network, src, net.TCPAddrFromAddrPort(raddr), err)
+	}
+	return newTCPConn(network, sock), nil
+}
+
+// TCPListener accepts TCP connections on a zcnet Stack; it implements
+// net.Listener. It is a listening Socket underneath.
+type TCPListener struct {
+	sock    *Socket
+	network string
+	addr    *net.TCPAddr // immutable
+	dl      *deadline    // immutable pointer
+
+	closing   atomic.Bool
+	closeOnce sync.Once
+}
+
+var _ net.Listener = (*TCPListener)(nil)
+
+// ListenTCP listens on laddr; the zero address listens on every address of
+// the stack, port 0 picks a free port.
+func (n *Net) ListenTCP(network string, laddr netip.AddrPort) (*TCPListener, error) {
+	if network == "" {
+		network = "tcp"
+	}
+	_, f, err := parseNetwork(network)
+	if err == nil {
+		err = n.ready()
+	}
+	if err != nil {
+		return nil, opError("listen", network, nil, nil, err)
+	}
+	sock, err := n.s.listenTCPFam(f, laddr)
+	if err != nil {
+		return nil, opError("listen", network, nil, net.TCPAddrFromAddrPort(laddr), err)
+	}
+	return &TCPListener{sock: sock, network: network, addr: net.TCPAddrFromAddrPort(sock.LocalAddr()), dl: newDeadline()}, nil
+}
+
+// Accept implements net.Listener.Accept.
+func (l *TCPListener) Accept() (net.Conn, error) {
+	c, err := l.AcceptTCP()
+	if err != nil {
+		return nil, err // not a typed nil in a non-nil interface
+	}
+	return c, nil
+}
+
+// AcceptTCP waits for and returns the next connection, until the deadline
+// (SetDeadline) or Close.
+func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
+	if l.closing.Load() || l.sock.isClosed() {
+		return nil, l.opErr(net.ErrClosed)
+	}
+	if l.dl.expired() {
+		return nil, l.opErr(errDeadline)
+	}
+	sock, err := l.sock.Accept(l.dl.ctx())
+	if err != nil {
+		if l.closing.Load() || l.sock.isClosed() {
+			err = net.ErrClosed
+		}
+		return nil, l.opErr(err)
+	}
+	return newTCPConn(l.network, sock), nil
+}
+
+func (l *TCPListener) opErr(err error) error {
+	return opError("accept", l.network, nil, l.addr, err)
+}
+
+// SetDeadline bounds Accept, as net.TCPListener.SetDeadline does.
+func (l *TCPListener) SetDeadline(t time.Time) error { l.dl.set(t); return nil }
+
+// Close implements net.Listener.Close: pending Accept calls fail with
+// net.ErrClosed and connections not yet accepted are reset.
+func (l *TCPListener) Close() error {
+	err := opError("close", l.network, nil, l.addr, net.ErrClosed)
+	l.closeOnce.Do(func() {
+		l.closing.Store(true)
+		l.dl.stop()
+		l.sock.Close()
+		err = nil
+	})
+	return err
+}
+
+// Addr implements net.Listener.Addr.
+func (l *TCPListener) Addr() net.Addr { return l.addr }
+
+// errDeadline is the error a passed deadline gives, as in package net.
+var errDeadline = os.ErrDeadlineExceeded
+
+// netEndpoint makes a gVisor endpoint for the net adapters: of the family
+// the network name asks for, or the address's, and IPv6-only for "tcp6" and
+// "udp6".
+func (s *Stack) netEndpoint(proto tcpip.TransportProtocolNumber, f family, a netip.Addr) (tcpip.Endpoint, *waiter.Queue, error) {
+	wq := new(waiter.Queue)
+	ep, terr := s.st.Netstack().NewEndpoint(proto, netProto(f, a), wq)
+	if terr != nil {
+		return nil, nil, errnoError("socket", terr)
+	}
+	if f == fam6 {
+		ep.SocketOptions().SetV6Only(true)
+	}
+	return ep, wq, nil
+}
+
+// dialTCPFrom is Stack.DialTCP with a family and a local address: the
+// socket is bound (to laddr, or an ephemeral port) and its zero-copy flow
+// registered before the handshake, so no data can arrive unregistered.
+func (s *Stack) dialTCPFrom(ctx context.Context, f family, laddr, raddr netip.AddrPort) (*Socket, error) {
+	ep, wq, err := s.netEndpoint(tcp.ProtocolNumber, f, raddr.Addr())
+	if err != nil {
+		return nil, err
+	}
+	sock, err := s.newSocket(tcp.ProtocolNumber, ep, wq)
+	if err != nil {
+		return nil, err
+	}
+	if terr := ep.Bind(stack.FullAddress(laddr, 0)); terr != nil {
+		sock.Close()
+		return nil, errnoError("bind", terr)
+	}
+	port := localAddr(ep).Port()
+	if sock.flow, err = s.st.RegisterFlow(tcp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), port), raddr, s.opts.MaxShadowBytes); err != nil {
+		sock.Close()
+		return nil, err
+	}
+	entry, ch := waiter.NewChannelEntry(waiter.WritableEvents)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
+	terr := ep.Connect(stack.FullAddress(raddr, 0))
+	if _, ok := terr.(*tcpip.ErrConnectStarted); ok {
+		select {
+		case <-ch:
+			terr = ep.LastError()
+		case <-ctx.Done():
+			sock.Close()
+			return nil, ctxErr(ctx)
+		case <-sock.closed: // the Stack closed under the dial
+			return nil, net.ErrClosed
+		}
+	}
+	if terr != nil {
+		sock.Close()
+		return nil, errnoError("connect", terr)
+	}
+	sock.laddr, sock.raddr = localAddr(ep), raddr
+	return sock, nil
+}
+
+// listenTCPFam is Stack.ListenTCP with a family (see netEndpoint).
+func (s *Stack) listenTCPFam(f family, laddr netip.AddrPort) (*Socket, error) {
+	ep, wq, err := s.netEndpoint(tcp.ProtocolNumber, f, laddr.Addr())
+	if err != nil {
+		return nil, err
+	}
+	if terr := ep.Bind(stack.FullAddress(laddr, 0)); terr != nil {
+		ep.Close()
+		return nil, errnoError("bind", terr)
+	}
+	if terr := ep.Listen(ListenBacklog); terr != nil {
+		ep.Close()
+		return nil, errnoError("listen", terr)
+	}
+	sock, err := s.newSocket(tcp.ProtocolNumber, ep, wq)
+	if err != nil {
+		return nil, err
+	}
+	sock.listening = true
+	sock.laddr = localAddr(ep)
+	// A connection's first data can arrive before Accept: the listener's
+	// flow keeps its shadows until the accepted socket takes them.
+	if sock.flow, err = s.st.RegisterFlow(tcp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), sock.laddr.Port()), netip.AddrPort{}, s.opts.MaxShadowBytes); err != nil {
+		sock.Close()
+		return nil, err
+	}
+	return sock, nil
+}
+
+// countReadCopy books n received bytes that a net adapter's Read copied
+// into the caller's slice. Bytes the socket handed over move from the
+// handed-over column to the copied one; bytes the socket had already
+// copied into the pool are copied a second time, and counted again.
+func (sock *Socket) countReadCopy(n int, alreadyCopied bool) {
+	if n == 0 {
+		return
+	}
+	if alreadyCopied {
+		sock.count(0, n)
+		return
+	}
+	sock.count(-n, n)
+}
+
+// countWriteCopy books n bytes a net adapter's Write copied from the
+// caller's slice into the stack's send buffer.
+func (sock *Socket) countWriteCopy(n int) {
+	if n <= 0 {
+		return
+	}
+	sock.c.txCopied.Add(uint64(n))
+	sock.s.c.txCopied.Add(uint64(n))
+}
