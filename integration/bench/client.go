@@ -295,8 +295,22 @@ func (c *client) udpFlood(ctx context.Context, srv *server, d time.Duration) (sa
 	elapsed := time.Since(start)
 	recv := srv.udpRecv.Load() - r0
 	cpu := processCPU() - cpu0
+	// Datagrams still queued for this server (in the TAP's queue, the
+	// stack, the socket) reach it after the window. Let them, before the
+	// next measurement opens its window: on a link shared by two
+	// contenders (zcnet and zcnet-netconn) the next one's datagrams would
+	// otherwise wait behind this backlog, and a stack slower than the
+	// queue is long can spend the whole next window draining it.
+	tick := time.NewTicker(udpQuiet)
+	defer tick.Stop()
+	timeout := time.NewTimer(c.grace)
+	defer timeout.Stop()
+	drained := settle(ctx, srv.udpRecv.Load, tick.C, timeout.C)
 	if recv == 0 {
 		return sample{}, fmt.Errorf("%w: udp: none of %d datagrams received", errMeasure, sent)
+	}
+	if drained != nil {
+		return sample{}, fmt.Errorf("%w: udp: after the window: %w", errMeasure, drained)
 	}
 	return sample{
 		value:   float64(recv) / elapsed.Seconds() / 1e6,
@@ -308,6 +322,37 @@ func (c *client) udpFlood(ctx context.Context, srv *server, d time.Duration) (sa
 			"send_errors":    float64(sendErrs),
 		},
 	}, nil
+}
+
+// udpQuiet is how long a server must go without receiving a datagram for
+// the flood's backlog to count as drained. While a backlog remains, the
+// slowest contender (zcnet under -race, a few thousand datagrams a second)
+// delivers one far more often than that.
+const udpQuiet = 100 * time.Millisecond
+
+// errUnsettled reports a count that kept growing until settle's timeout.
+var errUnsettled = errors.New("server still receiving")
+
+// settle waits for count to stop growing: it reads count once, then at
+// every tick, and returns nil as soon as a read equals the one before. It
+// returns an error wrapping errUnsettled if timeout fires first, or ctx's
+// error if ctx ends first.
+func settle(ctx context.Context, count func() uint64, tick, timeout <-chan time.Time) error {
+	last := count()
+	for {
+		select {
+		case <-tick:
+		case <-timeout:
+			return fmt.Errorf("%w: %d datagrams so far", errUnsettled, last)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		n := count()
+		if n == last {
+			return nil
+		}
+		last = n
+	}
 }
 
 // roundTrips makes 1-byte request/response round trips over one TCP

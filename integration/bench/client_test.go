@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"testing"
@@ -125,5 +126,54 @@ func TestDownloadWithoutStreamsLeavesNoPlans(t *testing.T) {
 		}
 	default:
 		t.Error("abandoned window never opened: a handler that took it would wait")
+	}
+}
+
+// TestSettle checks the drain that keeps one UDP flood's backlog out of the
+// next measurement's window (two contenders share a link): settle returns
+// only once the count has stopped growing, and fails rather than wait past
+// its timeout or its context. Ticks and counts are scripted, so nothing
+// depends on timing.
+func TestSettle(t *testing.T) {
+	script := func(vals ...uint64) (func() uint64, *int) {
+		calls := 0
+		return func() uint64 {
+			v := vals[min(calls, len(vals)-1)]
+			calls++
+			return v
+		}, &calls
+	}
+	ticks := func(n int) <-chan time.Time {
+		ch := make(chan time.Time, n)
+		for range n {
+			ch <- time.Time{}
+		}
+		return ch
+	}
+	ctx := context.Background()
+
+	// Still growing for three ticks (the backlog arriving), then quiet.
+	count, calls := script(10, 20, 25, 26, 26, 99)
+	if err := settle(ctx, count, ticks(10), nil); err != nil {
+		t.Fatalf("settle: %v", err)
+	}
+	if *calls != 5 {
+		t.Errorf("settle read the count %d times, want 5: it returned before the count stopped growing, or after", *calls)
+	}
+
+	// Never quiet: the timeout ends the wait with errUnsettled.
+	grow := uint64(0)
+	expired := make(chan time.Time)
+	close(expired)
+	err := settle(ctx, func() uint64 { grow++; return grow }, nil, expired)
+	if !errors.Is(err, errUnsettled) {
+		t.Errorf("settle with an expired timeout: %v, want errUnsettled", err)
+	}
+
+	// A cancelled context ends it too.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := settle(cctx, func() uint64 { grow++; return grow }, nil, nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("settle with a cancelled context: %v, want context.Canceled", err)
 	}
 }
