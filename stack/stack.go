@@ -68,6 +68,17 @@ type Options struct {
 	// by default, growing a connection's window towards
 	// TCPReceiveBuffer.Max as its bandwidth-delay product demands.
 	DisableReceiveAutoTuning bool
+	// RACK turns on RACK-TLP loss detection (RFC 8985), gVisor's default.
+	// It is off by default here, leaving SACK recovery on the classic
+	// three-duplicate-ACK threshold: over the TAP with 2 CPUs, where the
+	// link's readers sometimes handle a burst of ACKs late, RACK judged
+	// segments lost that had arrived — 330–850 retransmissions per 3 s
+	// four-stream download, every one reported by the kernel receiver as
+	// a duplicate (TcpExtTCPDSACKOldSent) — and with it off there were
+	// none, at equal or better throughput and a third less CPU per byte:
+	//
+	//	sudo go run ./integration/bench -contenders zcnet,zcnet-mq -figures tcp_down_1,tcp_down_4 -json r.json
+	RACK bool
 	// Forwarding makes the stack route packets between its NICs. Off by
 	// default: zcnet is a host, not a router.
 	Forwarding bool
@@ -168,6 +179,10 @@ func fillDefaults(o *Options) error {
 
 func (st *Stack) apply(o Options) error {
 	sack := tcpip.TCPSACKEnabled(!o.DisableSACK)
+	var recovery tcpip.TCPRecovery // 0: duplicate-ACK threshold only
+	if o.RACK {
+		recovery = tcpip.TCPRACKLossDetection
+	}
 	moderate := tcpip.TCPModerateReceiveBufferOption(!o.DisableReceiveAutoTuning)
 	cc := tcpip.CongestionControlOption(o.CongestionControl)
 	snd := tcpip.TCPSendBufferSizeRangeOption(o.TCPSendBuffer)
@@ -175,7 +190,7 @@ func (st *Stack) apply(o Options) error {
 	for _, opt := range []struct {
 		name string
 		v    tcpip.SettableTransportProtocolOption
-	}{{"SACK", &sack}, {"receive auto-tuning", &moderate}, {"congestion control", &cc}, {"send buffer", &snd}, {"receive buffer", &rcv}} {
+	}{{"SACK", &sack}, {"receive auto-tuning", &moderate}, {"congestion control", &cc}, {"send buffer", &snd}, {"receive buffer", &rcv}, {"loss detection", &recovery}} {
 		if err := st.s.SetTransportProtocolOption(tcp.ProtocolNumber, opt.v); err != nil {
 			return fmt.Errorf("%w: TCP %s: %s", ErrInvalidOptions, opt.name, err)
 		}

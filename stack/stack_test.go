@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/tap"
@@ -102,5 +104,29 @@ func TestNICAddressesRoutesAndClose(t *testing.T) {
 	}
 	if err := st.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// TestLossDetectionOption checks that Options.RACK reaches gVisor's TCP:
+// off (the default) leaves only the duplicate-ACK threshold, on asks for
+// RACK-TLP.
+func TestLossDetectionOption(t *testing.T) {
+	for _, tc := range []struct {
+		rack bool
+		want tcpip.TCPRecovery
+	}{{false, 0}, {true, tcpip.TCPRACKLossDetection}} {
+		st, err := stack.New(stack.Options{RACK: tc.rack})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got tcpip.TCPRecovery
+		terr := st.Netstack().TransportProtocolOption(tcp.ProtocolNumber, &got)
+		st.Close()
+		if terr != nil {
+			t.Fatal(terr)
+		}
+		if got != tc.want {
+			t.Errorf("RACK %v: TCP recovery %#x, want %#x", tc.rack, got, tc.want)
+		}
 	}
 }

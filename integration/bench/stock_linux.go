@@ -140,7 +140,8 @@ func tuneStock(s *gstack.Stack) error {
 	cc := tcpip.CongestionControlOption(stack.CongestionCubic)
 	snd := tcpip.TCPSendBufferSizeRangeOption(stack.DefaultTCPSendBuffer)
 	rcv := tcpip.TCPReceiveBufferSizeRangeOption(stack.DefaultTCPReceiveBuffer)
-	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &moderate, &cc, &snd, &rcv} {
+	var recovery tcpip.TCPRecovery // stack.Options.RACK's default: duplicate-ACK threshold only
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &moderate, &cc, &snd, &rcv, &recovery} {
 		if terr := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); terr != nil {
 			return fmt.Errorf("%w: stock TCP option %T: %v", errSetup, opt, terr)
 		}
