@@ -96,7 +96,7 @@ func TestConfigErrors(t *testing.T) {
 		{"out of range", "tap = \"zc0\"\naddr = [\"192.0.2.2/24\"]\nmtu = 70000\n", []string{"zc.toml: mtu = 70000: want 68 to 65521"}},
 		{"bad enum", "tap = \"zc0\"\naddr = [\"192.0.2.2/24\"]\noffload = \"maybe\"\n", []string{`zc.toml: offload = "maybe": want on or off`}},
 		{"bad service", "tap = \"zc0\"\naddr = [\"192.0.2.2/24\"]\nservices = \"echo,ftp\"\n", []string{`unknown service "ftp"`, "echo, discard, perf, http"}},
-		{"missing tap", "addr = [\"192.0.2.2/24\"]\n", []string{"-tap is required", `tap = "zc0" in`}},
+		{"missing tap", "addr = [\"192.0.2.2/24\"]\n", []string{"-tap or -ring is required", `tap = "zc0" in`, `ring = "/run/zcnet/ring.sock" in`}},
 		{"bad size", "tap = \"zc0\"\naddr = [\"192.0.2.2/24\"]\npool-size = \"lots\"\n", []string{`pool-size = "lots"`, "not a size"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -10,7 +11,15 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/zcnet/zcnet/api"
@@ -19,22 +28,33 @@ import (
 
 const demoHelp = `Usage: netstackd demo [flags]
 
-Runs two zcnet stacks in this process, joined by an in-process Ethernet link:
-the client at 192.0.2.1 and the server at 192.0.2.2, where netstackd's echo,
-discard and status services run. It measures TCP round trips against echo,
-checks a UDP echo, then streams to discard for -duration with a progress line
-each second, and prints a summary. It needs no privileges.
+Runs two zcnet stacks in two processes joined by a shared-memory ring (the
+vhost-style link of package tap/ring): the client in this process at
+192.0.2.1, on the ring's stack side, and the server at 192.0.2.2 in a child
+process (this program re-executed as "netstackd ring-peer"), where
+netstackd's echo, discard, perf and status services run. Frames cross in
+memory both processes map, with no system call per frame under load. It
+measures TCP round trips against echo, checks a UDP echo, then streams to
+discard for -duration with a progress line each second, and prints a
+summary; the server's count of the bytes it discarded must equal the bytes
+sent. The child dies with this process; the ring's socket lives in a
+private temporary directory, removed on exit. It needs no privileges.
 
 Examples:
   netstackd
   netstackd demo -duration 10s -mtu 9000 -rounds 5000
 `
 
-// The demo's stacks are the tools' in-process pair.
+// The demo's stacks have the addresses of the tools' in-process pair.
 var (
 	demoClient = inprocClient
 	demoServer = inprocServer
 )
+
+// demoChildEnv, set in the child's environment, tells a test binary
+// re-executed as the demo's child to run the command line it was given
+// (see main_test.go's TestMain); the netstackd binary ignores it.
+const demoChildEnv = "ZCNET_NETSTACKD_CHILD"
 
 type demoConfig struct {
 	duration time.Duration
@@ -48,7 +68,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	var cfg demoConfig
 	fs := newFlagSet("demo", demoHelp, stdout, stderr)
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "length of the throughput run (100ms to 1h)")
-	fs.IntVar(&cfg.mtu, "mtu", 1500, "MTU of the in-process link (1280 to 65521)")
+	fs.IntVar(&cfg.mtu, "mtu", 1500, "MTU of the ring between the two stacks (1280 to 65521)")
 	fs.IntVar(&cfg.rounds, "rounds", 1000, "number of echo round trips (1 to 10000000)")
 	fs.IntVar(&cfg.size, "size", 64, "bytes per echo round trip (1 to 65536)")
 	fs.BoolVar(&cfg.verbose, "v", false, "log the services' start and stop")
@@ -74,30 +94,73 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		level = slog.LevelInfo
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	return demo(cfg, stdout, log)
+	return demo(cfg, stdout, stderr, log)
 }
 
-func demo(cfg demoConfig, out io.Writer, log *slog.Logger) error {
+// demo runs the demo:
+//
+//  1. a private temporary directory for the ring's socket;
+//  2. the client's stack on the ring's stack side, listening there;
+//  3. the child: this program again, as ring-peer with the server's stack
+//     and services, until it says "ready";
+//  4. echo round trips, a UDP echo, the throughput stream;
+//  5. the client's stack closed: the child sees the ring's stack side go,
+//     stops and reports how many bytes its discard service received.
+func demo(cfg demoConfig, out, errOut io.Writer, log *slog.Logger) (err error) {
 	sf := newStackFlags(toolPoolSize)
 	sf.mtu = cfg.mtu
 	setup, err := sf.resolve(false)
 	if err != nil {
 		return err
 	}
-	clientZ, serverZ, err := openPairStacks(setup, log)
+	dir, err := os.MkdirTemp("", "zcnet-demo-")
 	if err != nil {
 		return err
 	}
-	defer clientZ.Close()
-	defer serverZ.Close()
-	svc := newServices(serverZ, log)
-	if err := svc.startAll(); err != nil {
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "ring.sock")
+	cs := setup
+	cs.addrs = []netip.Prefix{demoClient}
+	cs.routes = nil
+	clientZ, err := openRingStack(cs, sock, nil, log)
+	if err != nil {
 		return err
 	}
-	defer svc.Close()
+	closeClient := sync.OnceValue(clientZ.Close)
+	defer closeClient()
+	child, err := startDemoChild(sock, cfg, errOut)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		closeClient() // the child stops when the ring closes
+		child.stop()
+	}()
+	// SIGINT or SIGTERM closes the client's stack: every call on it fails,
+	// the demo returns, and the deferred clean-up (child, temporary
+	// directory) runs, which Go's default exit on a signal would skip.
+	interrupted := make(chan os.Signal, 1)
+	signal.Notify(interrupted, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(interrupted)
+	var stopped atomic.Bool
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case <-interrupted:
+			stopped.Store(true)
+			closeClient()
+		case <-finished:
+		}
+	}()
+	defer func() {
+		if stopped.Load() {
+			err = errors.New("interrupted")
+		}
+	}()
 
-	fmt.Fprintf(out, "zcnet demo: two gVisor stacks in this process, %v <-> %v over an in-process Ethernet link, MTU %d\n",
-		demoClient.Addr(), demoServer.Addr(), cfg.mtu)
+	fmt.Fprintf(out, "zcnet demo: two gVisor stacks in two processes, %v (pid %d) <-> %v (child, pid %d) over a shared-memory ring, MTU %d\n",
+		demoClient.Addr(), os.Getpid(), demoServer.Addr(), child.cmd.Process.Pid, cfg.mtu)
 	n := clientZ.zs.Net()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second+cfg.duration)
 	defer cancel()
@@ -118,9 +181,15 @@ func demo(cfg demoConfig, out io.Writer, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("throughput: %w", err)
 	}
-	// Close the services so the discard server's count is final.
-	svc.Close()
-	got := svc.discardBytes.Load()
+	// Close the client's stack and with it the ring: the child stops its
+	// services, so its discard count is final, and reports it.
+	if err := closeClient(); err != nil {
+		return err
+	}
+	got, err := child.discarded()
+	if err != nil {
+		return err
+	}
 	if got != sent {
 		return fmt.Errorf("throughput: sent %d bytes but discard received %d", sent, got)
 	}
@@ -130,6 +199,93 @@ func demo(cfg demoConfig, out io.Writer, log *slog.Logger) error {
 }
 
 func gbits(n uint64, d time.Duration) float64 { return float64(n) * 8 / d.Seconds() / 1e9 }
+
+// demoChild is the demo's server: this program re-executed as ring-peer.
+type demoChild struct {
+	cmd   *exec.Cmd
+	lines chan string // its stdout, a line at a time; closed at EOF
+}
+
+// demoChildTimeout bounds each wait for the child: to start, to report.
+const demoChildTimeout = 30 * time.Second
+
+// startDemoChild starts the server's process on the ring at sock and waits
+// until its services are up. Its log goes to errOut. It dies with this
+// process twice over: its parent-death signal is SIGKILL, and it stops by
+// itself when the ring's socket closes, as it does when this process ends.
+func startDemoChild(sock string, cfg demoConfig, errOut io.Writer) (*demoChild, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("demo: cannot find this program to start the peer: %w", err)
+	}
+	level := "warn"
+	if cfg.verbose {
+		level = "info"
+	}
+	cmd := exec.Command(exe, "ring-peer", "-ring", sock, "-addr", demoServer.String(), "-mtu", strconv.Itoa(cfg.mtu),
+		"-pool-size", formatBytes(toolPoolSize), "-log-level", level)
+	cmd.Env = append(os.Environ(), demoChildEnv+"=1")
+	cmd.Stderr = errOut
+	cmd.SysProcAttr = childProcAttr()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("demo: starting the peer: %w", err)
+	}
+	c := &demoChild{cmd: cmd, lines: make(chan string, 4)}
+	go func() {
+		defer close(c.lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			c.lines <- sc.Text()
+		}
+	}()
+	if line, err := c.next(); err != nil || line != "ready" {
+		c.stop()
+		return nil, fmt.Errorf("demo: the peer process did not start (%q, %v)", line, err)
+	}
+	return c, nil
+}
+
+// next returns the child's next line of output.
+func (c *demoChild) next() (string, error) {
+	select {
+	case line, ok := <-c.lines:
+		if !ok {
+			return "", errors.New("it exited")
+		}
+		return line, nil
+	case <-time.After(demoChildTimeout):
+		return "", fmt.Errorf("no word after %v", demoChildTimeout)
+	}
+}
+
+// discarded waits for the child's final report, after the ring closed, and
+// returns the bytes its discard service received over TCP.
+func (c *demoChild) discarded() (uint64, error) {
+	line, err := c.next()
+	if err != nil {
+		return 0, fmt.Errorf("demo: the peer process did not report: %w", err)
+	}
+	for _, f := range strings.Fields(line) {
+		if v, ok := strings.CutPrefix(f, "discard_tcp_bytes="); ok {
+			return strconv.ParseUint(v, 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("demo: the peer process reported %q, without discard_tcp_bytes", line)
+}
+
+// stop ends the child (killing it if it has not ended within the timeout)
+// and reaps it.
+func (c *demoChild) stop() {
+	t := time.AfterFunc(demoChildTimeout, func() { c.cmd.Process.Kill() })
+	for range c.lines { // to EOF: the child has exited or closed its stdout
+	}
+	t.Stop()
+	c.cmd.Wait()
+}
 
 // echoRounds makes rounds request/response exchanges of size random bytes
 // with the echo server and checks each reply. It returns the total time.

@@ -1,6 +1,7 @@
 // Command netstackd runs zcnet: gVisor's network stack in-process, attached
-// to a TAP device (serve) or, with no arguments, a self-contained demo of two
-// stacks joined in-process that needs no privileges. Its tools measure it:
+// to a TAP device or a shared-memory ring (serve) or, with no arguments, a
+// self-contained demo of two stacks in two processes joined by a ring that
+// needs no privileges. Its tools measure it:
 // perf, an iperf-like test that speaks iperf3's protocol (so stock iperf3 is
 // either end), and echo, a verifying echo client and server with a latency
 // histogram; both run over zcnet or kernel sockets.
@@ -31,10 +32,12 @@ gVisor's netstack, in this process.
 
 Usage:
   netstackd                  run the demo (same as "netstackd demo")
-  netstackd demo [flags]     two stacks joined in-process: echo and throughput
-  netstackd serve [flags]    attach a stack to a TAP device and serve echo,
-                             discard, an iperf3 server and an HTTP status
-                             page, with Prometheus metrics and pcap capture
+  netstackd demo [flags]     two stacks in two processes joined by a
+                             shared-memory ring: echo and throughput
+  netstackd serve [flags]    attach a stack to a TAP device (or, -ring, to a
+                             shared-memory ring) and serve echo, discard, an
+                             iperf3 server and an HTTP status page, with
+                             Prometheus metrics and pcap capture
   netstackd perf [flags]     iperf-like throughput test that speaks iperf3
   netstackd echo [flags]     echo client and server with a latency histogram
   netstackd help [command]   show help for a command
@@ -45,6 +48,7 @@ Examples:
   sudo ip tuntap add dev zc0 mode tap && sudo ip addr add 192.0.2.1/24 dev zc0 && sudo ip link set zc0 up
   sudo netstackd serve -tap zc0 -addr 192.0.2.2/24
   iperf3 -c 192.0.2.2          # from the kernel side, against serve's perf service
+  netstackd serve -ring /tmp/zc.sock -addr 192.0.2.2/24   # no root: a stack on a ring
   netstackd perf -inproc -t 3  # no root: client and server on two in-process stacks
   netstackd echo -inproc -n 10000
 `
@@ -66,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runDemo(args, stdout, stderr)
 	case "serve":
 		err = runServe(args, stdout, stderr)
+	case "ring-peer": // hidden: the demo's child, or a second stack on a ring
+		err = runRingPeer(args, stdout, stderr)
 	case "perf":
 		err = runPerf(args, stdout, stderr)
 	case "echo":

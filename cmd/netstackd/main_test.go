@@ -2,16 +2,30 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain runs the test binary as netstackd when the demo re-executes it
+// as its child (os.Executable is the test binary under go test).
+func TestMain(m *testing.M) {
+	if os.Getenv(demoChildEnv) != "" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	goleak.VerifyTestMain(m)
+}
 
+// TestDemoRunsAndVerifies runs the demo (its server in a child process,
+// this test binary re-executed) and checks every line it promises, and
+// that its temporary directory is gone afterwards.
 func TestDemoRunsAndVerifies(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
 	var out, errb bytes.Buffer
 	code := run([]string{"demo", "-duration", "1500ms", "-rounds", "200", "-size", "100"}, &out, &errb)
 	if code != 0 {
@@ -19,6 +33,7 @@ func TestDemoRunsAndVerifies(t *testing.T) {
 	}
 	o := out.String()
 	for _, re := range []string{
+		`zcnet demo: two gVisor stacks in two processes, 192\.0\.2\.1 \(pid [0-9]+\) <-> 192\.0\.2\.2 \(child, pid [0-9]+\) over a shared-memory ring, MTU 1500`,
 		`echo: 200 round trips of 100 bytes over TCP to 192\.0\.2\.2:7, all verified: mean [0-9.]+[µm]?s, [0-9]+ round trips/s`,
 		`echo: UDP datagram to 192\.0\.2\.2:7 came back intact`,
 		`\[  1 s\] +[0-9.]+ MiB +[0-9.]+ Gbit/s`,
@@ -30,6 +45,13 @@ func TestDemoRunsAndVerifies(t *testing.T) {
 	}
 	if m := regexp.MustCompile(`streamed in [0-9.]+ s = ([0-9.]+) Gbit/s`).FindStringSubmatch(o); m == nil || m[1] == "0.00" {
 		t.Errorf("no throughput measured:\n%s", o)
+	}
+	m := regexp.MustCompile(`\(pid ([0-9]+)\) <-> .*\(child, pid ([0-9]+)\)`).FindStringSubmatch(o)
+	if m == nil || m[1] == m[2] || m[1] != strconv.Itoa(os.Getpid()) {
+		t.Errorf("the demo's stacks are not in this process and a child: %q", m)
+	}
+	if left, err := os.ReadDir(tmp); err != nil || len(left) != 0 {
+		t.Errorf("temporary files left behind: %v %v", left, err)
 	}
 }
 
@@ -43,7 +65,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"demo", "-duration", "1ms"}, 2, "-duration 1ms: want 100ms to 1h"},
 		{[]string{"demo", "-mtu", "100"}, 2, "-mtu 100: want 1280"},
 		{[]string{"demo", "extra"}, 2, `unexpected argument "extra"`},
-		{[]string{"serve"}, 2, "-tap is required"},
+		{[]string{"serve"}, 2, "-tap or -ring is required"},
+		{[]string{"serve", "-ring", "/tmp/zc.sock"}, 2, "no address"},
+		{[]string{"serve", "-tap", "zc0", "-ring", "/tmp/zc.sock", "-addr", "192.0.2.2/24"}, 2, "-tap and -ring: give one"},
+		{[]string{"serve", "-ring", "/" + strings.Repeat("x", 120), "-addr", "192.0.2.2/24"}, 2, "at most 107 bytes"},
+		{[]string{"ring-peer", "-addr", "192.0.2.1/24"}, 2, "-ring is required"},
+		{[]string{"ring-peer", "-ring", "/tmp/zc.sock", "-tap", "zc0", "-addr", "192.0.2.1/24"}, 2, "leave -tap out"},
 		{[]string{"serve", "-tap", "zc0"}, 2, "no address"},
 		{[]string{"serve", "-tap", "a-name-that-is-too-long", "-addr", "192.0.2.2/24"}, 2, "1 to 15 bytes"},
 		{[]string{"serve", "-tap", "zc0", "-addr", "2001:db8::2/64"}, 2, "use -addr6"},
@@ -64,7 +91,7 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestHelpGoesToStdout(t *testing.T) {
-	for _, args := range [][]string{{"help"}, {"-h"}, {"help", "serve"}, {"demo", "-help"}, {"serve", "-h"}} {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"help", "serve"}, {"demo", "-help"}, {"serve", "-h"}, {"ring-peer", "-h"}} {
 		var out, errb bytes.Buffer
 		if code := run(args, &out, &errb); code != 0 {
 			t.Errorf("run(%q) = %d, stderr %q", args, code, errb.String())

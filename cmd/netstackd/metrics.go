@@ -155,12 +155,15 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("zcnet_link_rx_uso_frames_total", "UDP GSO super-frames received.", s.RxUSOFrames, l...)
 		counter("zcnet_link_rx_uso_datagrams_total", "Datagrams cut from UDP GSO super-frames.", s.RxUSODatagrams, l...)
 		counter("zcnet_link_rx_csum_verified_total", "Frames whose checksums the link verified in software.", s.RxCsumVerified, l...)
-		counter("zcnet_link_rx_csum_unverifiable_total", "Frames whose transport checksum could not be checked per frame.", s.RxCsumUnverifiable, l...)
+		counter("zcnet_link_rx_csum_unverifiable_total", "Frames whose transport checksum could not be checked per frame (fragments, held by the fragment checker).", s.RxCsumUnverifiable, l...)
+		counter("zcnet_link_rx_frag_datagrams_total", "Fragmented datagrams the link checked whole and delivered.", s.RxFragDatagrams, l...)
 		for _, d := range []struct {
 			reason string
 			v      uint64
 		}{{"short", s.RxDropShort}, {"bad_vnet_hdr", s.RxDropBadVnetHdr}, {"bad_csum", s.RxDropBadCsum},
-			{"not_for_us", s.RxDropNotForUs}, {"not_attached", s.RxDropNotAttached}, {"read_error", s.RxReadErrors}} {
+			{"not_for_us", s.RxDropNotForUs}, {"not_attached", s.RxDropNotAttached}, {"read_error", s.RxReadErrors},
+			{"uncheckable", s.RxDropUncheckable}, {"frag_bad_csum", s.RxDropFragBadCsum}, {"frag_invalid", s.RxDropFragInvalid},
+			{"frag_duplicate", s.RxDropFragDuplicate}, {"frag_expired", s.RxDropFragExpired}, {"frag_limit", s.RxDropFragLimit}} {
 			counter("zcnet_link_rx_drops_total", "Received frames dropped by the link, by reason.", d.v, "nic", z.nicName, "reason", d.reason)
 		}
 		counter("zcnet_link_tx_frames_total", "Frames written to the TAP device.", s.TxFrames, l...)
@@ -178,6 +181,26 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("zcnet_link_tx_bytes_total", "Bytes the link sent.", s.TxBytes, l...)
 		counter("zcnet_link_rx_drops_total", "Received frames dropped by the link, by reason.", s.RxDropsBadFrame, "nic", z.nicName, "reason", "bad_frame")
 		counter("zcnet_copy_link_rx_bytes_total", "Bytes the link copied in user space on receive (split headers).", s.RxHeaderBytes, l...)
+	}
+
+	if s, ok := z.ringStats(); ok {
+		counter("zcnet_link_rx_frames_total", "Frames the link delivered to the stack.", s.RxFrames, l...)
+		counter("zcnet_link_rx_bytes_total", "Bytes the link delivered to the stack.", s.RxBytes, l...)
+		counter("zcnet_link_tx_frames_total", "Frames the link sent.", s.TxFrames, l...)
+		counter("zcnet_link_tx_bytes_total", "Bytes the link sent.", s.TxBytes, l...)
+		for _, d := range []struct {
+			reason string
+			v      uint64
+		}{{"bad_frame", s.RxDropsBadFrame}, {"bad_offset", s.BadOffset}, {"bad_length", s.BadLength}, {"bad_flags", s.BadFlags},
+			{"not_owned", s.NotOwned}, {"index_backwards", s.IndexBackwards}, {"index_overrun", s.IndexOverrun}} {
+			counter("zcnet_link_rx_drops_total", "Received frames dropped by the link, by reason.", d.v, "nic", z.nicName, "reason", d.reason)
+		}
+		counter("zcnet_link_ring_kicks_total", "Eventfd kicks sent to the ring's other side.", s.Kicks, l...)
+		counter("zcnet_link_ring_wakeups_total", "Sleeps on the ring ended by a kick.", s.Wakeups, l...)
+		counter("zcnet_link_ring_peers_total", "Ring sessions started.", s.PeersUp, l...)
+		counter("zcnet_link_ring_peers_lost_total", "Ring sessions ended (peer closed or died).", s.PeersLost, l...)
+		counter("zcnet_copy_link_rx_bytes_total", "Bytes the link copied in user space on receive (split headers).", s.RxCopiedBytes+s.RxHeaderBytes, l...)
+		counter("zcnet_copy_link_tx_bytes_total", "Bytes the link linearised on transmit.", s.TxCopiedBytes, l...)
 	}
 
 	// The copy budget of the zero-copy sockets.

@@ -18,17 +18,23 @@ import (
 )
 
 const serveHelp = `Usage: netstackd serve -tap NAME -addr PREFIX [flags]
+       netstackd serve -ring PATH -addr PREFIX [flags]
        netstackd serve -config FILE [flags]
 
 Attaches a zcnet stack to the TAP device NAME (one the process creates is
-removed again on exit) and serves, on every address of the stack, the
-services -services names:
+removed again on exit), or with -ring to a shared-memory ring whose peer
+process connects on the unix socket PATH (see package tap/ring: the frames
+live in memory both processes map; no privileges needed), and serves, on
+every address of the stack, the services -services names:
   echo     TCP and UDP port 7  (RFC 862), on zero-copy sockets
   discard  TCP and UDP port 9  (RFC 863), on zero-copy sockets
   perf     TCP and UDP port 5201: an iperf3 server (stock iperf3 -c works)
   http     HTTP port 80: counters as text at /, as JSON at /status.json
 It runs until SIGINT or SIGTERM, then closes every connection and exits.
-Opening a TAP device needs CAP_NET_ADMIN (root).
+Opening a TAP device needs CAP_NET_ADMIN (root). A ring serves one peer
+at a time; when it goes (closes or dies) the next may connect, each with a
+fresh shared segment. Another stack attaches as the peer with the hidden
+command "netstackd ring-peer -ring PATH -addr PREFIX" (the demo does).
 
 Observability: -metrics ADDR serves, on a kernel socket of this process,
 Prometheus metrics at /metrics, the status page at / and /status.json, and
@@ -37,7 +43,7 @@ stack (tcpdump -r FILE reads it).
 
 A config file (-config FILE, TOML) sets the same values: its keys are the
 flag names below, e.g.
-  tap = "zc0"
+  tap = "zc0"            # or: ring = "/run/zcnet/ring.sock"
   addr = ["192.0.2.2/24"]
   mtu = 9000
   metrics = "127.0.0.1:9100"
@@ -52,12 +58,30 @@ Examples:
   curl http://192.0.2.2/      socat - TCP:192.0.2.2:7      ping 192.0.2.2
   iperf3 -c 192.0.2.2 -t 5    iperf3 -c 192.0.2.2 -u -b 1G -R
   curl http://127.0.0.1:9100/metrics
+  # no root: a stack on a ring, and a second stack in another process on its peer side
+  netstackd serve -ring /tmp/zc.sock -addr 192.0.2.2/24 &
+  netstackd ring-peer -ring /tmp/zc.sock -addr 192.0.2.1/24 -services none
+`
+
+const ringPeerHelp = `Usage: netstackd ring-peer -ring PATH -addr PREFIX [flags]
+
+Connects to the shared-memory ring that "netstackd serve -ring PATH" (or
+the demo) listens on, as its peer, puts a second zcnet stack on it and
+serves the services -services names there, until the ring's stack side
+goes or SIGINT/SIGTERM. It prints "ready" on stdout when the services are
+up and, when it ends, one line of the services' byte counts. The demo runs
+it as its child process; it takes serve's flags, -tap excepted.
+
+Examples:
+  netstackd ring-peer -ring /tmp/zc.sock -addr 192.0.2.1/24 -services echo,discard
 `
 
 // serveConfig is serve's configuration: the stack's flags and the daemon's.
 type serveConfig struct {
 	*stackFlags
+	cmd          string // "serve", or "ring-peer" (dials -ring instead of listening)
 	config       string
+	ring         string
 	services     string
 	noServices   bool
 	perfPort     int
@@ -75,14 +99,22 @@ const servePoolSize = 64 << 20
 var allServices = []string{"echo", "discard", "perf", "http"}
 
 func newServeConfig() *serveConfig {
-	return &serveConfig{stackFlags: newStackFlags(servePoolSize), services: "echo,discard,perf,http", perfPort: iperfPort, logLevel: "info"}
+	return &serveConfig{stackFlags: newStackFlags(servePoolSize), cmd: "serve", services: "echo,discard,perf,http", perfPort: iperfPort, logLevel: "info"}
 }
+
+// maxSocketPath is the longest unix socket path (sun_path less its NUL).
+const maxSocketPath = 107
 
 // flags returns serve's flag set over cfg.
 func (cfg *serveConfig) flags(stdout, stderr io.Writer) *flag.FlagSet {
-	fs := newFlagSet("serve", serveHelp, stdout, stderr)
+	help, ringHelp := serveHelp, "serve a shared-memory ring peer on this unix socket path instead of a TAP device"
+	if cfg.cmd == "ring-peer" {
+		help, ringHelp = ringPeerHelp, "connect as the peer to the ring listening on this unix socket path (required)"
+	}
+	fs := newFlagSet(cfg.cmd, help, stdout, stderr)
 	fs.StringVar(&cfg.config, "config", "", "read settings from this TOML file (keys are these flags' names); flags override it")
-	cfg.stackFlags.register(fs, "TAP device name (required; created if absent, at most 15 bytes)")
+	cfg.stackFlags.register(fs, "TAP device name (required unless -ring; created if absent, at most 15 bytes)")
+	fs.StringVar(&cfg.ring, "ring", "", ringHelp)
 	fs.StringVar(&cfg.services, "services", cfg.services, "comma-separated services to run: "+strings.Join(allServices, ", ")+`, or "none"`)
 	fs.BoolVar(&cfg.noServices, "no-services", false, "attach the stack but run no services (it still answers ping); same as -services none")
 	fs.IntVar(&cfg.perfPort, "perf-port", cfg.perfPort, "port of the perf (iperf3) service, TCP and UDP")
@@ -95,6 +127,9 @@ func (cfg *serveConfig) flags(stdout, stderr io.Writer) *flag.FlagSet {
 // serveSetup is a checked serveConfig.
 type serveSetup struct {
 	stackSetup
+	ring         string    // unix socket of a ring, or "" for the TAP
+	ringDial     bool      // ring-peer: dial ring rather than listen on it
+	report       io.Writer // ring-peer: gets "ready" and the final counts; nil for serve
 	services     []string
 	perfPort     uint16
 	metrics      string
@@ -103,14 +138,27 @@ type serveSetup struct {
 }
 
 func runServe(args []string, stdout, stderr io.Writer) error {
-	cfg, err := parseServe(args, stdout, stderr)
+	return runServeCmd("serve", args, stdout, stderr)
+}
+
+// runRingPeer is the hidden command ring-peer: serve on the peer side of
+// a ring another process listens on.
+func runRingPeer(args []string, stdout, stderr io.Writer) error {
+	return runServeCmd("ring-peer", args, stdout, stderr)
+}
+
+func runServeCmd(cmd string, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseServeCmd(cmd, args, stdout, stderr)
 	if err != nil {
 		return err
 	}
 	s, err := cfg.resolve()
 	if err != nil {
-		fmt.Fprintf(stderr, "netstackd serve: %v\nRun 'netstackd serve -help' for usage.\n", err)
+		fmt.Fprintf(stderr, "netstackd %s: %v\nRun 'netstackd %s -help' for usage.\n", cmd, err, cmd)
 		return errUsage
+	}
+	if s.ringDial {
+		s.report = stdout
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: s.level}))
 	return serve(context.Background(), s, log)
@@ -119,7 +167,12 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 // parseServe parses the command line and, with -config, the file under it:
 // the file first, then the command line again so its flags win.
 func parseServe(args []string, stdout, stderr io.Writer) (*serveConfig, error) {
+	return parseServeCmd("serve", args, stdout, stderr)
+}
+
+func parseServeCmd(cmd string, args []string, stdout, stderr io.Writer) (*serveConfig, error) {
 	cli := newServeConfig()
+	cli.cmd = cmd
 	fs := cli.flags(stdout, stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
@@ -128,9 +181,10 @@ func parseServe(args []string, stdout, stderr io.Writer) (*serveConfig, error) {
 		return cli, nil
 	}
 	cfg := newServeConfig()
+	cfg.cmd = cmd
 	ffs := cfg.flags(stdout, stderr)
 	if err := loadConfig(ffs, cli.config, cfg.origin, "config"); err != nil {
-		fmt.Fprintf(stderr, "netstackd serve: %v\n", err)
+		fmt.Fprintf(stderr, "netstackd %s: %v\n", cmd, err)
 		return nil, errUsage
 	}
 	ffs.VisitAll(func(f *flag.Flag) {
@@ -150,10 +204,27 @@ func parseServe(args []string, stdout, stderr io.Writer) (*serveConfig, error) {
 func (cfg *serveConfig) resolve() (serveSetup, error) {
 	var s serveSetup
 	var err error
-	if s.stackSetup, err = cfg.stackFlags.resolve(true); err != nil {
+	o := cfg.origin
+	switch {
+	case cfg.cmd == "ring-peer" && cfg.ring == "":
+		return s, fmt.Errorf("%s is required: the unix socket of the ring to connect to, e.g. %s", o.name("ring"), o.example("ring", "/tmp/zc.sock"))
+	case cfg.cmd == "ring-peer" && cfg.tap != "":
+		return s, fmt.Errorf("%s: ring-peer attaches to a ring only; leave -tap out", o.val("tap", cfg.tap))
+	case cfg.tap == "" && cfg.ring == "":
+		return s, fmt.Errorf("%s or %s is required: name the TAP device to attach to, e.g. %s, or the unix socket to serve a ring on, e.g. %s",
+			o.name("tap"), o.name("ring"), o.example("tap", "zc0"), o.example("ring", "/run/zcnet/ring.sock"))
+	case cfg.tap != "" && cfg.ring != "":
+		return s, fmt.Errorf("%s and %s: give one, the stack attaches to a TAP device or to a ring", o.name("tap"), o.name("ring"))
+	case len(cfg.ring) > maxSocketPath || strings.ContainsRune(cfg.ring, 0):
+		return s, fmt.Errorf("%s: a unix socket path is at most %d bytes without NUL", o.val("ring", cfg.ring), maxSocketPath)
+	}
+	if s.stackSetup, err = cfg.stackFlags.resolve(cfg.ring == ""); err != nil {
 		return s, err
 	}
-	o := cfg.origin
+	if cfg.ring != "" && len(s.addrs) == 0 {
+		return s, fmt.Errorf("no address: give the stack one with %s (e.g. 192.0.2.2/24) and/or %s (e.g. 2001:db8::2/64)", o.name("addr"), o.name("addr6"))
+	}
+	s.ring, s.ringDial = cfg.ring, cfg.cmd == "ring-peer"
 	if err := s.level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
 		return s, fmt.Errorf("%s: want debug, info, warn or error", o.val("log-level", cfg.logLevel))
 	}
@@ -212,7 +283,7 @@ func checkListenAddr(a string) error {
 // everything a program waits on); today the channel carries the signals,
 // and it is the channel the metrics report under channel="daemon".
 func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
-	z, err := openTAPStack(s.stackSetup, log)
+	z, err := openServeStack(s, log)
 	if err != nil {
 		return err
 	}
@@ -221,8 +292,30 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 			log.Error("teardown", "err", err)
 		}
 	}()
-	log.Info("attached", "tap", z.tap.Name(), "mac", z.tap.HardwareAddr().String(), "mtu", z.tap.MTU(), "offload", s.tap.Offload,
-		"queues", z.tap.NumQueues(), "addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.pool.Pinned())
+	switch {
+	case z.tap != nil:
+		log.Info("attached", "tap", z.tap.Name(), "mac", z.tap.HardwareAddr().String(), "mtu", z.tap.MTU(), "offload", s.tap.Offload,
+			"queues", z.tap.NumQueues(), "addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.pool.Pinned())
+	case z.ring != nil:
+		log.Info("attached", "ring", z.ring.Addr(), "side", "stack", "mac", z.ring.LinkAddress().String(), "mtu", z.ring.MTU(),
+			"addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.pool.Pinned())
+	default:
+		log.Info("attached", "ring", s.ring, "side", "peer", "mac", z.peer.LinkAddress().String(), "mtu", z.peer.MTU(),
+			"addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.pool.Pinned())
+		// The peer's life is the ring's: when the stack side goes, so do we.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		gone := z.peer.Gone()
+		go func() {
+			select {
+			case <-gone:
+				log.Info("ring stack side gone")
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	if s.pcap != "" {
 		log.Info("capturing", "file", s.pcap, "snaplen", s.snap)
 	}
@@ -252,6 +345,9 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 	if err := svc.start(s.services, s.perfPort, obs, s.stackMetrics); err != nil {
 		return err
 	}
+	if s.report != nil {
+		fmt.Fprintln(s.report, "ready")
+	}
 
 	evs := make([]evchan.Event, 8)
 	for {
@@ -274,5 +370,28 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 		}
 	}
 	log.Info("shutting down")
+	if s.report != nil {
+		svc.Close() // the counts are final once every handler has returned
+		fmt.Fprintf(s.report, "done echo_tcp_bytes=%d discard_tcp_bytes=%d echo_udp_datagrams=%d discard_udp_datagrams=%d\n",
+			svc.echoBytes.Load(), svc.discardBytes.Load(), svc.udpEchoed.Load(), svc.udpDiscarded.Load())
+	}
 	return nil
+}
+
+// openServeStack builds serve's stack on its TAP device, or on a ring: as
+// the stack side listening on s.ring, or (ring-peer) as the peer dialling it.
+func openServeStack(s serveSetup, log *slog.Logger) (*zcStack, error) {
+	switch {
+	case s.ring == "":
+		return openTAPStack(s.stackSetup, log)
+	case s.ringDial:
+		return dialRingStack(s.stackSetup, s.ring, log)
+	}
+	return openRingStack(s.stackSetup, s.ring, func(up bool, err error) {
+		if up {
+			log.Info("ring peer connected", "ring", s.ring)
+		} else {
+			log.Info("ring peer gone", "ring", s.ring, "err", err)
+		}
+	}, log)
 }

@@ -224,6 +224,10 @@ func (s *services) status() status {
 		st.Link = s.z.tap.Stats()
 	case s.z.pair != nil:
 		st.Link = s.z.pair.Stats()
+	default:
+		if rs, ok := s.z.ringStats(); ok {
+			st.Link = rs
+		}
 	}
 	s.mu.Lock()
 	ps := s.perf

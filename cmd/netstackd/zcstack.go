@@ -12,11 +12,14 @@ import (
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/tap/ring"
 )
 
 // zcStack is one zcnet stack with everything it runs on: its link (a TAP
 // device or one end of an in-process pair), an optional capture, the buffer
-// pool and the zero-copy socket API. Close tears them down in the order
+// pool and the zero-copy socket API. A stack on a shared-memory ring is
+// either the ring's stack side (ring, which listens for a peer process) or
+// its peer (ringPeer, which dialled one). Close tears them down in the order
 // that lets each one finish: sockets, stack and link, capture, pool.
 type zcStack struct {
 	st      *stack.Stack
@@ -26,6 +29,8 @@ type zcStack struct {
 	nicName string
 	tap     *tap.Link         // the TAP link, or nil
 	pair    *tap.PairEndpoint // the pair end, or nil
+	ring    *ring.Link        // the ring's stack side, or nil
+	peer    *ring.Peer        // the ring's peer side, or nil
 	pcap    *pcapWriter       // nil without -pcap
 	log     *slog.Logger
 }
@@ -42,6 +47,53 @@ func openTAPStack(s stackSetup, log *slog.Logger) (*zcStack, error) {
 	}
 	z.tap = link
 	return z, nil
+}
+
+// openRingStack listens for a ring peer on the unix socket path and builds a
+// stack on the ring's stack side; onPeer (may be nil) hears peers come and
+// go. The stack serves before any peer connects: it drops what it sends
+// until one does, as a NIC without carrier. The ring carries TCP segments
+// of up to 64 KiB per frame (ring.Config.GSO), as a TAP device with
+// offloads does, in 2×256 frames of 64 KiB: 32 MiB of shared memory.
+func openRingStack(s stackSetup, path string, onPeer func(up bool, err error), log *slog.Logger) (*zcStack, error) {
+	link, err := ring.Listen(path, ring.Config{MTU: uint32(s.tap.MTU), GSO: true, OnPeer: onPeer})
+	if err != nil {
+		return nil, err
+	}
+	z, err := buildStack(s, link, "ring", log)
+	if err != nil {
+		return nil, err
+	}
+	z.ring = link
+	return z, nil
+}
+
+// dialRingStack connects to the ring listening at path and builds a stack
+// on the peer's side of it. The stack side dictates the ring's geometry;
+// only the MTU must agree.
+func dialRingStack(s stackSetup, path string, log *slog.Logger) (*zcStack, error) {
+	p, err := ring.Dial(path, ring.Config{MTU: uint32(s.tap.MTU)})
+	if err != nil {
+		return nil, err
+	}
+	z, err := buildStack(s, p.Endpoint(), "ring-peer", log)
+	if err != nil {
+		return nil, err
+	}
+	z.peer = p
+	return z, nil
+}
+
+// ringStats returns the ring link's counters, from whichever side this
+// stack is, and whether it is on a ring at all.
+func (z *zcStack) ringStats() (ring.Stats, bool) {
+	switch {
+	case z.ring != nil:
+		return z.ring.Stats(), true
+	case z.peer != nil:
+		return z.peer.Stats(), true
+	}
+	return ring.Stats{}, false
 }
 
 // Addresses of the in-process pair the tools' -inproc mode builds: the

@@ -103,7 +103,7 @@ type channel struct {
 	thrs uint32 // first frame index of theirs
 
 	myWait, peerWait *atomic.Uint32
-	myEv, peerEv     *os.File // eventfds: we sleep on myEv, kick peerEv
+	myEv, peerEv     int // eventfds (owned by the Link or Peer): we sleep on myEv, kick peerEv
 
 	// Producer state, guarded by txMu (WritePackets may be called
 	// concurrently).
@@ -116,23 +116,35 @@ type channel struct {
 	free       []uint32 // our free frames
 	lent       []bool   // lent[i-mine]: frame i is with the other side
 	outPending bool     // published since the last kick check
+	kickOwed   bool     // a lazy flush skipped its kick; the receive loop kicks before it sleeps
+	faultSeq   uint32   // InjectFault's count, to vary the bad values
 
-	// Consumer state, only touched by the receive goroutine.
-	inAvail  ringView // we consume
-	inTail   uint32
-	inHead   uint32 // last valid head seen on inAvail
-	inUsed   ringView
-	inUsedHd uint32 // our private head of inUsed
-	inUsedTl uint32 // last valid tail seen on inUsed
-	held     []bool // held[i-thrs]: frame i of theirs is with us now
+	// Consumer state, guarded by rxMu: the receive goroutine holds it for
+	// a batch; InjectFault, writing as a hostile peer, takes it too.
+	rxMu      sync.Mutex
+	inAvail   ringView // we consume
+	inTail    uint32
+	inHead    uint32 // last valid head seen on inAvail
+	inUsed    ringView
+	inUsedHd  uint32   // our private head of inUsed
+	inUsedTl  uint32   // last valid tail seen on inUsed
+	usedFrame []uint32 // usedFrame[k&mask]: the frame we returned in inUsed's slot k
+	// held[i-thrs]: frame i of theirs is ours until they take it back:
+	// from its descriptor on inAvail until their tail on inUsed passes
+	// the slot we returned it in. A descriptor naming a held frame is a
+	// frame reused before it came back, and is refused.
+	held []bool
 
-	closed atomic.Bool
-	dead   bool // +checklocks:txMu; set at teardown, after which nothing is published
+	rxActive atomic.Bool // the receive loop is running (not asleep): it will settle kickOwed
+	closed   atomic.Bool
+	evMu     sync.RWMutex // held for reading while asleep on myEv; for writing to close the eventfds
+	evClosed bool         // +checklocks:evMu
+	dead     bool         // +checklocks:txMu; set at teardown, after which nothing is published
 }
 
 // newChannel builds one side. stackSide picks which rings and partition are
 // ours. The caller has zeroed a fresh segment (stack side) or mapped one.
-func newChannel(mem []byte, l layout, ctr *counters, stackSide bool, myEv, peerEv *os.File) *channel {
+func newChannel(mem []byte, l layout, ctr *counters, stackSide bool, myEv, peerEv int) *channel {
 	c := &channel{mem: mem, lay: l, ctr: ctr, myEv: myEv, peerEv: peerEv}
 	oa, ou, ia, iu := ringTXAvail, ringTXUsed, ringRXAvail, ringRXUsed
 	mw, pw := offStackWait, offPeerWait
@@ -151,6 +163,7 @@ func newChannel(mem []byte, l layout, ctr *counters, stackSide bool, myEv, peerE
 	}
 	c.lent = make([]bool, l.frames)
 	c.held = make([]bool, l.frames)
+	c.usedFrame = make([]uint32, l.slots)
 	return c
 }
 
@@ -221,6 +234,16 @@ func (c *channel) reclaimLocked() {
 	c.outUsed.tail.Store(c.outUsedTl)
 }
 
+// tryReclaim takes back returned frames unless a sender is busy (it will
+// reclaim itself), so frames come home, and forged returns are caught,
+// while this side sends nothing.
+func (c *channel) tryReclaim() {
+	if c.txMu.TryLock() {
+		c.reclaimLocked()
+		c.txMu.Unlock()
+	}
+}
+
 // errNoFrame: all our frames are lent to the other side.
 var errNoFrame = errors.New("ring: no free frame")
 
@@ -257,28 +280,52 @@ func (c *channel) sendLocked(n int, fill func([]byte)) error {
 }
 
 // flushLocked kicks the other side once if it published anything and the
-// other side is sleeping.
-func (c *channel) flushLocked() {
+// other side is sleeping. A lazy flush (only pure TCP ACKs published) owes
+// the kick instead while our receive loop runs: the data an application
+// answers with usually follows within microseconds and its kick covers
+// both, and otherwise the loop pays the debt before it sleeps (settle).
+// Two of the four frames of a request/response are such ACKs; waking the
+// other process costs more than delivering them.
+func (c *channel) flushLocked(lazy bool) {
 	if !c.outPending {
 		return
 	}
 	c.outPending = false
-	if c.peerWait.Load() != 0 {
-		c.kick(c.peerEv)
+	if c.peerWait.Load() == 0 {
+		return
 	}
+	if lazy && c.rxActive.Load() {
+		c.kickOwed = true
+		return
+	}
+	c.kickOwed = false
+	c.kick()
 }
 
-var one = []byte{1, 0, 0, 0, 0, 0, 0, 0}
+// settle pays an owed kick; the receive loop calls it before it sleeps.
+func (c *channel) settle() {
+	c.txMu.Lock()
+	if c.kickOwed && !c.dead {
+		c.kickOwed = false
+		if c.peerWait.Load() != 0 {
+			c.kick()
+		}
+	}
+	c.txMu.Unlock()
+}
 
-func (c *channel) kick(f *os.File) {
+// kick wakes the other side.
+func (c *channel) kick() {
 	c.ctr.kicks.Add(1)
-	_, _ = f.Write(one) // EAGAIN only when the counter is saturated: a wake-up is pending anyway
+	kickEventfd(c.peerEv)
 }
 
 // recvBatch takes up to max valid frames from inAvail, calls fn with each
 // frame's bytes (valid only during the call), and returns the frames on
 // inUsed. It returns the number of descriptors consumed (valid or not).
 func (c *channel) recvBatch(max int, fn func([]byte)) int {
+	c.rxMu.Lock()
+	defer c.rxMu.Unlock()
 	h := c.consumerHead(&c.inAvail, &c.inHead, c.inTail)
 	n := 0
 	for c.inTail != h && n < max {
@@ -287,7 +334,10 @@ func (c *channel) recvBatch(max int, fn func([]byte)) int {
 		n++
 		i, err := c.lay.validate(d, c.thrs)
 		if err == nil && c.held[i-c.thrs] {
-			err = errNotOwned
+			c.takenBack() // they may have taken it back and refilled it
+			if c.held[i-c.thrs] {
+				err = errNotOwned
+			}
 		}
 		if err != nil {
 			c.ctr.reject(err)
@@ -304,18 +354,30 @@ func (c *channel) recvBatch(max int, fn func([]byte)) int {
 	return n
 }
 
-// giveBack returns frame i on inUsed. The other side lent at most frames ≤
-// slots frames, so the used ring has room unless its consumer index is
-// hostile; then the frame stays with us (counted) rather than overwrite.
+// giveBack returns frame i on inUsed; it stays held until they take it
+// back (takenBack). They lent at most frames ≤ slots frames, so the used
+// ring has room unless its consumer index is hostile; then the frame stays
+// with us (counted) rather than overwrite.
 func (c *channel) giveBack(i uint32, d desc) {
-	t := c.producerTail(&c.inUsed, &c.inUsedTl, c.inUsedHd)
+	t := c.takenBack()
 	if c.inUsedHd-t > c.inUsed.mask {
 		c.ctr.idxOver.Add(1)
 		return
 	}
 	putDesc(c.inUsed.slot(c.inUsedHd), d)
+	c.usedFrame[c.inUsedHd&c.inUsed.mask] = i
 	c.inUsedHd++
-	c.held[i-c.thrs] = false
+}
+
+// takenBack reads their tail on inUsed and ends our hold on every frame it
+// has passed since the last call. It returns the (valid) tail.
+func (c *channel) takenBack() uint32 {
+	from := c.inUsedTl
+	t := c.producerTail(&c.inUsed, &c.inUsedTl, c.inUsedHd)
+	for ; from != t; from++ {
+		c.held[c.usedFrame[from&c.inUsed.mask]-c.thrs] = false
+	}
+	return t
 }
 
 // pending reports whether inAvail has descriptors we have not consumed.
@@ -342,19 +404,40 @@ func (c *channel) wait() bool {
 		}
 		runtime.Gosched()
 	}
+	c.rxActive.Store(false)
+	c.settle()
 	c.myWait.Store(1)
 	if c.pending() || c.closed.Load() {
 		c.myWait.Store(0)
+		c.rxActive.Store(true)
 		return !c.closed.Load()
 	}
-	var b [8]byte
-	_, err := c.myEv.Read(b[:])
+	// Hold the eventfds open while asleep on one: a descriptor number
+	// closed under us could be reused by the time read(2) starts.
+	c.evMu.RLock()
+	err := errClosed
+	if !c.evClosed {
+		err = sleepEventfd(c.myEv)
+	}
+	c.evMu.RUnlock()
 	c.myWait.Store(0)
+	c.rxActive.Store(true)
 	if err != nil || c.closed.Load() {
 		return false
 	}
 	c.ctr.wakeups.Add(1)
 	return true
+}
+
+var errClosed = errors.New("ring: eventfds closed")
+
+// closeEvents closes the eventfd files after shutdown, once no receive
+// loop sleeps on them; wait then returns false at once.
+func (c *channel) closeEvents(files []*os.File) {
+	c.evMu.Lock()
+	c.evClosed = true
+	closeFiles(files)
+	c.evMu.Unlock()
 }
 
 // shutdown stops the receive loop: it marks the channel closed and wakes the
@@ -363,5 +446,13 @@ func (c *channel) shutdown() {
 	if c.closed.Swap(true) {
 		return
 	}
-	_, _ = c.myEv.Write(one)
+	kickEventfd(c.myEv)
+}
+
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		if f != nil {
+			f.Close()
+		}
+	}
 }

@@ -13,10 +13,21 @@ type Config struct {
 	// MTU is the largest IP packet. Default 1500. Frame size is MTU+14
 	// rounded up to 64 unless FrameSize says more.
 	MTU uint32
-	// FrameSize is the bytes per frame; default MTU+14 rounded up to 64.
+	// FrameSize is the bytes per frame; default MTU+14 rounded up to 64,
+	// or GSOFrameSize with GSO.
 	FrameSize uint32
-	// Frames is the number of frames each side owns. Default 1024.
+	// Frames is the number of frames each side owns. Default 1024, or
+	// DefaultGSOFrames with GSO.
 	Frames uint32
+	// GSO, on the stack side, lets one frame carry a TCP segment of up to
+	// 64 KiB each way, as TSO super-frames cross a TAP device: both stacks
+	// are told the link segments (host GSO), and the sending link completes
+	// the TCP checksum while it writes the frame; the receiving stack takes
+	// the large segment whole. Bulk TCP then costs a descriptor per 64 KiB,
+	// not per MSS. Frames are GSOFrameSize bytes (at least). The peer
+	// learns it in the handshake; on Dial, true refuses a stack side
+	// without it, false accepts either.
+	GSO bool
 	// Slots is the descriptors per ring, a power of two ≥ Frames. Default:
 	// Frames rounded up to a power of two.
 	Slots uint32
@@ -32,9 +43,14 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultMTU    = 1500
-	DefaultFrames = 1024
-	maxMTU        = 0xffff - header.EthernetMinimumSize
+	DefaultMTU       = 1500
+	DefaultFrames    = 1024
+	DefaultGSOFrames = 256     // 16 MiB of frames per side
+	GSOFrameSize     = 1 << 16 // gVisor's largest pooled chunk: a received frame is copied into one
+	maxMTU           = 0xffff - header.EthernetMinimumSize
+	// gsoMaxSize is the largest packet the stacks may hand the link with
+	// GSO: one that fits a GSOFrameSize frame with its Ethernet header.
+	gsoMaxSize = GSOFrameSize - header.EthernetMinimumSize
 )
 
 func (c Config) layout() (layout, uint32, error) {
@@ -51,9 +67,18 @@ func (c Config) layout() (layout, uint32, error) {
 	}
 	if l.frames == 0 {
 		l.frames = DefaultFrames
+		if c.GSO {
+			l.frames = DefaultGSOFrames
+		}
 	}
 	if l.frameSize == 0 {
 		l.frameSize = uint32(align(int(mtu)+header.EthernetMinimumSize, 64))
+		if c.GSO {
+			l.frameSize = max(l.frameSize, GSOFrameSize)
+		}
+	}
+	if c.GSO && l.frameSize < GSOFrameSize {
+		return layout{}, 0, fmt.Errorf("%w: frame size %d below %d, which GSO needs", ErrInvalidConfig, l.frameSize, GSOFrameSize)
 	}
 	if l.frameSize < mtu+header.EthernetMinimumSize {
 		return layout{}, 0, fmt.Errorf("%w: frame size %d below MTU %d + 14", ErrInvalidConfig, l.frameSize, mtu)

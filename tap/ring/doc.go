@@ -5,6 +5,13 @@
 // descriptors over four single-producer single-consumer rings in that region
 // and wake each other with eventfds, which a busy side suppresses.
 //
+// Each session (one peer, from its handshake until it goes) gets a segment
+// of its own: a fresh memfd-backed pool, unmapped by the stack side when
+// the session ends. A peer that closed its socket but lives on keeps only
+// its old mapping, which no later session uses. With Config.GSO one frame
+// carries a TCP segment of up to 64 KiB, as TSO super-frames cross a TAP
+// device. A side with nothing to do sleeps in read(2) on its eventfd.
+//
 // It owns the layout, the rings, the descriptor validator, the set-up
 // handshake over a unix socket (Listen on the stack side, Dial on the peer
 // side; fds pass with SCM_RIGHTS) and the two endpoints. It does not own the
@@ -24,5 +31,9 @@
 //     splits headers from payload and delivers it.
 //
 // The peer is untrusted: every index and descriptor it writes is checked,
-// bad ones are counted in Stats and skipped; the link keeps working.
+// bad ones are counted in Stats and skipped; the link keeps working. A
+// frame stays the receiver's from its descriptor until the sender's index
+// on the used ring shows it was taken back, so a frame published again
+// before that is refused. Peer.InjectFault writes each kind of bad entry
+// (Fault) for tests of the stack side; package ringtest drives it.
 package ring

@@ -1,11 +1,13 @@
 package ring
 
 import (
+	"encoding/binary"
 	"sync"
 	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
@@ -19,7 +21,8 @@ const rxBatch = 64
 // Ethernet framing, transmit into the current channel, and the receive loop.
 type endpoint struct {
 	ctr       counters
-	frameSize uint32
+	frameSize uint32 // immutable
+	gso       bool   // immutable; Config.GSO (stack side) or as the handshake said (peer)
 	mtu       atomic.Uint32
 	addr      atomic.Value            // tcpip.LinkAddress
 	ch        atomic.Pointer[channel] // the live session; nil between peers
@@ -30,9 +33,10 @@ type endpoint struct {
 	onClose    func()                  // +checklocks:mu
 }
 
-func (e *endpoint) init(mtu, frameSize uint32, addr tcpip.LinkAddress) {
+func (e *endpoint) init(mtu, frameSize uint32, gso bool, addr tcpip.LinkAddress) {
 	e.mtu.Store(mtu)
 	e.frameSize = frameSize
+	e.gso = gso
 	if addr != "" {
 		e.addr.Store(addr)
 		return
@@ -85,6 +89,25 @@ func (*endpoint) Capabilities() stack.LinkEndpointCapabilities {
 	return stack.CapabilityResolutionRequired
 }
 
+// GSOMaxSize implements stack.GSOEndpoint.GSOMaxSize: with GSO, packets
+// up to a frame less its Ethernet header; 0 without.
+func (e *endpoint) GSOMaxSize() uint32 {
+	if e.gso {
+		return gsoMaxSize
+	}
+	return 0
+}
+
+// SupportedGSO implements stack.GSOEndpoint.SupportedGSO: host GSO with
+// Config.GSO, where "the host" is the link, which passes the segment whole
+// and completes its checksum (see WritePackets).
+func (e *endpoint) SupportedGSO() stack.SupportedGSO {
+	if e.gso {
+		return stack.HostGSOSupported
+	}
+	return stack.GSONotSupported
+}
+
 // ARPHardwareType implements stack.LinkEndpoint.ARPHardwareType.
 func (*endpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
 
@@ -134,7 +157,10 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 		e.ctr.txDropNoPeer.Add(uint64(pkts.Len()))
 		return pkts.Len(), nil
 	}
+	ch.reclaimLocked() // frames back early: a forged return is caught at once
+	lazy := true
 	for _, pkt := range pkts.AsSlice() {
+		lazy = lazy && isPureACK(pkt)
 		size := pkt.Size()
 		if size > int(e.frameSize) {
 			e.ctr.txDropTooBig.Add(1)
@@ -145,6 +171,9 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			for _, s := range pkt.AsSlices() {
 				n += copy(dst[n:], s)
 			}
+			if pkt.GSOOptions.NeedsCsum {
+				completeChecksum(dst, pkt)
+			}
 		})
 		if err != nil {
 			e.ctr.txDropNoFrame.Add(1)
@@ -154,8 +183,33 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 		e.ctr.txBytes.Add(uint64(size))
 		e.ctr.txCopied.Add(uint64(size))
 	}
-	ch.flushLocked()
+	ch.flushLocked(lazy)
 	return pkts.Len(), nil
+}
+
+// isPureACK reports whether pkt is a TCP segment with no payload and only
+// the ACK flag: one whose kick may wait (see channel.flushLocked).
+func isPureACK(pkt *stack.PacketBuffer) bool {
+	if pkt.TransportProtocolNumber != header.TCPProtocolNumber || pkt.Data().Size() != 0 {
+		return false
+	}
+	th := header.TCP(pkt.TransportHeader().Slice())
+	return len(th) >= header.TCPMinimumSize && th.Flags() == header.TCPFlagAck
+}
+
+// completeChecksum finishes the transport checksum of frame, a copy of pkt
+// that gVisor left with only the pseudo-header sum in the checksum field
+// (host GSO's CHECKSUM_PARTIAL): the one's-complement sum from the start
+// of the transport header to the end, over the partial sum, complemented.
+// The receiving stack verifies every checksum (the link claims no RX
+// offload), so a mistake here shows as dropped segments, never bad data.
+func completeChecksum(frame []byte, pkt *stack.PacketBuffer) {
+	start := len(pkt.LinkHeader().Slice()) + len(pkt.NetworkHeader().Slice())
+	at := start + int(pkt.GSOOptions.CsumOffset)
+	if at+2 > len(frame) {
+		return
+	}
+	binary.BigEndian.PutUint16(frame[at:], ^checksum.Checksum(frame[start:], 0))
 }
 
 // rxLoop delivers frames from ch until it is shut down.
@@ -169,6 +223,7 @@ func (e *endpoint) rxLoop(ch *channel) {
 				break
 			}
 		}
+		ch.tryReclaim()
 	}
 }
 

@@ -51,9 +51,15 @@ func newTestStack(tb testing.TB, ep stack.LinkEndpoint, addr tcpip.Address) (*st
 	return s, nil
 }
 
-// runHelper is the peer process: it dials the link at path, puts a stack on
-// it and echoes TCP and UDP until the stack side goes.
+// runHelper is the peer process. In mode "echo" it dials the link at path,
+// puts a stack on it and echoes TCP and UDP until the stack side goes. In
+// modes "tap-offload" and "tap" (bench_root_test.go) it opens the TAP
+// device named path instead, with and without offloads, and serves the
+// same until killed.
 func runHelper(mode, path string) int {
+	if mode != "echo" {
+		return runTAPHelper(mode, path)
+	}
 	p, err := Dial(path, Config{LinkAddress: "\x02\x00\x00\x00\x00\x02"})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
@@ -76,8 +82,14 @@ func runHelper(mode, path string) int {
 // startHelper re-executes the test binary as the peer process on path.
 func startHelper(tb testing.TB, path string) *exec.Cmd {
 	tb.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=echo", helperEnv+"_PATH="+path)
+	return startHelperCmd(tb, exec.Command(os.Args[0], "-test.run=^$"), "echo", path)
+}
+
+// startHelperCmd starts cmd, which runs this test binary, as the helper in
+// mode on path, and waits until it is ready.
+func startHelperCmd(tb testing.TB, cmd *exec.Cmd, mode, path string) *exec.Cmd {
+	tb.Helper()
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode, helperEnv+"_PATH="+path)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -126,11 +138,13 @@ func newStackSide(tb testing.TB, cfg Config) *stackSide {
 	ss.s = s
 	tb.Cleanup(func() {
 		// gVisor's Stack.Close does not close link endpoints, and
-		// Stack.Wait waits for them: close the link in between.
+		// Stack.Wait waits for them holding the stack's lock, which a
+		// receive loop delivering a last frame needs: close the link and
+		// wait for it in between.
 		ss.s.Close()
 		ss.link.Close()
-		ss.s.Wait()
 		ss.link.Wait()
+		ss.s.Wait()
 	})
 	return ss
 }

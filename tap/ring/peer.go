@@ -68,7 +68,11 @@ func dialConn(c *net.UnixConn, cfg Config, version uint32) (*Peer, error) {
 		return nil, bad("frames", r.frames, cfg.Frames)
 	case cfg.Slots != 0 && cfg.Slots != r.slots:
 		return nil, bad("slots", r.slots, cfg.Slots)
+	case cfg.GSO && r.features&featureGSO == 0:
+		closeFiles(files)
+		return nil, fmt.Errorf("%w: stack side has no GSO, we want it", ErrMismatch)
 	}
+	gso := r.features&featureGSO != 0 && r.frameSize >= GSOFrameSize
 	if err := lay.check(); err != nil || r.mtu+14 > r.frameSize || r.regionSize < r.base+uint64(lay.size()) || r.regionSize > dmapool.MaxRegionSize {
 		closeFiles(files)
 		return nil, fmt.Errorf("%w: inconsistent geometry from stack side", ErrHandshake)
@@ -91,9 +95,9 @@ func dialConn(c *net.UnixConn, cfg Config, version uint32) (*Peer, error) {
 		closeFiles(p.evs)
 		return nil, fmt.Errorf("%w: %q is not a unicast Ethernet address", ErrInvalidConfig, cfg.LinkAddress)
 	}
-	p.init(r.mtu, r.frameSize, cfg.LinkAddress)
+	p.init(r.mtu, r.frameSize, gso, cfg.LinkAddress)
 	// files[1] is the stack's eventfd (we kick it), files[2] ours.
-	p.ch = newChannel(mem, lay, &p.ctr, false, files[2], files[1])
+	p.ch = newChannel(mem, lay, &p.ctr, false, rawFD(files[2]), rawFD(files[1]))
 	p.endpoint.ch.Store(p.ch)
 	p.ctr.peersUp.Add(1)
 	p.wg.Add(1)
@@ -131,7 +135,10 @@ func (p *Peer) Send(frames ...[]byte) (int, error) {
 	ch := p.ch
 	ch.txMu.Lock()
 	defer ch.txMu.Unlock()
-	defer ch.flushLocked()
+	if ch.dead {
+		return 0, ErrPeerGone
+	}
+	defer ch.flushLocked(false)
 	for i, f := range frames {
 		if len(f) > int(p.frameSize) || len(f) == 0 {
 			return i, fmt.Errorf("%w: %d bytes, frame size %d", ErrTooBig, len(f), p.frameSize)
@@ -174,7 +181,12 @@ func (p *Peer) Close() error {
 	p.closeOnce.Do(func() {
 		p.conn.Close()
 		p.wg.Wait()
-		closeFiles(p.evs)
+		// Fence transmit before the eventfds close: nothing kicks a
+		// descriptor number that may be reused.
+		p.ch.txMu.Lock()
+		p.ch.dead = true
+		p.ch.txMu.Unlock()
+		p.ch.closeEvents(p.evs)
 		p.m.Close()
 	})
 	return nil
@@ -187,7 +199,10 @@ func (p *Peer) Endpoint() *PeerEndpoint { return &PeerEndpoint{p} }
 // PeerEndpoint is a Peer seen as a stack.LinkEndpoint.
 type PeerEndpoint struct{ *Peer }
 
-var _ stack.LinkEndpoint = (*PeerEndpoint)(nil)
+var (
+	_ stack.LinkEndpoint = (*PeerEndpoint)(nil)
+	_ stack.GSOEndpoint  = (*PeerEndpoint)(nil)
+)
 
 // Attach implements stack.LinkEndpoint.Attach; the first non-nil dispatcher
 // starts the receive loop.

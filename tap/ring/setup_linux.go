@@ -14,7 +14,8 @@ import (
 //
 //  1. peer → stack: hello {magic u32, version u32}
 //  2. stack → peer: reply {magic u32, version u32, status u32, slots u32,
-//     frames u32, frameSize u32, mtu u32, pad u32, regionSize u64, base u64},
+//     frames u32, frameSize u32, mtu u32, features u32, regionSize u64,
+//     base u64}, features a bit set (featureGSO; unknown bits ignored),
 //     with 3 fds (SCM_RIGHTS) when status is 0: the pool region's memfd, the
 //     stack side's eventfd (the peer kicks it), the peer's eventfd.
 //     status 1: version mismatch; the stack closes the socket.
@@ -25,17 +26,9 @@ const (
 	replySize = 48
 	statusOK  = 0
 	statusBad = 1
-)
 
-// newEventfd returns a non-blocking eventfd as an *os.File, so reads park
-// in the Go poller and Close unblocks them.
-func newEventfd() (*os.File, error) {
-	fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		return nil, fmt.Errorf("ring: eventfd: %w", err)
-	}
-	return os.NewFile(uintptr(fd), "zcnet-ring-eventfd"), nil
-}
+	featureGSO = 1 << 0 // frames carry TCP segments up to gsoMaxSize (Config.GSO)
+)
 
 // rawFD returns f's descriptor without switching it to blocking mode (as
 // f.Fd would); valid while f is open.
@@ -48,8 +41,8 @@ func rawFD(f *os.File) int {
 }
 
 type reply struct {
-	status, slots, frames, frameSize, mtu uint32
-	regionSize, base                      uint64
+	status, slots, frames, frameSize, mtu, features uint32
+	regionSize, base                                uint64
 }
 
 func encodeReply(r reply) []byte {
@@ -62,6 +55,7 @@ func encodeReply(r reply) []byte {
 	le.PutUint32(b[16:], r.frames)
 	le.PutUint32(b[20:], r.frameSize)
 	le.PutUint32(b[24:], r.mtu)
+	le.PutUint32(b[28:], r.features)
 	le.PutUint64(b[32:], r.regionSize)
 	le.PutUint64(b[40:], r.base)
 	return b
@@ -96,8 +90,8 @@ func sendReply(c *net.UnixConn, r reply, fds ...int) error {
 	return err
 }
 
-// readReply reads the stack side's reply and its fds (made non-blocking
-// Files; the caller owns them).
+// readReply reads the stack side's reply and its fds, as Files the caller
+// owns (the eventfds stay blocking, see eventfd_linux.go).
 func readReply(c *net.UnixConn) (reply, []*os.File, error) {
 	b := make([]byte, replySize)
 	oob := make([]byte, unix.CmsgSpace(3*4))
@@ -115,7 +109,6 @@ func readReply(c *net.UnixConn) (reply, []*os.File, error) {
 					continue
 				}
 				for _, fd := range fds {
-					_ = unix.SetNonblock(fd, true)
 					files = append(files, os.NewFile(uintptr(fd), "zcnet-ring-fd"))
 				}
 			}
@@ -127,7 +120,7 @@ func readReply(c *net.UnixConn) (reply, []*os.File, error) {
 		return reply{}, nil, fmt.Errorf("%w: short or foreign reply", ErrHandshake)
 	}
 	r := reply{status: le.Uint32(b[8:]), slots: le.Uint32(b[12:]), frames: le.Uint32(b[16:]),
-		frameSize: le.Uint32(b[20:]), mtu: le.Uint32(b[24:]), regionSize: le.Uint64(b[32:]), base: le.Uint64(b[40:])}
+		frameSize: le.Uint32(b[20:]), mtu: le.Uint32(b[24:]), features: le.Uint32(b[28:]), regionSize: le.Uint64(b[32:]), base: le.Uint64(b[40:])}
 	if v := le.Uint32(b[4:]); v != Version || r.status != statusOK {
 		closeFiles(files)
 		return reply{}, nil, fmt.Errorf("%w: stack side speaks version %d, we speak %d", ErrMismatch, v, Version)
@@ -137,12 +130,4 @@ func readReply(c *net.UnixConn) (reply, []*os.File, error) {
 		return reply{}, nil, fmt.Errorf("%w: got %d fds, want 3", ErrHandshake, len(files))
 	}
 	return r, files, nil
-}
-
-func closeFiles(fs []*os.File) {
-	for _, f := range fs {
-		if f != nil {
-			f.Close()
-		}
-	}
 }

@@ -1,0 +1,251 @@
+//go:build linux
+
+package ring
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+)
+
+// Fault is a kind of malformed ring entry a hostile peer writes. Peer's
+// InjectFault writes them, so tests of the stack side (here, in
+// integration/ and with the ringtest package) attack it the way a
+// misbehaving process could, through the shared memory itself.
+type Fault int
+
+// The faults, each rejected by the stack side and counted in the Stats
+// field Counter names.
+const (
+	FaultOffsetOutside    Fault = iota // descriptor offset far past the segment (BadOffset)
+	FaultOffsetControl                 // offset into the control area: indices, rings (BadOffset)
+	FaultOffsetWraps                   // offset+length past 2^64 (BadOffset)
+	FaultFramePastPool                 // a frame index past the last frame (BadOffset)
+	FaultOtherSide                     // a frame of the stack side's own partition (NotOwned)
+	FaultLengthOver                    // length over the frame size (BadLength)
+	FaultOffsetLengthOver              // inside a frame, but running past its end (BadLength)
+	FaultLengthZero                    // length zero (BadLength)
+	FaultFlags                         // reserved flags set (BadFlags)
+	FaultReused                        // a frame published again before it came back (NotOwned)
+	FaultForgedReturn                  // a stack frame "returned" that was never lent (NotOwned)
+	FaultIndexOverrun                  // the avail ring's head jumps past the ring (IndexOverrun)
+	FaultIndexBackwards                // the avail ring's head moves backwards (IndexBackwards)
+	FaultUsedTailOverrun               // the used ring's tail jumps past the stack's head (IndexOverrun)
+	NumFaults                          // the number of kinds
+)
+
+var faultNames = [NumFaults]string{
+	"offset outside the segment", "offset in the control area", "offset+length wraps",
+	"frame index past the pool", "the stack side's own frame", "length over the frame",
+	"offset+length over the frame", "zero length", "reserved flags", "frame reused before it came back",
+	"forged return of a frame never lent", "avail head past the ring", "avail head backwards",
+	"used tail past the head",
+}
+
+func (f Fault) String() string {
+	if f < 0 || f >= NumFaults {
+		return fmt.Sprintf("Fault(%d)", int(f))
+	}
+	return faultNames[f]
+}
+
+// Counter returns the counter in s that the stack side raises when it
+// rejects f.
+func (f Fault) Counter(s Stats) uint64 {
+	switch f {
+	case FaultOffsetOutside, FaultOffsetControl, FaultOffsetWraps, FaultFramePastPool:
+		return s.BadOffset
+	case FaultOtherSide, FaultReused, FaultForgedReturn:
+		return s.NotOwned
+	case FaultLengthOver, FaultOffsetLengthOver, FaultLengthZero:
+		return s.BadLength
+	case FaultFlags:
+		return s.BadFlags
+	case FaultIndexBackwards:
+		return s.IndexBackwards
+	case FaultIndexOverrun, FaultUsedTailOverrun:
+		return s.IndexOverrun
+	}
+	return 0
+}
+
+// ErrUnknownFault is InjectFault's answer to a Fault it does not know.
+var ErrUnknownFault = errors.New("ring: unknown fault")
+
+// faultWait bounds how long InjectFault waits for the stack side to take
+// everything published before it moves the head backwards.
+const faultWait = 5 * time.Second
+
+// InjectFault writes one entry of kind f into the rings, as a hostile peer
+// would, between the frames the peer sends (a stack on Endpoint keeps
+// working). Faults in ring indices must stay visible until the stack side
+// has looked: InjectFault calls seen, with the peer's transmit side held,
+// which should return once the stack side counted the fault (or gave up
+// waiting), and then restores the true index. Other faults leave nothing
+// to restore; seen, if not nil, is called after they are written. It
+// returns ErrPeerGone after the session ended.
+func (p *Peer) InjectFault(f Fault, seen func()) error {
+	if seen == nil {
+		seen = func() {}
+	}
+	c := p.ch
+	lay := c.lay
+	frameOff := func(i uint32) uint64 { return uint64(lay.frameOff(i)) }
+	bad := desc{len: 60}
+	switch f {
+	case FaultOffsetOutside:
+		bad.off = 1 << 40
+	case FaultOffsetControl:
+		bad.off, bad.len = offStackWait, 4
+	case FaultOffsetWraps:
+		bad.off = ^uint64(0) - 8
+	case FaultFramePastPool:
+		bad.off = frameOff(2 * lay.frames)
+	case FaultOtherSide:
+		bad.off = frameOff(c.thrs)
+	case FaultLengthOver:
+		bad.off, bad.len = frameOff(c.mine), lay.frameSize+1
+	case FaultOffsetLengthOver:
+		bad.off, bad.len = frameOff(c.mine)+100, lay.frameSize-99
+	case FaultLengthZero:
+		bad.off, bad.len = frameOff(c.mine), 0
+	case FaultFlags:
+		bad.off, bad.flags = frameOff(c.mine), 1
+	case FaultForgedReturn:
+		return p.forgeReturn(seen)
+	case FaultReused, FaultIndexOverrun, FaultIndexBackwards, FaultUsedTailOverrun:
+		return p.injectLocked(f, seen)
+	default:
+		return fmt.Errorf("%w: %d", ErrUnknownFault, int(f))
+	}
+	// A bad descriptor takes a slot on the avail ring and lends nothing:
+	// the stack side skips it, and no frame of ours is lost.
+	c.txMu.Lock()
+	if c.dead || p.endpoint.ch.Load() == nil {
+		c.txMu.Unlock()
+		return ErrPeerGone
+	}
+	c.publishLocked(bad)
+	c.kick()
+	c.txMu.Unlock()
+	seen()
+	return nil
+}
+
+// publishLocked puts d on our avail ring, bypassing every check.
+func (c *channel) publishLocked(d desc) {
+	putDesc(c.outAvail.slot(c.outHead), d)
+	c.outHead++
+	c.outAvail.head.Store(c.outHead)
+}
+
+// injectLocked writes the faults that need the transmit side held.
+func (p *Peer) injectLocked(f Fault, seen func()) error {
+	c := p.ch
+	c.txMu.Lock()
+	defer c.txMu.Unlock()
+	if c.dead || p.endpoint.ch.Load() == nil {
+		return ErrPeerGone
+	}
+	// The stack side counts a bad index value once, however often it sees
+	// it: make each injection's value new.
+	c.faultSeq++
+	seq := c.faultSeq
+	switch f {
+	case FaultReused:
+		// A frame filled with zeros (the stack side drops it: not for its
+		// address), published, then published again at once: the second
+		// comes while the stack side has not handed it back to us.
+		if err := c.sendLocked(60, func(b []byte) { clear(b) }); err != nil {
+			return fmt.Errorf("ring: no frame to reuse: %w", ErrNoFrame)
+		}
+		c.outPending = false
+		d := getDesc(c.outAvail.slot(c.outHead - 1))
+		c.publishLocked(d)
+		c.kick()
+		seen()
+	case FaultIndexOverrun:
+		c.outAvail.head.Store(c.outHead + c.lay.slots + 1 + seq%c.lay.slots)
+		c.kick()
+		seen()
+		c.outAvail.head.Store(c.outHead)
+		c.kick()
+	case FaultIndexBackwards:
+		// Only backwards from what the stack side has seen counts: wait
+		// until it has taken everything published.
+		deadline := time.Now().Add(faultWait)
+		for c.outAvail.tail.Load() != c.outHead {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("ring: stack side took nothing for %v", faultWait)
+			}
+			runtime.Gosched()
+		}
+		c.outAvail.head.Store(c.outHead - 1 - seq%c.lay.slots)
+		c.kick()
+		seen()
+		c.outAvail.head.Store(c.outHead)
+		c.kick()
+	case FaultUsedTailOverrun:
+		// Our tail on the ring the stack side returns our frames on, past
+		// its head; it looks when it returns a frame, so send one. First
+		// let it see our true tail (it reads it when it returns a frame):
+		// a frame we took back since it last looked would otherwise still
+		// be ours in its eyes, and our bogus tail would hide that.
+		deadline := time.Now().Add(faultWait)
+		for c.reclaimLocked(); len(c.free) < 2; c.reclaimLocked() {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("ring: no frames to send: %w", ErrNoFrame)
+			}
+			runtime.Gosched()
+		}
+		if err := c.sendLocked(60, func(b []byte) { clear(b) }); err != nil {
+			return err
+		}
+		c.kick()
+		for c.outAvail.tail.Load() != c.outHead {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("ring: stack side took nothing for %v", faultWait)
+			}
+			runtime.Gosched()
+		}
+		c.outUsed.tail.Store(c.outUsedTl + c.lay.slots + 1 + seq%c.lay.slots)
+		if err := c.sendLocked(60, func(b []byte) { clear(b) }); err != nil { // a free frame is left: no reclaim
+			c.outUsed.tail.Store(c.outUsedTl)
+			return err
+		}
+		c.outPending = false
+		c.kick()
+		seen()
+		c.outUsed.tail.Store(c.outUsedTl)
+	}
+	return nil
+}
+
+// forgeReturn "returns" a frame of the stack side's that it never lent, on
+// the used ring the stack side reclaims from (when it transmits or its
+// receive loop wakes). It names the stack side's last frame, which is lent
+// only when every one of its frames is; were it lent, the return would be
+// taken as genuine and not counted.
+func (p *Peer) forgeReturn(seen func()) error {
+	c := p.ch
+	c.rxMu.Lock()
+	if p.endpoint.ch.Load() == nil {
+		c.rxMu.Unlock()
+		return ErrPeerGone
+	}
+	// Its last frame: the stack side takes free frames from the other end.
+	i := c.thrs + c.lay.frames - 1
+	putDesc(c.inUsed.slot(c.inUsedHd), desc{off: uint64(c.lay.frameOff(i)), len: 60})
+	c.usedFrame[c.inUsedHd&c.inUsed.mask] = i
+	c.inUsedHd++
+	c.inUsed.head.Store(c.inUsedHd)
+	c.rxMu.Unlock()
+	c.txMu.Lock()
+	if !c.dead {
+		c.kick()
+	}
+	c.txMu.Unlock()
+	seen()
+	return nil
+}
