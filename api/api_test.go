@@ -319,3 +319,67 @@ func TestErrorsLikeNet(t *testing.T) {
 }
 
 var os_ErrDeadlineExceeded = os.ErrDeadlineExceeded
+
+// TestUDPEmptyDatagram checks that an empty datagram is received as one, of
+// no bytes, in its place between its neighbours, as in package net.
+func TestUDPEmptyDatagram(t *testing.T) {
+	p := newZCPair(t, 0)
+	pc, err := p.B.Net().ListenPacket("udp", "192.0.2.2:9001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	c, err := p.A.Net().DialContext(ctx(t), "udp", "192.0.2.2:9001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	// The first datagram may be lost while ARP resolves: send "first" until
+	// one arrives (a bounded number of times), then the empty one and a
+	// last one, which the in-process link keeps in order.
+	got := make(chan string, 64)
+	go func() {
+		for i := 0; i < 64; i++ {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- fmt.Sprintf("%q", buf[:n])
+		}
+	}()
+	var first string
+	for i := 0; i < 50 && first == ""; i++ {
+		if _, err := c.Write([]byte("first")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case first = <-got:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if first != `"first"` {
+		t.Fatalf("first datagram: %s", first)
+	}
+	for _, m := range []string{"", "last"} {
+		if n, err := c.Write([]byte(m)); err != nil || n != len(m) {
+			t.Fatalf("Write(%q) = %d, %v", m, n, err)
+		}
+	}
+	var seq []string
+	for len(seq) < 2 {
+		s, ok := <-got
+		if !ok {
+			t.Fatalf("reader stopped after %v", seq)
+		}
+		if s == `"first"` { // a duplicate of the priming datagram
+			continue
+		}
+		seq = append(seq, s)
+	}
+	if seq[0] != `""` || seq[1] != `"last"` {
+		t.Fatalf("received %v, want the empty datagram and then \"last\"", seq)
+	}
+}

@@ -39,6 +39,7 @@ const (
 	kindView     bufKind = iota + 1 // received, zero copy: a clone of the stack's view
 	kindCopied                      // received, copied into a pool buffer
 	kindReserved                    // reserved for sending, writable
+	kindEmpty                       // received, an empty datagram: holds nothing
 )
 
 // bufHandle is the shared state behind Buf values. Handles are recycled;

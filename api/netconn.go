@@ -376,7 +376,8 @@ func (s *Stack) netEndpoint(proto tcpip.TransportProtocolNumber, f family, a net
 	return ep, wq, nil
 }
 
-// dialTCPFrom is Stack.DialTCP with a family and a local address: the
+// dialTCPFrom connects a TCP socket of the given family from laddr (the
+// zero AddrPort: any), for DialTCP and the TCPConn adapters: the
 // socket is bound (to laddr, or an ephemeral port) and its zero-copy flow
 // registered before the handshake, so no data can arrive unregistered.
 func (s *Stack) dialTCPFrom(ctx context.Context, f family, laddr, raddr netip.AddrPort) (*Socket, error) {
@@ -417,10 +418,15 @@ func (s *Stack) dialTCPFrom(ctx context.Context, f family, laddr, raddr netip.Ad
 		return nil, errnoError("connect", terr)
 	}
 	sock.laddr, sock.raddr = localAddr(ep), raddr
+	if err := sock.watchAcks(); err != nil {
+		sock.Close()
+		return nil, err
+	}
 	return sock, nil
 }
 
-// listenTCPFam is Stack.ListenTCP with a family (see netEndpoint).
+// listenTCPFam opens a listening TCP socket of the given family (see
+// netEndpoint), for ListenTCP and the TCPListener adapter.
 func (s *Stack) listenTCPFam(f family, laddr netip.AddrPort) (*Socket, error) {
 	ep, wq, err := s.netEndpoint(tcp.ProtocolNumber, f, laddr.Addr())
 	if err != nil {

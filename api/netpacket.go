@@ -235,8 +235,8 @@ func (c *UDPConn) SetWriteDeadline(t time.Time) error { c.wdl.set(t); return nil
 // Stats returns the copy budget and memory of the socket under c.
 func (c *UDPConn) Stats() SocketStats { return c.sock.Stats() }
 
-// udpFam opens the UDP socket of a UDPConn: Stack.udp with a family (see
-// netEndpoint). It binds first (laddr, or an ephemeral port) so the
+// udpFam opens a UDP socket of the given family (see netEndpoint), for
+// ListenUDP/DialUDP and the UDPConn adapters. It binds first (laddr, or an ephemeral port) so the
 // zero-copy flow is registered before anything can arrive, then connects
 // to raddr if it is valid; the local address is read after the connect,
 // which picks the source address.
@@ -249,7 +249,9 @@ func (s *Stack) udpFam(f family, laddr, raddr netip.AddrPort) (*Socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	// See Stack.udp: let large datagrams fragment with proper IP IDs.
+	// gVisor's UDP sets DF by default and then gives locally fragmented
+	// datagrams IP ID 0, so reassembly can mix datagrams after a loss; let
+	// large datagrams fragment with proper IDs, as Linux does.
 	ep.SetSockOptInt(tcpip.MTUDiscoverOption, int(tcpip.PMTUDiscoveryDont))
 	sock, err := s.newSocket(udp.ProtocolNumber, ep, wq)
 	if err != nil {

@@ -85,12 +85,18 @@ func (s *Stack) newSocket(proto tcpip.TransportProtocolNumber, ep tcpip.Endpoint
 	return sock, nil
 }
 
+// familyOf is the family a socket API call implies: IPv4 for an IPv4
+// address, else dual-stack (an IPv6 endpoint that also takes IPv4).
+func familyOf(a netip.Addr) family {
+	if a.IsValid() && a.Unmap().Is4() {
+		return fam4
+	}
+	return famAny
+}
+
 func (s *Stack) endpoint(proto tcpip.TransportProtocolNumber, a netip.Addr) (tcpip.Endpoint, *waiter.Queue, error) {
 	wq := new(waiter.Queue)
-	f := famAny
-	if a.IsValid() && a.Unmap().Is4() {
-		f = fam4
-	}
+	f := familyOf(a)
 	ep, terr := s.st.Netstack().NewEndpoint(proto, netProto(f, a), wq)
 	if terr != nil {
 		return nil, nil, errnoError("socket", terr)
@@ -101,33 +107,7 @@ func (s *Stack) endpoint(proto tcpip.TransportProtocolNumber, a netip.Addr) (tcp
 // ListenTCP returns a listening TCP socket on laddr (zero address: every
 // address; port 0: a free port). Accept takes its connections.
 func (s *Stack) ListenTCP(laddr netip.AddrPort) (*Socket, error) {
-	ep, wq, err := s.endpoint(tcp.ProtocolNumber, laddr.Addr())
-	if err != nil {
-		return nil, err
-	}
-	if terr := ep.Bind(stack.FullAddress(laddr, 0)); terr != nil {
-		ep.Close()
-		return nil, errnoError("bind", terr)
-	}
-	if terr := ep.Listen(ListenBacklog); terr != nil {
-		ep.Close()
-		return nil, errnoError("listen", terr)
-	}
-	sock, err := s.newSocket(tcp.ProtocolNumber, ep, wq)
-	if err != nil {
-		return nil, err
-	}
-	sock.listening = true
-	sock.laddr = localAddr(ep)
-	// A connection's first data can arrive before Accept: the listener's
-	// flow keeps its shadows until the accepted socket takes them.
-	flow, err := s.st.RegisterFlow(tcp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), sock.laddr.Port()), netip.AddrPort{}, s.opts.MaxShadowBytes)
-	if err != nil {
-		ep.Close()
-		return nil, err
-	}
-	sock.flow = flow
-	return sock, nil
+	return s.listenTCPFam(familyOf(laddr.Addr()), laddr)
 }
 
 func localAddr(ep tcpip.Endpoint) netip.AddrPort {
@@ -195,47 +175,7 @@ func (sock *Socket) isClosed() bool {
 
 // DialTCP connects to raddr; ctx bounds the handshake.
 func (s *Stack) DialTCP(ctx context.Context, raddr netip.AddrPort) (*Socket, error) {
-	ep, wq, err := s.endpoint(tcp.ProtocolNumber, raddr.Addr())
-	if err != nil {
-		return nil, err
-	}
-	sock, err := s.newSocket(tcp.ProtocolNumber, ep, wq)
-	if err != nil {
-		return nil, err
-	}
-	// Bind first so the flow can be registered before any data can arrive.
-	if terr := ep.Bind(tcpip.FullAddress{}); terr != nil {
-		ep.Close()
-		return nil, errnoError("bind", terr)
-	}
-	port := localAddr(ep).Port()
-	if sock.flow, err = s.st.RegisterFlow(tcp.ProtocolNumber, netip.AddrPortFrom(netip.Addr{}, port), raddr, s.opts.MaxShadowBytes); err != nil {
-		ep.Close()
-		return nil, err
-	}
-	entry, ch := waiter.NewChannelEntry(waiter.WritableEvents)
-	wq.EventRegister(&entry)
-	defer wq.EventUnregister(&entry)
-	terr := ep.Connect(stack.FullAddress(raddr, 0))
-	if _, ok := terr.(*tcpip.ErrConnectStarted); ok {
-		select {
-		case <-ch:
-			terr = ep.LastError()
-		case <-ctx.Done():
-			sock.Close()
-			return nil, ctxErr(ctx)
-		}
-	}
-	if terr != nil {
-		sock.Close()
-		return nil, errnoError("connect", terr)
-	}
-	sock.laddr, sock.raddr = localAddr(ep), raddr
-	if err := sock.watchAcks(); err != nil {
-		sock.Close()
-		return nil, err
-	}
-	return sock, nil
+	return s.dialTCPFrom(ctx, familyOf(raddr.Addr()), netip.AddrPort{}, raddr)
 }
 
 // ListenUDP returns a UDP socket bound to laddr; RecvFrom tells senders
@@ -254,35 +194,7 @@ func (s *Stack) udp(laddr, raddr netip.AddrPort) (*Socket, error) {
 	if raddr.IsValid() {
 		a = raddr.Addr()
 	}
-	ep, wq, err := s.endpoint(udp.ProtocolNumber, a)
-	if err != nil {
-		return nil, err
-	}
-	// gVisor's UDP sets DF by default and then gives locally fragmented
-	// datagrams IP ID 0, so reassembly can mix datagrams after a loss; let
-	// large datagrams fragment with proper IDs, as Linux does.
-	ep.SetSockOptInt(tcpip.MTUDiscoverOption, int(tcpip.PMTUDiscoveryDont))
-	sock, err := s.newSocket(udp.ProtocolNumber, ep, wq)
-	if err != nil {
-		return nil, err
-	}
-	if terr := ep.Bind(stack.FullAddress(laddr, 0)); terr != nil {
-		ep.Close()
-		return nil, errnoError("bind", terr)
-	}
-	sock.laddr = localAddr(ep)
-	if sock.flow, err = s.st.RegisterFlow(udp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), sock.laddr.Port()), raddr, s.opts.MaxShadowBytes); err != nil {
-		ep.Close()
-		return nil, err
-	}
-	if raddr.IsValid() {
-		if terr := ep.Connect(stack.FullAddress(raddr, 0)); terr != nil {
-			sock.Close()
-			return nil, errnoError("connect", terr)
-		}
-		sock.raddr = raddr
-	}
-	return sock, nil
+	return s.udpFam(familyOf(a), laddr, raddr)
 }
 
 // LocalAddr returns the socket's address.
@@ -461,6 +373,11 @@ func (sock *Socket) fillLocked() error {
 		from = stack.AddrPort(res.RemoteAddr)
 		if err := w.joinDatagram(); err != nil {
 			return err
+		}
+		if len(w.bufs) == 0 {
+			// An empty datagram is a datagram (as in package net): hand
+			// over a Buf of no bytes rather than swallowing it.
+			w.bufs = append(w.bufs, newBuf(kindEmpty, []byte{}, nil, dmapool.Buf{}, sock.as))
 		}
 	} else if res.Count > 0 {
 		sock.ep.ModerateRecvBuf(res.Count)
