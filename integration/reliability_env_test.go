@@ -440,6 +440,12 @@ func (e *relEnv) transfer(ctx context.Context, port uint16, s relStream) error {
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
+	return hashExchange(ctx, c, s)
+}
+
+// hashExchange sends s on c (which it closes), shuts c's sending side and
+// checks the SHA-256 a hashServer answers with.
+func hashExchange(ctx context.Context, c net.Conn, s relStream) error {
 	defer c.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
@@ -447,7 +453,11 @@ func (e *relEnv) transfer(ctx context.Context, port uint16, s relStream) error {
 	if _, err := s.writeTo(c); err != nil {
 		return fmt.Errorf("send: %w", err)
 	}
-	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok {
+		return fmt.Errorf("%T cannot shut down its sending side", c)
+	}
+	if err := cw.CloseWrite(); err != nil {
 		return err
 	}
 	var got [32]byte

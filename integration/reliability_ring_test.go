@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -237,22 +236,5 @@ func ringTransfer(ctx context.Context, a *api.Stack, port uint16, s relStream) e
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
-	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
-	if _, err := s.writeTo(c); err != nil {
-		return fmt.Errorf("send: %w", err)
-	}
-	if err := c.(*api.TCPConn).CloseWrite(); err != nil {
-		return err
-	}
-	var got [32]byte
-	if _, err := io.ReadFull(c, got[:]); err != nil {
-		return fmt.Errorf("read the server's hash: %w", err)
-	}
-	if want := s.sum(); got != want {
-		return fmt.Errorf("server hashed %x, sent %x", got, want)
-	}
-	return nil
+	return hashExchange(ctx, c, s)
 }
