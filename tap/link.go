@@ -376,7 +376,8 @@ type queue struct {
 	// Reader state, used only by the queue's reader goroutine.
 	readFn  func(fd uintptr) bool // q.readBatch, bound once
 	rx      rxState
-	readErr error // why the reader stopped, if it was not asked to
+	ho      handoff // delivery hand-off when busy; see rx_handoff.go
+	readErr error   // why the reader stopped, if it was not asked to
 }
 
 // fail records why q's reader stops; the link keeps the first such error.

@@ -37,7 +37,8 @@ import (
 //     UDP GSO super-frames are cut into datagrams here (deliverUSO).
 //  5. deliver: build the PacketBuffer, consume the Ethernet header, and
 //     hand it to the stack (DeliverNetworkPacket); the stack now holds the
-//     views, the link drops its reference.
+//     views, the link drops its reference. A reader that keeps finding
+//     frames hands this step to a deliverer goroutine (rx_handoff.go).
 
 // rxState is a reader's buffers. Used only by the queue's reader goroutine.
 type rxState struct {
@@ -66,6 +67,7 @@ func (q *queue) run() {
 	l := q.link
 	defer l.wg.Done()
 	defer q.rx.release()
+	defer q.stopHandoff()
 	for !l.stopping.Load() {
 		err := q.rc.Read(q.readFn)
 		if q.readErr != nil {
@@ -97,6 +99,8 @@ func (q *queue) readBatch(fd uintptr) bool {
 			if got {
 				q.c.rxWakeups.Add(1)
 			}
+			q.flushHandoff()
+			q.ho.run = 0
 			return false
 		default:
 			q.c.rxErrors.Add(1)
@@ -110,6 +114,7 @@ func (q *queue) readBatch(fd uintptr) bool {
 			return true
 		}
 		got = true
+		q.ho.run++
 		q.handleFrame(n)
 	}
 	if got {
@@ -241,8 +246,25 @@ func (q *queue) handleFrame(n int) {
 		}
 	}
 	split := rxSplitLen(hdr, head, n)
+	tcp := carriesTCP(head)
 	buf := q.splitHeaders(headV, tailV, split)
-	q.deliver(box.d, buf)
+	q.deliver(box.d, buf, !tcp)
+}
+
+// carriesTCP reports whether an Ethernet frame holds TCP directly over
+// IPv4 or IPv6 (no IPv6 extension header in between).
+func carriesTCP(frame []byte) bool {
+	if len(frame) < header.EthernetMinimumSize+header.IPv6MinimumSize {
+		return false
+	}
+	l3 := frame[header.EthernetMinimumSize:]
+	switch header.Ethernet(frame).Type() {
+	case header.IPv4ProtocolNumber:
+		return header.IPv4(l3).Protocol() == uint8(header.TCPProtocolNumber)
+	case header.IPv6ProtocolNumber:
+		return header.IPv6(l3).NextHeader() == uint8(header.TCPProtocolNumber)
+	}
+	return false
 }
 
 // holdFragment hands an IP fragment to the queue's fragment checker
@@ -264,7 +286,7 @@ func (q *queue) holdFragment(d stack.NetworkDispatcher, headV, tailV *buffer.Vie
 			mergeView(&buf, f.tail)
 		}
 		*f = heldFrag{}
-		q.deliver(d, buf)
+		q.deliver(d, buf, true)
 	}
 }
 
@@ -308,12 +330,21 @@ func mergeView(buf *buffer.Buffer, v *buffer.View) {
 }
 
 // deliver hands a frame to the stack: step 5. It takes ownership of buf.
-func (q *queue) deliver(d stack.NetworkDispatcher, buf buffer.Buffer) {
+//
+// handOK says the frame may go to the queue's deliverer when the reader is
+// busy (rx_handoff.go); TCP frames are always delivered inline.
+func (q *queue) deliver(d stack.NetworkDispatcher, buf buffer.Buffer, handOK bool) {
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buf})
-	if q.link.ParseHeader(pkt) {
-		d.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
+	if !q.link.ParseHeader(pkt) {
+		pkt.DecRef()
+		return
 	}
-	pkt.DecRef()
+	if !handOK {
+		d.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
+		pkt.DecRef()
+		return
+	}
+	q.deliverOrHand(d, pkt)
 }
 
 // deliverUSO cuts a UDP GSO super-frame into its datagrams and delivers
@@ -373,7 +404,7 @@ func (q *queue) deliverUSO(d stack.NetworkDispatcher, hdr *vnetHdr, headV, tailV
 			rx.segs[j] = nil
 		}
 		q.c.rxUSODatagrams.Add(1)
-		q.deliver(d, buf)
+		q.deliver(d, buf, true)
 	}
 	headV.Release()
 	if tailV != nil {

@@ -11,6 +11,9 @@ type Stats struct {
 	// RxWakeups counts reader wake-ups that found at least one frame;
 	// RxFrames/RxWakeups is the average batch.
 	RxWakeups uint64
+	// RxHandedOff counts frames a busy reader handed to its queue's
+	// deliverer goroutine rather than delivering them itself.
+	RxHandedOff uint64
 	// RxGSOFrames counts TCP super-frames (gso_type TCPV4/TCPV6) handed to
 	// the stack whole.
 	RxGSOFrames uint64
@@ -76,6 +79,7 @@ type counters struct {
 	rxFrames, rxBytes, rxWakeups         atomic.Uint64
 	rxGSO, rxUSO, rxUSODatagrams         atomic.Uint64
 	rxVerified, rxUnverifiable, rxCopied atomic.Uint64
+	rxHandedOff                          atomic.Uint64
 	dropShort, dropVnet, dropCsum        atomic.Uint64
 	dropNotForUs, dropDetached, rxErrors atomic.Uint64
 	dropUncheckable, fragDatagrams       atomic.Uint64
@@ -99,6 +103,7 @@ func (c *counters) addTo(s *Stats) {
 	s.RxUSODatagrams += c.rxUSODatagrams.Load()
 	s.RxCsumVerified += c.rxVerified.Load()
 	s.RxCsumUnverifiable += c.rxUnverifiable.Load()
+	s.RxHandedOff += c.rxHandedOff.Load()
 	s.RxCopiedBytes += c.rxCopied.Load()
 	s.RxDropShort += c.dropShort.Load()
 	s.RxDropBadVnetHdr += c.dropVnet.Load()

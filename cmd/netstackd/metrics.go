@@ -151,6 +151,7 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("zcnet_link_rx_frames_total", "Frames read from the TAP device.", s.RxFrames, l...)
 		counter("zcnet_link_rx_bytes_total", "Bytes of frames read from the TAP device.", s.RxBytes, l...)
 		counter("zcnet_link_rx_wakeups_total", "Reader wake-ups that found frames.", s.RxWakeups, l...)
+		counter("zcnet_link_rx_handed_off_total", "Frames a busy reader handed to its queue's deliverer goroutine.", s.RxHandedOff, l...)
 		counter("zcnet_link_rx_gso_frames_total", "TCP super-frames handed to the stack whole.", s.RxGSOFrames, l...)
 		counter("zcnet_link_rx_uso_frames_total", "UDP GSO super-frames received.", s.RxUSOFrames, l...)
 		counter("zcnet_link_rx_uso_datagrams_total", "Datagrams cut from UDP GSO super-frames.", s.RxUSODatagrams, l...)
