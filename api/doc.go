@@ -86,6 +86,13 @@
 // than one piece (joined into one Buf). On zcnet's links a TCP stream is
 // handed over whole (TestZeroCopyTCPReceive asserts at least 99%).
 //
+// The package net adapters (Net, TCPConn, UDPConn) are built on the same
+// sockets and keep the same books: Read takes a hand-off and copies it into
+// the caller's slice, moving each byte it copies from handed over to
+// copied; Write copies the caller's slice into the stack's send buffer and
+// counts it as sent by copy. That one copy each way is the price of the
+// net.Conn shape.
+//
 // # Errors
 //
 // Socket calls return net.ErrClosed after Close, context errors as
