@@ -199,23 +199,17 @@ func (c *TCPConn) Close() error {
 }
 
 // CloseRead shuts down the reading side.
-func (c *TCPConn) CloseRead() error {
-	if c.closed() {
-		return c.opErr("close", net.ErrClosed)
-	}
-	if terr := c.sock.ep.Shutdown(tcpip.ShutdownRead); terr != nil {
-		return c.opErr("close", errnoError("shutdown", terr))
-	}
-	return nil
-}
+func (c *TCPConn) CloseRead() error { return c.shutdown(tcpip.ShutdownRead) }
 
 // CloseWrite shuts down the writing side: the peer reads EOF once it has
 // everything written before.
-func (c *TCPConn) CloseWrite() error {
+func (c *TCPConn) CloseWrite() error { return c.shutdown(tcpip.ShutdownWrite) }
+
+func (c *TCPConn) shutdown(how tcpip.ShutdownFlags) error {
 	if c.closed() {
 		return c.opErr("close", net.ErrClosed)
 	}
-	if terr := c.sock.ep.Shutdown(tcpip.ShutdownWrite); terr != nil {
+	if terr := c.sock.ep.Shutdown(how); terr != nil {
 		return c.opErr("close", errnoError("shutdown", terr))
 	}
 	return nil
