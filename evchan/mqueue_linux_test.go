@@ -101,24 +101,32 @@ func TestPosixMQNotifyRules(t *testing.T) {
 	if ev := next(t, c); ev.Data != 1 || ev.Result != 1 {
 		t.Fatalf("immediate notification: %v", ev)
 	}
-	// One-shot: the queue stays readable, but nothing more arrives until
-	// a new registration.
+	// One-shot, one registration at a time. Arm on the empty queue (on a
+	// non-empty one the registration would fire at once and could be gone
+	// before the second call): a second registration is refused while the
+	// first is armed, and the first fires on the next message.
+	buf := make([]byte, 16)
+	if n, _, err := m.Receive(buf); err != nil || string(buf[:n]) != "one" {
+		t.Fatalf("Receive: %q, %v", buf[:n], err)
+	}
 	if err := m.Notify(c, 2); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Notify(c, 3); !errors.Is(err, ErrBusy) {
 		t.Fatalf("second registration: %v", err)
 	}
+	if err := m.Send([]byte("two"), 31); err != nil {
+		t.Fatal(err)
+	}
 	if ev := next(t, c); ev.Data != 2 {
 		t.Fatalf("rearmed notification: %v", ev)
 	}
-	if err := m.Send([]byte("two"), 31); err != nil {
+	if err := m.Send([]byte("one"), 1); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Send([]byte("three"), 0); !errors.Is(err, ErrFull) {
 		t.Fatalf("Send on a full queue: %v", err)
 	}
-	buf := make([]byte, 16)
 	if n, prio, _ := m.Receive(buf); string(buf[:n]) != "two" || prio != 31 {
 		t.Fatalf("highest priority first: %q %d", buf[:n], prio)
 	}
