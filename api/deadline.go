@@ -27,12 +27,7 @@ func newDeadline() *deadline { return &deadline{ch: make(chan struct{})} }
 func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.timer != nil && !d.timer.Stop() {
-		// The timer fired (or is firing): the old channel is, or will be,
-		// closed; give waiters for the new deadline a fresh one.
-		d.ch = make(chan struct{})
-	}
-	d.timer = nil
+	d.disarmLocked()
 	select {
 	case <-d.ch:
 		d.ch = make(chan struct{})
@@ -71,14 +66,26 @@ func (d *deadline) expired() bool {
 // which wait on contexts. It allocates nothing.
 func (d *deadline) ctx() context.Context { return deadlineCtx{d.done()} }
 
-// stop releases the timer; the deadline is not used again.
+// disarmLocked stops the armed timer, if any. A timer that has fired (or
+// is firing: Stop reports false and its func runs in its own goroutine)
+// closes, or will close, the channel it was armed on, so the deadline
+// moves to a fresh channel: no later close of the old one can meet a close
+// of ours. Every path that drops the timer comes through here.
+//
+// +checklocks:d.mu
+func (d *deadline) disarmLocked() {
+	if d.timer != nil && !d.timer.Stop() {
+		d.ch = make(chan struct{})
+	}
+	d.timer = nil
+}
+
+// stop releases the timer. A later set (SetDeadline after Close, as
+// net/http does) still works.
 func (d *deadline) stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.timer != nil {
-		d.timer.Stop()
-		d.timer = nil
-	}
+	d.disarmLocked()
 }
 
 // deadlineCtx is a context whose Done is a deadline's channel. Its Err is
