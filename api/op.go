@@ -413,7 +413,9 @@ func (op *Op) Cancel() error {
 }
 
 // completeLocked posts op's final completion with its reserved slot and
-// marks it done. ev's Source, Op, Cookie and Data are filled in here.
+// marks it done. ev's Source, Op, Cookie and Data are filled in here. Err
+// and Result are final before the event is posted, so a consumer that
+// takes the event sees them (as completeFile does for file ops).
 //
 // +checklocks:op.Sock.opMu
 func (op *Op) completeLocked(ev evchan.Event, err error) {
@@ -423,10 +425,10 @@ func (op *Op) completeLocked(ev evchan.Event, err error) {
 		ev.Flags |= FlagAcked
 		ev.Result = op.res
 	}
-	op.post(ev)
 	op.res, op.err = ev.Result, err
-	op.credit.Release()
 	op.state.Store(opDone)
+	op.post(ev)
+	op.credit.Release()
 	close(op.done)
 	op.releaseBuf()
 }
