@@ -213,6 +213,22 @@ func (p *ackPair) send(t *testing.T, n int, cookie uint64) *api.Op {
 	return &api.Op{Kind: api.OpSend, Sock: p.conn, EC: p.ec, Buf: b, Ack: true, Cookie: cookie}
 }
 
+// sentAwaitingAck submits a send of n bytes with Ack (cookie 1) with the
+// gate in mode, and returns it once its first completion (FlagMore) has
+// come: the send is now waiting for the peer's acknowledgement.
+func (p *ackPair) sentAwaitingAck(t *testing.T, ctx context.Context, mode gateMode, n int) *api.Op {
+	t.Helper()
+	p.gate.set(mode)
+	op := p.send(t, n, 1)
+	if err := p.A.Submit(ctx, false, op); err != nil {
+		t.Fatal(err)
+	}
+	if ev := p.next(t, ctx); ev.Flags&evchan.FlagMore == 0 {
+		t.Fatalf("first completion %+v", ev)
+	}
+	return op
+}
+
 // next returns the next event on p.ec.
 func (p *ackPair) next(t *testing.T, ctx context.Context) evchan.Event {
 	t.Helper()
@@ -367,14 +383,7 @@ func TestSendAckOrder(t *testing.T) {
 func TestSendAckOnClose(t *testing.T) {
 	p := newAckPair(t)
 	ctx := tctx(t, 30*time.Second)
-	p.gate.set(gateHold)
-	op := p.send(t, 1000, 1)
-	if err := p.A.Submit(ctx, false, op); err != nil {
-		t.Fatal(err)
-	}
-	if ev := p.next(t, ctx); ev.Flags&evchan.FlagMore == 0 {
-		t.Fatalf("first completion %+v", ev)
-	}
+	op := p.sentAwaitingAck(t, ctx, gateHold, 1000)
 	p.conn.Close()
 	ev := p.next(t, ctx)
 	if ev.Flags&api.FlagAcked == 0 || ev.Errno != syscall.EBADF || ev.Result != 1000 {
@@ -390,14 +399,7 @@ func TestSendAckOnClose(t *testing.T) {
 func TestSendAckOnReset(t *testing.T) {
 	p := newAckPair(t)
 	ctx := tctx(t, 30*time.Second)
-	p.gate.set(gateRSTOnly)
-	op := p.send(t, 1000, 1)
-	if err := p.A.Submit(ctx, false, op); err != nil {
-		t.Fatal(err)
-	}
-	if ev := p.next(t, ctx); ev.Flags&evchan.FlagMore == 0 {
-		t.Fatalf("first completion %+v", ev)
-	}
+	op := p.sentAwaitingAck(t, ctx, gateRSTOnly, 1000)
 	// Closing with unread data resets the connection (as Linux does).
 	if err := p.peer.WaitReadable(ctx); err != nil {
 		t.Fatal(err)
@@ -503,14 +505,7 @@ func TestSendAckRejected(t *testing.T) {
 func TestSendAckCancel(t *testing.T) {
 	p := newAckPair(t)
 	ctx := tctx(t, 30*time.Second)
-	p.gate.set(gateHold)
-	op := p.send(t, 1000, 1)
-	if err := p.A.Submit(ctx, false, op); err != nil {
-		t.Fatal(err)
-	}
-	if ev := p.next(t, ctx); ev.Flags&evchan.FlagMore == 0 {
-		t.Fatalf("first completion %+v", ev)
-	}
+	op := p.sentAwaitingAck(t, ctx, gateHold, 1000)
 	if err := op.Cancel(); err != nil {
 		t.Fatal(err)
 	}
