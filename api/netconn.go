@@ -69,20 +69,26 @@ func (c *TCPConn) opErr(op string, err error) error {
 // closed reports whether the conn, or the Stack under it, is closed.
 func (c *TCPConn) closed() bool { return c.closing.Load() || c.sock.isClosed() }
 
+// ready is what Read and Write check first: the conn is open and op's
+// deadline dl has not passed.
+func (c *TCPConn) ready(op string, dl *deadline) error {
+	if c.closed() {
+		return c.opErr(op, net.ErrClosed)
+	}
+	if dl.expired() {
+		return c.opErr(op, errDeadline)
+	}
+	return nil
+}
+
 // Read implements net.Conn.Read. It waits for the first bytes (until the
 // read deadline), then copies what is ready, up to len(b), without waiting
 // again.
 func (c *TCPConn) Read(b []byte) (int, error) {
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
-	if c.closed() {
-		return 0, c.opErr("read", net.ErrClosed)
-	}
-	if c.rdl.expired() {
-		return 0, c.opErr("read", errDeadline)
-	}
-	if len(b) == 0 {
-		return 0, nil
+	if err := c.ready("read", c.rdl); err != nil || len(b) == 0 {
+		return 0, err
 	}
 	n := c.copyOutLocked(b)
 	if n == 0 && c.rerr != nil {
@@ -154,14 +160,8 @@ func (c *TCPConn) readErr(err error) error {
 func (c *TCPConn) Write(b []byte) (int, error) {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	if c.closed() {
-		return 0, c.opErr("write", net.ErrClosed)
-	}
-	if c.wdl.expired() {
-		return 0, c.opErr("write", errDeadline)
-	}
-	if len(b) == 0 {
-		return 0, nil
+	if err := c.ready("write", c.wdl); err != nil || len(b) == 0 {
+		return 0, err
 	}
 	var r bytes.Reader
 	r.Reset(b)
