@@ -40,8 +40,9 @@ func skipOrFail(t *testing.T, why string) {
 	t.Skip("skipping: " + why)
 }
 
-// requireBench skips (or under CI fails) t unless the bench can run here.
-func requireBench(t *testing.T) {
+// requireRoot skips (or under CI fails) t unless it can make namespaces
+// and TAP devices.
+func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		skipOrFail(t, "needs root for network namespaces, TAP devices and a veth pair")
@@ -49,6 +50,12 @@ func requireBench(t *testing.T) {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		skipOrFail(t, "/dev/net/tun is not available")
 	}
+}
+
+// requireBench skips (or under CI fails) t unless the bench can run here.
+func requireBench(t *testing.T) {
+	t.Helper()
+	requireRoot(t)
 	for _, tool := range []string{"ip", "iperf3", "wrk"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			skipOrFail(t, tool+" is not installed (apt-get install iproute2 iperf3 wrk)")

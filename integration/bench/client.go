@@ -22,7 +22,8 @@ import (
 // several start together), runs for -d and prints its result as a JSON
 // line: {"sent":…,"errors":…,"seconds":…} or {"n":…,"seconds":…}. With
 // -cpu the process first pins every thread to that CPU and sets
-// GOMAXPROCS 1, as `taskset -c N` at start would.
+// GOMAXPROCS to -procs (1: what `taskset -c N` at start gives a Go
+// program).
 
 // clientResult is a client's JSON result line.
 type clientResult struct {
@@ -51,6 +52,7 @@ func runClient(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	to := fs.String("to", "", "server ADDR:PORT")
 	d := fs.Duration("d", time.Second, "how long to run")
 	cpu := fs.Int("cpu", -1, "pin the process to this CPU (rr)")
+	procs := fs.Int("procs", 1, "GOMAXPROCS with -cpu; 0 leaves it")
 	if err := fs.Parse(args[1:]); err != nil {
 		return exitUsage
 	}
@@ -63,7 +65,7 @@ func runClient(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return fail(fmt.Errorf("-d %v: want up to 10m", *d))
 	}
 	if *cpu >= 0 {
-		if _, err := pinProcess(*cpu, 1); err != nil {
+		if _, err := pinProcess(*cpu, *procs); err != nil {
 			return fail(err)
 		}
 	}

@@ -55,9 +55,13 @@
 //     processes flood the server; with the rate they offered, and the
 //     server's CPU per datagram received.
 //   - 1-byte TCP round trips per second, one client process, one
-//     connection: pinned (the client started on CPU -pin with GOMAXPROCS 1,
-//     the server's threads moved there with GOMAXPROCS 1, as taskset would)
-//     and unpinned; with the server's CPU per round trip.
+//     connection: pinned (the client started on CPU -pin, the server's
+//     threads moved there, both with GOMAXPROCS -pin-procs, default 1: what
+//     a Go program started under taskset -c gets) and unpinned; with the
+//     server's CPU per round trip. With one P, stock gVisor's fdbased
+//     reader, which blocks in ppoll through a plain system call, holds the
+//     P until the runtime's monitor takes it back: that is what a user who
+//     pins a gVisor server sees.
 //   - wrk -t2 -c64 against net/http with a 1 KiB body: requests per second,
 //     and server CPU per request.
 //   - TCP with stock iperf3 -c: upload (client → server) and download

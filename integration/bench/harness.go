@@ -108,6 +108,7 @@ type config struct {
 	runs           int           // measurements per figure and contender
 	quick          bool          // a smoke run: 1 run, short windows
 	pinCPU         int           // CPU for figRRPin; -1 drops that figure
+	pinProcs       int           // GOMAXPROCS of pinned processes; 0 leaves it
 	udpSenders     int           // sender processes of the UDP figure
 	contenders     []string      // keys, in table order
 	figures        []string      // keys, in table order
@@ -222,6 +223,7 @@ type Report struct {
 	Runs       int             `json:"runs"`
 	Quick      bool            `json:"quick"`
 	PinCPU     int             `json:"pin_cpu"`
+	PinProcs   int             `json:"pin_gomaxprocs"`
 	UDPSenders int             `json:"udp_sender_processes"`
 	StockTCP   string          `json:"stock_tcp_options"`
 	CPUMeasure string          `json:"cpu_measure"`
@@ -259,6 +261,7 @@ func run(ctx context.Context, cfg config, log io.Writer, newNS nsFactory) (*Repo
 		Runs:       cfg.runs,
 		Quick:      cfg.quick,
 		PinCPU:     cfg.pinCPU,
+		PinProcs:   cfg.pinProcs,
 		UDPSenders: cfg.udpSenders,
 		StockTCP:   "zcnet's",
 		CPUMeasure: cpuMeasure,

@@ -58,7 +58,7 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.runs != 3 || cfg.duration != 5*time.Second || cfg.udpSenders != 2 || len(cfg.contenders) != len(contenderDefs) || len(cfg.figures) != len(allFigures) {
+	if cfg.runs != 3 || cfg.duration != 5*time.Second || cfg.udpSenders != 2 || cfg.pinProcs != 1 || len(cfg.contenders) != len(contenderDefs) || len(cfg.figures) != len(allFigures) {
 		t.Errorf("defaults: %+v", cfg)
 	}
 	cfg, opts, err := parseFlags([]string{"-quick", "-contenders", "kernel,zcnet", "-figures", "tcp_up_1", "-pin", "off", "-svg", "x.svg"}, io.Discard)
@@ -77,7 +77,7 @@ func TestParseFlags(t *testing.T) {
 	}
 	for _, bad := range [][]string{
 		{"-duration", "10ms"}, {"-runs", "0"}, {"-contenders", "nope"}, {"-figures", ""},
-		{"-pin", "x"}, {"-udp-senders", "0"}, {"extra"},
+		{"-pin", "x"}, {"-pin-procs", "-1"}, {"-udp-senders", "0"}, {"extra"},
 	} {
 		if _, _, err := parseFlags(bad, io.Discard); !errors.Is(err, errUsage) && !strings.Contains(err.Error(), "invalid") {
 			t.Errorf("parseFlags(%q) = %v, want a usage error", bad, err)

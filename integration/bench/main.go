@@ -162,6 +162,7 @@ client, wrk, iperf3), and prints a table (see go doc).
 	fs.IntVar(&cfg.runs, "runs", 3, "measurements of each figure on each contender; the table shows their median and range")
 	fs.BoolVar(&cfg.quick, "quick", false, "smoke run: -runs 1 -duration 1s unless given")
 	fs.StringVar(&pin, "pin", "auto", "CPU for the pinned round-trip figure (client and server on it): a CPU number, auto (the first allowed) or off")
+	fs.IntVar(&cfg.pinProcs, "pin-procs", 1, "GOMAXPROCS of the pinned client and server (what a Go program started under taskset -c N gets); 0 leaves it")
 	fs.IntVar(&cfg.udpSenders, "udp-senders", 2, "sender processes of the UDP figure")
 	fs.StringVar(&contenders, "contenders", strings.Join(contenderKeys(), ","), "contenders to run, comma-separated")
 	fs.StringVar(&figures, "figures", strings.Join(figureKeys(), ","), "figures to measure, comma-separated")
@@ -190,6 +191,9 @@ client, wrk, iperf3), and prints a table (see go doc).
 	}
 	if cfg.runs < 1 || cfg.runs > 100 {
 		return config{}, cmdOptions{}, fmt.Errorf("%w: -runs %d: want 1 to 100", errUsage, cfg.runs)
+	}
+	if cfg.pinProcs < 0 || cfg.pinProcs > 64 {
+		return config{}, cmdOptions{}, fmt.Errorf("%w: -pin-procs %d: want 0 to 64", errUsage, cfg.pinProcs)
 	}
 	if cfg.udpSenders < 1 || cfg.udpSenders > 16 {
 		return config{}, cmdOptions{}, fmt.Errorf("%w: -udp-senders %d: want 1 to 16", errUsage, cfg.udpSenders)

@@ -194,11 +194,11 @@ func measureRR(ctx context.Context, e *env, c *contender, pinned bool) (Run, err
 	args := []string{"rr", "-to", fmt.Sprintf("%s:%d", c.addr, portEcho), "-d", d.String()}
 	if pinned {
 		var ok struct{}
-		if err := c.ctl.request(fmt.Sprintf("pin %d", e.cfg.pinCPU), &ok); err != nil {
+		if err := c.ctl.request(fmt.Sprintf("pin %d %d", e.cfg.pinCPU, e.cfg.pinProcs), &ok); err != nil {
 			return Run{}, err
 		}
 		defer c.ctl.request("unpin", &ok)
-		args = append(args, "-cpu", strconv.Itoa(e.cfg.pinCPU))
+		args = append(args, "-cpu", strconv.Itoa(e.cfg.pinCPU), "-procs", strconv.Itoa(e.cfg.pinProcs))
 	}
 	ps, stop, err := startClients(e, 1, args...)
 	if err != nil {

@@ -42,7 +42,9 @@ import (
 // JSON line each on stdout:
 //
 //	stats     {"cpu_ns":…, "udp_received":…, "http_requests":…, "counters":{…}}
-//	pin CPU   pins every thread to CPU with GOMAXPROCS 1, as taskset would
+//	pin CPU [PROCS]  pins every thread to CPU and sets GOMAXPROCS to PROCS
+//	          (default 1, as a Go program started under taskset gets; 0
+//	          leaves it)
 //	unpin     undoes pin
 //
 // and ends, closing everything, when stdin closes (so also when the bench
@@ -178,7 +180,12 @@ func runServer(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			st := serverStats{CPUNanos: int64(processCPU()), UDPReceived: s.udpRecv.Load(), HTTPRequests: s.httpReqs.Load(), Counters: s.counters()}
 			out.Encode(st)
 		case "pin":
-			cpu, err := strconv.Atoi(arg)
+			cpuArg, procsArg, _ := strings.Cut(arg, " ")
+			cpu, err := strconv.Atoi(cpuArg)
+			procs := 1
+			if err == nil && procsArg != "" {
+				procs, err = strconv.Atoi(procsArg)
+			}
 			if err != nil {
 				out.Encode(map[string]string{"error": "pin: " + err.Error()})
 				continue
@@ -187,7 +194,7 @@ func runServer(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				unpin()
 				unpin = nil
 			}
-			if unpin, err = pinProcess(cpu, 1); err != nil {
+			if unpin, err = pinProcess(cpu, procs); err != nil {
 				out.Encode(map[string]string{"error": err.Error()})
 				continue
 			}
