@@ -19,10 +19,11 @@ import (
 
 // chartData is what a chart shows, independent of the report.
 type chartData struct {
-	Title  string
-	Series []string     // bar names, in legend order
-	Groups []chartGroup // in drawing order, top to bottom
-	Ref    float64      // a vertical reference line at this value (0: none)
+	Title    string
+	Series   []string     // bar names, in legend order
+	Groups   []chartGroup // in drawing order, top to bottom
+	Ref      float64      // a vertical reference line at this value (0: none)
+	RefLabel string       // what the line stands for
 }
 
 // chartGroup is one group of bars: Values[i] belongs to Series[i]; a value
@@ -117,7 +118,7 @@ func writeChart(w io.Writer, d chartData) error {
 	if d.Ref > 0 {
 		rx := chartLabelW + d.Ref*scale
 		fmt.Fprintf(&b, `<line class="ref" x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#000000" stroke-dasharray="4 3"/>`+"\n", rx, chartTop-6, rx, y-chartGroupGp+4)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%g×</text>`+"\n", rx, y-chartGroupGp+16, d.Ref)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", rx, y-chartGroupGp+16, esc(d.RefLabel))
 	}
 	b.WriteString("</svg>\n")
 	_, err := w.Write(b.Bytes())
@@ -129,8 +130,9 @@ func writeChart(w io.Writer, d chartData) error {
 // kernel there is nothing to divide by: the chart has no groups.
 func chartOf(rep *Report) chartData {
 	d := chartData{
-		Title: fmt.Sprintf("zcnet benchmark: median / Linux kernel over veth (higher is better; %d × %s)", rep.Runs, rep.Duration),
-		Ref:   1,
+		Title:    fmt.Sprintf("zcnet benchmark: median / Linux kernel over veth (higher is better; %d × %s)", rep.Runs, rep.Duration),
+		Ref:      1,
+		RefLabel: "1 = kernel veth",
 	}
 	var keys []string
 	for _, c := range rep.Contenders {
