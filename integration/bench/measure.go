@@ -350,8 +350,10 @@ func measureTCP(ctx context.Context, e *env, c *contender, f figure) (Run, error
 		Seconds:   r.Seconds,
 		Extra:     map[string]float64{"bytes": r.Bytes},
 	}
-	if f.reverse || c.def.key == keyKernel {
-		// iperf3 knows the retransmissions of a kernel sender.
+	if !f.reverse || c.def.key == keyKernel {
+		// iperf3 knows the retransmissions of a kernel sender: its own
+		// client's on uploads, iperf3 -s's on the kernel's downloads. The
+		// gVisor stacks' are their tcp_retransmits counter.
 		run.Extra["iperf3_retransmits"] = rep.End.SumSent.Retransmits
 	}
 	return run, nil
