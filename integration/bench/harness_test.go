@@ -284,3 +284,26 @@ func TestTapSubnetsAreDistinct(t *testing.T) {
 		seen[k.Masked().String()] = true
 	}
 }
+
+func TestSubcommandsReportBadUsage(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := runServer([]string{"-mode", "nope", "-addr", "192.0.2.2"}, strings.NewReader(""), &out, &errOut); code != exitFailed ||
+		!strings.Contains(out.String(), `"error"`) || !strings.Contains(out.String(), "-mode") {
+		t.Errorf("server -mode nope: exit %d, stdout %q", code, out.String())
+	}
+	out.Reset()
+	if code := runServer([]string{"-mode", modeStock}, strings.NewReader(""), &out, &errOut); code != exitFailed || !strings.Contains(out.String(), "-dev") {
+		t.Errorf("server without -dev: exit %d, stdout %q", code, out.String())
+	}
+	out.Reset()
+	if code := runClient([]string{"tcp", "-to", "192.0.2.2:1"}, strings.NewReader(""), &out, &errOut); code != exitFailed || !strings.Contains(out.String(), "unknown client") {
+		t.Errorf("client tcp: exit %d, stdout %q", code, out.String())
+	}
+	out.Reset()
+	if code := runClient([]string{"udp", "-d", "0s"}, strings.NewReader(""), &out, &errOut); code != exitFailed || !strings.Contains(out.String(), "-d") {
+		t.Errorf("client -d 0: exit %d, stdout %q", code, out.String())
+	}
+	if code, ok := childMain([]string{"-quick"}); ok {
+		t.Errorf("childMain took the bench's own flags (exit %d)", code)
+	}
+}
