@@ -113,7 +113,6 @@ type env struct {
 	exe   string    // the bench's executable, for its subcommands
 	cli   netns     // holds every TAP's kernel side and the veth's client end; the clients run here
 	newNS nsFactory // for the kernel's server namespace
-	log   io.Writer
 	// lifetime bounds every server process (config.lifetime).
 	lifetime time.Duration
 	// onClose registers teardown, run in reverse order.

@@ -290,7 +290,7 @@ func run(ctx context.Context, cfg config, log io.Writer, newNS nsFactory) (*Repo
 		return fail(err)
 	}
 	closers = append(closers, closeCli)
-	e := &env{cfg: cfg, exe: exe, cli: cli, newNS: newNS, log: log, lifetime: cfg.lifetime(), onClose: func(f func() error) { closers = append(closers, f) }}
+	e := &env{cfg: cfg, exe: exe, cli: cli, newNS: newNS, lifetime: cfg.lifetime(), onClose: func(f func() error) { closers = append(closers, f) }}
 
 	var cs []*contender
 	for slot := range contenderDefs {
