@@ -1,11 +1,14 @@
+//go:build linux
+
 package main
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
+	"encoding/xml"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,16 +19,58 @@ import (
 	"github.com/zcnet/zcnet/integration/nstest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain is also the entry point of the server and client processes
+// the bench starts: in a test, its own executable is the test binary.
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		if code, ok := childMain(os.Args[1:]); ok {
+			os.Exit(code)
+		}
+	}
+	goleak.VerifyTestMain(m)
+}
 
-// TestQuick runs the whole harness in quick mode in namespaces from nstest
-// (root only; skipped otherwise) and checks that the table is complete and
-// sane: every contender has every figure it takes part in, each greater
-// than zero, no errors, every target computed. It asserts nothing about
-// performance.
+// skipOrFail skips t saying why, or, under CI (CI=true), fails it: there
+// every test is expected to run.
+func skipOrFail(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true, so not skipping: %s", why)
+	}
+	t.Skip("skipping: " + why)
+}
+
+// requireRoot skips (or under CI fails) t unless it can make namespaces
+// and TAP devices.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		skipOrFail(t, "needs root for network namespaces, TAP devices and a veth pair")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		skipOrFail(t, "/dev/net/tun is not available")
+	}
+}
+
+// requireBench skips (or under CI fails) t unless the bench can run here.
+func requireBench(t *testing.T) {
+	t.Helper()
+	requireRoot(t)
+	for _, tool := range []string{"ip", "iperf3", "wrk"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			skipOrFail(t, tool+" is not installed (apt-get install iproute2 iperf3 wrk)")
+		}
+	}
+}
+
+// TestQuick runs the whole bench in quick mode in namespaces from nstest
+// and checks that the report is complete and sane: every contender has
+// every figure it takes part in, each figure and its server CPU greater
+// than zero, no errors, every target computed, the table, the JSON and
+// the SVG well-formed. It asserts nothing about performance.
 func TestQuick(t *testing.T) {
-	nstest.RequireRoot(t)
-	cfg, _, err := parseFlags([]string{"-quick"}, io.Discard)
+	requireBench(t)
+	cfg, _, err := parseFlags([]string{"-quick"}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,33 +87,40 @@ func TestQuick(t *testing.T) {
 	if len(rep.Errors) > 0 {
 		t.Fatalf("errors: %q", rep.Errors)
 	}
-
-	if len(rep.Contenders) != len(allContenders) {
-		t.Fatalf("contenders %+v, want %v", rep.Contenders, allContenders)
+	if len(rep.Contenders) != len(contenderDefs) {
+		t.Fatalf("contenders %+v, want %v", rep.Contenders, contenderKeys())
 	}
-	for _, c := range rep.Contenders {
+	cells := 0
+	for _, d := range contenderDefs {
 		for _, f := range allFigures {
-			res := rep.result(f.key, c.Key)
-			if res == nil {
-				if !takesPart(c.Key, f) {
-					continue // the multi-queue contender runs TCP figures only
+			res := rep.result(f.key, d.key)
+			if !d.takesPart(f.key) {
+				if res != nil {
+					t.Errorf("%s on %s: measured, but the contender does not take part", f.key, d.key)
 				}
-				t.Errorf("%s on %s: missing", f.key, c.Key)
+				continue
+			}
+			cells++
+			if res == nil {
+				t.Errorf("%s on %s: missing", f.key, d.key)
 				continue
 			}
 			if len(res.Runs) != cfg.runs || !res.ok() {
-				t.Errorf("%s on %s: runs %+v, want %d without error", f.key, c.Key, res.Runs, cfg.runs)
+				t.Errorf("%s on %s: runs %+v, want %d without error", f.key, d.key, res.Runs, cfg.runs)
 			}
 			if !(res.Median > 0 && res.Min > 0 && res.Min <= res.Median && res.Median <= res.Max) {
-				t.Errorf("%s on %s: median %v min %v max %v, want 0 < min <= median <= max", f.key, c.Key, res.Median, res.Min, res.Max)
+				t.Errorf("%s on %s: median %v min %v max %v, want 0 < min <= median <= max", f.key, d.key, res.Median, res.Min, res.Max)
 			}
-			if f.bulk() && !(res.CPUSecondsPerGB > 0) {
-				t.Errorf("%s on %s: CPU s/GB %v, want > 0", f.key, c.Key, res.CPUSecondsPerGB)
+			if !(res.CPU > 0) {
+				t.Errorf("%s on %s: server CPU %v %s, want > 0", f.key, d.key, res.CPU, res.CPUUnit)
+			}
+			if f.kind == kindUDP && !(res.Offered >= res.Median*0.5) {
+				t.Errorf("%s on %s: offered %v k/s for %v received", f.key, d.key, res.Offered, res.Median)
 			}
 		}
 	}
-	if want := len(targetSpecs(cfg.queues)); len(rep.Targets) != want {
-		t.Errorf("%d targets, want %d", len(rep.Targets), want)
+	if len(rep.Targets) != len(targetSpecs) {
+		t.Errorf("%d targets, want %d", len(rep.Targets), len(targetSpecs))
 	}
 	for _, tg := range rep.Targets {
 		if !(tg.Got > 0) || tg.Note != "" {
@@ -80,7 +132,9 @@ func TestQuick(t *testing.T) {
 	if err := writeTable(&table, rep); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"zcnet net.Conn", "stock gVisor", "kernel veth", "TCP kernel→stack, 1 stream", "1-byte TCP round trips, one CPU", "CPU, TCP stack→kernel, 4 streams"} {
+	for _, want := range []string{"stock gVisor", "zcnet zero-copy", "zcnet net.Conn", "zcnet 2q", "kernel veth",
+		"UDP 64 B datagrams received", "offered by the senders", "1-byte TCP round trips, one CPU", "net/http 1 KiB",
+		"TCP download, 4 streams", "s/GB", "µs/datagram", "needed"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}
@@ -89,11 +143,12 @@ func TestQuick(t *testing.T) {
 		t.Errorf("table shows an error:\n%s", table.String())
 	}
 
-	path := filepath.Join(t.TempDir(), "bench.json")
-	if err := writeJSON(path, rep); err != nil {
+	dir := t.TempDir()
+	jsonPath := filepath.Join(dir, "bench.json")
+	if err := writeJSON(jsonPath, rep); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(path)
+	b, err := os.ReadFile(jsonPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,8 +156,65 @@ func TestQuick(t *testing.T) {
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}
-	if len(back.Results) != len(rep.Results) || len(back.Targets) != len(rep.Targets) {
-		t.Errorf("JSON round trip: %d results, %d targets; want %d, %d", len(back.Results), len(back.Targets), len(rep.Results), len(rep.Targets))
+	if len(back.Results) != cells || len(back.Targets) != len(rep.Targets) {
+		t.Errorf("JSON round trip: %d results, %d targets; want %d, %d", len(back.Results), len(back.Targets), cells, len(rep.Targets))
+	}
+
+	svgPath := filepath.Join(dir, "bench.svg")
+	if err := writeSVGFile(svgPath, rep); err != nil {
+		t.Fatal(err)
+	}
+	svg, err := os.ReadFile(svgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bars := svgBars(t, svg)
+	// Every cell but the kernel's is a bar: the kernel is the unit.
+	if want := len(rep.Results) - kernelCells(rep); len(bars) != want {
+		t.Errorf("SVG has %d bars, want %d", len(bars), want)
 	}
 	t.Logf("quick run, %.1f s:\n%s", rep.Seconds, table.String())
+}
+
+func kernelCells(rep *Report) int {
+	n := 0
+	for _, r := range rep.Results {
+		if r.Contender == keyKernel {
+			n++
+		}
+	}
+	return n
+}
+
+// svgBar is a bar of a chart as the SVG has it.
+type svgBar struct {
+	Group, Series string
+	Value, Width  float64
+}
+
+// svgBars parses an SVG document strictly and returns its bars.
+func svgBars(t *testing.T, doc []byte) []svgBar {
+	t.Helper()
+	var root struct {
+		XMLName xml.Name `xml:"svg"`
+		Rects   []struct {
+			Class  string  `xml:"class,attr"`
+			Group  string  `xml:"data-group,attr"`
+			Series string  `xml:"data-series,attr"`
+			Value  float64 `xml:"data-value,attr"`
+			Width  float64 `xml:"width,attr"`
+		} `xml:"rect"`
+	}
+	dec := xml.NewDecoder(bytes.NewReader(doc))
+	dec.Strict = true
+	if err := dec.Decode(&root); err != nil {
+		t.Fatalf("SVG does not parse: %v\n%s", err, doc)
+	}
+	var bars []svgBar
+	for _, r := range root.Rects {
+		if r.Class == "bar" {
+			bars = append(bars, svgBar{r.Group, r.Series, r.Value, r.Width})
+		}
+	}
+	return bars
 }

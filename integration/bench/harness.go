@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -14,84 +16,84 @@ import (
 
 // Errors of the harness; wrapped with context, test with errors.Is.
 var (
-	// errSetup reports a namespace, device, stack or listener that could
-	// not be made.
+	// errSetup reports a namespace, device, process or listener that
+	// could not be made.
 	errSetup = errors.New("bench: setup")
 	// errMeasure reports a measurement that could not complete.
 	errMeasure = errors.New("bench: measurement")
 	// errUsage reports a bad flag value.
 	errUsage = errors.New("bench: usage")
 	// errPrivileges reports that the process cannot make namespaces and
-	// TAP devices.
-	errPrivileges = errors.New("bench: needs root")
+	// TAP devices, or lacks a tool.
+	errPrivileges = errors.New("bench: cannot run here")
 )
 
 // Figure keys, as used by -figures and in the JSON.
 const (
-	figUp1   = "tcp_up_1"    // TCP, 1 stream, client (kernel) → server (stack)
-	figDown1 = "tcp_down_1"  // TCP, 1 stream, server (stack) → client (kernel)
-	figUp4   = "tcp_up_4"    // TCP, 4 streams, kernel → stack
-	figDown4 = "tcp_down_4"  // TCP, 4 streams, stack → kernel
-	figUDP   = "udp_64"      // UDP, 64-byte datagrams received per second
-	figRR    = "rr_1"        // 1-byte TCP request/response round trips per second
-	figRRPin = "rr_1_pinned" // the same, the whole process pinned to one CPU
+	figUDP   = "udp_64"      // UDP 64-byte datagrams received per second
+	figRRPin = "rr_1_pinned" // 1-byte TCP round trips, client and server on one CPU
+	figRR    = "rr_1"        // the same, unpinned
+	figHTTP  = "http_1k"     // net/http, 1 KiB body, wrk -t2 -c64
+	figUp1   = "tcp_up_1"    // TCP, 1 stream, client (kernel) → server
+	figDown1 = "tcp_down_1"  // TCP, 1 stream, server → client
+	figUp4   = "tcp_up_4"    // TCP, 4 streams, client → server
+	figDown4 = "tcp_down_4"  // TCP, 4 streams, server → client
 )
 
 // figure is one row of the table: what is measured and how.
 type figure struct {
 	key, title, unit string
+	cpuUnit          string // the unit of the server-CPU row under it
 	kind             measureKind
-	streams          int  // TCP bulk figures: parallel streams
-	pinned           bool // measured with the process pinned to one CPU
+	streams          int  // TCP: parallel streams (iperf3 -P)
+	reverse          bool // TCP: server → client (iperf3 -R)
+	pinned           bool // round trips: client and server on one CPU
 }
 
-// measureKind names the client's measurement a figure runs.
+// measureKind names the measurement a figure runs.
 type measureKind uint8
 
 const (
-	kindUpload     measureKind = iota // client.upload
-	kindDownload                      // client.download
-	kindUDP                           // client.udpFlood
-	kindRoundTrips                    // client.roundTrips
+	kindUDP measureKind = iota
+	kindRR
+	kindHTTP
+	kindTCP
 )
 
-// bulk reports whether f is a TCP bulk transfer, for which CPU s/GB applies.
-func (f figure) bulk() bool { return f.kind == kindUpload || f.kind == kindDownload }
-
-// measure runs f's measurement once against srv for d.
-func (f figure) measure(ctx context.Context, c *client, srv *server, d time.Duration) (sample, error) {
-	switch f.kind {
-	case kindUpload:
-		return c.upload(ctx, srv, f.streams, d)
-	case kindDownload:
-		return c.download(ctx, srv, f.streams, d)
-	case kindUDP:
-		return c.udpFlood(ctx, srv, d)
-	default:
-		return c.roundTrips(ctx, srv, d)
-	}
-}
-
 var allFigures = []figure{
-	{key: figUp1, title: "TCP kernel→stack, 1 stream", unit: "Gbit/s", kind: kindUpload, streams: 1},
-	{key: figDown1, title: "TCP stack→kernel, 1 stream", unit: "Gbit/s", kind: kindDownload, streams: 1},
-	{key: figUp4, title: "TCP kernel→stack, 4 streams", unit: "Gbit/s", kind: kindUpload, streams: 4},
-	{key: figDown4, title: "TCP stack→kernel, 4 streams", unit: "Gbit/s", kind: kindDownload, streams: 4},
-	{key: figUDP, title: "UDP 64-byte datagrams received", unit: "M/s", kind: kindUDP},
-	{key: figRR, title: "1-byte TCP round trips", unit: "k/s", kind: kindRoundTrips},
-	{key: figRRPin, title: "1-byte TCP round trips, one CPU", unit: "k/s", kind: kindRoundTrips, pinned: true},
+	{key: figUDP, title: "UDP 64 B datagrams received", unit: "k/s", cpuUnit: "µs/datagram", kind: kindUDP},
+	{key: figRRPin, title: "1-byte TCP round trips, one CPU", unit: "k/s", cpuUnit: "µs/round trip", kind: kindRR, pinned: true},
+	{key: figRR, title: "1-byte TCP round trips, unpinned", unit: "k/s", cpuUnit: "µs/round trip", kind: kindRR},
+	{key: figHTTP, title: "net/http 1 KiB, wrk -t2 -c64", unit: "k req/s", cpuUnit: "µs/request", kind: kindHTTP},
+	{key: figUp1, title: "TCP upload, 1 stream", unit: "Gbit/s", cpuUnit: "s/GB", kind: kindTCP, streams: 1},
+	{key: figDown1, title: "TCP download, 1 stream", unit: "Gbit/s", cpuUnit: "s/GB", kind: kindTCP, streams: 1, reverse: true},
+	{key: figUp4, title: "TCP upload, 4 streams", unit: "Gbit/s", cpuUnit: "s/GB", kind: kindTCP, streams: 4},
+	{key: figDown4, title: "TCP download, 4 streams", unit: "Gbit/s", cpuUnit: "s/GB", kind: kindTCP, streams: 4, reverse: true},
 }
 
-// netns is a network namespace the harness can run code and commands in.
+func figureKeys() []string {
+	keys := make([]string, len(allFigures))
+	for i, f := range allFigures {
+		keys[i] = f.key
+	}
+	return keys
+}
+
+func figureByKey(key string) (figure, bool) {
+	for _, f := range allFigures {
+		if f.key == key {
+			return f, true
+		}
+	}
+	return figure{}, false
+}
+
+// netns is a network namespace the harness can run commands in.
 // *nstest.NS satisfies it (the tests use nstest's namespaces, which
 // t.Cleanup deletes); the command uses ownNS, which needs no testing.TB.
 type netns interface {
 	// Name is the namespace's name as ip-netns(8) knows it.
 	Name() string
-	// Do runs fn on an OS thread switched into the namespace. Sockets and
-	// TAP devices fn creates belong to the namespace and work from any
-	// goroutine afterwards.
-	Do(fn func() error) error
 	// Run runs a command inside the namespace, bounded by timeout.
 	Run(timeout time.Duration, args ...string) (string, error)
 }
@@ -102,30 +104,41 @@ type nsFactory func(role string) (netns, func() error, error)
 
 // config is what one run of the harness does; parseFlags makes it.
 type config struct {
-	duration      time.Duration // of each measurement
-	runs          int           // measurements per figure and contender
-	quick         bool          // a smoke run: 1 run, short windows
-	pinCPU        int           // CPU for figRRPin; -1 drops that figure
-	pinProcs      int           // GOMAXPROCS for figRRPin; 0 leaves it
-	contenders    []string      // keys, in table order
-	figures       []string      // keys, in table order
-	queues        int           // queues of the multi-queue contender
-	stockDefaults bool          // stock gVisor with gVisor's default TCP options
-	id            string        // short and unique to this run: device names
+	duration       time.Duration // of each measurement
+	runs           int           // measurements per figure and contender
+	quick          bool          // a smoke run: 1 run, short windows
+	pinCPU         int           // CPU for figRRPin; -1 drops that figure
+	pinProcs       int           // GOMAXPROCS of pinned processes; 0 leaves it
+	udpSenders     int           // sender processes of the UDP figure
+	contenders     []string      // keys, in table order
+	figures        []string      // keys, in table order
+	stockDefaults  bool          // stock gVisor with gVisor's default TCP options
+	serverProfiles string        // directory for the servers' CPU profiles, or ""
+	id             string        // short and unique to this run: device names
 }
 
-// grace is how long a measurement may take past its window to drain.
-func (c config) grace() time.Duration { return 10 * time.Second }
+// seconds is the duration in whole seconds, at least 1: iperf3 and wrk
+// take nothing finer.
+func (c config) seconds() int { return max(1, int((c.duration+time.Second/2)/time.Second)) }
 
-// maxStream bounds one connection's life on the server.
-func (c config) maxStream() time.Duration { return c.duration + 3*c.grace() }
+// figures returns the figures this run measures.
+func (c config) figureList() []figure {
+	var out []figure
+	for _, f := range allFigures {
+		if slices.Contains(c.figures, f.key) && (!f.pinned || c.pinCPU >= 0) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
 
 // measurements is how many measurements a run makes.
 func (c config) measurements() int {
 	n := 0
 	for _, k := range c.contenders {
-		for _, f := range allFigures {
-			if slices.Contains(c.figures, f.key) && takesPart(k, f) && (!f.pinned || c.pinCPU >= 0) {
+		d := contenderDefByKey(k)
+		for _, f := range c.figureList() {
+			if d.takesPart(f.key) {
 				n++
 			}
 		}
@@ -133,47 +146,42 @@ func (c config) measurements() int {
 	return c.runs * n
 }
 
-// takesPart says whether the contender key is measured on f: the
-// multi-queue contender only on the TCP bulk figures.
-func takesPart(key string, f figure) bool { return key != keyZCMQ || f.bulk() }
-
-// lifetime bounds every server loop: the whole run, generously.
+// lifetime bounds every server process: the whole run, generously.
 func (c config) lifetime() time.Duration {
-	return time.Duration(c.measurements())*(c.duration+c.grace()) + 5*time.Minute
+	return time.Duration(c.measurements())*(time.Duration(c.seconds())*time.Second+time.Minute) + 5*time.Minute
 }
 
 // Run is one measurement of one figure on one contender.
 type Run struct {
-	Value      float64 `json:"value"`           // in the Result's unit
-	Bytes      int64   `json:"bytes,omitempty"` // TCP payload bytes moved
-	Seconds    float64 `json:"seconds"`         // the measurement's elapsed time
-	CPUSeconds float64 `json:"cpu_seconds"`     // process CPU over Seconds
-	// Extra explains the figure where the contender has counters:
-	// link_rx_bytes_per_frame and link_tx_bytes_per_frame (GSO super-frames
-	// show as tens of KB), link_rx_frames_per_wakeup (read batching),
-	// api_rx_zero_copy_share (received bytes handed over without a copy);
-	// for UDP sent_mpps, received_ratio and send_errors, and per second
-	// link_rx_frames, udp_received and udp_rcvbuf_drops, which say whether
-	// lost datagrams never left the TAP's queue or were dropped by the
-	// socket; for TCP the stack's tcp_retransmits and tcp_timeouts, and
-	// link_tx_errors, frames the TAP refused.
+	Value float64 `json:"value"` // in the Result's unit
+	// ServerCPU is the server process's CPU time (user + system, all
+	// threads) over the measurement, per unit of work (the Result's
+	// CPUUnit).
+	ServerCPU float64 `json:"server_cpu"`
+	// Offered is, for UDP, what the senders sent, in the Result's unit.
+	Offered float64 `json:"offered,omitempty"`
+	Seconds float64 `json:"seconds"`
+	// Extra explains the figure: the link's bytes per frame and frames per
+	// wake-up, the share of received bytes handed over without a copy,
+	// UDP drops by place, TCP retransmissions, wrk's socket errors.
 	Extra map[string]float64 `json:"extra,omitempty"`
 	Err   string             `json:"error,omitempty"`
 }
 
 // Result is one cell of the table: a figure on a contender over all runs.
-// Median, Min and Max are of the runs without error.
+// Median, Min and Max are of the runs without error; so are the CPU and
+// Offered medians.
 type Result struct {
 	Figure    string  `json:"figure"`
 	Contender string  `json:"contender"`
 	Unit      string  `json:"unit"`
+	CPUUnit   string  `json:"cpu_unit"`
 	Runs      []Run   `json:"runs"`
 	Median    float64 `json:"median"`
 	Min       float64 `json:"min"`
 	Max       float64 `json:"max"`
-	// CPUSecondsPerGB is the median over runs of process CPU seconds per
-	// 10^9 payload bytes moved; TCP bulk figures only.
-	CPUSecondsPerGB float64 `json:"cpu_seconds_per_gb,omitempty"`
+	CPU       float64 `json:"server_cpu_median"`
+	Offered   float64 `json:"offered_median,omitempty"`
 }
 
 // ok reports whether every run succeeded.
@@ -188,12 +196,13 @@ func (r *Result) ok() bool {
 
 // Host describes the machine the run was on.
 type Host struct {
-	CPU        string `json:"cpu"`
-	CPUs       int    `json:"cpus"`
-	GOMAXPROCS int    `json:"gomaxprocs"`
-	Kernel     string `json:"kernel"`
-	Go         string `json:"go"`
-	LoadAvg    string `json:"loadavg_at_start"`
+	CPU     string `json:"cpu"`
+	CPUs    int    `json:"cpus"`
+	Kernel  string `json:"kernel"`
+	Go      string `json:"go"`
+	LoadAvg string `json:"loadavg_at_start"`
+	LoadEnd string `json:"loadavg_at_end"`
+	IPerf3  string `json:"iperf3,omitempty"`
 }
 
 // ContenderInfo describes one column.
@@ -203,18 +212,19 @@ type ContenderInfo struct {
 	About string `json:"about"`
 }
 
-// Report is everything a run measured; the table and the JSON are made
-// from it.
+// Report is everything a run measured; the table, the JSON and the chart
+// are made from it.
 type Report struct {
 	Started    time.Time       `json:"started"`
 	Seconds    float64         `json:"seconds"`
+	Command    string          `json:"command"`
 	Host       Host            `json:"host"`
 	Duration   string          `json:"duration_per_measurement"`
 	Runs       int             `json:"runs"`
 	Quick      bool            `json:"quick"`
 	PinCPU     int             `json:"pin_cpu"`
 	PinProcs   int             `json:"pin_gomaxprocs"`
-	Queues     int             `json:"multi_queue_queues"`
+	UDPSenders int             `json:"udp_sender_processes"`
 	StockTCP   string          `json:"stock_tcp_options"`
 	CPUMeasure string          `json:"cpu_measure"`
 	Contenders []ContenderInfo `json:"contenders"`
@@ -223,8 +233,8 @@ type Report struct {
 	Errors     []string        `json:"errors,omitempty"`
 }
 
-// cpuMeasure says what CPU s/GB counts.
-const cpuMeasure = "process CPU (user+system of all threads, getrusage RUSAGE_SELF) over the measurement, client and server together, per 10^9 TCP payload bytes; includes kernel work in the process's system calls and the softirqs run in their context, not work deferred to ksoftirqd"
+// cpuMeasure says what the server-CPU rows count.
+const cpuMeasure = "server process CPU (user+system of all its threads) over the measurement, per unit of work; it includes the kernel work done in the server's system calls (for a TAP stack: reading and writing frames) and in softirqs run in its context; kernel work done in the client's context (for the kernel contender most of the receive path of a veth transmit) is not the server's"
 
 // result returns the cell for fig on contender c, or nil.
 func (r *Report) result(fig, c string) *Result {
@@ -236,69 +246,91 @@ func (r *Report) result(fig, c string) *Result {
 	return nil
 }
 
-// run builds the contenders, measures every figure on each of them
-// cfg.runs times, and tears everything down. Within a run the figures go in
-// table order, and the contenders of a figure one after another, starting
-// one further along each run, so that a burst of load from elsewhere on the
-// machine is shared rather than falling on one contender. Progress goes to
-// log. The report is returned even when some measurements failed (their
-// errors are in it, and in the returned error).
+// run starts the contenders, measures every figure on each of them
+// cfg.runs times, and tears everything down. Within a run the figures go
+// in table order, and the contenders of a figure one after another,
+// starting one further along each run, so that a burst of load from
+// elsewhere on the machine is shared rather than falling on one contender.
+// Progress goes to log. The report is returned even when some measurements
+// failed (their errors are in it, and in the returned error).
 func run(ctx context.Context, cfg config, log io.Writer, newNS nsFactory) (*Report, error) {
 	rep := &Report{
 		Started:    time.Now(),
 		Host:       hostInfo(),
-		Duration:   cfg.duration.String(),
+		Duration:   (time.Duration(cfg.seconds()) * time.Second).String(),
 		Runs:       cfg.runs,
 		Quick:      cfg.quick,
 		PinCPU:     cfg.pinCPU,
 		PinProcs:   cfg.pinProcs,
-		Queues:     cfg.queues,
+		UDPSenders: cfg.udpSenders,
 		StockTCP:   "zcnet's",
 		CPUMeasure: cpuMeasure,
 	}
 	if cfg.stockDefaults {
 		rep.StockTCP = "gVisor's defaults"
 	}
-	t := &topology{}
+	var closers []func() error
 	defer func() {
-		if err := t.close(); err != nil {
-			rep.Errors = append(rep.Errors, "teardown: "+err.Error())
+		for i := len(closers) - 1; i >= 0; i-- {
+			if err := closers[i](); err != nil {
+				rep.Errors = append(rep.Errors, "teardown: "+err.Error())
+			}
 		}
 	}()
-	cl, err := build(ctx, t, cfg, newNS, log)
-	if err != nil {
+	fail := func(err error) (*Report, error) {
 		rep.Errors = append(rep.Errors, err.Error())
 		return rep, err
 	}
-	var figs []figure
-	for _, f := range allFigures {
-		if slices.Contains(cfg.figures, f.key) && (!f.pinned || cfg.pinCPU >= 0) {
-			figs = append(figs, f)
+	exe, err := selfExe()
+	if err != nil {
+		return fail(err)
+	}
+	cli, closeCli, err := newNS("cli")
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, closeCli)
+	e := &env{cfg: cfg, exe: exe, cli: cli, newNS: newNS, lifetime: cfg.lifetime(), onClose: func(f func() error) { closers = append(closers, f) }}
+
+	var cs []*contender
+	for slot := range contenderDefs {
+		d := &contenderDefs[slot]
+		if !slices.Contains(cfg.contenders, d.key) {
+			continue
+		}
+		c, err := d.start(e, d, slot)
+		if err != nil {
+			return fail(fmt.Errorf("starting %s: %w", d.key, err))
+		}
+		cs = append(cs, c)
+		rep.Contenders = append(rep.Contenders, ContenderInfo{Key: d.key, Title: d.title, About: d.about})
+		if ctx.Err() != nil {
+			return fail(ctx.Err())
 		}
 	}
-	for _, c := range t.contenders {
-		rep.Contenders = append(rep.Contenders, ContenderInfo{Key: c.key, Title: c.title, About: c.about})
+	figs := cfg.figureList()
+	for _, c := range cs {
 		for _, f := range figs {
-			if c.runs(f) {
-				rep.Results = append(rep.Results, &Result{Figure: f.key, Contender: c.key, Unit: f.unit})
+			if c.def.takesPart(f.key) {
+				rep.Results = append(rep.Results, &Result{Figure: f.key, Contender: c.def.key, Unit: f.unit, CPUUnit: f.cpuUnit})
 			}
 		}
 	}
-	n := len(t.contenders)
+	n := len(cs)
 	for r := 0; r < cfg.runs && ctx.Err() == nil; r++ {
 		for _, f := range figs {
 			for i := 0; i < n && ctx.Err() == nil; i++ {
-				c := t.contenders[(i+r)%n]
-				if !c.runs(f) {
+				c := cs[(i+r)%n]
+				if !c.def.takesPart(f.key) {
 					continue
 				}
-				res := rep.result(f.key, c.key)
-				one := measure(ctx, cl, c, f, cfg)
+				res := rep.result(f.key, c.def.key)
+				one := measure(ctx, e, c, f)
 				res.Runs = append(res.Runs, one)
 				if one.Err != "" {
-					fmt.Fprintf(log, "run %d/%d %-12s %-14s error: %s\n", r+1, cfg.runs, f.key, c.key, one.Err)
+					fmt.Fprintf(log, "run %d/%d %-12s %-14s error: %s\n", r+1, cfg.runs, f.key, c.def.key, one.Err)
 				} else {
-					fmt.Fprintf(log, "run %d/%d %-12s %-14s %8.3f %s\n", r+1, cfg.runs, f.key, c.key, one.Value, f.unit)
+					fmt.Fprintf(log, "run %d/%d %-12s %-14s %9.3f %-8s server CPU %8.3f %s\n", r+1, cfg.runs, f.key, c.def.key, one.Value, f.unit, one.ServerCPU, f.cpuUnit)
 				}
 			}
 		}
@@ -314,88 +346,31 @@ func run(ctx context.Context, cfg config, log io.Writer, newNS nsFactory) (*Repo
 			}
 		}
 	}
-	rep.Targets = evalTargets(rep, cfg.queues)
+	rep.Targets = evalTargets(rep)
 	rep.Seconds = time.Since(rep.Started).Seconds()
+	rep.Host.LoadEnd = loadAvg()
 	if len(rep.Errors) > 0 {
 		return rep, fmt.Errorf("%w: %d errors, the first: %s", errMeasure, len(rep.Errors), rep.Errors[0])
 	}
 	return rep, nil
 }
 
-// measure runs one figure on one contender once, with the contender's
-// counters read around it and, for pinned figures, the process pinned.
-func measure(ctx context.Context, cl *client, c *contender, f figure, cfg config) Run {
-	if f.pinned {
-		restore, err := pinProcess(cfg.pinCPU, cfg.pinProcs)
-		if err != nil {
-			return Run{Err: err.Error()}
-		}
-		defer restore()
-	}
-	var before map[string]uint64
-	if c.counters != nil {
-		before = c.counters()
-	}
-	s, err := f.measure(ctx, cl, c.srv, cfg.duration)
-	if err != nil {
-		return Run{Err: err.Error()}
-	}
-	run := Run{Value: s.value, Bytes: s.bytes, Seconds: s.elapsed.Seconds(), CPUSeconds: s.cpu.Seconds(), Extra: s.extra}
-	if before != nil {
-		after := c.counters()
-		d := func(k string) float64 { return float64(after[k] - before[k]) }
-		if run.Extra == nil {
-			run.Extra = map[string]float64{}
-		}
-		for _, x := range []struct {
-			name     string
-			num, den float64
-		}{
-			{"link_rx_bytes_per_frame", d("link_rx_bytes"), d("link_rx_frames")},
-			{"link_rx_frames_per_wakeup", d("link_rx_frames"), d("link_rx_wakeups")},
-			{"link_tx_bytes_per_frame", d("link_tx_bytes"), d("link_tx_frames")},
-			{"api_rx_zero_copy_share", d("api_rx_handed_over"), d("api_rx_handed_over") + d("api_rx_copied")},
-		} {
-			if x.den > 0 {
-				run.Extra[x.name] = x.num / x.den
-			}
-		}
-		if f.bulk() {
-			// Losses on the way out of the stack show as retransmissions,
-			// and as timeouts when the window was too small to recover.
-			for _, k := range []string{"tcp_retransmits", "tcp_timeouts", "link_tx_errors"} {
-				if _, ok := after[k]; ok {
-					run.Extra[k] = d(k)
-				}
-			}
-		}
-		if f.kind == kindUDP {
-			// Where datagrams the client sent were lost: before the stack
-			// (the TAP's queue), or at the socket's receive buffer.
-			for _, k := range []string{"link_rx_frames", "udp_received", "udp_rcvbuf_drops"} {
-				if _, ok := after[k]; ok {
-					run.Extra[k+"_per_s"] = d(k) / s.elapsed.Seconds()
-				}
-			}
-		}
-	}
-	return run
-}
-
-// summarize fills res's median, min, max and CPU per GB from its runs.
+// summarize fills res's medians, min and max from its runs.
 func summarize(res *Result) {
-	var vals, cpg []float64
+	var vals, cpu, offered []float64
 	for _, r := range res.Runs {
 		if r.Err != "" {
 			continue
 		}
 		vals = append(vals, r.Value)
-		if r.Bytes > 0 {
-			cpg = append(cpg, r.CPUSeconds/(float64(r.Bytes)/1e9))
+		cpu = append(cpu, r.ServerCPU)
+		if r.Offered > 0 {
+			offered = append(offered, r.Offered)
 		}
 	}
 	res.Median, res.Min, res.Max = stats(vals)
-	res.CPUSecondsPerGB, _, _ = stats(cpg)
+	res.CPU, _, _ = stats(cpu)
+	res.Offered, _, _ = stats(offered)
 }
 
 // stats returns the median, minimum and maximum of vals (zeros if empty).
@@ -416,7 +391,7 @@ func stats(vals []float64) (median, lo, hi float64) {
 
 // hostInfo describes this machine.
 func hostInfo() Host {
-	h := Host{CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), Go: runtime.Version()}
+	h := Host{CPUs: runtime.NumCPU(), Go: runtime.Version(), LoadAvg: loadAvg()}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for line := range strings.SplitSeq(string(b), "\n") {
 			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
@@ -428,10 +403,14 @@ func hostInfo() Host {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		h.Kernel = strings.TrimSpace(string(b))
 	}
+	return h
+}
+
+func loadAvg() string {
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		if f := strings.Fields(string(b)); len(f) >= 3 {
-			h.LoadAvg = strings.Join(f[:3], " ")
+			return strings.Join(f[:3], " ")
 		}
 	}
-	return h
+	return ""
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -6,6 +8,7 @@ import (
 	"flag"
 	"io"
 	"math"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -36,17 +39,14 @@ func TestStats(t *testing.T) {
 
 func TestSummarizeSkipsFailedRuns(t *testing.T) {
 	res := &Result{Runs: []Run{
-		{Value: 2, Bytes: 1e9, CPUSeconds: 1},
-		{Err: "boom"},
-		{Value: 4, Bytes: 2e9, CPUSeconds: 1},
-		{Value: 3, Bytes: 1e9, CPUSeconds: 2},
+		{Value: 2, ServerCPU: 1, Offered: 5},
+		{Err: "boom", Value: 100, ServerCPU: 100},
+		{Value: 4, ServerCPU: 0.5, Offered: 6},
+		{Value: 3, ServerCPU: 2, Offered: 7},
 	}}
 	summarize(res)
-	if res.Median != 3 || res.Min != 2 || res.Max != 4 {
-		t.Errorf("median %v min %v max %v, want 3 2 4", res.Median, res.Min, res.Max)
-	}
-	if res.CPUSecondsPerGB != 1 { // 1, 0.5, 2 s/GB
-		t.Errorf("CPU s/GB %v, want 1", res.CPUSecondsPerGB)
+	if res.Median != 3 || res.Min != 2 || res.Max != 4 || res.CPU != 1 || res.Offered != 6 {
+		t.Errorf("median %v min %v max %v cpu %v offered %v, want 3 2 4 1 6", res.Median, res.Min, res.Max, res.CPU, res.Offered)
 	}
 	if res.ok() {
 		t.Error("ok() with a failed run")
@@ -54,63 +54,37 @@ func TestSummarizeSkipsFailedRuns(t *testing.T) {
 }
 
 func TestParseFlags(t *testing.T) {
-	cfg, opts, err := parseFlags(nil, io.Discard)
+	cfg, _, err := parseFlags(nil, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.runs != 3 || cfg.duration != 2*time.Second || cfg.quick || cfg.queues != 2 || cfg.pinProcs != 1 || cfg.pinCPU < 0 {
+	if cfg.runs != 3 || cfg.duration != 5*time.Second || cfg.udpSenders != 2 || cfg.pinProcs != 1 || len(cfg.contenders) != len(contenderDefs) || len(cfg.figures) != len(allFigures) {
 		t.Errorf("defaults: %+v", cfg)
 	}
-	if !slices.Equal(cfg.contenders, allContenders) || !slices.Equal(cfg.figures, figureKeys()) {
-		t.Errorf("defaults: contenders %v figures %v", cfg.contenders, cfg.figures)
-	}
-	if opts.jsonPath != "" || opts.cpuProfile != "" {
-		t.Errorf("defaults: %+v", opts)
-	}
-	if len("zb"+cfg.id+"z") > 15 {
-		t.Errorf("device name zb%sz is longer than IFNAMSIZ-1", cfg.id)
-	}
-	// The default run must fit in the 5 minutes issue 6 allows it, with
-	// a second per measurement to spare for connecting and draining.
-	if d := time.Duration(cfg.measurements()) * (cfg.duration + time.Second); d > 5*time.Minute {
-		t.Errorf("default run takes up to %v", d)
-	}
-
-	cfg, _, err = parseFlags([]string{"-quick"}, io.Discard)
-	if err != nil || cfg.runs != 1 || cfg.duration != 300*time.Millisecond || !cfg.quick {
-		t.Errorf("-quick: %+v, %v", cfg, err)
-	}
-	cfg, _, err = parseFlags([]string{"-quick", "-runs", "2", "-duration", "1s"}, io.Discard)
-	if err != nil || cfg.runs != 2 || cfg.duration != time.Second {
-		t.Errorf("-quick with explicit -runs and -duration: %+v, %v", cfg, err)
-	}
-	cfg, opts, err = parseFlags([]string{"-contenders", "kernel, zcnet", "-figures", "udp_64", "-pin", "off", "-json", "x.json"}, io.Discard)
+	cfg, opts, err := parseFlags([]string{"-quick", "-contenders", "kernel,zcnet", "-figures", "tcp_up_1", "-pin", "off", "-svg", "x.svg"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(cfg.contenders, []string{keyZC, keyKernel}) || !slices.Equal(cfg.figures, []string{figUDP}) || cfg.pinCPU != -1 || opts.jsonPath != "x.json" {
-		t.Errorf("filters: %+v %+v", cfg, opts)
+	if cfg.runs != 1 || cfg.duration != time.Second || cfg.pinCPU != -1 || opts.svgPath != "x.svg" ||
+		!slices.Equal(cfg.contenders, []string{keyZC, keyKernel}) || !slices.Equal(cfg.figures, []string{figUp1}) {
+		t.Errorf("-quick and lists: %+v %+v", cfg, opts)
 	}
-	if cfg, _, err = parseFlags([]string{"-pin", "1"}, io.Discard); err != nil || cfg.pinCPU != 1 {
-		t.Errorf("-pin 1: %+v, %v", cfg, err)
+	if got := neededTools(cfg); !slices.Equal(got, []string{"iperf3"}) {
+		t.Errorf("tools for tcp_up_1: %q", got)
 	}
-
+	if cfg.measurements() != 2 {
+		t.Errorf("measurements %d, want 2", cfg.measurements())
+	}
 	for _, bad := range [][]string{
-		{"-runs", "0"},
-		{"-duration", "1ms"},
-		{"-queues", "1"},
-		{"-pin", "-2"},
-		{"-pin", "first"},
-		{"-contenders", "zcnet,quic"},
-		{"-figures", ","},
-		{"stray"},
+		{"-duration", "10ms"}, {"-runs", "0"}, {"-contenders", "nope"}, {"-figures", ""},
+		{"-pin", "x"}, {"-pin-procs", "-1"}, {"-udp-senders", "0"}, {"extra"},
 	} {
-		if _, _, err := parseFlags(bad, io.Discard); !errors.Is(err, errUsage) {
-			t.Errorf("parseFlags(%q) = %v, want errUsage", bad, err)
+		if _, _, err := parseFlags(bad, io.Discard); !errors.Is(err, errUsage) && !strings.Contains(err.Error(), "invalid") {
+			t.Errorf("parseFlags(%q) = %v, want a usage error", bad, err)
 		}
 	}
-	if _, _, err := parseFlags([]string{"-h"}, io.Discard); !errors.Is(err, flag.ErrHelp) {
-		t.Errorf("-h: %v", err)
+	if _, _, err := parseFlags([]string{"-help"}, io.Discard); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-help: %v", err)
 	}
 }
 
@@ -119,22 +93,34 @@ func TestRealMainUsage(t *testing.T) {
 	if code := realMain([]string{"-runs", "x"}, &out, &errOut); code != exitUsage {
 		t.Errorf("bad flag: exit %d, want %d", code, exitUsage)
 	}
+	errOut.Reset()
 	if code := realMain([]string{"-help"}, &out, &errOut); code != exitOK || !strings.Contains(errOut.String(), "usage: go run ./integration/bench") {
 		t.Errorf("-help: exit %d, output %q", code, errOut.String())
 	}
+	if os.Geteuid() != 0 {
+		errOut.Reset()
+		if code := realMain([]string{"-quick"}, &out, &errOut); code != exitNoPriv || !strings.Contains(errOut.String(), "root") {
+			t.Errorf("not root: exit %d, output %q", code, errOut.String())
+		}
+	}
 }
 
-// fakeReport has every cell of the given contenders with the given medians
-// for every figure.
+// fakeReport has a cell with the given median (and server CPU a tenth of
+// it) for each contender and figure given.
 func fakeReport(medians map[string]map[string]float64) *Report {
-	rep := &Report{Runs: 1, Duration: "2s"}
-	for _, k := range allContenders {
+	rep := &Report{Runs: 1, Duration: "5s"}
+	for _, k := range contenderKeys() {
 		if _, ok := medians[k]; !ok {
 			continue
 		}
 		rep.Contenders = append(rep.Contenders, ContenderInfo{Key: k, Title: "T-" + k, About: "about " + k})
-		for fig, v := range medians[k] {
-			rep.Results = append(rep.Results, &Result{Figure: fig, Contender: k, Runs: []Run{{Value: v}}, Median: v, Min: v, Max: v})
+		for _, f := range allFigures {
+			v, ok := medians[k][f.key]
+			if !ok {
+				continue
+			}
+			rep.Results = append(rep.Results, &Result{Figure: f.key, Contender: k, Unit: f.unit, CPUUnit: f.cpuUnit,
+				Runs: []Run{{Value: v, ServerCPU: v / 10}}, Median: v, Min: v, Max: v, CPU: v / 10})
 		}
 	}
 	return rep
@@ -142,33 +128,39 @@ func fakeReport(medians map[string]map[string]float64) *Report {
 
 func TestTargets(t *testing.T) {
 	rep := fakeReport(map[string]map[string]float64{
-		keyZC:      {figUp1: 10, figDown1: 30, figUDP: 0.5, figRRPin: 26, figRR: 20},
-		keyNetConn: {figUp1: 8, figDown1: 20},
-		keyZCMQ:    {figUp4: 9, figDown4: 31},
-		keyStock:   {figUp1: 2, figDown1: 1, figUDP: 0.3, figRRPin: 20, figRR: 10},
-		keyKernel:  {figUp1: 20, figDown1: 40},
+		keyStock:   {figUDP: 100, figRRPin: 10, figRR: 10, figHTTP: 20, figUp1: 1, figDown1: 1},
+		keyZC:      {figUDP: 160, figRRPin: 12, figRR: 15, figUp1: 10, figDown1: 16},
+		keyNetConn: {figUDP: 140, figRRPin: 11, figRR: 12, figHTTP: 30, figUp1: 9, figDown1: 17},
+		keyZC2Q:    {figUp4: 15, figDown4: 20},
+		keyKernel:  {figUDP: 300, figRRPin: 30, figRR: 30, figHTTP: 40, figUp1: 20, figDown1: 20},
 	})
 	got := map[string]Target{}
-	for _, tg := range evalTargets(rep, 2) {
+	for _, tg := range evalTargets(rep) {
 		got[tg.Name] = tg
 	}
-	if len(got) != len(targetSpecs(2)) {
-		t.Fatalf("%d targets, want %d", len(got), len(targetSpecs(2)))
+	if len(got) != len(targetSpecs) {
+		t.Fatalf("%d targets, want %d", len(got), len(targetSpecs))
 	}
 	for _, tc := range []struct {
 		name   string
 		ratio  float64
 		status string
 	}{
-		{"TCP kernel→stack 1 stream: zcnet vs stock gVisor", 5, "met"},
-		{"TCP kernel→stack 1 stream: zcnet vs kernel veth", 0.5, "missed by 17%"},
-		{"TCP stack→kernel 1 stream: zcnet vs stock gVisor", 30, "met"},
-		{"TCP stack→kernel 1 stream: zcnet vs kernel veth", 0.75, "missed by 6%"},
-		{"TCP kernel→stack 1 stream: net.Conn adapters vs stock", 4, "reported beside"},
-		{"UDP 64-byte datagrams/s: zcnet vs stock gVisor", 0.5 / 0.3, "missed by 17%"},
-		{"1-byte round trips/s, one CPU: zcnet vs stock gVisor", 1.3, "met"},
-		{"multi-queue kernel→stack: 4 streams over 2 queues vs 1 stream over 1 queue", 0.9, "missed by 10%"},
-		{"multi-queue stack→kernel: 4 streams over 2 queues vs 1 stream over 1 queue", 31.0 / 30, "met"},
+		{"UDP 64 B received/s: zero-copy vs stock", 1.6, "met"},
+		{"UDP 64 B received/s: net.Conn vs stock", 1.4, "not met"},
+		{"UDP server CPU per datagram: zero-copy vs stock", 1.6, "not met"}, // CPU: less is better
+		{"round trips, one CPU: zero-copy vs stock", 1.2, "not met"},
+		{"round trips, unpinned: zero-copy vs stock", 1.5, "met"},
+		{"round trips, one CPU: net.Conn vs stock", 1.1, "(beside)"},
+		{"wrk net/http: net.Conn vs stock", 1.5, "met"},
+		{"wrk net/http: net.Conn vs kernel", 0.75, "met"},
+		{"TCP upload 1 stream: zero-copy vs net.Conn", 10.0 / 9, "met"},
+		{"TCP upload 1 stream: zero-copy vs kernel", 0.5, "not met"},
+		{"TCP download 1 stream: zero-copy vs kernel", 0.8, "met"},
+		{"TCP upload server CPU/GB: zero-copy vs kernel", 0.5, "met"},
+		{"TCP download 1 stream: zero-copy vs net.Conn", 16.0 / 17, "not met"},
+		{"TCP upload: 4 streams over 2 queues vs 1 stream over 1 queue", 1.5, "met"},
+		{"TCP download: 4 streams over 2 queues vs 1 stream over 1 queue", 1.25, "not met"},
 	} {
 		tg, ok := got[tc.name]
 		if !ok {
@@ -181,23 +173,25 @@ func TestTargets(t *testing.T) {
 	}
 
 	// A failed cell gives a note, not a ratio; a filtered-out one no target.
-	rep = fakeReport(map[string]map[string]float64{keyZC: {figUp1: 10}, keyStock: {figUp1: 0}})
-	ts := evalTargets(rep, 2)
-	if len(ts) != 1 || ts[0].Got != 0 || ts[0].Met || ts[0].Note == "" {
+	rep = fakeReport(map[string]map[string]float64{keyZC: {figUp1: 10}, keyKernel: {figUp1: 0}})
+	ts := evalTargets(rep)
+	if len(ts) != 2 || ts[0].Got != 0 || ts[0].Met || ts[0].Note == "" {
 		t.Errorf("with a missing figure: %+v", ts)
 	}
 }
 
 func TestWriteTable(t *testing.T) {
 	rep := fakeReport(map[string]map[string]float64{
-		keyZC:    {figUp1: 12.345, figUDP: 0.4567},
-		keyStock: {figUp1: 2.5},
+		keyZC:     {figUp1: 12.345, figUDP: 100},
+		keyKernel: {figUp1: 2.5},
 	})
-	rep.result(figUp1, keyZC).Runs = []Run{{Value: 11}, {Value: 12.345}, {Value: 130}}
-	summarize(rep.result(figUp1, keyZC))
-	rep.result(figUp1, keyStock).Runs = []Run{{Value: 2.5, Bytes: 1e9, CPUSeconds: 3}}
-	summarize(rep.result(figUp1, keyStock))
-	rep.Targets = evalTargets(rep, 2)
+	zc := rep.result(figUp1, keyZC)
+	zc.Runs = []Run{{Value: 11, ServerCPU: 0.3}, {Value: 12.345, ServerCPU: 0.25}, {Value: 130, ServerCPU: 0.2}}
+	summarize(zc)
+	udp := rep.result(figUDP, keyZC)
+	udp.Runs = []Run{{Value: 100, Offered: 420, ServerCPU: 7.2}}
+	summarize(udp)
+	rep.Targets = evalTargets(rep)
 	rep.Errors = []string{"udp_64 on stock: boom"}
 	var b bytes.Buffer
 	if err := writeTable(&b, rep); err != nil {
@@ -205,11 +199,10 @@ func TestWriteTable(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{
-		"T-zcnet", "T-stock",
-		"TCP kernel→stack, 1 stream", "12.3 (11.0–130)", "2.50",
-		"UDP 64-byte datagrams received", "0.457", "—",
-		"CPU, TCP kernel→stack, 1 stream", "3.00",
-		"zcnet vs stock gVisor", "≥ 5×", "4.94×", "missed by 1%",
+		"T-zcnet", "T-kernel",
+		"TCP upload, 1 stream", "12.3 [11.0–130]", "2.50", "0.250",
+		"UDP 64 B datagrams received", "offered by the senders", "420", "7.20", "µs/datagram", "—",
+		"TCP upload 1 stream: zero-copy vs kernel", "4.94×", "≥ 0.60×", "met",
 		"1 errors:", "boom",
 	} {
 		if !strings.Contains(out, want) {
@@ -234,5 +227,83 @@ func TestMaxOpsNeverEndsALoopEarly(t *testing.T) {
 		if n := maxOps(d); n < 1 || time.Duration(n)*10*time.Nanosecond < d {
 			t.Errorf("maxOps(%v) = %d", d, n)
 		}
+	}
+}
+
+func TestParseWrk(t *testing.T) {
+	out := `Running 5s test @ http://192.0.2.2:8080/
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     2.61ms    1.02ms  22.32ms   85.12%
+    Req/Sec    12.31k     1.08k   14.48k    71.00%
+  122487 requests in 5.00s, 139.17MB read
+  Socket errors: connect 0, read 2, write 1, timeout 0
+Requests/sec:  24489.21
+Transfer/sec:     27.83MB
+`
+	run, err := parseWrk(out, 2_000_000_000, 100_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(run.Value-24.48921) > 1e-9 || run.Seconds != 5 || run.Extra["socket_errors"] != 3 || run.ServerCPU != 20 {
+		t.Errorf("parsed %+v", run)
+	}
+	if _, err := parseWrk(out+"  Non-2xx or 3xx responses: 7\n", 1, 1); err == nil {
+		t.Error("non-2xx responses: no error")
+	}
+	if _, err := parseWrk("unable to connect", 1, 1); err == nil {
+		t.Error("no rate: no error")
+	}
+}
+
+func TestPidCPU(t *testing.T) {
+	// Burn a little CPU so that the count has something to show.
+	until := time.Now().Add(50 * time.Millisecond)
+	for n := 0; time.Now().Before(until); n++ {
+		_ = n * n
+	}
+	d, err := pidCPU(os.Getpid())
+	if err != nil || d <= 0 {
+		t.Errorf("pidCPU(self) = %v, %v; want > 0", d, err)
+	}
+	if _, err := pidCPU(-1); err == nil {
+		t.Error("pidCPU(-1): no error")
+	}
+}
+
+func TestTapSubnetsAreDistinct(t *testing.T) {
+	seen := map[string]bool{}
+	for slot := range contenderDefs {
+		k, s := tapSubnet(slot)
+		if k.Masked() != s.Masked() || k.Addr() == s.Addr() || seen[k.Masked().String()] {
+			t.Errorf("slot %d: %v %v", slot, k, s)
+		}
+		if !strings.HasPrefix(k.String(), "192.0.2.") {
+			t.Errorf("slot %d: %v outside 192.0.2.0/24", slot, k)
+		}
+		seen[k.Masked().String()] = true
+	}
+}
+
+func TestSubcommandsReportBadUsage(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := runServer([]string{"-mode", "nope", "-addr", "192.0.2.2"}, strings.NewReader(""), &out, &errOut); code != exitFailed ||
+		!strings.Contains(out.String(), `"error"`) || !strings.Contains(out.String(), "-mode") {
+		t.Errorf("server -mode nope: exit %d, stdout %q", code, out.String())
+	}
+	out.Reset()
+	if code := runServer([]string{"-mode", modeStock}, strings.NewReader(""), &out, &errOut); code != exitFailed || !strings.Contains(out.String(), "-dev") {
+		t.Errorf("server without -dev: exit %d, stdout %q", code, out.String())
+	}
+	out.Reset()
+	if code := runClient([]string{"tcp", "-to", "192.0.2.2:1"}, strings.NewReader(""), &out, &errOut); code != exitFailed || !strings.Contains(out.String(), "unknown client") {
+		t.Errorf("client tcp: exit %d, stdout %q", code, out.String())
+	}
+	out.Reset()
+	if code := runClient([]string{"udp", "-d", "0s"}, strings.NewReader(""), &out, &errOut); code != exitFailed || !strings.Contains(out.String(), "-d") {
+		t.Errorf("client -d 0: exit %d, stdout %q", code, out.String())
+	}
+	if code, ok := childMain([]string{"-quick"}); ok {
+		t.Errorf("childMain took the bench's own flags (exit %d)", code)
 	}
 }

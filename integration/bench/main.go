@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -9,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,22 +19,42 @@ import (
 	"time"
 )
 
-func main() { os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	if code, ok := childMain(os.Args[1:]); ok {
+		os.Exit(code)
+	}
+	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// childMain runs the hidden subcommands the bench starts itself with
+// (server, client); ok is false for any other command line.
+func childMain(args []string) (code int, ok bool) {
+	if len(args) == 0 {
+		return 0, false
+	}
+	switch args[0] {
+	case "server":
+		return runServer(args[1:], os.Stdin, os.Stdout, os.Stderr), true
+	case "client":
+		return runClient(args[1:], os.Stdin, os.Stdout, os.Stderr), true
+	}
+	return 0, false
+}
 
 // Exit statuses.
 const (
 	exitOK      = 0
 	exitFailed  = 1 // setup or a measurement failed; the table shows what there is
 	exitUsage   = 2
-	exitNoPriv  = 3 // not root, or no ip(8) or /dev/net/tun
+	exitNoPriv  = 3 // not root, or a tool missing
 	exitSignal  = 130
 	forceCleanT = 15 * time.Second // after a signal, how long a graceful stop may take
 )
 
 // cmdOptions are the flags that do not change what is measured.
 type cmdOptions struct {
-	jsonPath   string
-	cpuProfile string
+	jsonPath string
+	svgPath  string
 }
 
 func realMain(args []string, stdout, stderr io.Writer) int {
@@ -45,7 +66,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	if err := checkPrivileges(); err != nil {
+	if err := checkPrivileges(cfg); err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitNoPriv
 	}
@@ -53,10 +74,10 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bench: deleted namespaces left by killed runs: %s\n", strings.Join(gone, " "))
 	}
 
-	// 1. SIGINT/SIGTERM cancel the run, which then tears down as usual;
+	// 1. SIGINT/SIGTERM cancel the run and kill every server and client
+	//    process; the run then tears down as usual (namespaces deleted);
 	// 2. a second signal, or a teardown that takes longer than
-	//    forceCleanT, deletes the namespaces (and with them every device)
-	//    and exits.
+	//    forceCleanT, deletes the namespaces and exits.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sigc := make(chan os.Signal, 2)
@@ -72,6 +93,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stderr, "bench: interrupted; tearing down (again to force)")
 		cancel()
+		killAllProcs()
 		select {
 		case <-sigc:
 		case <-time.After(forceCleanT):
@@ -83,29 +105,23 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	}()
 	defer cleanupAll() // whatever a failed teardown left
 
-	if opts.cpuProfile != "" {
-		f, err := os.Create(opts.cpuProfile)
-		if err != nil {
-			fmt.Fprintln(stderr, "bench:", err)
-			return exitUsage
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(stderr, "bench:", err)
-			return exitFailed
-		}
-		defer pprof.StopCPUProfile()
-	}
-
 	rep, runErr := run(ctx, cfg, stderr, ownNSFactory)
+	rep.Command = "go run ./integration/bench " + strings.Join(args, " ")
 	fmt.Fprintln(stderr)
 	if err := writeTable(stdout, rep); err != nil {
 		fmt.Fprintln(stderr, "bench:", err)
 	}
+	status := exitOK
 	if opts.jsonPath != "" {
 		if err := writeJSON(opts.jsonPath, rep); err != nil {
 			fmt.Fprintln(stderr, "bench:", err)
-			return exitFailed
+			status = exitFailed
+		}
+	}
+	if opts.svgPath != "" {
+		if err := writeSVGFile(opts.svgPath, rep); err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			status = exitFailed
 		}
 	}
 	switch {
@@ -115,7 +131,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "bench:", runErr)
 		return exitFailed
 	}
-	return exitOK
+	return status
 }
 
 // runSeq numbers the runs of this process, for device names.
@@ -128,8 +144,9 @@ func parseFlags(args []string, stderr io.Writer) (config, cmdOptions, error) {
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: go run ./integration/bench [flags]   (as root)
 
-Runs zcnet, stock gVisor and the Linux kernel side by side with the same
-client and prints a table of TCP, UDP and round-trip figures (see go doc).
+Runs stock gVisor, zcnet and the Linux kernel side by side, each server in
+a process of its own, driven by client processes (UDP senders, a round-trip
+client, wrk, iperf3), and prints a table (see go doc).
 
 `)
 		fs.PrintDefaults()
@@ -141,17 +158,18 @@ client and prints a table of TCP, UDP and round-trip figures (see go doc).
 		contenders string
 		figures    string
 	)
-	fs.DurationVar(&cfg.duration, "duration", 2*time.Second, "length of each measurement")
+	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "length of each measurement, whole seconds (iperf3 -t, wrk -d)")
 	fs.IntVar(&cfg.runs, "runs", 3, "measurements of each figure on each contender; the table shows their median and range")
-	fs.BoolVar(&cfg.quick, "quick", false, "smoke run: -runs 1 -duration 300ms unless given")
-	fs.StringVar(&pin, "pin", "auto", "CPU for the pinned round-trip figure (whole process on it, GOMAXPROCS 1): a CPU number, auto (the first allowed) or off")
-	fs.IntVar(&cfg.pinProcs, "pin-procs", 1, "GOMAXPROCS during the pinned round-trip figure; 0 leaves it as it is")
-	fs.StringVar(&contenders, "contenders", strings.Join(allContenders, ","), "contenders to run, comma-separated")
+	fs.BoolVar(&cfg.quick, "quick", false, "smoke run: -runs 1 -duration 1s unless given")
+	fs.StringVar(&pin, "pin", "auto", "CPU for the pinned round-trip figure (client and server on it): a CPU number, auto (the first allowed) or off")
+	fs.IntVar(&cfg.pinProcs, "pin-procs", 1, "GOMAXPROCS of the pinned client and server (what a Go program started under taskset -c N gets); 0 leaves it")
+	fs.IntVar(&cfg.udpSenders, "udp-senders", 2, "sender processes of the UDP figure")
+	fs.StringVar(&contenders, "contenders", strings.Join(contenderKeys(), ","), "contenders to run, comma-separated")
 	fs.StringVar(&figures, "figures", strings.Join(figureKeys(), ","), "figures to measure, comma-separated")
-	fs.IntVar(&cfg.queues, "queues", 2, "TAP queues of the multi-queue contender (zcnet-mq)")
 	fs.BoolVar(&cfg.stockDefaults, "stock-defaults", false, "run stock gVisor with gVisor's default TCP options instead of zcnet's")
+	fs.StringVar(&cfg.serverProfiles, "server-profiles", "", "write each bench server's CPU profile to `DIR`/<contender>.pprof")
 	fs.StringVar(&opts.jsonPath, "json", "", "also write the report as JSON to `FILE`")
-	fs.StringVar(&opts.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `FILE` (narrow it with -contenders and -figures)")
+	fs.StringVar(&opts.svgPath, "svg", "", "also write a bar chart of the ratios to the kernel as SVG to `FILE`")
 	if err := fs.Parse(args); err != nil {
 		return config{}, cmdOptions{}, err
 	}
@@ -165,17 +183,20 @@ client and prints a table of TCP, UDP and round-trip figures (see go doc).
 			cfg.runs = 1
 		}
 		if !set["duration"] {
-			cfg.duration = 300 * time.Millisecond
+			cfg.duration = time.Second
 		}
 	}
-	if cfg.duration < 100*time.Millisecond || cfg.duration > 10*time.Minute {
-		return config{}, cmdOptions{}, fmt.Errorf("%w: -duration %v: want 100ms to 10m", errUsage, cfg.duration)
+	if cfg.duration < time.Second || cfg.duration > 10*time.Minute {
+		return config{}, cmdOptions{}, fmt.Errorf("%w: -duration %v: want 1s to 10m", errUsage, cfg.duration)
 	}
 	if cfg.runs < 1 || cfg.runs > 100 {
 		return config{}, cmdOptions{}, fmt.Errorf("%w: -runs %d: want 1 to 100", errUsage, cfg.runs)
 	}
-	if cfg.queues < 2 || cfg.queues > 16 {
-		return config{}, cmdOptions{}, fmt.Errorf("%w: -queues %d: want 2 to 16", errUsage, cfg.queues)
+	if cfg.pinProcs < 0 || cfg.pinProcs > 64 {
+		return config{}, cmdOptions{}, fmt.Errorf("%w: -pin-procs %d: want 0 to 64", errUsage, cfg.pinProcs)
+	}
+	if cfg.udpSenders < 1 || cfg.udpSenders > 16 {
+		return config{}, cmdOptions{}, fmt.Errorf("%w: -udp-senders %d: want 1 to 16", errUsage, cfg.udpSenders)
 	}
 	switch pin {
 	case "auto":
@@ -190,13 +211,13 @@ client and prints a table of TCP, UDP and round-trip figures (see go doc).
 		cfg.pinCPU = n
 	}
 	var err error
-	if cfg.contenders, err = pickKeys("contenders", contenders, allContenders); err != nil {
+	if cfg.contenders, err = pickKeys("contenders", contenders, contenderKeys()); err != nil {
 		return config{}, cmdOptions{}, err
 	}
 	if cfg.figures, err = pickKeys("figures", figures, figureKeys()); err != nil {
 		return config{}, cmdOptions{}, err
 	}
-	cfg.id = strconv.FormatInt(int64(os.Getpid()), 36) + strconv.FormatInt(int64(runSeq.Add(1)), 36)
+	cfg.id = strconv.FormatInt(int64(os.Getpid()%(36*36*36)), 36) + strconv.FormatInt(int64(runSeq.Add(1)%36), 36)
 	return cfg, opts, nil
 }
 
@@ -226,28 +247,34 @@ func pickKeys(flagName, list string, known []string) ([]string, error) {
 	return out, nil
 }
 
-func figureKeys() []string {
-	keys := make([]string, len(allFigures))
-	for i, f := range allFigures {
-		keys[i] = f.key
+// neededTools lists the programs cfg's figures run besides ip(8).
+func neededTools(cfg config) []string {
+	var tools []string
+	for _, f := range cfg.figureList() {
+		switch f.kind {
+		case kindTCP:
+			tools = append(tools, "iperf3")
+		case kindHTTP:
+			tools = append(tools, "wrk")
+		}
 	}
-	return keys
+	slices.Sort(tools)
+	return slices.Compact(tools)
 }
 
-// checkPrivileges says, in a way a person can act on, why the harness
-// cannot run here, or returns nil.
-func checkPrivileges() error {
-	if err := platformSupported(); err != nil {
-		return err
-	}
+// checkPrivileges says, in a way a person can act on, why the bench cannot
+// run here, or returns nil.
+func checkPrivileges(cfg config) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("%w: it makes network namespaces, TAP devices and a veth pair; run it as root (sudo -E go run ./integration/bench)", errPrivileges)
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		return fmt.Errorf("%w: ip(8) from iproute2 is not installed", errPrivileges)
-	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		return fmt.Errorf("%w: /dev/net/tun is not available: %v", errPrivileges, err)
+	}
+	for _, tool := range append([]string{"ip"}, neededTools(cfg)...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%w: %s is not installed (apt-get install iproute2 iperf3 wrk)", errPrivileges, tool)
+		}
 	}
 	return nil
 }

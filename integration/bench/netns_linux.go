@@ -69,9 +69,6 @@ func ownNSFactory(role string) (netns, func() error, error) {
 	return ns, ns.Delete, nil
 }
 
-// platformSupported returns nil: Linux has everything the harness needs.
-func platformSupported() error { return nil }
-
 // Name implements netns.
 func (ns *ownNS) Name() string { return ns.name }
 
@@ -95,8 +92,10 @@ func deleteNS(name string) error {
 	return nil
 }
 
-// cleanupAll deletes every namespace not yet deleted; for the signal path.
+// cleanupAll kills every process the bench started and deletes every
+// namespace not yet deleted; for the signal path.
 func cleanupAll() {
+	killAllProcs()
 	registry.mu.Lock()
 	names := registry.names
 	registry.names = nil

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/zcnet/zcnet/integration/nstest"
 )
 
 func TestStalePID(t *testing.T) {
@@ -43,7 +41,7 @@ func TestRunning(t *testing.T) {
 // TestOwnNS makes a namespace the way the command does, checks that a
 // socket created in Do belongs to it, and that Delete removes it.
 func TestOwnNS(t *testing.T) {
-	nstest.RequireRoot(t)
+	requireRoot(t)
 	ns, err := newOwnNS("t")
 	if err != nil {
 		t.Fatal(err)

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -10,83 +12,140 @@ import (
 )
 
 // Target compares two cells of the table: Got is the ratio of their
-// medians (from one run of the harness), Want the least it should be. A
-// Want of 0 marks a ratio reported beside the targets, without one.
+// medians (from one run of the bench), Want what it should be: at least
+// Want, or at most Want when AtMost (CPU per unit of work, where less is
+// better). A Want of 0 marks a ratio reported beside the targets.
 type Target struct {
-	Name string  `json:"name"`
-	Num  string  `json:"numerator"`   // "figure/contender"
-	Den  string  `json:"denominator"` // "figure/contender"
-	Want float64 `json:"want,omitempty"`
-	Got  float64 `json:"got"`
-	Met  bool    `json:"met"`
-	Note string  `json:"note,omitempty"` // why Got is missing
+	Issue  int     `json:"issue"`
+	Name   string  `json:"name"`
+	Num    string  `json:"numerator"`   // "figure/contender[/cpu]"
+	Den    string  `json:"denominator"` // "figure/contender[/cpu]"
+	Want   float64 `json:"want,omitempty"`
+	AtMost bool    `json:"at_most,omitempty"`
+	Got    float64 `json:"got"`
+	Met    bool    `json:"met"`
+	Note   string  `json:"note,omitempty"` // why Got is missing
+}
+
+// cellRef names a cell and which of its medians: the figure's value, or
+// the server CPU per unit of work.
+type cellRef struct {
+	fig, key string
+	cpu      bool
+}
+
+func (c cellRef) String() string {
+	s := c.fig + "/" + c.key
+	if c.cpu {
+		s += "/cpu"
+	}
+	return s
 }
 
 type targetSpec struct {
-	name           string
-	numFig, numKey string
-	denFig, denKey string
-	want           float64
+	issue    int
+	name     string
+	num, den cellRef
+	want     float64
+	atMost   bool
 }
 
-// targetSpecs are issue 6's targets, in its order, with the net.Conn
-// adapters' ratios beside them.
-func targetSpecs(queues int) []targetSpec {
-	mq := fmt.Sprintf("4 streams over %d queues vs 1 stream over 1 queue", queues)
-	return []targetSpec{
-		{"TCP kernel→stack 1 stream: zcnet vs stock gVisor", figUp1, keyZC, figUp1, keyStock, 5},
-		{"TCP kernel→stack 1 stream: zcnet vs kernel veth", figUp1, keyZC, figUp1, keyKernel, 0.6},
-		{"TCP stack→kernel 1 stream: zcnet vs stock gVisor", figDown1, keyZC, figDown1, keyStock, 20},
-		{"TCP stack→kernel 1 stream: zcnet vs kernel veth", figDown1, keyZC, figDown1, keyKernel, 0.8},
-		{"TCP kernel→stack 1 stream: net.Conn adapters vs stock", figUp1, keyNetConn, figUp1, keyStock, 0},
-		{"TCP kernel→stack 1 stream: net.Conn adapters vs kernel", figUp1, keyNetConn, figUp1, keyKernel, 0},
-		{"TCP stack→kernel 1 stream: net.Conn adapters vs stock", figDown1, keyNetConn, figDown1, keyStock, 0},
-		{"TCP stack→kernel 1 stream: net.Conn adapters vs kernel", figDown1, keyNetConn, figDown1, keyKernel, 0},
-		{"UDP 64-byte datagrams/s: zcnet vs stock gVisor", figUDP, keyZC, figUDP, keyStock, 2},
-		{"1-byte round trips/s, one CPU: zcnet vs stock gVisor", figRRPin, keyZC, figRRPin, keyStock, 1.3},
-		{"1-byte round trips/s, unpinned: zcnet vs stock gVisor", figRR, keyZC, figRR, keyStock, 0},
-		{"multi-queue kernel→stack: " + mq, figUp4, keyZCMQ, figUp1, keyZC, 1},
-		{"multi-queue stack→kernel: " + mq, figDown4, keyZCMQ, figDown1, keyZC, 1},
+func v(fig, key string) cellRef   { return cellRef{fig: fig, key: key} }
+func cpu(fig, key string) cellRef { return cellRef{fig: fig, key: key, cpu: true} }
+
+// targetSpecs are the "Targets" of issues 14 (small packets) and 15 (bulk
+// TCP), in their order, with a few ratios reported beside.
+var targetSpecs = []targetSpec{
+	{14, "UDP 64 B received/s: zero-copy vs stock", v(figUDP, keyZC), v(figUDP, keyStock), 1.5, false},
+	{14, "UDP 64 B received/s: net.Conn vs stock", v(figUDP, keyNetConn), v(figUDP, keyStock), 1.5, false},
+	{14, "UDP server CPU per datagram: zero-copy vs stock", cpu(figUDP, keyZC), cpu(figUDP, keyStock), 0.67, true},
+	{14, "UDP server CPU per datagram: net.Conn vs stock", cpu(figUDP, keyNetConn), cpu(figUDP, keyStock), 0.67, true},
+	{14, "round trips, one CPU: zero-copy vs stock", v(figRRPin, keyZC), v(figRRPin, keyStock), 1.3, false},
+	{14, "round trips, unpinned: zero-copy vs stock", v(figRR, keyZC), v(figRR, keyStock), 1.5, false},
+	{14, "round trips, one CPU: net.Conn vs stock", v(figRRPin, keyNetConn), v(figRRPin, keyStock), 0, false},
+	{14, "round trips, unpinned: net.Conn vs stock", v(figRR, keyNetConn), v(figRR, keyStock), 0, false},
+	{14, "wrk net/http: net.Conn vs stock", v(figHTTP, keyNetConn), v(figHTTP, keyStock), 1.5, false},
+	{14, "wrk net/http: net.Conn vs kernel", v(figHTTP, keyNetConn), v(figHTTP, keyKernel), 0.75, false},
+	{14, "TCP upload 1 stream: zero-copy vs net.Conn", v(figUp1, keyZC), v(figUp1, keyNetConn), 1.1, false},
+	{14, "UDP 64 B received/s: zero-copy vs net.Conn", v(figUDP, keyZC), v(figUDP, keyNetConn), 1.1, false},
+	{15, "TCP upload 1 stream: zero-copy vs kernel", v(figUp1, keyZC), v(figUp1, keyKernel), 0.6, false},
+	{15, "TCP download 1 stream: zero-copy vs kernel", v(figDown1, keyZC), v(figDown1, keyKernel), 0.8, false},
+	{15, "TCP upload server CPU/GB: zero-copy vs kernel", cpu(figUp1, keyZC), cpu(figUp1, keyKernel), 1, true},
+	{15, "TCP download server CPU/GB: zero-copy vs kernel", cpu(figDown1, keyZC), cpu(figDown1, keyKernel), 1, true},
+	{15, "TCP download 1 stream: zero-copy vs net.Conn", v(figDown1, keyZC), v(figDown1, keyNetConn), 1, false},
+	{15, "TCP upload: 4 streams over 2 queues vs 1 stream over 1 queue", v(figUp4, keyZC2Q), v(figUp1, keyZC), 1.5, false},
+	{15, "TCP download: 4 streams over 2 queues vs 1 stream over 1 queue", v(figDown4, keyZC2Q), v(figDown1, keyZC), 1.5, false},
+	{15, "TCP upload 1 stream: zero-copy vs stock", v(figUp1, keyZC), v(figUp1, keyStock), 0, false},
+	{15, "TCP download 1 stream: zero-copy vs stock", v(figDown1, keyZC), v(figDown1, keyStock), 0, false},
+}
+
+// median returns the referenced median, or 0 if the cell is missing.
+func (r *Report) median(c cellRef) (float64, bool) {
+	res := r.result(c.fig, c.key)
+	if res == nil {
+		return 0, false
 	}
+	if c.cpu {
+		return res.CPU, true
+	}
+	return res.Median, true
 }
 
 // evalTargets computes every target whose cells the report has.
-func evalTargets(rep *Report, queues int) []Target {
+func evalTargets(rep *Report) []Target {
 	var out []Target
-	for _, s := range targetSpecs(queues) {
-		num, den := rep.result(s.numFig, s.numKey), rep.result(s.denFig, s.denKey)
-		if num == nil || den == nil {
+	for _, s := range targetSpecs {
+		num, ok1 := rep.median(s.num)
+		den, ok2 := rep.median(s.den)
+		if !ok1 || !ok2 {
 			continue // not measured in this run (filtered out)
 		}
-		t := Target{Name: s.name, Num: s.numFig + "/" + s.numKey, Den: s.denFig + "/" + s.denKey, Want: s.want}
+		t := Target{Issue: s.issue, Name: s.name, Num: s.num.String(), Den: s.den.String(), Want: s.want, AtMost: s.atMost}
 		switch {
-		case num.Median <= 0 || den.Median <= 0:
+		case num <= 0 || den <= 0:
 			t.Note = "a figure is missing (see errors)"
 		default:
-			t.Got = num.Median / den.Median
-			t.Met = s.want > 0 && t.Got >= s.want
+			t.Got = num / den
+			switch {
+			case s.want == 0:
+			case s.atMost:
+				t.Met = t.Got <= s.want
+			default:
+				t.Met = t.Got >= s.want
+			}
 		}
 		out = append(out, t)
 	}
 	return out
 }
 
-// status says whether a target is met, or by how much it is missed.
+// status says whether a target is met, or not.
 func (t Target) status() string {
 	switch {
 	case t.Note != "":
 		return t.Note
 	case t.Want == 0:
-		return "reported beside"
+		return "(beside)"
 	case t.Met:
 		return "met"
 	default:
-		return fmt.Sprintf("missed by %.0f%%", (1-t.Got/t.Want)*100)
+		return "not met"
 	}
 }
 
-// cell formats a result as "median (min–max)", or just the median for a
-// single run.
+func (t Target) needed() string {
+	switch {
+	case t.Want == 0:
+		return "—"
+	case t.AtMost:
+		return fmt.Sprintf("≤ %.2f×", t.Want)
+	default:
+		return fmt.Sprintf("≥ %.2f×", t.Want)
+	}
+}
+
+// cell formats a result as "median [min–max]", or just the median for a
+// single run; "—" where the contender does not take part.
 func cell(res *Result) string {
 	if res == nil {
 		return "—"
@@ -94,12 +153,11 @@ func cell(res *Result) string {
 	if !res.ok() && res.Median == 0 {
 		return "error"
 	}
-	f := func(v float64) string { return formatValue(v) }
 	var s string
 	if len(res.Runs) > 1 {
-		s = fmt.Sprintf("%s (%s–%s)", f(res.Median), f(res.Min), f(res.Max))
+		s = fmt.Sprintf("%s [%s–%s]", formatValue(res.Median), formatValue(res.Min), formatValue(res.Max))
 	} else {
-		s = f(res.Median)
+		s = formatValue(res.Median)
 	}
 	if !res.ok() {
 		s += " !"
@@ -122,10 +180,15 @@ func formatValue(v float64) string {
 }
 
 // writeTable prints the report for people: the host, the figures by
-// contender, CPU per GB, and the targets.
+// contender, each with the server's CPU under it, and the targets.
 func writeTable(w io.Writer, rep *Report) error {
-	fmt.Fprintf(w, "host: %s, %d CPUs, Linux %s, %s; load average at start %s\n", rep.Host.CPU, rep.Host.CPUs, rep.Host.Kernel, rep.Host.Go, rep.Host.LoadAvg)
-	fmt.Fprintf(w, "each figure: median (min–max) of %d runs of %s; MTU 1500; %.0f s in all\n\n", rep.Runs, rep.Duration, rep.Seconds)
+	fmt.Fprintf(w, "host: %s, %d CPUs, Linux %s, %s; load average %s at start, %s at end\n",
+		rep.Host.CPU, rep.Host.CPUs, rep.Host.Kernel, rep.Host.Go, rep.Host.LoadAvg, rep.Host.LoadEnd)
+	fmt.Fprintf(w, "each figure: median [min–max] of %d runs of %s, contenders alternated; MTU 1500; %.0f s in all\n", rep.Runs, rep.Duration, rep.Seconds)
+	if rep.Command != "" {
+		fmt.Fprintf(w, "command: %s\n", rep.Command)
+	}
+	fmt.Fprintln(w)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	head := []string{"figure", "unit"}
@@ -134,56 +197,52 @@ func writeTable(w io.Writer, rep *Report) error {
 	}
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	for _, f := range allFigures {
-		var row []string
-		any := false
+		var row, cpuRow, offRow []string
+		any, anyOff := false, false
 		for _, c := range rep.Contenders {
 			res := rep.result(f.key, c.Key)
 			any = any || res != nil
 			row = append(row, cell(res))
+			if res == nil || res.CPU == 0 {
+				cpuRow = append(cpuRow, "—")
+			} else {
+				cpuRow = append(cpuRow, formatValue(res.CPU))
+			}
+			if res == nil || res.Offered == 0 {
+				offRow = append(offRow, "—")
+			} else {
+				anyOff = true
+				offRow = append(offRow, formatValue(res.Offered))
+			}
 		}
 		if !any {
 			continue
 		}
 		fmt.Fprintln(tw, strings.Join(append([]string{f.title, f.unit}, row...), "\t"))
-	}
-	for _, f := range allFigures {
-		if !f.bulk() {
-			continue
+		if anyOff {
+			fmt.Fprintln(tw, strings.Join(append([]string{"  offered by the senders", f.unit}, offRow...), "\t"))
 		}
-		var row []string
-		any := false
-		for _, c := range rep.Contenders {
-			res := rep.result(f.key, c.Key)
-			if res == nil || res.CPUSecondsPerGB == 0 {
-				row = append(row, "—")
-				continue
-			}
-			any = true
-			row = append(row, fmt.Sprintf("%.2f", res.CPUSecondsPerGB))
-		}
-		if any {
-			fmt.Fprintln(tw, strings.Join(append([]string{"CPU, " + f.title, "s/GB"}, row...), "\t"))
-		}
+		fmt.Fprintln(tw, strings.Join(append([]string{"  server CPU", f.cpuUnit}, cpuRow...), "\t"))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintln(w)
 	for _, c := range rep.Contenders {
-		fmt.Fprintf(w, "%-15s %s\n", c.Title+":", c.About)
+		fmt.Fprintf(w, "%-16s %s\n", c.Title+":", c.About)
 	}
-	fmt.Fprintf(w, "CPU s/GB: %s\n", rep.CPUMeasure)
+	fmt.Fprintf(w, "server CPU: %s\n", rep.CPUMeasure)
 
 	if len(rep.Targets) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "target (ratio of medians)\twant\tgot\tstatus")
+		fmt.Fprintln(tw, "issue\ttarget (ratio of medians, this run)\tgot\tneeded\tmet")
 		for _, t := range rep.Targets {
-			want := "—"
-			if t.Want > 0 {
-				want = fmt.Sprintf("≥ %.2g×", t.Want)
+			got := "—"
+			if t.Note == "" {
+				got = fmt.Sprintf("%.2f×", t.Got)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%.2f×\t%s\n", t.Name, want, t.Got, t.status())
+			fmt.Fprintf(tw, "#%d\t%s\t%s\t%s\t%s\n", t.Issue, t.Name, got, t.needed(), t.status())
 		}
 		if err := tw.Flush(); err != nil {
 			return err

@@ -1,12 +1,23 @@
+//go:build linux
+
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
+	"os"
+	"runtime/pprof"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,139 +25,75 @@ import (
 	"github.com/zcnet/zcnet/api"
 )
 
-// Every server offers the same four services on consecutive ports from its
-// base port; the client finds them at server.addr.
+// The server subcommand: one contender's server, in a process of its own,
+// started by the bench in the right namespace:
+//
+//	bench server -mode zc|netconn|stock|kernel [-dev D -queues N -kernel P] -addr A
+//
+// It builds the contender's setup (stacks_linux.go), serves on A
+//
+//	portEcho  TCP echo (1-byte round trips)
+//	portUDP   UDP sink that counts datagrams (64-byte floods)
+//	portHTTP  net/http, a 1 KiB body (wrk); not the zero-copy mode
+//	portIperf iperf3's protocol, TCP tests (iperf.go); not the kernel, for
+//	          which the bench runs stock iperf3 -s
+//
+// prints a JSON line {"ready":true}, then answers commands on stdin, one
+// JSON line each on stdout:
+//
+//	stats     {"cpu_ns":…, "udp_received":…, "http_requests":…, "counters":{…}}
+//	pin CPU [PROCS]  pins every thread to CPU and sets GOMAXPROCS to PROCS
+//	          (default 1, as a Go program started under taskset gets; 0
+//	          leaves it)
+//	unpin     undoes pin
+//
+// and ends, closing everything, when stdin closes (so also when the bench
+// dies) or after -lifetime.
 const (
-	offSink   = 0 // TCP: read each connection to EOF and count (upload)
-	offSource = 1 // TCP: write until the window ends, then close (download)
-	offEcho   = 2 // TCP: echo every byte back (round trips)
-	offUDP    = 3 // UDP: count datagrams (64-byte flood)
+	portEcho  = 5007
+	portUDP   = 5009
+	portHTTP  = 8080
+	portIperf = 5201
 )
 
-// I/O sizes, the same for every contender and for the client.
+// Server modes: the socket interface a server uses, and the stack under it.
 const (
-	writeChunk = 256 << 10 // bytes per Write / SendFunc call
-	readChunk  = 256 << 10 // bytes per Read
-	udpPayload = 64        // bytes of UDP payload per datagram
-	udpBatch   = 64        // datagrams per RecvMsg on the zero-copy socket
+	modeZC      = "zc"      // zcnet stack on a TAP with offloads; zero-copy sockets
+	modeNetConn = "netconn" // the same setup; api.Net's net.Conn adapters
+	modeStock   = "stock"   // gVisor fdbased on a plain TAP; gonet adapters
+	modeKernel  = "kernel"  // Linux sockets
 )
 
-// maxOps bounds the iterations of every load loop, on top of its time
-// bound: no loop here can turn faster than 10 ns an iteration, so the count
-// never ends a loop before its time does.
-func maxOps(d time.Duration) int { return int(d/(10*time.Nanosecond)) + 1 }
+// httpBody is what the HTTP service answers every request with.
+var httpBody = bytes.Repeat([]byte("z"), 1024)
 
-// window is the time one measurement runs. begin is closed once start and
-// until are set; readers of start and until wait for begin first.
-type window struct {
-	begin chan struct{}
-	start time.Time
-	until time.Time
+// serverStats is the stats command's answer.
+type serverStats struct {
+	CPUNanos     int64             `json:"cpu_ns"`
+	UDPReceived  uint64            `json:"udp_received"`
+	HTTPRequests uint64            `json:"http_requests"`
+	Counters     map[string]uint64 `json:"counters,omitempty"`
 }
 
-func newWindow() *window { return &window{begin: make(chan struct{})} }
+// srv is the running server.
+type srv struct {
+	ctx      context.Context // ends at shutdown
+	udpRecv  atomic.Uint64
+	httpReqs atomic.Uint64
+	counters func() map[string]uint64
 
-// open sets the window to [now, now+d) and lets everyone waiting go.
-func (w *window) open(d time.Duration) time.Time {
-	w.start = time.Now()
-	w.until = w.start.Add(d)
-	close(w.begin)
-	return w.start
-}
-
-// streamResult is what the server reports for one TCP stream.
-type streamResult struct {
-	bytes int64
-	end   time.Time // when the last byte was read (sink) or written (source)
-	err   error
-}
-
-// server is one contender's serving side: the four services, each served by
-// a persistent accept (or receive) loop that runs until close. Connections
-// are handled one goroutine each; handlers report on the channels below.
-type server struct {
-	addr      netip.AddrPort // the sink's address; the others follow it
-	maxStream time.Duration  // the longest a connection may live
-	lifetime  time.Duration  // the longest the server's loops may run
-
-	sinkDone   chan streamResult // one result per upload stream, as it ends
-	sourceDone chan streamResult // one result per download stream, as it ends
-	plans      chan *window      // one per download stream to come
-	udpRecv    atomic.Uint64     // datagrams received since the server started
-
-	ctx    context.Context // ends when the server closes
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-
+	wg      sync.WaitGroup
 	mu      sync.Mutex
-	closed  bool                   // +checklocks:mu
-	closers map[io.Closer]struct{} // +checklocks:mu; listeners and live connections
+	closers []io.Closer // +checklocks:mu
 }
 
-func newServer(addr netip.AddrPort, maxStream, lifetime time.Duration) *server {
-	ctx, cancel := context.WithTimeout(context.Background(), lifetime)
-	return &server{
-		addr:       addr,
-		maxStream:  maxStream,
-		lifetime:   lifetime,
-		sinkDone:   make(chan streamResult, 64),
-		sourceDone: make(chan streamResult, 64),
-		plans:      make(chan *window, 64),
-		ctx:        ctx,
-		cancel:     cancel,
-		closers:    map[io.Closer]struct{}{},
-	}
-}
-
-// port returns the address of the service at offset off.
-func (s *server) port(off int) netip.AddrPort {
-	return netip.AddrPortFrom(s.addr.Addr(), s.addr.Port()+uint16(off))
-}
-
-// track registers c to be closed by close; it returns false (and closes c)
-// if the server is already closed.
-func (s *server) track(c io.Closer) bool {
+func (s *srv) track(c io.Closer) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		c.Close()
-		return false
-	}
-	s.closers[c] = struct{}{}
-	return true
-}
-
-func (s *server) untrack(c io.Closer) {
-	s.mu.Lock()
-	delete(s.closers, c)
+	s.closers = append(s.closers, c)
 	s.mu.Unlock()
-	c.Close()
 }
 
-// close stops every loop, closes every listener and connection, and waits
-// for the handlers, at most timeout.
-func (s *server) close(timeout time.Duration) error {
-	s.mu.Lock()
-	s.closed = true
-	cs := s.closers
-	s.closers = nil
-	s.mu.Unlock()
-	s.cancel()
-	for c := range cs {
-		c.Close()
-	}
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-time.After(timeout):
-		return fmt.Errorf("%w: server %s: handlers still running after %v", errMeasure, s.addr, timeout)
-	}
-}
-
-// spawn runs fn as a handler the server waits for.
-func (s *server) spawn(fn func()) {
+func (s *srv) spawn(fn func()) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -154,127 +101,251 @@ func (s *server) spawn(fn func()) {
 	}()
 }
 
-// report delivers r without blocking forever: a result nobody waits for
-// any more (its measurement gave up) is dropped.
-func (s *server) report(ch chan streamResult, r streamResult) {
-	select {
-	case ch <- r:
-	case <-s.ctx.Done():
+// runServer is the server subcommand.
+func runServer(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		mode, dev, kernel, addr, profile string
+		queues                           int
+		stockDefaults                    bool
+		lifetime                         time.Duration
+	)
+	fs.StringVar(&mode, "mode", "", "zc, netconn, stock or kernel")
+	fs.StringVar(&dev, "dev", "", "TAP device to make (not kernel)")
+	fs.IntVar(&queues, "queues", 1, "TAP queues (zc, netconn)")
+	fs.StringVar(&kernel, "kernel", "", "address/prefix of the TAP's kernel side")
+	fs.StringVar(&addr, "addr", "", "the server's address (a prefix for the gVisor stacks)")
+	fs.BoolVar(&stockDefaults, "stock-defaults", false, "stock: gVisor's default TCP options")
+	fs.DurationVar(&lifetime, "lifetime", time.Hour, "end after this long in any case")
+	fs.StringVar(&profile, "cpuprofile", "", "write a CPU profile of the server to `FILE`")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
 	}
-}
-
-// takePlan waits for the plan of the download stream just accepted and for
-// its window to open.
-func (s *server) takePlan() (*window, error) {
-	t := time.NewTimer(s.maxStream)
-	defer t.Stop()
-	var w *window
-	select {
-	case w = <-s.plans:
-	case <-s.ctx.Done():
-		return nil, net.ErrClosed
-	case <-t.C:
-		return nil, fmt.Errorf("%w: download stream accepted, but no measurement planned it", errMeasure)
+	out := json.NewEncoder(stdout)
+	fail := func(err error) int {
+		out.Encode(map[string]string{"error": err.Error()})
+		return exitFailed
 	}
-	select {
-	case <-w.begin:
-		return w, nil
-	case <-s.ctx.Done():
-		return nil, net.ErrClosed
-	case <-t.C:
-		return nil, fmt.Errorf("%w: download window never opened", errMeasure)
-	}
-}
-
-// --- Servers over net.Listener / net.PacketConn: the kernel, gonet, and
-// zcnet's net.Conn adapters. Every received byte is copied once, by Read,
-// into the handler's buffer; every sent byte once, by Write, out of it.
-
-// netListeners are the listening sockets of a net-shaped server, made by
-// the contender (in the right namespace, on the right stack).
-type netListeners struct {
-	sink, source, echo net.Listener
-	udp                net.PacketConn
-}
-
-// serveNet starts the four services on ls and takes ownership of them.
-func (s *server) serveNet(ls netListeners) {
-	for _, svc := range []struct {
-		ln net.Listener
-		fn func(net.Conn)
-	}{{ls.sink, s.sinkNet}, {ls.source, s.sourceNet}, {ls.echo, s.echoNet}} {
-		ln, fn := svc.ln, svc.fn
-		if !s.track(ln) {
-			continue
-		}
-		s.spawn(func() {
-			for i := 0; i < maxOps(s.lifetime); i++ {
-				c, err := ln.Accept()
-				if err != nil {
-					return // closed
-				}
-				if !s.track(c) {
-					return
-				}
-				s.spawn(func() {
-					defer s.untrack(c)
-					fn(c)
-				})
-			}
-		})
-	}
-	if s.track(ls.udp) {
-		s.spawn(func() { s.udpNet(ls.udp) })
-	}
-}
-
-func (s *server) sinkNet(c net.Conn) {
-	deadline := time.Now().Add(s.maxStream)
-	_ = c.SetReadDeadline(deadline)
-	buf := make([]byte, readChunk)
-	var n int64
-	for i := 0; i < maxOps(s.maxStream) && time.Now().Before(deadline); i++ {
-		m, err := c.Read(buf)
-		n += int64(m)
-		if errors.Is(err, io.EOF) {
-			s.report(s.sinkDone, streamResult{bytes: n, end: time.Now()})
-			return
-		}
+	if profile != "" {
+		f, err := os.Create(profile)
 		if err != nil {
-			s.report(s.sinkDone, streamResult{bytes: n, end: time.Now(), err: fmt.Errorf("sink read: %w", err)})
-			return
+			return fail(err)
 		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fail(err)
+		}
+		defer pprof.StopCPUProfile()
 	}
-	s.report(s.sinkDone, streamResult{bytes: n, end: time.Now(), err: fmt.Errorf("%w: sink stream outlived %v", errMeasure, s.maxStream)})
-}
-
-func (s *server) sourceNet(c net.Conn) {
-	w, err := s.takePlan()
+	ctx, cancel := context.WithTimeout(context.Background(), lifetime)
+	defer cancel()
+	s := &srv{ctx: ctx, counters: func() map[string]uint64 { return nil }}
+	shutdown, err := s.setup(mode, dev, queues, kernel, addr, stockDefaults, stderr)
+	if shutdown != nil {
+		defer shutdown()
+	}
 	if err != nil {
-		s.report(s.sourceDone, streamResult{err: err})
-		return
+		return fail(err)
 	}
-	_ = c.SetWriteDeadline(w.until.Add(s.maxStream))
-	buf := make([]byte, writeChunk)
-	var n int64
-	for i := 0; i < maxOps(s.maxStream) && time.Now().Before(w.until); i++ {
-		m, err := c.Write(buf)
-		n += int64(m)
-		if err != nil {
-			s.report(s.sourceDone, streamResult{bytes: n, end: time.Now(), err: fmt.Errorf("source write: %w", err)})
-			return
+	out.Encode(map[string]bool{"ready": true})
+
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdin)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	var unpin func()
+	defer func() {
+		if unpin != nil {
+			unpin()
+		}
+	}()
+	for {
+		var line string
+		var ok bool
+		select {
+		case line, ok = <-lines:
+		case <-ctx.Done():
+		}
+		if !ok {
+			return exitOK
+		}
+		cmd, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
+		switch cmd {
+		case "stats":
+			st := serverStats{CPUNanos: int64(processCPU()), UDPReceived: s.udpRecv.Load(), HTTPRequests: s.httpReqs.Load(), Counters: s.counters()}
+			out.Encode(st)
+		case "pin":
+			cpuArg, procsArg, _ := strings.Cut(arg, " ")
+			cpu, err := strconv.Atoi(cpuArg)
+			procs := 1
+			if err == nil && procsArg != "" {
+				procs, err = strconv.Atoi(procsArg)
+			}
+			if err != nil {
+				out.Encode(map[string]string{"error": "pin: " + err.Error()})
+				continue
+			}
+			if unpin != nil {
+				unpin()
+				unpin = nil
+			}
+			if unpin, err = pinProcess(cpu, procs); err != nil {
+				out.Encode(map[string]string{"error": err.Error()})
+				continue
+			}
+			out.Encode(map[string]bool{"ok": true})
+		case "unpin":
+			if unpin != nil {
+				unpin()
+				unpin = nil
+			}
+			out.Encode(map[string]bool{"ok": true})
+		default:
+			out.Encode(map[string]string{"error": fmt.Sprintf("unknown command %q", line)})
 		}
 	}
-	// Close sends the FIN after the queued data; the client reads to EOF.
-	err = c.Close()
-	s.report(s.sourceDone, streamResult{bytes: n, end: time.Now(), err: err})
 }
 
-func (s *server) echoNet(c net.Conn) {
-	deadline := time.Now().Add(s.maxStream)
-	_ = c.SetDeadline(deadline)
+// setup builds the mode's stack and starts its services. The returned
+// function (even on error) closes whatever was made.
+func (s *srv) setup(mode, dev string, queues int, kernel, addr string, stockDefaults bool, log io.Writer) (func(), error) {
+	var closeStack func() error
+	shutdown := func() {
+		s.mu.Lock()
+		cs := s.closers
+		s.closers = nil
+		s.mu.Unlock()
+		for i := len(cs) - 1; i >= 0; i-- {
+			cs[i].Close()
+		}
+		done := make(chan struct{})
+		go func() { s.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			fmt.Fprintln(log, "bench server: handlers still running after 10 s")
+		}
+		if closeStack != nil {
+			closeStack()
+		}
+	}
+	switch mode {
+	case modeZC, modeNetConn, modeStock:
+		kp, err1 := netip.ParsePrefix(kernel)
+		sp, err2 := netip.ParsePrefix(addr)
+		if err := errors.Join(err1, err2); err != nil || dev == "" {
+			return shutdown, fmt.Errorf("%w: -dev, -kernel and -addr (prefixes) are needed: %v", errUsage, err)
+		}
+		a := sp.Addr()
+		if mode == modeStock {
+			ss, err := openStock(dev, kp, sp, stockDefaults)
+			if err != nil {
+				return shutdown, err
+			}
+			closeStack, s.counters = ss.close, ss.counters
+			return shutdown, s.serveNet(ss.listenTCP, ss.listenUDP, a, true)
+		}
+		z, err := openZcnet(dev, queues, kp, sp, log)
+		if err != nil {
+			return shutdown, err
+		}
+		closeStack, s.counters = z.close, z.counters
+		if mode == modeNetConn {
+			n := z.api.Net()
+			return shutdown, s.serveNet(
+				func(ap netip.AddrPort) (net.Listener, error) { return n.Listen("tcp", ap.String()) },
+				func(ap netip.AddrPort) (net.PacketConn, error) { return n.ListenPacket("udp", ap.String()) },
+				a, true)
+		}
+		return shutdown, s.serveZC(z.api, a)
+	case modeKernel:
+		a, err := netip.ParseAddr(addr)
+		if err != nil {
+			return shutdown, fmt.Errorf("%w: -addr: %v", errUsage, err)
+		}
+		return shutdown, s.serveNet(
+			func(ap netip.AddrPort) (net.Listener, error) { return net.Listen("tcp", ap.String()) },
+			func(ap netip.AddrPort) (net.PacketConn, error) { return net.ListenPacket("udp", ap.String()) },
+			a, false)
+	}
+	return shutdown, fmt.Errorf("%w: -mode %q: want zc, netconn, stock or kernel", errUsage, mode)
+}
+
+// --- Services over package net's shapes: gonet, api.Net, the kernel.
+// Every received byte is copied once, by Read, into the handler's buffer;
+// every sent byte once, by Write, out of it.
+
+// serveNet starts the echo, UDP and HTTP services, and the iperf3 server
+// if withIperf.
+func (s *srv) serveNet(listenTCP func(netip.AddrPort) (net.Listener, error), listenUDP func(netip.AddrPort) (net.PacketConn, error), a netip.Addr, withIperf bool) error {
+	listen := func(port uint16) (net.Listener, error) {
+		ln, err := listenTCP(netip.AddrPortFrom(a, port))
+		if err != nil {
+			return nil, fmt.Errorf("%w: listen %v:%d: %v", errSetup, a, port, err)
+		}
+		s.track(ln)
+		return ln, nil
+	}
+	echo, err := listen(portEcho)
+	if err != nil {
+		return err
+	}
+	s.spawn(func() { s.acceptNet(echo, s.echoNet) })
+	pc, err := listenUDP(netip.AddrPortFrom(a, portUDP))
+	if err != nil {
+		return fmt.Errorf("%w: listen udp %v:%d: %v", errSetup, a, portUDP, err)
+	}
+	s.track(pc)
+	s.spawn(func() { s.udpNet(pc) })
+
+	hln, err := listen(portHTTP)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			s.httpReqs.Add(1)
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Write(httpBody)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       time.Minute,
+		ErrorLog:          nil,
+	}
+	s.track(hs)
+	s.spawn(func() { hs.Serve(hln) })
+
+	if withIperf {
+		iln, err := listen(portIperf)
+		if err != nil {
+			return err
+		}
+		is := &iperfServer{ln: netIperfListener{iln}, log: os.Stderr}
+		s.spawn(func() { is.serve(&s.wg) })
+	}
+	return nil
+}
+
+func (s *srv) acceptNet(ln net.Listener, fn func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return // closed
+		}
+		s.track(c)
+		s.spawn(func() { fn(c) })
+	}
+}
+
+func (s *srv) echoNet(c net.Conn) {
+	defer c.Close()
 	buf := make([]byte, 64)
-	for i := 0; i < maxOps(s.maxStream) && time.Now().Before(deadline); i++ {
+	for {
 		m, err := c.Read(buf)
 		if m > 0 {
 			if _, werr := c.Write(buf[:m]); werr != nil {
@@ -287,131 +358,117 @@ func (s *server) echoNet(c net.Conn) {
 	}
 }
 
-func (s *server) udpNet(pc net.PacketConn) {
+func (s *srv) udpNet(pc net.PacketConn) {
 	buf := make([]byte, 2048)
-	// The loop ends when close closes pc; the deadline bounds it otherwise.
-	_ = pc.SetReadDeadline(time.Now().Add(s.lifetime))
-	for i := 0; i < maxOps(s.lifetime); i++ {
+	for {
 		if _, _, err := pc.ReadFrom(buf); err != nil {
-			return
+			return // closed
 		}
 		s.udpRecv.Add(1)
 	}
 }
 
+// netIperfListener and netStream run the iperf3 server over net.Conn.
+type netIperfListener struct{ ln net.Listener }
+
+func (l netIperfListener) Accept() (iperfStream, error) {
+	c, err := l.ln.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &netStream{Conn: c}, nil
+}
+
+func (l netIperfListener) Close() error { return l.ln.Close() }
+
+type netStream struct{ net.Conn }
+
+func (c *netStream) drain(n *atomic.Int64) error {
+	buf := make([]byte, 256<<10)
+	for {
+		m, err := c.Read(buf)
+		n.Add(int64(m))
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (c *netStream) fill(size int, n *atomic.Int64) error {
+	buf := make([]byte, size)
+	for {
+		m, err := c.Write(buf)
+		n.Add(int64(m))
+		if err != nil {
+			return err
+		}
+	}
+}
+
 // --- The zero-copy server over zcnet's sockets: Recv hands over the
 // link's own memory, released unread; SendFunc lets the sender write into
-// the stack's buffer (the source writes nothing into it, the way a sender
-// of page-cache data does with sendfile).
+// the stack's buffer (the source writes nothing into it, as a sender of
+// page-cache data with sendfile); the echo sends the received Buf back.
 
-// serveZC starts the four services on the socket API a and takes ownership
-// of the sockets it opens.
-func (s *server) serveZC(a *api.Stack) error {
-	for _, svc := range []struct {
-		off int
-		fn  func(*api.Socket)
-	}{{offSink, s.sinkZC}, {offSource, s.sourceZC}, {offEcho, s.echoZC}} {
-		ln, err := a.ListenTCP(s.port(svc.off))
+// udpBatch is how many datagrams one RecvMsg may hand over.
+const udpBatch = 64
+
+// serveZC starts the echo, UDP and iperf3 services on the socket API.
+func (s *srv) serveZC(a *api.Stack, addr netip.Addr) error {
+	listen := func(port uint16) (*api.Socket, error) {
+		ln, err := a.ListenTCP(netip.AddrPortFrom(addr, port))
 		if err != nil {
-			return fmt.Errorf("%w: listen %s: %v", errSetup, s.port(svc.off), err)
+			return nil, fmt.Errorf("%w: listen %v:%d: %v", errSetup, addr, port, err)
 		}
-		fn := svc.fn
-		if !s.track(ln) {
-			return net.ErrClosed
-		}
-		s.spawn(func() {
-			for i := 0; i < maxOps(s.lifetime); i++ {
-				c, err := ln.Accept(s.ctx)
-				if err != nil {
-					return
-				}
-				if !s.track(c) {
-					return
-				}
-				s.spawn(func() {
-					defer s.untrack(c)
-					fn(c)
-				})
-			}
-		})
+		s.track(ln)
+		return ln, nil
 	}
-	u, err := a.ListenUDP(s.port(offUDP))
+	echo, err := listen(portEcho)
 	if err != nil {
-		return fmt.Errorf("%w: listen %s: %v", errSetup, s.port(offUDP), err)
+		return err
 	}
-	if s.track(u) {
-		s.spawn(func() { s.udpZC(u) })
+	s.spawn(func() {
+		for {
+			c, err := echo.Accept(s.ctx)
+			if err != nil {
+				return
+			}
+			s.track(c)
+			s.spawn(func() { s.echoZC(c) })
+		}
+	})
+	u, err := a.ListenUDP(netip.AddrPortFrom(addr, portUDP))
+	if err != nil {
+		return fmt.Errorf("%w: listen udp %v:%d: %v", errSetup, addr, portUDP, err)
 	}
+	s.track(u)
+	s.spawn(func() { s.udpZC(u) })
+	iln, err := listen(portIperf)
+	if err != nil {
+		return err
+	}
+	is := &iperfServer{ln: zcIperfListener{ctx: s.ctx, ln: iln}, log: os.Stderr}
+	s.spawn(func() { is.serve(&s.wg) })
 	return nil
 }
 
-func (s *server) sinkZC(c *api.Socket) {
-	ctx, cancel := context.WithTimeout(s.ctx, s.maxStream)
-	defer cancel()
-	var n int64
-	for i := 0; i < maxOps(s.maxStream); i++ {
-		b, err := c.Recv(ctx)
-		if errors.Is(err, io.EOF) {
-			s.report(s.sinkDone, streamResult{bytes: n, end: time.Now()})
-			return
-		}
-		if err != nil {
-			s.report(s.sinkDone, streamResult{bytes: n, end: time.Now(), err: fmt.Errorf("sink recv: %w", err)})
-			return
-		}
-		n += int64(b.Len())
-		if err := b.Release(); err != nil {
-			s.report(s.sinkDone, streamResult{bytes: n, end: time.Now(), err: fmt.Errorf("sink release: %w", err)})
-			return
-		}
-	}
-	s.report(s.sinkDone, streamResult{bytes: n, end: time.Now(), err: fmt.Errorf("%w: sink stream outlived %v", errMeasure, s.maxStream)})
-}
-
-// fillNothing is the source's fill function: the bytes are whatever the
-// stack's fresh send buffer holds; producing them is the application's
-// business, not the stack's.
-func fillNothing(p []byte) int { return len(p) }
-
-func (s *server) sourceZC(c *api.Socket) {
-	w, err := s.takePlan()
-	if err != nil {
-		s.report(s.sourceDone, streamResult{err: err})
-		return
-	}
-	ctx, cancel := context.WithDeadline(s.ctx, w.until.Add(s.maxStream))
-	defer cancel()
-	var n int64
-	for i := 0; i < maxOps(s.maxStream) && time.Now().Before(w.until); i++ {
-		m, err := c.SendFunc(ctx, writeChunk, fillNothing)
-		n += int64(m)
-		if err != nil {
-			s.report(s.sourceDone, streamResult{bytes: n, end: time.Now(), err: fmt.Errorf("source sendfunc: %w", err)})
-			return
-		}
-	}
-	err = c.Close()
-	s.report(s.sourceDone, streamResult{bytes: n, end: time.Now(), err: err})
-}
-
-func (s *server) echoZC(c *api.Socket) {
-	ctx, cancel := context.WithTimeout(s.ctx, s.maxStream)
-	defer cancel()
-	for i := 0; i < maxOps(s.maxStream); i++ {
-		b, err := c.Recv(ctx)
+func (s *srv) echoZC(c *api.Socket) {
+	defer c.Close()
+	for {
+		b, err := c.Recv(s.ctx)
 		if err != nil {
 			return // EOF: the client is done
 		}
 		// Send takes the received Buf over: the echo never touches it.
-		if _, err := c.Send(ctx, b); err != nil {
+		if _, err := c.Send(s.ctx, b); err != nil {
 			return
 		}
 	}
 }
 
-func (s *server) udpZC(u *api.Socket) {
+func (s *srv) udpZC(u *api.Socket) {
 	bufs := make([]api.Buf, udpBatch)
-	for i := 0; i < maxOps(s.lifetime); i++ {
+	for {
 		n, _, err := u.RecvMsg(s.ctx, bufs)
 		if err != nil {
 			return
@@ -421,4 +478,126 @@ func (s *server) udpZC(u *api.Socket) {
 		}
 		s.udpRecv.Add(uint64(n))
 	}
+}
+
+// zcIperfListener and zcStream run the iperf3 server over the zero-copy
+// sockets: the control protocol's few bytes are copied out of the
+// received Bufs (Read) and into send buffers (Write); the data loops copy
+// nothing.
+type zcIperfListener struct {
+	ctx context.Context
+	ln  *api.Socket
+}
+
+func (l zcIperfListener) Accept() (iperfStream, error) {
+	c, err := l.ln.Accept(l.ctx)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(l.ctx)
+	return &zcStream{s: c, ctx: ctx, cancel: cancel}, nil
+}
+
+func (l zcIperfListener) Close() error { return l.ln.Close() }
+
+type zcStream struct {
+	s      *api.Socket
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+
+	deadline time.Time
+
+	mu      sync.Mutex
+	pending api.Buf // +checklocks:mu; received, partly read by Read
+	off     int     // +checklocks:mu
+	has     bool    // +checklocks:mu
+}
+
+func (z *zcStream) SetReadDeadline(t time.Time) error { z.deadline = t; return nil }
+
+func (z *zcStream) Read(p []byte) (int, error) {
+	z.mu.Lock()
+	has := z.has
+	z.mu.Unlock()
+	if !has {
+		ctx, cancel := ctxWithDeadline(z.ctx, z.deadline)
+		b, err := z.s.Recv(ctx)
+		cancel()
+		if err != nil {
+			return 0, err
+		}
+		z.mu.Lock()
+		z.pending, z.off, z.has = b, 0, true
+		z.mu.Unlock()
+	}
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if !z.has {
+		return 0, errStreamClosed
+	}
+	n := copy(p, z.pending.Bytes()[z.off:])
+	z.off += n
+	if z.off == z.pending.Len() {
+		z.pending.Release()
+		z.has = false
+	}
+	return n, nil
+}
+
+func (z *zcStream) Write(p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		n, err := z.s.SendFunc(z.ctx, len(p)-done, func(b []byte) int { return copy(b, p[done:]) })
+		done += n
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+func (z *zcStream) drain(n *atomic.Int64) error {
+	z.mu.Lock()
+	if z.has {
+		n.Add(int64(z.pending.Len() - z.off))
+		z.pending.Release()
+		z.has = false
+	}
+	z.mu.Unlock()
+	for {
+		b, err := z.s.Recv(z.ctx)
+		if err != nil {
+			return err
+		}
+		n.Add(int64(b.Len()))
+		b.Release()
+	}
+}
+
+// fillNothing is the source's fill function: the bytes are whatever the
+// stack's fresh send buffer holds; producing them is the application's
+// business, not the stack's.
+func fillNothing(p []byte) int { return len(p) }
+
+func (z *zcStream) fill(size int, n *atomic.Int64) error {
+	for {
+		m, err := z.s.SendFunc(z.ctx, size, fillNothing)
+		n.Add(int64(m))
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// Close ends the data loops (their context), releases a Buf Read had not
+// finished, and closes the socket.
+func (z *zcStream) Close() error {
+	z.cancel()
+	z.mu.Lock()
+	if z.has {
+		z.pending.Release()
+		z.has = false
+	}
+	z.mu.Unlock()
+	return z.s.Close()
 }

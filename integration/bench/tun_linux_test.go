@@ -28,6 +28,7 @@ func TestOpenPlainTAPRejectsBadNames(t *testing.T) {
 // checks that it is a TAP without the virtio-net header that goes away
 // with its descriptor.
 func TestOpenPlainTAP(t *testing.T) {
+	requireRoot(t)
 	ns := nstest.New(t)
 	name := nstest.UniqueName(t, "zbt")
 	var fd int

@@ -1,0 +1,264 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/dmapool"
+	"github.com/zcnet/zcnet/stack"
+	"github.com/zcnet/zcnet/tap"
+)
+
+// The server subcommand's setups. Each runs in the server process, which
+// the bench started in the namespace that is to hold the TAP device's
+// kernel side (or, for the kernel, the server end of the veth pair).
+
+// mtu is every link's IP MTU, the kernel's and the stacks' sides alike.
+const mtu = 1500
+
+// addrDev gives the kernel side of dev (in this process's namespace) the
+// address p and brings it up.
+func addrDev(dev string, p netip.Prefix) error {
+	for _, args := range [][]string{{"addr", "add", p.String(), "dev", dev}, {"link", "set", dev, "up"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%w: ip %s: %v: %s", errSetup, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
+}
+
+// quietLogger passes the stacks' warnings and errors to w, nothing below.
+func quietLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// zcnetSide is one zcnet stack on one TAP link with the socket API over it.
+type zcnetSide struct {
+	st   *stack.Stack
+	link *tap.Link
+	pool *dmapool.Pool
+	api  *api.Stack
+}
+
+// openZcnet opens the TAP device dev with the given number of queues and
+// the virtio-net offloads on, gives its kernel side kernel, and attaches a
+// zcnet stack with address stackAddr and the socket API to it.
+func openZcnet(dev string, queues int, kernel, stackAddr netip.Prefix, log io.Writer) (*zcnetSide, error) {
+	link, err := tap.Open(tap.Config{Name: dev, MTU: mtu, Offload: tap.OffloadOn, Queues: queues})
+	if err != nil {
+		return nil, fmt.Errorf("%w: tap.Open %s: %v", errSetup, dev, err)
+	}
+	st, err := stack.New(stack.Options{Logger: quietLogger(log)})
+	if err != nil {
+		link.Close()
+		return nil, fmt.Errorf("%w: stack.New: %v", errSetup, err)
+	}
+	z := &zcnetSide{st: st, link: link}
+	fail := func(err error) (*zcnetSide, error) { z.close(); return nil, err }
+	if _, err := st.AddNIC(link, stack.NICConfig{Name: dev, Addrs: []netip.Prefix{stackAddr}}); err != nil {
+		link.Close()
+		return fail(fmt.Errorf("%w: AddNIC %s: %v", errSetup, dev, err))
+	}
+	if err := addrDev(dev, kernel); err != nil {
+		return fail(err)
+	}
+	// The pools' one "not pinned" warning is expected wherever
+	// RLIMIT_MEMLOCK is below their size; it does not change what is
+	// measured (the memory is populated up front either way).
+	if z.pool, err = dmapool.New(dmapool.Config{Size: 64 << 20, Pin: dmapool.PinPrefer, Logger: slog.New(slog.DiscardHandler)}); err != nil {
+		return fail(fmt.Errorf("%w: dmapool.New: %v", errSetup, err))
+	}
+	if z.api, err = api.New(st, api.Options{Pool: z.pool}); err != nil {
+		return fail(fmt.Errorf("%w: api.New: %v", errSetup, err))
+	}
+	return z, nil
+}
+
+func (z *zcnetSide) close() error {
+	var err error
+	if z.api != nil {
+		err = z.api.Close()
+	}
+	if serr := z.st.Close(); err == nil { // closes the link too
+		err = serr
+	}
+	if z.pool != nil {
+		if perr := z.pool.Close(); err == nil {
+			err = perr
+		}
+	}
+	return err
+}
+
+// counters snapshots the link's, the stack's and the socket API's
+// counters.
+func (z *zcnetSide) counters() map[string]uint64 {
+	ls := z.link.Stats()
+	gc := z.st.Counters()
+	ac := z.api.Counters()
+	return map[string]uint64{
+		"udp_received":       gc["UDP.PacketsReceived"],
+		"udp_rcvbuf_drops":   gc["UDP.ReceiveBufferErrors"],
+		"tcp_retransmits":    gc["TCP.Retransmits"],
+		"tcp_timeouts":       gc["TCP.Timeouts"],
+		"link_rx_frames":     ls.RxFrames,
+		"link_rx_bytes":      ls.RxBytes,
+		"link_rx_wakeups":    ls.RxWakeups,
+		"link_rx_gso_frames": ls.RxGSOFrames,
+		"link_tx_frames":     ls.TxFrames,
+		"link_tx_bytes":      ls.TxBytes,
+		"link_tx_gso_frames": ls.TxGSOFrames,
+		"link_tx_errors":     ls.TxErrors,
+		"api_rx_handed_over": ac.RxHandedOver,
+		"api_rx_copied":      ac.RxCopied,
+		"api_tx_in_place":    ac.TxInPlace,
+		"api_tx_copied":      ac.TxCopied,
+	}
+}
+
+// stockNIC is the stock stack's only NIC.
+const stockNIC tcpip.NICID = 1
+
+// stockSide is gVisor built from its public packages only, as a gVisor
+// user would: a plain TAP device (no virtio-net header: fdbased enables
+// GSO only on socket descriptors), fdbased.New on its descriptor, a stack
+// with IPv4, IPv6, ARP, TCP, UDP and ICMP, and gonet's adapters.
+type stockSide struct {
+	s  *gstack.Stack
+	fd int
+}
+
+// openStock builds the stock stack on a new plain TAP device dev. Unless
+// defaults is set, TCP gets the options zcnet's stack applies
+// (stack.DefaultTCPSendBuffer and DefaultTCPReceiveBuffer, SACK, cubic,
+// receive-buffer auto-tuning), so the two differ only in the link and the
+// socket interface; gVisor's own 1 MiB buffers cap a stream's window.
+func openStock(dev string, kernel, stackAddr netip.Prefix, defaults bool) (*stockSide, error) {
+	fd, err := openPlainTAP(dev)
+	if err != nil {
+		return nil, err
+	}
+	if err := addrDev(dev, kernel); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	s := gstack.New(gstack.Options{
+		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
+		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+	})
+	ss := &stockSide{s: s, fd: fd}
+	fail := func(err error) (*stockSide, error) { ss.close(); return nil, err }
+	if !defaults {
+		if err := tuneStock(s); err != nil {
+			return fail(err)
+		}
+	}
+	mac := make(net.HardwareAddr, 6)
+	rand.Read(mac)
+	mac[0] = mac[0]&^0x01 | 0x02 // unicast, locally administered
+	ep, err := fdbased.New(&fdbased.Options{FDs: []int{fd}, MTU: mtu, EthernetHeader: true, Address: tcpip.LinkAddress(mac)})
+	if err != nil {
+		return fail(fmt.Errorf("%w: fdbased.New: %v", errSetup, err))
+	}
+	if terr := s.CreateNIC(stockNIC, ep); terr != nil {
+		return fail(fmt.Errorf("%w: CreateNIC: %v", errSetup, terr))
+	}
+	pa := tcpip.ProtocolAddress{
+		Protocol:          ipv4.ProtocolNumber,
+		AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFrom4(stackAddr.Addr().As4()), PrefixLen: stackAddr.Bits()},
+	}
+	if terr := s.AddProtocolAddress(stockNIC, pa, gstack.AddressProperties{}); terr != nil {
+		return fail(fmt.Errorf("%w: AddProtocolAddress: %v", errSetup, terr))
+	}
+	s.AddRoute(tcpip.Route{Destination: pa.AddressWithPrefix.Subnet(), NIC: stockNIC})
+	return ss, nil
+}
+
+// close removes the NIC (fdbased's Attach(nil) stops and waits for its
+// dispatcher), closes the stack, then the descriptor.
+func (ss *stockSide) close() error {
+	ss.s.RemoveNIC(stockNIC)
+	ss.s.Close()
+	ss.s.Wait()
+	return unix.Close(ss.fd)
+}
+
+func (ss *stockSide) full(ap netip.AddrPort) tcpip.FullAddress {
+	return tcpip.FullAddress{Addr: tcpip.AddrFrom4(ap.Addr().As4()), Port: ap.Port()}
+}
+
+// listenTCP and listenUDP implement netListen with gonet.
+func (ss *stockSide) listenTCP(ap netip.AddrPort) (net.Listener, error) {
+	return gonet.ListenTCP(ss.s, ss.full(ap), ipv4.ProtocolNumber)
+}
+
+func (ss *stockSide) listenUDP(ap netip.AddrPort) (net.PacketConn, error) {
+	laddr := ss.full(ap)
+	return gonet.DialUDP(ss.s, &laddr, nil, ipv4.ProtocolNumber)
+}
+
+// counters snapshots the stock stack's TCP and UDP counters and its NIC's.
+func (ss *stockSide) counters() map[string]uint64 {
+	st := ss.s.Stats()
+	m := map[string]uint64{
+		"udp_received":     st.UDP.PacketsReceived.Value(),
+		"udp_rcvbuf_drops": st.UDP.ReceiveBufferErrors.Value(),
+		"tcp_retransmits":  st.TCP.Retransmits.Value(),
+		"tcp_timeouts":     st.TCP.Timeouts.Value(),
+	}
+	if nic, ok := ss.s.NICInfo()[stockNIC]; ok {
+		m["link_rx_frames"] = nic.Stats.Rx.Packets.Value()
+		m["link_rx_bytes"] = nic.Stats.Rx.Bytes.Value()
+		m["link_tx_frames"] = nic.Stats.Tx.Packets.Value()
+		m["link_tx_bytes"] = nic.Stats.Tx.Bytes.Value()
+	}
+	return m
+}
+
+// tuneStock applies zcnet's stack defaults to a bare gVisor stack.
+func tuneStock(s *gstack.Stack) error {
+	sack := tcpip.TCPSACKEnabled(true)
+	moderate := tcpip.TCPModerateReceiveBufferOption(true)
+	cc := tcpip.CongestionControlOption(stack.CongestionCubic)
+	snd := tcpip.TCPSendBufferSizeRangeOption(stack.DefaultTCPSendBuffer)
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption(stack.DefaultTCPReceiveBuffer)
+	var recovery tcpip.TCPRecovery // stack.Options.RACK's default: duplicate-ACK threshold only
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &moderate, &cc, &snd, &rcv, &recovery} {
+		if terr := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); terr != nil {
+			return fmt.Errorf("%w: stock TCP option %T: %v", errSetup, opt, terr)
+		}
+	}
+	if terr := s.SetOption(tcpip.SendBufferSizeOption{Min: stack.DefaultTCPSendBuffer.Min, Default: gstack.DefaultBufferSize, Max: stack.DefaultTCPSendBuffer.Max}); terr != nil {
+		return fmt.Errorf("%w: stock send buffer limits: %v", errSetup, terr)
+	}
+	if terr := s.SetOption(tcpip.ReceiveBufferSizeOption{Min: stack.DefaultTCPReceiveBuffer.Min, Default: gstack.DefaultBufferSize, Max: stack.DefaultTCPReceiveBuffer.Max}); terr != nil {
+		return fmt.Errorf("%w: stock receive buffer limits: %v", errSetup, terr)
+	}
+	return nil
+}
