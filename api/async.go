@@ -391,7 +391,10 @@ func (s *Stack) NewTCP(v6 bool) (*Socket, error) {
 		ep.Close()
 		return nil, errnoError("bind", terr)
 	}
-	sock, _ := s.newSocket(tcp.ProtocolNumber, ep, wq)
+	sock, err := s.newSocket(tcp.ProtocolNumber, ep, wq)
+	if err != nil {
+		return nil, err // newSocket closed ep
+	}
 	sock.laddr = localAddr(ep)
 	return sock, nil
 }
