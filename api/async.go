@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -186,7 +185,7 @@ func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
 				// Cancel came while it waited: the slot carries the
 				// final event.
 				sock.as2.recvOps = sock.as2.recvOps[1:]
-				op.completeLocked(evchan.Event{Errno: syscall.ECANCELED}, context.Canceled)
+				op.completeLocked(evchan.Event{Errno: syscall.ECANCELED}, ErrCanceled)
 				continue
 			}
 		}

@@ -50,12 +50,19 @@ type OpKind uint16
 
 // Operations.
 const (
-	OpRecv      OpKind = iota + 1 // receive once: Result bytes, Buffer the Buf (BufOf)
-	OpRecvMulti                   // receive until cancelled: one completion per hand-off, FlagMore on all but the last
-	OpSend                        // send Op.Buf (taken over at Submit): Result bytes sent
-	OpAccept                      // accept on a listening socket: Buffer the new *Socket (SocketOf)
-	OpConnect                     // connect a socket from Stack.NewTCP to Op.Addr
-	OpClose                       // close the socket once the sends queued before it have completed (both completions of a send with Ack)
+	OpRecv OpKind = iota + 1 // receive once: Result bytes, Buffer the Buf (BufOf)
+	// OpRecvMulti receives until it ends: one completion per hand-off,
+	// each flagged evchan.FlagMore, then a last one without FlagMore.
+	// It ends at the end of a TCP stream (the peer's FIN: the last
+	// completion is flagged FlagEOF, Result 0, no Buffer; Err is io.EOF),
+	// on an error (the completion's Errno: ECONNRESET, EBADF after Close),
+	// or by Cancel (ECANCELED; Err is ErrCanceled). While its channel is
+	// full it pauses, and resumes when the consumer makes room.
+	OpRecvMulti
+	OpSend    // send Op.Buf (taken over at Submit): Result bytes sent
+	OpAccept  // accept on a listening socket: Buffer the new *Socket (SocketOf)
+	OpConnect // connect a socket from Stack.NewTCP to Op.Addr
+	OpClose   // close the socket once the sends queued before it have completed (both completions of a send with Ack)
 
 	// opFileBase starts the kinds of file, pipe and FIFO operations
 	// (file.go), which go to the stack's file engine, not to a socket.
@@ -372,8 +379,10 @@ func (op *Op) completions() int {
 }
 
 // Cancel cancels a submitted op that has not completed (aio_cancel): it
-// completes with ECANCELED on its channel. A multishot receive ends this
-// way. Cancelling an op that already completed returns ErrNotCancelable.
+// completes with ECANCELED on its channel, and Err then reports
+// ErrCanceled (errors.Is(err, syscall.ECANCELED)). A multishot receive
+// ends this way unless the stream ends first. Cancelling an op that
+// already completed returns ErrNotCancelable.
 func (op *Op) Cancel() error {
 	if op.Kind >= opFileBase {
 		return op.cancelFile() // file.go
@@ -408,7 +417,7 @@ func (op *Op) Cancel() error {
 	if !sock.unqueueLocked(op) {
 		return ErrNotCancelable
 	}
-	op.completeLocked(evchan.Event{Errno: syscall.ECANCELED}, context.Canceled)
+	op.completeLocked(evchan.Event{Errno: syscall.ECANCELED}, ErrCanceled)
 	return nil
 }
 
