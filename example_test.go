@@ -61,7 +61,7 @@ func ExampleOpenTAP() {
 		log.Fatal(err)
 	}
 	defer n.Close()
-	log.Printf("attached: %v", n.TAP().Name())
+	log.Printf("attached: %v", n.TAP().Info())
 
 	ln, err := n.Net().Listen("tcp", "192.0.2.2:7")
 	if err != nil {
