@@ -43,7 +43,7 @@ func (sock *Socket) queue(op *Op) {
 	switch op.Kind {
 	case OpRecv, OpRecvMulti:
 		sock.as2.recvOps = append(sock.as2.recvOps, op)
-	case OpSend:
+	case OpSend, OpSendFunc:
 		sock.as2.sendOps = append(sock.as2.sendOps, op)
 	case OpAccept:
 		sock.as2.acceptOps = append(sock.as2.acceptOps, op)
@@ -246,6 +246,12 @@ func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
 func (sock *Socket) serveSendLocked(flags evchan.Flags) {
 	for len(sock.as2.sendOps) > 0 {
 		op := sock.as2.sendOps[0]
+		if op.Kind == OpSendFunc {
+			if !sock.serveSendFuncLocked(op, flags) { // sendfunc.go
+				return
+			}
+			continue
+		}
 		h := op.Buf.h
 		if h == nil {
 			// The Buf was released between Submit's check and its

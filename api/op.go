@@ -63,13 +63,19 @@ const (
 	OpAccept  // accept on a listening socket: Buffer the new *Socket (SocketOf)
 	OpConnect // connect a socket from Stack.NewTCP to Op.Addr
 	OpClose   // close the socket once the sends queued before it have completed (both completions of a send with Ack)
+	// OpSendFunc sends Op.Len bytes that Op.Fill writes straight into the
+	// stack's send buffer, as SendFunc does, without blocking the
+	// submitter: it completes on Op.EC (Result: bytes sent) once the
+	// stack has taken them, and again with FlagAcked when Op.Ack asked
+	// for the peer's acknowledgement. See sendfunc.go.
+	OpSendFunc
 
 	// opFileBase starts the kinds of file, pipe and FIFO operations
 	// (file.go), which go to the stack's file engine, not to a socket.
 	opFileBase OpKind = 64
 )
 
-var opNames = map[OpKind]string{OpRecv: "recv", OpRecvMulti: "recv-multishot", OpSend: "send", OpAccept: "accept", OpConnect: "connect", OpClose: "close"}
+var opNames = map[OpKind]string{OpRecv: "recv", OpRecvMulti: "recv-multishot", OpSend: "send", OpAccept: "accept", OpConnect: "connect", OpClose: "close", OpSendFunc: "sendfunc"}
 
 func (k OpKind) String() string {
 	if n, ok := opNames[k]; ok {
@@ -116,7 +122,20 @@ type Op struct {
 	Data   any             // returned in the completion's Data (the paper's void *data)
 	Buf    Buf             // OpSend: the buffer to send; Submit takes it over
 	Addr   netip.AddrPort  // OpSend: destination (UDP; zero: connected peer). OpConnect: peer
-	Ack    bool            // OpSend, TCP: complete again (FlagAcked) once the peer has acknowledged the bytes
+	Ack    bool            // OpSend, OpSendFunc, TCP: complete again (FlagAcked) once the peer has acknowledged the bytes
+
+	// OpSendFunc: Len bytes to send, written by Fill straight into the
+	// stack's send buffer. Fill is called with consecutive parts of them
+	// (each at most 64 KiB, in order) as the send buffer has room, and
+	// returns how many bytes it wrote into each; less than the part's
+	// length ends the send there. It runs on the goroutine that calls
+	// Submit (when there is room at once) or on a stack worker, with the
+	// socket's operation lock held (and, on a stack with
+	// stack.Options.TCPAckEvents, the connection's): it must only write
+	// into p, not block, and not call the socket or Submit.
+	Len  int
+	Fill func(p []byte) int
+	fill *fillReader // OpSendFunc: the state of Fill across partial writes
 
 	// File operations (file.go): OpRead … OpFdatasync. Op.Buf, when set,
 	// is taken over at Submit (OpWrite releases it, OpRead hands it back).
@@ -296,6 +315,9 @@ func (s *Stack) Submit(ctx context.Context, wait bool, ops ...*Op) error {
 			h, _ := op.Buf.claim()
 			op.Buf = Buf{h: h}
 		}
+		if op.Kind == OpSendFunc {
+			op.fill = &fillReader{fill: op.Fill, left: op.Len}
+		}
 		if op.Kind >= opFileBase {
 			files = append(files, op)
 			continue
@@ -327,8 +349,8 @@ func (s *Stack) check(op *Op) error {
 		return fmt.Errorf("%w: already submitted (an Op is used once)", ErrInvalidOp)
 	case op.EC == nil:
 		return fmt.Errorf("%w: no event channel", ErrInvalidOp)
-	case op.Ack && op.Kind != OpSend:
-		return fmt.Errorf("%w: Ack is for OpSend, not %v", ErrInvalidOp, op.Kind)
+	case op.Ack && op.Kind != OpSend && op.Kind != OpSendFunc:
+		return fmt.Errorf("%w: Ack is for OpSend and OpSendFunc, not %v", ErrInvalidOp, op.Kind)
 	case op.Kind >= opFileBase:
 		return s.files.check(op)
 	case op.Sock == nil:
@@ -358,6 +380,10 @@ func (s *Stack) check(op *Op) error {
 				return err
 			}
 		}
+	case OpSendFunc:
+		if err := op.checkSendFunc(); err != nil { // sendfunc.go
+			return err
+		}
 	case OpConnect:
 		if !op.Addr.IsValid() {
 			return fmt.Errorf("%w: connect without an address", ErrInvalidOp)
@@ -372,7 +398,7 @@ func (s *Stack) check(op *Op) error {
 // completions is the number of completion events op posts: two for a send
 // that also reports the peer's acknowledgement, else one.
 func (op *Op) completions() int {
-	if op.Kind == OpSend && op.Ack {
+	if (op.Kind == OpSend || op.Kind == OpSendFunc) && op.Ack {
 		return 2
 	}
 	return 1
