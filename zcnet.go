@@ -118,11 +118,17 @@ func OpenTAP(name string, cfg Config) (*Node, error) {
 	if cfg.NICName == "" {
 		cfg.NICName = link.Name()
 	}
+	info := link.Info()
 	n, err := New(link, cfg)
 	if err != nil {
 		return nil, err
 	}
 	n.tapLink = link
+	if info.Reason != "" {
+		// The device, not cfg, decided the queues: say so where the
+		// operator looks.
+		n.st.Logger().Info("zcnet: TAP attached", "device", info.String())
+	}
 	return n, nil
 }
 

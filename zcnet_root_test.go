@@ -3,9 +3,14 @@
 package zcnet_test
 
 import (
+	"bytes"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,8 +26,12 @@ func TestOpenTAPReadmeDevice(t *testing.T) {
 	name := nstest.UniqueName(t, "zn")
 	ns.MustRun("ip", "tuntap", "add", "dev", name, "mode", "tap")
 	var n *zcnet.Node
+	logs := &syncBuffer{}
 	if err := ns.Do(func() (err error) {
-		n, err = zcnet.OpenTAP(name, zcnet.Config{Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/24")}})
+		n, err = zcnet.OpenTAP(name, zcnet.Config{
+			Addrs:  []netip.Prefix{netip.MustParsePrefix("192.0.2.2/24")},
+			Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		})
 		return err
 	}); err != nil {
 		t.Fatalf("OpenTAP: %v", err)
@@ -34,6 +43,9 @@ func TestOpenTAPReadmeDevice(t *testing.T) {
 	}()
 	if info := n.TAP().Info(); info.Queues != 1 || info.MultiQueue || info.Created {
 		t.Errorf("TAP info %v, want one queue on the existing single-queue device", info)
+	}
+	if runtime.GOMAXPROCS(0) > 1 && !strings.Contains(logs.String(), "without multi_queue") {
+		t.Errorf("the node did not log why it took one queue; log:\n%s", logs.String())
 	}
 	ns.MustRun("ip", "addr", "add", "192.0.2.1/24", "dev", name)
 	ns.MustRun("ip", "link", "set", name, "up")
@@ -72,4 +84,22 @@ func TestOpenTAPReadmeDevice(t *testing.T) {
 	if err != nil || string(got) != string(msg) {
 		t.Fatalf("echo: %d bytes back of %d, %v", len(got), len(msg), err)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
