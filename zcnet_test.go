@@ -12,6 +12,7 @@ import (
 	"github.com/zcnet/zcnet"
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/dmapool"
+	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/tap"
 )
 
@@ -185,5 +186,25 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if _, err := zcnet.OpenTAP("zcnever0", zcnet.Config{}); !errors.Is(err, zcnet.ErrConfig) {
 		t.Fatalf("OpenTAP without addresses: %v, want ErrConfig before the device is touched", err)
+	}
+}
+
+// TestRoutes: Config.Routes go into the node's table on its NIC.
+func TestRoutes(t *testing.T) {
+	def := stack.Route{Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: netip.MustParseAddr("192.0.2.2")}
+	a, b, err := zcnet.NewPair(zcnet.PairConfig{A: zcnet.Config{Routes: []stack.Route{def}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	defer a.Close()
+	found := false
+	for _, r := range a.Stack().Routes() {
+		if r.Dst == def.Dst && r.Gateway == def.Gateway && r.NIC == a.NIC() {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("routes %v lack %v on NIC %d", a.Stack().Routes(), def, a.NIC())
 	}
 }
