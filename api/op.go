@@ -121,7 +121,7 @@ type Op struct {
 	Cookie uint64          // returned in the completion's Cookie
 	Data   any             // returned in the completion's Data (the paper's void *data)
 	Buf    Buf             // OpSend: the buffer to send; Submit takes it over
-	Addr   netip.AddrPort  // OpSend: destination (UDP; zero: connected peer). OpConnect: peer
+	Addr   netip.AddrPort  // OpSend, OpSendFunc: destination (UDP; zero: connected peer). OpConnect: peer
 	Ack    bool            // OpSend, OpSendFunc, TCP: complete again (FlagAcked) once the peer has acknowledged the bytes
 
 	// OpSendFunc: Len bytes to send, written by Fill straight into the
