@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"testing"
 	"time"
@@ -274,4 +275,34 @@ func reserve(t *testing.T, s *api.Stack, n int) api.Buf {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestSendFuncOpThenClose: an OpClose submitted behind an OpSendFunc
+// waits for it, so the peer gets every byte, then the end of the stream.
+func TestSendFuncOpThenClose(t *testing.T) {
+	a, b := smallBufPair(t)
+	ctx := tctx(t, 30*time.Second)
+	c, s := dialPair(t, a, b, 6004)
+	ec := newChannel(t, 8)
+	const n = 2 << 20 // several times the send buffer: the op waits for room
+	send := &api.Op{Kind: api.OpSendFunc, Sock: c, EC: ec, Len: n, Fill: patternFill(6), Cookie: 1}
+	closeOp := &api.Op{Kind: api.OpClose, Sock: c, EC: ec, Cookie: 2}
+	if err := a.Submit(ctx, false, send, closeOp); err != nil {
+		t.Fatal(err)
+	}
+	if err := recvPattern(ctx, s, n, 6); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(ctx); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the data: %v, want io.EOF", err)
+	}
+	for _, want := range []uint64{1, 2} {
+		ev := next(t, ec)
+		if ev.Cookie != want || ev.Errno != 0 {
+			t.Fatalf("completion %+v, want cookie %d without error", ev, want)
+		}
+		if want == 1 && ev.Result != n {
+			t.Fatalf("send completed with %d bytes, want %d", ev.Result, n)
+		}
+	}
 }
