@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -44,7 +43,7 @@ func (sock *Socket) queue(op *Op) {
 	switch op.Kind {
 	case OpRecv, OpRecvMulti:
 		sock.as2.recvOps = append(sock.as2.recvOps, op)
-	case OpSend:
+	case OpSend, OpSendFunc:
 		sock.as2.sendOps = append(sock.as2.sendOps, op)
 	case OpAccept:
 		sock.as2.acceptOps = append(sock.as2.acceptOps, op)
@@ -186,7 +185,7 @@ func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
 				// Cancel came while it waited: the slot carries the
 				// final event.
 				sock.as2.recvOps = sock.as2.recvOps[1:]
-				op.completeLocked(evchan.Event{Errno: syscall.ECANCELED}, context.Canceled)
+				op.completeLocked(evchan.Event{Errno: syscall.ECANCELED}, ErrCanceled)
 				continue
 			}
 		}
@@ -247,6 +246,12 @@ func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
 func (sock *Socket) serveSendLocked(flags evchan.Flags) {
 	for len(sock.as2.sendOps) > 0 {
 		op := sock.as2.sendOps[0]
+		if op.Kind == OpSendFunc {
+			if !sock.serveSendFuncLocked(op, flags) { // sendfunc.go
+				return
+			}
+			continue
+		}
 		h := op.Buf.h
 		if h == nil {
 			// The Buf was released between Submit's check and its
@@ -391,7 +396,10 @@ func (s *Stack) NewTCP(v6 bool) (*Socket, error) {
 		ep.Close()
 		return nil, errnoError("bind", terr)
 	}
-	sock, _ := s.newSocket(tcp.ProtocolNumber, ep, wq)
+	sock, err := s.newSocket(tcp.ProtocolNumber, ep, wq)
+	if err != nil {
+		return nil, err // newSocket closed ep
+	}
 	sock.laddr = localAddr(ep)
 	return sock, nil
 }

@@ -19,6 +19,11 @@
 //	_, err = st.AddNIC(link, stack.NICConfig{Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/24")}})
 //	s, err := api.New(st, api.Options{Pool: pool})
 //
+// (Package zcnet, the module's root, does these steps in one call —
+// zcnet.OpenTAP, or zcnet.NewPair in-process — and closes them in order:
+// this API, the stack with its link, the pool. By hand, close in that
+// order too; closing the stack closes the API over it.)
+//
 // Each socket is associated with DefaultAssoc bytes of the pool (dma_assoc);
 // Assoc widens that. The association bounds what the application may hold:
 //
@@ -54,11 +59,22 @@
 // Err, Result, Cancel and Suspend are aio_error, aio_return, aio_cancel and
 // aio_suspend. A receive that finds data ready completes at submission,
 // flagged evchan.FlagInline; a multishot receive posts a completion per
-// arrival and pauses while its channel is full. A fixed set of stack
-// workers serves every socket: no goroutine per connection.
+// arrival, pauses while its channel is full, and ends at the peer's FIN
+// with a last completion flagged FlagEOF (no FlagMore). A fixed set of
+// stack workers serves every socket: no goroutine per connection. A
+// cancelled op completes with ECANCELED, and its Err is ErrCanceled.
 //
 // A send completes when the stack has taken its bytes; the Buf is free
-// again. On a stack built with stack.Options.TCPAckEvents, a TCP send with
+// again. OpSendFunc is SendFunc's write-into without the wait: Fill writes
+// Len bytes straight into the stack's send buffer as it has room, on the
+// submitter's goroutine or a stack worker, so an event loop that sends to
+// a slow peer (its window closed) goes on serving the others:
+//
+//	op := &api.Op{Kind: api.OpSendFunc, Sock: conn, EC: ec, Len: len(msg),
+//		Fill: func(p []byte) int { n := copy(p, msg); msg = msg[n:]; return n }}
+//	err = s.Submit(ctx, false, op) // returns at once; completes on ec
+//
+// On a stack built with stack.Options.TCPAckEvents, a TCP send with
 // Op.Ack completes a second time, flagged FlagAcked, once the peer's TCP
 // has acknowledged every byte (the first completion then carries
 // evchan.FlagMore), so a program can tell "sent" from "delivered" without
@@ -68,6 +84,8 @@
 //	…
 //	op := &api.Op{Kind: api.OpSend, Sock: conn, EC: ec, Buf: b, Ack: true}
 //	err = s.Submit(ctx, false, op) // reserves both completions
+//
+// OpSendFunc takes Ack the same way.
 //
 // Files, pipes and FIFOs take the same Ops (OpRead, OpWrite, OpReadv,
 // OpWritev, OpFsync, OpFdatasync), run by io_uring where the kernel allows

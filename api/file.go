@@ -415,7 +415,7 @@ type fileOp struct {
 	want int64      // bytes asked for (reads: to tell EOF from a short read)
 	mem  []byte     // OpRead, OpWrite: Mem, or the taken-over Buf's bytes
 	buf  *bufHandle // the Buf taken over at Submit, if any
-	// cause is the error a cancelled op completes with (context.Canceled
+	// cause is the error a cancelled op completes with (ErrCanceled
 	// or ErrFilesClosed); set by whoever cancels, before completion.
 	cause error
 	// inline marks an op submitted by the goroutine that is reaping: its

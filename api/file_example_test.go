@@ -17,7 +17,7 @@ import (
 func Example_fileOps() {
 	st, _ := stack.New(stack.Options{})
 	defer st.Close()
-	s, _ := api.New(st, api.Options{})
+	s, _ := api.New(st, api.Options{FilesOnly: true})
 	defer s.Close()
 	ec, _ := evchan.New(evchan.Config{Capacity: 16})
 	defer ec.Close()

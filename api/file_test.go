@@ -50,7 +50,7 @@ func newFileStack(t testing.TB, cfg api.FileConfig, pool *dmapool.Pool) *api.Sta
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	s, err := api.New(st, api.Options{Pool: pool})
+	s, err := api.New(st, api.Options{Pool: pool, FilesOnly: pool == nil})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -854,7 +854,7 @@ func TestFileEngineChoice(t *testing.T) {
 	for _, env := range []string{"", "workers", "io_uring", "bogus"} {
 		t.Run("env="+env, func(t *testing.T) {
 			t.Setenv(api.FileEngineEnv, env)
-			s, err := api.New(st, api.Options{})
+			s, err := api.New(st, api.Options{FilesOnly: true})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -600,7 +599,7 @@ func (b *uringBackend) cancel(op *Op) bool {
 			if o == op {
 				s.backlog = append(s.backlog[:i], s.backlog[i+1:]...)
 				s.mu.Unlock()
-				b.e.finish(op, 0, syscall.ECANCELED, context.Canceled, 0)
+				b.e.finish(op, 0, syscall.ECANCELED, ErrCanceled, 0)
 				return true
 			}
 		}
@@ -611,7 +610,7 @@ func (b *uringBackend) cancel(op *Op) bool {
 		}
 		ch := make(chan int32, 1)
 		s.cancelWait[target] = ch
-		op.f.cause = context.Canceled
+		op.f.cause = ErrCanceled
 		s.prepCancelLocked(target)
 		var doneBuf [16]uringDone
 		done := s.submitAndReapLocked(doneBuf[:0])

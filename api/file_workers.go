@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -192,7 +191,7 @@ func (b *workerBackend) cancel(op *Op) bool {
 	}
 	b.mu.Unlock()
 	if ok {
-		b.e.finish(op, 0, syscall.ECANCELED, context.Canceled, 0)
+		b.e.finish(op, 0, syscall.ECANCELED, ErrCanceled, 0)
 	}
 	return ok
 }

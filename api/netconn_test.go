@@ -391,12 +391,12 @@ func TestNetConnRaces(t *testing.T) {
 	}
 }
 
-// TestNetNeedsPool checks that a Net over a Stack without a pool refuses
-// to open sockets, with package net's error shape, instead of opening
-// conns that could never receive (their association would be empty).
+// TestNetNeedsPool checks that a Net over a files-only Stack (no pool)
+// refuses to open sockets, with package net's error shape, instead of
+// opening conns that could never receive.
 func TestNetNeedsPool(t *testing.T) {
 	p := newZCPair(t, 0)
-	s, err := api.New(p.Pair.A, api.Options{})
+	s, err := api.New(p.Pair.A, api.Options{FilesOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

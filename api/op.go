@@ -50,19 +50,32 @@ type OpKind uint16
 
 // Operations.
 const (
-	OpRecv      OpKind = iota + 1 // receive once: Result bytes, Buffer the Buf (BufOf)
-	OpRecvMulti                   // receive until cancelled: one completion per hand-off, FlagMore on all but the last
-	OpSend                        // send Op.Buf (taken over at Submit): Result bytes sent
-	OpAccept                      // accept on a listening socket: Buffer the new *Socket (SocketOf)
-	OpConnect                     // connect a socket from Stack.NewTCP to Op.Addr
-	OpClose                       // close the socket once the sends queued before it have completed (both completions of a send with Ack)
+	OpRecv OpKind = iota + 1 // receive once: Result bytes, Buffer the Buf (BufOf)
+	// OpRecvMulti receives until it ends: one completion per hand-off,
+	// each flagged evchan.FlagMore, then a last one without FlagMore.
+	// It ends at the end of a TCP stream (the peer's FIN: the last
+	// completion is flagged FlagEOF, Result 0, no Buffer; Err is io.EOF),
+	// on an error (the completion's Errno: ECONNRESET, EBADF after Close),
+	// or by Cancel (ECANCELED; Err is ErrCanceled). While its channel is
+	// full it pauses, and resumes when the consumer makes room.
+	OpRecvMulti
+	OpSend    // send Op.Buf (taken over at Submit): Result bytes sent
+	OpAccept  // accept on a listening socket: Buffer the new *Socket (SocketOf)
+	OpConnect // connect a socket from Stack.NewTCP to Op.Addr
+	OpClose   // close the socket once the sends queued before it have completed (both completions of a send with Ack)
+	// OpSendFunc sends Op.Len bytes that Op.Fill writes straight into the
+	// stack's send buffer, as SendFunc does, without blocking the
+	// submitter: it completes on Op.EC (Result: bytes sent) once the
+	// stack has taken them, and again with FlagAcked when Op.Ack asked
+	// for the peer's acknowledgement. See sendfunc.go.
+	OpSendFunc
 
 	// opFileBase starts the kinds of file, pipe and FIFO operations
 	// (file.go), which go to the stack's file engine, not to a socket.
 	opFileBase OpKind = 64
 )
 
-var opNames = map[OpKind]string{OpRecv: "recv", OpRecvMulti: "recv-multishot", OpSend: "send", OpAccept: "accept", OpConnect: "connect", OpClose: "close"}
+var opNames = map[OpKind]string{OpRecv: "recv", OpRecvMulti: "recv-multishot", OpSend: "send", OpAccept: "accept", OpConnect: "connect", OpClose: "close", OpSendFunc: "sendfunc"}
 
 func (k OpKind) String() string {
 	if n, ok := opNames[k]; ok {
@@ -108,8 +121,21 @@ type Op struct {
 	Cookie uint64          // returned in the completion's Cookie
 	Data   any             // returned in the completion's Data (the paper's void *data)
 	Buf    Buf             // OpSend: the buffer to send; Submit takes it over
-	Addr   netip.AddrPort  // OpSend: destination (UDP; zero: connected peer). OpConnect: peer
-	Ack    bool            // OpSend, TCP: complete again (FlagAcked) once the peer has acknowledged the bytes
+	Addr   netip.AddrPort  // OpSend, OpSendFunc: destination (UDP; zero: connected peer). OpConnect: peer
+	Ack    bool            // OpSend, OpSendFunc, TCP: complete again (FlagAcked) once the peer has acknowledged the bytes
+
+	// OpSendFunc: Len bytes to send, written by Fill straight into the
+	// stack's send buffer. Fill is called with consecutive parts of them
+	// (each at most 64 KiB, in order) as the send buffer has room, and
+	// returns how many bytes it wrote into each; less than the part's
+	// length ends the send there. It runs on the goroutine that calls
+	// Submit (when there is room at once) or on a stack worker, with the
+	// socket's operation lock held (and, on a stack with
+	// stack.Options.TCPAckEvents, the connection's): it must only write
+	// into p, not block, and not call the socket or Submit.
+	Len  int
+	Fill func(p []byte) int
+	fill *fillReader // OpSendFunc: the state of Fill across partial writes
 
 	// File operations (file.go): OpRead … OpFdatasync. Op.Buf, when set,
 	// is taken over at Submit (OpWrite releases it, OpRead hands it back).
@@ -289,6 +315,9 @@ func (s *Stack) Submit(ctx context.Context, wait bool, ops ...*Op) error {
 			h, _ := op.Buf.claim()
 			op.Buf = Buf{h: h}
 		}
+		if op.Kind == OpSendFunc {
+			op.fill = &fillReader{fill: op.Fill, left: op.Len}
+		}
 		if op.Kind >= opFileBase {
 			files = append(files, op)
 			continue
@@ -320,8 +349,8 @@ func (s *Stack) check(op *Op) error {
 		return fmt.Errorf("%w: already submitted (an Op is used once)", ErrInvalidOp)
 	case op.EC == nil:
 		return fmt.Errorf("%w: no event channel", ErrInvalidOp)
-	case op.Ack && op.Kind != OpSend:
-		return fmt.Errorf("%w: Ack is for OpSend, not %v", ErrInvalidOp, op.Kind)
+	case op.Ack && op.Kind != OpSend && op.Kind != OpSendFunc:
+		return fmt.Errorf("%w: Ack is for OpSend and OpSendFunc, not %v", ErrInvalidOp, op.Kind)
 	case op.Kind >= opFileBase:
 		return s.files.check(op)
 	case op.Sock == nil:
@@ -351,6 +380,10 @@ func (s *Stack) check(op *Op) error {
 				return err
 			}
 		}
+	case OpSendFunc:
+		if err := op.checkSendFunc(); err != nil { // sendfunc.go
+			return err
+		}
 	case OpConnect:
 		if !op.Addr.IsValid() {
 			return fmt.Errorf("%w: connect without an address", ErrInvalidOp)
@@ -365,15 +398,17 @@ func (s *Stack) check(op *Op) error {
 // completions is the number of completion events op posts: two for a send
 // that also reports the peer's acknowledgement, else one.
 func (op *Op) completions() int {
-	if op.Kind == OpSend && op.Ack {
+	if (op.Kind == OpSend || op.Kind == OpSendFunc) && op.Ack {
 		return 2
 	}
 	return 1
 }
 
 // Cancel cancels a submitted op that has not completed (aio_cancel): it
-// completes with ECANCELED on its channel. A multishot receive ends this
-// way. Cancelling an op that already completed returns ErrNotCancelable.
+// completes with ECANCELED on its channel, and Err then reports
+// ErrCanceled (errors.Is(err, syscall.ECANCELED)). A multishot receive
+// ends this way unless the stream ends first. Cancelling an op that
+// already completed returns ErrNotCancelable.
 func (op *Op) Cancel() error {
 	if op.Kind >= opFileBase {
 		return op.cancelFile() // file.go
@@ -408,7 +443,7 @@ func (op *Op) Cancel() error {
 	if !sock.unqueueLocked(op) {
 		return ErrNotCancelable
 	}
-	op.completeLocked(evchan.Event{Errno: syscall.ECANCELED}, context.Canceled)
+	op.completeLocked(evchan.Event{Errno: syscall.ECANCELED}, ErrCanceled)
 	return nil
 }
 

@@ -70,10 +70,17 @@ type received struct {
 
 var errNoRoom = errors.New("no association room")
 
+// errFilesOnly is what making a socket on a FilesOnly API returns.
+var errFilesOnly = fmt.Errorf("%w: this API was made with Options.FilesOnly, without a pool to receive into: no sockets", ErrAssoc)
+
 func (s *Stack) newSocket(proto tcpip.TransportProtocolNumber, ep tcpip.Endpoint, wq *waiter.Queue) (*Socket, error) {
 	sock := &Socket{s: s, proto: proto, ep: ep, wq: wq, as: newAssoc(), closed: make(chan struct{})}
 	if s.opts.Pool != nil && s.opts.DefaultAssoc > 0 {
 		sock.as.add(s.opts.Pool, s.opts.DefaultAssoc)
+	}
+	if s.opts.FilesOnly {
+		ep.Close()
+		return nil, errFilesOnly
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

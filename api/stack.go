@@ -14,9 +14,15 @@ import (
 type Options struct {
 	// Pool is the buffer memory sockets are associated with by default, the
 	// memory Reserve hands out, and where received data that cannot be
-	// referenced in place is copied. Required for Reserve and for sockets
-	// that receive; a socket can be associated with other pools (Assoc).
+	// referenced in place is copied. Required (New fails without it) unless
+	// FilesOnly; a socket can be associated with other pools as well
+	// (Assoc).
 	Pool *dmapool.Pool
+	// FilesOnly makes an API for file, pipe and FIFO operations alone: New
+	// then needs no Pool, and every call that would make a socket fails
+	// with an error wrapping ErrAssoc (a socket without a pool could never
+	// receive).
+	FilesOnly bool
 	// DefaultAssoc is how many bytes of Pool each new socket is associated
 	// with: the received bytes it may hold unreleased before the stack stops
 	// taking data from the connection. Default 4 MiB, the default TCP
@@ -51,15 +57,24 @@ type Stack struct {
 	w     workers
 	files fileEngine
 
+	// unhook removes Close from st's OnClose registrations.
+	unhook func()
+
 	mu     sync.Mutex
 	socks  map[*Socket]struct{} // +checklocks:mu; open sockets
 	closed bool                 // +checklocks:mu
 }
 
-// New returns the socket API for st.
+// New returns the socket API for st. It fails with an error wrapping
+// ErrAssoc without opts.Pool (unless opts.FilesOnly). The API closes with
+// st: st.Close closes it first if Close has not (see stack.Stack.OnClose).
 func New(st *stack.Stack, opts Options) (*Stack, error) {
 	if st == nil {
 		return nil, fmt.Errorf("%w: nil stack", ErrAssoc)
+	}
+	if opts.Pool == nil && !opts.FilesOnly {
+		return nil, fmt.Errorf("%w: New needs Options.Pool, the memory sockets receive into (make one with dmapool.New; "+
+			"for file operations alone set Options.FilesOnly)", ErrAssoc)
 	}
 	if opts.DefaultAssoc == 0 {
 		opts.DefaultAssoc = DefaultAssoc
@@ -79,12 +94,14 @@ func New(st *stack.Stack, opts Options) (*Stack, error) {
 			return nil, err
 		}
 	}
+	s.unhook = st.OnClose(func() { s.Close() })
 	return s, nil
 }
 
 // Close closes every socket of the API (their queued operations complete
 // with EBADF) and stops the workers. It does not close the underlying
-// stack.Stack, which the caller owns.
+// stack.Stack, which the caller owns; closing that stack first closes the
+// API too.
 func (s *Stack) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -92,6 +109,9 @@ func (s *Stack) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.unhook != nil {
+		s.unhook()
+	}
 	socks := make([]*Socket, 0, len(s.socks))
 	for sock := range s.socks {
 		socks = append(socks, sock)

@@ -59,12 +59,15 @@ func (h HugePages) String() string {
 type PinMode int
 
 const (
-	// PinRequire (the zero value): New and Grow fail with ErrPin when a
-	// region cannot be locked, naming RLIMIT_MEMLOCK and how to raise it.
-	PinRequire PinMode = iota
-	// PinPrefer locks when it can; when it cannot, the pool works unpinned,
-	// Pinned reports false and one warning per pool goes to Config.Logger.
-	PinPrefer
+	// PinPrefer (the zero value) locks when it can; when it cannot (the
+	// usual 8 MiB RLIMIT_MEMLOCK of an unprivileged process is smaller
+	// than most pools), the pool works unpinned, Pinned reports false and
+	// one warning per pool goes to Config.Logger, saying how to raise the
+	// limit or, with PinOff, not to try.
+	PinPrefer PinMode = iota
+	// PinRequire: New and Grow fail with ErrPin when a region cannot be
+	// locked, naming RLIMIT_MEMLOCK and how to raise it.
+	PinRequire
 	// PinOff never locks.
 	PinOff
 )
@@ -122,7 +125,7 @@ type Config struct {
 	// HugePages selects the page size; the zero value is HugeAuto.
 	HugePages HugePages
 
-	// Pin selects mlock behaviour; the zero value is PinRequire.
+	// Pin selects mlock behaviour; the zero value is PinPrefer.
 	Pin PinMode
 
 	// Shared backs each region with a sealed memfd (it can be neither grown
@@ -158,7 +161,7 @@ func (c Config) normalize() (Config, error) {
 	if c.HugePages < HugeAuto || c.HugePages > HugeOff {
 		return c, fmt.Errorf("dmapool: unknown %v: %w", c.HugePages, ErrConfig)
 	}
-	if c.Pin < PinRequire || c.Pin > PinOff {
+	if c.Pin < PinPrefer || c.Pin > PinOff {
 		return c, fmt.Errorf("dmapool: unknown %v: %w", c.Pin, ErrConfig)
 	}
 	if c.Name == "" {

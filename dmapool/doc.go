@@ -48,8 +48,9 @@
 // advised MADV_HUGEPAGE when THP is enabled for that kind of memory; 3.
 // MADV_DONTFORK; 4. mlock per Config.Pin; 5. populated (MADV_POPULATE_WRITE,
 // or one write per page). When mlock fails, PinRequire returns ErrPin with
-// RLIMIT_MEMLOCK, the bytes asked and how to raise the limit; PinPrefer
-// logs one warning per pool and goes on unpinned (Pinned reports false).
+// RLIMIT_MEMLOCK, the bytes asked and how to raise the limit; PinPrefer,
+// the default, logs one warning per pool and goes on unpinned (Pinned
+// reports false).
 // Shared regions are memfds sealed against shrinking and growing, so a
 // peer cannot turn our accesses into SIGBUS; Regions gives their fds and
 // sizes, MapShared maps one in the peer, Locate says where a buffer lies.

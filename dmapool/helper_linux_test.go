@@ -136,7 +136,8 @@ func (h *countHandler) count() int {
 }
 
 // helperMemlock lowers RLIMIT_MEMLOCK to memlockLimit, drops CAP_IPC_LOCK,
-// and builds a 1 MiB pool with the pin mode in DMAPOOL_PIN.
+// and builds a 1 MiB pool with the pin mode in DMAPOOL_PIN ("default": the
+// zero Config.Pin).
 func helperMemlock(res *helperResult) error {
 	var rl unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &rl); err != nil {
@@ -152,9 +153,20 @@ func helperMemlock(res *helperResult) error {
 		return err
 	}
 	res.CapDropped = dropped
-	mode := map[string]PinMode{"require": PinRequire, "prefer": PinPrefer}[os.Getenv("DMAPOOL_PIN")]
+	cfg := Config{Size: 1 << 20, HugePages: HugeOff}
+	switch m := os.Getenv("DMAPOOL_PIN"); m {
+	case "require":
+		cfg.Pin = PinRequire
+	case "prefer":
+		cfg.Pin = PinPrefer
+	case "default":
+		// Config.Pin left at its zero value.
+	default:
+		return fmt.Errorf("DMAPOOL_PIN %q", m)
+	}
 	h := &countHandler{}
-	p, err := New(Config{Size: 1 << 20, HugePages: HugeOff, Pin: mode, Logger: slog.New(h)})
+	cfg.Logger = slog.New(h)
+	p, err := New(cfg)
 	if err != nil {
 		res.Err, res.ErrIsPin = err.Error(), errors.Is(err, ErrPin)
 		return nil

@@ -62,7 +62,7 @@ func mapRegion(size int, c *Config) (*mapping, error) {
 
 	if c.Pin != PinOff {
 		if err := unix.Mlock(m.mem); err != nil {
-			pe := pinError(len(m.mem), err)
+			pe := pinError(len(m.mem), err, c.Pin)
 			if c.Pin == PinRequire {
 				m.unmap()
 				return nil, pe
@@ -260,9 +260,10 @@ func procField(b []byte, name string) (int64, bool) {
 	return 0, false
 }
 
-// pinError explains a failed mlock of n bytes: the limit in force, what the
-// process has locked already, and how to raise the limit.
-func pinError(n int, err error) error {
+// pinError explains a failed mlock of n bytes under mode: the limit in
+// force, what the process has locked already, how to raise the limit, and
+// the other modes that would not fail (PinRequire) or not try (PinPrefer).
+func pinError(n int, err error, mode PinMode) error {
 	var rl unix.Rlimit
 	limit := "unknown"
 	if unix.Getrlimit(unix.RLIMIT_MEMLOCK, &rl) == nil {
@@ -275,8 +276,12 @@ func pinError(n int, err error) error {
 		}
 	}
 	hint := "raise RLIMIT_MEMLOCK (ulimit -l in the shell that starts the program, LimitMEMLOCK= in a systemd unit, " +
-		"a memlock line in /etc/security/limits.conf, --ulimit memlock= for a container) or grant CAP_IPC_LOCK; " +
-		"or set Config.Pin to PinPrefer or PinOff"
+		"a memlock line in /etc/security/limits.conf, --ulimit memlock= for a container) or grant CAP_IPC_LOCK; "
+	if mode == PinRequire {
+		hint += "or set Config.Pin to PinPrefer (the default: go on unpinned) or PinOff (do not pin)"
+	} else {
+		hint += "or set Config.Pin to PinOff to run unpinned without trying (and without this warning)"
+	}
 	if errors.Is(err, unix.EAGAIN) {
 		hint = "the kernel could not lock some pages (EAGAIN); free memory or " + hint
 	}

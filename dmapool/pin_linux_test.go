@@ -27,10 +27,18 @@ func TestPinRequireOverLimit(t *testing.T) {
 	}
 }
 
-// TestPinPreferOverLimit: the same limit with PinPrefer gives a working,
-// unpinned pool and exactly one warning, also after a Grow that cannot pin.
+// TestPinPreferOverLimit: the same limit with PinPrefer, set or left at the
+// zero value, gives a working, unpinned pool and exactly one warning, also
+// after a Grow that cannot pin; the warning's advice fits PinPrefer (raise
+// the limit, or PinOff), never "set PinPrefer".
 func TestPinPreferOverLimit(t *testing.T) {
-	res := runChild(t, "memlock", []string{"DMAPOOL_PIN=prefer"})
+	for _, mode := range []string{"prefer", "default"} {
+		t.Run(mode, func(t *testing.T) { testPinPreferOverLimit(t, mode) })
+	}
+}
+
+func testPinPreferOverLimit(t *testing.T, mode string) {
+	res := runChild(t, "memlock", []string{"DMAPOOL_PIN=" + mode})
 	t.Logf("child: %+v", res)
 	if res.Err != "" {
 		t.Fatalf("New: %s", res.Err)
@@ -46,6 +54,18 @@ func TestPinPreferOverLimit(t *testing.T) {
 	}
 	if !strings.Contains(res.WarningText, "not pinned") || !strings.Contains(res.WarningText, "RLIMIT_MEMLOCK") {
 		t.Errorf("warning %q does not say what and why", res.WarningText)
+	}
+	if strings.Contains(res.WarningText, "PinPrefer") || !strings.Contains(res.WarningText, "PinOff") {
+		t.Errorf("warning %q: the advice should name PinOff and not PinPrefer, which is in force", res.WarningText)
+	}
+}
+
+// TestPinZeroValue: the zero Config.Pin is PinPrefer, as Config's doc says
+// of every field but Size.
+func TestPinZeroValue(t *testing.T) {
+	var c Config
+	if c.Pin != PinPrefer || c.Pin.String() != "prefer" {
+		t.Fatalf("zero Pin is %v, want prefer", c.Pin)
 	}
 }
 

@@ -174,7 +174,8 @@ const (
 	FlagPosterMask Flags = 0xffff << FlagPosterShift
 )
 
-// String names the set bits.
+// String names the set bits: "inline", "more", the names poster-defined
+// bits were given (NameFlag), and the rest as a hex mask.
 func (f Flags) String() string {
 	if f == 0 {
 		return "0"
@@ -192,7 +193,18 @@ func (f Flags) String() string {
 	if f&FlagMore != 0 {
 		add("more")
 	}
-	if rest := f &^ (FlagInline | FlagMore); rest != 0 {
+	rest := f &^ (FlagInline | FlagMore)
+	for i := 0; i < 32-FlagPosterShift; i++ {
+		bit := Flags(1) << (FlagPosterShift + i)
+		if rest&bit == 0 {
+			continue
+		}
+		if name := posterFlagName(i); name != "" {
+			add(name)
+			rest &^= bit
+		}
+	}
+	if rest != 0 {
 		add("0x" + strconv.FormatUint(uint64(rest), 16))
 	}
 	return string(b)

@@ -6,8 +6,10 @@
 // ARP, ICMPv4/v6, TCP (SACK and receive-buffer auto-tuning on, large buffers)
 // and UDP; AddNIC attaches any gVisor link endpoint (a TAP link, the
 // in-process pair, a ring); Close stops every goroutine the stack and its
-// links started. It does not own sockets: package api builds the socket
-// interfaces on top of a Stack, and package tap owns the links.
+// links started, after closing the layers built on it that registered with
+// OnClose (package api's socket API does). It does not own sockets: package
+// api builds the socket interfaces on top of a Stack, and package tap owns
+// the links.
 //
 // Addresses cross this package's API as net/netip values; the gVisor types
 // stay behind Netstack, the escape hatch for packages (and users) that need

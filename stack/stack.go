@@ -119,6 +119,8 @@ type Stack struct {
 	nextID NICID                         // +checklocks:mu
 	links  map[NICID]gstack.LinkEndpoint // +checklocks:mu
 	names  map[NICID]string              // +checklocks:mu
+	// closers are the layers to close before the stack (closers.go).
+	closers []*closer // +checklocks:mu
 }
 
 // New builds a stack with IPv4, IPv6, ARP, ICMPv4/v6, TCP and UDP and applies
@@ -366,9 +368,11 @@ func (st *Stack) NICs() map[NICID]string {
 	return out
 }
 
-// Close aborts every endpoint, stops gVisor's protocol goroutines, removes
-// and closes every NIC's link and waits for the links' goroutines. After it
-// returns the stack has no goroutine left. It is safe to call more than once.
+// Close closes the layers registered with OnClose (the socket API of
+// package api, if still open), aborts every endpoint, stops gVisor's
+// protocol goroutines, removes and closes every NIC's link and waits for
+// the links' goroutines. After it returns the stack, and the socket API
+// over it, have no goroutine left. It is safe to call more than once.
 func (st *Stack) Close() error {
 	st.mu.Lock()
 	if st.closed {
@@ -378,7 +382,12 @@ func (st *Stack) Close() error {
 	st.closed = true
 	links := st.links
 	st.links = map[NICID]gstack.LinkEndpoint{}
+	closers := st.closers
+	st.closers = nil
 	st.mu.Unlock()
+	// Layers on top first (the socket API: its sockets, its workers),
+	// while the stack still runs, so their endpoints close cleanly.
+	runClosers(closers)
 	// gVisor's Destroy waits for each link's goroutines before it closes
 	// the link, so remove (and so close) the NICs first, then wait.
 	for id, l := range links {

@@ -21,6 +21,11 @@ var (
 	// for a Config field out of range.
 	// ErrUnsupported: TAP links need Linux.
 	ErrUnsupported = errors.New("tap: TAP links need Linux")
+	// ErrQueues: the existing device cannot take the queues asked for
+	// (made without multi_queue, or its one queue in use), or the name
+	// belongs to an interface that is not a TAP device. The message says
+	// what to do.
+	ErrQueues = errors.New("tap: the device cannot be attached as asked")
 )
 
 // OffloadMode says whether a link uses the virtio-net header and the
@@ -87,9 +92,18 @@ type Config struct {
 	Offload OffloadMode
 
 	// Queues is the number of TAP queues (file descriptors), each served
-	// by its own reader goroutine; more than one sets IFF_MULTI_QUEUE and
-	// the kernel spreads flows over them by hash. 0 means
-	// runtime.GOMAXPROCS(0); at most MaxQueues.
+	// by its own reader goroutine; with more than one the kernel spreads
+	// flows over them by hash. At most MaxQueues.
+	//
+	// 0 means as many as the device allows: on a new device (Open creates
+	// it) or one made with multi_queue (`ip tuntap add … multi_queue`),
+	// runtime.GOMAXPROCS(0); on a device made without it (`ip tuntap add
+	// dev NAME mode tap`, the usual way), one. A device's multi-queue
+	// setting is fixed when it is made, and the kernel refuses an attach
+	// that does not match it, so Open detects it and matches it, even for
+	// one queue. Link.Info says what it chose and why. An explicit count
+	// a device cannot take (more than one on a device without
+	// multi_queue) is an error wrapping ErrQueues that says what to do.
 	Queues int
 
 	// LinkAddress is the stack side's MAC address. Empty means a random
@@ -118,6 +132,7 @@ type resolved struct {
 	mtu      int
 	vnet     bool
 	queues   int
+	auto     bool // queues is the default (Config.Queues 0), not asked for
 	mac      net.HardwareAddr
 	headView int
 }
@@ -151,7 +166,8 @@ func (cfg *Config) resolve(nqueues int) (resolved, error) {
 		r.queues = nqueues
 	}
 	if r.queues == 0 {
-		r.queues = runtime.GOMAXPROCS(0)
+		r.queues = min(runtime.GOMAXPROCS(0), MaxQueues)
+		r.auto = true
 	}
 	if r.queues < 1 || r.queues > MaxQueues {
 		return r, fmt.Errorf("%w: %d queues, want 1..%d", ErrInvalidConfig, cfg.Queues, MaxQueues)

@@ -7,7 +7,8 @@
 //     tx.go, vnet.go, tun_linux.go): the virtio-net header with the kernel's
 //     checksum and segmentation offloads, a software header split on
 //     receive, reads batched per wake-up, and several queues served in
-//     parallel;
+//     parallel (as many as the device allows, matched to how it was made:
+//     Config.Queues, Link.Info);
 //   - PairEndpoint, an in-process wire between two stacks (pair.go), for
 //     tests, demos and benchmarks without privileges;
 //   - the shared-memory ring to another process (later).

@@ -35,6 +35,7 @@ type Link struct {
 	headView int      // size of the first receive view
 	tailView bool     // reads continue into a 64 KiB second view
 	queues   []*queue
+	info     Info // how Open attached; see Info
 
 	mtu      atomic.Uint32
 	mac      atomic.Pointer[tcpip.LinkAddress]
@@ -67,8 +68,13 @@ type dispatcherBox struct{ d stack.NetworkDispatcher }
 // device is left down and unaddressed on the kernel side (`ip link set NAME
 // up`, `ip addr add … dev NAME`); its MTU is set to cfg.MTU.
 //
-// Errors wrap ErrNoDevice, ErrPermission, ErrInvalidConfig or, on systems
-// other than Linux, ErrUnsupported.
+// With cfg.Queues 0 it attaches as many queues as the device allows, and
+// matches an existing device's multi-queue setting (see Config.Queues);
+// Info says what it chose.
+//
+// Errors wrap ErrNoDevice, ErrPermission, ErrInvalidConfig, ErrQueues (an
+// existing device that cannot be attached as asked; the message says what
+// to do) or, on systems other than Linux, ErrUnsupported.
 func Open(cfg Config) (*Link, error) {
 	r, err := cfg.resolve(0)
 	if err != nil {
@@ -78,14 +84,15 @@ func Open(cfg Config) (*Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.name = dev.name
-	l, err := newLink(r, dev.fds, dev.offloads)
+	r.name = dev.info.Name
+	l, err := newLink(r, dev.fds, dev.info.Offloads)
 	if err != nil {
 		for _, fd := range dev.fds {
 			unix.Close(fd)
 		}
 		return nil, err
 	}
+	l.info = dev.info
 	return l, nil
 }
 
@@ -115,6 +122,7 @@ func OpenFD(cfg Config, fds ...int) (*Link, error) {
 		closeAll()
 		return nil, err
 	}
+	l.info = Info{Name: r.name, Queues: len(fds)}
 	return l, nil
 }
 
@@ -161,6 +169,11 @@ func newLink(r resolved, fds []int, offloads Offloads) (*Link, error) {
 
 // Name returns the device's name.
 func (l *Link) Name() string { return l.name }
+
+// Info says how the link attached to its device: the queues, whether with
+// IFF_MULTI_QUEUE, whether Open created the device, and why, when the
+// device rather than Config decided.
+func (l *Link) Info() Info { return l.info }
 
 // NumQueues returns the number of queues (descriptors) the link serves.
 func (l *Link) NumQueues() int { return len(l.queues) }

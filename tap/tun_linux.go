@@ -3,6 +3,7 @@ package tap
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,32 +16,34 @@ import (
 var tunPath = "/dev/net/tun"
 
 // device is what openDevice made: the queue descriptors (owned by the
-// caller), the name the kernel gave the device, and the offloads it took.
+// caller) and how they attached (the name the kernel gave the device, the
+// queues, the offloads it took).
 type device struct {
-	fds      []int
-	name     string
-	offloads Offloads
+	fds  []int
+	info Info
 }
 
 func checkPlatform() error { return nil }
 
-// openDevice opens r.queues queues of the TAP device r.name, creating it if
+// openDevice opens the queues of the TAP device r.name, creating it if
 // absent, in the calling thread's network namespace:
 //
-//  1. open /dev/net/tun and TUNSETIFF with IFF_TAP|IFF_NO_PI, plus
-//     IFF_VNET_HDR with offloads and IFF_MULTI_QUEUE with several queues;
-//     each further queue is another open and TUNSETIFF of the same name;
-//  2. with offloads: TUNSETVNETHDRSZ 12 (virtio_net_hdr_v1), TUNSETVNETLE
+//  1. attach the first queue: open /dev/net/tun and TUNSETIFF with
+//     IFF_TAP|IFF_NO_PI, plus IFF_VNET_HDR with offloads and
+//     IFF_MULTI_QUEUE with several queues (attachFirst: the queue count
+//     and the multi-queue flag an existing device takes);
+//  2. attach the others: another open and TUNSETIFF of the same name each;
+//  3. with offloads: TUNSETVNETHDRSZ 12 (virtio_net_hdr_v1), TUNSETVNETLE
 //     (the header is little-endian on every host), and TUNSETOFFLOAD with
 //     CSUM, TSO4, TSO6 and USO4|USO6, retried without USO on kernels that
 //     lack it (before 6.2); without offloads TUNSETOFFLOAD 0, so a device
 //     left with offloads by an earlier user sends plain frames;
-//  3. set the kernel side's MTU (SIOCSIFMTU) when it differs.
+//  4. set the kernel side's MTU (SIOCSIFMTU) when it differs.
 //
-// The settings of steps 2 and 3 belong to the device, not the queue, and
+// The settings of steps 3 and 4 belong to the device, not the queue, and
 // outlive the process on a persistent device.
 func openDevice(r resolved) (device, error) {
-	dev := device{name: r.name}
+	dev := device{info: Info{Name: r.name, Queues: r.queues}}
 	fail := func(err error) (device, error) {
 		for _, fd := range dev.fds {
 			unix.Close(fd)
@@ -51,28 +54,26 @@ func openDevice(r resolved) (device, error) {
 	if r.vnet {
 		flags |= unix.IFF_VNET_HDR
 	}
-	if r.queues > 1 {
+	fd, err := attachFirst(r, flags, &dev.info)
+	if err != nil {
+		return device{}, err
+	}
+	dev.fds = append(dev.fds, fd)
+	if dev.info.MultiQueue {
 		flags |= unix.IFF_MULTI_QUEUE
 	}
-	for i := 0; i < r.queues; i++ {
-		fd, err := unix.Open(tunPath, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	for i := 1; i < dev.info.Queues; i++ {
+		// An empty name or a pattern ("tap%d") was resolved by the first
+		// TUNSETIFF; the other queues attach to that name.
+		fd, err := attach(dev.info.Name, flags)
+		if fd >= 0 {
+			dev.fds = append(dev.fds, fd)
+		}
 		if err != nil {
-			return fail(openError(err))
+			return fail(attachError(dev.info.Name, fmt.Sprintf("TUNSETIFF %q (queue %d, flags %#x)", dev.info.Name, i, flags), err))
 		}
-		dev.fds = append(dev.fds, fd)
-		ifr, err := unix.NewIfreq(dev.name)
-		if err != nil {
-			return fail(fmt.Errorf("%w: name %q: %v", ErrInvalidConfig, dev.name, err))
-		}
-		ifr.SetUint16(flags)
-		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-			return fail(ioctlError(fmt.Sprintf("TUNSETIFF %q (queue %d, flags %#x)", dev.name, i, flags), err))
-		}
-		// An empty name or a pattern ("tap%d") is resolved by the
-		// first TUNSETIFF; the other queues attach to that name.
-		dev.name = ifr.Name()
 	}
-	fd := dev.fds[0]
+	fd = dev.fds[0]
 	if r.vnet {
 		if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, VnetHdrLen); err != nil {
 			return fail(ioctlError("TUNSETVNETHDRSZ", err))
@@ -80,22 +81,159 @@ func openDevice(r resolved) (device, error) {
 		if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETLE, 1); err != nil {
 			return fail(ioctlError("TUNSETVNETLE", err))
 		}
-		dev.offloads = offloadsWanted
-		err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, int(dev.offloads))
+		dev.info.Offloads = offloadsWanted
+		err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, int(dev.info.Offloads))
 		if errors.Is(err, unix.EINVAL) {
-			dev.offloads = offloadsBasic
-			err = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, int(dev.offloads))
+			dev.info.Offloads = offloadsBasic
+			err = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, int(dev.info.Offloads))
 		}
 		if err != nil {
-			return fail(ioctlError(fmt.Sprintf("TUNSETOFFLOAD %v", dev.offloads), err))
+			return fail(ioctlError(fmt.Sprintf("TUNSETOFFLOAD %v", dev.info.Offloads), err))
 		}
 	} else if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, 0); err != nil {
 		return fail(ioctlError("TUNSETOFFLOAD 0", err))
 	}
-	if err := setMTU(dev.name, r.mtu); err != nil {
+	if err := setMTU(dev.info.Name, r.mtu); err != nil {
 		return fail(err)
 	}
 	return dev, nil
+}
+
+// attachFirst attaches the first queue and settles info's Name, Queues,
+// MultiQueue, Created and Reason.
+//
+// A device's multi-queue setting is fixed when it is made (by the first
+// TUNSETIFF, or by `ip tuntap add`, which makes it without multi_queue
+// unless told), and TUNSETIFF of an existing device fails with EINVAL when
+// the request's IFF_MULTI_QUEUE differs from it (drivers/net/tun.c,
+// tun_set_iff), before anything is attached. So the first attach asks for
+// what the queue count implies; if the device exists and refuses, the
+// other setting is tried: that tells a single-queue device from a
+// multi-queue one without reading sysfs (which shows the namespace it was
+// mounted in, not necessarily the calling thread's). EINVAL both ways means
+// the name belongs to something that is not a TAP device.
+func attachFirst(r resolved, flags uint16, info *Info) (int, error) {
+	existed := r.name != "" && !strings.Contains(r.name, "%") && ifExists(r.name)
+	info.Created = !existed
+	mq := r.queues > 1
+	tryFlags := func(mq bool) uint16 {
+		if mq {
+			return flags | unix.IFF_MULTI_QUEUE
+		}
+		return flags
+	}
+	fd, err := attach(r.name, tryFlags(mq))
+	if err == nil {
+		info.MultiQueue = mq
+		info.Name = ifName(fd, r.name)
+		return fd, nil
+	}
+	what := fmt.Sprintf("TUNSETIFF %q (queue 0, flags %#x)", r.name, tryFlags(mq))
+	switch {
+	case existed && errors.Is(err, unix.EINVAL):
+		// The device's multi-queue setting differs: try the other.
+		fd2, err2 := attach(r.name, tryFlags(!mq))
+		if err2 != nil {
+			if errors.Is(err2, unix.EINVAL) {
+				return -1, fmt.Errorf("%w: %s: %w: an interface named %q exists but is not a TAP device (a TUN device, or another kind); "+
+					"choose another name, or delete it (`ip link del %s`) and let Open create the device", ErrQueues, what, err, r.name, r.name)
+			}
+			return -1, attachError(r.name, fmt.Sprintf("TUNSETIFF %q (queue 0, flags %#x)", r.name, tryFlags(!mq)), err2)
+		}
+		info.Name = ifName(fd2, r.name)
+		if !mq {
+			// One queue asked (or one CPU) on a multi-queue device: it
+			// takes the flag even for one queue.
+			info.MultiQueue = true
+			info.Reason = "the device was made with multi_queue, so even one queue attaches with IFF_MULTI_QUEUE"
+			return fd2, nil
+		}
+		// Several queues on a single-queue device.
+		if !r.auto {
+			unix.Close(fd2)
+			return -1, fmt.Errorf("%w: device %q was made without multi_queue and takes one queue, not %d (%s: %w); "+
+				"use Queues 1 (netstackd: -queues 1), or recreate the device with multi_queue: "+
+				"`ip link del %s && ip tuntap add dev %s mode tap multi_queue`",
+				ErrQueues, r.name, r.queues, what, err, r.name, r.name)
+		}
+		info.Queues = 1
+		info.Reason = fmt.Sprintf("the device was made without multi_queue, which allows one queue; for one per CPU (%d), "+
+			"make it with `ip tuntap add dev %s mode tap multi_queue`", r.queues, r.name)
+		return fd2, nil
+	}
+	return -1, attachError(r.name, what, err)
+}
+
+// attachError explains a failed first attach.
+func attachError(name, what string, err error) error {
+	var se errSetup
+	if errors.As(err, &se) {
+		return se.err
+	}
+	if errors.Is(err, unix.EBUSY) {
+		// tun_attach: a single-queue device whose queue is attached
+		// already, or IFF_TUN_EXCL.
+		return fmt.Errorf("%w: %s: %w: device %q is in use: it takes one queue (made without multi_queue) and another process holds it; "+
+			"stop that process, or use a device of your own", ErrQueues, what, err, name)
+	}
+	return ioctlError(what, err)
+}
+
+// attach opens /dev/net/tun and attaches it as a queue of the device name
+// with flags. It returns the descriptor, or -1 and the error: TUNSETIFF's
+// errno as it is, anything else classified already (errSetup).
+func attach(name string, flags uint16) (int, error) {
+	fd, err := unix.Open(tunPath, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return -1, errSetup{openError(err)}
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return -1, errSetup{fmt.Errorf("%w: name %q: %v", ErrInvalidConfig, name, err)}
+	}
+	ifr.SetUint16(flags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// errSetup carries an error of attach that is not TUNSETIFF's and that
+// attach has explained already.
+type errSetup struct{ err error }
+
+func (e errSetup) Error() string { return e.err.Error() }
+func (e errSetup) Unwrap() error { return e.err }
+
+// ifName returns the name the kernel gave the device fd is attached to
+// (TUNGETIFF), which differs from what was asked for an empty name or a
+// pattern; asked when TUNGETIFF fails.
+func ifName(fd int, asked string) string {
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		return asked
+	}
+	if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr); err != nil {
+		return asked
+	}
+	return ifr.Name()
+}
+
+// ifExists reports whether the calling thread's network namespace has an
+// interface named name (SIOCGIFINDEX).
+func ifExists(name string) bool {
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(s)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return false
+	}
+	return unix.IoctlIfreq(s, unix.SIOCGIFINDEX, ifr) == nil
 }
 
 // setMTU sets the device's MTU through an AF_INET socket of the calling

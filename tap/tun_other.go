@@ -6,9 +6,8 @@ package tap
 // Open and OpenFD fail with ErrUnsupported, and the package still builds.
 
 type device struct {
-	fds      []int
-	name     string
-	offloads Offloads
+	fds  []int
+	info Info
 }
 
 func checkPlatform() error { return ErrUnsupported }

@@ -295,7 +295,7 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 	switch {
 	case z.tap != nil:
 		log.Info("attached", "tap", z.tap.Name(), "mac", z.tap.HardwareAddr().String(), "mtu", z.tap.MTU(), "offload", s.tap.Offload,
-			"queues", z.tap.NumQueues(), "addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.pool.Pinned())
+			"queues", z.tap.NumQueues(), "addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.pool.Pinned(), "device", z.tap.Info().String())
 	case z.ring != nil:
 		log.Info("attached", "ring", z.ring.Addr(), "side", "stack", "mac", z.ring.LinkAddress().String(), "mtu", z.ring.MTU(),
 			"addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.pool.Pinned())
