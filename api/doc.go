@@ -19,7 +19,7 @@
 //	_, err = st.AddNIC(link, stack.NICConfig{Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/24")}})
 //	s, err := api.New(st, api.Options{Pool: pool})
 //
-// (Package zcnet, the module's root, does these steps in one call —
+// (Package api/zcnet does these steps in one call —
 // zcnet.OpenTAP, or zcnet.NewPair in-process — and closes them in order:
 // this API, the stack with its link, the pool. By hand, close in that
 // order too; closing the stack closes the API over it.)

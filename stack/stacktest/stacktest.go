@@ -1,7 +1,7 @@
 // Package stacktest builds zcnet stacks for tests and benchmarks: two stacks
 // joined by an in-process link, addressed and ready to talk. It owns nothing
 // a program needs at run time: a program that wants the in-process pair
-// uses zcnet.NewPair (package zcnet, the module's root), which also builds
+// uses zcnet.NewPair (package github.com/zcnet/zcnet/api/zcnet), which also builds
 // the pools and socket APIs and closes them in order.
 package stacktest
 

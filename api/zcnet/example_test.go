@@ -10,7 +10,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/zcnet/zcnet"
+	"github.com/zcnet/zcnet/api/zcnet"
 )
 
 // Two nodes joined in-process, no privileges needed: an HTTP server on B

@@ -1,4 +1,4 @@
-// Package zcnet embeds a zcnet network node in a program in one call: a
+// Package zcnet (github.com/zcnet/zcnet/api/zcnet) embeds a zcnet network node in a program in one call: a
 // pinned buffer pool (package dmapool), gVisor's TCP/IP stack (package
 // stack), a link (a TAP device or an in-process wire, package tap) and the
 // zero-copy socket API over them (package api), returned as one Node whose

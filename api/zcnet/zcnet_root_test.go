@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zcnet/zcnet"
+	"github.com/zcnet/zcnet/api/zcnet"
 	"github.com/zcnet/zcnet/integration/nstest"
 )
 

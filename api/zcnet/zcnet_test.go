@@ -9,8 +9,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/zcnet/zcnet"
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/zcnet"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/tap"
