@@ -55,6 +55,7 @@ type Link struct {
 	allow func(netip.Addr) error // adds to the program's maps; nil in tests
 	free  func()                 // releases socket, program and UMEM after the loop stops
 	sock  *xsk                   // for KernelStats; nil in tests
+	prog  *program               // the loaded program; nil in tests
 
 	mu         sync.Mutex
 	dispatcher stack.NetworkDispatcher // +checklocks:mu

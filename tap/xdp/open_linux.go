@@ -100,7 +100,7 @@ func Open(cfg Config) (_ *Link, err error) {
 	info := Info{Interface: cfg.Interface, Ifindex: ifc.Index, Queue: cfg.Queue, Native: prog.native, ZeroCopy: sock.zeroCopy,
 		Frames: cfg.Frames, FrameSize: cfg.FrameSize, Pinned: region.Pinned}
 	l := newLink(info, buf.Bytes(), sock, sock.fill, sock.comp, sock.rx, sock.tx, cfg)
-	l.sock, l.allow = sock, prog.allow
+	l.sock, l.prog, l.allow = sock, prog, prog.allow
 	l.free = func() {
 		prog.close()
 		sock.close()

@@ -19,8 +19,9 @@ import (
 // per batch; the other side's index is re-read only when the local copy
 // says the ring is full (producing) or empty (consuming). The kernel is
 // trusted less than it could be: a consumer ring whose producer index runs
-// more than its size ahead of ours is read as holding at most size
-// entries (counted by the caller as a bad index), never past its end.
+// more than its size ahead of ours holds nothing we can trust, so it is
+// read as empty (counted by the caller as a bad index) until the index is
+// back in range.
 
 // ringIndex is the bookkeeping part of one ring, the entries aside.
 type ringIndex struct {
@@ -58,18 +59,19 @@ func (r *ringIndex) submit(n uint32) {
 }
 
 // ready reports how many entries a consumer may read now, at most want,
-// and whether the producer index was out of range (more than size ahead).
+// and whether the producer index was out of range (more than size ahead:
+// then none).
 func (r *ringIndex) ready(want uint32) (uint32, bool) {
 	n := r.cached - r.local
 	if n == 0 {
 		r.cached = r.prod.Load()
 		n = r.cached - r.local
 	}
-	bad := false
 	if n > r.size {
-		n, bad = r.size, true
+		r.cached = r.local // re-read next time
+		return 0, true
 	}
-	return min(n, want), bad
+	return min(n, want), false
 }
 
 // release gives n consumed entries back to the producer.

@@ -5,6 +5,7 @@ package xdp
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,7 +15,8 @@ import (
 // the link's dmapool region, which must outlive the socket.
 type xsk struct {
 	fd         int
-	stopFD     int // eventfd that ends a wait
+	stopMu     sync.Mutex // orders stop's write before close's close of stopFD
+	stopFD     int        // eventfd that ends a wait; stop and close hold stopMu
 	fill, comp *addrRing
 	rx, tx     *descRing
 	maps       [][]byte // the rings' mappings, unmapped by close
@@ -150,8 +152,12 @@ func (s *xsk) wait() bool {
 
 // stop ends every wait, now and later.
 func (s *xsk) stop() {
-	var one = [8]byte{1}
-	_, _ = unix.Write(s.stopFD, one[:])
+	s.stopMu.Lock()
+	defer s.stopMu.Unlock()
+	if s.stopFD >= 0 {
+		var one = [8]byte{1}
+		_, _ = unix.Write(s.stopFD, one[:])
+	}
 }
 
 func (s *xsk) stats() (unix.XDPStatistics, error) { return getsockoptStats(s.fd) }
@@ -167,8 +173,10 @@ func (s *xsk) close() {
 		unix.Close(s.fd)
 		s.fd = -1
 	}
+	s.stopMu.Lock()
 	if s.stopFD >= 0 {
 		unix.Close(s.stopFD)
 		s.stopFD = -1
 	}
+	s.stopMu.Unlock()
 }
