@@ -104,6 +104,15 @@ func (z *zcStack) xdpMetrics(counter func(name, help string, v uint64, labels ..
 	}{{"rx_kernel", s.FramesRxKernel}, {"rx_held", s.FramesRxHeld}, {"tx_free", s.FramesTxFree}, {"tx_kernel", s.FramesTxKernel}} {
 		gauge("zcnet_link_xdp_umem_frames", "UMEM frames by owner.", float64(f.v), append(l, "owner", f.owner)...)
 	}
+	if ks, err := z.xdp.KernelStats(); err == nil {
+		for _, d := range []struct {
+			reason string
+			v      uint64
+		}{{"dropped", ks.RxDropped}, {"rx_ring_full", ks.RxRingFull}, {"fill_ring_empty", ks.RxFillRingEmpty},
+			{"rx_invalid_desc", ks.RxInvalidDescs}, {"tx_invalid_desc", ks.TxInvalidDescs}} {
+			counter("zcnet_link_xdp_kernel_drops_total", "The kernel's XDP_STATISTICS for the socket, by reason.", d.v, append(l, "reason", d.reason)...)
+		}
+	}
 	gauge("zcnet_link_xdp_native", "1 if the XDP program runs in the driver's hook, 0 if generic.", b(i.Native), l...)
 	gauge("zcnet_link_xdp_zerocopy", "1 if the AF_XDP socket is bound zero-copy, 0 if copy mode.", b(i.ZeroCopy), l...)
 	counter("zcnet_copy_link_rx_bytes_total", "Bytes the link copied in user space on receive (out of the UMEM).", s.RxCopiedBytes+s.RxHeaderBytes, l...)

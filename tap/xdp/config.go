@@ -177,3 +177,13 @@ func (i Info) BindString() string {
 	}
 	return "copy"
 }
+
+// KernelStats are the kernel's counters for the socket (XDP_STATISTICS).
+type KernelStats struct {
+	RxDropped       uint64 // frames dropped for other reasons (e.g. too big for a frame)
+	RxInvalidDescs  uint64 // fill ring entries the kernel found invalid
+	TxInvalidDescs  uint64 // TX descriptors the kernel found invalid
+	RxRingFull      uint64 // frames dropped because the RX ring was full
+	RxFillRingEmpty uint64 // frames dropped because the fill ring was empty
+	TxRingEmpty     uint64 // times the kernel found the TX ring empty
+}

@@ -4,6 +4,7 @@ package xdp
 
 import (
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -256,6 +257,7 @@ func (l *Link) spin() bool {
 		if i&15 == 15 && time.Now().After(deadline) {
 			return false
 		}
+		runtime.Gosched() // the goroutines that answer what we deliver may share our P
 	}
 }
 

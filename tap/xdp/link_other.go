@@ -17,3 +17,6 @@ func (*Link) Info() Info { return Info{} }
 
 // Stats is never called: no Link exists.
 func (*Link) Stats() Stats { return Stats{} }
+
+// KernelStats is never called: no Link exists.
+func (*Link) KernelStats() (KernelStats, error) { return KernelStats{}, ErrUnsupported }

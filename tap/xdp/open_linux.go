@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net"
 
-	"golang.org/x/sys/unix"
-
 	"gvisor.dev/gvisor/pkg/tcpip"
 
 	"github.com/zcnet/zcnet/dmapool"
@@ -114,11 +112,16 @@ func Open(cfg Config) (_ *Link, err error) {
 // KernelStats returns the socket's XDP_STATISTICS: frames the kernel
 // dropped because the RX ring was full or the fill ring empty, and
 // descriptors it found invalid.
-func (l *Link) KernelStats() (unix.XDPStatistics, error) {
+func (l *Link) KernelStats() (KernelStats, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed || l.sock == nil {
-		return unix.XDPStatistics{}, net.ErrClosed
+		return KernelStats{}, net.ErrClosed
 	}
-	return l.sock.stats()
+	st, err := l.sock.stats()
+	if err != nil {
+		return KernelStats{}, fmt.Errorf("xdp: XDP_STATISTICS: %w", err)
+	}
+	return KernelStats{RxDropped: st.Rx_dropped, RxInvalidDescs: st.Rx_invalid_descs, TxInvalidDescs: st.Tx_invalid_descs,
+		RxRingFull: st.Rx_ring_full, RxFillRingEmpty: st.Rx_fill_ring_empty_descs, TxRingEmpty: st.Tx_ring_empty_descs}, nil
 }
