@@ -321,3 +321,14 @@ func TestAllowAddress(t *testing.T) {
 	e.deliverFrame(t, udpFrame(ourMAC, other, 10))
 	waitFor(t, "delivery", func() bool { return e.rec.count() == 1 })
 }
+
+// TestOpenErrors: a bad config and a missing interface fail before
+// anything is made.
+func TestOpenErrors(t *testing.T) {
+	if _, err := Open(Config{}); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("empty config: %v", err)
+	}
+	if _, err := Open(Config{Interface: "zcnet-no-such"}); err == nil {
+		t.Fatal("missing interface: no error")
+	}
+}
