@@ -296,6 +296,9 @@ func TestTransmitStuck(t *testing.T) {
 	if st.TxBadCompletion != 1 || st.TxFrames != 33 || st.FramesTxKernel != 2 || st.TxKickErrors != 1 {
 		t.Fatalf("after completion: %+v", st)
 	}
+	if err := e.l.Err(); err == nil || !errors.Is(err, e.k.kickErr) {
+		t.Fatalf("Err after a failed kick: %v", err)
+	}
 }
 
 // TestNoDispatcher: frames before Attach are counted, frames returned.

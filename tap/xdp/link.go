@@ -3,6 +3,7 @@
 package xdp
 
 import (
+	"fmt"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -66,6 +67,8 @@ type Link struct {
 	txMu   sync.Mutex
 	txDead bool // +checklocks:txMu; after Close, writers drop
 
+	err atomic.Pointer[error] // the first failed kick, for Err
+
 	wg sync.WaitGroup
 }
 
@@ -101,6 +104,17 @@ func (l *Link) start() {
 
 // Info says how the link attached.
 func (l *Link) Info() Info { return l.info }
+
+// Err returns the first error the kernel gave a transmit kick (ENETDOWN
+// once the interface is gone, say), or nil. The link goes on counting
+// what it cannot send; a caller that wants to stop on such an error
+// closes it.
+func (l *Link) Err() error {
+	if p := l.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
 
 // Stats returns the link's counters.
 func (l *Link) Stats() Stats { return l.ctr.snapshot() }
@@ -487,6 +501,8 @@ func (l *Link) flushLocked(n uint32) {
 		again, err := l.k.kick()
 		if err != nil {
 			l.ctr.txKickErrors.Add(1)
+			err = fmt.Errorf("xdp: sendto: %w", err)
+			l.err.CompareAndSwap(nil, &err)
 			return
 		}
 		if !again {
