@@ -49,11 +49,12 @@ func TestServeXDP(t *testing.T) {
 	kns.MustRun("ethtool", "-K", kdev, "tx", "off")
 	kns.MustRun("ip", "link", "set", kdev, "up")
 
-	start := func() (*exec.Cmd, *lockedLog, chan error) {
+	start := func(extra ...string) (*exec.Cmd, *lockedLog, chan error) {
 		ctx, cancel := context.WithCancel(context.Background())
 		t.Cleanup(cancel)
-		cmd := zns.Cmd(ctx, netstackd, "serve", "-xdp", zdev, "-addr", stack4+"/24", "-addr6", stack6+"/64",
-			"-metrics", "127.0.0.1:9109", "-services", "echo,http")
+		args := []string{netstackd, "serve", "-xdp", zdev, "-addr", stack4 + "/24", "-addr6", stack6 + "/64",
+			"-metrics", "127.0.0.1:9109", "-services", "echo,http"}
+		cmd := zns.Cmd(ctx, append(args, extra...)...)
 		cmd.Cancel = func() error { return cmd.Process.Kill() }
 		stderr, err := cmd.StderrPipe()
 		if err != nil {
@@ -141,10 +142,23 @@ func TestServeXDP(t *testing.T) {
 	}
 	detached("SIGTERM")
 
-	// A second daemon, killed: the kernel detaches the program itself.
-	cmd, _, exited = start()
+	// A second daemon, completing the partial checksums of a peer that
+	// keeps its checksum offload on; then killed: the kernel detaches the
+	// program itself.
+	kns.MustRun("ethtool", "-K", kdev, "tx", "on")
+	cmd, logs, exited = start("-xdp-partial-csum")
 	if show := zns.MustRun("ip", "-d", "link", "show", "dev", zdev); !strings.Contains(show, "prog/xdp") {
 		t.Fatalf("no program attached:\n%s", show)
+	}
+	if err := kns.Do(func() error { return echoHash(stack4+":7", 1<<20) }); err != nil {
+		t.Fatalf("TCP echo with partial checksums: %v\n%s", err, logs.String())
+	}
+	out, err = zns.Run(10*time.Second, "curl", "-sf", "http://127.0.0.1:9109/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	if v := metricValue(out, `zcnet_link_xdp_rx_csum_completed_total{nic="`+zdev+`"}`); v < 100 {
+		t.Errorf("zcnet_link_xdp_rx_csum_completed_total %v, want the echo's segments", v)
 	}
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)

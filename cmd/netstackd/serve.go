@@ -87,7 +87,7 @@ type serveConfig struct {
 	cmd          string // "serve", or "ring-peer" (dials -ring instead of listening)
 	config       string
 	ring         string
-	xdp          string // -xdp DEV: an AF_XDP link (xdp_link.go)
+	xdp          xdpFlags // -xdp DEV: an AF_XDP link (xdp_link.go)
 	services     string
 	noServices   bool
 	perfPort     int
@@ -135,7 +135,7 @@ func (cfg *serveConfig) flags(stdout, stderr io.Writer) *flag.FlagSet {
 type serveSetup struct {
 	stackSetup
 	ring         string    // unix socket of a ring, or "" for the TAP
-	xdp          string    // interface of an AF_XDP link, or ""
+	xdp          xdpFlags  // an AF_XDP link's interface (or "") and options
 	ringDial     bool      // ring-peer: dial ring rather than listen on it
 	report       io.Writer // ring-peer: gets "ready" and the final counts; nil for serve
 	services     []string
@@ -218,7 +218,7 @@ func (cfg *serveConfig) resolve() (serveSetup, error) {
 		return s, fmt.Errorf("%s is required: the unix socket of the ring to connect to, e.g. %s", o.name("ring"), o.example("ring", "/tmp/zc.sock"))
 	case cfg.cmd == "ring-peer" && cfg.tap != "":
 		return s, fmt.Errorf("%s: ring-peer attaches to a ring only; leave -tap out", o.val("tap", cfg.tap))
-	case cfg.xdp != "":
+	case cfg.xdp.dev != "":
 		if err := cfg.checkXDP(); err != nil {
 			return s, err
 		}
@@ -230,11 +230,11 @@ func (cfg *serveConfig) resolve() (serveSetup, error) {
 	case len(cfg.ring) > maxSocketPath || strings.ContainsRune(cfg.ring, 0):
 		return s, fmt.Errorf("%s: a unix socket path is at most %d bytes without NUL", o.val("ring", cfg.ring), maxSocketPath)
 	}
-	if s.stackSetup, err = cfg.stackFlags.resolve(cfg.ring == "" && cfg.xdp == ""); err != nil {
+	if s.stackSetup, err = cfg.stackFlags.resolve(cfg.ring == "" && cfg.xdp.dev == ""); err != nil {
 		return s, err
 	}
 	s.xdp = cfg.xdp
-	if (cfg.ring != "" || cfg.xdp != "") && len(s.addrs) == 0 {
+	if (cfg.ring != "" || cfg.xdp.dev != "") && len(s.addrs) == 0 {
 		return s, fmt.Errorf("no address: give the stack one with %s (e.g. 192.0.2.2/24) and/or %s (e.g. 2001:db8::2/64)", o.name("addr"), o.name("addr6"))
 	}
 	s.ring, s.ringDial = cfg.ring, cfg.cmd == "ring-peer"
@@ -397,7 +397,7 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 // the stack side listening on s.ring, or (ring-peer) as the peer dialling it.
 func openServeStack(s serveSetup, log *slog.Logger) (*zcStack, error) {
 	switch {
-	case s.xdp != "":
+	case s.xdp.dev != "":
 		return openXDPStack(s.stackSetup, s.xdp, log)
 	case s.ring == "":
 		return openTAPStack(s.stackSetup, log)

@@ -15,11 +15,18 @@ import (
 // the host. Everything -xdp adds to the daemon is in this file; serve.go
 // only calls it.
 
+// xdpFlags are serve's -xdp flags.
+type xdpFlags struct {
+	dev         string // -xdp
+	partialCsum bool   // -xdp-partial-csum
+}
+
 func registerXDPFlag(fs *flag.FlagSet, cfg *serveConfig) {
 	if cfg.cmd != "serve" {
 		return
 	}
-	fs.StringVar(&cfg.xdp, "xdp", "", "attach to queue 0 of this existing network interface through AF_XDP instead of a TAP device (root; the host keeps its other traffic)")
+	fs.StringVar(&cfg.xdp.dev, "xdp", "", "attach to queue 0 of this existing network interface through AF_XDP instead of a TAP device (root; the host keeps its other traffic)")
+	fs.BoolVar(&cfg.xdp.partialCsum, "xdp-partial-csum", false, "with -xdp: complete TCP/UDP checksums a peer on this host left partial (a veth peer with checksum offload on)")
 }
 
 // checkXDP checks -xdp against the flags it excludes.
@@ -27,9 +34,9 @@ func (cfg *serveConfig) checkXDP() error {
 	o := cfg.origin
 	switch {
 	case cfg.tap != "" || cfg.ring != "":
-		return fmt.Errorf("%s: give one of -tap, -ring and -xdp, the stack attaches to one link", o.val("xdp", cfg.xdp))
-	case len(cfg.xdp) > 15 || strings.ContainsAny(cfg.xdp, "/ \t\n:"):
-		return fmt.Errorf("%s: an interface name is 1 to 15 bytes without '/', ':' or spaces", o.val("xdp", cfg.xdp))
+		return fmt.Errorf("%s: give one of -tap, -ring and -xdp, the stack attaches to one link", o.val("xdp", cfg.xdp.dev))
+	case len(cfg.xdp.dev) > 15 || strings.ContainsAny(cfg.xdp.dev, "/ \t\n:"):
+		return fmt.Errorf("%s: an interface name is 1 to 15 bytes without '/', ':' or spaces", o.val("xdp", cfg.xdp.dev))
 	}
 	return nil
 }
@@ -37,16 +44,16 @@ func (cfg *serveConfig) checkXDP() error {
 // openXDPStack attaches an AF_XDP link to dev for the stack's addresses
 // and builds the stack on it. The link takes the interface's MAC address
 // and MTU (the frames the program redirects are addressed to that MAC).
-func openXDPStack(s stackSetup, dev string, log *slog.Logger) (*zcStack, error) {
+func openXDPStack(s stackSetup, f xdpFlags, log *slog.Logger) (*zcStack, error) {
 	addrs := make([]netip.Addr, 0, len(s.addrs))
 	for _, p := range s.addrs {
 		addrs = append(addrs, p.Addr())
 	}
-	link, err := xdp.Open(xdp.Config{Interface: dev, Addresses: addrs})
+	link, err := xdp.Open(xdp.Config{Interface: f.dev, Addresses: addrs, PartialChecksums: f.partialCsum})
 	if err != nil {
 		return nil, err
 	}
-	z, err := buildStack(s, link, dev, log)
+	z, err := buildStack(s, link, f.dev, log)
 	if err != nil {
 		return nil, err
 	}
@@ -95,6 +102,7 @@ func (z *zcStack) xdpMetrics(counter func(name, help string, v uint64, labels ..
 	counter("zcnet_link_xdp_rx_sleeps_total", "Times the receive loop slept in poll(2).", s.RxSleeps, l...)
 	counter("zcnet_link_xdp_rx_bad_index_total", "RX ring producer indices out of range.", s.RxBadIndex, l...)
 	counter("zcnet_link_xdp_fill_deferred_total", "Receive frames that waited for room on the fill ring.", s.RxFillDeferred, l...)
+	counter("zcnet_link_xdp_rx_csum_completed_total", "Partial TCP/UDP checksums completed (-xdp-partial-csum).", s.RxCsumCompleted, l...)
 	counter("zcnet_link_xdp_tx_kicks_total", "sendto calls the kernel asked for (need_wakeup).", s.TxKicks, l...)
 	counter("zcnet_link_xdp_tx_kick_errors_total", "sendto calls that failed.", s.TxKickErrors, l...)
 	counter("zcnet_link_xdp_tx_bad_completions_total", "Completion entries for frames the kernel did not hold.", s.TxBadCompletion, l...)

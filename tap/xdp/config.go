@@ -99,6 +99,13 @@ type Config struct {
 	// MTU is the stack's MTU; 0 means the interface's. It is capped so a
 	// frame fits in one UMEM frame.
 	MTU uint32
+	// PartialChecksums completes TCP and UDP checksums that a peer on this
+	// host left partial: a veth peer with transmit checksum offload on (its
+	// default). Off by default; see csum.go for what it costs. Such a peer
+	// also sends GSO super-frames unless the program runs in native mode
+	// (attaching a native program to a veth turns its peer's GSO off); in
+	// generic mode they exceed a UMEM frame and the kernel drops them.
+	PartialChecksums bool
 }
 
 // DefaultBusyPoll is Config.BusyPoll's default.

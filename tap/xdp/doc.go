@@ -50,9 +50,11 @@
 // claims no offload, so the stack computes every checksum it sends and
 // verifies every one it receives. One consequence on a veth: a kernel peer
 // on the other end with transmit checksum offload on (the veth default)
-// sends TCP with partial checksums, which the stack rejects, as a host
-// across a wire would never see them; turn it off there (ethtool -K PEER
-// tx off), as the tests do.
+// sends TCP and UDP with partial checksums, which the stack rejects, as a
+// host across a wire would never see them. Either turn it off there
+// (ethtool -K PEER tx off, as most tests do) or set
+// Config.PartialChecksums, and the link completes them (csum.go,
+// Stats.RxCsumCompleted).
 //
 // # Bad input
 //

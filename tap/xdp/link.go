@@ -49,6 +49,7 @@ type Link struct {
 	tx    *descRing
 	book  *frameBook
 	busy  time.Duration
+	csum  bool // Config.PartialChecksums
 	ctr   counters
 	addrs atomic.Pointer[map[netip.Addr]struct{}]
 	mtu   atomic.Uint32
@@ -78,7 +79,7 @@ var _ stack.LinkEndpoint = (*Link)(nil)
 // starts it. The frame book starts with every receive frame
 // held: the first pass puts them on the fill ring.
 func newLink(info Info, umem []byte, k kernel, fill, comp *addrRing, rx, tx *descRing, cfg Config) *Link {
-	l := &Link{info: info, umem: umem, k: k, fill: fill, comp: comp, rx: rx, tx: tx, busy: cfg.BusyPoll}
+	l := &Link{info: info, umem: umem, k: k, fill: fill, comp: comp, rx: rx, tx: tx, busy: cfg.BusyPoll, csum: cfg.PartialChecksums}
 	l.book = newFrameBook(uint32(info.Frames), uint64(info.FrameSize), &l.ctr.census)
 	set := make(map[netip.Addr]struct{}, len(cfg.Addresses))
 	for _, a := range cfg.Addresses {
@@ -366,6 +367,9 @@ func (l *Link) deliver(d stack.NetworkDispatcher, frame []byte) {
 	v := buffer.NewViewWithData(frame)
 	l.ctr.rxCopied.Add(uint64(len(frame)))
 	own := v.AsSlice()
+	if l.csum && completePartial(own) {
+		l.ctr.rxCsumCompleted.Add(1)
+	}
 	proto := header.Ethernet(own).Type()
 	hl := tap.HeaderLen(own)
 	payload := tap.SplitPayload(v, hl)

@@ -14,6 +14,9 @@ type Stats struct {
 	// RxHeaderBytes counts the header bytes the split copied again into a
 	// view of their own.
 	RxCopiedBytes, RxHeaderBytes uint64
+	// RxCsumCompleted counts frames whose partial TCP or UDP checksum the
+	// link completed (Config.PartialChecksums).
+	RxCsumCompleted uint64
 
 	// Receive drops, by cause; each frame counted once, its UMEM frame
 	// returned to the fill ring.
@@ -51,7 +54,7 @@ type Stats struct {
 
 type counters struct {
 	rxFrames, rxBytes, rxBatches, rxSleeps             atomic.Uint64
-	rxCopied, rxHeader                                 atomic.Uint64
+	rxCopied, rxHeader, rxCsumCompleted                atomic.Uint64
 	rxDropShort, rxDropOversized, rxDropNotForUs       atomic.Uint64
 	rxDropNotAttached, rxDropBadDesc, rxBadIndex       atomic.Uint64
 	rxFillDeferred                                     atomic.Uint64
@@ -63,7 +66,7 @@ type counters struct {
 func (c *counters) snapshot() Stats {
 	return Stats{
 		RxFrames: c.rxFrames.Load(), RxBytes: c.rxBytes.Load(), RxBatches: c.rxBatches.Load(), RxSleeps: c.rxSleeps.Load(),
-		RxCopiedBytes: c.rxCopied.Load(), RxHeaderBytes: c.rxHeader.Load(),
+		RxCopiedBytes: c.rxCopied.Load(), RxHeaderBytes: c.rxHeader.Load(), RxCsumCompleted: c.rxCsumCompleted.Load(),
 		RxDropShort: c.rxDropShort.Load(), RxDropOversized: c.rxDropOversized.Load(), RxDropNotForUs: c.rxDropNotForUs.Load(),
 		RxDropNotAttached: c.rxDropNotAttached.Load(), RxDropBadDesc: c.rxDropBadDesc.Load(), RxBadIndex: c.rxBadIndex.Load(),
 		RxFillDeferred: c.rxFillDeferred.Load(),

@@ -224,3 +224,33 @@ func TestKilledDetaches(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestVethPeerOffload: the kernel peer keeps its veth's checksum offload
+// on, so its TCP and UDP checksums arrive partial; with PartialChecksums
+// the link completes them and TCP and UDP work. Native mode: attaching it
+// turns the peer's segmentation offload off (veth does), where in generic
+// mode the peer's GSO super-frames would not fit a UMEM frame.
+func TestVethPeerOffload(t *testing.T) {
+	e := newVeth(t)
+	e.kns.MustRun("ethtool", "-K", e.kdev, "tx", "on")
+	e.open(t, Config{Attach: AttachNative, PartialChecksums: true})
+	_, accepted := stackListenTCP(t, e.stack, stackAddr4+":5003")
+	var kc net.Conn
+	e.kernelDo(t, func() (err error) {
+		kc, err = net.DialTimeout("tcp", stackAddr4+":5003", 10*time.Second)
+		return err
+	})
+	defer kc.Close()
+	sc := <-accepted
+	if sc == nil {
+		t.Fatal("stack accept failed")
+	}
+	defer sc.Close()
+	transfer(t, kc, sc, 2<<20, time.Now().Add(60*time.Second))
+	udpEcho(t, e, 20)
+	st := e.link.Stats()
+	if st.RxCsumCompleted == 0 {
+		t.Fatalf("no partial checksum completed: %+v", st)
+	}
+	t.Logf("completed %d partial checksums of %d frames", st.RxCsumCompleted, st.RxFrames)
+}
