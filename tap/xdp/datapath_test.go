@@ -4,6 +4,7 @@ package xdp
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -323,6 +324,10 @@ func TestAllowAddress(t *testing.T) {
 	}
 	e.deliverFrame(t, udpFrame(ourMAC, other, 10))
 	waitFor(t, "delivery", func() bool { return e.rec.count() == 1 })
+	e.l.Close()
+	if err := e.l.AllowAddress(netip.MustParseAddr("192.0.2.78")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("AllowAddress after Close: %v", err)
+	}
 }
 
 // TestOpenErrors: a bad config and a missing interface fail before

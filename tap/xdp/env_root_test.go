@@ -3,14 +3,11 @@
 package xdp
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -194,7 +191,7 @@ func stackListenTCP(t *testing.T, s *stack.Stack, hostport string) (*gonet.TCPLi
 	return l, ch
 }
 
-// hashCopy sends n pseudo-random bytes from src to dst and checks dst got
+// transfer sends n pseudo-random bytes from src to dst and checks dst got
 // exactly them (SHA-256 of both sides).
 func transfer(t *testing.T, src, dst net.Conn, n int64, deadline time.Time) {
 	t.Helper()
@@ -223,13 +220,3 @@ func transfer(t *testing.T, src, dst net.Conn, n int64, deadline time.Time) {
 		t.Fatalf("receive: %v", err)
 	}
 }
-
-// stopCtx is a context that ends with the test.
-func stopCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	return ctx
-}
-
-var _ = io.EOF
-var _ = strings.Contains

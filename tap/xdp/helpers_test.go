@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -71,5 +70,3 @@ func readLine(r io.Reader) (string, error) {
 	s, err := bufio.NewReader(r).ReadString('\n')
 	return s, err
 }
-
-var _ net.Conn

@@ -4,6 +4,7 @@ package xdp
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -124,6 +125,13 @@ func (l *Link) Stats() Stats { return l.ctr.snapshot() }
 // to the stack and the link accepts.
 func (l *Link) AllowAddress(a netip.Addr) error {
 	a = a.Unmap()
+	// Held throughout: Close cannot start the teardown that frees the
+	// program's maps while they are written.
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return net.ErrClosed
+	}
 	if l.allow != nil {
 		if err := l.allow(a); err != nil {
 			return err

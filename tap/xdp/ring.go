@@ -121,3 +121,6 @@ func newDescRingMem(size uint32) (*descRing, *ringMem) {
 	m := &ringMem{}
 	return &descRing{ringIndex: newRingIndex(&m.prod, &m.cons, &m.flags, size), descs: make([]unix.XDPDesc, size)}, m
 }
+
+// txDesc is the TX descriptor of size bytes at UMEM address addr.
+func txDesc(addr uint64, size int) unix.XDPDesc { return unix.XDPDesc{Addr: addr, Len: uint32(size)} }

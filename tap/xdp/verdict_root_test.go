@@ -54,6 +54,18 @@ func TestProgramVerdicts(t *testing.T) {
 			t.Errorf("%s: verdict %d, want %d", c.name, got, c.want)
 		}
 	}
+	// An address added later is redirected from then on.
+	extra := netip.MustParseAddr("192.0.2.3")
+	data := append(udpFrame(mac, extra, 20), make([]byte, 16)...)
+	if got, err := prog.Run(&ebpf.RunOptions{Data: data}); err != nil || got != xdpPass {
+		t.Fatalf("before AllowAddress: verdict %d, %v", got, err)
+	}
+	if err := e.link.AllowAddress(extra); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := prog.Run(&ebpf.RunOptions{Data: data}); err != nil || got != xdpRedirect {
+		t.Fatalf("after AllowAddress: verdict %d, %v", got, err)
+	}
 }
 
 func arpFrame(target netip.Addr) []byte {
