@@ -9,6 +9,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // program is the loaded XDP program, its maps, and the bpf_link that
@@ -29,7 +30,7 @@ type program struct {
 func loadProgram(ifindex, queue, xskFD int, addrs []netip.Addr, mode AttachMode) (_ *program, err error) {
 	coll, err := ebpf.NewCollection(programSpec())
 	if err != nil {
-		return nil, fmt.Errorf("%w: loading the XDP program: %v", ErrUnsupported, err)
+		return nil, fmt.Errorf("xdp: loading the XDP program: %w", unsupported(err))
 	}
 	p := &program{coll: coll}
 	defer func() {
@@ -59,9 +60,21 @@ func loadProgram(ifindex, queue, xskFD int, addrs []netip.Addr, mode AttachMode)
 	}
 	p.attach, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPGenericMode})
 	if err != nil {
-		return nil, fmt.Errorf("%w: attaching the XDP program: %v", ErrUnsupported, errors.Join(errNative, err))
+		return nil, fmt.Errorf("xdp: attaching the XDP program: %w", unsupported(errors.Join(errNative, err)))
 	}
 	return p, nil
+}
+
+// unsupported marks err with ErrUnsupported when it says the kernel or
+// the process cannot do BPF at all (as opposed to, say, another program
+// already on the interface), so that callers and tests can tell the two.
+func unsupported(err error) error {
+	for _, e := range []error{ebpf.ErrNotSupported, unix.EPERM, unix.ENOSYS, unix.EOPNOTSUPP, unix.EAFNOSUPPORT} {
+		if errors.Is(err, e) {
+			return fmt.Errorf("%w: %w", ErrUnsupported, err)
+		}
+	}
+	return err
 }
 
 // allow adds a to the addresses the program redirects.

@@ -38,7 +38,7 @@ const (
 func openXSK(ifindex, queue int, addr uintptr, size int, frameSize, ringSize uint32, mode bindMode) (_ *xsk, err error) {
 	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("%w: socket(AF_XDP): %v", ErrUnsupported, err)
+		return nil, fmt.Errorf("xdp: socket(AF_XDP): %w", unsupported(err))
 	}
 	s := &xsk{fd: fd, stopFD: -1}
 	defer func() {

@@ -3,6 +3,7 @@
 package xdp
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 
@@ -66,6 +67,21 @@ func TestProgramVerdicts(t *testing.T) {
 	if got, err := prog.Run(&ebpf.RunOptions{Data: data}); err != nil || got != xdpRedirect {
 		t.Fatalf("after AllowAddress: verdict %d, %v", got, err)
 	}
+	// A second link on the same queue fails, and not as "unsupported"
+	// (which tests would skip); the first goes on working.
+	err := e.zns.Do(func() error {
+		l2, err := Open(Config{Interface: e.zdev, Frames: 64})
+		if err == nil {
+			l2.Close()
+			l2.Wait()
+		}
+		return err
+	})
+	if err == nil || errors.Is(err, ErrUnsupported) {
+		t.Fatalf("second link on the same queue: %v", err)
+	}
+	t.Logf("second link: %v", err)
+	e.ping(t, stackAddr4)
 }
 
 func arpFrame(target netip.Addr) []byte {
