@@ -184,6 +184,7 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("zcnet_copy_link_rx_bytes_total", "Bytes the link copied in user space on receive (split headers).", s.RxHeaderBytes, l...)
 	}
 
+	z.xdpMetrics(counter, gauge, l)
 	if s, ok := z.ringStats(); ok {
 		counter("zcnet_link_rx_frames_total", "Frames the link delivered to the stack.", s.RxFrames, l...)
 		counter("zcnet_link_rx_bytes_total", "Bytes the link delivered to the stack.", s.RxBytes, l...)

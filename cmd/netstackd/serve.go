@@ -19,6 +19,7 @@ import (
 
 const serveHelp = `Usage: netstackd serve -tap NAME -addr PREFIX [flags]
        netstackd serve -ring PATH -addr PREFIX [flags]
+       netstackd serve -xdp DEV -addr PREFIX [flags]
        netstackd serve -config FILE [flags]
 
 Attaches a zcnet stack to the TAP device NAME (one the process creates is
@@ -35,6 +36,10 @@ Opening a TAP device needs CAP_NET_ADMIN (root). A ring serves one peer
 at a time; when it goes (closes or dies) the next may connect, each with a
 fresh shared segment. Another stack attaches as the peer with the hidden
 command "netstackd ring-peer -ring PATH -addr PREFIX" (the demo does).
+With -xdp the stack shares the existing interface DEV with the host
+through an AF_XDP socket on its queue 0 (package tap/xdp): frames for the
+stack's addresses come to it, all others still go to the host. It takes
+DEV's MAC address and MTU, and needs root and a kernel with AF_XDP and BPF.
 
 Observability: -metrics ADDR serves, on a kernel socket of this process,
 Prometheus metrics at /metrics, the status page at / and /status.json, and
@@ -82,6 +87,7 @@ type serveConfig struct {
 	cmd          string // "serve", or "ring-peer" (dials -ring instead of listening)
 	config       string
 	ring         string
+	xdp          xdpFlags // -xdp DEV: an AF_XDP link (xdp_link.go)
 	services     string
 	noServices   bool
 	perfPort     int
@@ -115,6 +121,7 @@ func (cfg *serveConfig) flags(stdout, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.config, "config", "", "read settings from this TOML file (keys are these flags' names); flags override it")
 	cfg.stackFlags.register(fs, "TAP device name (required unless -ring; created if absent, at most 15 bytes)")
 	fs.StringVar(&cfg.ring, "ring", "", ringHelp)
+	registerXDPFlag(fs, cfg)
 	fs.StringVar(&cfg.services, "services", cfg.services, "comma-separated services to run: "+strings.Join(allServices, ", ")+`, or "none"`)
 	fs.BoolVar(&cfg.noServices, "no-services", false, "attach the stack but run no services (it still answers ping); same as -services none")
 	fs.IntVar(&cfg.perfPort, "perf-port", cfg.perfPort, "port of the perf (iperf3) service, TCP and UDP")
@@ -128,6 +135,7 @@ func (cfg *serveConfig) flags(stdout, stderr io.Writer) *flag.FlagSet {
 type serveSetup struct {
 	stackSetup
 	ring         string    // unix socket of a ring, or "" for the TAP
+	xdp          xdpFlags  // an AF_XDP link's interface (or "") and options
 	ringDial     bool      // ring-peer: dial ring rather than listen on it
 	report       io.Writer // ring-peer: gets "ready" and the final counts; nil for serve
 	services     []string
@@ -210,6 +218,10 @@ func (cfg *serveConfig) resolve() (serveSetup, error) {
 		return s, fmt.Errorf("%s is required: the unix socket of the ring to connect to, e.g. %s", o.name("ring"), o.example("ring", "/tmp/zc.sock"))
 	case cfg.cmd == "ring-peer" && cfg.tap != "":
 		return s, fmt.Errorf("%s: ring-peer attaches to a ring only; leave -tap out", o.val("tap", cfg.tap))
+	case cfg.xdp.dev != "":
+		if err := cfg.checkXDP(); err != nil {
+			return s, err
+		}
 	case cfg.tap == "" && cfg.ring == "":
 		return s, fmt.Errorf("%s or %s is required: name the TAP device to attach to, e.g. %s, or the unix socket to serve a ring on, e.g. %s",
 			o.name("tap"), o.name("ring"), o.example("tap", "zc0"), o.example("ring", "/run/zcnet/ring.sock"))
@@ -218,10 +230,11 @@ func (cfg *serveConfig) resolve() (serveSetup, error) {
 	case len(cfg.ring) > maxSocketPath || strings.ContainsRune(cfg.ring, 0):
 		return s, fmt.Errorf("%s: a unix socket path is at most %d bytes without NUL", o.val("ring", cfg.ring), maxSocketPath)
 	}
-	if s.stackSetup, err = cfg.stackFlags.resolve(cfg.ring == ""); err != nil {
+	if s.stackSetup, err = cfg.stackFlags.resolve(cfg.ring == "" && cfg.xdp.dev == ""); err != nil {
 		return s, err
 	}
-	if cfg.ring != "" && len(s.addrs) == 0 {
+	s.xdp = cfg.xdp
+	if (cfg.ring != "" || cfg.xdp.dev != "") && len(s.addrs) == 0 {
 		return s, fmt.Errorf("no address: give the stack one with %s (e.g. 192.0.2.2/24) and/or %s (e.g. 2001:db8::2/64)", o.name("addr"), o.name("addr6"))
 	}
 	s.ring, s.ringDial = cfg.ring, cfg.cmd == "ring-peer"
@@ -293,6 +306,8 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 		}
 	}()
 	switch {
+	case z.xdp != nil:
+		z.logXDPAttached(s, log)
 	case z.tap != nil:
 		log.Info("attached", "tap", z.tap.Name(), "mac", z.tap.HardwareAddr().String(), "mtu", z.tap.MTU(), "offload", s.tap.Offload,
 			"queues", z.tap.NumQueues(), "addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.pool.Pinned(), "device", z.tap.Info().String())
@@ -382,6 +397,8 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 // the stack side listening on s.ring, or (ring-peer) as the peer dialling it.
 func openServeStack(s serveSetup, log *slog.Logger) (*zcStack, error) {
 	switch {
+	case s.xdp.dev != "":
+		return openXDPStack(s.stackSetup, s.xdp, log)
 	case s.ring == "":
 		return openTAPStack(s.stackSetup, log)
 	case s.ringDial:

@@ -13,6 +13,7 @@ import (
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/tap"
 	"github.com/zcnet/zcnet/tap/ring"
+	"github.com/zcnet/zcnet/tap/xdp"
 )
 
 // zcStack is one zcnet stack with everything it runs on: its link (a TAP
@@ -31,6 +32,7 @@ type zcStack struct {
 	pair    *tap.PairEndpoint // the pair end, or nil
 	ring    *ring.Link        // the ring's stack side, or nil
 	peer    *ring.Peer        // the ring's peer side, or nil
+	xdp     *xdp.Link         // the AF_XDP link, or nil
 	pcap    *pcapWriter       // nil without -pcap
 	log     *slog.Logger
 }
