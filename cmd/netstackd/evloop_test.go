@@ -38,10 +38,12 @@ func TestEchoBackpressure(t *testing.T) {
 	sent := 0
 	sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
 	for sent < want {
+		off := sent // fill gets consecutive parts of the chunk
 		n, err := c.SendFunc(sctx, min(want-sent, 64<<10), func(p []byte) int {
 			for i := range p {
-				p[i] = pattern(sent, i)
+				p[i] = pattern(off, i)
 			}
+			off += len(p)
 			return len(p)
 		})
 		sent += n
