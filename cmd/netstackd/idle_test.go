@@ -274,3 +274,46 @@ func echoOnce(ctx context.Context, c *api.Socket, msg string) error {
 	}
 	return nil
 }
+
+// TestToolsOnRing runs "netstackd serve -ring" in its own process and the
+// tools, perf and echo, as its ring peer: the ring measured with the
+// provided tools, without root.
+func TestToolsOnRing(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "ring.sock")
+	d := startServeProc(t, "-ring", sock, "-addr", demoServer.String())
+	peer := []string{"-ring", sock, "-addr", demoClient.String()}
+
+	var out, errb strings.Builder
+	if code := run(append([]string{"perf", "-c", demoServer.Addr().String(), "-t", "1", "-json"}, peer...), &out, &errb); code != 0 {
+		t.Fatalf("perf -ring: exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	var rep struct {
+		End struct {
+			SumReceived struct {
+				Bytes uint64 `json:"bytes"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out.String()), &rep); err != nil {
+		t.Fatalf("perf -json: %v\n%s", err, out.String())
+	}
+	if rep.End.SumReceived.Bytes == 0 {
+		t.Errorf("perf over the ring moved no bytes:\n%s", out.String())
+	}
+	st := statusOf(t, d.metrics)
+	if st.Perf == nil || st.Perf.Tests != 1 || st.Perf.BytesReceived != rep.End.SumReceived.Bytes {
+		t.Errorf("serve's perf service saw %+v, the client reported %d bytes received", st.Perf, rep.End.SumReceived.Bytes)
+	}
+
+	out.Reset()
+	errb.Reset()
+	if code := run(append([]string{"echo", "-c", demoServer.Addr().String(), "-n", "200", "-size", "500"}, peer...), &out, &errb); code != 0 {
+		t.Fatalf("echo -ring: exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	if !regexp.MustCompile(`200 round trips`).MatchString(out.String()) {
+		t.Errorf("echo over the ring:\n%s", out.String())
+	}
+	if st := statusOf(t, d.metrics); st.Services["echo_tcp_bytes"] != 200*500 {
+		t.Errorf("serve's echo sent back %d bytes, want %d", st.Services["echo_tcp_bytes"], 200*500)
+	}
+}
