@@ -87,7 +87,6 @@ func TestDaemonIdleConnections(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	to := &unix.SockaddrInet4{Port: 7, Addr: netip.MustParseAddr(stack4).As4()}
 	tv := unix.Timeval{Sec: 20}
 	var wg sync.WaitGroup
 	errs := make(chan error, 1)
@@ -96,9 +95,11 @@ func TestDaemonIdleConnections(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// Connect writes into the sockaddr: one per goroutine.
+			to := &unix.SockaddrInet4{Port: 7, Addr: netip.MustParseAddr(stack4).As4()}
 			for i := w; i < idleConns; i += parallel {
 				unix.SetsockoptTimeval(fds[i], unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv) // bounds connect
-				if err := unix.Connect(fds[i], to); err != nil {
+				if err := connectFD(fds[i], to); err != nil {
 					select {
 					case errs <- fmt.Errorf("connect %d: %w", i, err):
 					default:
@@ -152,6 +153,34 @@ func TestDaemonIdleConnections(t *testing.T) {
 			t.Errorf("connection %d echoed %q, sent %q", i, got, msg)
 		}
 	}
+}
+
+// connectFD connects a blocking socket; a connect interrupted by a signal
+// (the Go runtime's preemption) goes on in the kernel, so it waits for the
+// socket to turn writable and reads the outcome.
+func connectFD(fd int, to unix.Sockaddr) error {
+	err := unix.Connect(fd, to)
+	if err != unix.EINTR {
+		return err
+	}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	for {
+		n, err := unix.Poll(pfd, 20_000)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return unix.ETIMEDOUT
+		}
+		break
+	}
+	if e, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || e != 0 {
+		return fmt.Errorf("connect: %v (SO_ERROR %d)", err, e)
+	}
+	return nil
 }
 
 // daemonRSS returns a process's resident memory (VmRSS).
