@@ -232,9 +232,11 @@ func (s *services) status() status {
 	return st
 }
 
-// statusHandler serves the status page: text at /, JSON at /status.json.
+// statusHandler serves the status page: text at /, JSON at /status.json,
+// and the live dashboard at /dashboard (dashboard.go).
 func (s *services) statusHandler() *http.ServeMux {
 	mux := http.NewServeMux()
+	s.handleDashboard(mux)
 	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
