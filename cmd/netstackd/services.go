@@ -246,7 +246,7 @@ func (s *services) statusHandler() *http.ServeMux {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		st := s.status()
-		fmt.Fprintf(w, "zcnet netstackd, up %s\n\n", st.Uptime)
+		fmt.Fprintf(w, "zcnet netstackd, up %s (live dashboard: /dashboard)\n\n", st.Uptime)
 		for _, n := range st.NICs {
 			fmt.Fprintf(w, "nic %d %s mtu %d mac %s addrs %v\n  rx %d packets %d bytes, tx %d packets %d bytes\n",
 				n.ID, n.Name, n.MTU, n.LinkAddress, n.Addrs, n.RxPackets, n.RxBytes, n.TxPackets, n.TxBytes)
