@@ -43,8 +43,9 @@ import (
 // stack's send buffer fed while the loop serves others.
 const evMaxSends = 8
 
-// evChannelCap is each loop's channel capacity; every connection reserves
-// one slot for its multishot receive, and sends one each while in flight.
+// evChannelCap is each loop's default channel capacity; every connection
+// reserves one slot for its multishot receive, and sends one each while in
+// flight.
 const evChannelCap = 1 << 15
 
 // evHeadroom is the room a loop keeps free on its channel for sends and
@@ -103,15 +104,19 @@ type evConn struct {
 	retrying bool // in the loop's retry list
 }
 
-// newEvServer makes n loops (0: one per CPU, at most 4) on zs.
-func newEvServer(zs *api.Stack, n int, log *slog.Logger) (*evServer, error) {
+// newEvServer makes n loops (0: one per CPU, at most 4) on zs, each with a
+// channel of capacity events (0: evChannelCap).
+func newEvServer(zs *api.Stack, n, capacity int, log *slog.Logger) (*evServer, error) {
+	if capacity <= 0 {
+		capacity = evChannelCap
+	}
 	if n <= 0 {
 		n = min(runtime.GOMAXPROCS(0), 4)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &evServer{zs: zs, log: log, ctx: ctx, cancel: cancel}
 	for i := 0; i < n; i++ {
-		ec, err := evchan.New(evchan.Config{Capacity: evChannelCap})
+		ec, err := evchan.New(evchan.Config{Capacity: capacity})
 		if err != nil {
 			for _, l := range s.loops {
 				l.ec.Close()

@@ -389,6 +389,8 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 
 // openServeStack builds serve's stack on its TAP device, or on a ring: as
 // the stack side listening on s.ring, or (ring-peer) as the peer dialling it.
+// It is the one place where serve picks its link: a new kind of link is a
+// case here (and a check in resolve).
 func openServeStack(s serveSetup, log *slog.Logger) (*zcStack, error) {
 	switch {
 	case s.ring == "":

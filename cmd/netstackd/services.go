@@ -361,7 +361,7 @@ func (s *services) startTCP(name string, port uint16, echo bool, counter *atomic
 	s.mu.Unlock()
 	if ev == nil {
 		var err error
-		if ev, err = newEvServer(s.z.zs, 0, s.log); err != nil {
+		if ev, err = newEvServer(s.z.zs, 0, 0, s.log); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		s.mu.Lock()
