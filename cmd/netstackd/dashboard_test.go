@@ -115,7 +115,8 @@ func TestDashboardJSON(t *testing.T) {
 	}
 }
 
-// chromiumPath returns the browser the dashboard test drives, or "".
+// chromiumPath returns the browser the dashboard test drives: $CHROMIUM,
+// else Debian's chromium or chromium-headless-shell; "" if none.
 func chromiumPath() string {
 	for _, p := range []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-headless-shell"} {
 		if p != "" {
@@ -135,9 +136,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	chromium := chromiumPath()
 	if chromium == "" {
 		if os.Getenv("CI") == "true" {
-			t.Fatal("chromium is not installed (apt-get install chromium); CI must run this test")
+			t.Fatal("chromium is not installed (apt-get install chromium, or chromium-headless-shell); CI must run this test")
 		}
-		t.Skip("skipping: chromium is not installed (apt-get install chromium)")
+		t.Skip("skipping: chromium is not installed (apt-get install chromium, or chromium-headless-shell; or set CHROMIUM)")
 	}
 	env, _, addr := startDashboardServices(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
