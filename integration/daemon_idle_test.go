@@ -153,6 +153,18 @@ func TestDaemonIdleConnections(t *testing.T) {
 			t.Errorf("connection %d echoed %q, sent %q", i, got, msg)
 		}
 	}
+	// The peers close: the daemon lets every connection go.
+	for i, fd := range fds {
+		unix.Close(fd)
+		fds[i] = -1
+	}
+	st = status()
+	for deadline := time.Now().Add(2 * time.Minute); st.Connections["echo/tcp"] > 0 && time.Now().Before(deadline); st = status() {
+		time.Sleep(100 * time.Millisecond) // polling the daemon's count, bounded by deadline
+	}
+	if got := st.Connections["echo/tcp"]; got != 0 {
+		t.Errorf("daemon still holds %d echo connections after the peers closed them", got)
+	}
 }
 
 // connectFD connects a blocking socket; a connect interrupted by a signal

@@ -210,6 +210,17 @@ func TestIdleConnectionsOnEventLoops(t *testing.T) {
 			t.Errorf("connection %d: %v", i, err)
 		}
 	}
+	// The peers close: the daemon lets every connection go.
+	for _, c := range conns {
+		c.Close()
+	}
+	deadline = time.Now().Add(2 * time.Minute)
+	for st = statusOf(t, d.metrics); st.Connections["echo/tcp"] > 0 && time.Now().Before(deadline); st = statusOf(t, d.metrics) {
+		time.Sleep(50 * time.Millisecond) // polling the daemon's count, bounded by deadline
+	}
+	if got := st.Connections["echo/tcp"]; got != 0 {
+		t.Errorf("daemon still holds %d echo connections after the peers closed them", got)
+	}
 }
 
 // dialMany opens n TCP connections to to, a few dials at a time.
