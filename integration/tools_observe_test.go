@@ -144,8 +144,9 @@ pool-size = "32MiB"
 	}
 }
 
-// checkPcap reads the daemon's capture with tcpdump -r: raw IP, with the
-// iperf3 test's packets (port 5201), the pings and the HTTP requests.
+// checkPcap reads the daemon's capture with tcpdump -r: Ethernet frames,
+// with the iperf3 test's packets (port 5201), the pings, the HTTP requests
+// and the ARP exchange before them.
 func checkPcap(t *testing.T, path string) {
 	t.Helper()
 	if t.Skipped() {
@@ -157,7 +158,7 @@ func checkPcap(t *testing.T, path string) {
 		return
 	}
 	s := string(out)
-	for _, want := range []string{"link-type RAW", "> " + stack4 + ".5201: Flags [S]", stack4 + " > " + peer4 + ": ICMP echo reply", "> " + stack4 + ".80: Flags [P.]"} {
+	for _, want := range []string{"link-type EN10MB", "ARP, Reply " + stack4 + " is-at", "> " + stack4 + ".5201: Flags [S]", stack4 + " > " + peer4 + ": ICMP echo reply", "> " + stack4 + ".80: Flags [P.]"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("tcpdump -r: no %q in the capture (%d lines):\n%.3000s", want, strings.Count(s, "\n"), s)
 		}

@@ -152,7 +152,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"perf", "-kernel", "-s", "-c", "192.0.2.2"}, "-s and -c exclude each other"},
 		{[]string{"perf", "-inproc", "-s"}, "-inproc runs both the server and the client"},
 		{[]string{"perf", "-kernel", "-c", "zcnet.example"}, "want a numeric IPv4 or IPv6 address"},
-		{[]string{"perf", "-kernel", "-addr", "192.0.2.1/24", "-c", "192.0.2.2"}, "-addr/-addr6 only apply to a zcnet stack on a TAP device"},
+		{[]string{"perf", "-kernel", "-addr", "192.0.2.1/24", "-c", "192.0.2.2"}, "-addr/-addr6 only apply to a zcnet stack of its own (-tap or -ring)"},
 		{[]string{"perf", "-inproc", "-P", "0"}, "-P 0: want 1 to 128 streams"},
 		{[]string{"perf", "-inproc", "-t", "0"}, "-t 0: want 1 to 86400 seconds"},
 		{[]string{"perf", "-inproc", "-t", "3", "-n", "1M"}, "-t and -n exclude each other"},

@@ -37,7 +37,8 @@ memory both processes map, with no system call per frame under load. It
 measures TCP round trips against echo, checks a UDP echo, then streams to
 discard for -duration with a progress line each second, and prints a
 summary; the server's count of the bytes it discarded must equal the bytes
-sent. The child dies with this process; the ring's socket lives in a
+sent. If the child dies during the run, the demo says so within a second
+and exits with status 1. The child dies with this process; the ring's socket lives in a
 private temporary directory, removed on exit. It needs no privileges.
 
 Examples:
@@ -142,20 +143,39 @@ func demo(cfg demoConfig, out, errOut io.Writer, log *slog.Logger) (err error) {
 	interrupted := make(chan os.Signal, 1)
 	signal.Notify(interrupted, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(interrupted)
-	var stopped atomic.Bool
+	// So does the child's death: it is reaped at once, and the demo says
+	// so and stops rather than measure a link with nobody on the far end.
+	// leaving marks the end of the run, when the child is meant to exit.
+	var stopped, leaving atomic.Bool
 	finished := make(chan struct{})
 	defer close(finished)
+	childDied := func() error {
+		return fmt.Errorf("the peer process (pid %d) died: %v", child.cmd.Process.Pid, child.waitErr)
+	}
 	go func() {
 		select {
 		case <-interrupted:
 			stopped.Store(true)
 			closeClient()
+		case <-child.exited:
+			if !leaving.Load() {
+				fmt.Fprintf(out, "demo: %v; stopping\n", childDied())
+				closeClient()
+			}
 		case <-finished:
 		}
 	}()
 	defer func() {
-		if stopped.Load() {
+		switch {
+		case stopped.Load():
 			err = errors.New("interrupted")
+		case leaving.Load():
+		default:
+			select {
+			case <-child.exited:
+				err = childDied()
+			default:
+			}
 		}
 	}()
 
@@ -183,6 +203,7 @@ func demo(cfg demoConfig, out, errOut io.Writer, log *slog.Logger) (err error) {
 	}
 	// Close the client's stack and with it the ring: the child stops its
 	// services, so its discard count is final, and reports it.
+	leaving.Store(true)
 	if err := closeClient(); err != nil {
 		return err
 	}
@@ -204,6 +225,10 @@ func gbits(n uint64, d time.Duration) float64 { return float64(n) * 8 / d.Second
 type demoChild struct {
 	cmd   *exec.Cmd
 	lines chan string // its stdout, a line at a time; closed at EOF
+	// exited is closed once the child has exited and been reaped; waitErr
+	// is then its exit status.
+	exited  chan struct{}
+	waitErr error
 }
 
 // demoChildTimeout bounds each wait for the child: to start, to report.
@@ -213,6 +238,7 @@ const demoChildTimeout = 30 * time.Second
 // until its services are up. Its log goes to errOut. It dies with this
 // process twice over: its parent-death signal is SIGKILL, and it stops by
 // itself when the ring's socket closes, as it does when this process ends.
+// It is reaped as soon as it exits, whenever that is (exited).
 func startDemoChild(sock string, cfg demoConfig, errOut io.Writer) (*demoChild, error) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -234,13 +260,17 @@ func startDemoChild(sock string, cfg demoConfig, errOut io.Writer) (*demoChild, 
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("demo: starting the peer: %w", err)
 	}
-	c := &demoChild{cmd: cmd, lines: make(chan string, 4)}
+	c := &demoChild{cmd: cmd, lines: make(chan string, 4), exited: make(chan struct{})}
 	go func() {
-		defer close(c.lines)
+		defer close(c.exited)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			c.lines <- sc.Text()
 		}
+		close(c.lines)
+		// EOF: the child has exited (or closed its stdout, and will).
+		// Wait after the last read, as os/exec requires.
+		c.waitErr = cmd.Wait()
 	}()
 	if line, err := c.next(); err != nil || line != "ready" {
 		c.stop()
@@ -278,13 +308,13 @@ func (c *demoChild) discarded() (uint64, error) {
 }
 
 // stop ends the child (killing it if it has not ended within the timeout)
-// and reaps it.
+// and waits until it is reaped.
 func (c *demoChild) stop() {
 	t := time.AfterFunc(demoChildTimeout, func() { c.cmd.Process.Kill() })
+	defer t.Stop()
 	for range c.lines { // to EOF: the child has exited or closed its stdout
 	}
-	t.Stop()
-	c.cmd.Wait()
+	<-c.exited
 }
 
 // echoRounds makes rounds request/response exchanges of size random bytes

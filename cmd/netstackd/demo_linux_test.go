@@ -2,11 +2,15 @@ package main
 
 import (
 	"bufio"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -64,5 +68,99 @@ func TestDemoChildDiesWithParent(t *testing.T) {
 				t.Errorf("temporary files left behind after %v: %v %v", sig, left, err)
 			}
 		})
+	}
+}
+
+// TestDemoNoticesChildDeath kills the demo's child (SIGKILL) during the
+// throughput phase of a run meant to last an hour: the demo must say so,
+// having reaped the child (no zombie), and exit with status 1.
+func TestDemoNoticesChildDeath(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "demo", "-duration", "1h", "-rounds", "10")
+	cmd.Env = append(os.Environ(), demoChildEnv+"=1", "TMPDIR="+t.TempDir())
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		exited <- cmd.Wait()
+	}()
+	defer func() {
+		cmd.Process.Kill()
+		for range lines {
+		}
+		<-exited
+	}()
+	next := func(what string) string {
+		t.Helper()
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("demo ended before %s", what)
+			}
+			return l
+		case <-time.After(60 * time.Second):
+			t.Fatalf("no %s from the demo in 60 s", what)
+		}
+		return ""
+	}
+	m := regexp.MustCompile(`\(child, pid ([0-9]+)\)`).FindStringSubmatch(next("first line"))
+	if m == nil {
+		t.Fatal("the demo's first line names no child")
+	}
+	child, _ := strconv.Atoi(m[1])
+	for l := next("progress line"); !strings.Contains(l, "[  1 s]"); l = next("progress line") {
+	}
+	killed := time.Now()
+	if err := unix.Kill(child, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var said string
+	for l := next("word of the death"); ; l = next("word of the death") {
+		if strings.Contains(l, "died") {
+			said = l
+			break
+		}
+	}
+	noticed := time.Since(killed)
+	// The demo reaps the child before it says so.
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child)); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 2 && f[2] == "Z" {
+			t.Errorf("child %d is a zombie after the demo said it died", child)
+		}
+	}
+	want := fmt.Sprintf("demo: the peer process (pid %d) died: signal: killed; stopping", child)
+	if said != want {
+		t.Errorf("demo said %q, want %q", said, want)
+	}
+	t.Logf("noticed %v after the kill", noticed)
+	if noticed > 5*time.Second {
+		t.Errorf("demo noticed the death %v after it, want about a second", noticed)
+	}
+	for range lines {
+	}
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("demo exit: %v, want status 1\n%s", err, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "netstackd demo: the peer process") {
+			t.Errorf("demo's error does not name the death:\n%s", stderr.String())
+		}
+		exited <- err
+	case <-time.After(30 * time.Second):
+		t.Fatal("demo still running 30 s after its child died")
 	}
 }

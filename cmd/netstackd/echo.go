@@ -32,8 +32,10 @@ a histogram) and the round trips per second. The server answers TCP and
 UDP on the port, on zero-copy sockets when it runs on zcnet.
 
 NETWORK is where the sockets live: -kernel, -tap NAME -addr PREFIX (a zcnet
-stack on a TAP device; root), or -inproc, which runs the server and the
-client on two zcnet stacks in this process (no root).
+stack on a TAP device; root), -ring PATH -addr PREFIX (a zcnet stack on the
+peer side of the ring "netstackd serve -ring PATH" listens on; no root), or
+-inproc, which runs the server and the client on two zcnet stacks in this
+process (no root).
 
 Examples:
   netstackd echo -inproc -n 10000 -size 100
@@ -41,6 +43,8 @@ Examples:
   sudo netstackd echo -s -tap zc0 -addr 192.0.2.2/24          # then: socat - TCP:192.0.2.2:7
   sudo netstackd echo -c 192.0.2.1 -tap zc0 -addr 192.0.2.2/24   # against socat ... PIPE
   netstackd echo -c 192.0.2.2 -kernel -json
+  netstackd serve -ring /tmp/zc.sock -addr 192.0.2.2/24 &   # no root: echo over the ring
+  netstackd echo -c 192.0.2.2 -ring /tmp/zc.sock -addr 192.0.2.1/24 -n 10000
 `
 
 type echoFlags struct {
@@ -94,7 +98,7 @@ func runEcho(args []string, stdout, stderr io.Writer) error {
 	log := toolLogger(f.verbose, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	env, err := openToolEnv(mode, setup, log)
+	env, err := openToolEnv(mode, setup, net.ring, log)
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ func inprocEnv(t *testing.T) *toolEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env, err := openToolEnv(mode, setup, slog.New(slog.DiscardHandler))
+	env, err := openToolEnv(mode, setup, "", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

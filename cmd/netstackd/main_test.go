@@ -81,6 +81,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve", "-tap", "zc0", "-addr", "192.0.2.2/24", "-gateway6", "2001:db8::1"}, 2, "-gateway6 needs an address of its family"},
 		{[]string{"serve", "-tap", "zc0", "-addr", "192.0.2.2/24", "-log-level", "loud"}, 2, "-log-level"},
 		{[]string{"serve", "-tap", "zc0", "-addr", "192.0.2.2/24", "-queues", "-1"}, 2, "-queues -1"},
+		{[]string{"perf", "-c", "192.0.2.2", "-ring", "/tmp/zc.sock"}, 2, "no address: give the stack on the ring one with -addr"},
+		{[]string{"echo", "-c", "192.0.2.2", "-ring", "/tmp/zc.sock", "-inproc"}, 2, "more than one given"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, &out, &errb)

@@ -155,7 +155,8 @@ func TestMetricsScrape(t *testing.T) {
 		{"zcnet_link_rx_frames_total", map[string]string{"nic": "pair-server"}, 1000},
 		{"zcnet_copy_link_rx_bytes_total", map[string]string{"nic": "pair-server"}, 1},
 		{"zcnet_copy_rx_handed_over_bytes_total", nil, float64(received)},
-		{"zcnet_copy_tx_in_place_bytes_total", nil, 50 * 300},
+		{"zcnet_copy_tx_copied_bytes_total", nil, 50 * 300}, // echo sends each received Buf back with OpSend: one copy into the stack
+		{"zcnet_copy_tx_in_place_bytes_total", nil, 0},
 		{"zcnet_pool_slots", nil, 1},
 		{"zcnet_evchan_capacity", map[string]string{"channel": "test"}, 16},
 		{"zcnet_evchan_posted_total", map[string]string{"channel": "test"}, 3},
@@ -213,8 +214,9 @@ func TestMetricsScrape(t *testing.T) {
 }
 
 // TestPcapCapture captures an echo run on the in-process pair (-pcap) and
-// reads the file back: a pcap header, records of IPv4 packets, TCP to
-// port 7 among them; and tcpdump -r reads it, if installed.
+// reads the file back: a pcap header of an Ethernet capture, records of
+// Ethernet frames, ARP and TCP to port 7 among them; and tcpdump -r reads
+// it, ARP included, if installed.
 func TestPcapCapture(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "echo.pcap")
 	var out, errb bytes.Buffer
@@ -225,18 +227,30 @@ func TestPcapCapture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(data) < 24 || binary.LittleEndian.Uint32(data) != 0xa1b2c3d4 || binary.LittleEndian.Uint32(data[20:]) != 101 {
-		t.Fatalf("not a pcap file of raw IP packets: % x", data[:min(len(data), 24)])
+	if len(data) < 24 || binary.LittleEndian.Uint32(data) != 0xa1b2c3d4 || binary.LittleEndian.Uint32(data[20:]) != 1 {
+		t.Fatalf("not a pcap file of Ethernet frames (LINKTYPE_ETHERNET): % x", data[:min(len(data), 24)])
 	}
-	records, toEcho := 0, 0
+	records, toEcho, arp := 0, 0, 0
 	for off := 24; off < len(data); {
 		if off+16 > len(data) {
 			t.Fatalf("truncated record header at %d", off)
 		}
 		incl := int(binary.LittleEndian.Uint32(data[off+8:]))
-		pkt := data[off+16 : off+16+incl]
+		frame := data[off+16 : off+16+incl]
 		off += 16 + incl
 		records++
+		if len(frame) < 14 {
+			t.Fatalf("record %d: %d bytes, shorter than an Ethernet header", records, len(frame))
+		}
+		pkt := frame[14:]
+		switch binary.BigEndian.Uint16(frame[12:]) {
+		case 0x0806:
+			arp++
+			continue
+		case 0x0800:
+		default:
+			continue
+		}
 		if len(pkt) >= 24 && pkt[0]>>4 == 4 && pkt[9] == 6 {
 			ihl := int(pkt[0]&0xf) * 4
 			if binary.BigEndian.Uint16(pkt[ihl+2:]) == 7 && netip.AddrFrom4([4]byte(pkt[16:20])) == inprocServer.Addr() {
@@ -245,8 +259,8 @@ func TestPcapCapture(t *testing.T) {
 		}
 	}
 	// 20 round trips: at least a request per round, plus the handshake.
-	if records < 40 || toEcho < 21 {
-		t.Fatalf("%d records, %d TCP packets to the echo port", records, toEcho)
+	if records < 40 || toEcho < 21 || arp < 2 {
+		t.Fatalf("%d records, %d TCP packets to the echo port, %d ARP frames", records, toEcho, arp)
 	}
 	tcpdump, err := exec.LookPath("tcpdump")
 	if err != nil {
@@ -259,5 +273,8 @@ func TestPcapCapture(t *testing.T) {
 	}
 	if n := strings.Count(string(dump), "192.0.2.1."); n < records/2 || !strings.Contains(string(dump), "> 192.0.2.2.7: Flags [S]") {
 		t.Fatalf("tcpdump -r shows %d lines from the client and no SYN to the echo port:\n%s", n, dump)
+	}
+	if !strings.Contains(string(dump), "ARP, Request who-has 192.0.2.2 tell 192.0.2.1") || !strings.Contains(string(dump), "ARP, Reply 192.0.2.2 is-at") {
+		t.Fatalf("tcpdump -r shows no ARP request and reply:\n%s", dump)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"os"
@@ -9,25 +10,40 @@ import (
 	"sync/atomic"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
-
-	"gvisor.dev/gvisor/pkg/tcpip/link/sniffer"
 
 	"github.com/zcnet/zcnet/tap"
 )
 
-// Packet capture (-pcap): gVisor's sniffer link wraps the NIC's link and
-// writes every packet it passes, both ways, as a pcap record (LINKTYPE_RAW:
-// IP packets without the Ethernet header; TSO super-frames appear whole, as
-// a capture on a host with TSO shows them). tcpdump -r and tshark read it.
+// Packet capture (-pcap): a link wrapper (pcapLink) around the NIC's link
+// writes every frame it passes, both ways, as a pcap record with its
+// Ethernet header (LINKTYPE_ETHERNET), so tcpdump -r and tshark show ARP
+// and the MAC addresses as well as IP. TSO super-frames appear whole, as a
+// capture on a host with TSO shows them.
 
-// pcapLink is the sniffer around a zcnet link. It forwards the payload hook
-// the stack installs for zero-copy receive, which the sniffer does not know
-// about; without it every received byte would be copied.
+// Pcap file constants (https://www.tcpdump.org/manpages/pcap-savefile.5.html,
+// https://www.tcpdump.org/linktypes.html).
+const (
+	pcapMagic        = 0xa1b2c3d4 // microsecond timestamps, little-endian here
+	pcapLinkEthernet = 1          // LINKTYPE_ETHERNET
+	pcapHeaderLen    = 24
+	pcapRecordLen    = 16
+)
+
+// pcapLink is the capture around a zcnet link. nested.Endpoint forwards
+// everything else; the payload hook the stack installs for zero-copy
+// receive is not a LinkEndpoint method, so it is forwarded by hand:
+// without it every received byte would be copied.
 type pcapLink struct {
-	*sniffer.Endpoint
+	nested.Endpoint
 	inner gstack.LinkEndpoint
+	w     *pcapWriter
+	snap  int
 }
+
+var _ gstack.LinkEndpoint = (*pcapLink)(nil)
 
 // SetPayloadHook implements the stack's payload hook interface by passing
 // the hook to the wrapped link.
@@ -37,22 +53,62 @@ func (l *pcapLink) SetPayloadHook(fn tap.PayloadHook) {
 	}
 }
 
-// newPcapLink wraps link so that every packet is written to w.
+// newPcapLink wraps link so that every frame is written to w, after the
+// file header.
 func newPcapLink(link gstack.LinkEndpoint, w *pcapWriter, snapLen int) (*pcapLink, error) {
-	// The sniffer also logs every packet through gVisor's log unless this
-	// process-wide switch is off; the capture file is all we want.
-	sniffer.LogPackets.Store(0)
-	sn, err := sniffer.NewWithWriter(link, w, uint32(snapLen))
-	if err != nil {
-		return nil, fmt.Errorf("pcap: %w", err)
-	}
-	return &pcapLink{Endpoint: sn, inner: link}, nil
+	var h [pcapHeaderLen]byte
+	binary.LittleEndian.PutUint32(h[0:], pcapMagic)
+	binary.LittleEndian.PutUint16(h[4:], 2) // version 2.4
+	binary.LittleEndian.PutUint16(h[6:], 4)
+	binary.LittleEndian.PutUint32(h[16:], uint32(snapLen))
+	binary.LittleEndian.PutUint32(h[20:], pcapLinkEthernet)
+	w.Write(h[:])
+	l := &pcapLink{inner: link, w: w, snap: snapLen}
+	l.Endpoint.Init(link, l)
+	return l, nil
 }
 
-// pcapWriter is the file the sniffer writes to. The sniffer calls Write once
-// per packet, from every link goroutine at once, and panics if Write fails;
-// so pcapWriter serialises the calls, buffers them, and never fails: the
-// first error is logged, kept for Close, and ends the capture.
+// DeliverNetworkPacket implements stack.NetworkDispatcher: a received frame
+// is recorded, then passed up.
+func (l *pcapLink) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gstack.PacketBuffer) {
+	l.record(pkt)
+	l.Endpoint.DeliverNetworkPacket(proto, pkt)
+}
+
+// WritePackets implements stack.LinkEndpoint: frames are recorded (their
+// Ethernet header is in place: the NIC adds it before writing), then
+// written.
+func (l *pcapLink) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error) {
+	for _, pkt := range pkts.AsSlice() {
+		l.record(pkt)
+	}
+	return l.Endpoint.WritePackets(pkts)
+}
+
+// record writes one frame: the link header the link parsed or the NIC
+// added, then the rest, up to the snap length.
+func (l *pcapLink) record(pkt *gstack.PacketBuffer) {
+	size := pkt.Size() // headers and data, the link header included
+	capLen := min(size, l.snap)
+	b := make([]byte, pcapRecordLen, pcapRecordLen+capLen)
+	now := time.Now()
+	binary.LittleEndian.PutUint32(b[0:], uint32(now.Unix()))
+	binary.LittleEndian.PutUint32(b[4:], uint32(now.Nanosecond()/1000))
+	binary.LittleEndian.PutUint32(b[8:], uint32(capLen))
+	binary.LittleEndian.PutUint32(b[12:], uint32(size))
+	for _, v := range pkt.AsSlices() {
+		if room := pcapRecordLen + capLen - len(b); len(v) > room {
+			v = v[:room]
+		}
+		b = append(b, v...)
+	}
+	l.w.Write(b)
+}
+
+// pcapWriter is the capture file. pcapLink calls Write once per frame, from
+// every link goroutine at once; pcapWriter serialises the calls, buffers
+// them, and never fails: the first error is logged, kept for Close, and
+// ends the capture.
 type pcapWriter struct {
 	log  *slog.Logger
 	path string

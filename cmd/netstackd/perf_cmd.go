@@ -27,8 +27,10 @@ streams). It prints a progress line each interval and a summary, or with
 
 NETWORK is where the sockets live: -kernel (the kernel's, to measure the
 other side of a comparison), -tap NAME -addr PREFIX (a zcnet stack on a TAP
-device; root), or -inproc, which runs a server and a client on two zcnet
-stacks in this process (no root).
+device; root), -ring PATH -addr PREFIX (a zcnet stack on the peer side of
+the ring "netstackd serve -ring PATH" listens on; no root), or -inproc,
+which runs a server and a client on two zcnet stacks in this process (no
+root).
 
 Examples:
   netstackd perf -inproc -t 3                      # TCP, client to server
@@ -36,6 +38,8 @@ Examples:
   sudo netstackd perf -s -tap zc0 -addr 192.0.2.2/24       # then: iperf3 -c 192.0.2.2
   sudo netstackd perf -c 192.0.2.1 -tap zc0 -addr 192.0.2.2/24 -R   # against iperf3 -s
   netstackd perf -c 192.0.2.1 -kernel -json        # the same over kernel sockets
+  netstackd serve -ring /tmp/zc.sock -addr 192.0.2.2/24 &   # no root: measure the ring
+  netstackd perf -c 192.0.2.2 -ring /tmp/zc.sock -addr 192.0.2.1/24 -t 5
 `
 
 // perfFlags are perf's own flags.
@@ -103,7 +107,7 @@ func runPerf(args []string, stdout, stderr io.Writer) error {
 	log := toolLogger(f.verbose, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	env, err := openToolEnv(mode, setup, log)
+	env, err := openToolEnv(mode, setup, net.ring, log)
 	if err != nil {
 		return err
 	}

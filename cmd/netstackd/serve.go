@@ -30,7 +30,8 @@ every address of the stack, the services -services names:
   echo     TCP and UDP port 7  (RFC 862), on zero-copy sockets
   discard  TCP and UDP port 9  (RFC 863), on zero-copy sockets
   perf     TCP and UDP port 5201: an iperf3 server (stock iperf3 -c works)
-  http     HTTP port 80: counters as text at /, as JSON at /status.json
+  http     HTTP port 80: counters as text at /, as JSON at /status.json,
+           the live dashboard at /dashboard
 It runs until SIGINT or SIGTERM, then closes every connection and exits.
 Opening a TAP device needs CAP_NET_ADMIN (root). A ring serves one peer
 at a time; when it goes (closes or dies) the next may connect, each with a
@@ -42,9 +43,16 @@ stack's addresses come to it, all others still go to the host. It takes
 DEV's MAC address and MTU, and needs root and a kernel with AF_XDP and BPF.
 
 Observability: -metrics ADDR serves, on a kernel socket of this process,
-Prometheus metrics at /metrics, the status page at / and /status.json, and
-Go's profiler at /debug/pprof/. -pcap FILE captures every packet of the
-stack (tcpdump -r FILE reads it).
+Prometheus metrics at /metrics, the status page at / and /status.json, a
+live dashboard at /dashboard (throughput per NIC, connections, pool, event
+channels, copy budget, drops; updated each second from /dashboard.json),
+and Go's profiler at /debug/pprof/. The http service serves the status
+page and the dashboard on the stack's port 80 too. -pcap FILE captures every
+frame of the stack, Ethernet header included (tcpdump -r FILE reads it).
+
+TCP echo and discard run on event channels: a fixed set of loops (one per
+CPU, at most 4) serves every connection, so idle connections cost no
+goroutine.
 
 A config file (-config FILE, TOML) sets the same values: its keys are the
 flag names below, e.g.
@@ -61,6 +69,7 @@ Examples:
   sudo ip link set zc0 up
   sudo netstackd serve -tap zc0 -addr 192.0.2.2/24 -addr6 2001:db8::2/64 -metrics 127.0.0.1:9100
   curl http://192.0.2.2/      socat - TCP:192.0.2.2:7      ping 192.0.2.2
+  open http://192.0.2.2/dashboard (or http://127.0.0.1:9100/dashboard) in a browser
   iperf3 -c 192.0.2.2 -t 5    iperf3 -c 192.0.2.2 -u -b 1G -R
   curl http://127.0.0.1:9100/metrics
   # no root: a stack on a ring, and a second stack in another process on its peer side
@@ -395,6 +404,8 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 
 // openServeStack builds serve's stack on its TAP device, or on a ring: as
 // the stack side listening on s.ring, or (ring-peer) as the peer dialling it.
+// It is the one place where serve picks its link: a new kind of link is a
+// case here (and a check in resolve).
 func openServeStack(s serveSetup, log *slog.Logger) (*zcStack, error) {
 	switch {
 	case s.xdp.dev != "":

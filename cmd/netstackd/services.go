@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -21,8 +22,10 @@ import (
 
 // services runs the daemon's servers on one stack: echo (RFC 862) and
 // discard (RFC 863) over TCP and UDP on zero-copy sockets, the iperf3
-// server (perf), and an HTTP status page. Close stops them all and waits
-// for their goroutines.
+// server (perf), and an HTTP status page. TCP echo and discard run on
+// event channels from a fixed set of loops (evloop.go); UDP echo and
+// discard are one goroutine each. Close stops them all and waits for their
+// goroutines.
 type services struct {
 	log     *slog.Logger
 	z       *zcStack
@@ -39,6 +42,7 @@ type services struct {
 	mu      sync.Mutex
 	closers []io.Closer // +checklocks:mu; listeners and servers
 	perf    *perfServer // +checklocks:mu; nil unless perf runs
+	ev      *evServer   // +checklocks:mu; the TCP echo and discard loops, nil unless one runs
 
 	echoBytes, discardBytes, udpEchoed, udpDiscarded atomic.Uint64
 }
@@ -77,30 +81,6 @@ func (s *services) goTracked(fn func()) {
 	}()
 }
 
-// startTCP listens on port and runs handle for each connection on its own
-// goroutine until the peer or Close ends it; handle's byte count goes to
-// counter.
-func (s *services) startTCP(name string, port uint16, handle func(context.Context, streamConn, *atomic.Uint64) error, counter *atomic.Uint64) error {
-	ln, err := s.tr.ListenTCP(netip.AddrPortFrom(netip.Addr{}, port))
-	if err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	s.track(ln)
-	s.goTracked(func() {
-		err := acceptLoop(s.ctx, ln, &s.wg, func(c streamConn) {
-			err := handle(s.ctx, c, counter)
-			if err != nil && s.ctx.Err() == nil {
-				s.log.Debug("connection ended", "service", name, "peer", c.RemoteAddr(), "err", err)
-			}
-		})
-		if err != nil {
-			s.log.Warn("accept failed", "service", name, "err", err)
-		}
-	})
-	s.log.Info("listening", "service", name, "addr", addrString(ln.Addr()))
-	return nil
-}
-
 // echoStream sends back everything it receives until the peer's FIN,
 // adding the bytes to n as it goes. Each received chunk is written straight
 // into the stack's send buffer and then released: one copy, the one the
@@ -131,22 +111,6 @@ func sendBytes(ctx context.Context, c streamConn, p []byte) (int, error) {
 		off += n
 		return n
 	})
-}
-
-// discardStream counts (in n) and releases everything it receives until
-// the peer's FIN: no byte is copied.
-func discardStream(ctx context.Context, c streamConn, n *atomic.Uint64) error {
-	for {
-		ch, err := c.Recv(ctx)
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		n.Add(uint64(len(ch.Bytes())))
-		ch.Release()
-	}
 }
 
 // startUDP binds port and answers datagrams: echo bounces each back (the
@@ -200,6 +164,14 @@ type status struct {
 	Channels map[string]any      `json:"event_channels,omitempty"`
 	Perf     *perfServerStats    `json:"perf,omitempty"`
 	Counters map[string]uint64   `json:"counters"`
+	// Goroutines is the daemon's count now: the event-loop services keep
+	// it independent of the number of connections.
+	Goroutines int `json:"goroutines"`
+	// Connections counts the TCP connections each event-loop service
+	// holds open; Refused those it closed at accept for want of room on
+	// its loop's event channel.
+	Connections map[string]int64  `json:"connections"`
+	Refused     map[string]uint64 `json:"refused,omitempty"`
 }
 
 func (s *services) status() status {
@@ -210,8 +182,10 @@ func (s *services) status() status {
 			"echo_tcp_bytes": s.echoBytes.Load(), "discard_tcp_bytes": s.discardBytes.Load(),
 			"echo_udp_datagrams": s.udpEchoed.Load(), "discard_udp_datagrams": s.udpDiscarded.Load(),
 		},
-		ZeroCopy: s.st.ZeroCopyStats(),
-		Counters: s.st.Counters(),
+		ZeroCopy:    s.st.ZeroCopyStats(),
+		Counters:    s.st.Counters(),
+		Goroutines:  runtime.NumGoroutine(),
+		Connections: map[string]int64{},
 	}
 	if s.z.zs != nil {
 		st.Copy = s.z.zs.Counters()
@@ -230,8 +204,26 @@ func (s *services) status() status {
 		}
 	}
 	s.mu.Lock()
-	ps := s.perf
+	ps, ev := s.perf, s.ev
 	s.mu.Unlock()
+	if ev != nil {
+		ev.mu.Lock()
+		lns := ev.listeners
+		ev.mu.Unlock()
+		for _, ln := range lns {
+			st.Connections[ln.name] = ln.conns.Load()
+			if r := ln.refused.Load(); r > 0 {
+				if st.Refused == nil {
+					st.Refused = map[string]uint64{}
+				}
+				st.Refused[ln.name] = r
+			}
+		}
+		st.Channels = map[string]any{}
+		for i, cs := range ev.channelStats() {
+			st.Channels[fmt.Sprintf("loop%d", i)] = cs
+		}
+	}
 	if ps != nil {
 		pst := ps.stats()
 		st.Perf = &pst
@@ -240,9 +232,11 @@ func (s *services) status() status {
 	return st
 }
 
-// statusHandler serves the status page: text at /, JSON at /status.json.
+// statusHandler serves the status page: text at /, JSON at /status.json,
+// and the live dashboard at /dashboard (dashboard.go).
 func (s *services) statusHandler() *http.ServeMux {
 	mux := http.NewServeMux()
+	s.handleDashboard(mux)
 	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -252,7 +246,7 @@ func (s *services) statusHandler() *http.ServeMux {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		st := s.status()
-		fmt.Fprintf(w, "zcnet netstackd, up %s\n\n", st.Uptime)
+		fmt.Fprintf(w, "zcnet netstackd, up %s (live dashboard: /dashboard)\n\n", st.Uptime)
 		for _, n := range st.NICs {
 			fmt.Fprintf(w, "nic %d %s mtu %d mac %s addrs %v\n  rx %d packets %d bytes, tx %d packets %d bytes\n",
 				n.ID, n.Name, n.MTU, n.LinkAddress, n.Addrs, n.RxPackets, n.RxBytes, n.TxPackets, n.TxBytes)
@@ -326,11 +320,11 @@ func (s *services) start(names []string, perfPort uint16, obs *observer, stackMe
 		var err error
 		switch name {
 		case "echo":
-			if err = s.startTCP("echo/tcp", 7, echoStream, &s.echoBytes); err == nil {
+			if err = s.startTCP("echo/tcp", 7, true, &s.echoBytes); err == nil {
 				err = s.startUDP("echo/udp", 7, true, &s.udpEchoed)
 			}
 		case "discard":
-			if err = s.startTCP("discard/tcp", 9, discardStream, &s.discardBytes); err == nil {
+			if err = s.startTCP("discard/tcp", 9, false, &s.discardBytes); err == nil {
 				err = s.startUDP("discard/udp", 9, false, &s.udpDiscarded)
 			}
 		case "perf":
@@ -349,6 +343,37 @@ func (s *services) start(names []string, perfPort uint16, obs *observer, stackMe
 			return err
 		}
 	}
+	s.mu.Lock()
+	ev := s.ev
+	s.mu.Unlock()
+	if ev != nil {
+		ev.start()
+	}
+	return nil
+}
+
+// startTCP listens on port for the event loops, which start once every
+// service is listening: echo sends back what it receives, discard counts
+// it (in counter) and releases it.
+func (s *services) startTCP(name string, port uint16, echo bool, counter *atomic.Uint64) error {
+	s.mu.Lock()
+	ev := s.ev
+	s.mu.Unlock()
+	if ev == nil {
+		var err error
+		if ev, err = newEvServer(s.z.zs, 0, 0, s.log); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		s.mu.Lock()
+		s.ev = ev
+		s.mu.Unlock()
+		s.track(ev)
+	}
+	ln, err := ev.listen(name, port, echo, counter)
+	if err != nil {
+		return err
+	}
+	s.log.Info("listening", "service", name, "addr", addrString(ln.sock.LocalAddr()), "loops", len(ev.loops))
 	return nil
 }
 

@@ -16,9 +16,13 @@ import (
 //	                 the server on 192.0.2.2 and the client on 192.0.2.1 (no root)
 //	-tap NAME ...    one zcnet stack on a TAP device (root), with serve's
 //	                 link and stack flags (-addr, -mtu, -offload, ...)
+//	-ring PATH ...   one zcnet stack on the peer side of the shared-memory
+//	                 ring "netstackd serve -ring PATH" listens on (no root),
+//	                 with the same flags
 type toolNet struct {
 	*stackFlags
 	kernel, inproc bool
+	ring           string
 }
 
 // toolPoolSize is the tools' default buffer pool: one test's copies.
@@ -30,6 +34,7 @@ func (n *toolNet) register(fs *flag.FlagSet) {
 	fs.BoolVar(&n.kernel, "kernel", false, "use the kernel's sockets")
 	fs.BoolVar(&n.inproc, "inproc", false, "run client and server on two zcnet stacks in this process (no root needed)")
 	n.stackFlags.register(fs, "run on a zcnet stack attached to this TAP device (needs root; give -addr)")
+	fs.StringVar(&n.ring, "ring", "", `run on a zcnet stack on the peer side of the ring "netstackd serve -ring PATH" listens on (no root; give -addr)`)
 }
 
 // toolMode is the resolved choice.
@@ -39,6 +44,7 @@ const (
 	modeKernel toolMode = iota + 1
 	modeInproc
 	modeTAP
+	modeRing
 )
 
 // resolve checks the choice and the stack flags.
@@ -48,7 +54,7 @@ func (n *toolNet) resolve() (toolMode, stackSetup, error) {
 	for _, c := range []struct {
 		on bool
 		m  toolMode
-	}{{n.kernel, modeKernel}, {n.inproc, modeInproc}, {n.tap != "", modeTAP}} {
+	}{{n.kernel, modeKernel}, {n.inproc, modeInproc}, {n.tap != "", modeTAP}, {n.ring != "", modeRing}} {
 		if c.on {
 			chosen++
 			mode = c.m
@@ -59,7 +65,17 @@ func (n *toolNet) resolve() (toolMode, stackSetup, error) {
 		if chosen > 1 {
 			what = "more than one"
 		}
-		return 0, stackSetup{}, fmt.Errorf("choose where the sockets live (%s given): -kernel (kernel sockets), -inproc (two zcnet stacks in this process) or -tap NAME -addr PREFIX (a zcnet stack on a TAP device)", what)
+		return 0, stackSetup{}, fmt.Errorf("choose where the sockets live (%s given): -kernel (kernel sockets), -inproc (two zcnet stacks in this process), -tap NAME -addr PREFIX (a zcnet stack on a TAP device) or -ring PATH -addr PREFIX (a zcnet stack on the peer side of serve's ring)", what)
+	}
+	if mode == modeRing {
+		if len(n.ring) > maxSocketPath || strings.ContainsRune(n.ring, 0) {
+			return 0, stackSetup{}, fmt.Errorf("-ring %q: a unix socket path is at most %d bytes without NUL", n.ring, maxSocketPath)
+		}
+		s, err := n.stackFlags.resolve(false)
+		if err == nil && len(s.addrs) == 0 {
+			err = fmt.Errorf("no address: give the stack on the ring one with -addr (e.g. 192.0.2.1/24, in serve's subnet) and/or -addr6")
+		}
+		return mode, s, err
 	}
 	if mode != modeTAP {
 		stackOnly := []string{}
@@ -73,7 +89,7 @@ func (n *toolNet) resolve() (toolMode, stackSetup, error) {
 			stackOnly = append(stackOnly, "-pcap")
 		}
 		if len(stackOnly) > 0 {
-			return 0, stackSetup{}, fmt.Errorf("%s only apply to a zcnet stack on a TAP device (-tap)", strings.Join(stackOnly, ", "))
+			return 0, stackSetup{}, fmt.Errorf("%s only apply to a zcnet stack of its own (-tap or -ring)", strings.Join(stackOnly, ", "))
 		}
 	}
 	s, err := n.stackFlags.resolve(mode == modeTAP)
@@ -88,7 +104,9 @@ type toolEnv struct {
 	stacks     []*zcStack
 }
 
-func openToolEnv(mode toolMode, s stackSetup, log *slog.Logger) (*toolEnv, error) {
+// openToolEnv opens the network mode names; ring is the unix socket of
+// serve's ring (modeRing).
+func openToolEnv(mode toolMode, s stackSetup, ring string, log *slog.Logger) (*toolEnv, error) {
 	switch mode {
 	case modeKernel:
 		return &toolEnv{client: kernelTransport{}, server: kernelTransport{}}, nil
@@ -100,6 +118,12 @@ func openToolEnv(mode toolMode, s stackSetup, log *slog.Logger) (*toolEnv, error
 		return &toolEnv{client: c.transport(), server: sv.transport(), serverAddr: inprocServer.Addr(), stacks: []*zcStack{c, sv}}, nil
 	case modeTAP:
 		z, err := openTAPStack(s, log)
+		if err != nil {
+			return nil, err
+		}
+		return &toolEnv{client: z.transport(), server: z.transport(), stacks: []*zcStack{z}}, nil
+	case modeRing:
+		z, err := dialRingStack(s, ring, log)
 		if err != nil {
 			return nil, err
 		}
