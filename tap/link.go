@@ -34,7 +34,11 @@ type Link struct {
 	offloads Offloads // what TUNSETOFFLOAD accepted; 0 for OpenFD
 	headView int      // size of the first receive view
 	tailView bool     // reads continue into a 64 KiB second view
-	queues   []*queue
+	// copyBreak is the largest frame copied out of the head view rather
+	// than delivered in it (rx.go); copyBreak, or 0 in benchmarks of the
+	// path without it.
+	copyBreak int
+	queues    []*queue
 
 	mtu      atomic.Uint32
 	mac      atomic.Pointer[tcpip.LinkAddress]
@@ -131,7 +135,8 @@ func newLink(r resolved, fds []int, offloads Offloads) (*Link, error) {
 		headView: r.headView,
 		// Without offloads a frame is at most MTU + Ethernet + VLAN;
 		// with them a super-frame reaches 64 KiB plus headers.
-		tailView: r.vnet || r.headView < r.mtu+14+4,
+		tailView:  r.vnet || r.headView < r.mtu+14+4,
+		copyBreak: copyBreak,
 	}
 	l.mtu.Store(uint32(r.mtu))
 	mac := tcpip.LinkAddress(r.mac)
