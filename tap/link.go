@@ -38,7 +38,10 @@ type Link struct {
 	// than delivered in it (rx.go); copyBreak, or 0 in benchmarks of the
 	// path without it.
 	copyBreak int
-	queues    []*queue
+	// ackHold turns on the bare-ACK hold (tx_ackhold.go); off only in
+	// benchmarks of the path without it.
+	ackHold bool
+	queues  []*queue
 
 	mtu      atomic.Uint32
 	mac      atomic.Pointer[tcpip.LinkAddress]
@@ -137,6 +140,7 @@ func newLink(r resolved, fds []int, offloads Offloads) (*Link, error) {
 		// with them a super-frame reaches 64 KiB plus headers.
 		tailView:  r.vnet || r.headView < r.mtu+14+4,
 		copyBreak: copyBreak,
+		ackHold:   true,
 	}
 	l.mtu.Store(uint32(r.mtu))
 	mac := tcpip.LinkAddress(r.mac)
@@ -350,6 +354,7 @@ func (l *Link) Close() {
 	l.signalStopLocked()
 	l.wg.Wait()
 	for _, q := range l.queues {
+		q.dropHeldAck()
 		q.file.Close()
 	}
 }
@@ -383,6 +388,8 @@ type queue struct {
 	rx      rxState
 	ho      handoff // delivery hand-off when busy; see rx_handoff.go
 	readErr error   // why the reader stopped, if it was not asked to
+
+	ah ackHold // transmit: the bare ACK held back, if any (tx_ackhold.go)
 }
 
 // fail records why q's reader stops; the link keeps the first such error.

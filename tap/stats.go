@@ -73,6 +73,12 @@ type Stats struct {
 	TxCopiedBytes uint64
 	// TxErrors counts frames the device refused.
 	TxErrors uint64
+	// TxAcksHeld counts bare TCP ACKs held back for a reply
+	// (tx_ackhold.go); of those, TxAcksCoalesced were dropped because a
+	// segment of the same connection carrying data (or a FIN)
+	// acknowledged as much, and TxAcksTimedOut went out alone when no
+	// reply came in time. The rest were written before another write.
+	TxAcksHeld, TxAcksCoalesced, TxAcksTimedOut uint64
 }
 
 // counters is one queue's share of Stats. The receive side is written by
@@ -95,6 +101,7 @@ type counters struct {
 	_ [64]byte
 
 	txFrames, txBytes, txGSO, txCopied, txErrors atomic.Uint64
+	txAcksHeld, txAcksCoalesced, txAcksTimedOut  atomic.Uint64
 
 	_ [64]byte
 }
@@ -129,4 +136,7 @@ func (c *counters) addTo(s *Stats) {
 	s.TxGSOFrames += c.txGSO.Load()
 	s.TxCopiedBytes += c.txCopied.Load()
 	s.TxErrors += c.txErrors.Load()
+	s.TxAcksHeld += c.txAcksHeld.Load()
+	s.TxAcksCoalesced += c.txAcksCoalesced.Load()
+	s.TxAcksTimedOut += c.txAcksTimedOut.Load()
 }
