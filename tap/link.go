@@ -26,7 +26,9 @@ var (
 //
 // Receive runs in one goroutine per queue, started by the first Attach with
 // a dispatcher and stopped by Attach(nil) or Close. Transmit runs on the
-// caller's goroutine. All methods are safe for concurrent use.
+// caller's goroutine, except a bare TCP ACK held back for a reply
+// (tx_ackhold.go), which a timer sends if none comes. All methods are safe
+// for concurrent use.
 type Link struct {
 	// Immutable after open.
 	name     string
