@@ -117,15 +117,20 @@ func (a *assoc) signal() {
 // reserve copies into memory of the associated pools, in association order.
 func (a *assoc) reserve(n int) (dmapool.Buf, error) {
 	a.mu.Lock()
-	pools := append([]*dmapool.Pool(nil), a.order...)
+	var few [4]*dmapool.Pool // most sockets have one pool: no allocation
+	pools := append(few[:0], a.order...)
 	a.mu.Unlock()
-	err := fmt.Errorf("%w: no pool associated to copy %d bytes into", ErrAssoc, n)
+	var err error
 	for _, p := range pools {
 		b, e := p.Reserve(n)
 		if e == nil {
 			return b, nil
 		}
 		err = e
+	}
+	if err == nil {
+		// Built only on failure: every copied hand-off reserves.
+		err = fmt.Errorf("%w: no pool associated to copy %d bytes into", ErrAssoc, n)
 	}
 	return dmapool.Buf{}, err
 }

@@ -57,8 +57,13 @@ type Socket struct {
 	// cannot take opMu.
 	ackWaiting atomic.Int32
 
-	rmu     sync.Mutex // serialises receivers
-	pending []received // +checklocks:rmu; read from the stack, not yet returned
+	rmu sync.Mutex // serialises receivers
+	// pending[phead:] are hand-offs read from the stack and not yet
+	// returned; both are reset to empty when the last is taken, so
+	// len(pending) > 0 means something is queued.
+	pending []received // +checklocks:rmu
+	phead   int        // +checklocks:rmu
+	fw      zcWriter   // +checklocks:rmu; fillLocked's writer, reused
 }
 
 // received is one hand-off waiting in a socket: a Buf and, for UDP, its
@@ -312,9 +317,7 @@ func (sock *Socket) recv(ctx context.Context) (Buf, netip.AddrPort, error) {
 		default:
 		}
 		if len(sock.pending) > 0 {
-			r := sock.pending[0]
-			sock.pending[0] = received{}
-			sock.pending = sock.pending[1:]
+			r := sock.popPendingLocked()
 			return r.b, r.from, nil
 		}
 		err := sock.fillLocked()
@@ -337,6 +340,24 @@ func (sock *Socket) recv(ctx context.Context) (Buf, netip.AddrPort, error) {
 	}
 }
 
+// popPendingLocked removes and returns the oldest pending hand-off. The
+// queue is pending[phead:]; once it is empty both go back to the front of
+// the same backing array, so a socket drained as fast as it fills appends
+// into one array for its whole life instead of walking off its end (as
+// pending = pending[1:] would) and reallocating.
+//
+// +checklocks:sock.rmu
+func (sock *Socket) popPendingLocked() received {
+	r := sock.pending[sock.phead]
+	sock.pending[sock.phead] = received{}
+	sock.phead++
+	if sock.phead == len(sock.pending) {
+		sock.pending = sock.pending[:0]
+		sock.phead = 0
+	}
+	return r
+}
+
 // fillLocked reads what the stack has for the socket, up to its association
 // room, into pending hand-offs.
 //
@@ -347,13 +368,17 @@ func (sock *Socket) fillLocked() error {
 	if room == 0 && !latest {
 		return errNoRoom
 	}
-	w := zcWriter{sock: sock, limit: room}
+	// The writer and its Buf slice are the socket's, reused by every
+	// fill (rmu is held), so a fill allocates nothing of its own.
+	w := &sock.fw
+	*w = zcWriter{sock: sock, limit: room, bufs: w.bufs[:0]}
+	defer w.reset()
 	if sock.proto == udp.ProtocolNumber {
 		// A datagram is read whole: the socket may go over its association
 		// by at most one datagram.
 		w.limit = header.UDPMaximumSize
 	}
-	res, terr := sock.ep.Read(&w, tcpip.ReadOptions{NeedRemoteAddr: sock.proto == udp.ProtocolNumber})
+	res, terr := sock.ep.Read(w, tcpip.ReadOptions{NeedRemoteAddr: sock.proto == udp.ProtocolNumber})
 	if terr != nil {
 		w.discard()
 		switch terr.(type) {
@@ -389,6 +414,14 @@ func (sock *Socket) fillLocked() error {
 	} else if res.Count > 0 {
 		sock.ep.ModerateRecvBuf(res.Count)
 	}
+	if sock.phead > 0 && len(sock.pending)+len(w.bufs) > cap(sock.pending) {
+		// Full with taken slots at the front (a latest-wins socket
+		// that is never drained empty): move the queue down rather
+		// than grow the array.
+		n := copy(sock.pending, sock.pending[sock.phead:])
+		clear(sock.pending[n:])
+		sock.pending, sock.phead = sock.pending[:n], 0
+	}
 	for _, b := range w.bufs {
 		sock.as.take(b.Len())
 		sock.pending = append(sock.pending, received{b: b, from: from})
@@ -409,10 +442,8 @@ func (sock *Socket) fillLocked() error {
 //
 // +checklocks:sock.rmu
 func (sock *Socket) dropOldestLocked() {
-	for len(sock.pending) > 1 && sock.as.avail() == 0 && sock.as.over() {
-		r := sock.pending[0]
-		sock.pending[0] = received{}
-		sock.pending = sock.pending[1:]
+	for len(sock.pending)-sock.phead > 1 && sock.as.avail() == 0 && sock.as.over() {
+		r := sock.popPendingLocked()
 		r.b.Release()
 		sock.c.dropsOldest.Add(1)
 		sock.s.c.dropsOldest.Add(1)
@@ -516,6 +547,14 @@ func (w *zcWriter) joinDatagram() error {
 	}
 	w.bufs = append(w.bufs[:0], newBuf(kindCopied, pb.Bytes()[:total], nil, pb, w.sock.as))
 	return nil
+}
+
+// reset forgets the Bufs of the last fill (they now belong to the socket's
+// queue or were freed) and keeps the slice for the next.
+func (w *zcWriter) reset() {
+	clear(w.bufs)
+	w.bufs = w.bufs[:0]
+	w.sock, w.err = nil, nil
 }
 
 // discard frees Bufs made by a Read that failed.
@@ -687,10 +726,10 @@ func (sock *Socket) Close() error {
 		w.Close()
 	}
 	sock.rmu.Lock()
-	for _, r := range sock.pending {
+	for _, r := range sock.pending[sock.phead:] {
 		r.b.Release()
 	}
-	sock.pending = nil
+	sock.pending, sock.phead = nil, 0
 	if sock.flow != nil {
 		sock.flow.Close()
 	}

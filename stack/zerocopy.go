@@ -84,8 +84,13 @@ type Flow struct {
 
 	mu      sync.Mutex
 	shadows []shadow // +checklocks:mu; in arrival order
-	bytes   int      // +checklocks:mu; payload bytes the shadows hold
-	closed  bool     // +checklocks:mu
+	// arr is the whole array shadows lives in (len == cap): shadows is
+	// always a subslice of it, so once the oldest shadows have been
+	// dropped from the front, the queue can move back down into the
+	// same array instead of growing a new one (pushLocked).
+	arr    []shadow // +checklocks:mu
+	bytes  int      // +checklocks:mu; payload bytes the shadows hold
+	closed bool     // +checklocks:mu
 
 	taken, evicted atomic.Uint64
 }
@@ -239,7 +244,7 @@ func (f *Flow) add(payload *buffer.View, seq seqnum.Value) {
 	if f.closed {
 		return
 	}
-	f.shadows = append(f.shadows, shadow{v: payload.Clone(), base: sliceAddr(b), n: len(b), seq: seq})
+	f.pushLocked(shadow{v: payload.Clone(), base: sliceAddr(b), n: len(b), seq: seq})
 	f.bytes += len(b)
 	f.reg.shadowed.Add(1)
 	for f.bytes > f.max && len(f.shadows) > 1 {
@@ -247,6 +252,33 @@ func (f *Flow) add(payload *buffer.View, seq seqnum.Value) {
 		f.evicted.Add(1)
 		f.reg.evicted.Add(1)
 	}
+}
+
+// pushLocked appends s to the shadows. When the queue has reached the end
+// of its array after shadows were dropped from the front, it moves back
+// down to the array's start if it fills at most half of it, and only
+// otherwise grows into a new array of twice its length; either way each
+// move is paid for by as many pushes as it moves, and a queue of steady
+// length stops allocating. (A bare append after dropping from the front
+// would allocate a new array once per array's worth of datagrams, however
+// short the queue.)
+//
+// +checklocks:f.mu
+func (f *Flow) pushLocked(s shadow) {
+	if len(f.shadows) == cap(f.shadows) {
+		n := len(f.shadows)
+		if len(f.arr) == 0 || n > len(f.arr)/2 {
+			arr := make([]shadow, max(8, 2*n))
+			copy(arr, f.shadows)
+			clear(f.shadows)
+			f.arr = arr
+		} else {
+			copy(f.arr, f.shadows)
+			clear(f.arr[n:])
+		}
+		f.shadows = f.arr[:n]
+	}
+	f.shadows = append(f.shadows, s)
 }
 
 // dropLocked releases shadow i.
@@ -276,7 +308,7 @@ func (f *Flow) dropFrontLocked(k int) {
 	}
 	clear(f.shadows[:k]) // the views are released; let the array forget them
 	if k == len(f.shadows) {
-		f.shadows = f.shadows[:0] // empty: start again at the array's front
+		f.shadows = f.arr[:0] // empty: start again at the array's front
 		return
 	}
 	f.shadows = f.shadows[k:]
@@ -398,7 +430,7 @@ func (f *Flow) Close() {
 	for _, s := range f.shadows {
 		s.v.Release()
 	}
-	f.shadows = nil
+	f.shadows, f.arr = nil, nil
 	f.bytes = 0
 }
 

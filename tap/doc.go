@@ -26,7 +26,10 @@
 // The link then copies only the Ethernet, IP and TCP/UDP headers into a view
 // of their own (the header split, see split.go), so the payload view is
 // never copied on write by the stack (Stats.RxCopiedBytes counts the header
-// bytes). Transmit: one writev of the stack's own views; the kernel copies
+// bytes). Frames of at most 256 bytes (ACKs, small datagrams) are copied
+// out whole instead, split the same way, so the MTU-sized receive view
+// stays with the reader (Stats.RxCopyBreakFrames; their bytes count in
+// RxCopiedBytes). Transmit: one writev of the stack's own views; the kernel copies
 // and, for TCP super-frames, segments (host GSO).
 //
 // # Offloads and checksums

@@ -26,7 +26,9 @@ var (
 //
 // Receive runs in one goroutine per queue, started by the first Attach with
 // a dispatcher and stopped by Attach(nil) or Close. Transmit runs on the
-// caller's goroutine. All methods are safe for concurrent use.
+// caller's goroutine, except a bare TCP ACK held back for a reply
+// (tx_ackhold.go), which a timer sends if none comes. All methods are safe
+// for concurrent use.
 type Link struct {
 	// Immutable after open.
 	name     string
@@ -34,8 +36,15 @@ type Link struct {
 	offloads Offloads // what TUNSETOFFLOAD accepted; 0 for OpenFD
 	headView int      // size of the first receive view
 	tailView bool     // reads continue into a 64 KiB second view
-	queues   []*queue
-	info     Info // how Open attached; see Info
+	// copyBreak is the largest frame copied out of the head view rather
+	// than delivered in it (rx.go); copyBreak, or 0 in benchmarks of the
+	// path without it.
+	copyBreak int
+	// ackHold turns on the bare-ACK hold (tx_ackhold.go); off only in
+	// benchmarks of the path without it.
+	ackHold bool
+	queues  []*queue
+	info    Info // how Open attached; see Info
 
 	mtu      atomic.Uint32
 	mac      atomic.Pointer[tcpip.LinkAddress]
@@ -139,7 +148,9 @@ func newLink(r resolved, fds []int, offloads Offloads) (*Link, error) {
 		headView: r.headView,
 		// Without offloads a frame is at most MTU + Ethernet + VLAN;
 		// with them a super-frame reaches 64 KiB plus headers.
-		tailView: r.vnet || r.headView < r.mtu+14+4,
+		tailView:  r.vnet || r.headView < r.mtu+14+4,
+		copyBreak: copyBreak,
+		ackHold:   true,
 	}
 	l.mtu.Store(uint32(r.mtu))
 	mac := tcpip.LinkAddress(r.mac)
@@ -358,6 +369,7 @@ func (l *Link) Close() {
 	l.signalStopLocked()
 	l.wg.Wait()
 	for _, q := range l.queues {
+		q.dropHeldAck()
 		q.file.Close()
 	}
 }
@@ -391,6 +403,8 @@ type queue struct {
 	rx      rxState
 	ho      handoff // delivery hand-off when busy; see rx_handoff.go
 	readErr error   // why the reader stopped, if it was not asked to
+
+	ah ackHold // transmit: the bare ACK held back, if any (tx_ackhold.go)
 }
 
 // fail records why q's reader stops; the link keeps the first such error.

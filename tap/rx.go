@@ -34,7 +34,9 @@ import (
 //  4. splitHeaders: copy the Ethernet, IP and TCP/UDP headers into a small
 //     view of their own and leave the payload in the receive views (the
 //     software header split, see split.go); call the payload hook.
-//     UDP GSO super-frames are cut into datagrams here (deliverUSO).
+//     UDP GSO super-frames are cut into datagrams here (deliverUSO). A
+//     frame of at most copyBreak bytes is instead copied out, split the
+//     same way, and the head view kept for the next read (deliverCopied).
 //  5. deliver: build the PacketBuffer, consume the Ethernet header, and
 //     hand it to the stack (DeliverNetworkPacket); the stack now holds the
 //     views, the link drops its reference. A reader that keeps finding
@@ -221,6 +223,11 @@ func (q *queue) handleFrame(n int) {
 		}
 	}
 
+	if !isFrag && tail == nil && n <= l.copyBreak && (hdr == nil || hdr.gso() == vnetGSONone) {
+		q.deliverCopied(box.d, hdr, head)
+		return
+	}
+
 	// The frame is accepted: take its views out of the reader's state.
 	headV := rx.head
 	rx.head = nil
@@ -249,6 +256,41 @@ func (q *queue) handleFrame(n int) {
 	tcp := carriesTCP(head)
 	buf := q.splitHeaders(headV, tailV, split)
 	q.deliver(box.d, buf, !tcp)
+}
+
+// copyBreak is the largest frame the reader copies out of its receive view
+// instead of handing the view to the stack (as NIC drivers' rx_copybreak
+// does). A small frame (a TCP ACK, a short request, a small datagram) would
+// otherwise take a whole head view (sized for the MTU, and cleared by
+// gVisor's chunk pool before every read) to hold a few dozen bytes; copying
+// those bytes into views of their size costs less, and the head view stays
+// with the reader for the next read. The bound equals the header split's,
+// so a frame's copied bytes never exceed maxSplitHeader either way.
+const copyBreak = maxSplitHeader
+
+// deliverCopied delivers a frame of at most copyBreak bytes, read into the
+// head view, by copying it: the headers into one small view and the payload
+// into another (the same header split as splitHeaders, so the stack's
+// copy-on-write of the headers never reaches the payload, and the payload
+// hook sees the view the stack will read from), leaving the head view to
+// the reader. Every byte is counted as copied (RxCopiedBytes) and the frame
+// in RxCopyBreakFrames.
+func (q *queue) deliverCopied(d stack.NetworkDispatcher, hdr *vnetHdr, frame []byte) {
+	q.c.rxCopied.Add(uint64(len(frame)))
+	q.c.rxCopyBreak.Add(1)
+	split := rxSplitLen(hdr, frame, len(frame))
+	var buf buffer.Buffer
+	if split <= 0 || split >= len(frame) {
+		buf = buffer.MakeWithView(buffer.NewViewWithData(frame))
+	} else {
+		buf = buffer.MakeWithView(buffer.NewViewWithData(frame[:split]))
+		pv := buffer.NewViewWithData(frame[split:])
+		if hook := q.link.hook.Load(); hook != nil {
+			(*hook)(frame[:split], pv, 0)
+		}
+		mergeView(&buf, pv)
+	}
+	q.deliver(d, buf, !carriesTCP(frame))
 }
 
 // carriesTCP reports whether an Ethernet frame holds TCP directly over

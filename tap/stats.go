@@ -36,9 +36,14 @@ type Stats struct {
 	// reassemble.
 	RxFragDatagrams uint64
 	// RxCopiedBytes counts bytes copied in user space on receive: the
-	// split headers (and per-datagram headers of USO frames). The payload
-	// is never copied.
+	// split headers (and per-datagram headers of USO frames), and whole
+	// frames of at most 256 bytes (RxCopyBreakFrames). The payload of a
+	// larger frame is never copied.
 	RxCopiedBytes uint64
+	// RxCopyBreakFrames counts frames small enough to be copied out of
+	// the receive view (the copy-break: ACKs, short requests, small
+	// datagrams), so the view is reused for the next read.
+	RxCopyBreakFrames uint64
 
 	// Receive drops, by cause. Frames, each counted once.
 	RxDropShort       uint64 // shorter than an Ethernet header
@@ -68,6 +73,12 @@ type Stats struct {
 	TxCopiedBytes uint64
 	// TxErrors counts frames the device refused.
 	TxErrors uint64
+	// TxAcksHeld counts bare TCP ACKs held back for a reply
+	// (tx_ackhold.go); of those, TxAcksCoalesced were dropped because a
+	// segment of the same connection carrying data (or a FIN)
+	// acknowledged as much, and TxAcksTimedOut went out alone when no
+	// reply came in time. The rest were written before another write.
+	TxAcksHeld, TxAcksCoalesced, TxAcksTimedOut uint64
 }
 
 // counters is one queue's share of Stats. The receive side is written by
@@ -79,7 +90,7 @@ type counters struct {
 	rxFrames, rxBytes, rxWakeups         atomic.Uint64
 	rxGSO, rxUSO, rxUSODatagrams         atomic.Uint64
 	rxVerified, rxUnverifiable, rxCopied atomic.Uint64
-	rxHandedOff                          atomic.Uint64
+	rxHandedOff, rxCopyBreak             atomic.Uint64
 	dropShort, dropVnet, dropCsum        atomic.Uint64
 	dropNotForUs, dropDetached, rxErrors atomic.Uint64
 	dropUncheckable, fragDatagrams       atomic.Uint64
@@ -90,6 +101,7 @@ type counters struct {
 	_ [64]byte
 
 	txFrames, txBytes, txGSO, txCopied, txErrors atomic.Uint64
+	txAcksHeld, txAcksCoalesced, txAcksTimedOut  atomic.Uint64
 
 	_ [64]byte
 }
@@ -105,6 +117,7 @@ func (c *counters) addTo(s *Stats) {
 	s.RxCsumUnverifiable += c.rxUnverifiable.Load()
 	s.RxHandedOff += c.rxHandedOff.Load()
 	s.RxCopiedBytes += c.rxCopied.Load()
+	s.RxCopyBreakFrames += c.rxCopyBreak.Load()
 	s.RxDropShort += c.dropShort.Load()
 	s.RxDropBadVnetHdr += c.dropVnet.Load()
 	s.RxDropBadCsum += c.dropCsum.Load()
@@ -123,4 +136,7 @@ func (c *counters) addTo(s *Stats) {
 	s.TxGSOFrames += c.txGSO.Load()
 	s.TxCopiedBytes += c.txCopied.Load()
 	s.TxErrors += c.txErrors.Load()
+	s.TxAcksHeld += c.txAcksHeld.Load()
+	s.TxAcksCoalesced += c.txAcksCoalesced.Load()
+	s.TxAcksTimedOut += c.txAcksTimedOut.Load()
 }

@@ -15,7 +15,9 @@ import (
 //  1. WritePackets: for each packet pick a queue by its flow hash
 //     (pkt.Hash, which gVisor's TCP sets per connection), so a flow stays
 //     on one queue and its segments keep their order; packets without a
-//     hash (ARP, NDP, ICMP) use queue 0.
+//     hash (ARP, NDP, ICMP) use queue 0. A bare TCP ACK may be held back
+//     briefly for the reply that makes it redundant (writeOrHold,
+//     tx_ackhold.go).
 //  2. writePacket: with offloads, compute the virtio-net header (txVnetHdr:
 //     NEEDS_CSUM and, for super-frames, the TSO fields) into a scratch
 //     buffer.
@@ -73,7 +75,11 @@ func (l *Link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 		if len(l.queues) > 1 {
 			q = l.queues[pkt.Hash%uint32(len(l.queues))]
 		}
-		if err := l.writePacket(q, pkt); err != nil {
+		write := l.writePacket
+		if l.ackHold {
+			write = l.writeOrHold
+		}
+		if err := write(q, pkt); err != nil {
 			return n, err
 		}
 		n++

@@ -383,7 +383,7 @@ func fuzzLink(tb testing.TB, d stack.NetworkDispatcher) *queue {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	l := &Link{vnet: true, headView: r.headView, tailView: true}
+	l := &Link{vnet: true, headView: r.headView, tailView: true, copyBreak: copyBreak}
 	l.mtu.Store(1500)
 	mac := stackMAC
 	l.mac.Store(&mac)

@@ -1,0 +1,6 @@
+//go:build !race
+
+package stack
+
+// raceEnabled skips allocation counts under the race detector.
+const raceEnabled = false
