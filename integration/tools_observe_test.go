@@ -110,8 +110,10 @@ pool-size = "32MiB"
 		{"zcnet_perf_bytes_total", []string{"direction", "received"}, received},
 		{"zcnet_nic_rx_bytes_total", []string{"nic", d.tap}, received},
 		{"zcnet_link_rx_bytes_total", []string{"nic", d.tap}, received},
-		{"zcnet_link_rx_frames_total", []string{"nic", d.tap}, 100},   // fewer than packets: TSO super-frames
-		{"zcnet_link_rx_gso_frames_total", []string{"nic", d.tap}, 1}, // the kernel sends TSO super-frames
+		{"zcnet_link_rx_frames_total", []string{"nic", d.tap}, 100},          // fewer than packets: TSO super-frames
+		{"zcnet_link_rx_gso_frames_total", []string{"nic", d.tap}, 1},        // the kernel sends TSO super-frames
+		{"zcnet_link_rx_copy_break_frames_total", []string{"nic", d.tap}, 3}, // ping's echo requests, SYNs: small frames
+		{"zcnet_link_tx_acks_held_total", []string{"nic", d.tap}, 1},         // a receiver's first bare ACK is held
 		{"zcnet_copy_rx_handed_over_bytes_total", nil, 0.9 * received},
 		{"zcnet_stack_tcp_passive_connection_openings_total", nil, 2},
 		{"zcnet_stack_icmp_v4_packets_sent_total", []string{"type", "echo_reply"}, 3},
@@ -163,9 +165,10 @@ func checkPcap(t *testing.T, path string) {
 			t.Errorf("tcpdump -r: no %q in the capture (%d lines):\n%.3000s", want, strings.Count(s, "\n"), s)
 		}
 	}
-	// 25 MB of iperf3 test in TSO super-frames of up to 64 KiB, the ACKs,
-	// pings and HTTP: hundreds of packets at least.
-	if n := strings.Count(s, "\n"); n < 400 {
+	// The iperf3 test (2 s at 40 Mbit/s, 10 MB) alone is at least 150 TSO
+	// super-frames of at most 64 KiB; how many ACKs go with them depends on
+	// how the kernel batched the segments, so they are not counted on.
+	if n := strings.Count(s, "\n"); n < 150 {
 		t.Errorf("tcpdump -r read %d packets, want the iperf3 test's hundreds", n)
 	}
 }

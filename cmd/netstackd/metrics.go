@@ -171,7 +171,11 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("zcnet_link_tx_bytes_total", "Bytes of frames written to the TAP device.", s.TxBytes, l...)
 		counter("zcnet_link_tx_gso_frames_total", "TCP super-frames written for the kernel to segment.", s.TxGSOFrames, l...)
 		counter("zcnet_link_tx_errors_total", "Frames the device refused.", s.TxErrors, l...)
-		counter("zcnet_copy_link_rx_bytes_total", "Bytes the link copied in user space on receive (split headers).", s.RxCopiedBytes, l...)
+		counter("zcnet_link_rx_copy_break_frames_total", "Small frames copied whole out of the receive view (copy-break).", s.RxCopyBreakFrames, l...)
+		counter("zcnet_link_tx_acks_held_total", "Bare TCP ACKs held back for a reply that would make them redundant.", s.TxAcksHeld, l...)
+		counter("zcnet_link_tx_acks_coalesced_total", "Held ACKs dropped because a reply acknowledged as much.", s.TxAcksCoalesced, l...)
+		counter("zcnet_link_tx_acks_timed_out_total", "Held ACKs sent alone when no reply came in time.", s.TxAcksTimedOut, l...)
+		counter("zcnet_copy_link_rx_bytes_total", "Bytes the link copied in user space on receive (split headers and copy-break frames).", s.RxCopiedBytes, l...)
 		counter("zcnet_copy_link_tx_bytes_total", "Bytes the link linearised on transmit.", s.TxCopiedBytes, l...)
 	}
 	if p := z.pair; p != nil {
