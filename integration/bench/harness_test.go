@@ -58,8 +58,43 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.runs != 3 || cfg.duration != 5*time.Second || cfg.udpSenders != 2 || cfg.pinProcs != 1 || len(cfg.contenders) != len(contenderDefs) || len(cfg.figures) != len(allFigures) {
+	if cfg.runs != 3 || cfg.duration != 5*time.Second || cfg.udpSenders != 2 || cfg.pinProcs != 1 || len(cfg.contenders) != len(contenderDefs) || !slices.Equal(cfg.figures, defaultFigureKeys()) {
 		t.Errorf("defaults: %+v", cfg)
+	}
+	for _, k := range cfg.figures {
+		if f, _ := figureByKey(k); f.optIn || f.streams > 4 {
+			t.Errorf("default figures include the opt-in %s", k)
+		}
+	}
+	if got := neededTools(cfg); !slices.Equal(got, []string{"ethtool", "iperf3", "wrk"}) {
+		t.Errorf("tools by default: %q", got)
+	}
+	// -streams adds the stream-count figures, on the zero-copy server and
+	// the kernel only; they can also be named.
+	cfg, _, err = parseFlags([]string{"-streams", "-figures", "udp_64"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{figUDP, figUp32, figDown32, figUp128, figDown128}; !slices.Equal(cfg.figures, want) {
+		t.Errorf("-streams -figures udp_64: figures %q, want %q", cfg.figures, want)
+	}
+	for _, d := range contenderDefs {
+		want := d.key == keyZC || d.key == keyKernel
+		for _, k := range streamFigureKeys() {
+			if d.takesPart(k) != want {
+				t.Errorf("%s takes part in %s: %v, want %v", d.key, k, d.takesPart(k), want)
+			}
+		}
+	}
+	if f, _ := figureByKey(figDown128); f.streams != 128 || !f.reverse || len(f.rows) != 2 {
+		t.Errorf("%s: %+v", figDown128, f)
+	}
+	cfg, _, err = parseFlags([]string{"-figures", "tcp_up_128", "-contenders", "zcnet-xdp,kernel-xdp,zcnet,kernel"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.measurements() != 3*2 || !slices.Equal(neededTools(cfg), []string{"ethtool", "iperf3"}) {
+		t.Errorf("tcp_up_128 on four contenders: %d measurements (want 6), tools %q", cfg.measurements(), neededTools(cfg))
 	}
 	cfg, opts, err := parseFlags([]string{"-quick", "-contenders", "kernel,zcnet", "-figures", "tcp_up_1", "-pin", "off", "-svg", "x.svg"}, io.Discard)
 	if err != nil {
@@ -129,11 +164,18 @@ func fakeReport(medians map[string]map[string]float64) *Report {
 func TestTargets(t *testing.T) {
 	rep := fakeReport(map[string]map[string]float64{
 		keyStock:   {figUDP: 100, figRRPin: 10, figRR: 10, figHTTP: 20, figUp1: 1, figDown1: 1},
-		keyZC:      {figUDP: 160, figRRPin: 12, figRR: 15, figUp1: 10, figDown1: 16},
+		keyZC:      {figUDP: 160, figRRPin: 12, figRR: 15, figUp1: 10, figDown1: 16, figUp32: 12, figDown32: 20, figUp128: 11, figDown128: 20},
 		keyNetConn: {figUDP: 140, figRRPin: 11, figRR: 12, figHTTP: 30, figUp1: 9, figDown1: 17},
 		keyZC2Q:    {figUp4: 15, figDown4: 20},
-		keyKernel:  {figUDP: 300, figRRPin: 30, figRR: 30, figHTTP: 40, figUp1: 20, figDown1: 20},
+		keyXDP:     {figUDP: 320, figRRPin: 18, figRR: 15, figUp1: 1, figDown1: 2},
+		keyXDPKern: {figUDP: 400},
+		keyKernel:  {figUDP: 300, figRRPin: 30, figRR: 30, figHTTP: 40, figUp1: 20, figDown1: 20, figUp32: 20, figDown32: 20, figUp128: 22, figDown128: 18},
 	})
+	// Retransmitted shares, in %: 100 of a million segments is the bound.
+	rep.result(figUp128, keyZC).Extras = map[string]float64{extraRetransPct: 0.01}
+	rep.result(figDown128, keyZC).Extras = map[string]float64{extraRetransPct: 0.0125}
+	rep.result(figUp128, keyKernel).Extras = map[string]float64{extraRetransPct: 0}
+	rep.result(figDown128, keyKernel).Extras = map[string]float64{extraRetransPct: 0.5}
 	got := map[string]Target{}
 	for _, tg := range evalTargets(rep) {
 		got[tg.Name] = tg
@@ -161,6 +203,19 @@ func TestTargets(t *testing.T) {
 		{"TCP download 1 stream: zero-copy vs net.Conn", 16.0 / 17, "not met"},
 		{"TCP upload: 4 streams over 2 queues vs 1 stream over 1 queue", 1.5, "met"},
 		{"TCP download: 4 streams over 2 queues vs 1 stream over 1 queue", 1.25, "not met"},
+		{"TCP upload: 128 streams vs 32 (zero-copy)", 11.0 / 12, "not met"},
+		{"TCP download: 128 streams vs 32 (zero-copy)", 1, "met"},
+		{"TCP upload 128 streams to zero-copy: retransmitted segments", 0.01, "met"},
+		{"TCP download 128 streams from zero-copy: retransmitted segments", 0.0125, "not met"},
+		{"TCP upload: 128 streams vs 32 (kernel)", 1.1, "(beside)"},
+		{"TCP upload 128 streams to kernel: retransmitted segments", 0, "(beside)"},
+		{"TCP download 128 streams from kernel: retransmitted segments", 0.5, "(beside)"},
+		{"UDP 64 B received/s: xdp vs TAP (zero-copy)", 2, "met"},
+		{"UDP 64 B received/s: xdp vs kernel on the same veth", 0.8, "not met"},
+		{"round trips, one CPU: xdp vs TAP", 1.5, "met"},
+		{"round trips, unpinned: xdp vs TAP", 1, "not met"},
+		{"UDP server CPU per datagram: xdp vs TAP", 2, "not met"}, // CPU: less is better
+		{"TCP download 1 stream: xdp vs TAP", 0.125, "(beside)"},
 	} {
 		tg, ok := got[tc.name]
 		if !ok {
@@ -172,11 +227,46 @@ func TestTargets(t *testing.T) {
 		}
 	}
 
+	if tg := got["TCP upload 128 streams to zero-copy: retransmitted segments"]; tg.Den != "" || tg.Num != "tcp_up_128/zcnet/retransmit_pct" ||
+		tg.needed() != "≤ 0.0100%" || tg.format(tg.Got) != "0.0100%" {
+		t.Errorf("a bound: %+v, needed %q", tg, tg.needed())
+	}
+	if tg := got["UDP server CPU per datagram: xdp vs TAP"]; tg.Num != "udp_64/zcnet-xdp/cpu" || tg.needed() != "≤ 0.50×" {
+		t.Errorf("a CPU ratio: %+v, needed %q", tg, tg.needed())
+	}
+
 	// A failed cell gives a note, not a ratio; a filtered-out one no target.
 	rep = fakeReport(map[string]map[string]float64{keyZC: {figUp1: 10}, keyKernel: {figUp1: 0}})
 	ts := evalTargets(rep)
 	if len(ts) != 2 || ts[0].Got != 0 || ts[0].Met || ts[0].Note == "" {
 		t.Errorf("with a missing figure: %+v", ts)
+	}
+
+	// A bound on an Extra no run had is noted, not met.
+	rep = fakeReport(map[string]map[string]float64{keyZC: {figUp128: 10}})
+	ts = evalTargets(rep)
+	if len(ts) != 1 || ts[0].Met || ts[0].Note == "" || !strings.Contains(ts[0].Name, "retransmitted") {
+		t.Errorf("a bound without its extra: %+v", ts)
+	}
+
+	// The targets of a contender that could not run are listed, with why.
+	rep = fakeReport(map[string]map[string]float64{keyZC: {figUDP: 100, figRR: 10}, keyXDPKern: {figUDP: 90}})
+	rep.Unavailable = []Unavailable{{Key: keyXDP, Title: "zcnet xdp", Reason: "no AF_XDP"}}
+	ts = evalTargets(rep)
+	notes := 0
+	for _, tg := range ts {
+		if strings.Contains(tg.Num, "/"+keyXDP) {
+			if tg.Note != "zcnet xdp unavailable" || tg.Met || tg.status() != tg.Note {
+				t.Errorf("%s: %+v", tg.Name, tg)
+			}
+			notes++
+		}
+	}
+	// UDP ×2, pinned round trips (zcnet has no pinned figure here: the
+	// xdp cell is missing as much as zcnet's, and the xdp is the reason),
+	// unpinned round trips, CPU, TCP up and down.
+	if notes != 7 {
+		t.Errorf("%d targets noted unavailable, want 7: %+v", notes, ts)
 	}
 }
 
