@@ -138,6 +138,19 @@ func TestQuick(t *testing.T) {
 			if f.kind == kindUDP && !(res.Offered >= res.Median*0.5) {
 				t.Errorf("%s on %s: offered %v k/s for %v received", f.key, d.key, res.Offered, res.Median)
 			}
+			if (d.key == keyZC || d.key == keyXDP) && (f.kind == kindUDP || f.key == figUp1) {
+				// The zero-copy sockets handed every received byte over
+				// without a copy; the AF_XDP link counted its copy out of
+				// the UMEM, every byte.
+				for _, r := range res.Runs {
+					if r.Extra["api_rx_zero_copy_share"] != 1 {
+						t.Errorf("%s on %s: zero-copy share %v, want 1", f.key, d.key, r.Extra["api_rx_zero_copy_share"])
+					}
+					if x, ok := r.Extra["link_rx_copied_bytes_per_byte"]; ok != (d.key == keyXDP) || ok && x < 1 {
+						t.Errorf("%s on %s: link copied %v bytes per byte received (%v)", f.key, d.key, x, ok)
+					}
+				}
+			}
 			if f.kind == kindTCP {
 				// The server's memory was sampled; the retransmissions of
 				// whoever sent were counted.

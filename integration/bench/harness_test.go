@@ -4,8 +4,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -281,6 +283,15 @@ func TestWriteTable(t *testing.T) {
 	udp := rep.result(figUDP, keyZC)
 	udp.Runs = []Run{{Value: 100, Offered: 420, ServerCPU: 7.2}}
 	summarize(udp)
+	up := &Result{Figure: figUp128, Contender: keyZC, Runs: []Run{
+		{Value: 9, ServerCPU: 0.5, Extra: map[string]float64{extraRetransPct: 0.5, extraPeakRSS: 300}},
+		{Value: 10, ServerCPU: 0.6, Extra: map[string]float64{extraRetransPct: 0.00125, extraPeakRSS: 350}},
+		{Value: 11, ServerCPU: 0.7, Extra: map[string]float64{extraRetransPct: 0.25, extraPeakRSS: 640}},
+	}}
+	summarize(up)
+	rep.Results = append(rep.Results, up)
+	rep.Contenders[0].Setup = "AF_XDP on zb1y queue 0: program native, socket copy"
+	rep.Unavailable = []Unavailable{{Key: keyXDP, Title: "zcnet xdp", Reason: "no AF_XDP sockets here"}}
 	rep.Targets = evalTargets(rep)
 	rep.Errors = []string{"udp_64 on stock: boom"}
 	var b bytes.Buffer
@@ -294,6 +305,10 @@ func TestWriteTable(t *testing.T) {
 		"UDP 64 B datagrams received", "offered by the senders", "420", "7.20", "µs/datagram", "—",
 		"TCP upload 1 stream: zero-copy vs kernel", "4.94×", "≥ 0.60×", "met",
 		"1 errors:", "boom",
+		"TCP upload, 128 streams", "10.0 [9.00–11.0]", "retransmissions", "% of segments", "0.2500", "server peak RSS", "MiB", "350",
+		"TCP upload 128 streams to zero-copy: retransmitted segments", "0.2500%", "≤ 0.0100%",
+		"program native, socket copy", "zcnet xdp:", "UNAVAILABLE here: no AF_XDP sockets here",
+		"UDP 64 B received/s: xdp vs TAP (zero-copy)", "zcnet xdp unavailable",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
@@ -386,6 +401,11 @@ func TestSubcommandsReportBadUsage(t *testing.T) {
 		t.Errorf("server without -dev: exit %d, stdout %q", code, out.String())
 	}
 	out.Reset()
+	if code := runServer([]string{"-mode", modeXDP, "-addr", "192.0.2.66/28"}, strings.NewReader(""), &out, &errOut); code != exitFailed ||
+		!strings.Contains(out.String(), "-dev") || strings.Contains(out.String(), "unavailable") {
+		t.Errorf("server xdp without -dev: exit %d, stdout %q", code, out.String())
+	}
+	out.Reset()
 	if code := runClient([]string{"tcp", "-to", "192.0.2.2:1"}, strings.NewReader(""), &out, &errOut); code != exitFailed || !strings.Contains(out.String(), "unknown client") {
 		t.Errorf("client tcp: exit %d, stdout %q", code, out.String())
 	}
@@ -395,5 +415,98 @@ func TestSubcommandsReportBadUsage(t *testing.T) {
 	}
 	if code, ok := childMain([]string{"-quick"}); ok {
 		t.Errorf("childMain took the bench's own flags (exit %d)", code)
+	}
+}
+
+func TestErrorAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		err         error
+		unavailable bool
+	}{
+		{unavailableError{reason: "xdp: AF_XDP or BPF unavailable: address family not supported"}, true},
+		{fmt.Errorf("%w: xdp.Open zb1y: busy", errSetup), false},
+	} {
+		b, err := json.Marshal(errorAnswer(tc.err))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ready struct{ Ready bool }
+		got := decodeAnswer("xdp server", b, &ready)
+		var ue unavailableError
+		switch {
+		case got == nil:
+			t.Errorf("%v: decoded as no error", tc.err)
+		case errors.Is(got, errUnavailable) != tc.unavailable:
+			t.Errorf("%v came back as %v: unavailable %v, want %v", tc.err, got, errors.Is(got, errUnavailable), tc.unavailable)
+		case tc.unavailable && (!errors.As(got, &ue) || ue.reason != tc.err.(unavailableError).reason):
+			t.Errorf("%v came back as %#v: the reason changed", tc.err, got)
+		case !tc.unavailable && (!errors.Is(got, errMeasure) || !strings.Contains(got.Error(), "busy")):
+			t.Errorf("%v came back as %v", tc.err, got)
+		}
+	}
+	// Through startServer's wrapping, the reason is still there to find.
+	wrapped := fmt.Errorf("%w: %w", errSetup, unavailableError{reason: "no BPF"})
+	var ue unavailableError
+	if !errors.As(wrapped, &ue) || ue.reason != "no BPF" || !errors.Is(wrapped, errUnavailable) {
+		t.Errorf("wrapped: %v", wrapped)
+	}
+	var v struct{ Ready bool }
+	if err := decodeAnswer("x", []byte(`{"ready":true}`), &v); err != nil || !v.Ready {
+		t.Errorf("ready line: %v %+v", err, v)
+	}
+	if err := decodeAnswer("x", []byte(`not json`), &v); !errors.Is(err, errMeasure) {
+		t.Errorf("bad line: %v", err)
+	}
+}
+
+func TestRetransShare(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		extra map[string]float64
+		want  float64 // retransmits; -1: none added
+		pct   float64
+	}{
+		// An upload: iperf3 counted its kernel client's retransmissions,
+		// and they come first even where the server's counter is there.
+		{"iperf3's", map[string]float64{"sent_bytes": tcpMSS * 1e6, "iperf3_retransmits": 100, "tcp_retransmits": 7}, 100, 0.01},
+		// A gVisor server's download: its own counter.
+		{"server's", map[string]float64{"sent_bytes": tcpMSS * 2e5, "tcp_retransmits": 50}, 50, 0.025},
+		{"none at all", map[string]float64{"sent_bytes": tcpMSS * 1e6, "iperf3_retransmits": 0}, 0, 0},
+		{"no count", map[string]float64{"sent_bytes": 1e9}, -1, 0},
+		{"nothing sent", map[string]float64{"sent_bytes": 0, "tcp_retransmits": 3}, -1, 0},
+	} {
+		run := Run{Extra: tc.extra}
+		addRetransShare(&run)
+		got, ok := run.Extra["retransmits"]
+		pct, okPct := run.Extra[extraRetransPct]
+		if tc.want < 0 {
+			if ok || okPct {
+				t.Errorf("%s: added %v retransmits, %v%%", tc.name, got, pct)
+			}
+			continue
+		}
+		if got != tc.want || math.Abs(pct-tc.pct) > 1e-12 || run.Extra["segments"] != tc.extra["sent_bytes"]/tcpMSS {
+			t.Errorf("%s: %v retransmits, %v%% of %v segments; want %v, %v%%", tc.name, got, pct, run.Extra["segments"], tc.want, tc.pct)
+		}
+	}
+}
+
+func TestCounterExtras(t *testing.T) {
+	f, _ := figureByKey(figUDP)
+	// A TAP link has no copy counter: no copy share is made up for it.
+	run := Run{Seconds: 2}
+	addCounterExtras(&run, f,
+		map[string]uint64{"link_rx_bytes": 0, "link_rx_frames": 0, "api_rx_handed_over": 0, "api_rx_copied": 0},
+		map[string]uint64{"link_rx_bytes": 1000, "link_rx_frames": 10, "api_rx_handed_over": 640, "api_rx_copied": 0})
+	if _, ok := run.Extra["link_rx_copied_bytes_per_byte"]; ok || run.Extra["api_rx_zero_copy_share"] != 1 || run.Extra["link_rx_frames_per_s"] != 5 {
+		t.Errorf("TAP: %v", run.Extra)
+	}
+	// The AF_XDP link's copy out of the UMEM, and the kernel's drops.
+	run = Run{Seconds: 2}
+	addCounterExtras(&run, f,
+		map[string]uint64{"link_rx_bytes": 0, "link_rx_copied_bytes": 0, "xdp_kernel_fill_ring_empty": 10},
+		map[string]uint64{"link_rx_bytes": 1000, "link_rx_copied_bytes": 1100, "xdp_kernel_fill_ring_empty": 30})
+	if run.Extra["link_rx_copied_bytes_per_byte"] != 1.1 || run.Extra["xdp_kernel_fill_ring_empty_per_s"] != 10 {
+		t.Errorf("AF_XDP: %v", run.Extra)
 	}
 }

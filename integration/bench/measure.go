@@ -416,6 +416,11 @@ func addCounterExtras(run *Run, f figure, before, after map[string]uint64) {
 			run.Extra[x.name] = x.num / x.den
 		}
 	}
+	// The AF_XDP link copies every received frame out of the UMEM (and
+	// the split headers once more): counted, per byte received.
+	if _, ok := after["link_rx_copied_bytes"]; ok && d("link_rx_bytes") > 0 {
+		run.Extra["link_rx_copied_bytes_per_byte"] = d("link_rx_copied_bytes") / d("link_rx_bytes")
+	}
 	switch f.kind {
 	case kindTCP:
 		for _, k := range []string{"tcp_retransmits", "tcp_timeouts", "link_tx_errors"} {

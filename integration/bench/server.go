@@ -130,12 +130,7 @@ func runServer(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	out := json.NewEncoder(stdout)
 	fail := func(err error) int {
-		msg := map[string]string{"error": err.Error()}
-		var ue unavailableError
-		if errors.As(err, &ue) {
-			msg["unavailable"] = ue.reason
-		}
-		out.Encode(msg)
+		out.Encode(errorAnswer(err))
 		return exitFailed
 	}
 	if profile != "" {
@@ -223,6 +218,18 @@ func runServer(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			out.Encode(map[string]string{"error": fmt.Sprintf("unknown command %q", line)})
 		}
 	}
+}
+
+// errorAnswer is the JSON line a child reports err with: {"error":…},
+// with "unavailable" (the reason) if err is an unavailableError, which
+// decodeAnswer turns back into one.
+func errorAnswer(err error) map[string]string {
+	msg := map[string]string{"error": err.Error()}
+	var ue unavailableError
+	if errors.As(err, &ue) {
+		msg["unavailable"] = ue.reason
+	}
+	return msg
 }
 
 // setup builds the mode's stack and starts its services. The returned
