@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -508,5 +509,63 @@ func TestCounterExtras(t *testing.T) {
 		map[string]uint64{"link_rx_bytes": 1000, "link_rx_copied_bytes": 1100, "xdp_kernel_fill_ring_empty": 30})
 	if run.Extra["link_rx_copied_bytes_per_byte"] != 1.1 || run.Extra["xdp_kernel_fill_ring_empty_per_s"] != 10 {
 		t.Errorf("AF_XDP: %v", run.Extra)
+	}
+}
+
+// fakeNS is a namespace for runs that start no process.
+type fakeNS struct{}
+
+func (fakeNS) Name() string { return "zcbench-fake" }
+func (fakeNS) Run(time.Duration, ...string) (string, error) {
+	return "", errors.New("fakeNS runs nothing")
+}
+
+func TestRunGoesOnWithoutAnUnavailableContender(t *testing.T) {
+	saved := contenderDefs
+	defer func() { contenderDefs = saved }()
+	started := false
+	contenderDefs = []contenderDef{
+		{key: keyXDP, title: "zcnet xdp", start: func(*env, *contenderDef, int) (*contender, error) {
+			return nil, fmt.Errorf("%w: %w", errSetup, unavailableError{reason: "no AF_XDP sockets here"})
+		}},
+		{key: keyXDPKern, title: "kernel xdp veth", figures: []string{figUDP}, start: func(*env, *contenderDef, int) (*contender, error) {
+			started = true // the next contender is still started
+			return nil, fmt.Errorf("%w: ip link add: boom", errSetup)
+		}},
+	}
+	newNS := func(string) (netns, func() error, error) { return fakeNS{}, func() error { return nil }, nil }
+	cfg := config{runs: 1, duration: time.Second, pinCPU: -1, contenders: []string{keyXDP}, figures: []string{figUDP, figRR}}
+	var log bytes.Buffer
+	rep, err := run(context.Background(), cfg, &log, newNS)
+	if err != nil || len(rep.Errors) > 0 {
+		t.Fatalf("run: %v %q", err, rep.Errors)
+	}
+	if len(rep.Contenders) != 0 || len(rep.Results) != 0 || len(rep.Unavailable) != 1 ||
+		rep.Unavailable[0] != (Unavailable{Key: keyXDP, Title: "zcnet xdp", Reason: "no AF_XDP sockets here"}) {
+		t.Errorf("contenders %+v, results %d, unavailable %+v", rep.Contenders, len(rep.Results), rep.Unavailable)
+	}
+	if !strings.Contains(log.String(), "zcnet-xdp: unavailable: no AF_XDP sockets here; going on without it") {
+		t.Errorf("progress: %q", log.String())
+	}
+	// The targets on it say why they have no figure.
+	noted := 0
+	for _, tg := range rep.Targets {
+		if tg.Note == "zcnet xdp unavailable" {
+			noted++
+		}
+	}
+	if noted == 0 || noted != len(rep.Targets) {
+		t.Errorf("targets %+v: want every one noted unavailable", rep.Targets)
+	}
+	var table bytes.Buffer
+	if err := writeTable(&table, rep); err != nil || !strings.Contains(table.String(), "zcnet xdp:       UNAVAILABLE here: no AF_XDP sockets here") {
+		t.Errorf("table (%v):\n%s", err, table.String())
+	}
+
+	// Any other failure to start still fails the run.
+	cfg.contenders = []string{keyXDP, keyXDPKern}
+	rep, err = run(context.Background(), cfg, &log, newNS)
+	if !started || !errors.Is(err, errSetup) || len(rep.Unavailable) != 1 || len(rep.Errors) != 1 || !strings.Contains(rep.Errors[0], "boom") {
+		t.Errorf("a failed start: %v, report errors %q, unavailable %+v", err, rep.Errors, rep.Unavailable)
 	}
 }
