@@ -120,6 +120,10 @@ type contender struct {
 	iperfCPU func() (time.Duration, error)
 	// iperfPID is that process's PID, for its resident memory.
 	iperfPID func() int
+	// releaseMem, if not nil, has that process return the memory it no
+	// longer uses to the kernel before a TCP measurement (a bench
+	// server's "release"); nil for iperf3 -s.
+	releaseMem func() error
 	// setup is what the server said about how it attached, or "".
 	setup string
 }
@@ -187,6 +191,13 @@ func (e *env) startServer(ns netns, key string, args []string) (p *proc, setup s
 	return p, ready.Setup, nil
 }
 
+// release is releaseMem for a contender whose bench server serves
+// iperf3 itself.
+func (c *contender) release() error {
+	var ok struct{}
+	return c.ctl.request("release", &ok)
+}
+
 // statsCPU is iperfCPU for a contender whose bench server serves iperf3
 // itself: its CPU time, from its stats.
 func (c *contender) statsCPU() (time.Duration, error) {
@@ -211,7 +222,7 @@ func tapServer(mode string, queues int) func(e *env, d *contenderDef, slot int) 
 			return nil, err
 		}
 		c := &contender{def: d, addr: stack.Addr(), ctl: p, iperfPID: p.pid, setup: setup}
-		c.iperfCPU = c.statsCPU
+		c.iperfCPU, c.releaseMem = c.statsCPU, c.release
 		return c, nil
 	}
 }
@@ -344,7 +355,7 @@ func startXDP(e *env, d *contenderDef, slot int) (*contender, error) {
 		return nil, err
 	}
 	c := &contender{def: d, addr: xv.stack.Addr(), ctl: p, iperfPID: p.pid, setup: setup}
-	c.iperfCPU = c.statsCPU
+	c.iperfCPU, c.releaseMem = c.statsCPU, c.release
 	return c, nil
 }
 

@@ -64,6 +64,9 @@ const (
 	// extraPeakRSS is the server process's peak resident memory during
 	// the measurement, in MiB (VmRSS sampled: rssSampler).
 	extraPeakRSS = "peak_rss_mib"
+	// extraStartRSS is its resident memory at the start, after a bench
+	// server returned the memory it no longer used (contender.releaseMem).
+	extraStartRSS = "start_rss_mib"
 )
 
 // extraRow is a row under a figure that shows the median of one of its
@@ -76,6 +79,7 @@ type extraRow struct {
 var streamRows = []extraRow{
 	{extraRetransPct, "  retransmissions", "% of segments"},
 	{extraPeakRSS, "  server peak RSS", "MiB"},
+	{extraStartRSS, "  server RSS at start", "MiB"},
 }
 
 // streamContenders are the contenders measured on the stream-count

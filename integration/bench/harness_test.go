@@ -89,7 +89,7 @@ func TestParseFlags(t *testing.T) {
 			}
 		}
 	}
-	if f, _ := figureByKey(figDown128); f.streams != 128 || !f.reverse || len(f.rows) != 2 {
+	if f, _ := figureByKey(figDown128); f.streams != 128 || !f.reverse || len(f.rows) != 3 {
 		t.Errorf("%s: %+v", figDown128, f)
 	}
 	cfg, _, err = parseFlags([]string{"-figures", "tcp_up_128", "-contenders", "zcnet-xdp,kernel-xdp,zcnet,kernel"}, io.Discard)

@@ -321,6 +321,11 @@ func measureTCP(ctx context.Context, e *env, c *contender, f figure) (Run, error
 	if f.reverse {
 		args = append(args, "-R")
 	}
+	if c.releaseMem != nil {
+		if err := c.releaseMem(); err != nil {
+			return Run{}, err
+		}
+	}
 	cpu0, err := c.iperfCPU()
 	if err != nil {
 		return Run{}, err
@@ -358,7 +363,7 @@ func measureTCP(ctx context.Context, e *env, c *contender, f figure) (Run, error
 	if rssErr != nil {
 		return Run{}, rssErr
 	}
-	run.Extra["rss_before_mib"] = float64(rss0) / (1 << 20)
+	run.Extra[extraStartRSS] = float64(rss0) / (1 << 20)
 	run.Extra[extraPeakRSS] = float64(rssPeak) / (1 << 20)
 	if !f.reverse || c.def.key == keyKernel {
 		// iperf3 knows the retransmissions of a kernel sender: its own

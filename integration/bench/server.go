@@ -15,6 +15,8 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -50,6 +52,10 @@ import (
 //	          (default 1, as a Go program started under taskset gets; 0
 //	          leaves it)
 //	unpin     undoes pin
+//	release   collects garbage and returns free memory to the kernel, so
+//	          that the resident memory sampled during the next
+//	          measurement is that measurement's, not what an earlier one
+//	          left in the heap
 //
 // and ends, closing everything, when stdin closes (so also when the bench
 // dies) or after -lifetime.
@@ -213,6 +219,12 @@ func runServer(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				unpin()
 				unpin = nil
 			}
+			out.Encode(map[string]bool{"ok": true})
+		case "release":
+			// Twice: a sync.Pool's objects survive one collection in its
+			// victim cache.
+			runtime.GC()
+			debug.FreeOSMemory()
 			out.Encode(map[string]bool{"ok": true})
 		default:
 			out.Encode(map[string]string{"error": fmt.Sprintf("unknown command %q", line)})
