@@ -96,8 +96,11 @@
 //     the segments sent (iperf3's sum_sent.retransmits where a kernel
 //     sends, else the gVisor server's retransmission counter; segments
 //     counted as sent bytes / 1448, the MSS at MTU 1500 with timestamps)
-//     and the peak resident memory of the process serving iperf3 (VmRSS
-//     in /proc/PID/status, sampled every 50 ms). For the kernel that is
+//     and the resident memory of the process serving iperf3 (VmRSS in
+//     /proc/PID/status, sampled every 50 ms): at the start and the peak. A
+//     bench server first returns the memory it no longer uses to the
+//     kernel ("release"), so that the peak is this measurement's, not what
+//     an earlier one left in the Go heap. For the kernel the process is
 //     iperf3 -s, whose socket buffers are kernel memory, not its RSS. They
 //     are opt-in because they add about three minutes to the default run.
 //
