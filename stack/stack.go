@@ -254,6 +254,9 @@ func (st *Stack) AddNIC(link gstack.LinkEndpoint, cfg NICConfig) (NICID, error) 
 	if h, ok := link.(payloadHooker); ok {
 		h.SetPayloadHook(st.zc.hook)
 	}
+	if h, ok := link.(connLookuper); ok {
+		h.SetConnLookup(st.connLookup(id))
+	}
 	for _, p := range cfg.Addrs {
 		if err := st.AddAddress(id, p); err != nil {
 			st.RemoveNIC(id)

@@ -39,6 +39,7 @@ type Link struct {
 	mtu      atomic.Uint32
 	mac      atomic.Pointer[tcpip.LinkAddress]
 	hook     atomic.Pointer[PayloadHook]
+	adm      admission // budget for payload-less TCP at listeners (admit.go)
 	dispatch atomic.Pointer[dispatcherBox]
 	// stopping asks the readers to return; set when they are stopped,
 	// cleared before they are started.

@@ -220,6 +220,10 @@ func (q *queue) handleFrame(n int) {
 			isFrag = true
 		}
 	}
+	if !isFrag && (hdr == nil || hdr.gso() == vnetGSONone) && q.admitControl(box.d, head, n) {
+		// A TCP segment without payload, copied or dropped (admit.go).
+		return
+	}
 
 	// The frame is accepted: take its views out of the reader's state.
 	headV := rx.head

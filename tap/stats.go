@@ -36,8 +36,9 @@ type Stats struct {
 	// reassemble.
 	RxFragDatagrams uint64
 	// RxCopiedBytes counts bytes copied in user space on receive: the
-	// split headers (and per-datagram headers of USO frames). The payload
-	// is never copied.
+	// split headers (and per-datagram headers of USO frames), and whole TCP
+	// segments that carry no payload (headers only, see admit.go). The
+	// payload is never copied.
 	RxCopiedBytes uint64
 
 	// Receive drops, by cause. Frames, each counted once.
@@ -57,6 +58,10 @@ type Stats struct {
 	RxDropFragDuplicate uint64 // exact duplicate of a held fragment (the first copy is kept)
 	RxDropFragExpired   uint64 // datagram incomplete within the reassembly timeout (30 s IPv4, 60 s IPv6), or when the reader stopped
 	RxDropFragLimit     uint64 // evicted or refused to stay within the checker's limits (datagrams, bytes, fragments per datagram)
+	// TCP segments without payload for a listening socket, dropped over
+	// the link's admission budget (see admit.go):
+	RxDropFloodSYN uint64 // SYNs
+	RxDropFloodCtl uint64 // ACKs, RSTs and other control segments
 
 	// TxFrames and TxBytes count frames written to the device.
 	TxFrames, TxBytes uint64
@@ -86,6 +91,7 @@ type counters struct {
 	dropFragCsum, dropFragInvalid        atomic.Uint64
 	dropFragDup, dropFragExpired         atomic.Uint64
 	dropFragLimit                        atomic.Uint64
+	dropFloodSYN, dropFloodCtl           atomic.Uint64
 
 	_ [64]byte
 
@@ -118,6 +124,8 @@ func (c *counters) addTo(s *Stats) {
 	s.RxDropFragDuplicate += c.dropFragDup.Load()
 	s.RxDropFragExpired += c.dropFragExpired.Load()
 	s.RxDropFragLimit += c.dropFragLimit.Load()
+	s.RxDropFloodSYN += c.dropFloodSYN.Load()
+	s.RxDropFloodCtl += c.dropFloodCtl.Load()
 	s.TxFrames += c.txFrames.Load()
 	s.TxBytes += c.txBytes.Load()
 	s.TxGSOFrames += c.txGSO.Load()

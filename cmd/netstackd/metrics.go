@@ -164,7 +164,8 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 		}{{"short", s.RxDropShort}, {"bad_vnet_hdr", s.RxDropBadVnetHdr}, {"bad_csum", s.RxDropBadCsum},
 			{"not_for_us", s.RxDropNotForUs}, {"not_attached", s.RxDropNotAttached}, {"read_error", s.RxReadErrors},
 			{"uncheckable", s.RxDropUncheckable}, {"frag_bad_csum", s.RxDropFragBadCsum}, {"frag_invalid", s.RxDropFragInvalid},
-			{"frag_duplicate", s.RxDropFragDuplicate}, {"frag_expired", s.RxDropFragExpired}, {"frag_limit", s.RxDropFragLimit}} {
+			{"frag_duplicate", s.RxDropFragDuplicate}, {"frag_expired", s.RxDropFragExpired}, {"frag_limit", s.RxDropFragLimit},
+			{"flood_syn", s.RxDropFloodSYN}, {"flood_ctl", s.RxDropFloodCtl}} {
 			counter("zcnet_link_rx_drops_total", "Received frames dropped by the link, by reason.", d.v, "nic", z.nicName, "reason", d.reason)
 		}
 		counter("zcnet_link_tx_frames_total", "Frames written to the TAP device.", s.TxFrames, l...)

@@ -22,8 +22,9 @@ import (
 // a capture on a host with TSO shows them). tcpdump -r and tshark read it.
 
 // pcapLink is the sniffer around a zcnet link. It forwards the payload hook
-// the stack installs for zero-copy receive, which the sniffer does not know
-// about; without it every received byte would be copied.
+// the stack installs for zero-copy receive and the connection lookup for
+// admission, which the sniffer does not know about; without them every
+// received byte would be copied and floods at listeners unbounded.
 type pcapLink struct {
 	*sniffer.Endpoint
 	inner gstack.LinkEndpoint
@@ -34,6 +35,14 @@ type pcapLink struct {
 func (l *pcapLink) SetPayloadHook(fn tap.PayloadHook) {
 	if h, ok := l.inner.(interface{ SetPayloadHook(tap.PayloadHook) }); ok {
 		h.SetPayloadHook(fn)
+	}
+}
+
+// SetConnLookup passes the stack's connection lookup to the wrapped link,
+// which needs it to budget segments at listeners (see tap.ConnLookup).
+func (l *pcapLink) SetConnLookup(fn tap.ConnLookup) {
+	if h, ok := l.inner.(interface{ SetConnLookup(tap.ConnLookup) }); ok {
+		h.SetConnLookup(fn)
 	}
 }
 

@@ -1,0 +1,242 @@
+package tap
+
+import (
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// Admission of TCP segments without payload.
+//
+// gVisor's TCP queues every segment for its endpoint's processor goroutine,
+// and its segment queue admits segments that carry no payload even when
+// the queue is full (only payload is charged to the receive buffer). A
+// flood of SYNs, ACKs or RSTs at a listening port that arrives faster than
+// the listener's processor works through them therefore grows that queue,
+// and the frames it holds, without bound. The stack gives no signal when a
+// queued segment is done with (TCP clones the packet, so the link's
+// PacketBuffer is released as soon as delivery returns), so the bound is
+// kept here, in the link, by what the stack visibly does with what it got:
+//
+//  1. Every payload-less TCP frame is copied into a view of its own size
+//     (a few dozen bytes, counted in RxCopiedBytes) and the receive view
+//     stays with the reader for the next read: a queued SYN then holds a
+//     small chunk, not a receive view sized for the MTU.
+//  2. A frame for a listening socket (the stack's ConnLookup says so; a
+//     SYN without ACK is taken as one when no lookup is installed) is
+//     charged to its class: SYN (a SYN without ACK) or control (every
+//     other payload-less segment). Frames for established connections and
+//     for closed ports are not charged: the former are what the service is
+//     for, the latter the stack answers synchronously, during delivery.
+//  3. A class's charge is paid back by the listener's visible work: each
+//     SYN-ACK the stack transmits pays one SYN, each RST one control
+//     segment (a listener answers a stray ACK with a RST). Segments the
+//     listener drops silently (a RST, or a SYN while its accept queue is
+//     full) are paid back by a slow leak, admitLeakPerSec per class.
+//  4. A class whose unpaid charge reaches admitLimit drops further frames
+//     of the class before they reach the stack, counted by reason
+//     (RxDropFloodSYN, RxDropFloodCtl). New connections keep working
+//     during a SYN flood: the listener keeps answering the SYNs it gets
+//     (with SYN cookies once its SYN queue is long), and a legitimate SYN
+//     is admitted in the proportion the listener can serve.
+//
+// The bound: at most admitLimit unanswered segments per class are in the
+// stack at once, plus what the leak admits beyond what the stack actually
+// finished, which is at most admitLeakPerSec per second while the stack
+// silently drops faster than that — in practice, always.
+const (
+	admitLimit      = 2048
+	admitLeakPerSec = 1024
+)
+
+// ConnKind is where the stack would deliver a TCP segment.
+type ConnKind uint8
+
+const (
+	// ConnNone: no endpoint; the stack answers (a RST) during delivery.
+	ConnNone ConnKind = iota
+	// ConnListener: a listening socket, whose processor queues it.
+	ConnListener
+	// ConnEstablished: a connection's own endpoint.
+	ConnEstablished
+)
+
+// ConnLookup tells the link where the stack would deliver the TCP segment
+// in frame (an Ethernet frame whose IP and TCP headers are complete and
+// checked). It is valid only during the call and must not be kept. It runs
+// on the link's reader goroutines, concurrently when the link has several
+// queues, once for each received TCP frame without payload.
+type ConnLookup func(frame []byte) ConnKind
+
+// SetConnLookup installs fn (nil removes it); package stack installs one
+// for each NIC it adds. See the admission rules above.
+func (l *Link) SetConnLookup(fn ConnLookup) {
+	if fn == nil {
+		l.adm.lookup.Store(nil)
+		return
+	}
+	l.adm.lookup.Store(&fn)
+}
+
+// admission is a link's budget for payload-less TCP segments at
+// listeners, shared by its queues (the stack's answers, which pay the
+// budget back, leave on any queue).
+type admission struct {
+	lookup atomic.Pointer[ConnLookup]
+	syn    admitClass
+	ctl    admitClass
+	// noLeak turns the leak off (tests: what the stack's answers pay back,
+	// alone). Set before the readers start.
+	noLeak bool
+}
+
+// admitClass is one class's unpaid charge. All fields are atomics: readers
+// charge, writers pay.
+type admitClass struct {
+	// owed is the number of admitted segments not yet paid back.
+	owed atomic.Int64
+	// leakAt is when the leak last paid, in nanoseconds of now().
+	leakAt atomic.Int64
+}
+
+// now is the admission clock, in nanoseconds.
+func admitNow() int64 { return time.Now().UnixNano() }
+
+// charge admits one segment of the class unless its unpaid charge is at
+// the limit.
+func (c *admitClass) charge(limit int64, leak bool) bool {
+	if c.owed.Load() >= limit {
+		if leak {
+			c.leak(admitNow())
+		}
+		if c.owed.Load() >= limit {
+			return false
+		}
+	}
+	c.owed.Add(1)
+	return true
+}
+
+// leak pays back admitLeakPerSec per second since the last leak.
+func (c *admitClass) leak(now int64) {
+	last := c.leakAt.Load()
+	due := (now - last) * admitLeakPerSec / int64(time.Second)
+	if due <= 0 || !c.leakAt.CompareAndSwap(last, now) {
+		return
+	}
+	c.pay(due)
+}
+
+// pay pays back up to n segments, never below zero.
+func (c *admitClass) pay(n int64) {
+	for {
+		o := c.owed.Load()
+		if o <= 0 {
+			return
+		}
+		if c.owed.CompareAndSwap(o, max(0, o-n)) {
+			return
+		}
+	}
+}
+
+// noteTx pays a class back for a SYN-ACK or RST the stack transmits. It
+// costs one atomic load per packet while nothing is owed.
+func (a *admission) noteTx(pkt *stack.PacketBuffer) {
+	if a.syn.owed.Load() == 0 && a.ctl.owed.Load() == 0 {
+		return
+	}
+	if pkt.TransportProtocolNumber != header.TCPProtocolNumber {
+		return
+	}
+	th := pkt.TransportHeader().Slice()
+	if len(th) < header.TCPMinimumSize {
+		return
+	}
+	switch f := header.TCP(th).Flags(); {
+	case f.Contains(header.TCPFlagSyn | header.TCPFlagAck):
+		a.syn.pay(1)
+	case f.Contains(header.TCPFlagRst):
+		a.ctl.pay(1)
+	}
+}
+
+// tcpNoPayload reports whether frame (n bytes, of which head holds the
+// first part) is a TCP segment directly over IPv4 or IPv6 with no payload,
+// and returns its flags. Its headers were checked by verifyChecksums.
+func tcpNoPayload(head []byte, n int) (header.TCPFlags, bool) {
+	if n > len(head) || n < header.EthernetMinimumSize+header.IPv4MinimumSize+header.TCPMinimumSize {
+		return 0, false
+	}
+	l3 := head[header.EthernetMinimumSize:n]
+	var l4 []byte
+	switch header.Ethernet(head).Type() {
+	case header.IPv4ProtocolNumber:
+		ip := header.IPv4(l3)
+		hl := int(ip.HeaderLength())
+		if ip.Protocol() != uint8(header.TCPProtocolNumber) || ip.More() || ip.FragmentOffset() != 0 ||
+			hl < header.IPv4MinimumSize || int(ip.TotalLength()) > len(l3) || int(ip.TotalLength()) < hl {
+			return 0, false
+		}
+		l4 = l3[hl:ip.TotalLength()]
+	case header.IPv6ProtocolNumber:
+		if len(l3) < header.IPv6MinimumSize {
+			return 0, false
+		}
+		ip := header.IPv6(l3)
+		if ip.NextHeader() != uint8(header.TCPProtocolNumber) || int(ip.PayloadLength()) > len(l3)-header.IPv6MinimumSize {
+			return 0, false
+		}
+		l4 = l3[header.IPv6MinimumSize : header.IPv6MinimumSize+int(ip.PayloadLength())]
+	default:
+		return 0, false
+	}
+	if len(l4) < header.TCPMinimumSize {
+		return 0, false
+	}
+	t := header.TCP(l4)
+	if off := int(t.DataOffset()); off < header.TCPMinimumSize || off != len(l4) {
+		return 0, false
+	}
+	return t.Flags(), true
+}
+
+// admitControl handles a checked, unfragmented frame of n bytes if it is a
+// TCP segment without payload: it charges the frame to its class and drops
+// it when the class is over budget, or delivers a copy of it, leaving the
+// receive views with the reader. It reports whether it handled the frame;
+// if not, the caller delivers it as usual.
+func (q *queue) admitControl(d stack.NetworkDispatcher, head []byte, n int) bool {
+	flags, ok := tcpNoPayload(head, n)
+	if !ok {
+		return false
+	}
+	a := &q.link.adm
+	var class *admitClass
+	syn := flags&(header.TCPFlagSyn|header.TCPFlagAck) == header.TCPFlagSyn
+	if lookup := a.lookup.Load(); lookup != nil {
+		if (*lookup)(head[:n]) == ConnListener {
+			class = &a.ctl
+			if syn {
+				class = &a.syn
+			}
+		}
+	} else if syn {
+		class = &a.syn
+	}
+	if class != nil && !class.charge(admitLimit, !a.noLeak) {
+		if class == &a.syn {
+			q.c.dropFloodSYN.Add(1)
+		} else {
+			q.c.dropFloodCtl.Add(1)
+		}
+		return true
+	}
+	v := buffer.NewViewWithData(head[:n])
+	q.c.rxCopied.Add(uint64(n))
+	q.deliver(d, buffer.MakeWithView(v), false)
+	return true
+}
