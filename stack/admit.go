@@ -34,6 +34,12 @@ func (st *Stack) connLookup(nic tcpip.NICID) tap.ConnLookup {
 	}
 }
 
+// connected reports whether the TCP segment in frame belongs to a
+// connection of its own (not a listener, not a closed port).
+func (st *Stack) connected(frame []byte) bool {
+	return st.connLookup(0)(frame) == tap.ConnEstablished
+}
+
 // connKind says whether ep, found for a TCP segment, queues it on a
 // listener.
 func connKind(ep gstack.TransportEndpoint) tap.ConnKind {

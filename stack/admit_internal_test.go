@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -83,5 +84,35 @@ func TestConnLookup(t *testing.T) {
 		if got := lookup(c.frame); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// TestListenerFlowKeepsNoStrayPayload checks that a listener's zero-copy
+// flow does not shadow payload for a 4-tuple with no connection (the stack
+// drops it), and counts it as not kept.
+func TestListenerFlowKeepsNoStrayPayload(t *testing.T) {
+	st, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	f, err := st.RegisterFlow(header.TCPProtocolNumber, netip.AddrPortFrom(netip.Addr{}, 7), netip.AddrPort{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	hdr := tcpFrame(netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), 40000, 7)
+	v := buffer.NewViewWithData(make([]byte, 1000))
+	defer v.Release()
+	st.zc.hook(hdr, v, 0)
+	zs := st.ZeroCopyStats()
+	if zs.NotKept != 1 || zs.Shadowed != 0 {
+		t.Fatalf("stray payload at a listener: not kept %d, shadowed %d; want 1 and 0", zs.NotKept, zs.Shadowed)
+	}
+	f.mu.Lock()
+	n := len(f.shadows)
+	f.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("listener flow holds %d shadows", n)
 	}
 }

@@ -138,6 +138,7 @@ func New(opts Options) (*Stack, error) {
 		TransportProtocols: []gstack.TransportProtocolFactory{newTCP, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 	})
 	st := &Stack{s: s, log: opts.Logger, acks: acks, acksOn: opts.TCPAckEvents, nextID: 1, links: map[NICID]gstack.LinkEndpoint{}, names: map[NICID]string{}}
+	st.zc.connected = st.connected
 	if err := st.apply(opts); err != nil {
 		s.Destroy()
 		return nil, err

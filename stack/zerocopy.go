@@ -70,7 +70,11 @@ type registry struct {
 	ports [1 << 16]atomic.Int32
 
 	// Totals across flows, for Stack.ZeroCopyStats.
-	shadowed, evicted, unmatchedFrames atomic.Uint64
+	shadowed, evicted, unmatchedFrames, notKept atomic.Uint64
+
+	// connected reports whether a TCP frame's 4-tuple has a connection of
+	// its own in the stack (stack/admit.go). Set by New, immutable after.
+	connected func(hdr []byte) bool
 }
 
 // Flow is one socket's zero-copy receive state: the shadows of its received
@@ -147,6 +151,14 @@ func (r *registry) hook(hdr []byte, payload *buffer.View, off int) {
 	f := r.lookup(key)
 	if f == nil {
 		r.unmatchedFrames.Add(1)
+		return
+	}
+	if f.key.proto == header.TCPProtocolNumber && !f.key.remote.IsValid() && r.connected != nil && !r.connected(hdr) {
+		// A listener's flow keeps the first data of connections not
+		// yet accepted; payload for no connection at all the stack
+		// drops (and answers with a RST), so a shadow of it would only
+		// pin memory until evicted.
+		r.notKept.Add(1)
 		return
 	}
 	f.add(payload, seq.Add(seqnum.Size(off)))
@@ -409,6 +421,7 @@ type ZeroCopyStats struct {
 	Shadowed        uint64 // payload views shadowed
 	Evicted         uint64 // shadows released unused (flow over its bound)
 	UnmatchedFrames uint64 // frames to a zero-copy port but no registered flow
+	NotKept         uint64 // payloads for a TCP listener's port with no connection: not shadowed
 }
 
 // ZeroCopyStats returns the registry's counters.
@@ -416,7 +429,7 @@ func (st *Stack) ZeroCopyStats() ZeroCopyStats {
 	st.zc.mu.RLock()
 	n := len(st.zc.flows)
 	st.zc.mu.RUnlock()
-	return ZeroCopyStats{Flows: n, Shadowed: st.zc.shadowed.Load(), Evicted: st.zc.evicted.Load(), UnmatchedFrames: st.zc.unmatchedFrames.Load()}
+	return ZeroCopyStats{Flows: n, Shadowed: st.zc.shadowed.Load(), Evicted: st.zc.evicted.Load(), UnmatchedFrames: st.zc.unmatchedFrames.Load(), NotKept: st.zc.notKept.Load()}
 }
 
 // payloadHooker is implemented by zcnet's links (tap.Link, tap.PairEndpoint,

@@ -36,7 +36,10 @@ import (
 //     segment (a listener answers a stray ACK with a RST). Segments the
 //     listener drops silently (a RST, or a SYN while its accept queue is
 //     full) are paid back by a slow leak, admitLeakPerSec per class.
-//  4. A class whose unpaid charge reaches admitLimit drops further frames
+//  4. Segments with payload for a listener (a flood of data at a port
+//     with no connection) are charged to the control class too: the
+//     listener holds them in its queue, and answers them with a RST.
+//  5. A class whose unpaid charge reaches admitLimit drops further frames
 //     of the class before they reach the stack, counted by reason
 //     (RxDropFloodSYN, RxDropFloodCtl). New connections keep working
 //     during a SYN flood: the listener keeps answering the SYNs it gets
@@ -164,57 +167,77 @@ func (a *admission) noteTx(pkt *stack.PacketBuffer) {
 	}
 }
 
-// tcpNoPayload reports whether frame (n bytes, of which head holds the
-// first part) is a TCP segment directly over IPv4 or IPv6 with no payload,
-// and returns its flags. Its headers were checked by verifyChecksums.
-func tcpNoPayload(head []byte, n int) (header.TCPFlags, bool) {
-	if n > len(head) || n < header.EthernetMinimumSize+header.IPv4MinimumSize+header.TCPMinimumSize {
-		return 0, false
+// tcpSegment reports whether frame (n bytes, of which head holds the first
+// part) is a TCP segment directly over IPv4 or IPv6, whether it carries
+// payload, and its flags. Its headers were checked by verifyChecksums.
+func tcpSegment(head []byte, n int) (flags header.TCPFlags, payload, ok bool) {
+	if n < header.EthernetMinimumSize+header.IPv4MinimumSize+header.TCPMinimumSize || len(head) < header.EthernetMinimumSize+header.IPv4MinimumSize+header.TCPMinimumSize {
+		return 0, false, false
 	}
-	l3 := head[header.EthernetMinimumSize:n]
+	l3 := head[header.EthernetMinimumSize:]
+	tot := n - header.EthernetMinimumSize
 	var l4 []byte
 	switch header.Ethernet(head).Type() {
 	case header.IPv4ProtocolNumber:
 		ip := header.IPv4(l3)
 		hl := int(ip.HeaderLength())
 		if ip.Protocol() != uint8(header.TCPProtocolNumber) || ip.More() || ip.FragmentOffset() != 0 ||
-			hl < header.IPv4MinimumSize || int(ip.TotalLength()) > len(l3) || int(ip.TotalLength()) < hl {
-			return 0, false
+			hl < header.IPv4MinimumSize || hl+header.TCPMinimumSize > len(l3) || int(ip.TotalLength()) > tot || int(ip.TotalLength()) < hl+header.TCPMinimumSize {
+			return 0, false, false
 		}
-		l4 = l3[hl:ip.TotalLength()]
+		l4 = l3[hl:min(int(ip.TotalLength()), len(l3))]
+		tot = int(ip.TotalLength()) - hl
 	case header.IPv6ProtocolNumber:
-		if len(l3) < header.IPv6MinimumSize {
-			return 0, false
+		if len(l3) < header.IPv6MinimumSize+header.TCPMinimumSize {
+			return 0, false, false
 		}
 		ip := header.IPv6(l3)
-		if ip.NextHeader() != uint8(header.TCPProtocolNumber) || int(ip.PayloadLength()) > len(l3)-header.IPv6MinimumSize {
-			return 0, false
+		if ip.NextHeader() != uint8(header.TCPProtocolNumber) || int(ip.PayloadLength()) > tot-header.IPv6MinimumSize {
+			return 0, false, false
 		}
-		l4 = l3[header.IPv6MinimumSize : header.IPv6MinimumSize+int(ip.PayloadLength())]
+		l4 = l3[header.IPv6MinimumSize:]
+		tot = int(ip.PayloadLength())
 	default:
-		return 0, false
+		return 0, false, false
 	}
-	if len(l4) < header.TCPMinimumSize {
-		return 0, false
+	if len(l4) < header.TCPMinimumSize || tot < header.TCPMinimumSize {
+		return 0, false, false
 	}
 	t := header.TCP(l4)
-	if off := int(t.DataOffset()); off < header.TCPMinimumSize || off != len(l4) {
-		return 0, false
+	off := int(t.DataOffset())
+	if off < header.TCPMinimumSize || off > tot {
+		return 0, false, false
 	}
-	return t.Flags(), true
+	return t.Flags(), off < tot, true
 }
 
 // admitControl handles a checked, unfragmented frame of n bytes if it is a
 // TCP segment without payload: it charges the frame to its class and drops
 // it when the class is over budget, or delivers a copy of it, leaving the
-// receive views with the reader. It reports whether it handled the frame;
-// if not, the caller delivers it as usual.
+// receive views with the reader. A TCP segment with payload for a listener
+// is charged to the control class and dropped over budget. It reports
+// whether it handled the frame; if not, the caller delivers it as usual.
 func (q *queue) admitControl(d stack.NetworkDispatcher, head []byte, n int) bool {
-	flags, ok := tcpNoPayload(head, n)
+	flags, payload, ok := tcpSegment(head, n)
 	if !ok {
 		return false
 	}
 	a := &q.link.adm
+	if payload {
+		// Payload for a listener: the listener queues it (within its
+		// receive buffer, but charged by payload size while it holds a
+		// receive view) and answers a stray one with a RST. Charged to
+		// the control class; delivered as usual when admitted.
+		lookup := a.lookup.Load()
+		if lookup == nil || (*lookup)(head[:n]) != ConnListener {
+			return false
+		}
+		if !a.ctl.charge(admitLimit, !a.noLeak) {
+			q.c.dropFloodCtl.Add(1)
+			return true
+		}
+		return false
+	}
 	var class *admitClass
 	syn := flags&(header.TCPFlagSyn|header.TCPFlagAck) == header.TCPFlagSyn
 	if lookup := a.lookup.Load(); lookup != nil {

@@ -221,6 +221,7 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("zcnet_zerocopy_shadowed_total", "Payload views kept for zero-copy hand-off.", zc.Shadowed)
 	counter("zcnet_zerocopy_evicted_total", "Shadows released unused (a flow over its bound).", zc.Evicted)
 	counter("zcnet_zerocopy_unmatched_frames_total", "Frames to a zero-copy port with no registered flow.", zc.UnmatchedFrames)
+	counter("zcnet_zerocopy_not_kept_total", "Payloads for a TCP listener's port with no connection, not shadowed.", zc.NotKept)
 
 	// The buffer pool.
 	if z.pool != nil {
