@@ -15,6 +15,28 @@ import (
 // are bounded and established connections are never charged.
 type connLookuper interface {
 	SetConnLookup(tap.ConnLookup)
+	SetSYNPressure(tap.SYNPressure)
+}
+
+// synPressure is the tap.SYNPressure of the stack's links: SYN cookies are
+// on for every listener while any link refuses SYNs over its budget, so
+// that a listener answers each SYN it gets without creating a half-open
+// connection, and so serves more of them (new connections then go without
+// window scaling and SACK, which gVisor's cookies do not carry).
+func (st *Stack) synPressure(on bool) {
+	delta, edge := int32(-1), int32(0)
+	if on {
+		delta, edge = 1, 1
+	}
+	if st.synFloods.Add(delta) != edge {
+		return // another link is still (or already) under pressure
+	}
+	opt := tcpip.TCPAlwaysUseSynCookies(on)
+	if err := st.s.SetTransportProtocolOption(tcp.ProtocolNumber, &opt); err != nil {
+		st.log.Warn("SYN cookies", "on", on, "err", err.String())
+		return
+	}
+	st.log.Info("SYN flood: links refuse SYNs over their budget; SYN cookies for every listener", "on", on)
 }
 
 // connLookup returns the tap.ConnLookup of NIC nic: a demuxer lookup, as

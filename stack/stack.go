@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
@@ -110,6 +111,8 @@ type Stack struct {
 	s   *gstack.Stack
 	log *slog.Logger
 	zc  registry // zero-copy receive flows; see zerocopy.go
+	// synFloods counts links refusing SYNs over their budget (admit.go).
+	synFloods atomic.Int32
 
 	acks   *ackRegistry // acknowledgement watches; see ackwatch.go
 	acksOn bool         // immutable; Options.TCPAckEvents
@@ -257,6 +260,7 @@ func (st *Stack) AddNIC(link gstack.LinkEndpoint, cfg NICConfig) (NICID, error) 
 	}
 	if h, ok := link.(connLookuper); ok {
 		h.SetConnLookup(st.connLookup(id))
+		h.SetSYNPressure(st.synPressure)
 	}
 	for _, p := range cfg.Addrs {
 		if err := st.AddAddress(id, p); err != nil {

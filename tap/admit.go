@@ -74,6 +74,24 @@ const (
 // queues, once for each received TCP frame without payload.
 type ConnLookup func(frame []byte) ConnKind
 
+// SYNPressure is told when a link starts refusing SYNs for listeners over
+// its budget (true) and when, after that, its unpaid SYNs fall below a
+// quarter of the budget again (false). It runs on a reader goroutine, once
+// per change.
+type SYNPressure func(on bool)
+
+// SetSYNPressure installs fn (nil removes it); package stack installs one
+// that turns SYN cookies on for every listener while any link is under
+// pressure, which makes a listener's answer to a SYN cheap (no half-open
+// connection) so it serves more of them.
+func (l *Link) SetSYNPressure(fn SYNPressure) {
+	if fn == nil {
+		l.adm.pressure.Store(nil)
+		return
+	}
+	l.adm.pressure.Store(&fn)
+}
+
 // SetConnLookup installs fn (nil removes it); package stack installs one
 // for each NIC it adds. See the admission rules above.
 func (l *Link) SetConnLookup(fn ConnLookup) {
@@ -89,8 +107,11 @@ func (l *Link) SetConnLookup(fn ConnLookup) {
 // budget back, leave on any queue).
 type admission struct {
 	lookup atomic.Pointer[ConnLookup]
-	syn    admitClass
-	ctl    admitClass
+	// pressure and underPressure: see SYNPressure.
+	pressure      atomic.Pointer[SYNPressure]
+	underPressure atomic.Bool
+	syn           admitClass
+	ctl           admitClass
 	// noLeak turns the leak off (tests: what the stack's answers pay back,
 	// alone). Set before the readers start.
 	noLeak bool
@@ -143,6 +164,16 @@ func (c *admitClass) pay(n int64) {
 		if c.owed.CompareAndSwap(o, max(0, o-n)) {
 			return
 		}
+	}
+}
+
+// setPressure records a change of SYN pressure and tells the hook.
+func (a *admission) setPressure(on bool) {
+	if a.underPressure.Load() == on || a.underPressure.Swap(on) == on {
+		return
+	}
+	if fn := a.pressure.Load(); fn != nil {
+		(*fn)(on)
 	}
 }
 
@@ -253,10 +284,14 @@ func (q *queue) admitControl(d stack.NetworkDispatcher, head []byte, n int) bool
 	if class != nil && !class.charge(admitLimit, !a.noLeak) {
 		if class == &a.syn {
 			q.c.dropFloodSYN.Add(1)
+			a.setPressure(true)
 		} else {
 			q.c.dropFloodCtl.Add(1)
 		}
 		return true
+	}
+	if class == &a.syn && a.underPressure.Load() && a.syn.owed.Load() < admitLimit/4 {
+		a.setPressure(false)
 	}
 	v := buffer.NewViewWithData(head[:n])
 	q.c.rxCopied.Add(uint64(n))

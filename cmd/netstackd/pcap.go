@@ -46,6 +46,13 @@ func (l *pcapLink) SetConnLookup(fn tap.ConnLookup) {
 	}
 }
 
+// SetSYNPressure passes the stack's SYN pressure hook to the wrapped link.
+func (l *pcapLink) SetSYNPressure(fn tap.SYNPressure) {
+	if h, ok := l.inner.(interface{ SetSYNPressure(tap.SYNPressure) }); ok {
+		h.SetSYNPressure(fn)
+	}
+}
+
 // newPcapLink wraps link so that every packet is written to w.
 func newPcapLink(link gstack.LinkEndpoint, w *pcapWriter, snapLen int) (*pcapLink, error) {
 	// The sniffer also logs every packet through gVisor's log unless this
