@@ -706,6 +706,9 @@ type SocketStats struct {
 func (sock *Socket) Stats() SocketStats {
 	limit, held := sock.as.usage()
 	st := SocketStats{Counters: sock.c.snapshot(), AssocBytes: limit, HeldBytes: held}
+	if es, ok := sock.ep.Stats().(*tcpip.TransportEndpointStats); ok && sock.proto == udp.ProtocolNumber {
+		st.DropsNoRoom = es.ReceiveErrors.ReceiveBufferOverflow.Value()
+	}
 	if sock.flow != nil {
 		st.Flow = sock.flow.Stats()
 	}
