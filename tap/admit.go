@@ -1,6 +1,7 @@
 package tap
 
 import (
+	"hash/maphash"
 	"sync/atomic"
 	"time"
 
@@ -41,7 +42,12 @@ import (
 //     listener holds them in its queue, and answers them with a RST.
 //  5. A class whose unpaid charge reaches admitLimit drops further frames
 //     of the class before they reach the stack, counted by reason
-//     (RxDropFloodSYN, RxDropFloodCtl). New connections keep working
+//     (RxDropFloodSYN, RxDropFloodCtl).
+//  6. A refused SYN is remembered (its source, ports and sequence number,
+//     hashed, in a small table); when it comes again — a client's
+//     retransmission, one second later for Linux — it is admitted even
+//     over the budget, up to twice the budget. A flood of fresh SYNs does
+//     not retransmit, so a real client's second try gets through. New connections keep working
 //     during a SYN flood: the listener keeps answering the SYNs it gets
 //     (with SYN cookies once its SYN queue is long), and a legitimate SYN
 //     is admitted in the proportion the listener can serve.
@@ -51,8 +57,9 @@ import (
 // finished, which is at most admitLeakPerSec per second while the stack
 // silently drops faster than that — in practice, always.
 const (
-	admitLimit      = 2048
-	admitLeakPerSec = 1024
+	admitLimit        = 2048
+	admitLeakPerSec   = 1024
+	admitRefusedSlots = 4096
 )
 
 // ConnKind is where the stack would deliver a TCP segment.
@@ -111,7 +118,11 @@ type admission struct {
 	pressure      atomic.Pointer[SYNPressure]
 	underPressure atomic.Bool
 	syn           admitClass
-	ctl           admitClass
+	// refused remembers refused SYNs (see rule 6): a slot holds the
+	// hash of one, or zero.
+	refused [admitRefusedSlots]atomic.Uint64
+	seed    maphash.Seed
+	ctl     admitClass
 	// noLeak turns the leak off (tests: what the stack's answers pay back,
 	// alone). Set before the readers start.
 	noLeak bool
@@ -167,6 +178,34 @@ func (c *admitClass) pay(n int64) {
 	}
 }
 
+// synKey hashes a SYN's source address, ports and sequence number (never
+// zero).
+func (a *admission) synKey(frame []byte, l4off int) uint64 {
+	var h maphash.Hash
+	h.SetSeed(a.seed)
+	if header.Ethernet(frame).Type() == header.IPv4ProtocolNumber {
+		h.Write(frame[header.EthernetMinimumSize+12 : header.EthernetMinimumSize+16])
+	} else {
+		h.Write(frame[header.EthernetMinimumSize+8 : header.EthernetMinimumSize+24])
+	}
+	h.Write(frame[l4off : l4off+8]) // ports and sequence number
+	return h.Sum64() | 1
+}
+
+// retried reports whether a SYN over the budget is a retransmission of
+// one refused before, and if so (and the class owes less than twice the
+// budget) admits it; otherwise it remembers the SYN as refused.
+func (a *admission) retried(frame []byte, l4off int) bool {
+	k := a.synKey(frame, l4off)
+	slot := &a.refused[k%admitRefusedSlots]
+	if slot.Load() == k && a.syn.owed.Load() < 2*admitLimit && slot.CompareAndSwap(k, 0) {
+		a.syn.owed.Add(1)
+		return true
+	}
+	slot.Store(k)
+	return false
+}
+
 // setPressure records a change of SYN pressure and tells the hook.
 func (a *admission) setPressure(on bool) {
 	if a.underPressure.Load() == on || a.underPressure.Swap(on) == on {
@@ -201,9 +240,9 @@ func (a *admission) noteTx(pkt *stack.PacketBuffer) {
 // tcpSegment reports whether frame (n bytes, of which head holds the first
 // part) is a TCP segment directly over IPv4 or IPv6, whether it carries
 // payload, and its flags. Its headers were checked by verifyChecksums.
-func tcpSegment(head []byte, n int) (flags header.TCPFlags, payload, ok bool) {
+func tcpSegment(head []byte, n int) (flags header.TCPFlags, payload bool, l4off int, ok bool) {
 	if n < header.EthernetMinimumSize+header.IPv4MinimumSize+header.TCPMinimumSize || len(head) < header.EthernetMinimumSize+header.IPv4MinimumSize+header.TCPMinimumSize {
-		return 0, false, false
+		return 0, false, 0, false
 	}
 	l3 := head[header.EthernetMinimumSize:]
 	tot := n - header.EthernetMinimumSize
@@ -214,32 +253,34 @@ func tcpSegment(head []byte, n int) (flags header.TCPFlags, payload, ok bool) {
 		hl := int(ip.HeaderLength())
 		if ip.Protocol() != uint8(header.TCPProtocolNumber) || ip.More() || ip.FragmentOffset() != 0 ||
 			hl < header.IPv4MinimumSize || hl+header.TCPMinimumSize > len(l3) || int(ip.TotalLength()) > tot || int(ip.TotalLength()) < hl+header.TCPMinimumSize {
-			return 0, false, false
+			return 0, false, 0, false
 		}
 		l4 = l3[hl:min(int(ip.TotalLength()), len(l3))]
+		l4off = header.EthernetMinimumSize + hl
 		tot = int(ip.TotalLength()) - hl
 	case header.IPv6ProtocolNumber:
 		if len(l3) < header.IPv6MinimumSize+header.TCPMinimumSize {
-			return 0, false, false
+			return 0, false, 0, false
 		}
 		ip := header.IPv6(l3)
 		if ip.NextHeader() != uint8(header.TCPProtocolNumber) || int(ip.PayloadLength()) > tot-header.IPv6MinimumSize {
-			return 0, false, false
+			return 0, false, 0, false
 		}
 		l4 = l3[header.IPv6MinimumSize:]
+		l4off = header.EthernetMinimumSize + header.IPv6MinimumSize
 		tot = int(ip.PayloadLength())
 	default:
-		return 0, false, false
+		return 0, false, 0, false
 	}
 	if len(l4) < header.TCPMinimumSize || tot < header.TCPMinimumSize {
-		return 0, false, false
+		return 0, false, 0, false
 	}
 	t := header.TCP(l4)
 	off := int(t.DataOffset())
 	if off < header.TCPMinimumSize || off > tot {
-		return 0, false, false
+		return 0, false, 0, false
 	}
-	return t.Flags(), off < tot, true
+	return t.Flags(), off < tot, l4off, true
 }
 
 // admitControl handles a checked, unfragmented frame of n bytes if it is a
@@ -249,7 +290,7 @@ func tcpSegment(head []byte, n int) (flags header.TCPFlags, payload, ok bool) {
 // is charged to the control class and dropped over budget. It reports
 // whether it handled the frame; if not, the caller delivers it as usual.
 func (q *queue) admitControl(d stack.NetworkDispatcher, head []byte, n int) bool {
-	flags, payload, ok := tcpSegment(head, n)
+	flags, payload, l4off, ok := tcpSegment(head, n)
 	if !ok {
 		return false
 	}
@@ -281,7 +322,7 @@ func (q *queue) admitControl(d stack.NetworkDispatcher, head []byte, n int) bool
 	} else if syn {
 		class = &a.syn
 	}
-	if class != nil && !class.charge(admitLimit, !a.noLeak) {
+	if class != nil && !class.charge(admitLimit, !a.noLeak) && !(class == &a.syn && a.retried(head, l4off)) {
 		if class == &a.syn {
 			q.c.dropFloodSYN.Add(1)
 			a.setPressure(true)

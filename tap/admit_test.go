@@ -146,6 +146,12 @@ func TestAdmissionPaidBackByAnswers(t *testing.T) {
 	if got := d.n.Load() - before; got != 0 {
 		t.Fatalf("%d SYNs delivered over the budget with nothing paid back", got)
 	}
+	// The same ten again, as a client retransmits them: admitted.
+	before = d.n.Load()
+	send(10, header.TCPFlagSyn)
+	if got := d.n.Load() - before; got != 10 {
+		t.Fatalf("%d of 10 retransmitted SYNs delivered over the budget, want all", got)
+	}
 	// Control segments have a budget of their own, paid back by RSTs.
 	before = d.n.Load()
 	send(admitLimit+50, header.TCPFlagAck)

@@ -2,6 +2,7 @@ package tap
 
 import (
 	"fmt"
+	"hash/maphash"
 	"net"
 	"os"
 	"sync"
@@ -135,6 +136,7 @@ func newLink(r resolved, fds []int, offloads Offloads) (*Link, error) {
 		tailView: r.vnet || r.headView < r.mtu+14+4,
 	}
 	l.mtu.Store(uint32(r.mtu))
+	l.adm.seed = maphash.MakeSeed()
 	mac := tcpip.LinkAddress(r.mac)
 	l.mac.Store(&mac)
 	for i, fd := range fds {
