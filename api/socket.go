@@ -269,7 +269,8 @@ func (sock *Socket) RecvFrom(ctx context.Context) (Buf, netip.AddrPort, error) {
 
 // RecvMsg fills bufs with as many received Bufs as are ready (at least one,
 // waiting as Recv does) and returns how many, with the sender of the first.
-// For UDP each Buf is one datagram.
+// For UDP each Buf is one datagram, and its From gives its own sender:
+// datagrams of one batch may come from several.
 func (sock *Socket) RecvMsg(ctx context.Context, bufs []Buf) (int, netip.AddrPort, error) {
 	if len(bufs) == 0 {
 		return 0, netip.AddrPort{}, nil
@@ -308,6 +309,9 @@ func (sock *Socket) recv(ctx context.Context) (Buf, netip.AddrPort, error) {
 			r := sock.pending[0]
 			sock.pending[0] = received{}
 			sock.pending = sock.pending[1:]
+			if r.b.valid() {
+				r.b.h.from = r.from
+			}
 			return r.b, r.from, nil
 		}
 		err := sock.fillLocked()
