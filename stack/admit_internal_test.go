@@ -116,3 +116,47 @@ func TestListenerFlowKeepsNoStrayPayload(t *testing.T) {
 		t.Fatalf("listener flow holds %d shadows", n)
 	}
 }
+
+// TestFlowEvictsAndUnmatched checks the other two zero-copy counters: a
+// flow over its bound releases its oldest shadows (Evicted), and a frame
+// to a port some flow uses but from an address none matches is counted as
+// unmatched.
+func TestFlowEvictsAndUnmatched(t *testing.T) {
+	st, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	peer, local := netip.MustParseAddrPort("192.0.2.1:40000"), netip.MustParseAddrPort("192.0.2.2:7")
+	f, err := st.RegisterFlow(header.UDPProtocolNumber, local, peer, 2500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	hdr := udpHdr(peer, local)
+	for range 4 {
+		v := buffer.NewViewWithData(make([]byte, 1000))
+		st.zc.hook(hdr, v, 0)
+		v.Release()
+	}
+	if zs := st.ZeroCopyStats(); zs.Shadowed != 4 || zs.Evicted != 2 {
+		t.Fatalf("4 payloads of 1000 bytes into a flow bounded at 2500: shadowed %d, evicted %d; want 4 and 2", zs.Shadowed, zs.Evicted)
+	}
+	v := buffer.NewViewWithData(make([]byte, 10))
+	defer v.Release()
+	st.zc.hook(udpHdr(netip.MustParseAddrPort("192.0.2.9:40000"), local), v, 0)
+	if zs := st.ZeroCopyStats(); zs.UnmatchedFrames != 1 || zs.Shadowed != 4 {
+		t.Fatalf("a frame from another peer: unmatched %d, shadowed %d; want 1 and 4", zs.UnmatchedFrames, zs.Shadowed)
+	}
+}
+
+// udpHdr builds the Ethernet, IPv4 and UDP headers of a datagram.
+func udpHdr(src, dst netip.AddrPort) []byte {
+	b := make([]byte, header.EthernetMinimumSize+header.IPv4MinimumSize+header.UDPMinimumSize)
+	header.Ethernet(b).Encode(&header.EthernetFields{Type: header.IPv4ProtocolNumber})
+	header.IPv4(b[header.EthernetMinimumSize:]).Encode(&header.IPv4Fields{
+		TotalLength: header.IPv4MinimumSize + header.UDPMinimumSize, TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
+		SrcAddr: tcpip.AddrFromSlice(src.Addr().AsSlice()), DstAddr: tcpip.AddrFromSlice(dst.Addr().AsSlice())})
+	header.UDP(b[header.EthernetMinimumSize+header.IPv4MinimumSize:]).Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: header.UDPMinimumSize})
+	return b
+}
