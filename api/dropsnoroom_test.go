@@ -5,13 +5,16 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
 )
 
 // TestDropsNoRoom: a UDP receiver whose application takes nothing fills
 // its association, the socket stops taking datagrams off the stack, and
 // the stack drops the ones that do not fit behind them: every datagram
 // sent is either received later or counted in DropsNoRoom, per socket and
-// stack-wide.
+// stack-wide; and the socket's zero-copy shadows stay within what the
+// stack may hold for it.
 func TestDropsNoRoom(t *testing.T) {
 	const size, maxSent = 1000, 20000
 	p := newZCPair(t, 10*size)
@@ -46,6 +49,17 @@ func TestDropsNoRoom(t *testing.T) {
 	dropped := srv.Stats().DropsNoRoom - sockBefore
 	if dropped == 0 {
 		t.Fatalf("%d datagrams of %d bytes to a socket nobody reads, none counted as dropped", sent, size)
+	}
+	// The socket's zero-copy flow keeps shadows only of what the stack
+	// may hold for it: its receive buffer, counted twice over (by the
+	// receive views the datagrams sit in), not the default bound meant
+	// for a TCP window.
+	var rbs tcpip.ReceiveBufferSizeOption
+	if err := p.Pair.B.Netstack().Option(&rbs); err != nil {
+		t.Fatal(err)
+	}
+	if fs := srv.Stats().Flow; fs.ShadowBytes > 2*rbs.Default || fs.Evicted == 0 {
+		t.Fatalf("flow holds %d bytes of shadows (%d evicted) after %d datagrams; bound %d (twice the receive buffer)", fs.ShadowBytes, fs.Evicted, sent, 2*rbs.Default)
 	}
 	received := 0
 	for {

@@ -41,15 +41,18 @@ import (
 //     every shadow ending at or before the sequence number just read; for
 //     UDP, every datagram that arrived before the one just read (the stack
 //     dropped those or they were read by copy). A flow holds at most
-//     MaxShadowBytes; past that the oldest shadows are released and counted
-//     as evicted.
+//     MaxShadowBytes of memory — the receive views its shadows keep alive,
+//     counted by capacity, not by payload bytes; past that the oldest
+//     shadows are released and counted as evicted. A TCP listener's flow
+//     shadows only payload of connections the stack has (admit.go).
 
 // ErrFlowExists reports a second registration of the same addresses.
 var ErrFlowExists = errors.New("stack: zero-copy flow already registered")
 
-// DefaultMaxShadowBytes bounds the payload memory one flow's shadows keep
-// alive: twice the largest default TCP receive buffer, so a full window
-// plus its retransmissions fit.
+// DefaultMaxShadowBytes bounds the memory one flow's shadows keep alive:
+// twice the largest default TCP receive buffer, so a full window plus its
+// retransmissions fit. A UDP socket asks for less (package api bounds it by
+// its receive buffer).
 const DefaultMaxShadowBytes = 2 * (16 << 20)
 
 // flowKey names a flow from the receiving side. Zero addresses and ports are
@@ -88,7 +91,7 @@ type Flow struct {
 
 	mu      sync.Mutex
 	shadows []shadow // +checklocks:mu; in arrival order
-	bytes   int      // +checklocks:mu; payload bytes the shadows hold
+	bytes   int      // +checklocks:mu; memory the shadows keep alive (chunk capacity, see shadow.mem)
 	closed  bool     // +checklocks:mu
 
 	taken, evicted atomic.Uint64
@@ -100,6 +103,11 @@ type shadow struct {
 	base uintptr      // address of the view's first payload byte
 	n    int          // payload bytes in the view
 	seq  seqnum.Value // TCP: sequence number of the first byte
+	// mem is the memory the shadow keeps alive, charged to the flow's
+	// bound: its chunk's whole capacity, or 0 when the shadow before it
+	// shares the chunk (the datagrams cut from one USO super-frame).
+	mem   int
+	chunk *byte // the chunk's memory (View.BasePtr)
 }
 
 // RegisterFlow starts keeping shadows of payloads that arrive for the given
@@ -251,8 +259,15 @@ func (f *Flow) add(payload *buffer.View, seq seqnum.Value) {
 	if f.closed {
 		return
 	}
-	f.shadows = append(f.shadows, shadow{v: payload.Clone(), base: sliceAddr(b), n: len(b), seq: seq})
-	f.bytes += len(b)
+	sh := shadow{v: payload.Clone(), base: sliceAddr(b), n: len(b), seq: seq, chunk: payload.BasePtr()}
+	if k := len(f.shadows); k == 0 || f.shadows[k-1].chunk != sh.chunk {
+		// A small payload pins the whole receive view it arrived in:
+		// the bound is on memory, not payload bytes, or a flood of
+		// tiny datagrams would pin a thousand times its bound.
+		sh.mem = max(len(b), payload.Capacity())
+	}
+	f.shadows = append(f.shadows, sh)
+	f.bytes += sh.mem
 	f.reg.shadowed.Add(1)
 	for f.bytes > f.max && len(f.shadows) > 1 {
 		f.dropFrontLocked(1)
@@ -271,7 +286,7 @@ func (f *Flow) dropLocked(i int) {
 	}
 	s := f.shadows[i]
 	s.v.Release()
-	f.bytes -= s.n
+	f.bytes -= s.mem
 	f.shadows = append(f.shadows[:i], f.shadows[i+1:]...)
 }
 
@@ -284,7 +299,7 @@ func (f *Flow) dropLocked(i int) {
 func (f *Flow) dropFrontLocked(k int) {
 	for i := range k {
 		f.shadows[i].v.Release()
-		f.bytes -= f.shadows[i].n
+		f.bytes -= f.shadows[i].mem
 	}
 	clear(f.shadows[:k]) // the views are released; let the array forget them
 	if k == len(f.shadows) {
@@ -356,7 +371,7 @@ func (f *Flow) releaseDeliveredLocked(next seqnum.Value) {
 	for _, s := range f.shadows {
 		if s.seq.Add(seqnum.Size(s.n)).LessThanEq(next) {
 			s.v.Release()
-			f.bytes -= s.n
+			f.bytes -= s.mem
 			continue
 		}
 		f.shadows[j] = s
@@ -369,7 +384,7 @@ func (f *Flow) releaseDeliveredLocked(next seqnum.Value) {
 // FlowStats counts one flow's shadows.
 type FlowStats struct {
 	Shadows     int    // shadows held now
-	ShadowBytes int    // payload bytes they keep alive
+	ShadowBytes int    // memory they keep alive (receive views, by capacity)
 	Taken       uint64 // slices handed out by Take
 	Evicted     uint64 // shadows released unused because the flow held MaxShadowBytes
 }

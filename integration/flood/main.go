@@ -367,7 +367,8 @@ func vethPair(cliNS, srvNS, dev string) error {
 
 // echoClient runs in the kernel side's namespace: with d zero it does one
 // echo and fails if it fails; otherwise it echoes on fresh connections, n
-// at a time, for d and prints "successes failures".
+// at a time, for d and prints "successes failures" (an echo still running
+// when d ends counts as neither).
 func echoClient(d time.Duration, n int) error {
 	data := make([]byte, echoSize)
 	rand.Read(data)
@@ -383,9 +384,12 @@ func echoClient(d time.Duration, n int) error {
 			for time.Now().Before(end) {
 				err := echoOnce(data, min(10*time.Second, time.Until(end)))
 				switch {
-				case err == nil && time.Now().Before(end):
+				case !time.Now().Before(end):
+					// Cut off by the end of the flood (or
+					// finished after it): neither.
+				case err == nil:
 					t.ok++
-				case err != nil:
+				default:
 					t.failed++
 				}
 			}
