@@ -99,6 +99,10 @@ func TestAdmissionPaidBackByAnswers(t *testing.T) {
 		}
 		return ConnListener
 	})
+	var pressure []bool
+	// Called on the reader; read here only after send has seen its frames
+	// counted, which orders the two.
+	link.SetSYNPressure(func(on bool) { pressure = append(pressure, on) })
 	link.Attach(d)
 	send := func(n int, flags header.TCPFlags) {
 		t.Helper()
@@ -151,6 +155,13 @@ func TestAdmissionPaidBackByAnswers(t *testing.T) {
 	send(10, header.TCPFlagSyn)
 	if got := d.n.Load() - before; got != 10 {
 		t.Fatalf("%d of 10 retransmitted SYNs delivered over the budget, want all", got)
+	}
+	// Refusing SYNs put the link under pressure; answers that bring the
+	// unpaid SYNs below a quarter of the budget lift it.
+	answer(header.TCPFlagSyn|header.TCPFlagAck, 2*admitLimit)
+	send(1, header.TCPFlagSyn)
+	if len(pressure) != 2 || !pressure[0] || pressure[1] {
+		t.Fatalf("SYN pressure reports %v, want [true false]", pressure)
 	}
 	// Control segments have a budget of their own, paid back by RSTs.
 	before = d.n.Load()
