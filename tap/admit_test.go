@@ -2,6 +2,7 @@ package tap
 
 import (
 	"encoding/binary"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -99,10 +100,13 @@ func TestAdmissionPaidBackByAnswers(t *testing.T) {
 		}
 		return ConnListener
 	})
-	var pressure []bool
-	// Called on the reader; read here only after send has seen its frames
-	// counted, which orders the two.
-	link.SetSYNPressure(func(on bool) { pressure = append(pressure, on) })
+	var pmu sync.Mutex
+	var pressure []bool // reported on the reader goroutine
+	link.SetSYNPressure(func(on bool) {
+		pmu.Lock()
+		pressure = append(pressure, on)
+		pmu.Unlock()
+	})
 	link.Attach(d)
 	send := func(n int, flags header.TCPFlags) {
 		t.Helper()
@@ -160,8 +164,16 @@ func TestAdmissionPaidBackByAnswers(t *testing.T) {
 	// unpaid SYNs below a quarter of the budget lift it.
 	answer(header.TCPFlagSyn|header.TCPFlagAck, 2*admitLimit)
 	send(1, header.TCPFlagSyn)
-	if len(pressure) != 2 || !pressure[0] || pressure[1] {
-		t.Fatalf("SYN pressure reports %v, want [true false]", pressure)
+	reported := func() []bool {
+		pmu.Lock()
+		defer pmu.Unlock()
+		return append([]bool(nil), pressure...)
+	}
+	if !waitFor(5*time.Second, func() bool { return len(reported()) >= 2 }) {
+		t.Fatalf("SYN pressure reports %v, want [true false]", reported())
+	}
+	if p := reported(); len(p) != 2 || !p[0] || p[1] {
+		t.Fatalf("SYN pressure reports %v, want [true false]", p)
 	}
 	// Control segments have a budget of their own, paid back by RSTs.
 	before = d.n.Load()
