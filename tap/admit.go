@@ -47,15 +47,26 @@ import (
 //     hashed, in a small table); when it comes again — a client's
 //     retransmission, one second later for Linux — it is admitted even
 //     over the budget, up to twice the budget. A flood of fresh SYNs does
-//     not retransmit, so a real client's second try gets through. New connections keep working
-//     during a SYN flood: the listener keeps answering the SYNs it gets
-//     (with SYN cookies once its SYN queue is long), and a legitimate SYN
-//     is admitted in the proportion the listener can serve.
+//     not retransmit, so a real client's second try gets through.
+//  7. While the link refuses SYNs it tells the stack (SYNPressure), which
+//     turns SYN cookies on for every listener: a SYN then costs the
+//     listener no half-open connection, and it answers more of them.
 //
-// The bound: at most admitLimit unanswered segments per class are in the
-// stack at once, plus what the leak admits beyond what the stack actually
-// finished, which is at most admitLeakPerSec per second while the stack
-// silently drops faster than that — in practice, always.
+// New connections keep working during a SYN flood: the listener keeps
+// answering the SYNs it gets, a legitimate SYN is admitted in the
+// proportion the listener can serve, and its retransmission regardless.
+//
+// The bound: at most admitLimit unanswered segments per class (twice that
+// for SYNs, with retransmissions) are in the stack at once, plus what the
+// leak admits beyond what the stack actually finished, which is at most
+// admitLeakPerSec per second and only while the stack drops segments
+// without answering them. What is not bounded here: a flood of segments
+// for an established connection's exact 4-tuple (an attacker must know
+// it), and an RST sent by the stack for another reason paying back a
+// control segment it did not answer (a closed port's RSTs are sent during
+// delivery, before the link charges anything, but an ACK flood at a
+// listener and one at closed ports together pay back faster than the
+// listener works).
 const (
 	admitLimit        = 2048
 	admitLeakPerSec   = 1024
