@@ -62,11 +62,10 @@ import (
 // admitLeakPerSec per second and only while the stack drops segments
 // without answering them. What is not bounded here: a flood of segments
 // for an established connection's exact 4-tuple (an attacker must know
-// it), and an RST sent by the stack for another reason paying back a
-// control segment it did not answer (a closed port's RSTs are sent during
-// delivery, before the link charges anything, but an ACK flood at a
-// listener and one at closed ports together pay back faster than the
-// listener works).
+// it); and every RST the stack sends pays back a control segment, also
+// the RSTs that answer segments for closed ports (which were never
+// charged), so an ACK flood at a listener mixed with one at closed ports
+// pays the control class back faster than the listener works.
 const (
 	admitLimit        = 2048
 	admitLeakPerSec   = 1024
