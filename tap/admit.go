@@ -33,8 +33,10 @@ import (
 //     for closed ports are not charged: the former are what the service is
 //     for, the latter the stack answers synchronously, during delivery.
 //  3. A class's charge is paid back by the listener's visible work: each
-//     SYN-ACK the stack transmits pays one SYN, each RST one control
-//     segment (a listener answers a stray ACK with a RST). Segments the
+//     SYN-ACK the stack transmits pays one SYN, each RST from a port the
+//     link has charged segments to one control segment (a listener
+//     answers a stray ACK with a RST; the RSTs that answer segments for
+//     closed ports, never charged, pay nothing). Segments the
 //     listener drops silently (a RST, or a SYN while its accept queue is
 //     full) are paid back by a slow leak, admitLeakPerSec per class.
 //  4. Segments with payload for a listener (a flood of data at a port
@@ -62,10 +64,7 @@ import (
 // admitLeakPerSec per second and only while the stack drops segments
 // without answering them. What is not bounded here: a flood of segments
 // for an established connection's exact 4-tuple (an attacker must know
-// it); and every RST the stack sends pays back a control segment, also
-// the RSTs that answer segments for closed ports (which were never
-// charged), so an ACK flood at a listener mixed with one at closed ports
-// pays the control class back faster than the listener works.
+// it).
 const (
 	admitLimit        = 2048
 	admitLeakPerSec   = 1024
@@ -128,6 +127,9 @@ type admission struct {
 	pressure      atomic.Pointer[SYNPressure]
 	underPressure atomic.Bool
 	syn           admitClass
+	// charged marks the local ports the link has charged control
+	// segments to, one bit each: only RSTs from them pay back.
+	charged [1 << 16 / 64]atomic.Uint64
 	// refused remembers refused SYNs (see rule 6): a slot holds the
 	// hash of one, or zero.
 	refused [admitRefusedSlots]atomic.Uint64
@@ -243,8 +245,25 @@ func (a *admission) noteTx(pkt *stack.PacketBuffer) {
 	case f.Contains(header.TCPFlagSyn | header.TCPFlagAck):
 		a.syn.pay(1)
 	case f.Contains(header.TCPFlagRst):
-		a.ctl.pay(1)
+		if a.wasCharged(header.TCP(th).SourcePort()) {
+			a.ctl.pay(1)
+		}
 	}
+}
+
+// markCharged records that a control segment for local port p was
+// charged.
+func (a *admission) markCharged(p uint16) {
+	w, bit := &a.charged[p/64], uint64(1)<<(p%64)
+	if w.Load()&bit == 0 {
+		w.Or(bit)
+	}
+}
+
+// wasCharged reports whether a control segment for local port p was ever
+// charged.
+func (a *admission) wasCharged(p uint16) bool {
+	return a.charged[p/64].Load()&(uint64(1)<<(p%64)) != 0
 }
 
 // tcpSegment reports whether frame (n bytes, of which head holds the first
@@ -314,6 +333,7 @@ func (q *queue) admitControl(d stack.NetworkDispatcher, head []byte, n int) bool
 		if lookup == nil || (*lookup)(head[:n]) != ConnListener {
 			return false
 		}
+		a.markCharged(header.TCP(head[l4off:]).DestinationPort())
 		if !a.ctl.charge(admitLimit, !a.noLeak) {
 			q.c.dropFloodCtl.Add(1)
 			return true
@@ -331,6 +351,9 @@ func (q *queue) admitControl(d stack.NetworkDispatcher, head []byte, n int) bool
 		}
 	} else if syn {
 		class = &a.syn
+	}
+	if class == &a.ctl {
+		a.markCharged(header.TCP(head[l4off:]).DestinationPort())
 	}
 	if class != nil && !class.charge(admitLimit, !a.noLeak) && !(class == &a.syn && a.retried(head, l4off)) {
 		if class == &a.syn {

@@ -142,11 +142,11 @@ func TestAdmissionPaidBackByAnswers(t *testing.T) {
 	}
 	send(admitLimit, header.TCPFlagSyn)
 	// Answer 100 SYNs with SYN-ACKs, as a listener would.
-	answer := func(flags header.TCPFlags, n int) {
+	answerFrom := func(port uint16, flags header.TCPFlags, n int) {
 		for range n {
 			var pkts stack.PacketBufferList
 			hdr := make([]byte, header.TCPMinimumSize)
-			header.TCP(hdr).Encode(&header.TCPFields{SrcPort: 80, DstPort: 40000, DataOffset: header.TCPMinimumSize, Flags: flags})
+			header.TCP(hdr).Encode(&header.TCPFields{SrcPort: port, DstPort: 40000, DataOffset: header.TCPMinimumSize, Flags: flags})
 			pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: 128, Payload: buffer.Buffer{}})
 			copy(pkt.TransportHeader().Push(header.TCPMinimumSize), hdr)
 			pkt.TransportProtocolNumber = header.TCPProtocolNumber
@@ -162,6 +162,7 @@ func TestAdmissionPaidBackByAnswers(t *testing.T) {
 			pkts.DecRef()
 		}
 	}
+	answer := func(flags header.TCPFlags, n int) { answerFrom(80, flags, n) }
 	answer(header.TCPFlagSyn|header.TCPFlagAck, 100)
 	peer.Drain(50 * time.Millisecond)
 	before := d.n.Load()
@@ -209,11 +210,14 @@ func TestAdmissionPaidBackByAnswers(t *testing.T) {
 	if got, drops := d.n.Load()-before, link.Stats().RxDropFloodCtl; got != admitLimit || drops != 50 {
 		t.Fatalf("%d ACKs at a listener delivered, %d dropped; want %d and 50", got, drops, admitLimit)
 	}
+	// RSTs from a port no segment was charged to (a closed port's
+	// answers) pay nothing back; the listener's do.
+	answerFrom(81, header.TCPFlagRst, 20)
 	answer(header.TCPFlagRst, 20)
 	before = d.n.Load()
 	send(50, header.TCPFlagAck)
 	if got := d.n.Load() - before; got != 20 {
-		t.Fatalf("after 20 RSTs, %d of 50 ACKs delivered, want 20", got)
+		t.Fatalf("after 20 RSTs from the listener's port and 20 from another, %d of 50 ACKs delivered, want 20", got)
 	}
 	// Established connections are not charged.
 	established.Store(true)
