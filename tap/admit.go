@@ -5,7 +5,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -22,9 +21,10 @@ import (
 // PacketBuffer is released as soon as delivery returns), so the bound is
 // kept here, in the link, by what the stack visibly does with what it got:
 //
-//  1. Every payload-less TCP frame is copied into a view of its own size
-//     (a few dozen bytes, counted in RxCopiedBytes) and the receive view
-//     stays with the reader for the next read: a queued SYN then holds a
+//  1. Every payload-less TCP frame is small enough for the copy-break
+//     (rx.go): it is copied into views of its own size (a few dozen bytes,
+//     counted in RxCopiedBytes and RxCopyBreakFrames) and the receive view
+//     stays with the reader for the next read, so a queued SYN holds a
 //     small chunk, not a receive view sized for the MTU.
 //  2. A frame for a listening socket (the stack's ConnLookup says so; a
 //     SYN without ACK is taken as one when no lookup is installed) is
@@ -312,13 +312,14 @@ func tcpSegment(head []byte, n int) (flags header.TCPFlags, payload bool, l4off 
 	return t.Flags(), off < tot, l4off, true
 }
 
-// admitControl handles a checked, unfragmented frame of n bytes if it is a
-// TCP segment without payload: it charges the frame to its class and drops
-// it when the class is over budget, or delivers a copy of it, leaving the
-// receive views with the reader. A TCP segment with payload for a listener
-// is charged to the control class and dropped over budget. It reports
-// whether it handled the frame; if not, the caller delivers it as usual.
-func (q *queue) admitControl(d stack.NetworkDispatcher, head []byte, n int) bool {
+// admitControl charges a checked, unfragmented frame of n bytes to its
+// class if it is a TCP segment for a listener (with or without payload),
+// and drops it when the class is over budget. It reports whether it
+// dropped the frame; if not, the caller delivers it as usual, and a
+// segment without payload, being far smaller than copyBreak, is copied out
+// of the receive view (deliverCopied), so what a listener's queue holds
+// is a few dozen bytes per segment, not an MTU-sized view.
+func (q *queue) admitControl(head []byte, n int) bool {
 	flags, payload, l4off, ok := tcpSegment(head, n)
 	if !ok {
 		return false
@@ -367,8 +368,5 @@ func (q *queue) admitControl(d stack.NetworkDispatcher, head []byte, n int) bool
 	if class == &a.syn && a.underPressure.Load() && a.syn.owed.Load() < admitLimit/4 {
 		a.setPressure(false)
 	}
-	v := buffer.NewViewWithData(head[:n])
-	q.c.rxCopied.Add(uint64(n))
-	q.deliver(d, buffer.MakeWithView(v), false)
-	return true
+	return false
 }

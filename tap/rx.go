@@ -222,8 +222,8 @@ func (q *queue) handleFrame(n int) {
 			isFrag = true
 		}
 	}
-	if !isFrag && (hdr == nil || hdr.gso() == vnetGSONone) && q.admitControl(box.d, head, n) {
-		// A TCP segment without payload, copied or dropped (admit.go).
+	if !isFrag && (hdr == nil || hdr.gso() == vnetGSONone) && q.admitControl(head, n) {
+		// A TCP segment for a listener over its class's budget (admit.go).
 		return
 	}
 
