@@ -19,8 +19,8 @@
 // Run as root (it makes namespaces and TAP devices); traffic stays inside
 // them, on 192.0.2.0/24:
 //
-//	sudo go run ./integration/flood -d 60
-//	sudo go run ./integration/flood -d 15 -servers zcnet -floods syn,frag4
+//	sudo go run ./integration/flood -d 60s
+//	sudo go run ./integration/flood -d 15s -servers zcnet -floods syn,frag4
 //
 // Floods: syn, ack, rst (at the open echo port 7), frag4 (IPv4 fragments
 // of TCP segments), udpfrag (IPv4 fragments of UDP datagrams), udp (to the
