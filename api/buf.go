@@ -51,7 +51,7 @@ type bufHandle struct {
 	pb    dmapool.Buf  // kindCopied, kindReserved
 	data  []byte
 	owner *assoc         // credited on release; nil for kindReserved
-	from  netip.AddrPort // sender, for a received Buf handed over by an async receive
+	from  netip.AddrPort // sender, for a received Buf
 }
 
 var handles = sync.Pool{New: func() any { return new(bufHandle) }}
@@ -88,8 +88,9 @@ func (b Buf) Bytes() []byte {
 // Len returns the number of bytes, or 0 if b is not valid.
 func (b Buf) Len() int { return len(b.Bytes()) }
 
-// From returns the sender of a Buf received by an asynchronous receive
-// (for UDP, the datagram's source; for TCP, the peer).
+// From returns the sender of a received Buf, by any receive call,
+// synchronous or asynchronous (for UDP, the datagram's source; for TCP,
+// the peer); the zero AddrPort for a Buf not received.
 func (b Buf) From() netip.AddrPort {
 	if !b.valid() {
 		return netip.AddrPort{}

@@ -23,6 +23,7 @@ import (
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/integration/nstest"
 	"github.com/zcnet/zcnet/stack"
 )
 
@@ -490,7 +491,7 @@ func TestFileENOSPC(t *testing.T) {
 func smallTmpfsFile(t *testing.T, size int) *os.File {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("ENOSPC test needs root to mount a small tmpfs in a private mount namespace")
+		nstest.Skip(t, "ENOSPC test needs root to mount a small tmpfs in a private mount namespace")
 	}
 	dir := t.TempDir()
 	type result struct {
@@ -518,7 +519,7 @@ func smallTmpfsFile(t *testing.T, size int) *os.File {
 	}()
 	res := <-ch
 	if res.err != nil {
-		t.Skipf("ENOSPC test: cannot make a small tmpfs: %v", res.err)
+		nstest.Skip(t, "ENOSPC test: cannot make a small tmpfs: %v", res.err)
 	}
 	t.Cleanup(func() { res.f.Close() })
 	return res.f

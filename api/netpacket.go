@@ -262,7 +262,7 @@ func (s *Stack) udpFam(f family, laddr, raddr netip.AddrPort) (*Socket, error) {
 		return nil, errnoError("bind", terr)
 	}
 	sock.laddr = localAddr(ep)
-	if sock.flow, err = s.st.RegisterFlow(udp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), sock.laddr.Port()), raddr, s.opts.MaxShadowBytes); err != nil {
+	if sock.flow, err = s.st.RegisterFlow(udp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), sock.laddr.Port()), raddr, udpShadowBound(s.opts.MaxShadowBytes, ep)); err != nil {
 		sock.Close()
 		return nil, err
 	}
@@ -275,4 +275,19 @@ func (s *Stack) udpFam(f family, laddr, raddr netip.AddrPort) (*Socket, error) {
 		sock.laddr = localAddr(ep)
 	}
 	return sock, nil
+}
+
+// udpShadowBound is the memory a UDP socket's zero-copy flow may keep
+// alive: what the stack may queue for it (its receive buffer) counted
+// twice over (the stack charges a datagram by its size, the flow by the
+// receive view it sits in), and never more than max (the option, or
+// stack.DefaultMaxShadowBytes). Datagrams past the stack's queue are
+// dropped by the stack; shadows of them would only pin memory until
+// evicted, which under a flood at an unconnected socket is memory a
+// sender could fill at will.
+func udpShadowBound(max int, ep tcpip.Endpoint) int {
+	if max <= 0 {
+		max = stack.DefaultMaxShadowBytes
+	}
+	return min(max, 2*int(ep.SocketOptions().GetReceiveBufferSize()))
 }

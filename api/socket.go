@@ -288,7 +288,8 @@ func (sock *Socket) RecvFrom(ctx context.Context) (Buf, netip.AddrPort, error) {
 
 // RecvMsg fills bufs with as many received Bufs as are ready (at least one,
 // waiting as Recv does) and returns how many, with the sender of the first.
-// For UDP each Buf is one datagram.
+// For UDP each Buf is one datagram, and its From gives its own sender:
+// datagrams of one batch may come from several.
 func (sock *Socket) RecvMsg(ctx context.Context, bufs []Buf) (int, netip.AddrPort, error) {
 	if len(bufs) == 0 {
 		return 0, netip.AddrPort{}, nil
@@ -325,6 +326,9 @@ func (sock *Socket) recv(ctx context.Context) (Buf, netip.AddrPort, error) {
 		}
 		if len(sock.pending) > 0 {
 			r := sock.popPendingLocked()
+			if r.b.valid() {
+				r.b.h.from = r.from
+			}
 			return r.b, r.from, nil
 		}
 		err := sock.fillLocked()
@@ -785,6 +789,9 @@ type SocketStats struct {
 func (sock *Socket) Stats() SocketStats {
 	limit, held := sock.as.usage()
 	st := SocketStats{Counters: sock.c.snapshot(), AssocBytes: limit, HeldBytes: held}
+	if es, ok := sock.ep.Stats().(*tcpip.TransportEndpointStats); ok && sock.proto == udp.ProtocolNumber {
+		st.DropsNoRoom = es.ReceiveErrors.ReceiveBufferOverflow.Value()
+	}
 	if sock.flow != nil {
 		st.Flow = sock.flow.Stats()
 	}

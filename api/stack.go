@@ -152,7 +152,6 @@ type counters struct {
 	rxHanded, rxCopied   atomic.Uint64 // bytes
 	rxHandoffs, releases atomic.Uint64 // buffers
 	txInPlace, txCopied  atomic.Uint64 // bytes
-	dropsNoRoom          atomic.Uint64 // UDP datagrams dropped: no association room
 	dropsOldest          atomic.Uint64 // UDP datagrams dropped by latest-wins
 	dropsNoPool          atomic.Uint64 // UDP datagrams lost: no pool memory to copy them into
 }
@@ -164,18 +163,28 @@ type Counters struct {
 	RxHandoffs   uint64 // received buffers handed to the application
 	TxInPlace    uint64 // bytes sent by SendFunc, written straight into the stack's buffers
 	TxCopied     uint64 // bytes sent by Send or a net adapter's Write, copied into the stack
-	DropsNoRoom  uint64 // UDP datagrams dropped for lack of association room
-	DropsOldest  uint64 // UDP datagrams dropped by latest-wins
-	DropsNoPool  uint64 // UDP datagrams lost because no pool memory was left to copy them into
+	// DropsNoRoom counts UDP datagrams the stack dropped because the
+	// socket's queue in the stack was full: the socket stops taking
+	// datagrams off that queue while the application holds its whole
+	// association, and the stack drops what does not fit behind it (read
+	// from gVisor's receive-buffer overflow counters when the snapshot is
+	// taken; stack-wide, every UDP endpoint of the stack).
+	DropsNoRoom uint64
+	DropsOldest uint64 // UDP datagrams dropped by latest-wins
+	DropsNoPool uint64 // UDP datagrams lost because no pool memory was left to copy them into
 }
 
 func (c *counters) snapshot() Counters {
 	return Counters{
 		RxHandedOver: c.rxHanded.Load(), RxCopied: c.rxCopied.Load(), RxHandoffs: c.rxHandoffs.Load(),
 		TxInPlace: c.txInPlace.Load(), TxCopied: c.txCopied.Load(),
-		DropsNoRoom: c.dropsNoRoom.Load(), DropsOldest: c.dropsOldest.Load(), DropsNoPool: c.dropsNoPool.Load(),
+		DropsOldest: c.dropsOldest.Load(), DropsNoPool: c.dropsNoPool.Load(),
 	}
 }
 
 // Counters returns the stack-wide copy budget.
-func (s *Stack) Counters() Counters { return s.c.snapshot() }
+func (s *Stack) Counters() Counters {
+	c := s.c.snapshot()
+	c.DropsNoRoom = s.st.Netstack().Stats().UDP.ReceiveBufferErrors.Value()
+	return c
+}

@@ -141,12 +141,9 @@ func (d *daemon) run(t *testing.T, timeout time.Duration, stdin io.Reader, args 
 	return out, nil
 }
 
-// need skips t if a peer tool is missing; .ci/run installs them all.
+// need skips t if a peer tool is missing (fails it under
+// nstest.RequireEnv); .ci/run installs them all.
 func need(t *testing.T, tools ...string) {
 	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("skipping: %s is not installed (apt-get install %s; .ci/run does)", tool, tool)
-		}
-	}
+	nstest.NeedTools(t, tools...)
 }

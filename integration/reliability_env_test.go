@@ -203,6 +203,7 @@ func (e *relEnv) ping(t *testing.T, count int) { e.pingAtLeast(t, count, count) 
 // link).
 func (e *relEnv) pingAtLeast(t *testing.T, count, min int) {
 	t.Helper()
+	need(t, "ping")
 	n := strconv.Itoa(count)
 	for _, args := range [][]string{
 		{"ping", "-c", n, "-i", "0.2", "-W", "3", stack4},

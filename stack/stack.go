@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
@@ -110,6 +111,8 @@ type Stack struct {
 	s   *gstack.Stack
 	log *slog.Logger
 	zc  registry // zero-copy receive flows; see zerocopy.go
+	// synFloods counts links refusing SYNs over their budget (admit.go).
+	synFloods atomic.Int32
 
 	acks   *ackRegistry // acknowledgement watches; see ackwatch.go
 	acksOn bool         // immutable; Options.TCPAckEvents
@@ -140,6 +143,7 @@ func New(opts Options) (*Stack, error) {
 		TransportProtocols: []gstack.TransportProtocolFactory{newTCP, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 	})
 	st := &Stack{s: s, log: opts.Logger, acks: acks, acksOn: opts.TCPAckEvents, nextID: 1, links: map[NICID]gstack.LinkEndpoint{}, names: map[NICID]string{}}
+	st.zc.connected = st.connected
 	if err := st.apply(opts); err != nil {
 		s.Destroy()
 		return nil, err
@@ -255,6 +259,10 @@ func (st *Stack) AddNIC(link gstack.LinkEndpoint, cfg NICConfig) (NICID, error) 
 	st.mu.Unlock()
 	if h, ok := link.(payloadHooker); ok {
 		h.SetPayloadHook(st.zc.hook)
+	}
+	if h, ok := link.(connLookuper); ok {
+		h.SetConnLookup(st.connLookup(id))
+		h.SetSYNPressure(st.synPressure)
 	}
 	for _, p := range cfg.Addrs {
 		if err := st.AddAddress(id, p); err != nil {

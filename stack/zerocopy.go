@@ -41,15 +41,18 @@ import (
 //     every shadow ending at or before the sequence number just read; for
 //     UDP, every datagram that arrived before the one just read (the stack
 //     dropped those or they were read by copy). A flow holds at most
-//     MaxShadowBytes; past that the oldest shadows are released and counted
-//     as evicted.
+//     MaxShadowBytes of memory — the receive views its shadows keep alive,
+//     counted by capacity, not by payload bytes; past that the oldest
+//     shadows are released and counted as evicted. A TCP listener's flow
+//     shadows only payload of connections the stack has (admit.go).
 
 // ErrFlowExists reports a second registration of the same addresses.
 var ErrFlowExists = errors.New("stack: zero-copy flow already registered")
 
-// DefaultMaxShadowBytes bounds the payload memory one flow's shadows keep
-// alive: twice the largest default TCP receive buffer, so a full window
-// plus its retransmissions fit.
+// DefaultMaxShadowBytes bounds the memory one flow's shadows keep alive:
+// twice the largest default TCP receive buffer, so a full window plus its
+// retransmissions fit. A UDP socket asks for less (package api bounds it by
+// its receive buffer).
 const DefaultMaxShadowBytes = 2 * (16 << 20)
 
 // flowKey names a flow from the receiving side. Zero addresses and ports are
@@ -70,7 +73,11 @@ type registry struct {
 	ports [1 << 16]atomic.Int32
 
 	// Totals across flows, for Stack.ZeroCopyStats.
-	shadowed, evicted, unmatchedFrames atomic.Uint64
+	shadowed, evicted, unmatchedFrames, notKept atomic.Uint64
+
+	// connected reports whether a TCP frame's 4-tuple has a connection of
+	// its own in the stack (stack/admit.go). Set by New, immutable after.
+	connected func(hdr []byte) bool
 }
 
 // Flow is one socket's zero-copy receive state: the shadows of its received
@@ -89,7 +96,7 @@ type Flow struct {
 	// dropped from the front, the queue can move back down into the
 	// same array instead of growing a new one (pushLocked).
 	arr    []shadow // +checklocks:mu
-	bytes  int      // +checklocks:mu; payload bytes the shadows hold
+	bytes  int      // +checklocks:mu; memory the shadows keep alive (chunk capacity, see shadow.mem)
 	closed bool     // +checklocks:mu
 
 	taken, evicted atomic.Uint64
@@ -101,6 +108,11 @@ type shadow struct {
 	base uintptr      // address of the view's first payload byte
 	n    int          // payload bytes in the view
 	seq  seqnum.Value // TCP: sequence number of the first byte
+	// mem is the memory the shadow keeps alive, charged to the flow's
+	// bound: its chunk's whole capacity, or 0 when the shadow before it
+	// shares the chunk (the datagrams cut from one USO super-frame).
+	mem   int
+	chunk *byte // the chunk's memory (View.BasePtr)
 }
 
 // RegisterFlow starts keeping shadows of payloads that arrive for the given
@@ -152,6 +164,14 @@ func (r *registry) hook(hdr []byte, payload *buffer.View, off int) {
 	f := r.lookup(key)
 	if f == nil {
 		r.unmatchedFrames.Add(1)
+		return
+	}
+	if f.key.proto == header.TCPProtocolNumber && !f.key.remote.IsValid() && r.connected != nil && !r.connected(hdr) {
+		// A listener's flow keeps the first data of connections not
+		// yet accepted; payload for no connection at all the stack
+		// drops (and answers with a RST), so a shadow of it would only
+		// pin memory until evicted.
+		r.notKept.Add(1)
 		return
 	}
 	f.add(payload, seq.Add(seqnum.Size(off)))
@@ -244,8 +264,15 @@ func (f *Flow) add(payload *buffer.View, seq seqnum.Value) {
 	if f.closed {
 		return
 	}
-	f.pushLocked(shadow{v: payload.Clone(), base: sliceAddr(b), n: len(b), seq: seq})
-	f.bytes += len(b)
+	sh := shadow{v: payload.Clone(), base: sliceAddr(b), n: len(b), seq: seq, chunk: payload.BasePtr()}
+	if k := len(f.shadows); k == 0 || f.shadows[k-1].chunk != sh.chunk {
+		// A small payload pins the whole receive view it arrived in:
+		// the bound is on memory, not payload bytes, or a flood of
+		// tiny datagrams would pin a thousand times its bound.
+		sh.mem = max(len(b), payload.Capacity())
+	}
+	f.pushLocked(sh)
+	f.bytes += sh.mem
 	f.reg.shadowed.Add(1)
 	for f.bytes > f.max && len(f.shadows) > 1 {
 		f.dropFrontLocked(1)
@@ -291,7 +318,7 @@ func (f *Flow) dropLocked(i int) {
 	}
 	s := f.shadows[i]
 	s.v.Release()
-	f.bytes -= s.n
+	f.bytes -= s.mem
 	f.shadows = append(f.shadows[:i], f.shadows[i+1:]...)
 }
 
@@ -304,7 +331,7 @@ func (f *Flow) dropLocked(i int) {
 func (f *Flow) dropFrontLocked(k int) {
 	for i := range k {
 		f.shadows[i].v.Release()
-		f.bytes -= f.shadows[i].n
+		f.bytes -= f.shadows[i].mem
 	}
 	clear(f.shadows[:k]) // the views are released; let the array forget them
 	if k == len(f.shadows) {
@@ -376,7 +403,7 @@ func (f *Flow) releaseDeliveredLocked(next seqnum.Value) {
 	for _, s := range f.shadows {
 		if s.seq.Add(seqnum.Size(s.n)).LessThanEq(next) {
 			s.v.Release()
-			f.bytes -= s.n
+			f.bytes -= s.mem
 			continue
 		}
 		f.shadows[j] = s
@@ -389,7 +416,7 @@ func (f *Flow) releaseDeliveredLocked(next seqnum.Value) {
 // FlowStats counts one flow's shadows.
 type FlowStats struct {
 	Shadows     int    // shadows held now
-	ShadowBytes int    // payload bytes they keep alive
+	ShadowBytes int    // memory they keep alive (receive views, by capacity)
 	Taken       uint64 // slices handed out by Take
 	Evicted     uint64 // shadows released unused because the flow held MaxShadowBytes
 }
@@ -441,6 +468,7 @@ type ZeroCopyStats struct {
 	Shadowed        uint64 // payload views shadowed
 	Evicted         uint64 // shadows released unused (flow over its bound)
 	UnmatchedFrames uint64 // frames to a zero-copy port but no registered flow
+	NotKept         uint64 // payloads for a TCP listener's port with no connection: not shadowed
 }
 
 // ZeroCopyStats returns the registry's counters.
@@ -448,7 +476,7 @@ func (st *Stack) ZeroCopyStats() ZeroCopyStats {
 	st.zc.mu.RLock()
 	n := len(st.zc.flows)
 	st.zc.mu.RUnlock()
-	return ZeroCopyStats{Flows: n, Shadowed: st.zc.shadowed.Load(), Evicted: st.zc.evicted.Load(), UnmatchedFrames: st.zc.unmatchedFrames.Load()}
+	return ZeroCopyStats{Flows: n, Shadowed: st.zc.shadowed.Load(), Evicted: st.zc.evicted.Load(), UnmatchedFrames: st.zc.unmatchedFrames.Load(), NotKept: st.zc.notKept.Load()}
 }
 
 // payloadHooker is implemented by zcnet's links (tap.Link, tap.PairEndpoint,

@@ -2,6 +2,7 @@ package tap
 
 import (
 	"fmt"
+	"hash/maphash"
 	"net"
 	"os"
 	"sync"
@@ -49,6 +50,7 @@ type Link struct {
 	mtu      atomic.Uint32
 	mac      atomic.Pointer[tcpip.LinkAddress]
 	hook     atomic.Pointer[PayloadHook]
+	adm      admission // budget for payload-less TCP at listeners (admit.go)
 	dispatch atomic.Pointer[dispatcherBox]
 	// stopping asks the readers to return; set when they are stopped,
 	// cleared before they are started.
@@ -153,6 +155,7 @@ func newLink(r resolved, fds []int, offloads Offloads) (*Link, error) {
 		ackHold:   true,
 	}
 	l.mtu.Store(uint32(r.mtu))
+	l.adm.seed = maphash.MakeSeed()
 	mac := tcpip.LinkAddress(r.mac)
 	l.mac.Store(&mac)
 	for i, fd := range fds {

@@ -222,6 +222,10 @@ func (q *queue) handleFrame(n int) {
 			isFrag = true
 		}
 	}
+	if !isFrag && (hdr == nil || hdr.gso() == vnetGSONone) && q.admitControl(box.d, head, n) {
+		// A TCP segment without payload, copied or dropped (admit.go).
+		return
+	}
 
 	if !isFrag && tail == nil && n <= l.copyBreak && (hdr == nil || hdr.gso() == vnetGSONone) {
 		q.deliverCopied(box.d, hdr, head)
@@ -313,7 +317,11 @@ func carriesTCP(frame []byte) bool {
 // (frag.go), taking ownership of headV and tailV, and delivers the frames
 // the checker hands back: the whole datagram, in offset order, once it is
 // complete and its checksum right. Fragments are delivered unsplit (the
-// stack copies them into the reassembled packet anyway).
+// stack copies them into the reassembled packet anyway), and inline, on the
+// reader: handed to the deliverer goroutine, a flood of IPv4 fragments
+// crashed the stack now and then inside gVisor's reassembly (a reassembled
+// packet whose header memory had been reused; the cause is not found), and
+// inline it did not.
 func (q *queue) holdFragment(d stack.NetworkDispatcher, headV, tailV *buffer.View) {
 	rx := &q.rx
 	if !rx.frags.ready() {
@@ -328,7 +336,8 @@ func (q *queue) holdFragment(d stack.NetworkDispatcher, headV, tailV *buffer.Vie
 			mergeView(&buf, f.tail)
 		}
 		*f = heldFrag{}
-		q.deliver(d, buf, true)
+		// Inline, never through the deliverer: see holdFragment.
+		q.deliver(d, buf, false)
 	}
 }
 

@@ -36,9 +36,10 @@ type Stats struct {
 	// reassemble.
 	RxFragDatagrams uint64
 	// RxCopiedBytes counts bytes copied in user space on receive: the
-	// split headers (and per-datagram headers of USO frames), and whole
-	// frames of at most 256 bytes (RxCopyBreakFrames). The payload of a
-	// larger frame is never copied.
+	// split headers (and per-datagram headers of USO frames), whole frames
+	// of at most 256 bytes (RxCopyBreakFrames), and whole TCP segments that
+	// carry no payload (headers only, see admit.go). The payload of a larger
+	// frame is never copied.
 	RxCopiedBytes uint64
 	// RxCopyBreakFrames counts frames small enough to be copied out of
 	// the receive view (the copy-break: ACKs, short requests, small
@@ -62,6 +63,10 @@ type Stats struct {
 	RxDropFragDuplicate uint64 // exact duplicate of a held fragment (the first copy is kept)
 	RxDropFragExpired   uint64 // datagram incomplete within the reassembly timeout (30 s IPv4, 60 s IPv6), or when the reader stopped
 	RxDropFragLimit     uint64 // evicted or refused to stay within the checker's limits (datagrams, bytes, fragments per datagram)
+	// TCP segments without payload for a listening socket, dropped over
+	// the link's admission budget (see admit.go):
+	RxDropFloodSYN uint64 // SYNs
+	RxDropFloodCtl uint64 // ACKs, RSTs and other control segments, and segments with payload
 
 	// TxFrames and TxBytes count frames written to the device.
 	TxFrames, TxBytes uint64
@@ -97,6 +102,7 @@ type counters struct {
 	dropFragCsum, dropFragInvalid        atomic.Uint64
 	dropFragDup, dropFragExpired         atomic.Uint64
 	dropFragLimit                        atomic.Uint64
+	dropFloodSYN, dropFloodCtl           atomic.Uint64
 
 	_ [64]byte
 
@@ -131,6 +137,8 @@ func (c *counters) addTo(s *Stats) {
 	s.RxDropFragDuplicate += c.dropFragDup.Load()
 	s.RxDropFragExpired += c.dropFragExpired.Load()
 	s.RxDropFragLimit += c.dropFragLimit.Load()
+	s.RxDropFloodSYN += c.dropFloodSYN.Load()
+	s.RxDropFloodCtl += c.dropFloodCtl.Load()
 	s.TxFrames += c.txFrames.Load()
 	s.TxBytes += c.txBytes.Load()
 	s.TxGSOFrames += c.txGSO.Load()

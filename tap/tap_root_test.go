@@ -496,7 +496,7 @@ func TestOpenErrors(t *testing.T) {
 	})
 	t.Run("no permission", func(t *testing.T) {
 		if _, err := os.Stat("/dev/net/tun"); err != nil {
-			t.Skip("no /dev/net/tun")
+			nstest.Skip(t, "skipping: no /dev/net/tun")
 		}
 		// Capabilities are per thread: drop CAP_NET_ADMIN on a thread
 		// of our own, which is never handed back to the runtime (the

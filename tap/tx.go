@@ -71,6 +71,7 @@ func (s *txScratch) wait(fd uintptr) bool {
 func (l *Link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	n := 0
 	for _, pkt := range pkts.AsSlice() {
+		l.adm.noteTx(pkt)
 		q := l.queues[0]
 		if len(l.queues) > 1 {
 			q = l.queues[pkt.Hash%uint32(len(l.queues))]

@@ -164,7 +164,8 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 		}{{"short", s.RxDropShort}, {"bad_vnet_hdr", s.RxDropBadVnetHdr}, {"bad_csum", s.RxDropBadCsum},
 			{"not_for_us", s.RxDropNotForUs}, {"not_attached", s.RxDropNotAttached}, {"read_error", s.RxReadErrors},
 			{"uncheckable", s.RxDropUncheckable}, {"frag_bad_csum", s.RxDropFragBadCsum}, {"frag_invalid", s.RxDropFragInvalid},
-			{"frag_duplicate", s.RxDropFragDuplicate}, {"frag_expired", s.RxDropFragExpired}, {"frag_limit", s.RxDropFragLimit}} {
+			{"frag_duplicate", s.RxDropFragDuplicate}, {"frag_expired", s.RxDropFragExpired}, {"frag_limit", s.RxDropFragLimit},
+			{"flood_syn", s.RxDropFloodSYN}, {"flood_ctl", s.RxDropFloodCtl}} {
 			counter("zcnet_link_rx_drops_total", "Received frames dropped by the link, by reason.", d.v, "nic", z.nicName, "reason", d.reason)
 		}
 		counter("zcnet_link_tx_frames_total", "Frames written to the TAP device.", s.TxFrames, l...)
@@ -225,6 +226,7 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("zcnet_zerocopy_shadowed_total", "Payload views kept for zero-copy hand-off.", zc.Shadowed)
 	counter("zcnet_zerocopy_evicted_total", "Shadows released unused (a flow over its bound).", zc.Evicted)
 	counter("zcnet_zerocopy_unmatched_frames_total", "Frames to a zero-copy port with no registered flow.", zc.UnmatchedFrames)
+	counter("zcnet_zerocopy_not_kept_total", "Payloads for a TCP listener's port with no connection, not shadowed.", zc.NotKept)
 
 	// The buffer pool.
 	if z.pool != nil {

@@ -33,9 +33,10 @@ const (
 )
 
 // pcapLink is the capture around a zcnet link. nested.Endpoint forwards
-// everything else; the payload hook the stack installs for zero-copy
-// receive is not a LinkEndpoint method, so it is forwarded by hand:
-// without it every received byte would be copied.
+// everything else; the hooks the stack installs that are not LinkEndpoint
+// methods are forwarded by hand: the payload hook for zero-copy receive,
+// the connection lookup and SYN pressure hook for admission. Without them
+// every received byte would be copied and floods at listeners unbounded.
 type pcapLink struct {
 	nested.Endpoint
 	inner gstack.LinkEndpoint
@@ -50,6 +51,21 @@ var _ gstack.LinkEndpoint = (*pcapLink)(nil)
 func (l *pcapLink) SetPayloadHook(fn tap.PayloadHook) {
 	if h, ok := l.inner.(interface{ SetPayloadHook(tap.PayloadHook) }); ok {
 		h.SetPayloadHook(fn)
+	}
+}
+
+// SetConnLookup passes the stack's connection lookup to the wrapped link,
+// which needs it to budget segments at listeners (see tap.ConnLookup).
+func (l *pcapLink) SetConnLookup(fn tap.ConnLookup) {
+	if h, ok := l.inner.(interface{ SetConnLookup(tap.ConnLookup) }); ok {
+		h.SetConnLookup(fn)
+	}
+}
+
+// SetSYNPressure passes the stack's SYN pressure hook to the wrapped link.
+func (l *pcapLink) SetSYNPressure(fn tap.SYNPressure) {
+	if h, ok := l.inner.(interface{ SetSYNPressure(tap.SYNPressure) }); ok {
+		h.SetSYNPressure(fn)
 	}
 }
 

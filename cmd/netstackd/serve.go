@@ -355,6 +355,8 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 	}
 	defer sig.Stop()
 
+	stopMem := startReturningIdle(memCheckPeriod, memIdleMax)
+	defer stopMem()
 	svc := newServices(z, log)
 	defer svc.Close()
 	obs := newObserver(z, svc, map[string]*evchan.Channel{"daemon": ec})

@@ -19,13 +19,16 @@ const (
 	keyZC      = "zcnet"         // zero-copy sockets on a 1-queue TAP with offloads
 	keyNetConn = "zcnet-netconn" // api.Net's net.Conn adapters, same kind of setup
 	keyZC2Q    = "zcnet-mq"      // zero-copy sockets on a 2-queue TAP: TCP multi-stream
+	keyXDP     = "zcnet-xdp"     // zero-copy sockets on an AF_XDP link on a veth
+	keyXDPKern = "kernel-xdp"    // the kernel's sockets on the AF_XDP link's veth: issue 19's reference
 	keyKernel  = "kernel"        // Linux over a veth pair: the ceiling
 )
 
 // contenderDef is one column of the table: what it is and how its server
 // starts. The table contenderDefs is the only place that lists them; a
-// new contender (an AF_XDP link, say) is a new entry, usually a new server
-// -mode (server.go, stacks_linux.go) started by tapServer.
+// new contender is a new entry, usually a new server -mode (server.go,
+// stacks_linux.go) started by tapServer, or by a start function of its own
+// as the AF_XDP one (startXDP).
 type contenderDef struct {
 	key, title, about string
 	// figures lists the figure keys the contender is measured on; nil
@@ -47,7 +50,7 @@ var contenderDefs = []contenderDef{
 	{
 		key: keyZC, title: "zcnet zero-copy",
 		about:   "zcnet stack on a 1-queue TAP with virtio-net offloads; zero-copy sockets: Recv/RecvMsg + Release, SendFunc, echo by Send of the received Buf",
-		figures: []string{figUDP, figRRPin, figRR, figUp1, figDown1, figUp4, figDown4},
+		figures: []string{figUDP, figRRPin, figRR, figUp1, figDown1, figUp4, figDown4, figUp32, figDown32, figUp128, figDown128},
 		start:   tapServer(modeZC, 1),
 	},
 	{
@@ -60,6 +63,18 @@ var contenderDefs = []contenderDef{
 		about:   "zcnet stack on a 2-queue TAP with offloads; zero-copy sockets; 4-stream TCP figures only (the multi-queue target)",
 		figures: []string{figUp4, figDown4},
 		start:   tapServer(modeZC, 2),
+	},
+	{
+		key: keyXDP, title: "zcnet xdp",
+		about:   "zcnet stack on an AF_XDP link (tap/xdp) on one end of a veth pair between the client namespace and its own, the peer sending with checksum offload off (as from a wire); zero-copy sockets as zcnet zero-copy",
+		figures: []string{figUDP, figRRPin, figRR, figUp1, figDown1},
+		start:   startXDP,
+	},
+	{
+		key: keyXDPKern, title: "kernel xdp veth",
+		about:   "the kernel's own UDP socket (a Go server) on the same veth end as zcnet xdp, with its XDP program attached and passing the kernel's frames: issue 19's reference; UDP only",
+		figures: []string{figUDP},
+		start:   startKernelXDP,
 	},
 	{
 		key: keyKernel, title: "kernel veth",
@@ -85,8 +100,13 @@ func contenderDefByKey(key string) *contenderDef {
 	return nil
 }
 
-// takesPart says whether the contender is measured on figure fig.
+// takesPart says whether the contender is measured on figure fig: it is
+// in the contender's figures (nil: every figure) and the figure takes the
+// contender (its only list; nil: every contender).
 func (d *contenderDef) takesPart(fig string) bool {
+	if f, ok := figureByKey(fig); ok && f.only != nil && !slices.Contains(f.only, d.key) {
+		return false
+	}
 	return d.figures == nil || slices.Contains(d.figures, fig)
 }
 
@@ -98,6 +118,14 @@ type contender struct {
 	// iperfCPU returns the CPU time of the process that serves iperf3
 	// (the bench server, or the kernel's iperf3 -s).
 	iperfCPU func() (time.Duration, error)
+	// iperfPID is that process's PID, for its resident memory.
+	iperfPID func() int
+	// releaseMem, if not nil, has that process return the memory it no
+	// longer uses to the kernel before a TCP measurement (a bench
+	// server's "release"); nil for iperf3 -s.
+	releaseMem func() error
+	// setup is what the server said about how it attached, or "".
+	setup string
 }
 
 // stats asks the contender's server for its counters.
@@ -117,6 +145,8 @@ type env struct {
 	lifetime time.Duration
 	// onClose registers teardown, run in reverse order.
 	onClose func(func() error)
+	// xv is the AF_XDP contenders' veth pair, once made (xdpVethSetup).
+	xv *xdpVeth
 }
 
 // tapSubnet is slot's subnet of 192.0.2.0/24: a /28 whose .1 is the TAP's
@@ -143,20 +173,36 @@ func (e *env) serverArgs(key string, args ...string) []string {
 	return out
 }
 
-// startServer starts a bench server in ns and waits for it to be ready.
-func (e *env) startServer(ns netns, key string, args []string) (*proc, error) {
-	p, err := startProc(ns, key+" server", args...)
+// startServer starts a bench server in ns and waits for it to be ready;
+// setup is what the server said about how it attached ("" for most).
+func (e *env) startServer(ns netns, key string, args []string) (p *proc, setup string, err error) {
+	p, err = startProc(ns, key+" server", args...)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	e.onClose(func() error { p.stop(15 * time.Second); return nil })
 	var ready struct {
-		Ready bool `json:"ready"`
+		Ready bool   `json:"ready"`
+		Setup string `json:"setup"`
 	}
 	if err := p.readJSON(time.Minute, &ready); err != nil {
-		return nil, fmt.Errorf("%w: %v", errSetup, err)
+		return nil, "", fmt.Errorf("%w: %w", errSetup, err)
 	}
-	return p, nil
+	return p, ready.Setup, nil
+}
+
+// release is releaseMem for a contender whose bench server serves
+// iperf3 itself.
+func (c *contender) release() error {
+	var ok struct{}
+	return c.ctl.request("release", &ok)
+}
+
+// statsCPU is iperfCPU for a contender whose bench server serves iperf3
+// itself: its CPU time, from its stats.
+func (c *contender) statsCPU() (time.Duration, error) {
+	st, err := c.stats()
+	return time.Duration(st.CPUNanos), err
 }
 
 // tapServer returns the start function of a contender whose server is a
@@ -171,15 +217,12 @@ func tapServer(mode string, queues int) func(e *env, d *contenderDef, slot int) 
 		if mode == modeStock && e.cfg.stockDefaults {
 			args = append(args, "-stock-defaults")
 		}
-		p, err := e.startServer(e.cli, d.key, args)
+		p, setup, err := e.startServer(e.cli, d.key, args)
 		if err != nil {
 			return nil, err
 		}
-		c := &contender{def: d, addr: stack.Addr(), ctl: p}
-		c.iperfCPU = func() (time.Duration, error) {
-			st, err := c.stats()
-			return time.Duration(st.CPUNanos), err
-		}
+		c := &contender{def: d, addr: stack.Addr(), ctl: p, iperfPID: p.pid, setup: setup}
+		c.iperfCPU, c.releaseMem = c.statsCPU, c.release
 		return c, nil
 	}
 }
@@ -210,7 +253,7 @@ func startKernel(e *env, d *contenderDef, slot int) (*contender, error) {
 			return nil, err
 		}
 	}
-	p, err := e.startServer(srvNS, d.key, e.serverArgs(d.key, "-mode", modeKernel, "-addr", vethServer.Addr().String()))
+	p, _, err := e.startServer(srvNS, d.key, e.serverArgs(d.key, "-mode", modeKernel, "-addr", vethServer.Addr().String()))
 	if err != nil {
 		return nil, err
 	}
@@ -234,5 +277,102 @@ func startKernel(e *env, d *contenderDef, slot int) (*contender, error) {
 	// iperf3 -s prints a banner per test; nobody reads it, so let it go
 	// nowhere rather than fill the pipe.
 	go io.Copy(io.Discard, ip.out)
-	return &contender{def: d, addr: vethServer.Addr(), ctl: p, iperfCPU: ip.cpu}, nil
+	return &contender{def: d, addr: vethServer.Addr(), ctl: p, iperfCPU: ip.cpu, iperfPID: ip.pid}, nil
+}
+
+// xdpVeth is the veth pair of the AF_XDP contenders: its client end in the
+// client namespace, addressed as a TAP's kernel side (tapSubnet of the
+// AF_XDP contender's slot), sending with transmit checksum offload off so
+// that its frames carry complete checksums, as frames from a wire do; its
+// server end in a namespace of its own, where the AF_XDP link attaches
+// and the kernel holds an address of its own next to the stack's.
+type xdpVeth struct {
+	ns     netns
+	dev    string       // the server end, in ns
+	kernel netip.Prefix // the client end's address
+	stack  netip.Prefix // the zcnet stack's address on dev
+	host   netip.Prefix // the kernel's own address on dev
+}
+
+// xdpVethAddrs returns the addresses of the AF_XDP contenders' veth pair:
+// the AF_XDP contender's tapSubnet (client end .1, stack .2) and the next
+// address for the server namespace's kernel.
+func xdpVethAddrs() (kernel, stack, host netip.Prefix) {
+	kernel, stack = tapSubnet(xdpSlot)
+	return kernel, stack, netip.PrefixFrom(stack.Addr().Next(), stack.Bits())
+}
+
+// xdpSlot is the AF_XDP contender's index in contenderDefs.
+var xdpSlot int
+
+func init() {
+	xdpSlot = slices.IndexFunc(contenderDefs, func(d contenderDef) bool { return d.key == keyXDP })
+}
+
+// xdpVethSetup makes the AF_XDP contenders' veth pair and namespace, once.
+func (e *env) xdpVethSetup() (*xdpVeth, error) {
+	if e.xv != nil {
+		return e.xv, nil
+	}
+	ns, closeNS, err := e.newNS("xdp")
+	if err != nil {
+		return nil, err
+	}
+	e.onClose(closeNS)
+	kernel, stack, host := xdpVethAddrs()
+	xv := &xdpVeth{ns: ns, dev: "zb" + e.cfg.id + "y", kernel: kernel, stack: stack, host: host}
+	cliDev := "zb" + e.cfg.id + "x"
+	for _, step := range []struct {
+		ns   netns
+		args []string
+	}{
+		{e.cli, []string{"ip", "link", "add", cliDev, "mtu", strconv.Itoa(mtu), "type", "veth", "peer", "name", xv.dev, "mtu", strconv.Itoa(mtu), "netns", ns.Name()}},
+		{e.cli, []string{"ip", "addr", "add", kernel.String(), "dev", cliDev}},
+		{e.cli, []string{"ethtool", "-K", cliDev, "tx", "off"}},
+		{e.cli, []string{"ip", "link", "set", cliDev, "up"}},
+		{ns, []string{"ip", "addr", "add", host.String(), "dev", xv.dev}},
+		{ns, []string{"ip", "link", "set", xv.dev, "up"}},
+	} {
+		if _, err := step.ns.Run(10*time.Second, step.args...); err != nil {
+			return nil, err
+		}
+	}
+	e.xv = xv
+	return xv, nil
+}
+
+// startXDP starts the AF_XDP contender: a bench server in the veth's
+// server namespace that attaches a zcnet stack to the veth's server end
+// (stacks_xdp_linux.go) and serves it through the zero-copy sockets. Where
+// AF_XDP is unavailable the error is an unavailableError.
+func startXDP(e *env, d *contenderDef, slot int) (*contender, error) {
+	xv, err := e.xdpVethSetup()
+	if err != nil {
+		return nil, err
+	}
+	p, setup, err := e.startServer(xv.ns, d.key, e.serverArgs(d.key, "-mode", modeXDP, "-dev", xv.dev, "-addr", xv.stack.String()))
+	if err != nil {
+		return nil, err
+	}
+	c := &contender{def: d, addr: xv.stack.Addr(), ctl: p, iperfPID: p.pid, setup: setup}
+	c.iperfCPU, c.releaseMem = c.statsCPU, c.release
+	return c, nil
+}
+
+// startKernelXDP starts the kernel's bench server on the AF_XDP veth's
+// server end, at the kernel's own address there: the same interface, with
+// the AF_XDP contender's program attached (when it runs) passing the
+// kernel's frames on.
+func startKernelXDP(e *env, d *contenderDef, slot int) (*contender, error) {
+	xv, err := e.xdpVethSetup()
+	if err != nil {
+		return nil, err
+	}
+	p, _, err := e.startServer(xv.ns, d.key, e.serverArgs(d.key, "-mode", modeKernel, "-addr", xv.host.Addr().String()))
+	if err != nil {
+		return nil, err
+	}
+	c := &contender{def: d, addr: xv.host.Addr(), ctl: p, iperfPID: p.pid}
+	c.iperfCPU = c.statsCPU
+	return c, nil
 }

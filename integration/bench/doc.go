@@ -3,11 +3,12 @@
 // process of its own, driven from other processes (the bench's own
 // kernel-socket clients, stock iperf3, wrk) in the namespace that holds the
 // kernel side of each TAP device. It prints a table, and with -json and
-// -svg writes the report and a bar chart. It needs root, ip(8), iperf3 and
-// wrk; without them it says why and exits with status 3.
+// -svg writes the report and a bar chart. It needs root, ip(8), iperf3,
+// wrk and ethtool; without them it says why and exits with status 3.
 //
-//	sudo go run ./integration/bench                          # 3 runs × 5 s per figure, about 10 minutes
-//	sudo go run ./integration/bench -quick                   # 1 run × 1 s, under a minute
+//	sudo go run ./integration/bench                          # 3 runs × 5 s per figure, about 11 minutes
+//	sudo go run ./integration/bench -streams                 # and the 32- and 128-stream figures, about 14 minutes
+//	sudo go run ./integration/bench -quick                   # 1 run × 1 s, about a minute
 //	sudo go run ./integration/bench -json out.json -svg out.svg
 //
 // # Processes
@@ -16,11 +17,12 @@
 // ip netns exec:
 //
 //   - bench server -mode … (server.go): one per contender. It builds the
-//     contender's stack (stacks_linux.go) and serves a TCP echo, a UDP sink
-//     that counts datagrams, net/http with a 1 KiB body, and iperf3's
-//     protocol (iperf.go); it answers "stats" (its own CPU time from
-//     getrusage, its counters), "pin CPU" and "unpin" on stdin, and ends
-//     when stdin closes.
+//     contender's stack (stacks_linux.go, stacks_xdp_linux.go) and serves a
+//     TCP echo, a UDP sink that counts datagrams, net/http with a 1 KiB
+//     body, and iperf3's protocol (iperf.go); it answers "stats" (its own
+//     CPU time from getrusage, its counters), "pin CPU" and "unpin" on
+//     stdin, and ends when stdin closes. A server whose mode this machine
+//     cannot run (no AF_XDP) says so instead of ready, with the reason.
 //   - bench client udp|rr (client.go): the UDP senders (-udp-senders
 //     processes at once, each one socket sending 64-byte datagrams as fast
 //     as it can) and the 1-byte round-trip client.
@@ -42,12 +44,32 @@
 //     TAP, served through api.Net's net.Conn and net.PacketConn adapters.
 //   - zcnet 2q: the zero-copy server on a 2-queue TAP; the 4-stream TCP
 //     figures only, for the multi-queue target.
+//   - zcnet xdp: the zero-copy server on an AF_XDP link (package tap/xdp)
+//     on queue 0 of one end of a veth pair whose other end is in the
+//     client namespace; the server's end is in a namespace of its own.
+//     The link takes the interface's MAC address, which the frames its
+//     program redirects are addressed to. The client's end sends with
+//     transmit checksum offload off (ethtool -K … tx off), so its frames
+//     carry complete checksums as frames from a wire do (with offload on,
+//     a veth peer leaves them partial; see xdp.Config.PartialChecksums).
+//     veth has no zero-copy AF_XDP: the socket runs in copy mode, the
+//     program in the driver's (native) hook; the table prints what the
+//     link reported. Frames are MTU-sized (no segmentation offload), so
+//     its TCP figures are 1-stream only. Where the kernel has no AF_XDP
+//     sockets or BPF, the column is left out and the report says why
+//     (Report.Unavailable); the run goes on.
+//   - kernel xdp veth: the kernel's own sockets (the bench's kernel-mode
+//     server) at an address of the kernel's on the same veth end as zcnet
+//     xdp, whose program passes the kernel's frames on: issue 19's
+//     reference for UDP; the UDP figure only.
 //   - kernel veth: Linux sockets at both ends of a veth pair between the
 //     client namespace and a server namespace; TCP served by stock
 //     iperf3 -s. The ceiling, and the unit of the chart.
 //
 // Each TAP contender has its own /28 of 192.0.2.0/24 (kernel side .1,
-// stack .2); the veth pair is 198.51.100.0/24. Every link has MTU 1500.
+// stack .2); so has the AF_XDP veth pair (client end .1, stack .2, the
+// kernel's own address .3), in zcnet xdp's slot; the kernel's veth pair is
+// 198.51.100.0/24. Every link has MTU 1500.
 //
 // # Figures (rows)
 //
@@ -67,6 +89,20 @@
 //   - TCP with stock iperf3 -c: upload (client → server) and download
 //     (-R), 1 and 4 streams (-P), iperf3's receiver rate in Gbit/s, and the
 //     server's CPU seconds per 10^9 bytes.
+//   - With -streams (or named in -figures), the stream-count figures of
+//     issue 15: TCP upload and download with 32 and 128 streams (iperf3
+//     -P) on zcnet zero-copy and, for reference, the kernel; besides the
+//     aggregate rate and CPU, the sender's retransmissions as a share of
+//     the segments sent (iperf3's sum_sent.retransmits where a kernel
+//     sends, else the gVisor server's retransmission counter; segments
+//     counted as sent bytes / 1448, the MSS at MTU 1500 with timestamps)
+//     and the resident memory of the process serving iperf3 (VmRSS in
+//     /proc/PID/status, sampled every 50 ms): at the start and the peak. A
+//     bench server first returns the memory it no longer uses to the
+//     kernel ("release"), so that the peak is this measurement's, not what
+//     an earlier one left in the Go heap. For the kernel the process is
+//     iperf3 -s, whose socket buffers are kernel memory, not its RSS. They
+//     are opt-in because they add about three minutes to the default run.
 //
 // Server CPU is the server process's user + system time over the
 // measurement. It includes the kernel work done in the server's system
@@ -79,16 +115,17 @@
 // figures go in table order and each figure's contenders one after
 // another, starting one further along each run, so that load from
 // elsewhere on the machine falls on all of them alike. Below the table the
-// targets of issues 14 and 15 are computed as ratios of medians from this
-// one run, each with what is needed and whether it is met.
+// targets of issues 14, 15 and 19 are computed as ratios of medians from
+// this one run (or, for retransmissions, bounds on one median), each with
+// what is needed and whether it is met.
 //
 // # Bounds and clean-up
 //
 // Every client and every command is bounded in time; servers end when the
 // bench closes their stdin, when it dies (Pdeathsig), or after a lifetime
 // bound. Namespaces are named zcbench-PID-N…, devices zb…; the TAP devices
-// go with the server processes that made them, the veth pair with its
-// namespaces. On SIGINT or SIGTERM the bench kills every process it
+// go with the server processes that made them, the veth pairs with their
+// namespaces, the AF_XDP program with the server that attached it. On SIGINT or SIGTERM the bench kills every process it
 // started and deletes its namespaces (a second signal, or a teardown longer
 // than 15 s, forces it); a later run deletes namespaces whose PID no longer
 // runs.

@@ -26,7 +26,18 @@ var (
 	// errPrivileges reports that the process cannot make namespaces and
 	// TAP devices, or lacks a tool.
 	errPrivileges = errors.New("bench: cannot run here")
+	// errUnavailable reports a contender this machine cannot run (no
+	// AF_XDP sockets, say): the run goes on without it and the report
+	// says why. Its errors are unavailableErrors.
+	errUnavailable = errors.New("bench: contender unavailable")
 )
+
+// unavailableError says why a contender cannot run here; it is
+// errUnavailable for errors.Is.
+type unavailableError struct{ reason string }
+
+func (e unavailableError) Error() string        { return "unavailable: " + e.reason }
+func (e unavailableError) Is(target error) bool { return target == errUnavailable }
 
 // Figure keys, as used by -figures and in the JSON.
 const (
@@ -38,7 +49,42 @@ const (
 	figDown1 = "tcp_down_1"  // TCP, 1 stream, server → client
 	figUp4   = "tcp_up_4"    // TCP, 4 streams, client → server
 	figDown4 = "tcp_down_4"  // TCP, 4 streams, server → client
+	// The stream-count figures (-streams): many parallel streams.
+	figUp32    = "tcp_up_32"
+	figDown32  = "tcp_down_32"
+	figUp128   = "tcp_up_128"
+	figDown128 = "tcp_down_128"
 )
+
+// Keys of Run.Extra (and Result.Extras) that rows and targets read.
+const (
+	// extraRetransPct is the retransmitted share of the segments sent, in
+	// percent (retransmissions / sent bytes per MSS): see addRetransShare.
+	extraRetransPct = "retransmit_pct"
+	// extraPeakRSS is the server process's peak resident memory during
+	// the measurement, in MiB (VmRSS sampled: rssSampler).
+	extraPeakRSS = "peak_rss_mib"
+	// extraStartRSS is its resident memory at the start, after a bench
+	// server returned the memory it no longer used (contender.releaseMem).
+	extraStartRSS = "start_rss_mib"
+)
+
+// extraRow is a row under a figure that shows the median of one of its
+// runs' Extra values.
+type extraRow struct {
+	key, title, unit string
+}
+
+// streamRows are the rows under the stream-count figures.
+var streamRows = []extraRow{
+	{extraRetransPct, "  retransmissions", "% of segments"},
+	{extraPeakRSS, "  server peak RSS", "MiB"},
+	{extraStartRSS, "  server RSS at start", "MiB"},
+}
+
+// streamContenders are the contenders measured on the stream-count
+// figures: the zero-copy server, and the kernel for reference.
+var streamContenders = []string{keyZC, keyKernel}
 
 // figure is one row of the table: what is measured and how.
 type figure struct {
@@ -48,6 +94,14 @@ type figure struct {
 	streams          int  // TCP: parallel streams (iperf3 -P)
 	reverse          bool // TCP: server → client (iperf3 -R)
 	pinned           bool // round trips: client and server on one CPU
+	// optIn figures are measured only when asked for (-streams, or named
+	// in -figures): they would make the default run too long.
+	optIn bool
+	// only, if not nil, lists the contenders measured on the figure
+	// (besides each contender's own figure list).
+	only []string
+	// rows are shown under the figure's server-CPU row.
+	rows []extraRow
 }
 
 // measureKind names the measurement a figure runs.
@@ -69,12 +123,40 @@ var allFigures = []figure{
 	{key: figDown1, title: "TCP download, 1 stream", unit: "Gbit/s", cpuUnit: "s/GB", kind: kindTCP, streams: 1, reverse: true},
 	{key: figUp4, title: "TCP upload, 4 streams", unit: "Gbit/s", cpuUnit: "s/GB", kind: kindTCP, streams: 4},
 	{key: figDown4, title: "TCP download, 4 streams", unit: "Gbit/s", cpuUnit: "s/GB", kind: kindTCP, streams: 4, reverse: true},
+	{key: figUp32, title: "TCP upload, 32 streams", unit: "Gbit/s", cpuUnit: "s/GB", kind: kindTCP, streams: 32, optIn: true, only: streamContenders, rows: streamRows},
+	{key: figDown32, title: "TCP download, 32 streams", unit: "Gbit/s", cpuUnit: "s/GB", kind: kindTCP, streams: 32, reverse: true, optIn: true, only: streamContenders, rows: streamRows},
+	{key: figUp128, title: "TCP upload, 128 streams", unit: "Gbit/s", cpuUnit: "s/GB", kind: kindTCP, streams: 128, optIn: true, only: streamContenders, rows: streamRows},
+	{key: figDown128, title: "TCP download, 128 streams", unit: "Gbit/s", cpuUnit: "s/GB", kind: kindTCP, streams: 128, reverse: true, optIn: true, only: streamContenders, rows: streamRows},
 }
 
+// figureKeys returns every figure's key, in table order.
 func figureKeys() []string {
 	keys := make([]string, len(allFigures))
 	for i, f := range allFigures {
 		keys[i] = f.key
+	}
+	return keys
+}
+
+// defaultFigureKeys returns the keys of the figures measured unless
+// -figures says otherwise: all but the opt-in ones.
+func defaultFigureKeys() []string {
+	var keys []string
+	for _, f := range allFigures {
+		if !f.optIn {
+			keys = append(keys, f.key)
+		}
+	}
+	return keys
+}
+
+// streamFigureKeys returns the keys of the stream-count figures (-streams).
+func streamFigureKeys() []string {
+	var keys []string
+	for _, f := range allFigures {
+		if f.optIn && f.kind == kindTCP {
+			keys = append(keys, f.key)
+		}
 	}
 	return keys
 }
@@ -169,8 +251,8 @@ type Run struct {
 }
 
 // Result is one cell of the table: a figure on a contender over all runs.
-// Median, Min and Max are of the runs without error; so are the CPU and
-// Offered medians.
+// Median, Min and Max are of the runs without error; so are the CPU,
+// Offered and Extras medians.
 type Result struct {
 	Figure    string  `json:"figure"`
 	Contender string  `json:"contender"`
@@ -182,6 +264,9 @@ type Result struct {
 	Max       float64 `json:"max"`
 	CPU       float64 `json:"server_cpu_median"`
 	Offered   float64 `json:"offered_median,omitempty"`
+	// Extras are the medians of the runs' Extra values, each over the
+	// runs that have it.
+	Extras map[string]float64 `json:"extra_medians,omitempty"`
 }
 
 // ok reports whether every run succeeded.
@@ -210,6 +295,16 @@ type ContenderInfo struct {
 	Key   string `json:"key"`
 	Title string `json:"title"`
 	About string `json:"about"`
+	// Setup is what the server said about how it attached (the AF_XDP
+	// link: native or generic program, zero-copy or copy socket).
+	Setup string `json:"setup,omitempty"`
+}
+
+// Unavailable is a contender this machine could not run, and why.
+type Unavailable struct {
+	Key    string `json:"key"`
+	Title  string `json:"title"`
+	Reason string `json:"reason"`
 }
 
 // Report is everything a run measured; the table, the JSON and the chart
@@ -228,9 +323,11 @@ type Report struct {
 	StockTCP   string          `json:"stock_tcp_options"`
 	CPUMeasure string          `json:"cpu_measure"`
 	Contenders []ContenderInfo `json:"contenders"`
-	Results    []*Result       `json:"results"`
-	Targets    []Target        `json:"targets"`
-	Errors     []string        `json:"errors,omitempty"`
+	// Unavailable lists the contenders asked for that could not run here.
+	Unavailable []Unavailable `json:"unavailable,omitempty"`
+	Results     []*Result     `json:"results"`
+	Targets     []Target      `json:"targets"`
+	Errors      []string      `json:"errors,omitempty"`
 }
 
 // cpuMeasure says what the server-CPU rows count.
@@ -299,11 +396,17 @@ func run(ctx context.Context, cfg config, log io.Writer, newNS nsFactory) (*Repo
 			continue
 		}
 		c, err := d.start(e, d, slot)
+		var ue unavailableError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(log, "%s: %v; going on without it\n", d.key, ue)
+			rep.Unavailable = append(rep.Unavailable, Unavailable{Key: d.key, Title: d.title, Reason: ue.reason})
+			continue
+		}
 		if err != nil {
 			return fail(fmt.Errorf("starting %s: %w", d.key, err))
 		}
 		cs = append(cs, c)
-		rep.Contenders = append(rep.Contenders, ContenderInfo{Key: d.key, Title: d.title, About: d.about})
+		rep.Contenders = append(rep.Contenders, ContenderInfo{Key: d.key, Title: d.title, About: d.about, Setup: c.setup})
 		if ctx.Err() != nil {
 			return fail(ctx.Err())
 		}
@@ -371,6 +474,22 @@ func summarize(res *Result) {
 	res.Median, res.Min, res.Max = stats(vals)
 	res.CPU, _, _ = stats(cpu)
 	res.Offered, _, _ = stats(offered)
+	extras := map[string][]float64{}
+	for _, r := range res.Runs {
+		if r.Err != "" {
+			continue
+		}
+		for k, x := range r.Extra {
+			extras[k] = append(extras[k], x)
+		}
+	}
+	res.Extras = nil
+	for k, xs := range extras {
+		if res.Extras == nil {
+			res.Extras = map[string]float64{}
+		}
+		res.Extras[k], _, _ = stats(xs)
+	}
 }
 
 // stats returns the median, minimum and maximum of vals (zeros if empty).

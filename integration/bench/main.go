@@ -157,6 +157,7 @@ client, wrk, iperf3), and prints a table (see go doc).
 		pin        string
 		contenders string
 		figures    string
+		streams    bool
 	)
 	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "length of each measurement, whole seconds (iperf3 -t, wrk -d)")
 	fs.IntVar(&cfg.runs, "runs", 3, "measurements of each figure on each contender; the table shows their median and range")
@@ -165,7 +166,8 @@ client, wrk, iperf3), and prints a table (see go doc).
 	fs.IntVar(&cfg.pinProcs, "pin-procs", 1, "GOMAXPROCS of the pinned client and server (what a Go program started under taskset -c N gets); 0 leaves it")
 	fs.IntVar(&cfg.udpSenders, "udp-senders", 2, "sender processes of the UDP figure")
 	fs.StringVar(&contenders, "contenders", strings.Join(contenderKeys(), ","), "contenders to run, comma-separated")
-	fs.StringVar(&figures, "figures", strings.Join(figureKeys(), ","), "figures to measure, comma-separated")
+	fs.StringVar(&figures, "figures", strings.Join(defaultFigureKeys(), ","), "figures to measure, comma-separated; known: "+strings.Join(figureKeys(), ","))
+	fs.BoolVar(&streams, "streams", false, "also measure the stream-count figures (issue 15): TCP up and down with 32 and 128 streams (iperf3 -P) on "+strings.Join(streamContenders, " and ")+", with retransmissions and the server's peak RSS")
 	fs.BoolVar(&cfg.stockDefaults, "stock-defaults", false, "run stock gVisor with gVisor's default TCP options instead of zcnet's")
 	fs.StringVar(&cfg.serverProfiles, "server-profiles", "", "write each bench server's CPU profile to `DIR`/<contender>.pprof")
 	fs.StringVar(&opts.jsonPath, "json", "", "also write the report as JSON to `FILE`")
@@ -214,6 +216,9 @@ client, wrk, iperf3), and prints a table (see go doc).
 	if cfg.contenders, err = pickKeys("contenders", contenders, contenderKeys()); err != nil {
 		return config{}, cmdOptions{}, err
 	}
+	if streams {
+		figures += "," + strings.Join(streamFigureKeys(), ",")
+	}
 	if cfg.figures, err = pickKeys("figures", figures, figureKeys()); err != nil {
 		return config{}, cmdOptions{}, err
 	}
@@ -247,9 +252,13 @@ func pickKeys(flagName, list string, known []string) ([]string, error) {
 	return out, nil
 }
 
-// neededTools lists the programs cfg's figures run besides ip(8).
+// neededTools lists the programs cfg's figures and contenders run besides
+// ip(8).
 func neededTools(cfg config) []string {
 	var tools []string
+	if slices.Contains(cfg.contenders, keyXDP) || slices.Contains(cfg.contenders, keyXDPKern) {
+		tools = append(tools, "ethtool") // the AF_XDP veth's peer: checksum offload off
+	}
 	for _, f := range cfg.figureList() {
 		switch f.kind {
 		case kindTCP:
@@ -273,7 +282,7 @@ func checkPrivileges(cfg config) error {
 	}
 	for _, tool := range append([]string{"ip"}, neededTools(cfg)...) {
 		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("%w: %s is not installed (apt-get install iproute2 iperf3 wrk)", errPrivileges, tool)
+			return fmt.Errorf("%w: %s is not installed (apt-get install iproute2 iperf3 wrk ethtool)", errPrivileges, tool)
 		}
 	}
 	return nil

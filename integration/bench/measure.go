@@ -41,6 +41,9 @@ func measure(ctx context.Context, e *env, c *contender, f figure) Run {
 		return Run{Err: err.Error()}
 	}
 	addCounterExtras(&run, f, before.Counters, after.Counters)
+	if f.kind == kindTCP {
+		addRetransShare(&run)
+	}
 	return run
 }
 
@@ -318,11 +321,18 @@ func measureTCP(ctx context.Context, e *env, c *contender, f figure) (Run, error
 	if f.reverse {
 		args = append(args, "-R")
 	}
+	if c.releaseMem != nil {
+		if err := c.releaseMem(); err != nil {
+			return Run{}, err
+		}
+	}
 	cpu0, err := c.iperfCPU()
 	if err != nil {
 		return Run{}, err
 	}
+	rss := startRSSSampler(c.iperfPID(), rssEvery)
 	out, err := runCmd(ctx, e.cli, time.Duration(secs)*time.Second+time.Minute, args...)
+	rss0, rssPeak, rssErr := rss.stop()
 	cpu1, cerr := c.iperfCPU()
 	var rep iperfReport
 	if jerr := json.Unmarshal(out, &rep); jerr != nil {
@@ -348,8 +358,13 @@ func measureTCP(ctx context.Context, e *env, c *contender, f figure) (Run, error
 		Value:     r.BitsPerSecond / 1e9,
 		ServerCPU: (cpu1 - cpu0).Seconds() / (r.Bytes / 1e9),
 		Seconds:   r.Seconds,
-		Extra:     map[string]float64{"bytes": r.Bytes},
+		Extra:     map[string]float64{"bytes": r.Bytes, "sent_bytes": rep.End.SumSent.Bytes},
 	}
+	if rssErr != nil {
+		return Run{}, rssErr
+	}
+	run.Extra[extraStartRSS] = float64(rss0) / (1 << 20)
+	run.Extra[extraPeakRSS] = float64(rssPeak) / (1 << 20)
 	if !f.reverse || c.def.key == keyKernel {
 		// iperf3 knows the retransmissions of a kernel sender: its own
 		// client's on uploads, iperf3 -s's on the kernel's downloads. The
@@ -357,6 +372,31 @@ func measureTCP(ctx context.Context, e *env, c *contender, f figure) (Run, error
 		run.Extra["iperf3_retransmits"] = rep.End.SumSent.Retransmits
 	}
 	return run, nil
+}
+
+// tcpMSS is a full TCP segment's payload at the bench's MTU: 1500 less the
+// IPv4 and TCP headers and the timestamp option both stacks use.
+const tcpMSS = mtu - 20 - 20 - 12
+
+// addRetransShare adds to a TCP run the sender's retransmissions
+// (iperf3's count where a kernel sent, else the gVisor server's counter)
+// and their share of the segments sent, in percent. The segments are
+// counted as the bytes the sender sent over tcpMSS: no fewer were sent, so
+// the share is never understated. A run with neither count, or with no
+// bytes sent, gets neither.
+func addRetransShare(run *Run) {
+	retrans, ok := run.Extra["iperf3_retransmits"]
+	if !ok {
+		retrans, ok = run.Extra["tcp_retransmits"]
+	}
+	sent := run.Extra["sent_bytes"]
+	if !ok || sent <= 0 {
+		return
+	}
+	segs := sent / tcpMSS
+	run.Extra["retransmits"] = retrans
+	run.Extra["segments"] = segs
+	run.Extra[extraRetransPct] = 100 * retrans / segs
 }
 
 // addCounterExtras adds what the server's counters say about a run.
@@ -381,6 +421,11 @@ func addCounterExtras(run *Run, f figure, before, after map[string]uint64) {
 			run.Extra[x.name] = x.num / x.den
 		}
 	}
+	// The AF_XDP link copies every received frame out of the UMEM (and
+	// the split headers once more): counted, per byte received.
+	if _, ok := after["link_rx_copied_bytes"]; ok && d("link_rx_bytes") > 0 {
+		run.Extra["link_rx_copied_bytes_per_byte"] = d("link_rx_copied_bytes") / d("link_rx_bytes")
+	}
 	switch f.kind {
 	case kindTCP:
 		for _, k := range []string{"tcp_retransmits", "tcp_timeouts", "link_tx_errors"} {
@@ -391,7 +436,10 @@ func addCounterExtras(run *Run, f figure, before, after map[string]uint64) {
 	case kindUDP:
 		// Where datagrams were lost: before the stack (the TAP's queue),
 		// or at the socket's receive buffer.
-		for _, k := range []string{"link_rx_frames", "udp_received", "udp_rcvbuf_drops"} {
+		// For the AF_XDP link also its own drops, and the kernel's for
+		// its socket (a fill ring found empty: the stack fell behind).
+		for _, k := range []string{"link_rx_frames", "udp_received", "udp_rcvbuf_drops",
+			"link_rx_drops", "xdp_kernel_fill_ring_empty", "xdp_kernel_rx_ring_full"} {
 			if _, ok := after[k]; ok && run.Seconds > 0 {
 				run.Extra[k+"_per_s"] = d(k) / run.Seconds
 			}

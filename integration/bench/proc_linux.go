@@ -168,20 +168,31 @@ func (p *proc) readLine(timeout time.Duration) ([]byte, error) {
 }
 
 // readJSON reads one line of its stdout as JSON into v; a line with an
-// "error" member is returned as an error.
+// "error" member is returned as an error, an unavailableError if it also
+// has an "unavailable" member (the reason).
 func (p *proc) readJSON(timeout time.Duration, v any) error {
 	b, err := p.readLine(timeout)
 	if err != nil {
 		return err
 	}
+	return decodeAnswer(p.name, b, v)
+}
+
+// decodeAnswer decodes a child's JSON line b into v, or returns the error
+// it reports.
+func decodeAnswer(name string, b []byte, v any) error {
 	var e struct {
-		Error string `json:"error"`
+		Error       string `json:"error"`
+		Unavailable string `json:"unavailable"`
+	}
+	if json.Unmarshal(b, &e) == nil && e.Unavailable != "" {
+		return unavailableError{reason: e.Unavailable}
 	}
 	if json.Unmarshal(b, &e) == nil && e.Error != "" {
-		return fmt.Errorf("%w: %s: %s", errMeasure, p.name, e.Error)
+		return fmt.Errorf("%w: %s: %s", errMeasure, name, e.Error)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("%w: %s: bad answer %q: %v", errMeasure, p.name, bytes.TrimSpace(b), err)
+		return fmt.Errorf("%w: %s: bad answer %q: %v", errMeasure, name, bytes.TrimSpace(b), err)
 	}
 	return nil
 }

@@ -15,6 +15,8 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -29,8 +31,10 @@ import (
 // started by the bench in the right namespace:
 //
 //	bench server -mode zc|netconn|stock|kernel [-dev D -queues N -kernel P] -addr A
+//	bench server -mode xdp -dev D -addr A
 //
-// It builds the contender's setup (stacks_linux.go), serves on A
+// It builds the contender's setup (stacks_linux.go, stacks_xdp_linux.go),
+// serves on A
 //
 //	portEcho  TCP echo (1-byte round trips)
 //	portUDP   UDP sink that counts datagrams (64-byte floods)
@@ -38,7 +42,9 @@ import (
 //	portIperf iperf3's protocol, TCP tests (iperf.go); not the kernel, for
 //	          which the bench runs stock iperf3 -s
 //
-// prints a JSON line {"ready":true}, then answers commands on stdin, one
+// prints a JSON line {"ready":true} (with "setup", how the link attached,
+// for the AF_XDP mode) or {"error":…} ({"error":…,"unavailable":…} if the
+// machine cannot run the mode at all), then answers commands on stdin, one
 // JSON line each on stdout:
 //
 //	stats     {"cpu_ns":…, "udp_received":…, "http_requests":…, "counters":{…}}
@@ -46,6 +52,10 @@ import (
 //	          (default 1, as a Go program started under taskset gets; 0
 //	          leaves it)
 //	unpin     undoes pin
+//	release   collects garbage and returns free memory to the kernel, so
+//	          that the resident memory sampled during the next
+//	          measurement is that measurement's, not what an earlier one
+//	          left in the heap
 //
 // and ends, closing everything, when stdin closes (so also when the bench
 // dies) or after -lifetime.
@@ -61,6 +71,7 @@ const (
 	modeZC      = "zc"      // zcnet stack on a TAP with offloads; zero-copy sockets
 	modeNetConn = "netconn" // the same setup; api.Net's net.Conn adapters
 	modeStock   = "stock"   // gVisor fdbased on a plain TAP; gonet adapters
+	modeXDP     = "xdp"     // zcnet stack on an AF_XDP link; zero-copy sockets
 	modeKernel  = "kernel"  // Linux sockets
 )
 
@@ -77,10 +88,11 @@ type serverStats struct {
 
 // srv is the running server.
 type srv struct {
-	ctx      context.Context // ends at shutdown
-	udpRecv  atomic.Uint64
-	httpReqs atomic.Uint64
-	counters func() map[string]uint64
+	ctx       context.Context // ends at shutdown
+	udpRecv   atomic.Uint64
+	httpReqs  atomic.Uint64
+	counters  func() map[string]uint64
+	linkSetup string // how the link attached, for the ready line
 
 	wg      sync.WaitGroup
 	mu      sync.Mutex
@@ -111,8 +123,8 @@ func runServer(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		stockDefaults                    bool
 		lifetime                         time.Duration
 	)
-	fs.StringVar(&mode, "mode", "", "zc, netconn, stock or kernel")
-	fs.StringVar(&dev, "dev", "", "TAP device to make (not kernel)")
+	fs.StringVar(&mode, "mode", "", "zc, netconn, stock, xdp or kernel")
+	fs.StringVar(&dev, "dev", "", "TAP device to make (zc, netconn, stock), or the interface to attach to (xdp)")
 	fs.IntVar(&queues, "queues", 1, "TAP queues (zc, netconn)")
 	fs.StringVar(&kernel, "kernel", "", "address/prefix of the TAP's kernel side")
 	fs.StringVar(&addr, "addr", "", "the server's address (a prefix for the gVisor stacks)")
@@ -124,7 +136,7 @@ func runServer(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	out := json.NewEncoder(stdout)
 	fail := func(err error) int {
-		out.Encode(map[string]string{"error": err.Error()})
+		out.Encode(errorAnswer(err))
 		return exitFailed
 	}
 	if profile != "" {
@@ -148,7 +160,10 @@ func runServer(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	out.Encode(map[string]bool{"ready": true})
+	out.Encode(struct {
+		Ready bool   `json:"ready"`
+		Setup string `json:"setup,omitempty"`
+	}{true, s.linkSetup})
 
 	lines := make(chan string)
 	go func() {
@@ -205,10 +220,28 @@ func runServer(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				unpin = nil
 			}
 			out.Encode(map[string]bool{"ok": true})
+		case "release":
+			// Twice: a sync.Pool's objects survive one collection in its
+			// victim cache.
+			runtime.GC()
+			debug.FreeOSMemory()
+			out.Encode(map[string]bool{"ok": true})
 		default:
 			out.Encode(map[string]string{"error": fmt.Sprintf("unknown command %q", line)})
 		}
 	}
+}
+
+// errorAnswer is the JSON line a child reports err with: {"error":…},
+// with "unavailable" (the reason) if err is an unavailableError, which
+// decodeAnswer turns back into one.
+func errorAnswer(err error) map[string]string {
+	msg := map[string]string{"error": err.Error()}
+	var ue unavailableError
+	if errors.As(err, &ue) {
+		msg["unavailable"] = ue.reason
+	}
+	return msg
 }
 
 // setup builds the mode's stack and starts its services. The returned
@@ -263,6 +296,17 @@ func (s *srv) setup(mode, dev string, queues int, kernel, addr string, stockDefa
 				a, true)
 		}
 		return shutdown, s.serveZC(z.api, a)
+	case modeXDP:
+		sp, err := netip.ParsePrefix(addr)
+		if err != nil || dev == "" {
+			return shutdown, fmt.Errorf("%w: -dev and -addr (a prefix) are needed: %v", errUsage, err)
+		}
+		z, err := openZcnetXDP(dev, sp, log)
+		if err != nil {
+			return shutdown, err
+		}
+		closeStack, s.counters, s.linkSetup = z.close, z.counters, z.setup
+		return shutdown, s.serveZC(z.api, sp.Addr())
 	case modeKernel:
 		a, err := netip.ParseAddr(addr)
 		if err != nil {
@@ -273,7 +317,7 @@ func (s *srv) setup(mode, dev string, queues int, kernel, addr string, stockDefa
 			func(ap netip.AddrPort) (net.PacketConn, error) { return net.ListenPacket("udp", ap.String()) },
 			a, false)
 	}
-	return shutdown, fmt.Errorf("%w: -mode %q: want zc, netconn, stock or kernel", errUsage, mode)
+	return shutdown, fmt.Errorf("%w: -mode %q: want zc, netconn, stock, xdp or kernel", errUsage, mode)
 }
 
 // --- Services over package net's shapes: gonet, api.Net, the kernel.

@@ -58,12 +58,17 @@ func quietLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-// zcnetSide is one zcnet stack on one TAP link with the socket API over it.
+// zcnetSide is one zcnet stack on one link (a TAP, or AF_XDP) with the
+// socket API over it.
 type zcnetSide struct {
 	st   *stack.Stack
-	link *tap.Link
 	pool *dmapool.Pool
 	api  *api.Stack
+	// linkCounters snapshots the link's counters under the names
+	// addCounterExtras reads (link_rx_frames…).
+	linkCounters func() map[string]uint64
+	// setup says how the link attached, for the report; "" for a TAP.
+	setup string
 }
 
 // openZcnet opens the TAP device dev with the given number of queues and
@@ -79,7 +84,7 @@ func openZcnet(dev string, queues int, kernel, stackAddr netip.Prefix, log io.Wr
 		link.Close()
 		return nil, fmt.Errorf("%w: stack.New: %v", errSetup, err)
 	}
-	z := &zcnetSide{st: st, link: link}
+	z := &zcnetSide{st: st, linkCounters: tapCounters(link)}
 	fail := func(err error) (*zcnetSide, error) { z.close(); return nil, err }
 	if _, err := st.AddNIC(link, stack.NICConfig{Name: dev, Addrs: []netip.Prefix{stackAddr}}); err != nil {
 		link.Close()
@@ -88,16 +93,28 @@ func openZcnet(dev string, queues int, kernel, stackAddr netip.Prefix, log io.Wr
 	if err := addrDev(dev, kernel); err != nil {
 		return fail(err)
 	}
+	if err := z.openAPI(); err != nil {
+		return nil, err
+	}
+	return z, nil
+}
+
+// openAPI makes the socket API's buffer pool and the API over the stack;
+// on error it closes the whole side.
+func (z *zcnetSide) openAPI() error {
+	var err error
 	// The pools' one "not pinned" warning is expected wherever
 	// RLIMIT_MEMLOCK is below their size; it does not change what is
 	// measured (the memory is populated up front either way).
 	if z.pool, err = dmapool.New(dmapool.Config{Size: 64 << 20, Pin: dmapool.PinPrefer, Logger: slog.New(slog.DiscardHandler)}); err != nil {
-		return fail(fmt.Errorf("%w: dmapool.New: %v", errSetup, err))
+		z.close()
+		return fmt.Errorf("%w: dmapool.New: %v", errSetup, err)
 	}
-	if z.api, err = api.New(st, api.Options{Pool: z.pool}); err != nil {
-		return fail(fmt.Errorf("%w: api.New: %v", errSetup, err))
+	if z.api, err = api.New(z.st, api.Options{Pool: z.pool}); err != nil {
+		z.close()
+		return fmt.Errorf("%w: api.New: %v", errSetup, err)
 	}
-	return z, nil
+	return nil
 }
 
 func (z *zcnetSide) close() error {
@@ -119,26 +136,38 @@ func (z *zcnetSide) close() error {
 // counters snapshots the link's, the stack's and the socket API's
 // counters.
 func (z *zcnetSide) counters() map[string]uint64 {
-	ls := z.link.Stats()
+	m := z.linkCounters()
 	gc := z.st.Counters()
 	ac := z.api.Counters()
-	return map[string]uint64{
+	for k, v := range map[string]uint64{
 		"udp_received":       gc["UDP.PacketsReceived"],
 		"udp_rcvbuf_drops":   gc["UDP.ReceiveBufferErrors"],
 		"tcp_retransmits":    gc["TCP.Retransmits"],
 		"tcp_timeouts":       gc["TCP.Timeouts"],
-		"link_rx_frames":     ls.RxFrames,
-		"link_rx_bytes":      ls.RxBytes,
-		"link_rx_wakeups":    ls.RxWakeups,
-		"link_rx_gso_frames": ls.RxGSOFrames,
-		"link_tx_frames":     ls.TxFrames,
-		"link_tx_bytes":      ls.TxBytes,
-		"link_tx_gso_frames": ls.TxGSOFrames,
-		"link_tx_errors":     ls.TxErrors,
 		"api_rx_handed_over": ac.RxHandedOver,
 		"api_rx_copied":      ac.RxCopied,
 		"api_tx_in_place":    ac.TxInPlace,
 		"api_tx_copied":      ac.TxCopied,
+	} {
+		m[k] = v
+	}
+	return m
+}
+
+// tapCounters returns the TAP link's counters.
+func tapCounters(link *tap.Link) func() map[string]uint64 {
+	return func() map[string]uint64 {
+		ls := link.Stats()
+		return map[string]uint64{
+			"link_rx_frames":     ls.RxFrames,
+			"link_rx_bytes":      ls.RxBytes,
+			"link_rx_wakeups":    ls.RxWakeups,
+			"link_rx_gso_frames": ls.RxGSOFrames,
+			"link_tx_frames":     ls.TxFrames,
+			"link_tx_bytes":      ls.TxBytes,
+			"link_tx_gso_frames": ls.TxGSOFrames,
+			"link_tx_errors":     ls.TxErrors,
+		}
 	}
 }
 

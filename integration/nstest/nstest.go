@@ -6,6 +6,11 @@
 // that run in parallel never collide, and it is deleted by t.Cleanup even when
 // the test fails. Tests that cannot get a namespace (not root, no CAP_SYS_ADMIN,
 // no ip(8)) are skipped with a message that says why; nothing is faked.
+//
+// A skip must not let CI go green with the root tests unrun: with the
+// environment variable ZCNET_REQUIRE_ROOT_TESTS=1 (which .ci/run sets), every
+// skip that goes through Skip, RequireRoot or NeedTools fails the test
+// instead, with the same message.
 package nstest
 
 import (
@@ -33,18 +38,52 @@ type NS struct {
 
 var seq atomic.Uint32
 
-// RequireRoot skips t unless the process can create network namespaces and
-// TAP devices.
+// RequireEnv names the environment variable that turns skips into
+// failures: set to 1 (or "true"), Skip fails the test instead of skipping it.
+const RequireEnv = "ZCNET_REQUIRE_ROOT_TESTS"
+
+// Required reports whether skips are turned into failures (RequireEnv).
+func Required() bool {
+	v := os.Getenv(RequireEnv)
+	return v == "1" || strings.EqualFold(v, "true")
+}
+
+// Skip skips t with the message, or fails it with the same message when
+// RequireEnv is set: the way every test that needs root or an outside tool
+// gives up.
+func Skip(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if Required() {
+		t.Fatalf("%s (and %s=1 forbids skipping)", msg, RequireEnv)
+		return
+	}
+	t.Skip(msg)
+}
+
+// RequireRoot skips t (see Skip) unless the process can create network
+// namespaces and TAP devices.
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root for network namespaces and TAP devices (CI runs as root)")
+		Skip(t, "skipping: needs root for network namespaces and TAP devices (CI runs as root)")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("skipping: ip(8) from iproute2 is not installed")
+		Skip(t, "skipping: ip(8) from iproute2 is not installed")
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skipf("skipping: /dev/net/tun is not available: %v", err)
+		Skip(t, "skipping: /dev/net/tun is not available: %v", err)
+	}
+}
+
+// NeedTools skips t (see Skip) if one of the named programs is not on the
+// PATH, saying which and that .ci/run installs it.
+func NeedTools(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			Skip(t, "skipping: %s is not installed (.ci/run installs it)", tool)
+		}
 	}
 }
 
@@ -68,7 +107,7 @@ func New(t testing.TB) *NS {
 	name := UniqueName(t, "zcn")
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		if strings.Contains(string(out), "Operation not permitted") {
-			t.Skipf("skipping: cannot create a network namespace: %s", bytes.TrimSpace(out))
+			Skip(t, "skipping: cannot create a network namespace: %s", bytes.TrimSpace(out))
 		}
 		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
 	}

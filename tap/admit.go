@@ -1,0 +1,374 @@
+package tap
+
+import (
+	"hash/maphash"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// Admission of TCP segments without payload.
+//
+// gVisor's TCP queues every segment for its endpoint's processor goroutine,
+// and its segment queue admits segments that carry no payload even when
+// the queue is full (only payload is charged to the receive buffer). A
+// flood of SYNs, ACKs or RSTs at a listening port that arrives faster than
+// the listener's processor works through them therefore grows that queue,
+// and the frames it holds, without bound. The stack gives no signal when a
+// queued segment is done with (TCP clones the packet, so the link's
+// PacketBuffer is released as soon as delivery returns), so the bound is
+// kept here, in the link, by what the stack visibly does with what it got:
+//
+//  1. Every payload-less TCP frame is copied into a view of its own size
+//     (a few dozen bytes, counted in RxCopiedBytes) and the receive view
+//     stays with the reader for the next read: a queued SYN then holds a
+//     small chunk, not a receive view sized for the MTU.
+//  2. A frame for a listening socket (the stack's ConnLookup says so; a
+//     SYN without ACK is taken as one when no lookup is installed) is
+//     charged to its class: SYN (a SYN without ACK) or control (every
+//     other payload-less segment). Frames for established connections and
+//     for closed ports are not charged: the former are what the service is
+//     for, the latter the stack answers synchronously, during delivery.
+//  3. A class's charge is paid back by the listener's visible work: each
+//     SYN-ACK the stack transmits pays one SYN, each RST from a port the
+//     link has charged segments to one control segment (a listener
+//     answers a stray ACK with a RST; the RSTs that answer segments for
+//     closed ports, never charged, pay nothing). Segments the
+//     listener drops silently (a RST, or a SYN while its accept queue is
+//     full) are paid back by a slow leak, admitLeakPerSec per class.
+//  4. Segments with payload for a listener (a flood of data at a port
+//     with no connection) are charged to the control class too: the
+//     listener holds them in its queue, and answers them with a RST.
+//  5. A class whose unpaid charge reaches admitLimit drops further frames
+//     of the class before they reach the stack, counted by reason
+//     (RxDropFloodSYN, RxDropFloodCtl).
+//  6. A refused SYN is remembered (its source, ports and sequence number,
+//     hashed, in a small table); when it comes again — a client's
+//     retransmission, one second later for Linux — it is admitted even
+//     over the budget, up to twice the budget. A flood of fresh SYNs does
+//     not retransmit, so a real client's second try gets through.
+//  7. While the link refuses SYNs it tells the stack (SYNPressure), which
+//     turns SYN cookies on for every listener: a SYN then costs the
+//     listener no half-open connection, and it answers more of them.
+//
+// New connections keep working during a SYN flood: the listener keeps
+// answering the SYNs it gets, a legitimate SYN is admitted in the
+// proportion the listener can serve, and its retransmission regardless.
+//
+// The bound: at most admitLimit unanswered segments per class (twice that
+// for SYNs, with retransmissions) are in the stack at once, plus what the
+// leak admits beyond what the stack actually finished, which is at most
+// admitLeakPerSec per second and only while the stack drops segments
+// without answering them. What is not bounded here: a flood of segments
+// for an established connection's exact 4-tuple (an attacker must know
+// it).
+const (
+	admitLimit        = 2048
+	admitLeakPerSec   = 1024
+	admitRefusedSlots = 4096
+)
+
+// ConnKind is where the stack would deliver a TCP segment.
+type ConnKind uint8
+
+const (
+	// ConnNone: no endpoint; the stack answers (a RST) during delivery.
+	ConnNone ConnKind = iota
+	// ConnListener: a listening socket, whose processor queues it.
+	ConnListener
+	// ConnEstablished: a connection's own endpoint.
+	ConnEstablished
+)
+
+// ConnLookup tells the link where the stack would deliver the TCP segment
+// in frame (an Ethernet frame whose IP and TCP headers are complete and
+// checked). It is valid only during the call and must not be kept. It runs
+// on the link's reader goroutines, concurrently when the link has several
+// queues, once for each received TCP frame without payload.
+type ConnLookup func(frame []byte) ConnKind
+
+// SYNPressure is told when a link starts refusing SYNs for listeners over
+// its budget (true) and when, after that, its unpaid SYNs fall below a
+// quarter of the budget again (false). It runs on a reader goroutine, once
+// per change.
+type SYNPressure func(on bool)
+
+// SetSYNPressure installs fn (nil removes it); package stack installs one
+// that turns SYN cookies on for every listener while any link is under
+// pressure, which makes a listener's answer to a SYN cheap (no half-open
+// connection) so it serves more of them.
+func (l *Link) SetSYNPressure(fn SYNPressure) {
+	if fn == nil {
+		l.adm.pressure.Store(nil)
+		return
+	}
+	l.adm.pressure.Store(&fn)
+}
+
+// SetConnLookup installs fn (nil removes it); package stack installs one
+// for each NIC it adds. See the admission rules above.
+func (l *Link) SetConnLookup(fn ConnLookup) {
+	if fn == nil {
+		l.adm.lookup.Store(nil)
+		return
+	}
+	l.adm.lookup.Store(&fn)
+}
+
+// admission is a link's budget for payload-less TCP segments at
+// listeners, shared by its queues (the stack's answers, which pay the
+// budget back, leave on any queue).
+type admission struct {
+	lookup atomic.Pointer[ConnLookup]
+	// pressure and underPressure: see SYNPressure.
+	pressure      atomic.Pointer[SYNPressure]
+	underPressure atomic.Bool
+	syn           admitClass
+	// charged marks the local ports the link has charged control
+	// segments to, one bit each: only RSTs from them pay back.
+	charged [1 << 16 / 64]atomic.Uint64
+	// refused remembers refused SYNs (see rule 6): a slot holds the
+	// hash of one, or zero.
+	refused [admitRefusedSlots]atomic.Uint64
+	seed    maphash.Seed
+	ctl     admitClass
+	// noLeak turns the leak off (tests: what the stack's answers pay back,
+	// alone). Set before the readers start.
+	noLeak bool
+}
+
+// admitClass is one class's unpaid charge. All fields are atomics: readers
+// charge, writers pay.
+type admitClass struct {
+	// owed is the number of admitted segments not yet paid back.
+	owed atomic.Int64
+	// leakAt is when the leak last paid, in nanoseconds of now().
+	leakAt atomic.Int64
+}
+
+// now is the admission clock, in nanoseconds.
+func admitNow() int64 { return time.Now().UnixNano() }
+
+// charge admits one segment of the class unless its unpaid charge is at
+// the limit.
+func (c *admitClass) charge(limit int64, leak bool) bool {
+	if c.owed.Load() >= limit {
+		if leak {
+			c.leak(admitNow())
+		}
+		if c.owed.Load() >= limit {
+			return false
+		}
+	}
+	c.owed.Add(1)
+	return true
+}
+
+// leak pays back admitLeakPerSec per second since the last leak.
+func (c *admitClass) leak(now int64) {
+	last := c.leakAt.Load()
+	due := (now - last) * admitLeakPerSec / int64(time.Second)
+	if due <= 0 || !c.leakAt.CompareAndSwap(last, now) {
+		return
+	}
+	c.pay(due)
+}
+
+// pay pays back up to n segments, never below zero.
+func (c *admitClass) pay(n int64) {
+	for {
+		o := c.owed.Load()
+		if o <= 0 {
+			return
+		}
+		if c.owed.CompareAndSwap(o, max(0, o-n)) {
+			return
+		}
+	}
+}
+
+// synKey hashes a SYN's source address, ports and sequence number (never
+// zero).
+func (a *admission) synKey(frame []byte, l4off int) uint64 {
+	var h maphash.Hash
+	h.SetSeed(a.seed)
+	if header.Ethernet(frame).Type() == header.IPv4ProtocolNumber {
+		h.Write(frame[header.EthernetMinimumSize+12 : header.EthernetMinimumSize+16])
+	} else {
+		h.Write(frame[header.EthernetMinimumSize+8 : header.EthernetMinimumSize+24])
+	}
+	h.Write(frame[l4off : l4off+8]) // ports and sequence number
+	return h.Sum64() | 1
+}
+
+// retried reports whether a SYN over the budget is a retransmission of
+// one refused before, and if so (and the class owes less than twice the
+// budget) admits it; otherwise it remembers the SYN as refused.
+func (a *admission) retried(frame []byte, l4off int) bool {
+	k := a.synKey(frame, l4off)
+	slot := &a.refused[k%admitRefusedSlots]
+	if slot.Load() == k && a.syn.owed.Load() < 2*admitLimit && slot.CompareAndSwap(k, 0) {
+		a.syn.owed.Add(1)
+		return true
+	}
+	slot.Store(k)
+	return false
+}
+
+// setPressure records a change of SYN pressure and tells the hook.
+func (a *admission) setPressure(on bool) {
+	if a.underPressure.Load() == on || a.underPressure.Swap(on) == on {
+		return
+	}
+	if fn := a.pressure.Load(); fn != nil {
+		(*fn)(on)
+	}
+}
+
+// noteTx pays a class back for a SYN-ACK or RST the stack transmits. It
+// costs one atomic load per packet while nothing is owed.
+func (a *admission) noteTx(pkt *stack.PacketBuffer) {
+	if a.syn.owed.Load() == 0 && a.ctl.owed.Load() == 0 {
+		return
+	}
+	if pkt.TransportProtocolNumber != header.TCPProtocolNumber {
+		return
+	}
+	th := pkt.TransportHeader().Slice()
+	if len(th) < header.TCPMinimumSize {
+		return
+	}
+	switch f := header.TCP(th).Flags(); {
+	case f.Contains(header.TCPFlagSyn | header.TCPFlagAck):
+		a.syn.pay(1)
+	case f.Contains(header.TCPFlagRst):
+		if a.wasCharged(header.TCP(th).SourcePort()) {
+			a.ctl.pay(1)
+		}
+	}
+}
+
+// markCharged records that a control segment for local port p was
+// charged.
+func (a *admission) markCharged(p uint16) {
+	w, bit := &a.charged[p/64], uint64(1)<<(p%64)
+	if w.Load()&bit == 0 {
+		w.Or(bit)
+	}
+}
+
+// wasCharged reports whether a control segment for local port p was ever
+// charged.
+func (a *admission) wasCharged(p uint16) bool {
+	return a.charged[p/64].Load()&(uint64(1)<<(p%64)) != 0
+}
+
+// tcpSegment reports whether frame (n bytes, of which head holds the first
+// part) is a TCP segment directly over IPv4 or IPv6, whether it carries
+// payload, and its flags. Its headers were checked by verifyChecksums.
+func tcpSegment(head []byte, n int) (flags header.TCPFlags, payload bool, l4off int, ok bool) {
+	if n < header.EthernetMinimumSize+header.IPv4MinimumSize+header.TCPMinimumSize || len(head) < header.EthernetMinimumSize+header.IPv4MinimumSize+header.TCPMinimumSize {
+		return 0, false, 0, false
+	}
+	l3 := head[header.EthernetMinimumSize:]
+	tot := n - header.EthernetMinimumSize
+	var l4 []byte
+	switch header.Ethernet(head).Type() {
+	case header.IPv4ProtocolNumber:
+		ip := header.IPv4(l3)
+		hl := int(ip.HeaderLength())
+		if ip.Protocol() != uint8(header.TCPProtocolNumber) || ip.More() || ip.FragmentOffset() != 0 ||
+			hl < header.IPv4MinimumSize || hl+header.TCPMinimumSize > len(l3) || int(ip.TotalLength()) > tot || int(ip.TotalLength()) < hl+header.TCPMinimumSize {
+			return 0, false, 0, false
+		}
+		l4 = l3[hl:min(int(ip.TotalLength()), len(l3))]
+		l4off = header.EthernetMinimumSize + hl
+		tot = int(ip.TotalLength()) - hl
+	case header.IPv6ProtocolNumber:
+		if len(l3) < header.IPv6MinimumSize+header.TCPMinimumSize {
+			return 0, false, 0, false
+		}
+		ip := header.IPv6(l3)
+		if ip.NextHeader() != uint8(header.TCPProtocolNumber) || int(ip.PayloadLength()) > tot-header.IPv6MinimumSize {
+			return 0, false, 0, false
+		}
+		l4 = l3[header.IPv6MinimumSize:]
+		l4off = header.EthernetMinimumSize + header.IPv6MinimumSize
+		tot = int(ip.PayloadLength())
+	default:
+		return 0, false, 0, false
+	}
+	if len(l4) < header.TCPMinimumSize || tot < header.TCPMinimumSize {
+		return 0, false, 0, false
+	}
+	t := header.TCP(l4)
+	off := int(t.DataOffset())
+	if off < header.TCPMinimumSize || off > tot {
+		return 0, false, 0, false
+	}
+	return t.Flags(), off < tot, l4off, true
+}
+
+// admitControl handles a checked, unfragmented frame of n bytes if it is a
+// TCP segment without payload: it charges the frame to its class and drops
+// it when the class is over budget, or delivers a copy of it, leaving the
+// receive views with the reader. A TCP segment with payload for a listener
+// is charged to the control class and dropped over budget. It reports
+// whether it handled the frame; if not, the caller delivers it as usual.
+func (q *queue) admitControl(d stack.NetworkDispatcher, head []byte, n int) bool {
+	flags, payload, l4off, ok := tcpSegment(head, n)
+	if !ok {
+		return false
+	}
+	a := &q.link.adm
+	if payload {
+		// Payload for a listener: the listener queues it (within its
+		// receive buffer, but charged by payload size while it holds a
+		// receive view) and answers a stray one with a RST. Charged to
+		// the control class; delivered as usual when admitted.
+		lookup := a.lookup.Load()
+		if lookup == nil || (*lookup)(head[:n]) != ConnListener {
+			return false
+		}
+		a.markCharged(header.TCP(head[l4off:]).DestinationPort())
+		if !a.ctl.charge(admitLimit, !a.noLeak) {
+			q.c.dropFloodCtl.Add(1)
+			return true
+		}
+		return false
+	}
+	var class *admitClass
+	syn := flags&(header.TCPFlagSyn|header.TCPFlagAck) == header.TCPFlagSyn
+	if lookup := a.lookup.Load(); lookup != nil {
+		if (*lookup)(head[:n]) == ConnListener {
+			class = &a.ctl
+			if syn {
+				class = &a.syn
+			}
+		}
+	} else if syn {
+		class = &a.syn
+	}
+	if class == &a.ctl {
+		a.markCharged(header.TCP(head[l4off:]).DestinationPort())
+	}
+	if class != nil && !class.charge(admitLimit, !a.noLeak) && !(class == &a.syn && a.retried(head, l4off)) {
+		if class == &a.syn {
+			q.c.dropFloodSYN.Add(1)
+			a.setPressure(true)
+		} else {
+			q.c.dropFloodCtl.Add(1)
+		}
+		return true
+	}
+	if class == &a.syn && a.underPressure.Load() && a.syn.owed.Load() < admitLimit/4 {
+		a.setPressure(false)
+	}
+	v := buffer.NewViewWithData(head[:n])
+	q.c.rxCopied.Add(uint64(n))
+	q.deliver(d, buffer.MakeWithView(v), false)
+	return true
+}
