@@ -14,10 +14,20 @@ import (
 // deadline while the channel is still open re-arms the timer on the same
 // channel, so a blocked call sees the new time, including one in the past
 // (the way net/http aborts a background Read with SetReadDeadline).
+//
+// net/http moves a connection's read deadline several times per request,
+// so a set costs no allocation while the channel is open: the deadline
+// keeps one timer for its life, re-armed with Reset, whose function closes
+// the channel only if the deadline in force (when) has passed. A firing
+// left over from an earlier arming, which Stop or Reset could not catch
+// (its function already started), finds a later or no deadline and does
+// nothing. A new channel is made only after the old one was closed.
 type deadline struct {
-	mu    sync.Mutex
-	timer *time.Timer   // +checklocks:mu; nil when no deadline is armed
-	ch    chan struct{} // +checklocks:mu; closed once the deadline has passed
+	mu     sync.Mutex
+	timer  *time.Timer   // +checklocks:mu; made at the first deadline, then reused
+	when   time.Time     // +checklocks:mu; the deadline in force; zero: none
+	ch     chan struct{} // +checklocks:mu; closed once when has passed
+	closed bool          // +checklocks:mu; ch is closed
 }
 
 func newDeadline() *deadline { return &deadline{ch: make(chan struct{})} }
@@ -27,22 +37,56 @@ func newDeadline() *deadline { return &deadline{ch: make(chan struct{})} }
 func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.disarmLocked()
-	select {
-	case <-d.ch:
-		d.ch = make(chan struct{})
-	default:
+	if d.closed {
+		d.ch, d.closed = make(chan struct{}), false
 	}
+	d.when = t
 	if t.IsZero() {
+		if d.timer != nil {
+			d.timer.Stop()
+		}
 		return
 	}
 	dur := time.Until(t)
 	if dur <= 0 {
-		close(d.ch)
+		if d.timer != nil {
+			d.timer.Stop()
+		}
+		d.closeLocked()
 		return
 	}
-	ch := d.ch
-	d.timer = time.AfterFunc(dur, func() { close(ch) })
+	if d.timer == nil {
+		d.timer = time.AfterFunc(dur, d.fire)
+		return
+	}
+	d.timer.Reset(dur)
+}
+
+// fire is the timer's function: it closes the channel if the deadline in
+// force has passed (not if a later set moved or cleared it).
+func (d *deadline) fire() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.when.IsZero() {
+		return
+	}
+	if dur := time.Until(d.when); dur > 0 {
+		// Moved later while this firing was on its way; the Reset that
+		// moved it has armed the timer again, but a firing that raced
+		// with it may have consumed that: arm once more (a redundant
+		// firing finds the channel closed or the time not reached).
+		d.timer.Reset(dur)
+		return
+	}
+	d.closeLocked()
+}
+
+// +checklocks:d.mu
+func (d *deadline) closeLocked() {
+	if !d.closed {
+		close(d.ch)
+		d.closed = true
+	}
 }
 
 // done returns the channel for the deadline in force now.
@@ -54,38 +98,24 @@ func (d *deadline) done() <-chan struct{} {
 
 // expired reports whether the deadline in force now has passed.
 func (d *deadline) expired() bool {
-	select {
-	case <-d.done():
-		return true
-	default:
-		return false
-	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
 }
 
 // ctx returns the deadline in force now as a context for the Socket calls,
 // which wait on contexts. It allocates nothing.
 func (d *deadline) ctx() context.Context { return deadlineCtx{d.done()} }
 
-// disarmLocked stops the armed timer, if any. A timer that has fired (or
-// is firing: Stop reports false and its func runs in its own goroutine)
-// closes, or will close, the channel it was armed on, so the deadline
-// moves to a fresh channel: no later close of the old one can meet a close
-// of ours. Every path that drops the timer comes through here.
-//
-// +checklocks:d.mu
-func (d *deadline) disarmLocked() {
-	if d.timer != nil && !d.timer.Stop() {
-		d.ch = make(chan struct{})
-	}
-	d.timer = nil
-}
-
-// stop releases the timer. A later set (SetDeadline after Close, as
+// stop disarms the timer. A later set (SetDeadline after Close, as
 // net/http does) still works.
 func (d *deadline) stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.disarmLocked()
+	d.when = time.Time{}
+	if d.timer != nil {
+		d.timer.Stop()
+	}
 }
 
 // deadlineCtx is a context whose Done is a deadline's channel. Its Err is

@@ -25,3 +25,37 @@ func TestDeadlineStopThenSet(t *testing.T) {
 		d.stop()
 	}
 }
+
+// TestDeadlineStaleFiring: the timer is reused, so a firing from an earlier
+// arming can run after set has moved the deadline later; it must not close
+// the channel of the later deadline. Moving the deadline earlier on the same
+// timer must still fire, on the channel a waiter took before the move.
+func TestDeadlineStaleFiring(t *testing.T) {
+	for i := 0; i < 2000; i++ {
+		d := newDeadline()
+		d.set(time.Now().Add(time.Duration(i%20) * time.Microsecond))
+		d.set(time.Now().Add(time.Hour))
+		d.fire() // a firing of the first arming, late
+		if d.expired() {
+			t.Fatalf("round %d: a stale firing expired a deadline an hour ahead", i)
+		}
+		d.stop()
+	}
+	d := newDeadline()
+	defer d.stop()
+	d.set(time.Now().Add(time.Hour))
+	ch := d.done()
+	d.set(time.Now().Add(time.Millisecond))
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a deadline moved earlier did not close the channel a waiter held")
+	}
+	if !d.expired() {
+		t.Fatal("closed channel, yet not expired")
+	}
+	d.set(time.Time{})
+	if d.expired() || d.done() == ch {
+		t.Fatal("clearing an expired deadline must give a fresh open channel")
+	}
+}

@@ -48,7 +48,8 @@ type TCPConn struct {
 	off    int   // +checklocks:readMu
 	rerr   error // +checklocks:readMu; an error met after copying some bytes, for the next Read
 
-	writeMu sync.Mutex // serialises writers, so writes do not interleave
+	writeMu sync.Mutex   // serialises writers, so writes do not interleave
+	wr      bytes.Reader // +checklocks:writeMu; Write's reader over b, reused
 }
 
 var _ net.Conn = (*TCPConn)(nil)
@@ -163,9 +164,11 @@ func (c *TCPConn) Write(b []byte) (int, error) {
 	if err := c.ready("write", c.wdl); err != nil || len(b) == 0 {
 		return 0, err
 	}
-	var r bytes.Reader
-	r.Reset(b)
-	n, err := c.sock.write(c.wdl.ctx(), &r, len(b), netip.AddrPort{})
+	// The endpoint reads b through an interface, which would move a
+	// reader of its own to the heap on every Write: the conn's is reused.
+	c.wr.Reset(b)
+	n, err := c.sock.write(c.wdl.ctx(), &c.wr, len(b), netip.AddrPort{})
+	c.wr.Reset(nil) // forget b
 	c.sock.countWriteCopy(n)
 	if err != nil {
 		if c.closed() {

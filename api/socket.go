@@ -64,6 +64,13 @@ type Socket struct {
 	pending []received // +checklocks:rmu
 	phead   int        // +checklocks:rmu
 	fw      zcWriter   // +checklocks:rmu; fillLocked's writer, reused
+	// rwait and rwch are recv's wait entry and its channel, made at the
+	// first wait and reused by every later one (rmu serialises them), so
+	// a receive that has to wait allocates nothing. A token left in rwch
+	// by an event after the last wait only makes the next wait look once
+	// more: recv re-checks before waiting again.
+	rwait waiter.Entry  // +checklocks:rmu
+	rwch  chan struct{} // +checklocks:rmu
 }
 
 // received is one hand-off waiting in a socket: a Buf and, for UDP, its
@@ -338,9 +345,35 @@ func (sock *Socket) recv(ctx context.Context) (Buf, netip.AddrPort, error) {
 		if errors.Is(err, errNoRoom) {
 			room = sock.as.room
 		}
-		if err := sock.waitFor(ctx, waiter.ReadableEvents, room); err != nil {
+		if err := sock.waitReadableLocked(ctx, room); err != nil {
 			return Buf{}, netip.AddrPort{}, err
 		}
+	}
+}
+
+// waitReadableLocked is waitFor(ctx, waiter.ReadableEvents, room) for
+// recv, on the socket's reused wait entry.
+//
+// +checklocks:sock.rmu
+func (sock *Socket) waitReadableLocked(ctx context.Context, room <-chan struct{}) error {
+	if sock.rwch == nil {
+		sock.rwait, sock.rwch = waiter.NewChannelEntry(waiter.ReadableEvents)
+	}
+	sock.wq.EventRegister(&sock.rwait)
+	defer sock.wq.EventUnregister(&sock.rwait)
+	// Re-check after registering: the event may have fired in between.
+	if room == nil && sock.ep.Readiness(waiter.ReadableEvents) != 0 {
+		return nil
+	}
+	select {
+	case <-sock.rwch:
+		return nil
+	case <-room:
+		return nil
+	case <-ctx.Done():
+		return ctxErr(ctx)
+	case <-sock.closed:
+		return net.ErrClosed
 	}
 }
 
