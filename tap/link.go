@@ -44,8 +44,11 @@ type Link struct {
 	// ackHold turns on the bare-ACK hold (tx_ackhold.go); off only in
 	// benchmarks of the path without it.
 	ackHold bool
-	queues  []*queue
-	info    Info // how Open attached; see Info
+	// ackHoldFor is how long a bare ACK may be held: ackHoldFor, or longer
+	// in tests that must not race the timer.
+	ackHoldFor time.Duration
+	queues     []*queue
+	info       Info // how Open attached; see Info
 
 	mtu      atomic.Uint32
 	mac      atomic.Pointer[tcpip.LinkAddress]
@@ -150,9 +153,10 @@ func newLink(r resolved, fds []int, offloads Offloads) (*Link, error) {
 		headView: r.headView,
 		// Without offloads a frame is at most MTU + Ethernet + VLAN;
 		// with them a super-frame reaches 64 KiB plus headers.
-		tailView:  r.vnet || r.headView < r.mtu+14+4,
-		copyBreak: copyBreak,
-		ackHold:   true,
+		tailView:   r.vnet || r.headView < r.mtu+14+4,
+		copyBreak:  copyBreak,
+		ackHold:    true,
+		ackHoldFor: ackHoldFor,
 	}
 	l.mtu.Store(uint32(r.mtu))
 	l.adm.seed = maphash.MakeSeed()

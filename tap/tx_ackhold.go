@@ -143,9 +143,9 @@ func (l *Link) writeOrHold(q *queue, pkt *stack.PacketBuffer) tcpip.Error {
 		pkt.IncRef()
 		h.pkt, h.key, h.ack = pkt, o.key, o.ack
 		if h.timer == nil {
-			h.timer = time.AfterFunc(ackHoldFor, func() { q.ackTimeout(l) })
+			h.timer = time.AfterFunc(l.ackHoldFor, func() { q.ackTimeout(l) })
 		} else {
-			h.timer.Reset(ackHoldFor)
+			h.timer.Reset(l.ackHoldFor)
 		}
 		h.mu.Unlock()
 		q.c.txAcksHeld.Add(1)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/zcnet/zcnet/tap/taptest"
 	"golang.org/x/sys/unix"
@@ -42,6 +43,9 @@ func ackHoldLink(t *testing.T) (*Link, int) {
 		t.Fatal(err)
 	}
 	t.Cleanup(link.Close)
+	// Long enough that the timer never fires between two sends of a test
+	// on a loaded machine; the timer's own test shortens it.
+	link.ackHoldFor = time.Hour
 	return link, fb
 }
 
@@ -135,6 +139,7 @@ func TestAckHold(t *testing.T) {
 	})
 	t.Run("timer sends it alone", func(t *testing.T) {
 		l, fb := ackHoldLink(t)
+		l.ackHoldFor = ackHoldFor
 		send(t, l, tcpSeg(1000, header.TCPFlagAck, 500, 12, 0))
 		// Wait for the frame the timer writes (bounded by poll's timeout).
 		pfd := []unix.PollFd{{Fd: int32(fb), Events: unix.POLLIN}}
@@ -149,7 +154,9 @@ func TestAckHold(t *testing.T) {
 			t.Fatalf("stats %+v", st)
 		}
 		// The time-out lowered the score: the next bare ACKs go out at
-		// once, but for one probe in ackHoldProbe.
+		// once, but for one probe in ackHoldProbe (held now for as long
+		// as the test needs to see it held).
+		l.ackHoldFor = time.Hour
 		for i := range ackHoldProbe - 1 {
 			send(t, l, tcpSeg(1000, header.TCPFlagAck, 600+uint32(i), 12, 0))
 		}
