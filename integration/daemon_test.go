@@ -42,12 +42,23 @@ func startDaemon(t *testing.T, extra ...string) *daemon {
 	needDaemon(t)
 	ns := nstest.New(t)
 	d := &daemon{ns: ns, tap: nstest.UniqueName(t, "zt"), exited: make(chan error, 1)}
+	d.launch(t, append([]string{"-tap", d.tap, "-addr", stack4 + "/24", "-addr6", stack6 + "/64"}, extra...), true)
+	return d
+}
+
+// launch runs `netstackd serve args...` in d's namespace, waits until its
+// services listen, then addresses the kernel side of d.tap (IPv6 too if
+// v6) and brings it up. It stops the daemon (SIGTERM, then checks a clean
+// exit) in t.Cleanup.
+func (d *daemon) launch(t *testing.T, args []string, v6 bool) {
+	t.Helper()
+	ns := d.ns
 	ctx, cancel := context.WithCancel(context.Background())
-	args := append([]string{netstackd, "serve", "-tap", d.tap, "-addr", stack4 + "/24", "-addr6", stack6 + "/64"}, extra...)
-	d.cmd = ns.Cmd(ctx, args...)
+	d.cmd = ns.Cmd(ctx, append([]string{netstackd, "serve"}, args...)...)
 	d.cmd.Cancel = func() error { return d.cmd.Process.Kill() }
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	if err := d.cmd.Start(); err != nil {
@@ -70,9 +81,10 @@ func startDaemon(t *testing.T, extra ...string) *daemon {
 		t.Fatalf("netstackd not ready after 30 s:\n%s", d.log())
 	}
 	ns.MustRun("ip", "addr", "add", peer4+"/24", "dev", d.tap)
-	ns.MustRun("ip", "-6", "addr", "add", peer6+"/64", "dev", d.tap, "nodad")
+	if v6 {
+		ns.MustRun("ip", "-6", "addr", "add", peer6+"/64", "dev", d.tap, "nodad")
+	}
 	ns.MustRun("ip", "link", "set", d.tap, "up")
-	return d
 }
 
 // readLogs copies the daemon's log and closes ready once the HTTP service,

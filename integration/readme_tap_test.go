@@ -79,36 +79,7 @@ func startDaemonOnMadeDevice(t *testing.T, multiQueue bool, extra ...string) *da
 		mk = append(mk, "multi_queue")
 	}
 	ns.MustRun(mk...)
-	ctx, cancel := context.WithCancel(context.Background())
-	args := append([]string{netstackd, "serve", "-tap", d.tap, "-addr", stack4 + "/24"}, extra...)
-	d.cmd = ns.Cmd(ctx, args...)
-	d.cmd.Cancel = func() error { return d.cmd.Process.Kill() }
-	stderr, err := d.cmd.StderrPipe()
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if err := d.cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	ready := make(chan struct{})
-	go d.readLogs(stderr, ready)
-	go func() { d.exited <- d.cmd.Wait() }()
-	t.Cleanup(func() {
-		defer cancel()
-		d.stop(t)
-	})
-	select {
-	case <-ready:
-	case err := <-d.exited:
-		d.exited <- err
-		t.Fatalf("netstackd exited before it was ready: %v\n%s", err, d.log())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("netstackd not ready after 30 s:\n%s", d.log())
-	}
-	ns.MustRun("ip", "addr", "add", peer4+"/24", "dev", d.tap)
-	ns.MustRun("ip", "link", "set", d.tap, "up")
+	d.launch(t, append([]string{"-tap", d.tap, "-addr", stack4 + "/24"}, extra...), false)
 	return d
 }
 
