@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/tap"
 )
 
@@ -51,6 +52,20 @@ var (
 	demoClient = inprocClient
 	demoServer = inprocServer
 )
+
+// demoRcvBuf is the TCP receive buffer range (tcp_rmem) of both demo
+// stacks. The ring drops a frame when all of the sender's frames are lent
+// to a receiver that has not returned them, as a full NIC ring does; a
+// receiver descheduled on a loaded machine returns none, so the sender
+// must not be allowed more segments in flight than the ring has frames.
+// The stacks' default window (up to 16 MiB) allowed a stream's segments to
+// outnumber the ring's 256 frames, a drop of the tail of a burst, and a
+// retransmission timeout (with no tail-loss probe, stack.Options.RACK) of
+// 200 ms or more, backing off while retransmissions were dropped too: the
+// throughput phase stalled for up to seconds. A window of at most 2 MiB
+// overflows the frames only if its segments average under 8 KiB, which a
+// bulk stream's do not.
+var demoRcvBuf = stack.BufferSizes{Min: 4 << 10, Default: 1 << 20, Max: 2 << 20}
 
 // demoChildEnv, set in the child's environment, tells a test binary
 // re-executed as the demo's child to run the command line it was given
@@ -123,6 +138,7 @@ func demo(cfg demoConfig, out, errOut io.Writer, log *slog.Logger) (err error) {
 	cs := setup
 	cs.addrs = []netip.Prefix{demoClient}
 	cs.routes = nil
+	cs.stack.TCPReceiveBuffer = demoRcvBuf
 	clientZ, err := openRingStack(cs, sock, nil, log)
 	if err != nil {
 		return err
@@ -214,6 +230,10 @@ func demo(cfg demoConfig, out, errOut io.Writer, log *slog.Logger) (err error) {
 	if got != sent {
 		return fmt.Errorf("throughput: sent %d bytes but discard received %d", sent, got)
 	}
+	// What a stall would have cost: frames the ring dropped on the way to
+	// the child, and the retransmission timeouts that recovered them.
+	fmt.Fprintf(out, "link: %d frames to the child dropped (no free ring frame), %d TCP retransmission timeouts\n",
+		clientZ.ring.Stats().TxDropsNoFrame, clientZ.st.Netstack().Stats().TCP.Timeouts.Value())
 	fmt.Fprintf(out, "summary: %d echo round trips (%.0f/s); %.1f MiB streamed in %.2f s = %.2f Gbit/s, every byte received\n",
 		cfg.rounds, float64(cfg.rounds)/rtt.Seconds(), float64(got)/(1<<20), elapsed.Seconds(), gbits(got, elapsed))
 	return nil
@@ -249,7 +269,8 @@ func startDemoChild(sock string, cfg demoConfig, errOut io.Writer) (*demoChild, 
 		level = "info"
 	}
 	cmd := exec.Command(exe, "ring-peer", "-ring", sock, "-addr", demoServer.String(), "-mtu", strconv.Itoa(cfg.mtu),
-		"-pool-size", formatBytes(toolPoolSize), "-log-level", level)
+		"-pool-size", formatBytes(toolPoolSize), "-log-level", level,
+		"-tcp-rmem", fmt.Sprintf("%d,%d,%d", demoRcvBuf.Min, demoRcvBuf.Default, demoRcvBuf.Max))
 	cmd.Env = append(os.Environ(), demoChildEnv+"=1")
 	cmd.Stderr = errOut
 	cmd.SysProcAttr = childProcAttr()
