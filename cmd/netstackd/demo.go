@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
-	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/tap"
 )
 
@@ -52,20 +51,6 @@ var (
 	demoClient = inprocClient
 	demoServer = inprocServer
 )
-
-// demoRcvBuf is the TCP receive buffer range (tcp_rmem) of both demo
-// stacks. The ring drops a frame when all of the sender's frames are lent
-// to a receiver that has not returned them, as a full NIC ring does; a
-// receiver descheduled on a loaded machine returns none, so the sender
-// must not be allowed more segments in flight than the ring has frames.
-// The stacks' default window (up to 16 MiB) allowed a stream's segments to
-// outnumber the ring's 256 frames, a drop of the tail of a burst, and a
-// retransmission timeout (with no tail-loss probe, stack.Options.RACK) of
-// 200 ms or more, backing off while retransmissions were dropped too: the
-// throughput phase stalled for up to seconds. A window of at most 2 MiB
-// overflows the frames only if its segments average under 8 KiB, which a
-// bulk stream's do not.
-var demoRcvBuf = stack.BufferSizes{Min: 4 << 10, Default: 1 << 20, Max: 2 << 20}
 
 // demoChildEnv, set in the child's environment, tells a test binary
 // re-executed as the demo's child to run the command line it was given
@@ -138,7 +123,6 @@ func demo(cfg demoConfig, out, errOut io.Writer, log *slog.Logger) (err error) {
 	cs := setup
 	cs.addrs = []netip.Prefix{demoClient}
 	cs.routes = nil
-	cs.stack.TCPReceiveBuffer = demoRcvBuf
 	clientZ, err := openRingStack(cs, sock, nil, log)
 	if err != nil {
 		return err
@@ -269,8 +253,7 @@ func startDemoChild(sock string, cfg demoConfig, errOut io.Writer) (*demoChild, 
 		level = "info"
 	}
 	cmd := exec.Command(exe, "ring-peer", "-ring", sock, "-addr", demoServer.String(), "-mtu", strconv.Itoa(cfg.mtu),
-		"-pool-size", formatBytes(toolPoolSize), "-log-level", level,
-		"-tcp-rmem", fmt.Sprintf("%d,%d,%d", demoRcvBuf.Min, demoRcvBuf.Default, demoRcvBuf.Max))
+		"-pool-size", formatBytes(toolPoolSize), "-log-level", level)
 	cmd.Env = append(os.Environ(), demoChildEnv+"=1")
 	cmd.Stderr = errOut
 	cmd.SysProcAttr = childProcAttr()
