@@ -101,7 +101,13 @@ func TestInProcessTCP(t *testing.T) {
 // byte-identical.
 func TestInProcessGSO(t *testing.T) {
 	st := inProcessEcho(t, Config{GSO: true}, 8<<20)
-	if avg := st.TxBytes / max(st.TxFrames, 1); avg < 8<<10 {
+	// Frames of an MTU-sized link are at most 1500+14 bytes (see
+	// TestInProcessTCP), so an average above that means super-frames
+	// crossed. How far above depends on scheduling: the echo's reads, and
+	// with them its segments, are small when its goroutine runs often, and
+	// every ACK is a frame of its own (the full suite on a loaded machine
+	// averaged 7943 bytes).
+	if avg := st.TxBytes / max(st.TxFrames, 1); avg <= 1500+14 {
 		t.Errorf("GSO: %d bytes in %d frames, %d on average; want super-frames", st.TxBytes, st.TxFrames, avg)
 	}
 }
