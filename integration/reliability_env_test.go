@@ -205,9 +205,15 @@ func (e *relEnv) pingAtLeast(t *testing.T, count, min int) {
 	t.Helper()
 	need(t, "ping")
 	n := strconv.Itoa(count)
+	// -W alone waits for a late reply only until some reply has come;
+	// after that, iputils' ping waits two round trips for the last one
+	// and exits: a reply delayed on a loaded machine (after a flood, 3
+	// round trips of 5-14 ms, the last reply later than 28 ms) was
+	// counted missing. -w waits for count replies until its deadline
+	// (sending more requests meanwhile).
 	for _, args := range [][]string{
-		{"ping", "-c", n, "-i", "0.2", "-W", "3", stack4},
-		{"ping", "-6", "-c", n, "-i", "0.2", "-W", "3", stack6},
+		{"ping", "-c", n, "-i", "0.2", "-W", "3", "-w", "20", stack4},
+		{"ping", "-6", "-c", n, "-i", "0.2", "-W", "3", "-w", "20", stack6},
 	} {
 		out, _ := e.ns.Run(30*time.Second, args...) // ping exits 1 if any reply is missing
 		m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`).FindStringSubmatch(out)

@@ -214,6 +214,10 @@ func demo(cfg demoConfig, out, errOut io.Writer, log *slog.Logger) (err error) {
 	if got != sent {
 		return fmt.Errorf("throughput: sent %d bytes but discard received %d", sent, got)
 	}
+	// What a stall would have cost: frames the ring dropped on the way to
+	// the child, and the retransmission timeouts that recovered them.
+	fmt.Fprintf(out, "link: %d frames to the child dropped (no free ring frame), %d TCP retransmission timeouts\n",
+		clientZ.ring.Stats().TxDropsNoFrame, clientZ.st.Netstack().Stats().TCP.Timeouts.Value())
 	fmt.Fprintf(out, "summary: %d echo round trips (%.0f/s); %.1f MiB streamed in %.2f s = %.2f Gbit/s, every byte received\n",
 		cfg.rounds, float64(cfg.rounds)/rtt.Seconds(), float64(got)/(1<<20), elapsed.Seconds(), gbits(got, elapsed))
 	return nil

@@ -37,6 +37,9 @@ func TestDemoRunsAndVerifies(t *testing.T) {
 		`echo: 200 round trips of 100 bytes over TCP to 192\.0\.2\.2:7, all verified: mean [0-9.]+[µm]?s, [0-9]+ round trips/s`,
 		`echo: UDP datagram to 192\.0\.2\.2:7 came back intact`,
 		`\[  1 s\] +[0-9.]+ MiB +[0-9.]+ Gbit/s`,
+		// The stream's window fits the ring's frames (demoRcvBuf): none is
+		// dropped, even with the child descheduled on a loaded machine.
+		`link: 0 frames to the child dropped \(no free ring frame\), [0-9]+ TCP retransmission timeouts`,
 		`summary: 200 echo round trips \([0-9]+/s\); [0-9.]+ MiB streamed in [0-9.]+ s = [0-9.]+ Gbit/s, every byte received`,
 	} {
 		if !regexp.MustCompile(re).MatchString(o) {

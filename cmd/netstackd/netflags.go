@@ -69,7 +69,7 @@ func (f *stackFlags) register(fs *flag.FlagSet, tapHelp string) {
 	fs.IntVar(&f.mtu, "mtu", f.mtu, fmt.Sprintf("MTU of the device and the stack (%d to %d)", tap.MinMTU, tap.MaxMTU))
 	fs.StringVar(&f.offload, "offload", f.offload, "virtio-net offloads (checksum, TSO): on or off")
 	fs.IntVar(&f.queues, "queues", f.queues, "TAP queues, each with its own reader (0: as many as the device allows: one per CPU, one on a device made without multi_queue)")
-	fs.Var(&f.tcpRmem, "tcp-rmem", "TCP receive buffer MIN,DEFAULT,MAX in bytes, as Linux's tcp_rmem (default: the stack's, 4KiB,4MiB,16MiB)")
+	fs.Var(&f.tcpRmem, "tcp-rmem", "TCP receive buffer MIN,DEFAULT,MAX in bytes, as Linux's tcp_rmem (default: the stack's, 4KiB,4MiB,16MiB; on a ring, 4KiB,1MiB,2MiB)")
 	fs.Var(&f.tcpWmem, "tcp-wmem", "TCP send buffer MIN,DEFAULT,MAX in bytes, as Linux's tcp_wmem (default: the stack's, 4KiB,4MiB,16MiB)")
 	fs.StringVar(&f.cc, "congestion", f.cc, "TCP congestion control: cubic or reno")
 	fs.Var(&f.poolSize, "pool-size", "buffer pool size, e.g. 64MiB (K, M, G are powers of 1024)")

@@ -93,7 +93,9 @@ func TestPerfInproc(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var r perfReport
+			began := time.Now()
 			runJSON(t, &r, append([]string{"perf", "-inproc", "-t", "1", "-json", "-get-server-output"}, tc.args...)...)
+			wall := time.Since(began).Seconds()
 			if r.Error != "" {
 				t.Fatalf("report has an error: %s", r.Error)
 			}
@@ -107,13 +109,20 @@ func TestPerfInproc(t *testing.T) {
 			if r.ZCNet.Transport != "zcnet" || r.ZCNet.Role != "client" || r.ZCNet.Copy == nil {
 				t.Fatalf("zcnet = %+v", r.ZCNet)
 			}
+			// The test lasts its 1 s, and no longer than the run took;
+			// how much longer a loaded machine stretches it is not the
+			// report's to say. Its rate is its bytes over its seconds.
 			sent, rcvd := r.End.SumSent, r.End.SumReceived
-			if sent.Bytes == 0 || rcvd.Bytes == 0 || sent.Seconds < 0.9 || sent.Seconds > 1.5 {
-				t.Fatalf("sum_sent %+v, sum_received %+v", sent, rcvd)
+			if sent.Bytes == 0 || rcvd.Bytes == 0 || sent.Seconds < 0.9 || sent.Seconds > wall {
+				t.Fatalf("sum_sent %+v, sum_received %+v; the run took %.2f s", sent, rcvd, wall)
+			}
+			if !within(sent.BitsPerSecond, float64(sent.Bytes)*8/sent.Seconds, 0.01) {
+				t.Errorf("sum_sent: %d bytes in %.3f s at %.0f bit/s", sent.Bytes, sent.Seconds, sent.BitsPerSecond)
 			}
 			// The receiver stops counting at TEST_END, with what is in
-			// flight still uncounted; over UDP some datagrams may be lost.
-			if rcvd.Bytes > sent.Bytes || !within(float64(sent.Bytes), float64(rcvd.Bytes), 0.05) {
+			// flight still uncounted (how much depends on scheduling), and
+			// over UDP a datagram may be lost, which it counts (below).
+			if rcvd.Bytes > sent.Bytes {
 				t.Errorf("sent %d bytes, received %d", sent.Bytes, rcvd.Bytes)
 			}
 			var iv uint64
@@ -141,13 +150,19 @@ func TestPerfInproc(t *testing.T) {
 				if r.End.Sum == nil || r.End.Sum.Packets == nil || *r.End.Sum.Packets == 0 || r.End.Sum.LostPackets == nil {
 					t.Fatalf("UDP sum = %+v", r.End.Sum)
 				}
-				if lost, pk := *r.End.Sum.LostPackets, *r.End.Sum.Packets; lost < 0 || uint64(lost) > pk/5 {
-					t.Errorf("lost %d of %d datagrams", lost, pk)
+				// Every datagram sent is received, counted lost (a gap in
+				// the sequence), or still in flight at TEST_END; none is
+				// counted twice.
+				lost, pk := *r.End.Sum.LostPackets, *r.End.Sum.Packets
+				if rcvd.Packets == nil || lost < 0 || *rcvd.Packets+uint64(lost) > pk || *rcvd.Packets == 0 {
+					t.Errorf("sent %d datagrams: received %v, lost %d", pk, rcvd.Packets, lost)
 				}
-				if tc.name == "udp" && !within(sent.BitsPerSecond, 5e6, 0.15) {
+				// A paced sender may fall behind on a loaded machine, never
+				// ahead of its target.
+				if tc.name == "udp" && sent.BitsPerSecond > 5e6*1.15 {
 					t.Errorf("target 5 Mbit/s, sent at %.1f Mbit/s", sent.BitsPerSecond/1e6)
 				}
-			} else if tc.name == "tcp" && !within(sent.BitsPerSecond, 10e6, 0.15) {
+			} else if tc.name == "tcp" && sent.BitsPerSecond > 10e6*1.15 {
 				t.Errorf("target 10 Mbit/s, sent at %.1f Mbit/s", sent.BitsPerSecond/1e6)
 			} else if tc.reverse == false && (sent.Retransmits == nil || *sent.Retransmits < 0) {
 				t.Errorf("a zcnet TCP sender knows its retransmits: %v", sent.Retransmits)

@@ -51,6 +51,29 @@ func openTAPStack(s stackSetup, log *slog.Logger) (*zcStack, error) {
 	return z, nil
 }
 
+// ringRcvBuf is the TCP receive buffer range (tcp_rmem) of a stack on a
+// ring, unless -tcp-rmem gives one. The ring drops a frame when all of the
+// sender's frames are lent to a receiver that has not returned them, as a
+// full NIC ring does; a receiver descheduled on a loaded machine returns
+// none, so the sender must not be allowed more segments in flight than the
+// ring has frames. The stacks' default window (up to 16 MiB) allowed a
+// stream's segments to outnumber the ring's 256 frames, a drop of the tail
+// of a burst, and a retransmission timeout (with no tail-loss probe,
+// stack.Options.RACK) of 200 ms or more, backing off while retransmissions
+// were dropped too: the demo's stream stalled for up to seconds. A window
+// of at most 2 MiB overflows the frames only if its segments average under
+// 8 KiB, which a bulk stream's do not.
+var ringRcvBuf = stack.BufferSizes{Min: 4 << 10, Default: 1 << 20, Max: 2 << 20}
+
+// ringWindow returns s with ringRcvBuf as its TCP receive buffer range if
+// it has none of its own.
+func ringWindow(s stackSetup) stackSetup {
+	if s.stack.TCPReceiveBuffer == (stack.BufferSizes{}) {
+		s.stack.TCPReceiveBuffer = ringRcvBuf
+	}
+	return s
+}
+
 // openRingStack listens for a ring peer on the unix socket path and builds a
 // stack on the ring's stack side; onPeer (may be nil) hears peers come and
 // go. The stack serves before any peer connects: it drops what it sends
@@ -62,7 +85,7 @@ func openRingStack(s stackSetup, path string, onPeer func(up bool, err error), l
 	if err != nil {
 		return nil, err
 	}
-	z, err := buildStack(s, link, "ring", log)
+	z, err := buildStack(ringWindow(s), link, "ring", log)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +101,7 @@ func dialRingStack(s stackSetup, path string, log *slog.Logger) (*zcStack, error
 	if err != nil {
 		return nil, err
 	}
-	z, err := buildStack(s, p.Endpoint(), "ring-peer", log)
+	z, err := buildStack(ringWindow(s), p.Endpoint(), "ring-peer", log)
 	if err != nil {
 		return nil, err
 	}
