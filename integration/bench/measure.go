@@ -75,6 +75,25 @@ func startClients(e *env, n int, args ...string) (ps []*proc, stop func(), err e
 	return ps, stop, nil
 }
 
+// clientWindow starts n client processes with args, reads c's counters,
+// lets the clients run for d, and reads the counters again: the server's
+// work over the clients' window, and what each client reports.
+func clientWindow(e *env, c *contender, n int, d time.Duration, args ...string) (s0, s1 serverStats, res []clientResult, err error) {
+	ps, stop, err := startClients(e, n, args...)
+	if err != nil {
+		return s0, s1, nil, err
+	}
+	defer stop()
+	if s0, err = c.stats(); err != nil {
+		return s0, s1, nil, err
+	}
+	if res, err = goClients(ps, d); err != nil {
+		return s0, s1, nil, err
+	}
+	s1, err = c.stats()
+	return s0, s1, res, err
+}
+
 // goClients lets ready clients go and collects their results.
 func goClients(ps []*proc, d time.Duration) ([]clientResult, error) {
 	for _, p := range ps {
@@ -101,20 +120,7 @@ func goClients(ps []*proc, d time.Duration) ([]clientResult, error) {
 func measureUDP(ctx context.Context, e *env, c *contender) (Run, error) {
 	d := time.Duration(e.cfg.seconds()) * time.Second
 	to := fmt.Sprintf("%s:%d", c.addr, portUDP)
-	ps, stop, err := startClients(e, e.cfg.udpSenders, "udp", "-to", to, "-d", d.String())
-	if err != nil {
-		return Run{}, err
-	}
-	defer stop()
-	s0, err := c.stats()
-	if err != nil {
-		return Run{}, err
-	}
-	res, err := goClients(ps, d)
-	if err != nil {
-		return Run{}, err
-	}
-	s1, err := c.stats()
+	s0, s1, res, err := clientWindow(e, c, e.cfg.udpSenders, d, "udp", "-to", to, "-d", d.String())
 	if err != nil {
 		return Run{}, err
 	}
@@ -203,20 +209,7 @@ func measureRR(ctx context.Context, e *env, c *contender, pinned bool) (Run, err
 		defer c.ctl.request("unpin", &ok)
 		args = append(args, "-cpu", strconv.Itoa(e.cfg.pinCPU), "-procs", strconv.Itoa(e.cfg.pinProcs))
 	}
-	ps, stop, err := startClients(e, 1, args...)
-	if err != nil {
-		return Run{}, err
-	}
-	defer stop()
-	s0, err := c.stats()
-	if err != nil {
-		return Run{}, err
-	}
-	res, err := goClients(ps, d)
-	if err != nil {
-		return Run{}, err
-	}
-	s1, err := c.stats()
+	s0, s1, res, err := clientWindow(e, c, 1, d, args...)
 	if err != nil {
 		return Run{}, err
 	}
