@@ -158,16 +158,11 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("zcnet_link_rx_csum_verified_total", "Frames whose checksums the link verified in software.", s.RxCsumVerified, l...)
 		counter("zcnet_link_rx_csum_unverifiable_total", "Frames whose transport checksum could not be checked per frame (fragments, held by the fragment checker).", s.RxCsumUnverifiable, l...)
 		counter("zcnet_link_rx_frag_datagrams_total", "Fragmented datagrams the link checked whole and delivered.", s.RxFragDatagrams, l...)
-		for _, d := range []struct {
-			reason string
-			v      uint64
-		}{{"short", s.RxDropShort}, {"bad_vnet_hdr", s.RxDropBadVnetHdr}, {"bad_csum", s.RxDropBadCsum},
+		rxDrops(counter, l, []reasonCount{{"short", s.RxDropShort}, {"bad_vnet_hdr", s.RxDropBadVnetHdr}, {"bad_csum", s.RxDropBadCsum},
 			{"not_for_us", s.RxDropNotForUs}, {"not_attached", s.RxDropNotAttached}, {"read_error", s.RxReadErrors},
 			{"uncheckable", s.RxDropUncheckable}, {"frag_bad_csum", s.RxDropFragBadCsum}, {"frag_invalid", s.RxDropFragInvalid},
 			{"frag_duplicate", s.RxDropFragDuplicate}, {"frag_expired", s.RxDropFragExpired}, {"frag_limit", s.RxDropFragLimit},
-			{"flood_syn", s.RxDropFloodSYN}, {"flood_ctl", s.RxDropFloodCtl}} {
-			counter("zcnet_link_rx_drops_total", "Received frames dropped by the link, by reason.", d.v, "nic", z.nicName, "reason", d.reason)
-		}
+			{"flood_syn", s.RxDropFloodSYN}, {"flood_ctl", s.RxDropFloodCtl}})
 		counter("zcnet_link_tx_frames_total", "Frames written to the TAP device.", s.TxFrames, l...)
 		counter("zcnet_link_tx_bytes_total", "Bytes of frames written to the TAP device.", s.TxBytes, l...)
 		counter("zcnet_link_tx_gso_frames_total", "TCP super-frames written for the kernel to segment.", s.TxGSOFrames, l...)
@@ -181,27 +176,16 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if p := z.pair; p != nil {
 		s := p.Stats()
-		counter("zcnet_link_rx_frames_total", "Frames the link delivered to the stack.", s.RxFrames, l...)
-		counter("zcnet_link_rx_bytes_total", "Bytes the link delivered to the stack.", s.RxBytes, l...)
-		counter("zcnet_link_tx_frames_total", "Frames the link sent.", s.TxFrames, l...)
-		counter("zcnet_link_tx_bytes_total", "Bytes the link sent.", s.TxBytes, l...)
-		counter("zcnet_link_rx_drops_total", "Received frames dropped by the link, by reason.", s.RxDropsBadFrame, "nic", z.nicName, "reason", "bad_frame")
+		linkTotals(counter, l, s.RxFrames, s.RxBytes, s.TxFrames, s.TxBytes)
+		rxDrops(counter, l, []reasonCount{{"bad_frame", s.RxDropsBadFrame}})
 		counter("zcnet_copy_link_rx_bytes_total", "Bytes the link copied in user space on receive (split headers).", s.RxHeaderBytes, l...)
 	}
 
 	z.xdpMetrics(counter, gauge, l)
 	if s, ok := z.ringStats(); ok {
-		counter("zcnet_link_rx_frames_total", "Frames the link delivered to the stack.", s.RxFrames, l...)
-		counter("zcnet_link_rx_bytes_total", "Bytes the link delivered to the stack.", s.RxBytes, l...)
-		counter("zcnet_link_tx_frames_total", "Frames the link sent.", s.TxFrames, l...)
-		counter("zcnet_link_tx_bytes_total", "Bytes the link sent.", s.TxBytes, l...)
-		for _, d := range []struct {
-			reason string
-			v      uint64
-		}{{"bad_frame", s.RxDropsBadFrame}, {"bad_offset", s.BadOffset}, {"bad_length", s.BadLength}, {"bad_flags", s.BadFlags},
-			{"not_owned", s.NotOwned}, {"index_backwards", s.IndexBackwards}, {"index_overrun", s.IndexOverrun}} {
-			counter("zcnet_link_rx_drops_total", "Received frames dropped by the link, by reason.", d.v, "nic", z.nicName, "reason", d.reason)
-		}
+		linkTotals(counter, l, s.RxFrames, s.RxBytes, s.TxFrames, s.TxBytes)
+		rxDrops(counter, l, []reasonCount{{"bad_frame", s.RxDropsBadFrame}, {"bad_offset", s.BadOffset}, {"bad_length", s.BadLength}, {"bad_flags", s.BadFlags},
+			{"not_owned", s.NotOwned}, {"index_backwards", s.IndexBackwards}, {"index_overrun", s.IndexOverrun}})
 		counter("zcnet_link_ring_kicks_total", "Eventfd kicks sent to the ring's other side.", s.Kicks, l...)
 		counter("zcnet_link_ring_wakeups_total", "Sleeps on the ring ended by a kick.", s.Wakeups, l...)
 		counter("zcnet_link_ring_peers_total", "Ring sessions started.", s.PeersUp, l...)
@@ -355,4 +339,33 @@ func snakeCase(s string) string {
 		b.WriteRune(unicode.ToLower(c))
 	}
 	return b.String()
+}
+
+// counterFunc emits one counter series (zcCollector.Collect's counter).
+type counterFunc = func(name, help string, v uint64, labels ...string)
+
+// reasonCount is one series of a counter broken down by reason.
+type reasonCount struct {
+	reason string
+	v      uint64
+}
+
+// byReason emits a series of name per reason, labelled l and the reason.
+func byReason(counter counterFunc, name, help string, l []string, rs []reasonCount) {
+	for _, r := range rs {
+		counter(name, help, r.v, append(l[:len(l):len(l)], "reason", r.reason)...)
+	}
+}
+
+// rxDrops emits a link's receive drops by reason.
+func rxDrops(counter counterFunc, l []string, rs []reasonCount) {
+	byReason(counter, "zcnet_link_rx_drops_total", "Received frames dropped by the link, by reason.", l, rs)
+}
+
+// linkTotals emits the frame and byte totals every link has.
+func linkTotals(counter counterFunc, l []string, rxFrames, rxBytes, txFrames, txBytes uint64) {
+	counter("zcnet_link_rx_frames_total", "Frames the link delivered to the stack.", rxFrames, l...)
+	counter("zcnet_link_rx_bytes_total", "Bytes the link delivered to the stack.", rxBytes, l...)
+	counter("zcnet_link_tx_frames_total", "Frames the link sent.", txFrames, l...)
+	counter("zcnet_link_tx_bytes_total", "Bytes the link sent.", txBytes, l...)
 }

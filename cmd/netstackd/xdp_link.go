@@ -69,35 +69,17 @@ func (z *zcStack) logXDPAttached(s serveSetup, log *slog.Logger) {
 }
 
 // xdpMetrics adds the AF_XDP link's counters to the metrics.
-func (z *zcStack) xdpMetrics(counter func(name, help string, v uint64, labels ...string), gauge func(name, help string, v float64, labels ...string), l []string) {
+func (z *zcStack) xdpMetrics(counter counterFunc, gauge func(name, help string, v float64, labels ...string), l []string) {
 	if z.xdp == nil {
 		return
 	}
 	s := z.xdp.Stats()
 	i := z.xdp.Info()
-	b := func(v bool) float64 {
-		if v {
-			return 1
-		}
-		return 0
-	}
-	counter("zcnet_link_rx_frames_total", "Frames the link delivered to the stack.", s.RxFrames, l...)
-	counter("zcnet_link_rx_bytes_total", "Bytes the link delivered to the stack.", s.RxBytes, l...)
-	counter("zcnet_link_tx_frames_total", "Frames the link sent.", s.TxFrames, l...)
-	counter("zcnet_link_tx_bytes_total", "Bytes the link sent.", s.TxBytes, l...)
-	for _, d := range []struct {
-		reason string
-		v      uint64
-	}{{"short", s.RxDropShort}, {"oversized", s.RxDropOversized}, {"not_for_us", s.RxDropNotForUs},
-		{"not_attached", s.RxDropNotAttached}, {"bad_desc", s.RxDropBadDesc}} {
-		counter("zcnet_link_rx_drops_total", "Received frames dropped by the link, by reason.", d.v, append(l, "reason", d.reason)...)
-	}
-	for _, d := range []struct {
-		reason string
-		v      uint64
-	}{{"too_big", s.TxDropTooBig}, {"no_frame", s.TxDropNoFrame}} {
-		counter("zcnet_link_tx_drops_total", "Packets the link dropped on transmit, by reason.", d.v, append(l, "reason", d.reason)...)
-	}
+	linkTotals(counter, l, s.RxFrames, s.RxBytes, s.TxFrames, s.TxBytes)
+	rxDrops(counter, l, []reasonCount{{"short", s.RxDropShort}, {"oversized", s.RxDropOversized}, {"not_for_us", s.RxDropNotForUs},
+		{"not_attached", s.RxDropNotAttached}, {"bad_desc", s.RxDropBadDesc}})
+	byReason(counter, "zcnet_link_tx_drops_total", "Packets the link dropped on transmit, by reason.", l,
+		[]reasonCount{{"too_big", s.TxDropTooBig}, {"no_frame", s.TxDropNoFrame}})
 	counter("zcnet_link_xdp_rx_batches_total", "Non-empty passes over the AF_XDP RX ring.", s.RxBatches, l...)
 	counter("zcnet_link_xdp_rx_sleeps_total", "Times the receive loop slept in poll(2).", s.RxSleeps, l...)
 	counter("zcnet_link_xdp_rx_bad_index_total", "RX ring producer indices out of range.", s.RxBadIndex, l...)
@@ -113,16 +95,12 @@ func (z *zcStack) xdpMetrics(counter func(name, help string, v uint64, labels ..
 		gauge("zcnet_link_xdp_umem_frames", "UMEM frames by owner.", float64(f.v), append(l, "owner", f.owner)...)
 	}
 	if ks, err := z.xdp.KernelStats(); err == nil {
-		for _, d := range []struct {
-			reason string
-			v      uint64
-		}{{"dropped", ks.RxDropped}, {"rx_ring_full", ks.RxRingFull}, {"fill_ring_empty", ks.RxFillRingEmpty},
-			{"rx_invalid_desc", ks.RxInvalidDescs}, {"tx_invalid_desc", ks.TxInvalidDescs}} {
-			counter("zcnet_link_xdp_kernel_drops_total", "The kernel's XDP_STATISTICS for the socket, by reason.", d.v, append(l, "reason", d.reason)...)
-		}
+		byReason(counter, "zcnet_link_xdp_kernel_drops_total", "The kernel's XDP_STATISTICS for the socket, by reason.", l,
+			[]reasonCount{{"dropped", ks.RxDropped}, {"rx_ring_full", ks.RxRingFull}, {"fill_ring_empty", ks.RxFillRingEmpty},
+				{"rx_invalid_desc", ks.RxInvalidDescs}, {"tx_invalid_desc", ks.TxInvalidDescs}})
 	}
-	gauge("zcnet_link_xdp_native", "1 if the XDP program runs in the driver's hook, 0 if generic.", b(i.Native), l...)
-	gauge("zcnet_link_xdp_zerocopy", "1 if the AF_XDP socket is bound zero-copy, 0 if copy mode.", b(i.ZeroCopy), l...)
+	gauge("zcnet_link_xdp_native", "1 if the XDP program runs in the driver's hook, 0 if generic.", b2f(i.Native), l...)
+	gauge("zcnet_link_xdp_zerocopy", "1 if the AF_XDP socket is bound zero-copy, 0 if copy mode.", b2f(i.ZeroCopy), l...)
 	counter("zcnet_copy_link_rx_bytes_total", "Bytes the link copied in user space on receive (out of the UMEM).", s.RxCopiedBytes+s.RxHeaderBytes, l...)
 	counter("zcnet_copy_link_tx_bytes_total", "Bytes the link copied into UMEM frames on transmit.", s.TxCopiedBytes, l...)
 }
