@@ -372,20 +372,31 @@ func (l *Link) deliver(d stack.NetworkDispatcher, frame []byte) {
 		l.ctr.rxDropNotAttached.Add(1)
 		return
 	}
-	v := buffer.NewViewWithData(frame)
-	l.ctr.rxCopied.Add(uint64(len(frame)))
-	own := v.AsSlice()
-	if l.csum && completePartial(own) {
+	// The frame is the link's until it goes back on the fill ring, so a
+	// partial checksum is completed in place, before the copy.
+	if l.csum && completePartial(frame) {
 		l.ctr.rxCsumCompleted.Add(1)
 	}
-	proto := header.Ethernet(own).Type()
-	hl := tap.HeaderLen(own)
-	payload := tap.SplitPayload(v, hl)
-	if hl > 0 {
+	l.ctr.rxCopied.Add(uint64(len(frame)))
+	proto := header.Ethernet(frame).Type()
+	// The copy out of the UMEM is the header split: headers and payload
+	// each into a view of their own size, so a small payload pins a small
+	// chunk (what the zero-copy shadows are charged) and the stack's
+	// copy-on-write of the headers never reaches the payload.
+	hl := tap.HeaderLen(frame)
+	var payload buffer.Buffer
+	if hl > 0 && hl < len(frame) {
+		hv := buffer.NewViewWithData(frame[:hl])
+		pv := buffer.NewViewWithData(frame[hl:])
 		l.ctr.rxHeader.Add(uint64(hl))
 		if fn := l.hook.Load(); fn != nil {
-			(*fn)(own[:hl], v, 0)
+			(*fn)(hv.AsSlice(), pv, 0)
 		}
+		payload = buffer.MakeWithView(hv)
+		rest := buffer.MakeWithView(pv)
+		payload.Merge(&rest)
+	} else {
+		payload = buffer.MakeWithView(buffer.NewViewWithData(frame))
 	}
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
 	if !l.ParseHeader(pkt) {
