@@ -231,8 +231,16 @@ func (h *vnetHdr) validateRx(frameLen int) error {
 // the headers) and frameLen its full length. With a partial checksum the
 // kernel says where the transport header starts (csum_start), which also
 // skips IPv6 extension headers; otherwise the headers are parsed
-// (HeaderLen).
+// (frame.Repr, as HeaderLen does).
 func rxSplitLen(h *vnetHdr, head []byte, frameLen int) int {
+	var r frame.Repr
+	err := r.ParseHead(head, frameLen)
+	return rxSplitParsed(h, head, frameLen, &r, err)
+}
+
+// rxSplitParsed is rxSplitLen of a frame already parsed: r and err are
+// what r.ParseHead(head, frameLen) left and returned.
+func rxSplitParsed(h *vnetHdr, head []byte, frameLen int, r *frame.Repr, err error) int {
 	if h != nil && h.flags&vnetFNeedsCsum != 0 {
 		l4 := int(h.csumStart)
 		var n int
@@ -255,7 +263,7 @@ func rxSplitLen(h *vnetHdr, head []byte, frameLen int) int {
 		}
 		return n
 	}
-	return HeaderLen(head)
+	return splitAt(r, err, len(head))
 }
 
 // txVnetHdr computes the virtio-net header for an outbound packet (host GSO).

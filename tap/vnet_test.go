@@ -308,7 +308,7 @@ func TestRxSplitLen(t *testing.T) {
 		{"TCPv4 from csum_start", &vnetHdr{flags: vnetFNeedsCsum, csumStart: 34, csumOffset: 16}, tcp4, 54},
 		{"UDPv6 parsed", &vnetHdr{}, udp6, 62},
 		{"UDPv6 hop-by-hop from csum_start", &vnetHdr{flags: vnetFNeedsCsum, csumStart: 62, csumOffset: 6}, hbh6, 70},
-		{"UDPv6 hop-by-hop parsed: no split", nil, hbh6, 0},
+		{"UDPv6 hop-by-hop parsed", nil, hbh6, 70},
 		{"headers only", &vnetHdr{flags: vnetFNeedsCsum, csumStart: 34, csumOffset: 16}, tcp4[:54], 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
