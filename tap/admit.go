@@ -310,7 +310,7 @@ func (q *queue) admitControl(head []byte, n int, fr *frame.Repr, ferr error) boo
 		if lookup == nil || (*lookup)(head[:n]) != ConnListener {
 			return false
 		}
-		a.markCharged(header.TCP(head[l4off:]).DestinationPort())
+		a.markCharged(fr.DstPort)
 		if !a.ctl.charge(admitLimit, !a.noLeak) {
 			q.c.dropFloodCtl.Add(1)
 			return true
@@ -330,7 +330,7 @@ func (q *queue) admitControl(head []byte, n int, fr *frame.Repr, ferr error) boo
 		class = &a.syn
 	}
 	if class == &a.ctl {
-		a.markCharged(header.TCP(head[l4off:]).DestinationPort())
+		a.markCharged(fr.DstPort)
 	}
 	if class != nil && !class.charge(admitLimit, !a.noLeak) && !(class == &a.syn && a.retried(head, l4off)) {
 		if class == &a.syn {

@@ -262,7 +262,7 @@ func (q *queue) handleFrame(n int) {
 			return
 		}
 	}
-	split := rxSplitParsed(hdr, head, n, &fr, ferr)
+	split := rxSplitParsed(hdr, head, &fr, ferr)
 	tcp := carriesTCP(&fr)
 	buf := q.splitHeaders(headV, tailV, split)
 	q.deliver(box.d, buf, !tcp)
@@ -288,7 +288,7 @@ const copyBreak = maxSplitHeader
 func (q *queue) deliverCopied(d stack.NetworkDispatcher, hdr *vnetHdr, frame []byte, fr *frame.Repr, ferr error) {
 	q.c.rxCopied.Add(uint64(len(frame)))
 	q.c.rxCopyBreak.Add(1)
-	split := rxSplitParsed(hdr, frame, len(frame), fr, ferr)
+	split := rxSplitParsed(hdr, frame, fr, ferr)
 	var buf buffer.Buffer
 	if split <= 0 || split >= len(frame) {
 		buf = buffer.MakeWithView(buffer.NewViewWithData(frame))

@@ -228,40 +228,21 @@ func (h *vnetHdr) validateRx(frameLen int) error {
 // the length of its Ethernet, IP and TCP or UDP headers, or 0 for no split.
 // head is the start of the frame as it lies in the link's first receive view
 // (the whole frame, or at least minHeadView bytes of it, which always covers
-// the headers) and frameLen its full length. With a partial checksum the
-// kernel says where the transport header starts (csum_start), which also
-// skips IPv6 extension headers; otherwise the headers are parsed
-// (frame.Repr, as HeaderLen does).
+// the headers) and frameLen its full length. The headers are parsed
+// (frame.Repr, IPv6 extension headers walked); with a partial checksum the
+// kernel also says where the transport header starts (csum_start), and a
+// frame whose headers say otherwise is not split.
 func rxSplitLen(h *vnetHdr, head []byte, frameLen int) int {
 	var r frame.Repr
 	err := r.ParseHead(head, frameLen)
-	return rxSplitParsed(h, head, frameLen, &r, err)
+	return rxSplitParsed(h, head, &r, err)
 }
 
 // rxSplitParsed is rxSplitLen of a frame already parsed: r and err are
 // what r.ParseHead(head, frameLen) left and returned.
-func rxSplitParsed(h *vnetHdr, head []byte, frameLen int, r *frame.Repr, err error) int {
-	if h != nil && h.flags&vnetFNeedsCsum != 0 {
-		l4 := int(h.csumStart)
-		var n int
-		switch h.csumOffset {
-		case tcpCsumOffset:
-			if l4+header.TCPMinimumSize > len(head) {
-				return 0
-			}
-			n = l4 + int(header.TCP(head[l4:]).DataOffset())
-			if n < l4+header.TCPMinimumSize {
-				return 0
-			}
-		case udpCsumOffset:
-			n = l4 + header.UDPMinimumSize
-		default:
-			return 0
-		}
-		if n >= frameLen || n >= len(head) || n > maxSplitHeader {
-			return 0
-		}
-		return n
+func rxSplitParsed(h *vnetHdr, head []byte, r *frame.Repr, err error) int {
+	if h != nil && h.flags&vnetFNeedsCsum != 0 && int(h.csumStart) != r.L4Off {
+		return 0
 	}
 	return splitAt(r, err, len(head))
 }
