@@ -236,9 +236,12 @@ func (r *Repr) parseIPv6(b []byte, frameLen int) error {
 	r.IPVersion, r.IPHdrLen, r.IPEnd = 6, IPv6Len, end
 	r.Src, r.Dst = [16]byte(ip[8:24]), [16]byte(ip[24:40])
 	r.Depth = DepthIP
-	w, err := WalkIPv6Ext(b, ip[6], off+IPv6Len, end)
-	if err != nil {
-		return err
+	w := Ext{ip[6], off + IPv6Len, ExtDone}
+	if isExtWalked(w.Proto) {
+		var err error
+		if w, err = WalkIPv6Ext(b, w.Proto, w.Off, end); err != nil {
+			return err
+		}
 	}
 	r.Depth = DepthNetwork
 	r.ExtLen = w.Off - off - IPv6Len
@@ -344,6 +347,15 @@ func (r *Repr) addr(a *[16]byte) netip.Addr {
 	return netip.Addr{}
 }
 
+// isExtWalked reports whether WalkIPv6Ext walks past header proto.
+func isExtWalked(proto uint8) bool {
+	switch proto {
+	case ipv6HopByHop, ipv6Routing, ipv6Fragment, ipv6DestOpts, ipv6Experiment, ipv6Experim2:
+		return true
+	}
+	return false
+}
+
 // ExtStop says why WalkIPv6Ext stopped.
 type ExtStop uint8
 
@@ -391,9 +403,7 @@ const ipv6ExtMinLen = 8
 // never less.
 func WalkIPv6Ext(b []byte, proto uint8, off, end int) (Ext, error) {
 	for {
-		switch proto {
-		case ipv6HopByHop, ipv6Routing, ipv6Fragment, ipv6DestOpts, ipv6Experiment, ipv6Experim2:
-		default:
+		if !isExtWalked(proto) {
 			return Ext{proto, off, ExtDone}, nil
 		}
 		if off+ipv6ExtMinLen > end {
