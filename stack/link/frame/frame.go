@@ -161,7 +161,8 @@ func (r *Repr) ParseHeaders(hdr []byte) error { return r.ParseHead(hdr, unknownL
 // frameLen (ErrTruncated); the headers must also lie in head
 // (ErrBeyondHead).
 func (r *Repr) ParseHead(head []byte, frameLen int) error {
-	*r = Repr{FrameLen: max(frameLen, len(head))}
+	*r = Repr{}
+	r.FrameLen = max(frameLen, len(head))
 	frameLen = r.FrameLen
 	if err := need(head, frameLen, EthernetLen); err != nil {
 		return err
