@@ -131,6 +131,11 @@ func TestDaemonBulkMemory(t *testing.T) {
 			j := decodeIperf(t, "iperf3 -c", out)
 			var rt struct {
 				End struct {
+					Streams []struct {
+						Sender, Receiver struct {
+							Bytes float64 `json:"bytes"`
+						}
+					} `json:"streams"`
 					SumSent struct {
 						Retransmits int64 `json:"retransmits"`
 					} `json:"sum_sent"`
@@ -139,12 +144,27 @@ func TestDaemonBulkMemory(t *testing.T) {
 			if err := json.Unmarshal(out, &rt); err != nil {
 				t.Fatal(err)
 			}
-			if n := len(j.Start.Connected); n != bulkStreams {
-				t.Errorf("iperf3 connected %d streams, want %d", n, bulkStreams)
+			// Every stream carried data both ways' counts agree on, and
+			// nothing arrived that was not sent. (How much was still on its
+			// way when the client said TEST_END depends on how fast the
+			// daemon is: under -race on a loaded machine over half, so no
+			// share is asked for. Streams are not compared one by one: the
+			// daemon numbers them in the order their cookies arrive, which
+			// may differ from the client's.)
+			if n := len(rt.End.Streams); n != bulkStreams {
+				t.Errorf("iperf3 reports %d streams, want %d", n, bulkStreams)
 			}
-			counted(t, "bytes", j.End.SumSent.Bytes, j.End.SumReceived.Bytes)
-			t.Logf("%d streams %s: %.2f Gbit/s received, %d retransmissions (sender's count); daemon RSS idle %.1f MiB, peak %.1f MiB (+%.1f MiB, bound +%.1f MiB; race %v)",
-				bulkStreams, tc.name, j.End.SumReceived.BitsPerSecond/1e9, rt.End.SumSent.Retransmits,
+			for i, st := range rt.End.Streams {
+				if st.Sender.Bytes <= 0 || st.Receiver.Bytes <= 0 {
+					t.Errorf("stream %d: sent %.0f bytes, received %.0f", i, st.Sender.Bytes, st.Receiver.Bytes)
+				}
+			}
+			sent, rcvd := j.End.SumSent.Bytes, j.End.SumReceived.Bytes
+			if rcvd <= 0 || rcvd > sent {
+				t.Errorf("sent %.0f bytes, received %.0f", sent, rcvd)
+			}
+			t.Logf("%d streams %s: %.2f Gbit/s received (%.1f%% of the bytes sent), %d retransmissions (sender's count); daemon RSS idle %.1f MiB, peak %.1f MiB (+%.1f MiB, bound +%.1f MiB; race %v)",
+				bulkStreams, tc.name, j.End.SumReceived.BitsPerSecond/1e9, 100*rcvd/sent, rt.End.SumSent.Retransmits,
 				mib(idle), mib(top), mib(top-idle), mib(bound), raceEnabled)
 			if testing.Verbose() {
 				logDrops(t, d)
@@ -226,6 +246,19 @@ func logDrops(t *testing.T, d *daemon) {
 	}
 	if link, err := d.ns.Run(10*time.Second, "ip", "-s", "-s", "link", "show", "dev", d.tap); err == nil {
 		t.Logf("the TAP device's kernel side:\n%s", link)
+	}
+	// The kernel's side of the TCP connections: how its senders decided
+	// to retransmit (loss probes, timeouts, SACK recovery).
+	if ns, err := d.ns.Run(10*time.Second, "nstat", "-az"); err == nil {
+		var kept []string
+		for _, line := range strings.Split(ns, "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[1] != "0" && strings.ContainsAny(f[0], "RLTSD") &&
+				(strings.Contains(f[0], "Retrans") || strings.Contains(f[0], "Loss") || strings.Contains(f[0], "Timeout") ||
+					strings.Contains(f[0], "Probe") || strings.Contains(f[0], "SACK") || strings.Contains(f[0], "Spurious") || strings.Contains(f[0], "Recover")) {
+				kept = append(kept, f[0]+" "+f[1])
+			}
+		}
+		t.Logf("the kernel's TCP (nstat): %s", strings.Join(kept, ", "))
 	}
 	for _, line := range strings.Split(string(out), "\n") {
 		if strings.HasPrefix(line, "#") || !strings.Contains(line, "drop") && !strings.Contains(line, "tcp") && !strings.Contains(line, "retrans") {
