@@ -43,8 +43,10 @@ import (
 //     is read: nothing beyond the received data above.
 //   - Data written and not acknowledged, which gVisor bounds by the send
 //     buffer (auto-tuned up to wmem_max) plus the write that found room
-//     (txOver, one 64 KiB part); chunks round a write up to a power of two
-//     (kTx).
+//     (txOver, one 64 KiB part). The perf service writes 64 KiB parts,
+//     whole chunks, and gVisor adds its segment structures per MSS it
+//     sends: a written byte costs about 1.2 bytes; kTx = 2 leaves room for
+//     a writer whose parts chunks round up to a power of two.
 //   - connFixed: a connection's own state (TestDaemonIdleConnections'
 //     12 KiB) and the perf service's goroutine and buffers per stream.
 //
@@ -69,8 +71,8 @@ const (
 	gcFactor    = 2
 )
 
-// kRx is the memory a received byte gVisor counts may cost (see above),
-// in 1/1000.
+// kRxMilli is kRx, the memory a received byte gVisor counts may cost (see
+// above), in thousandths.
 const kRxMilli = 1000 * (headChunk + hdrView + segOverhead) / (minHeld + segOverhead)
 
 // perConnMem is the most one connection of the daemon holds with the given
@@ -90,10 +92,10 @@ func bulkMemBound(n int, rmemMax, wmemMax int64) int64 {
 // TestDaemonBulkMemory runs stock iperf3 with 128 streams against
 // netstackd serve's perf service, upload then download, with the TCP
 // buffers capped (-tcp-rmem, -tcp-wmem) and the link without offloads (see
-// kRxMilli), samples the daemon's resident
-// memory every 200 ms, and checks that its peak stays within
-// bulkMemBound of what it used idle (not under -race, whose shadow memory
-// inflates it) and that both transfers completed on every stream.
+// kRxMilli). It samples the daemon's resident memory every 200 ms and
+// checks that the peak stays within bulkMemBound of what it used idle (not
+// under -race, whose shadow memory inflates it), and that every stream
+// carried data both ways.
 func TestDaemonBulkMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping in -short: 128 streams for 2 × 5 s")
