@@ -96,7 +96,43 @@ func openDevice(r resolved) (device, error) {
 	if err := setMTU(dev.info.Name, r.mtu); err != nil {
 		return fail(err)
 	}
+	want := r.txQLen
+	if want == 0 && dev.info.Created {
+		want = DefaultTxQueueLen
+	}
+	if dev.info.TxQueueLen, err = setTxQueueLen(dev.info.Name, want); err != nil {
+		return fail(err)
+	}
 	return dev, nil
+}
+
+// setTxQueueLen sets the device's transmit queue length, the size of the
+// ring each queue's frames wait in for the reader (the kernel resizes the
+// rings of attached queues), unless want is 0 or the device has it
+// already (setting needs CAP_NET_ADMIN). It returns the length the device
+// has.
+func setTxQueueLen(name string, want int) (int, error) {
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("tap: socket for SIOCSIFTXQLEN: %w", err)
+	}
+	defer unix.Close(s)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return 0, fmt.Errorf("%w: name %q: %v", ErrInvalidConfig, name, err)
+	}
+	if err := unix.IoctlIfreq(s, unix.SIOCGIFTXQLEN, ifr); err != nil {
+		return 0, ioctlError("SIOCGIFTXQLEN "+name, err)
+	}
+	have := int(ifr.Uint32())
+	if want == 0 || have == want {
+		return have, nil
+	}
+	ifr.SetUint32(uint32(want))
+	if err := unix.IoctlIfreq(s, unix.SIOCSIFTXQLEN, ifr); err != nil {
+		return 0, ioctlError(fmt.Sprintf("SIOCSIFTXQLEN %s %d", name, want), err)
+	}
+	return want, nil
 }
 
 // attachFirst attaches the first queue and settles info's Name, Queues,
