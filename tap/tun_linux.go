@@ -38,9 +38,11 @@ func checkPlatform() error { return nil }
 //     CSUM, TSO4, TSO6 and USO4|USO6, retried without USO on kernels that
 //     lack it (before 6.2); without offloads TUNSETOFFLOAD 0, so a device
 //     left with offloads by an earlier user sends plain frames;
-//  4. set the kernel side's MTU (SIOCSIFMTU) when it differs.
+//  4. set the kernel side's MTU (SIOCSIFMTU) when it differs;
+//  5. set the transmit queue length (SIOCSIFTXQLEN) when Config asks for
+//     one, or to DefaultTxQueueLen on a device step 1 created.
 //
-// The settings of steps 3 and 4 belong to the device, not the queue, and
+// The settings of steps 3 to 5 belong to the device, not the queue, and
 // outlive the process on a persistent device.
 func openDevice(r resolved) (device, error) {
 	dev := device{info: Info{Name: r.name, Queues: r.queues}}
