@@ -175,8 +175,10 @@ func (e *env) serverArgs(key string, args ...string) []string {
 
 // startServer starts a bench server in ns and waits for it to be ready;
 // setup is what the server said about how it attached ("" for most).
-func (e *env) startServer(ns netns, key string, args []string) (p *proc, setup string, err error) {
-	p, err = startProc(ns, key+" server", args...)
+func (e *env) startServer(ns netns, key string, args []string) (*proc, string, error) {
+	// A variable of its own: the close below must stop this process even
+	// when the function returns a nil one.
+	p, err := startProc(ns, key+" server", args...)
 	if err != nil {
 		return nil, "", err
 	}
