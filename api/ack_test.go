@@ -19,8 +19,8 @@ import (
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
 	"github.com/zcnet/zcnet/stack"
+	"github.com/zcnet/zcnet/stack/link/pair"
 	"github.com/zcnet/zcnet/stack/stacktest"
-	"github.com/zcnet/zcnet/tap"
 )
 
 // gateMode is what an ackGate does with the IPv4 packets for its stack.
@@ -36,7 +36,7 @@ const (
 // that can hold back, or drop, what the peer sends A — its ACKs — while
 // letting ARP through.
 type ackGate struct {
-	*tap.PairEndpoint
+	*pair.PairEndpoint
 
 	mu   sync.Mutex
 	d    gstack.NetworkDispatcher // +checklocks:mu
@@ -149,7 +149,7 @@ type ackPair struct {
 
 func newAckPair(t *testing.T) *ackPair {
 	t.Helper()
-	la, lb, err := tap.NewPair(tap.PairConfig{})
+	la, lb, err := pair.NewPair(pair.PairConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 
+	"github.com/zcnet/zcnet/stack/link/pair"
 	"github.com/zcnet/zcnet/tap"
 )
 
@@ -46,7 +47,7 @@ func TestConnLookup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	a, b, err := tap.NewPair(tap.PairConfig{})
+	a, b, err := pair.NewPair(pair.PairConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

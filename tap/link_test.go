@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zcnet/zcnet/stack/link"
 	"github.com/zcnet/zcnet/tap/taptest"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -135,7 +136,7 @@ func TestBackToBack(t *testing.T) {
 					t.Errorf("%s: no traffic counted: %+v", name, st)
 				}
 				// Only headers are copied on receive.
-				if st.RxCopiedBytes > st.RxFrames*maxSplitHeader {
+				if st.RxCopiedBytes > st.RxFrames*link.MaxSplitHeader {
 					t.Errorf("%s: copied %d bytes for %d frames", name, st.RxCopiedBytes, st.RxFrames)
 				}
 			}

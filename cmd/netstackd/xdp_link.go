@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/zcnet/zcnet/tap/xdp"
+	"github.com/zcnet/zcnet/stack/link/xdp"
 )
 
 // serve -xdp DEV: the stack on queue 0 of an existing network interface

@@ -9,7 +9,7 @@ import (
 	"net/netip"
 
 	"github.com/zcnet/zcnet/stack"
-	"github.com/zcnet/zcnet/tap/xdp"
+	"github.com/zcnet/zcnet/stack/link/xdp"
 )
 
 // The AF_XDP contender's server setup: a zcnet stack on an AF_XDP link

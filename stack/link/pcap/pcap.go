@@ -1,4 +1,4 @@
-package main
+package pcap
 
 import (
 	"bufio"
@@ -14,10 +14,11 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/zcnet/zcnet/stack/link"
 	"github.com/zcnet/zcnet/tap"
 )
 
-// Packet capture (-pcap): a link wrapper (pcapLink) around the NIC's link
+// Packet capture (-pcap): a link wrapper (Link) around the NIC's link
 // writes every frame it passes, both ways, as a pcap record with its
 // Ethernet header (LINKTYPE_ETHERNET), so tcpdump -r and tshark show ARP
 // and the MAC addresses as well as IP. TSO super-frames appear whole, as a
@@ -32,46 +33,46 @@ const (
 	pcapRecordLen    = 16
 )
 
-// pcapLink is the capture around a zcnet link. nested.Endpoint forwards
+// Link is the capture around a zcnet link. nested.Endpoint forwards
 // everything else; the hooks the stack installs that are not LinkEndpoint
 // methods are forwarded by hand: the payload hook for zero-copy receive,
 // the connection lookup and SYN pressure hook for admission. Without them
 // every received byte would be copied and floods at listeners unbounded.
-type pcapLink struct {
+type Link struct {
 	nested.Endpoint
 	inner gstack.LinkEndpoint
-	w     *pcapWriter
+	w     *Writer
 	snap  int
 }
 
-var _ gstack.LinkEndpoint = (*pcapLink)(nil)
+var _ gstack.LinkEndpoint = (*Link)(nil)
 
 // SetPayloadHook implements the stack's payload hook interface by passing
 // the hook to the wrapped link.
-func (l *pcapLink) SetPayloadHook(fn tap.PayloadHook) {
-	if h, ok := l.inner.(interface{ SetPayloadHook(tap.PayloadHook) }); ok {
+func (l *Link) SetPayloadHook(fn link.PayloadHook) {
+	if h, ok := l.inner.(interface{ SetPayloadHook(link.PayloadHook) }); ok {
 		h.SetPayloadHook(fn)
 	}
 }
 
 // SetConnLookup passes the stack's connection lookup to the wrapped link,
 // which needs it to budget segments at listeners (see tap.ConnLookup).
-func (l *pcapLink) SetConnLookup(fn tap.ConnLookup) {
+func (l *Link) SetConnLookup(fn tap.ConnLookup) {
 	if h, ok := l.inner.(interface{ SetConnLookup(tap.ConnLookup) }); ok {
 		h.SetConnLookup(fn)
 	}
 }
 
 // SetSYNPressure passes the stack's SYN pressure hook to the wrapped link.
-func (l *pcapLink) SetSYNPressure(fn tap.SYNPressure) {
+func (l *Link) SetSYNPressure(fn tap.SYNPressure) {
 	if h, ok := l.inner.(interface{ SetSYNPressure(tap.SYNPressure) }); ok {
 		h.SetSYNPressure(fn)
 	}
 }
 
-// newPcapLink wraps link so that every frame is written to w, after the
+// NewLink wraps link so that every frame is written to w, after the
 // file header.
-func newPcapLink(link gstack.LinkEndpoint, w *pcapWriter, snapLen int) (*pcapLink, error) {
+func NewLink(link gstack.LinkEndpoint, w *Writer, snapLen int) (*Link, error) {
 	var h [pcapHeaderLen]byte
 	binary.LittleEndian.PutUint32(h[0:], pcapMagic)
 	binary.LittleEndian.PutUint16(h[4:], 2) // version 2.4
@@ -79,14 +80,14 @@ func newPcapLink(link gstack.LinkEndpoint, w *pcapWriter, snapLen int) (*pcapLin
 	binary.LittleEndian.PutUint32(h[16:], uint32(snapLen))
 	binary.LittleEndian.PutUint32(h[20:], pcapLinkEthernet)
 	w.Write(h[:])
-	l := &pcapLink{inner: link, w: w, snap: snapLen}
+	l := &Link{inner: link, w: w, snap: snapLen}
 	l.Endpoint.Init(link, l)
 	return l, nil
 }
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher: a received frame
 // is recorded, then passed up.
-func (l *pcapLink) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gstack.PacketBuffer) {
+func (l *Link) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gstack.PacketBuffer) {
 	l.record(pkt)
 	l.Endpoint.DeliverNetworkPacket(proto, pkt)
 }
@@ -94,7 +95,7 @@ func (l *pcapLink) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *
 // WritePackets implements stack.LinkEndpoint: frames are recorded (their
 // Ethernet header is in place: the NIC adds it before writing), then
 // written.
-func (l *pcapLink) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error) {
+func (l *Link) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error) {
 	for _, pkt := range pkts.AsSlice() {
 		l.record(pkt)
 	}
@@ -103,7 +104,7 @@ func (l *pcapLink) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error)
 
 // record writes one frame: the link header the link parsed or the NIC
 // added, then the rest, up to the snap length.
-func (l *pcapLink) record(pkt *gstack.PacketBuffer) {
+func (l *Link) record(pkt *gstack.PacketBuffer) {
 	size := pkt.Size() // headers and data, the link header included
 	capLen := min(size, l.snap)
 	b := make([]byte, pcapRecordLen, pcapRecordLen+capLen)
@@ -121,11 +122,11 @@ func (l *pcapLink) record(pkt *gstack.PacketBuffer) {
 	l.w.Write(b)
 }
 
-// pcapWriter is the capture file. pcapLink calls Write once per frame, from
-// every link goroutine at once; pcapWriter serialises the calls, buffers
+// Writer is the capture file. Link calls Write once per frame, from
+// every link goroutine at once; Writer serialises the calls, buffers
 // them, and never fails: the first error is logged, kept for Close, and
 // ends the capture.
-type pcapWriter struct {
+type Writer struct {
 	log  *slog.Logger
 	path string
 
@@ -144,17 +145,17 @@ type pcapWriter struct {
 // it can be read (tcpdump -r) before the daemon exits.
 const pcapFlushEvery = time.Second
 
-func createPcap(path string, log *slog.Logger) (*pcapWriter, error) {
+func Create(path string, log *slog.Logger) (*Writer, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("pcap: %w", err)
 	}
-	return &pcapWriter{log: log, path: path, f: f, w: bufio.NewWriterSize(f, 1<<20), lastFlush: time.Now()}, nil
+	return &Writer{log: log, path: path, f: f, w: bufio.NewWriterSize(f, 1<<20), lastFlush: time.Now()}, nil
 }
 
 // Write implements io.Writer for the sniffer: one pcap record (or the file
 // header) per call. It always reports success.
-func (p *pcapWriter) Write(b []byte) (int, error) {
+func (p *Writer) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.f == nil || p.err != nil {
@@ -181,7 +182,7 @@ func (p *pcapWriter) Write(b []byte) (int, error) {
 
 // Close flushes and closes the file; it returns the first error the capture
 // met. Writes after Close are counted as lost.
-func (p *pcapWriter) Close() error {
+func (p *Writer) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.f == nil {
@@ -199,3 +200,9 @@ func (p *pcapWriter) Close() error {
 	}
 	return nil
 }
+
+// Records is the number of packets written.
+func (p *Writer) Records() uint64 { return p.records.Load() }
+
+// Lost is the number of packets not written: after an error or Close.
+func (p *Writer) Lost() uint64 { return p.lost.Load() }

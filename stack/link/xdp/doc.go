@@ -29,8 +29,8 @@
 // fill ring → kernel → RX ring → link → fill ring. The link copies each
 // received frame once, out of the UMEM into a gVisor view (gVisor's views
 // cannot wrap foreign memory; Stats.RxCopiedBytes), and splits its headers
-// from its payload as the TAP link does (tap.HeaderLen, tap.SplitPayload,
-// tap.PayloadHook). The other half is for transmit: a packet is copied
+// from its payload as the TAP link does (link.HeaderLen, link.SplitPayload,
+// link.PayloadHook). The other half is for transmit: a packet is copied
 // once into a free frame (Stats.TxCopiedBytes), put on the TX ring, and
 // comes back on the completion ring.
 //

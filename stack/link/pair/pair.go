@@ -1,4 +1,4 @@
-package tap
+package pair
 
 import (
 	"errors"
@@ -10,6 +10,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/zcnet/zcnet/stack/link"
 )
 
 // An in-process Ethernet link: two endpoints joined by a pair of bounded
@@ -79,7 +81,7 @@ type PairEndpoint struct {
 	onClose    func()                  // +checklocks:mu
 	started    bool                    // +checklocks:mu
 
-	hook atomic.Pointer[PayloadHook]
+	hook atomic.Pointer[link.PayloadHook]
 
 	txFrames, txBytes, rxFrames, rxBytes     atomic.Uint64
 	txDropFull, txDropClosed, rxDropBad, rxH atomic.Uint64
@@ -134,7 +136,7 @@ func randomMAC() tcpip.LinkAddress {
 
 // SetPayloadHook installs fn, which the receive path calls for every frame
 // it splits, before delivery (see PayloadHook). nil removes the hook.
-func (e *PairEndpoint) SetPayloadHook(fn PayloadHook) {
+func (e *PairEndpoint) SetPayloadHook(fn link.PayloadHook) {
 	if fn == nil {
 		e.hook.Store(nil)
 		return
@@ -235,10 +237,12 @@ func (e *PairEndpoint) SetOnCloseAction(fn func()) {
 }
 
 // AddHeader implements stack.LinkEndpoint.AddHeader.
-func (e *PairEndpoint) AddHeader(pkt *stack.PacketBuffer) { AddEthernetHeader(pkt, e.LinkAddress()) }
+func (e *PairEndpoint) AddHeader(pkt *stack.PacketBuffer) {
+	link.AddEthernetHeader(pkt, e.LinkAddress())
+}
 
 // ParseHeader implements stack.LinkEndpoint.ParseHeader.
-func (*PairEndpoint) ParseHeader(pkt *stack.PacketBuffer) bool { return ParseEthernetHeader(pkt) }
+func (*PairEndpoint) ParseHeader(pkt *stack.PacketBuffer) bool { return link.ParseEthernetHeader(pkt) }
 
 // WritePackets implements stack.LinkWriter.WritePackets. It copies each
 // packet into a frame owned by the peer and queues it; see the flow comment
@@ -324,8 +328,8 @@ func (e *PairEndpoint) deliver(d stack.NetworkDispatcher, v *buffer.View) {
 		return
 	}
 	proto := eth.Type()
-	hl := HeaderLen(frame)
-	payload := SplitPayload(v, hl)
+	hl := link.HeaderLen(frame)
+	payload := link.SplitPayload(v, hl)
 	if hl > 0 {
 		e.rxH.Add(uint64(hl))
 		if fn := e.hook.Load(); fn != nil {

@@ -16,7 +16,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/stack/link"
 )
 
 // rxBatch is the most descriptors the receive loop takes per pass, and
@@ -55,7 +55,7 @@ type Link struct {
 	addrs atomic.Pointer[map[netip.Addr]struct{}]
 	mtu   atomic.Uint32
 	mac   atomic.Pointer[tcpip.LinkAddress]
-	hook  atomic.Pointer[tap.PayloadHook]
+	hook  atomic.Pointer[link.PayloadHook]
 	allow func(netip.Addr) error // adds to the program's maps; nil in tests
 	free  func()                 // releases socket, program and UMEM after the loop stops
 	sock  *xsk                   // for KernelStats; nil in tests
@@ -151,8 +151,8 @@ func (l *Link) AllowAddress(a netip.Addr) error {
 }
 
 // SetPayloadHook installs fn, called for every split frame before delivery
-// (see tap.PayloadHook); nil removes it.
-func (l *Link) SetPayloadHook(fn tap.PayloadHook) {
+// (see link.PayloadHook); nil removes it.
+func (l *Link) SetPayloadHook(fn link.PayloadHook) {
 	if fn == nil {
 		l.hook.Store(nil)
 		return
@@ -193,10 +193,10 @@ func (*Link) Capabilities() stack.LinkEndpointCapabilities {
 func (*Link) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
 
 // AddHeader implements stack.LinkEndpoint.AddHeader.
-func (l *Link) AddHeader(pkt *stack.PacketBuffer) { tap.AddEthernetHeader(pkt, l.LinkAddress()) }
+func (l *Link) AddHeader(pkt *stack.PacketBuffer) { link.AddEthernetHeader(pkt, l.LinkAddress()) }
 
 // ParseHeader implements stack.LinkEndpoint.ParseHeader.
-func (*Link) ParseHeader(pkt *stack.PacketBuffer) bool { return tap.ParseEthernetHeader(pkt) }
+func (*Link) ParseHeader(pkt *stack.PacketBuffer) bool { return link.ParseEthernetHeader(pkt) }
 
 // Attach implements stack.LinkEndpoint.Attach. Frames that arrive with no
 // dispatcher are dropped and counted.
@@ -383,7 +383,7 @@ func (l *Link) deliver(d stack.NetworkDispatcher, frame []byte) {
 	// each into a view of their own size, so a small payload pins a small
 	// chunk (what the zero-copy shadows are charged) and the stack's
 	// copy-on-write of the headers never reaches the payload.
-	hl := tap.HeaderLen(frame)
+	hl := link.HeaderLen(frame)
 	var payload buffer.Buffer
 	if hl > 0 && hl < len(frame) {
 		hv := buffer.NewViewWithData(frame[:hl])

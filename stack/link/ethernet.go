@@ -1,4 +1,4 @@
-package tap
+package link
 
 import (
 	"gvisor.dev/gvisor/pkg/tcpip"
