@@ -11,6 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/seqnum"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/zcnet/zcnet/stack/link"
 )
@@ -479,8 +480,16 @@ func (st *Stack) ZeroCopyStats() ZeroCopyStats {
 	return ZeroCopyStats{Flows: n, Shadowed: st.zc.shadowed.Load(), Evicted: st.zc.evicted.Load(), UnmatchedFrames: st.zc.unmatchedFrames.Load(), NotKept: st.zc.notKept.Load()}
 }
 
-// payloadHooker is implemented by zcnet's links (tap.Link, pair.PairEndpoint,
-// the ring) so the stack can see received payloads.
-type payloadHooker interface {
-	SetPayloadHook(link.PayloadHook)
+// hookLink gives ep, the link of NIC nic, the hooks it takes: the payload
+// hook of zero-copy receive (link.PayloadHooker) and the connection lookup
+// and SYN pressure of admission (link.Admitter). A link that takes neither
+// works, but the stack copies every byte it receives.
+func (st *Stack) hookLink(nic tcpip.NICID, ep gstack.LinkEndpoint) {
+	if h, ok := ep.(link.PayloadHooker); ok {
+		h.SetPayloadHook(st.zc.hook)
+	}
+	if h, ok := ep.(link.Admitter); ok {
+		h.SetConnLookup(st.connLookup(nic))
+		h.SetSYNPressure(st.synPressure)
+	}
 }

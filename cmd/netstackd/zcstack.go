@@ -174,7 +174,7 @@ func buildStack(s stackSetup, link gstack.LinkEndpoint, name string, log *slog.L
 		if z.pcap, err = pcap.Create(s.pcap, log); err != nil {
 			return z, err
 		}
-		if link, err = pcap.NewLink(link, z.pcap, s.snap); err != nil {
+		if link, err = pcap.New(link, z.pcap, s.snap); err != nil {
 			return z, err
 		}
 	}

@@ -1,9 +1,22 @@
+// Package pcap is a link that captures: it wraps another link and writes
+// every frame that crosses it, both ways, as a pcap record with its
+// Ethernet header (LINKTYPE_ETHERNET), so tcpdump -r and tshark show ARP
+// and the MAC addresses as well as IP. TSO super-frames appear whole, as a
+// capture on a host with TSO shows them.
+//
+// The package owns the capture link (Link, built on link.Nested, so the
+// wrapped link keeps the stack's zero-copy and admission hooks) and a
+// capture file that never fails its writer (Writer). It does not own the
+// wrapped link (Close closes it, as gVisor's nested links do) and does not
+// parse the frames it records.
 package pcap
 
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -11,18 +24,10 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/zcnet/zcnet/stack/link"
-	"github.com/zcnet/zcnet/tap"
 )
-
-// Packet capture (-pcap): a link wrapper (Link) around the NIC's link
-// writes every frame it passes, both ways, as a pcap record with its
-// Ethernet header (LINKTYPE_ETHERNET), so tcpdump -r and tshark show ARP
-// and the MAC addresses as well as IP. TSO super-frames appear whole, as a
-// capture on a host with TSO shows them.
 
 // Pcap file constants (https://www.tcpdump.org/manpages/pcap-savefile.5.html,
 // https://www.tcpdump.org/linktypes.html).
@@ -33,63 +38,71 @@ const (
 	pcapRecordLen    = 16
 )
 
-// Link is the capture around a zcnet link. nested.Endpoint forwards
-// everything else; the hooks the stack installs that are not LinkEndpoint
-// methods are forwarded by hand: the payload hook for zero-copy receive,
-// the connection lookup and SYN pressure hook for admission. Without them
-// every received byte would be copied and floods at listeners unbounded.
+// Snap lengths New accepts: the bytes of each frame recorded, the rest
+// counted in the record's original length only.
+const (
+	MinSnapLen = 64
+	MaxSnapLen = 262144 // tcpdump's default
+)
+
+// ErrSnapLen reports a snap length outside MinSnapLen..MaxSnapLen.
+var ErrSnapLen = errors.New("pcap: snap length out of range")
+
+// Link is the capture around a link. link.Nested forwards every link
+// method and every hook of the stack to the wrapped link; Link overrides
+// only the two paths a frame takes, to record it.
 type Link struct {
-	nested.Endpoint
-	inner gstack.LinkEndpoint
-	w     *Writer
-	snap  int
+	link.Nested
+
+	snap int
+	mu   sync.Mutex // serialises records: Write is called from every link goroutine
+	w    io.Writer  // +checklocks:mu
+	err  error      // +checklocks:mu; the first write error, which ends the capture
 }
 
-var _ gstack.LinkEndpoint = (*Link)(nil)
+var (
+	_ gstack.LinkEndpoint = (*Link)(nil)
+	_ link.PayloadHooker  = (*Link)(nil)
+	_ link.Admitter       = (*Link)(nil)
+)
 
-// SetPayloadHook implements the stack's payload hook interface by passing
-// the hook to the wrapped link.
-func (l *Link) SetPayloadHook(fn link.PayloadHook) {
-	if h, ok := l.inner.(interface{ SetPayloadHook(link.PayloadHook) }); ok {
-		h.SetPayloadHook(fn)
+// New wraps inner so that every frame is written to w, one Write call per
+// pcap record, after the file header, which New writes. Link serialises
+// its calls to w. A write error ends the capture (Err returns it); the
+// traffic goes on.
+func New(inner gstack.LinkEndpoint, w io.Writer, snapLen int) (*Link, error) {
+	if inner == nil {
+		return nil, errors.New("pcap: nil inner link")
 	}
-}
-
-// SetConnLookup passes the stack's connection lookup to the wrapped link,
-// which needs it to budget segments at listeners (see tap.ConnLookup).
-func (l *Link) SetConnLookup(fn tap.ConnLookup) {
-	if h, ok := l.inner.(interface{ SetConnLookup(tap.ConnLookup) }); ok {
-		h.SetConnLookup(fn)
+	if snapLen < MinSnapLen || snapLen > MaxSnapLen {
+		return nil, fmt.Errorf("%w: %d, want %d to %d", ErrSnapLen, snapLen, MinSnapLen, MaxSnapLen)
 	}
-}
-
-// SetSYNPressure passes the stack's SYN pressure hook to the wrapped link.
-func (l *Link) SetSYNPressure(fn tap.SYNPressure) {
-	if h, ok := l.inner.(interface{ SetSYNPressure(tap.SYNPressure) }); ok {
-		h.SetSYNPressure(fn)
-	}
-}
-
-// NewLink wraps link so that every frame is written to w, after the
-// file header.
-func NewLink(link gstack.LinkEndpoint, w *Writer, snapLen int) (*Link, error) {
 	var h [pcapHeaderLen]byte
 	binary.LittleEndian.PutUint32(h[0:], pcapMagic)
 	binary.LittleEndian.PutUint16(h[4:], 2) // version 2.4
 	binary.LittleEndian.PutUint16(h[6:], 4)
 	binary.LittleEndian.PutUint32(h[16:], uint32(snapLen))
 	binary.LittleEndian.PutUint32(h[20:], pcapLinkEthernet)
-	w.Write(h[:])
-	l := &Link{inner: link, w: w, snap: snapLen}
-	l.Endpoint.Init(link, l)
+	if _, err := w.Write(h[:]); err != nil {
+		return nil, fmt.Errorf("pcap: file header: %w", err)
+	}
+	l := &Link{w: w, snap: snapLen}
+	l.Init(inner, l)
 	return l, nil
+}
+
+// Err returns the write error that ended the capture, or nil.
+func (l *Link) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
 }
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher: a received frame
 // is recorded, then passed up.
 func (l *Link) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gstack.PacketBuffer) {
 	l.record(pkt)
-	l.Endpoint.DeliverNetworkPacket(proto, pkt)
+	l.Nested.DeliverNetworkPacket(proto, pkt)
 }
 
 // WritePackets implements stack.LinkEndpoint: frames are recorded (their
@@ -99,11 +112,12 @@ func (l *Link) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error) {
 	for _, pkt := range pkts.AsSlice() {
 		l.record(pkt)
 	}
-	return l.Endpoint.WritePackets(pkts)
+	return l.Nested.WritePackets(pkts)
 }
 
 // record writes one frame: the link header the link parsed or the NIC
-// added, then the rest, up to the snap length.
+// added, then the rest, up to the snap length. It reads the packet's
+// bytes and takes no reference to them.
 func (l *Link) record(pkt *gstack.PacketBuffer) {
 	size := pkt.Size() // headers and data, the link header included
 	capLen := min(size, l.snap)
@@ -119,13 +133,19 @@ func (l *Link) record(pkt *gstack.PacketBuffer) {
 		}
 		b = append(b, v...)
 	}
-	l.w.Write(b)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return
+	}
+	if _, err := l.w.Write(b); err != nil {
+		l.err = err
+	}
 }
 
-// Writer is the capture file. Link calls Write once per frame, from
-// every link goroutine at once; Writer serialises the calls, buffers
-// them, and never fails: the first error is logged, kept for Close, and
-// ends the capture.
+// Writer is a capture file for Link: one Write per record, buffered. It
+// never fails its caller: the first error is logged, kept for Close, and
+// ends the capture; Close may run while a link still writes.
 type Writer struct {
 	log  *slog.Logger
 	path string
