@@ -36,7 +36,7 @@ const (
 // that can hold back, or drop, what the peer sends A — its ACKs — while
 // letting ARP through.
 type ackGate struct {
-	*pair.PairEndpoint
+	*pair.Endpoint
 
 	mu   sync.Mutex
 	d    gstack.NetworkDispatcher // +checklocks:mu
@@ -53,10 +53,10 @@ func (g *ackGate) Attach(d gstack.NetworkDispatcher) {
 	g.d = d
 	g.mu.Unlock()
 	if d == nil {
-		g.PairEndpoint.Attach(nil)
+		g.Endpoint.Attach(nil)
 		return
 	}
-	g.PairEndpoint.Attach(g)
+	g.Endpoint.Attach(g)
 }
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher.
@@ -149,11 +149,11 @@ type ackPair struct {
 
 func newAckPair(t *testing.T) *ackPair {
 	t.Helper()
-	la, lb, err := pair.NewPair(pair.PairConfig{})
+	la, lb, err := pair.New(pair.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &ackPair{gate: &ackGate{PairEndpoint: la, holding: make(chan struct{}, 1)}}
+	p := &ackPair{gate: &ackGate{Endpoint: la, holding: make(chan struct{}, 1)}}
 	t.Cleanup(func() { p.gate.set(gatePass) }) // release held packets
 	build := func(link gstack.LinkEndpoint, a netip.Addr) *api.Stack {
 		st, err := stack.New(stack.Options{TCPAckEvents: true})

@@ -18,9 +18,9 @@ import (
 // exampleStacks builds two stacks joined in-process, 192.0.2.1 and
 // 192.0.2.2, each with the socket API over its own pool.
 func exampleStacks() (client, server *api.Stack, done func()) {
-	la, lb, _ := pair.NewPair(pair.PairConfig{})
+	la, lb, _ := pair.New(pair.Config{})
 	var closers []func()
-	mk := func(link *pair.PairEndpoint, addr string) *api.Stack {
+	mk := func(link *pair.Endpoint, addr string) *api.Stack {
 		st, _ := stack.New(stack.Options{})
 		st.AddNIC(link, stack.NICConfig{Addrs: []netip.Prefix{netip.MustParsePrefix(addr)}})
 		pool, _ := dmapool.New(dmapool.Config{Size: 16 << 20, Pin: dmapool.PinPrefer, Logger: slog.New(slog.DiscardHandler)})

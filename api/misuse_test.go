@@ -71,11 +71,11 @@ func TestFilesOnlyRefusesSockets(t *testing.T) {
 // operations complete, and no goroutine (workers, stack, links) is left.
 func TestStackCloseClosesAPI(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	la, lb, err := pair.NewPair(pair.PairConfig{})
+	la, lb, err := pair.New(pair.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mk := func(link *pair.PairEndpoint, addr string) (*stack.Stack, *api.Stack, *dmapool.Pool) {
+	mk := func(link *pair.Endpoint, addr string) (*stack.Stack, *api.Stack, *dmapool.Pool) {
 		st, err := stack.New(stack.Options{})
 		if err != nil {
 			t.Fatal(err)

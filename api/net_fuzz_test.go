@@ -105,7 +105,7 @@ func FuzzNetDial(f *testing.F) {
 	f.Cleanup(func() { st.Close() })
 	// The other end of the pair is never attached: what the stack sends
 	// waits in its bounded queue, and nothing ever answers.
-	link, _, err := pair.NewPair(pair.PairConfig{QueueLen: 64})
+	link, _, err := pair.New(pair.Config{QueueLen: 64})
 	if err != nil {
 		f.Fatal(err)
 	}

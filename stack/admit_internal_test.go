@@ -47,7 +47,7 @@ func TestConnLookup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	a, b, err := pair.NewPair(pair.PairConfig{})
+	a, b, err := pair.New(pair.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

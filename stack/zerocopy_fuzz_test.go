@@ -159,9 +159,9 @@ func FuzzParseFlow(f *testing.F) {
 // so that a test can write any frame into it.
 type fuzzStack struct {
 	st      *Stack
-	in      *pair.PairEndpoint // write frames here
-	rx      *pair.PairEndpoint // the stack's end
-	mac     tcpip.LinkAddress  // the stack's MAC
+	in      *pair.Endpoint    // write frames here
+	rx      *pair.Endpoint    // the stack's end
+	mac     tcpip.LinkAddress // the stack's MAC
 	udp     tcpip.Endpoint
 	udpFlow *Flow
 	sent    uint64
@@ -169,7 +169,7 @@ type fuzzStack struct {
 
 func newFuzzStack(tb testing.TB) *fuzzStack {
 	tb.Helper()
-	in, rx, err := pair.NewPair(pair.PairConfig{})
+	in, rx, err := pair.New(pair.Config{})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -25,15 +25,15 @@ type PairConfig struct {
 	// PairAddrsB.
 	A, B Config
 	// Link configures the in-process wire (MTU, queue length, MACs).
-	Link pair.PairConfig
+	Link pair.Config
 }
 
-// NewPair makes two nodes joined by an in-process wire (pair.NewPair): A at
+// NewPair makes two nodes joined by an in-process wire (pair.New): A at
 // 192.0.2.1/24 and 2001:db8::1/64, B at 192.0.2.2/24 and 2001:db8::2/64,
 // unless cfg says otherwise. Nothing needs privileges. Close both; closing
 // either cuts the wire.
 func NewPair(cfg PairConfig) (a, b *Node, err error) {
-	la, lb, err := pair.NewPair(cfg.Link)
+	la, lb, err := pair.New(cfg.Link)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -165,7 +165,7 @@ func TestConfigErrors(t *testing.T) {
 		"bad addr": {Addrs: []netip.Prefix{{}}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			la, lb, err := pair.NewPair(pair.PairConfig{})
+			la, lb, err := pair.New(pair.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}

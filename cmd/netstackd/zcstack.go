@@ -30,12 +30,12 @@ type zcStack struct {
 	pool    *dmapool.Pool
 	nic     stack.NICID
 	nicName string
-	tap     *tap.Link          // the TAP link, or nil
-	pair    *pair.PairEndpoint // the pair end, or nil
-	ring    *ring.Link         // the ring's stack side, or nil
-	peer    *ring.Peer         // the ring's peer side, or nil
-	xdp     *xdp.Link          // the AF_XDP link, or nil
-	pcap    *pcap.Writer       // nil without -pcap
+	tap     *tap.Link      // the TAP link, or nil
+	pair    *pair.Endpoint // the pair end, or nil
+	ring    *ring.Link     // the ring's stack side, or nil
+	peer    *ring.Peer     // the ring's peer side, or nil
+	xdp     *xdp.Link      // the AF_XDP link, or nil
+	pcap    *pcap.Writer   // nil without -pcap
 	log     *slog.Logger
 }
 
@@ -134,7 +134,7 @@ var (
 // client at inprocClient, the server at inprocServer. A capture (-pcap)
 // records the client's side.
 func openPairStacks(s stackSetup, log *slog.Logger) (client, server *zcStack, err error) {
-	a, b, err := pair.NewPair(pair.PairConfig{MTU: uint32(s.tap.MTU)})
+	a, b, err := pair.New(pair.Config{MTU: uint32(s.tap.MTU)})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -120,7 +120,7 @@ func TestWrappersKeepZeroCopy(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			la, lb, err := pair.NewPair(pair.PairConfig{})
+			la, lb, err := pair.New(pair.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -22,15 +22,15 @@ var (
 	Addr6B = netip.MustParseAddr("2001:db8::2")
 )
 
-// Pair is two stacks joined by a pair.NewPair link.
+// Pair is two stacks joined by a pair.New link.
 type Pair struct {
 	A, B         *stack.Stack
-	LinkA, LinkB *pair.PairEndpoint
+	LinkA, LinkB *pair.Endpoint
 }
 
 // Config tunes NewPair; the zero value is the defaults.
 type Config struct {
-	Link  pair.PairConfig
+	Link  pair.Config
 	Stack stack.Options
 }
 
@@ -39,7 +39,7 @@ type Config struct {
 // tb.Cleanup.
 func NewPair(tb testing.TB, cfg Config) *Pair {
 	tb.Helper()
-	la, lb, err := pair.NewPair(cfg.Link)
+	la, lb, err := pair.New(cfg.Link)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func NewPair(tb testing.TB, cfg Config) *Pair {
 	return p
 }
 
-func build(tb testing.TB, opts stack.Options, link *pair.PairEndpoint, a4, a6 netip.Addr) *stack.Stack {
+func build(tb testing.TB, opts stack.Options, link *pair.Endpoint, a4, a6 netip.Addr) *stack.Stack {
 	tb.Helper()
 	st, err := stack.New(opts)
 	if err != nil {

@@ -11,19 +11,19 @@ import (
 )
 
 func TestNewPairValidates(t *testing.T) {
-	for _, cfg := range []PairConfig{
+	for _, cfg := range []Config{
 		{MTU: 10}, {MTU: 70000}, {QueueLen: -1}, {AddrA: "\x01\x00\x00\x00\x00\x01"}, {AddrB: "short"},
 	} {
-		if _, _, err := NewPair(cfg); !errors.Is(err, ErrInvalidConfig) {
-			t.Errorf("NewPair(%+v) = %v, want ErrInvalidConfig", cfg, err)
+		if _, _, err := New(cfg); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("New(%+v) = %v, want ErrInvalidConfig", cfg, err)
 		}
 	}
-	a, b, err := NewPair(PairConfig{})
+	a, b, err := New(Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	if a.MTU() != DefaultPairMTU || a.LinkAddress() == b.LinkAddress() || !header.IsValidUnicastEthernetAddress(a.LinkAddress()) {
+	if a.MTU() != DefaultMTU || a.LinkAddress() == b.LinkAddress() || !header.IsValidUnicastEthernetAddress(a.LinkAddress()) {
 		t.Fatalf("defaults: mtu %d, macs %v %v", a.MTU(), a.LinkAddress(), b.LinkAddress())
 	}
 }
@@ -39,7 +39,7 @@ func (r *recorder) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stac
 func (*recorder) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
 
 // packet builds an outbound packet as a stack would hand it to the link.
-func pairTestPacket(t *testing.T, e *PairEndpoint, dst tcpip.LinkAddress, frame []byte) *stack.PacketBuffer {
+func pairTestPacket(t *testing.T, e *Endpoint, dst tcpip.LinkAddress, frame []byte) *stack.PacketBuffer {
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
 		ReserveHeaderBytes: header.EthernetMinimumSize,
 		Payload:            buffer.MakeWithData(frame[header.EthernetMinimumSize:]),
@@ -51,7 +51,7 @@ func pairTestPacket(t *testing.T, e *PairEndpoint, dst tcpip.LinkAddress, frame 
 }
 
 func TestPairCarriesFramesAndCounts(t *testing.T) {
-	a, b, err := NewPair(PairConfig{QueueLen: 2})
+	a, b, err := New(Config{QueueLen: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
