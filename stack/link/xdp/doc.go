@@ -5,8 +5,9 @@
 // XDP_UMEM_REG), the four rings shared with the kernel (fill, RX, TX,
 // completion), the accounting of every UMEM frame, and the XDP program
 // that chooses which frames come to the socket. It does not own the pool
-// allocator (dmapool), the Ethernet framing and header split (package tap,
-// whose exported helpers it reuses), sockets (api) or the stack (stack).
+// allocator (dmapool), the Ethernet framing, header split and payload hook
+// (package stack/link, whose helpers it reuses), sockets (api) or the stack
+// (stack).
 //
 // # The program
 //
