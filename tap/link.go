@@ -22,6 +22,9 @@ import (
 var (
 	_ stack.LinkEndpoint = (*Link)(nil)
 	_ stack.GSOEndpoint  = (*Link)(nil)
+	_ link.PayloadHooker = (*Link)(nil)
+	_ link.Admitter      = (*Link)(nil)
+	_ link.Counted       = (*Link)(nil)
 )
 
 // Link is a stack.LinkEndpoint over the queues of a TAP device (or over any

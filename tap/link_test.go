@@ -126,6 +126,10 @@ func TestBackToBack(t *testing.T) {
 			ca.Close()
 
 			sta, stb := la.Stats(), lb.Stats()
+			// Totals are the same counters, read later: never behind.
+			if tot := la.Totals(); tot.RxFrames < sta.RxFrames || tot.RxBytes < sta.RxBytes || tot.TxFrames < sta.TxFrames || tot.TxBytes < sta.TxBytes || tot.RxBytes == 0 {
+				t.Errorf("Totals %+v behind Stats %+v", tot, sta)
+			}
 			t.Logf("a: %+v", sta)
 			t.Logf("b: %+v", stb)
 			for name, st := range map[string]Stats{"a": sta, "b": stb} {

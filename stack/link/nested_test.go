@@ -37,6 +37,9 @@ type hookRecorder struct {
 func (h *hookRecorder) SetPayloadHook(fn link.PayloadHook) { h.payload = fn }
 func (h *hookRecorder) SetConnLookup(fn link.ConnLookup)   { h.lookup = fn }
 func (h *hookRecorder) SetSYNPressure(fn link.SYNPressure) { h.pressure = fn }
+func (h *hookRecorder) Totals() link.Totals {
+	return link.Totals{RxFrames: 1, RxBytes: 2, TxFrames: 3, TxBytes: 4}
+}
 
 // wrapper is a link built on link.Nested that overrides nothing.
 type wrapper struct{ link.Nested }
@@ -50,6 +53,9 @@ func TestNestedForwardsEveryHook(t *testing.T) {
 	w.Init(inner, w)
 	if w.Inner() != inner {
 		t.Fatal("Inner is not the wrapped link")
+	}
+	if got := w.Totals(); got != inner.Totals() {
+		t.Fatalf("Totals %+v, inner's %+v", got, inner.Totals())
 	}
 	var gotOff int
 	var gotKind link.ConnKind = link.ConnNone
@@ -78,6 +84,9 @@ func TestNestedForwardsEveryHook(t *testing.T) {
 	bare.SetPayloadHook(func([]byte, *buffer.View, int) {})
 	bare.SetConnLookup(nil)
 	bare.SetSYNPressure(nil)
+	if got := bare.Totals(); got != (link.Totals{}) {
+		t.Fatalf("Totals of a link that keeps none: %+v", got)
+	}
 }
 
 // TestNestedInitTwicePanics checks that a live wrapper cannot be rewired.
@@ -125,13 +134,17 @@ func TestWrappersKeepZeroCopy(t *testing.T) {
 				t.Fatal(err)
 			}
 			a := newAPI(t, la, "192.0.2.1/24")
-			b := newAPI(t, tc.wrap(t, lb), "192.0.2.2/24")
+			wrapped := tc.wrap(t, lb)
+			b := newAPI(t, wrapped, "192.0.2.2/24")
 			st := transfer(t, a, b, netip.MustParseAddrPort("192.0.2.2:5001"), size)
 			if st.RxHandedOver+st.RxCopied != size {
 				t.Fatalf("handed over %d + copied %d != %d received", st.RxHandedOver, st.RxCopied, size)
 			}
 			if frac := float64(st.RxHandedOver) / size; frac < 0.99 {
 				t.Fatalf("behind %s only %.2f%% handed over without a copy (copied %d bytes)", tc.name, 100*frac, st.RxCopied)
+			}
+			if tot := wrapped.(link.Counted).Totals(); tot.RxBytes < size || tot.RxFrames == 0 {
+				t.Fatalf("behind %s the link's totals %+v miss the %d bytes received", tc.name, tot, size)
 			}
 		})
 	}

@@ -91,7 +91,11 @@ type Endpoint struct {
 	txDropFull, txDropClosed, rxDropBad, rxH atomic.Uint64
 }
 
-var _ stack.LinkEndpoint = (*Endpoint)(nil)
+var (
+	_ stack.LinkEndpoint = (*Endpoint)(nil)
+	_ link.PayloadHooker = (*Endpoint)(nil)
+	_ link.Counted       = (*Endpoint)(nil)
+)
 
 // New returns the two ends of a new in-process link. Each end starts its
 // receive goroutine when a stack attaches it; Close on either end stops both.
@@ -156,6 +160,12 @@ func (e *Endpoint) Stats() Stats {
 		TxDropsQueueFull: e.txDropFull.Load(), TxDropsClosed: e.txDropClosed.Load(),
 		RxDropsBadFrame: e.rxDropBad.Load(), RxHeaderBytes: e.rxH.Load(),
 	}
+}
+
+// Totals implements link.Counted: the frame and byte totals of Stats.
+func (e *Endpoint) Totals() link.Totals {
+	s := e.Stats()
+	return link.Totals{RxFrames: s.RxFrames, RxBytes: s.RxBytes, TxFrames: s.TxFrames, TxBytes: s.TxBytes}
 }
 
 // MTU implements stack.LinkEndpoint.MTU.

@@ -8,6 +8,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/zcnet/zcnet/stack/link"
 )
 
 func TestNewPairValidates(t *testing.T) {
@@ -86,6 +88,11 @@ func TestPairCarriesFramesAndCounts(t *testing.T) {
 	}
 	if hooked != 2*300 {
 		t.Fatalf("payload hook saw %d bytes, want %d", hooked, 600)
+	}
+	sa, sb := a.Stats(), b.Stats()
+	if ta, tb := a.Totals(), b.Totals(); ta != (link.Totals{TxFrames: sa.TxFrames, TxBytes: sa.TxBytes}) ||
+		tb != (link.Totals{RxFrames: sb.RxFrames, RxBytes: sb.RxBytes}) || tb.RxBytes == 0 {
+		t.Fatalf("totals %+v and %+v, stats %+v and %+v", ta, tb, sa, sb)
 	}
 	// A frame for another MAC is dropped by the receiver and counted.
 	var l stack.PacketBufferList

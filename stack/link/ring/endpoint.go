@@ -52,6 +52,12 @@ func (e *endpoint) init(mtu, frameSize uint32, gso bool, addr tcpip.LinkAddress)
 // Stats returns this side's counters.
 func (e *endpoint) Stats() Stats { return e.ctr.snapshot() }
 
+// Totals implements link.Counted: the frame and byte totals of Stats.
+func (e *endpoint) Totals() link.Totals {
+	s := e.Stats()
+	return link.Totals{RxFrames: s.RxFrames, RxBytes: s.RxBytes, TxFrames: s.TxFrames, TxBytes: s.TxBytes}
+}
+
 // SetPayloadHook installs fn, called for every split frame before delivery
 // (see link.PayloadHook). nil removes it.
 func (e *endpoint) SetPayloadHook(fn link.PayloadHook) {

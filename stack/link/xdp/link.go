@@ -74,7 +74,11 @@ type Link struct {
 	wg sync.WaitGroup
 }
 
-var _ stack.LinkEndpoint = (*Link)(nil)
+var (
+	_ stack.LinkEndpoint = (*Link)(nil)
+	_ link.PayloadHooker = (*Link)(nil)
+	_ link.Counted       = (*Link)(nil)
+)
 
 // newLink builds the data path over rings and memory already set up; start
 // starts it. The frame book starts with every receive frame
@@ -120,6 +124,12 @@ func (l *Link) Err() error {
 
 // Stats returns the link's counters.
 func (l *Link) Stats() Stats { return l.ctr.snapshot() }
+
+// Totals implements link.Counted: the frame and byte totals of Stats.
+func (l *Link) Totals() link.Totals {
+	s := l.Stats()
+	return link.Totals{RxFrames: s.RxFrames, RxBytes: s.RxBytes, TxFrames: s.TxFrames, TxBytes: s.TxBytes}
+}
 
 // AllowAddress adds a to the addresses whose frames the program redirects
 // to the stack and the link accepts.
