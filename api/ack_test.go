@@ -19,8 +19,8 @@ import (
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
 	"github.com/zcnet/zcnet/stack"
+	"github.com/zcnet/zcnet/stack/link/pair"
 	"github.com/zcnet/zcnet/stack/stacktest"
-	"github.com/zcnet/zcnet/tap"
 )
 
 // gateMode is what an ackGate does with the IPv4 packets for its stack.
@@ -36,7 +36,7 @@ const (
 // that can hold back, or drop, what the peer sends A — its ACKs — while
 // letting ARP through.
 type ackGate struct {
-	*tap.PairEndpoint
+	*pair.Endpoint
 
 	mu   sync.Mutex
 	d    gstack.NetworkDispatcher // +checklocks:mu
@@ -53,10 +53,10 @@ func (g *ackGate) Attach(d gstack.NetworkDispatcher) {
 	g.d = d
 	g.mu.Unlock()
 	if d == nil {
-		g.PairEndpoint.Attach(nil)
+		g.Endpoint.Attach(nil)
 		return
 	}
-	g.PairEndpoint.Attach(g)
+	g.Endpoint.Attach(g)
 }
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher.
@@ -149,11 +149,11 @@ type ackPair struct {
 
 func newAckPair(t *testing.T) *ackPair {
 	t.Helper()
-	la, lb, err := tap.NewPair(tap.PairConfig{})
+	la, lb, err := pair.New(pair.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &ackPair{gate: &ackGate{PairEndpoint: la, holding: make(chan struct{}, 1)}}
+	p := &ackPair{gate: &ackGate{Endpoint: la, holding: make(chan struct{}, 1)}}
 	t.Cleanup(func() { p.gate.set(gatePass) }) // release held packets
 	build := func(link gstack.LinkEndpoint, a netip.Addr) *api.Stack {
 		st, err := stack.New(stack.Options{TCPAckEvents: true})

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/stack/link/impair"
 	"github.com/zcnet/zcnet/tap"
-	"github.com/zcnet/zcnet/tap/impair"
 )
 
 // TestReliabilityTAPImpairedOffloadOff is, with its twin for offloads on,

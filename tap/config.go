@@ -17,8 +17,8 @@ var (
 	// TAP devices need CAP_NET_ADMIN (or a persistent device owned by the
 	// caller).
 	ErrPermission = errors.New("tap: permission denied: creating a TAP device needs CAP_NET_ADMIN")
-	// ErrInvalidConfig (declared with the pair link) is also returned
-	// for a Config field out of range.
+	// ErrInvalidConfig: a Config field is out of range.
+	ErrInvalidConfig = errors.New("tap: invalid configuration")
 	// ErrUnsupported: TAP links need Linux.
 	ErrUnsupported = errors.New("tap: TAP links need Linux")
 	// ErrQueues: the existing device cannot take the queues asked for
@@ -117,7 +117,28 @@ type Config struct {
 	// plus Ethernet and VLAN headers, rounded up to gVisor's chunk sizes
 	// and at least minHeadView (512); at most 65536.
 	HeadViewSize int
+
+	// TxQueueLen is the device's transmit queue length (txqueuelen): the
+	// frames the kernel holds for the link's readers before it drops
+	// what it sends the stack. Senders in the kernel fill it up to the
+	// windows the stack advertises whenever the readers fall behind, and
+	// the kernel's default (1000 frames) is less than many connections'
+	// windows add up to: the drops are the senders' retransmissions.
+	// 0 means DefaultTxQueueLen on a device Open creates, and leaves an
+	// existing device's as it is; a positive value is set on either.
+	// At most MaxTxQueueLen.
+	TxQueueLen int
 }
+
+// Limits of Config.TxQueueLen.
+const (
+	// DefaultTxQueueLen is the transmit queue length of a device Open
+	// creates, when Config.TxQueueLen is 0.
+	DefaultTxQueueLen = 10000
+	// MaxTxQueueLen bounds Config.TxQueueLen: every queue of the device
+	// keeps a ring of that many slots.
+	MaxTxQueueLen = 1 << 20
+)
 
 // minHeadView keeps every header the link parses (Ethernet, IP with options
 // or extension headers, TCP with options) inside the first receive view.
@@ -135,12 +156,13 @@ type resolved struct {
 	auto     bool // queues is the default (Config.Queues 0), not asked for
 	mac      net.HardwareAddr
 	headView int
+	txQLen   int // Config.TxQueueLen; 0: the default rule (see there)
 }
 
 // resolve validates cfg and fills in defaults. nqueues, when positive,
 // overrides cfg.Queues (OpenFD: one queue per descriptor).
 func (cfg *Config) resolve(nqueues int) (resolved, error) {
-	r := resolved{name: cfg.Name, mtu: cfg.MTU, queues: cfg.Queues, headView: cfg.HeadViewSize}
+	r := resolved{name: cfg.Name, mtu: cfg.MTU, queues: cfg.Queues, headView: cfg.HeadViewSize, txQLen: cfg.TxQueueLen}
 	if len(r.name) > maxNameLen {
 		return r, fmt.Errorf("%w: name %q is %d bytes, at most %d", ErrInvalidConfig, r.name, len(r.name), maxNameLen)
 	}
@@ -196,6 +218,9 @@ func (cfg *Config) resolve(nqueues int) (resolved, error) {
 			c <<= 1
 		}
 		r.headView = min(c, maxHeadView)
+	}
+	if r.txQLen < 0 || r.txQLen > MaxTxQueueLen {
+		return r, fmt.Errorf("%w: TxQueueLen %d outside 0..%d", ErrInvalidConfig, cfg.TxQueueLen, MaxTxQueueLen)
 	}
 	if r.headView < minHeadView || r.headView > maxHeadView {
 		return r, fmt.Errorf("%w: HeadViewSize %d outside %d..%d", ErrInvalidConfig, cfg.HeadViewSize, minHeadView, maxHeadView)

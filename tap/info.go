@@ -22,6 +22,9 @@ type Info struct {
 	Created bool
 	// Offloads are the offloads TUNSETOFFLOAD accepted.
 	Offloads Offloads
+	// TxQueueLen is the device's transmit queue length after Open (see
+	// Config.TxQueueLen); 0 for OpenFD, which does not look.
+	TxQueueLen int
 	// Reason says why Queues and MultiQueue are what they are when the
 	// device decided rather than Config ("the device was made without
 	// multi_queue, which allows one queue"); empty otherwise.

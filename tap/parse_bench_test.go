@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/zcnet/zcnet/stack/link"
 )
 
 // BenchmarkParse measures the per-frame header walks of the receive path
@@ -24,7 +26,7 @@ func BenchmarkParse(b *testing.B) {
 			b.ReportAllocs()
 			n := 0
 			for b.Loop() {
-				n += HeaderLen(tc.frame)
+				n += link.HeaderLen(tc.frame)
 			}
 			sinkInt = n
 		})

@@ -38,9 +38,11 @@ func checkPlatform() error { return nil }
 //     CSUM, TSO4, TSO6 and USO4|USO6, retried without USO on kernels that
 //     lack it (before 6.2); without offloads TUNSETOFFLOAD 0, so a device
 //     left with offloads by an earlier user sends plain frames;
-//  4. set the kernel side's MTU (SIOCSIFMTU) when it differs.
+//  4. set the kernel side's MTU (SIOCSIFMTU) when it differs;
+//  5. set the transmit queue length (SIOCSIFTXQLEN) when Config asks for
+//     one, or to DefaultTxQueueLen on a device step 1 created.
 //
-// The settings of steps 3 and 4 belong to the device, not the queue, and
+// The settings of steps 3 to 5 belong to the device, not the queue, and
 // outlive the process on a persistent device.
 func openDevice(r resolved) (device, error) {
 	dev := device{info: Info{Name: r.name, Queues: r.queues}}
@@ -96,7 +98,43 @@ func openDevice(r resolved) (device, error) {
 	if err := setMTU(dev.info.Name, r.mtu); err != nil {
 		return fail(err)
 	}
+	want := r.txQLen
+	if want == 0 && dev.info.Created {
+		want = DefaultTxQueueLen
+	}
+	if dev.info.TxQueueLen, err = setTxQueueLen(dev.info.Name, want); err != nil {
+		return fail(err)
+	}
 	return dev, nil
+}
+
+// setTxQueueLen sets the device's transmit queue length, the size of the
+// ring each queue's frames wait in for the reader (the kernel resizes the
+// rings of attached queues), unless want is 0 or the device has it
+// already (setting needs CAP_NET_ADMIN). It returns the length the device
+// has.
+func setTxQueueLen(name string, want int) (int, error) {
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("tap: socket for SIOCSIFTXQLEN: %w", err)
+	}
+	defer unix.Close(s)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return 0, fmt.Errorf("%w: name %q: %v", ErrInvalidConfig, name, err)
+	}
+	if err := unix.IoctlIfreq(s, unix.SIOCGIFTXQLEN, ifr); err != nil {
+		return 0, ioctlError("SIOCGIFTXQLEN "+name, err)
+	}
+	have := int(ifr.Uint32())
+	if want == 0 || have == want {
+		return have, nil
+	}
+	ifr.SetUint32(uint32(want))
+	if err := unix.IoctlIfreq(s, unix.SIOCSIFTXQLEN, ifr); err != nil {
+		return 0, ioctlError(fmt.Sprintf("SIOCSIFTXQLEN %s %d", name, want), err)
+	}
+	return want, nil
 }
 
 // attachFirst attaches the first queue and settles info's Name, Queues,

@@ -12,6 +12,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/zcnet/zcnet/stack/link"
 	"github.com/zcnet/zcnet/stack/link/frame"
 )
 
@@ -244,7 +245,7 @@ func rxSplitParsed(h *vnetHdr, head []byte, r *frame.Repr, err error) int {
 	if h != nil && h.flags&vnetFNeedsCsum != 0 && int(h.csumStart) != r.L4Off {
 		return 0
 	}
-	return splitAt(r, err, len(head))
+	return link.SplitAt(r, err, len(head))
 }
 
 // txVnetHdr computes the virtio-net header for an outbound packet (host GSO).

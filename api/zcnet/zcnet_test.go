@@ -13,7 +13,7 @@ import (
 	"github.com/zcnet/zcnet/api/zcnet"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/stack"
-	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/stack/link/pair"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -165,7 +165,7 @@ func TestConfigErrors(t *testing.T) {
 		"bad addr": {Addrs: []netip.Prefix{{}}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			la, lb, err := tap.NewPair(tap.PairConfig{})
+			la, lb, err := pair.New(pair.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -66,7 +66,7 @@ var contenderDefs = []contenderDef{
 	},
 	{
 		key: keyXDP, title: "zcnet xdp",
-		about:   "zcnet stack on an AF_XDP link (tap/xdp) on one end of a veth pair between the client namespace and its own, the peer sending with checksum offload off (as from a wire); zero-copy sockets as zcnet zero-copy",
+		about:   "zcnet stack on an AF_XDP link (stack/link/xdp) on one end of a veth pair between the client namespace and its own, the peer sending with checksum offload off (as from a wire); zero-copy sockets as zcnet zero-copy",
 		figures: []string{figUDP, figRRPin, figRR, figUp1, figDown1},
 		start:   startXDP,
 	},
@@ -175,8 +175,10 @@ func (e *env) serverArgs(key string, args ...string) []string {
 
 // startServer starts a bench server in ns and waits for it to be ready;
 // setup is what the server said about how it attached ("" for most).
-func (e *env) startServer(ns netns, key string, args []string) (p *proc, setup string, err error) {
-	p, err = startProc(ns, key+" server", args...)
+func (e *env) startServer(ns netns, key string, args []string) (*proc, string, error) {
+	// A variable of its own: the close below must stop this process even
+	// when the function returns a nil one.
+	p, err := startProc(ns, key+" server", args...)
 	if err != nil {
 		return nil, "", err
 	}

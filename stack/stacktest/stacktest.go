@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/zcnet/zcnet/stack"
-	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/stack/link/pair"
 )
 
 // Addresses of the two sides of a Pair (RFC 5737 and RFC 3849 documentation
@@ -22,15 +22,15 @@ var (
 	Addr6B = netip.MustParseAddr("2001:db8::2")
 )
 
-// Pair is two stacks joined by a tap.NewPair link.
+// Pair is two stacks joined by a pair.New link.
 type Pair struct {
 	A, B         *stack.Stack
-	LinkA, LinkB *tap.PairEndpoint
+	LinkA, LinkB *pair.Endpoint
 }
 
 // Config tunes NewPair; the zero value is the defaults.
 type Config struct {
-	Link  tap.PairConfig
+	Link  pair.Config
 	Stack stack.Options
 }
 
@@ -39,7 +39,7 @@ type Config struct {
 // tb.Cleanup.
 func NewPair(tb testing.TB, cfg Config) *Pair {
 	tb.Helper()
-	la, lb, err := tap.NewPair(cfg.Link)
+	la, lb, err := pair.New(cfg.Link)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func NewPair(tb testing.TB, cfg Config) *Pair {
 	return p
 }
 
-func build(tb testing.TB, opts stack.Options, link *tap.PairEndpoint, a4, a6 netip.Addr) *stack.Stack {
+func build(tb testing.TB, opts stack.Options, link *pair.Endpoint, a4, a6 netip.Addr) *stack.Stack {
 	tb.Helper()
 	st, err := stack.New(opts)
 	if err != nil {

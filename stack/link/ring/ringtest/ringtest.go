@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/zcnet/zcnet/tap/ring"
+	"github.com/zcnet/zcnet/stack/link/ring"
 )
 
 // ErrNotCounted means the stack side did not count a fault in time.

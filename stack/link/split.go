@@ -1,4 +1,4 @@
-package tap
+package link
 
 import (
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -20,37 +20,37 @@ import (
 // dozen bytes and the payload chunk is never pulled up, so the receive buffer
 // can be handed to the application (see DESIGN.md, "Facts about gVisor").
 
-// maxSplitHeader bounds the headers we copy: Ethernet (14) + IPv6 with a few
+// MaxSplitHeader bounds the headers we copy: Ethernet (14) + IPv6 with a few
 // extension headers or IPv4 with options (60) + TCP with options (60).
-const maxSplitHeader = 256
+const MaxSplitHeader = 256
 
 // HeaderLen returns the number of bytes of Ethernet, IP and TCP or UDP headers
 // at the front of frame: the point where a header split puts the payload. It
 // returns 0 when the frame is not an unfragmented TCP or UDP packet over IPv4
 // or IPv6 (extension headers walked) whose headers lie wholly inside frame,
-// or when the headers are all the packet holds (nothing to split). It reads frame and never modifies it; any
-// input, however malformed, is safe.
+// or when the headers are all the packet holds (nothing to split). It
+// reads frame and never modifies it; any input, however malformed, is safe.
 func HeaderLen(frame []byte) int { return headerLen(frame) }
 
 func headerLen(b []byte) int {
 	var r frame.Repr
 	err := r.Parse(b)
-	return splitAt(&r, err, len(b))
+	return SplitAt(&r, err, len(b))
 }
 
-// splitAt returns where the header split cuts a parsed frame (r and err
-// from frame.Repr's Parse or ParseHead) of which have bytes are at hand:
-// after its TCP or UDP header, when the packet is not a fragment, the
-// headers parsed without error, lie in the bytes at hand and within
-// maxSplitHeader, and payload follows them; else 0. IPv6 extension
+// SplitAt is HeaderLen of a frame already parsed (r and err from
+// frame.Repr's Parse or ParseHead), of which have bytes are at hand: after
+// its TCP or UDP header, when the packet is not a fragment, the headers
+// parsed without error, lie in the bytes at hand and within
+// MaxSplitHeader, and payload follows them; else 0. IPv6 extension
 // headers are walked as the receive checks walk them.
-func splitAt(r *frame.Repr, err error, have int) int {
+func SplitAt(r *frame.Repr, err error, have int) int {
 	if err != nil || r.Depth < frame.DepthTransport ||
 		r.Proto != uint8(header.TCPProtocolNumber) && r.Proto != uint8(header.UDPProtocolNumber) {
 		return 0
 	}
 	n := r.PayloadOff
-	if r.PayloadLen == 0 || n >= have || n > maxSplitHeader {
+	if r.PayloadLen == 0 || n >= have || n > MaxSplitHeader {
 		return 0
 	}
 	return n
