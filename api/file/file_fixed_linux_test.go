@@ -1,4 +1,4 @@
-package api_test
+package file_test
 
 import (
 	"bytes"

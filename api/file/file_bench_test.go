@@ -1,6 +1,6 @@
 //go:build linux
 
-package api_test
+package file_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package api
+package file
 
 import (
 	"bytes"
