@@ -12,17 +12,17 @@ import (
 )
 
 // newTestRing returns a ring, or skips when the kernel refuses io_uring.
-func newTestRing(t *testing.T, entries uint32) *ring {
+func newTestRing(t *testing.T, entries uint32) *Ring {
 	t.Helper()
-	r, err := newRing(entries)
+	r, err := New(entries)
 	if err != nil {
-		if errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) || errors.Is(err, errURingFeatures) {
+		if errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) || errors.Is(err, ErrFeatures) {
 			t.Skipf("io_uring unavailable: %v", err)
 		}
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := r.close(); err != nil {
+		if err := r.Close(); err != nil {
 			t.Error(err)
 		}
 	})
@@ -30,10 +30,10 @@ func newTestRing(t *testing.T, entries uint32) *ring {
 }
 
 // waitCQE reaps one completion, waiting in io_uring_enter for it.
-func waitCQE(t *testing.T, r *ring) uringCQE {
+func waitCQE(t *testing.T, r *Ring) CQE {
 	t.Helper()
-	var c [1]uringCQE
-	for r.reap(c[:]) == 0 {
+	var c [1]CQE
+	for r.Reap(c[:]) == 0 {
 		if _, err := r.enter(0, 1, uringEnterGetEvents); err != nil && !errors.Is(err, syscall.EINTR) {
 			t.Fatal(err)
 		}
@@ -43,13 +43,13 @@ func waitCQE(t *testing.T, r *ring) uringCQE {
 
 func TestRingSetup(t *testing.T) {
 	r := newTestRing(t, 5)
-	if r.entries != 8 || r.cqSize != 16 {
+	if r.Entries() != 8 || r.CQSize() != 16 {
 		t.Fatalf("entries %d/%d, want 8/16 (rounded up, CQ twice the SQ)", r.entries, r.cqSize)
 	}
-	if r.sqFree() != 8 || r.cqReady() != 0 {
-		t.Fatalf("fresh ring: %d free, %d ready", r.sqFree(), r.cqReady())
+	if r.SQFree() != 8 || r.CQReady() != 0 {
+		t.Fatalf("fresh ring: %d free, %d ready", r.SQFree(), r.CQReady())
 	}
-	if err := r.smokeTest(); err != nil {
+	if err := r.RunNop(^uint64(0)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -64,37 +64,30 @@ func TestRingReadWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	fd, err := fileFD(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fd := int(f.Fd())
 	data := []byte("0123456789abcdef")
 	for round := 0; round < 3; round++ {
 		for i := 0; i < 4; i++ {
-			if r.sqFree() == 0 {
+			if r.SQFree() == 0 {
 				t.Fatal("no free entry")
 			}
-			e := r.next()
-			e.opcode = uringOpWrite
-			e.fd = int32(fd)
-			e.off = uint64(i * 4)
-			e.addr = bytesAddr(data[i*4 : i*4+4])
-			e.len = 4
-			e.userData = uint64(round*10 + i)
+			e := r.Next()
+			e.PrepWrite(fd, data[i*4:i*4+4], int64(i*4))
+			e.SetUserData(uint64(round*10 + i))
 		}
-		if r.sqFree() != 0 {
-			t.Fatalf("4 filled of 4: %d free", r.sqFree())
+		if r.SQFree() != 0 {
+			t.Fatalf("4 filled of 4: %d free", r.SQFree())
 		}
-		if err := r.submit(); err != nil {
+		if err := r.Submit(); err != nil {
 			t.Fatal(err)
 		}
-		if r.sqFree() != 4 {
-			t.Fatalf("after submit: %d free", r.sqFree())
+		if r.SQFree() != 4 {
+			t.Fatalf("after submit: %d free", r.SQFree())
 		}
 		seen := map[uint64]int32{}
 		for len(seen) < 4 {
 			c := waitCQE(t, r)
-			seen[c.userData] = c.res
+			seen[c.UserData] = c.Res
 		}
 		for i := 0; i < 4; i++ {
 			if res, ok := seen[uint64(round*10+i)]; !ok || res != 4 {
@@ -104,56 +97,77 @@ func TestRingReadWrite(t *testing.T) {
 	}
 	// READV of 24 bytes from a 16-byte file, then FSYNC with DATASYNC.
 	got := [][]byte{make([]byte, 5), make([]byte, 11), make([]byte, 8)}
-	iov := []unix.Iovec{iovecOf(got[0]), iovecOf(got[1]), iovecOf(got[2])}
-	e := r.next()
-	e.opcode = uringOpReadv
-	e.fd = int32(fd)
-	e.addr = iovecAddr(iov)
-	e.len = uint32(len(iov))
-	e.userData = 100
-	e = r.next()
-	e.opcode = uringOpFsync
-	e.fd = int32(fd)
-	e.opFlags = uringFsyncDatasync
-	e.userData = 101
-	if err := r.submit(); err != nil {
+	iov := []unix.Iovec{IovecOf(got[0]), IovecOf(got[1]), IovecOf(got[2])}
+	e := r.Next()
+	e.PrepReadv(fd, iov, 0)
+	e.SetUserData(100)
+	e = r.Next()
+	e.PrepFsync(fd, true)
+	e.SetUserData(101)
+	if err := r.Submit(); err != nil {
 		t.Fatal(err)
 	}
 	for n := 0; n < 2; n++ {
 		c := waitCQE(t, r)
 		switch {
-		case c.userData == 100 && c.res == 16:
+		case c.UserData == 100 && c.Res == 16:
 			if !bytes.Equal(bytes.Join(got, nil)[:16], data) {
 				t.Fatalf("readv got %q", got)
 			}
-		case c.userData == 101 && c.res == 0:
+		case c.UserData == 101 && c.Res == 0:
 		default:
 			t.Fatalf("completion %+v", c)
 		}
 	}
 	runtime.KeepAlive(got)
+	runtime.KeepAlive(f)
 }
 
 // TestRingBadEntry checks that a refused entry completes with its errno and
 // does not stop the entries after it.
 func TestRingBadEntry(t *testing.T) {
 	r := newTestRing(t, 4)
-	e := r.next()
-	e.opcode = uringOpRead
-	e.fd = 1<<20 + 3
-	e.userData = 1
-	e = r.next()
-	e.opcode = uringOpNop
-	e.userData = 2
-	if err := r.submit(); err != nil {
+	e := r.Next()
+	e.PrepRead(1<<20+3, make([]byte, 8), 0)
+	e.SetUserData(1)
+	e = r.Next()
+	e.PrepNop()
+	e.SetUserData(2)
+	if err := r.Submit(); err != nil {
 		t.Fatal(err)
 	}
 	res := map[uint64]int32{}
 	for len(res) < 2 {
 		c := waitCQE(t, r)
-		res[c.userData] = c.res
+		res[c.UserData] = c.Res
 	}
 	if res[1] != -int32(syscall.EBADF) || res[2] != 0 {
 		t.Fatalf("results %v, want EBADF then 0", res)
 	}
+}
+
+// TestPrepFixed checks what the Prep helpers put into an entry for
+// registered buffers and cancellation, and FixedBuf.Holds.
+func TestPrepFixed(t *testing.T) {
+	mem := make([]byte, 64)
+	fb := FixedBuf{Addr: uintptr(bytesAddr(mem)), Len: 64}
+	if !fb.Holds(mem[8:16]) || !fb.Holds(mem) || fb.Holds(nil) || fb.Holds(make([]byte, 8)) {
+		t.Fatal("Holds misjudges memory inside and outside the buffer")
+	}
+	var e SQE
+	e.PrepReadFixed(7, mem[8:16], 4096, 3)
+	if e.opcode != uringOpReadFixed || e.fd != 7 || e.addr != bytesAddr(mem[8:]) || e.len != 8 || e.off != 4096 || e.bufIndex != 3 {
+		t.Fatalf("read fixed: %+v", e)
+	}
+	e = SQE{}
+	e.PrepWriteFixed(7, mem[:4], -1, 1)
+	if e.opcode != uringOpWriteFixed || e.off != ^uint64(0) || e.bufIndex != 1 || e.len != 4 {
+		t.Fatalf("write fixed: %+v", e)
+	}
+	e = SQE{}
+	e.PrepCancel(42)
+	if e.opcode != uringOpAsyncCancel || e.fd != -1 || e.addr != 42 {
+		t.Fatalf("cancel: %+v", e)
+	}
+	runtime.KeepAlive(mem)
 }

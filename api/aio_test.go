@@ -1,6 +1,6 @@
 //go:build linux
 
-package file_test
+package api_test
 
 import (
 	"context"
