@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/zcnet/zcnet/api/file"
 	"github.com/zcnet/zcnet/evchan"
 )
 
@@ -27,7 +28,7 @@ import (
 //	aio_error, aio_return              Aiocb.Error, Aiocb.Return
 //	aio_cancel, aio_suspend            Aiocb.Cancel, AioSuspend
 //
-// The completion event is the file op's (see file.go): Source
+// The completion event is the file op's (see package file): Source
 // SourceFileOp, Op OpRead/OpWrite/OpFsync/OpFdatasync, Result, Errno,
 // Cookie, Data. Unlike an Op, an Aiocb may be reused once its previous
 // operation has completed, as in C.
@@ -83,9 +84,9 @@ func (cb *Aiocb) prepare(kind OpKind) (*Op, error) {
 	if cb.op != nil && cb.op.state.Load() == opSubmitted {
 		return nil, fmt.Errorf("%w: Aiocb still in progress", ErrInvalidOp)
 	}
-	op := &Op{Kind: kind, File: cb.File, Offset: cb.Offset, EC: cb.EC, Data: cb.Data, Cookie: cb.Cookie}
+	op := &Op{Kind: kind, File: &file.Request{File: cb.File, Offset: cb.Offset}, EC: cb.EC, Data: cb.Data, Cookie: cb.Cookie}
 	if kind == OpRead || kind == OpWrite {
-		op.Mem = cb.Buf
+		op.File.Mem = cb.Buf
 	}
 	return op, nil
 }

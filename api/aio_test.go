@@ -13,15 +13,18 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/file"
+	"github.com/zcnet/zcnet/api/file/filetest"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // TestAio drives the POSIX-AIO façade: write, read back, fsync, a
 // lio_listio batch, suspend, cancel, and the reuse of a control block.
 func TestAio(t *testing.T) {
-	forEachEngine(t, api.FileConfig{}, func(t *testing.T, s *api.Stack) {
+	filetest.ForEachEngine(t, file.Config{}, func(t *testing.T, s *api.Stack) {
 		ec := newChannel(t, 16)
-		f := tempFile(t, "", nil)
+		f := filetest.TempFile(t, "", nil)
 		cb := &api.Aiocb{File: f, Buf: []byte("hello, aio"), EC: ec, Data: "w", Cookie: 1}
 		if err := cb.Error(); !errors.Is(err, api.ErrInvalidOp) {
 			t.Fatalf("Error before any operation: %v", err)
@@ -29,7 +32,7 @@ func TestAio(t *testing.T) {
 		if err := s.AioWrite(cb); err != nil {
 			t.Fatal(err)
 		}
-		ev := next(t, ec)
+		ev := evchantest.Next(t, ec)
 		if ev.Source != evchan.SourceFileOp || api.OpKind(ev.Op) != api.OpWrite || ev.Result != 10 || ev.Data != "w" || ev.Cookie != 1 {
 			t.Fatalf("aio_write completion %v", ev)
 		}
@@ -41,13 +44,13 @@ func TestAio(t *testing.T) {
 		if err := s.AioRead(cb); err != nil {
 			t.Fatal(err)
 		}
-		if ev := next(t, ec); api.OpKind(ev.Op) != api.OpRead || ev.Result != 3 || string(cb.Buf[:3]) != "aio" || ev.Data != "r" {
+		if ev := evchantest.Next(t, ec); api.OpKind(ev.Op) != api.OpRead || ev.Result != 3 || string(cb.Buf[:3]) != "aio" || ev.Data != "r" {
 			t.Fatalf("aio_read completion %v, %q", ev, cb.Buf[:3])
 		}
 		if err := s.AioFsync(cb, true); err != nil {
 			t.Fatal(err)
 		}
-		if ev := next(t, ec); api.OpKind(ev.Op) != api.OpFdatasync || ev.Errno != 0 {
+		if ev := evchantest.Next(t, ec); api.OpKind(ev.Op) != api.OpFdatasync || ev.Errno != 0 {
 			t.Fatalf("aio_fsync(O_DSYNC) completion %v", ev)
 		}
 
@@ -67,7 +70,10 @@ func TestAio(t *testing.T) {
 		if string(r1.Buf) != "hello" || nop.Error() == nil {
 			t.Fatalf("lio_listio: read %q; NOP block status %v", r1.Buf, nop.Error())
 		}
-		got := events(t, ec, 3)
+		got := map[uint64]evchan.Event{}
+		for _, ev := range evchantest.Collect(t, ec, 3) {
+			got[ev.Cookie] = ev
+		}
 		if len(got) != 3 || got[14].Cookie != 0 {
 			t.Fatalf("lio_listio events %v", got)
 		}
@@ -106,7 +112,7 @@ func TestAio(t *testing.T) {
 			}
 			runtime.Gosched() // a worker is mid-attempt; the read parks at once
 		}
-		if ev := next(t, ec); ev.Errno != syscall.ECANCELED || !errors.Is(pcb.Error(), context.Canceled) {
+		if ev := evchantest.Next(t, ec); ev.Errno != syscall.ECANCELED || !errors.Is(pcb.Error(), context.Canceled) {
 			t.Fatalf("cancelled aio_read: %v, %v", ev, pcb.Error())
 		}
 		// And one that completes: aio_suspend returns for it.
@@ -120,7 +126,7 @@ func TestAio(t *testing.T) {
 		if n, err := pcb.Return(); n != 0 || !errors.Is(err, io.EOF) {
 			t.Fatalf("read of a closed pipe: %d, %v", n, err)
 		}
-		if ev := next(t, ec); ev.Flags&api.FlagEOF == 0 {
+		if ev := evchantest.Next(t, ec); ev.Flags&api.FlagEOF == 0 {
 			t.Fatalf("EOF completion %v", ev)
 		}
 	})
