@@ -305,7 +305,7 @@ func (s *Stack) Submit(ctx context.Context, wait bool, ops ...*Op) error {
 			return fmt.Errorf("op %d: completion slot on its channel: %w", i, err)
 		}
 	}
-	s.w.start(s)
+	s.workers.start(s)
 	var files []*Op // handed to the file engine as one batch
 	for _, op := range ops {
 		op.done = make(chan struct{})

@@ -52,11 +52,11 @@ const DefaultAssoc = 4 << 20
 // application owns, and the memory they use. Its methods are safe for
 // concurrent use.
 type Stack struct {
-	st    *stack.Stack
-	opts  Options
-	c     counters
-	w     workers
-	files file.Engine
+	st      *stack.Stack
+	opts    Options
+	c       counters
+	workers workers // serve sockets with asynchronous ops
+	files   file.Engine
 
 	// unhook removes Close from st's OnClose registrations.
 	unhook func()
@@ -122,7 +122,7 @@ func (s *Stack) Close() error {
 		sock.Close()
 	}
 	s.files.Close()
-	s.w.close()
+	s.workers.close()
 	return nil
 }
 
