@@ -41,7 +41,7 @@ import (
 // write from the caller's slices (Op.Mem), as os.File does, except in
 // BenchmarkFileFixed, which uses pool Bufs.
 //
-//	go test -run '^$' -bench 'BenchmarkFile' -count 5 ./api/
+//	go test -run '^$' -bench 'BenchmarkFile' -count 5 ./api/file/
 
 var benchEngines = []string{"io_uring", "workers", "os.File"}
 

@@ -52,7 +52,7 @@ import (
 // instead of pinning and unpinning a read's or write's pages on every
 // request; an entry then names the registered buffer (READ_FIXED,
 // WRITE_FIXED with buf_index). With Config.FixedBuffers (off by
-// default: it did not pay here; the figures are there):
+// default: it did not pay here; the README has the figures):
 //
 //  1. The engine adopts the pool of the first pool Buf a file op brings
 //     (normally Options.Pool); Bufs of other pools, received stack memory
@@ -75,8 +75,8 @@ import (
 //  5. A refusal — ENOMEM or EPERM when the pages would pass
 //     RLIMIT_MEMLOCK without CAP_IPC_LOCK, EFAULT for memory that cannot
 //     be pinned — leaves that ring unfixed for good; FileCounters.
-//     FixedRefused counts it and FileEngine names the first error.
-//  6. Stack.Close unregisters the buffers once every op has completed.
+//     FixedRefused counts it and Engine.Name names the first error.
+//  6. Engine.Close (the stack's Close) unregisters the buffers once every op has completed.
 //     Until then the rings hold the pool's pages pinned, also after the
 //     pool's Close: close the stack first to give the memory back.
 
@@ -107,7 +107,7 @@ type uringBackend struct {
 	// fixedPool is the pool whose regions the rings register: the first
 	// pool Buf's (step 1 of "Fixed buffers"); set once.
 	fixedPool atomic.Pointer[dmapool.Pool]
-	// fixedErr is the first registration a kernel refused, for FileEngine.
+	// fixedErr is the first registration a kernel refused, for Engine.Name.
 	fixedErr atomic.Pointer[error]
 }
 
@@ -381,7 +381,7 @@ func (s *uringShard) fixedIndexLocked(op *Op) (uint16, bool) {
 }
 
 // fixedNote says why fixed buffers are not in use where the kernel
-// refused them, for FileEngine; "" otherwise.
+// refused them, for Engine.Name; "" otherwise.
 func (b *uringBackend) fixedNote() string {
 	if err := b.fixedErr.Load(); err != nil {
 		return "fixed buffers refused: " + (*err).Error()
