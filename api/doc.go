@@ -92,8 +92,8 @@
 // it and by a bounded worker pool otherwise (package api/file, the
 // engine; Stack.FileEngine says which); an Op names its file, offset and
 // memory in a file.Request. A received Buf written to a file is not
-// copied in user space. Aiocb and AioRead/AioWrite/LioListio give the
-// same engine a POSIX AIO shape.
+// copied in user space. Package api/file/aio gives the same operations a
+// POSIX AIO shape (aiocb, aio_read, lio_listio).
 //
 // # Where bytes are copied
 //

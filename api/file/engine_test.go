@@ -3,8 +3,12 @@ package file
 import (
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/zcnet/zcnet/evchan"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // testCompleter posts an op's completion on its channel, as api's does,
 // for tests that drive an Engine directly; it keeps the error.
