@@ -388,7 +388,7 @@ func (s *Stack) NewTCP(v6 bool) (*Socket, error) {
 	if v6 {
 		a = netip.IPv6Unspecified()
 	}
-	ep, wq, err := s.endpoint(tcp.ProtocolNumber, a)
+	ep, wq, err := s.netEndpoint(tcp.ProtocolNumber, familyOf(a), a)
 	if err != nil {
 		return nil, err
 	}

@@ -121,11 +121,7 @@ func (c *fileCompleter) CompleteFile(ev evchan.Event, err error) {
 		} else {
 			// The write is done with the Buf: free it before the event, so
 			// that whoever sees the completion finds the memory back.
-			owner, n := h.owner, len(h.data)
-			h.free()
-			if owner != nil {
-				owner.credit(n)
-			}
+			h.release()
 		}
 	}
 	ev.Cookie, ev.Data = op.Cookie, op.Data

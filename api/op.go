@@ -476,13 +476,8 @@ func (op *Op) completeLocked(ev evchan.Event, err error) {
 // its bytes (or the send failed).
 func (op *Op) releaseBuf() {
 	if op.Kind == OpSend && op.Buf.h != nil {
-		h := op.Buf.h
-		owner, n := h.owner, len(h.data)
-		h.free()
+		op.Buf.h.release()
 		op.Buf = Buf{}
-		if owner != nil {
-			owner.credit(n)
-		}
 	}
 }
 

@@ -113,16 +113,6 @@ func familyOf(a netip.Addr) family {
 	return famAny
 }
 
-func (s *Stack) endpoint(proto tcpip.TransportProtocolNumber, a netip.Addr) (tcpip.Endpoint, *waiter.Queue, error) {
-	wq := new(waiter.Queue)
-	f := familyOf(a)
-	ep, terr := s.st.Netstack().NewEndpoint(proto, netProto(f, a), wq)
-	if terr != nil {
-		return nil, nil, errnoError("socket", terr)
-	}
-	return ep, wq, nil
-}
-
 // ListenTCP returns a listening TCP socket on laddr (zero address: every
 // address; port 0: a free port). Accept takes its connections.
 func (s *Stack) ListenTCP(laddr netip.AddrPort) (*Socket, error) {
@@ -629,13 +619,7 @@ func (sock *Socket) SendTo(ctx context.Context, b Buf, to netip.AddrPort) (int, 
 		return 0, b.Valid()
 	}
 	n := len(h.data)
-	defer func() {
-		owner := h.owner
-		h.free()
-		if owner != nil {
-			owner.credit(n)
-		}
-	}()
+	defer h.release()
 	var r bytes.Reader
 	r.Reset(h.data)
 	written, err := sock.write(ctx, &r, n, to)
