@@ -32,7 +32,7 @@ import (
 //	BenchmarkFileDirectRead4K   the same reads with O_DIRECT: the disk
 //	BenchmarkFileDirectRead64K  64 KiB reads with O_DIRECT
 //	BenchmarkFileFixed          io_uring alone, pool memory registered as
-//	                            fixed buffers or not (FileConfig.FixedBuffers)
+//	                            fixed buffers or not (Config.FixedBuffers)
 //
 // Sub-benchmarks are engine/g=goroutines/qd=ops each keeps in flight (os.File
 // is always qd=1: a goroutine per outstanding call). Besides ns/op they
@@ -294,7 +294,7 @@ func benchEngine(s *api.Stack, f *os.File, qd, size int, write bool, claim func(
 
 // BenchmarkFileFixed compares io_uring with the pool registered as fixed
 // buffers (READ_FIXED, WRITE_FIXED) against the same ops without
-// (FileConfig.FixedBuffers), both from pool Bufs (4 KiB slots) and one
+// (Config.FixedBuffers), both from pool Bufs (4 KiB slots) and one
 // goroutine:
 //
 //	read4K-direct/qd=32    O_DIRECT 4 KiB reads at random offsets, 32 in flight

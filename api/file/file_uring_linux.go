@@ -74,11 +74,13 @@ import (
 //     table on new ones; Grow is rare and these ops are still correct.)
 //  5. A refusal — ENOMEM or EPERM when the pages would pass
 //     RLIMIT_MEMLOCK without CAP_IPC_LOCK, EFAULT for memory that cannot
-//     be pinned — leaves that ring unfixed for good; FileCounters.
-//     FixedRefused counts it and Engine.Name names the first error.
-//  6. Engine.Close (the stack's Close) unregisters the buffers once every op has completed.
-//     Until then the rings hold the pool's pages pinned, also after the
-//     pool's Close: close the stack first to give the memory back.
+//     be pinned — leaves that ring unfixed for good;
+//     Counters.FixedRefused counts it and Engine.Name names the first
+//     error.
+//  6. Engine.Close (the stack's Close) unregisters the buffers once every
+//     op has completed. Until then the rings hold the pool's pages
+//     pinned, also after the pool's Close: close the stack first to give
+//     the memory back.
 
 // user_data of an entry:
 //
