@@ -90,8 +90,9 @@ func (k OpKind) String() string {
 // (completed at submission) and evchan.FlagMore (a multishot continues).
 const (
 	// FlagEOF marks a receive completion that found the end of the stream:
-	// Result is 0 and there is no Buffer.
-	FlagEOF evchan.Flags = 1 << 16
+	// Result is 0 and there is no Buffer. File reads use the same bit at
+	// the end of a file or pipe (file.FlagEOF).
+	FlagEOF = file.FlagEOF
 	// FlagAcked marks the second completion of an OpSend with Op.Ack.
 	// Result is the bytes sent; with Errno 0 the peer has acknowledged
 	// every one of them, otherwise the acknowledgement will not be
