@@ -88,12 +88,12 @@ func TestFileReceiveToFile(t *testing.T) {
 				}
 				if off == 0 {
 					// A received Buf is read-only: no read into it.
-					bad := &api.Op{Kind: api.OpRead, File: &file.Request{File: f}, Buf: b, EC: ec}
+					bad := &api.Op{Kind: api.OpRead, File: file.Request{File: f}, Buf: b, EC: ec}
 					if err := p.B.Submit(ctx, false, bad); !errors.Is(err, api.ErrInvalidOp) || b.Valid() != nil {
 						t.Fatalf("read into a received Buf: %v (Buf %v)", err, b.Valid())
 					}
 				}
-				op := &api.Op{Kind: api.OpWrite, File: &file.Request{File: f, Offset: off}, Buf: b, EC: ec, Cookie: uint64(b.Len())}
+				op := &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Offset: off}, Buf: b, EC: ec, Cookie: uint64(b.Len())}
 				off += int64(b.Len())
 				for {
 					err := p.B.Submit(ctx, false, op)

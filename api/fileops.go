@@ -66,7 +66,7 @@ func (s *Stack) checkFile(op *Op) error {
 			return fmt.Errorf("%w: read into a received Buf (read-only; use Stack.Reserve)", ErrInvalidOp)
 		}
 	}
-	if err := s.files.Check(file.Kind(op.Kind), op.File, hasBuf); err != nil {
+	if err := s.files.Check(file.Kind(op.Kind), &op.File, hasBuf); err != nil {
 		if errors.Is(err, evchan.ErrFull) {
 			return err // backpressure, not a bad op
 		}
@@ -81,7 +81,7 @@ func (s *Stack) submitFiles(ops []*Op) {
 	run := make([]*file.Op, 0, len(ops))
 	for _, op := range ops {
 		fop := &op.fileOp
-		*fop = file.Op{Kind: file.Kind(op.Kind), Req: op.File, Completer: (*fileCompleter)(op), Done: op.done}
+		*fop = file.Op{Kind: file.Kind(op.Kind), Req: &op.File, Completer: (*fileCompleter)(op), Done: op.done}
 		if op.Buf.h != nil {
 			h, ok := op.Buf.claim()
 			op.Buf = Buf{h: h}

@@ -143,8 +143,9 @@ type Op struct {
 	// File operations (fileops.go): OpRead … OpFdatasync. File names the
 	// file, offset and memory; Op.Buf, when set, is used instead of
 	// File.Mem and taken over at Submit (OpWrite releases it, OpRead hands
-	// it back).
-	File   *file.Request
+	// it back). A value, not a pointer, so a file op costs no allocation
+	// beyond its Op.
+	File   file.Request
 	fileOp file.Op // the file engine's part
 
 	// state moves submitted → done (or cancelled); see the constants.

@@ -252,7 +252,7 @@ func benchEngine(s *api.Stack, f *os.File, qd, size int, write bool, claim func(
 	bufs := make([][]byte, qd)
 	batch := make([]*api.Op, 0, qd)
 	add := func(i int) {
-		batch = append(batch, &api.Op{Kind: kind, File: &file.Request{File: f, Offset: off(), Mem: bufs[i]}, EC: ec, Cookie: uint64(i)})
+		batch = append(batch, &api.Op{Kind: kind, File: file.Request{File: f, Offset: off(), Mem: bufs[i]}, EC: ec, Cookie: uint64(i)})
 	}
 	inflight := 0
 	flush := func() error {
@@ -383,7 +383,7 @@ func benchEngineBufs(s *api.Stack, f *os.File, qd, size int, write bool, claim f
 				return err
 			}
 		}
-		batch = append(batch, &api.Op{Kind: kind, File: &file.Request{File: f, Offset: off()}, Buf: buf, EC: ec})
+		batch = append(batch, &api.Op{Kind: kind, File: file.Request{File: f, Offset: off()}, Buf: buf, EC: ec})
 		return nil
 	}
 	inflight := 0

@@ -65,7 +65,7 @@ func TestFileODirect(t *testing.T) {
 					t.Fatal(err)
 				}
 				copy(b.Bytes(), want[i*block:])
-				ops = append(ops, &api.Op{Kind: api.OpWrite, File: &file.Request{File: f, Offset: int64(i * block)}, Buf: b, EC: ec, Cookie: uint64(i)})
+				ops = append(ops, &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Offset: int64(i * block)}, Buf: b, EC: ec, Cookie: uint64(i)})
 			}
 			if err := s.Submit(tctx(t, 30*time.Second), false, ops...); err != nil {
 				t.Fatal(err)
@@ -81,7 +81,7 @@ func TestFileODirect(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				ops = append(ops, &api.Op{Kind: api.OpRead, File: &file.Request{File: f, Offset: int64(i * block)}, Buf: b, EC: ec, Cookie: uint64(i)})
+				ops = append(ops, &api.Op{Kind: api.OpRead, File: file.Request{File: f, Offset: int64(i * block)}, Buf: b, EC: ec, Cookie: uint64(i)})
 			}
 			if err := s.Submit(tctx(t, 30*time.Second), false, ops...); err != nil {
 				t.Fatal(err)
@@ -124,14 +124,14 @@ func TestFileODirect(t *testing.T) {
 				}
 			}
 			if offAlign != 1 {
-				expectEINVAL("length 4095", &api.Op{Kind: api.OpRead, File: &file.Request{File: f, Mem: b.Bytes()[:4095]}})
-				expectEINVAL("offset 100", &api.Op{Kind: api.OpRead, File: &file.Request{File: f, Offset: 100, Mem: b.Bytes()[:4096]}})
+				expectEINVAL("length 4095", &api.Op{Kind: api.OpRead, File: file.Request{File: f, Mem: b.Bytes()[:4095]}})
+				expectEINVAL("offset 100", &api.Op{Kind: api.OpRead, File: file.Request{File: f, Offset: 100, Mem: b.Bytes()[:4096]}})
 			}
 			if memAlign != 1 {
-				expectEINVAL("memory one byte off", &api.Op{Kind: api.OpWrite, File: &file.Request{File: f, Mem: b.Bytes()[1 : 1+4096]}})
+				expectEINVAL("memory one byte off", &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Mem: b.Bytes()[1 : 1+4096]}})
 			}
 			// The pool Buf's own bytes, lent as Mem, are fine.
-			if ev := one(t, s, ec, &api.Op{Kind: api.OpRead, File: &file.Request{File: f, Offset: 4096, Mem: b.Bytes()[:4096]}}); ev.Errno != 0 || ev.Result != 4096 || !bytes.Equal(b.Bytes()[:4096], want[4096:8192]) {
+			if ev := one(t, s, ec, &api.Op{Kind: api.OpRead, File: file.Request{File: f, Offset: 4096, Mem: b.Bytes()[:4096]}}); ev.Errno != 0 || ev.Result != 4096 || !bytes.Equal(b.Bytes()[:4096], want[4096:8192]) {
 				t.Fatalf("aligned read into a lent Buf: %v", ev)
 			}
 		})

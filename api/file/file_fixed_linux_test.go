@@ -78,7 +78,7 @@ func TestFileFixedBuffers(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					op := &api.Op{Kind: api.OpRead, File: &file.Request{File: f, Offset: int64(sp.off)}, Buf: b, EC: ec, Cookie: uint64(len(batch))}
+					op := &api.Op{Kind: api.OpRead, File: file.Request{File: f, Offset: int64(sp.off)}, Buf: b, EC: ec, Cookie: uint64(len(batch))}
 					var want, data []byte
 					if write {
 						data = randBytes(r, sp.n)
@@ -172,7 +172,7 @@ func TestFileFixedGrow(t *testing.T) {
 	ec := evchantest.New(t, 8)
 	write := func(b api.Buf, off int64) {
 		t.Helper()
-		if ev := one(t, s, ec, &api.Op{Kind: api.OpWrite, File: &file.Request{File: f, Offset: off}, Buf: b}); ev.Errno != 0 || ev.Result != slot {
+		if ev := one(t, s, ec, &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Offset: off}, Buf: b}); ev.Errno != 0 || ev.Result != slot {
 			t.Fatalf("write at %d: %v", off, ev)
 		}
 	}
@@ -209,7 +209,7 @@ func TestFileFixedGrow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := one(t, s, ec, &api.Op{Kind: api.OpRead, File: &file.Request{File: f, Offset: slot}, Buf: into})
+	ev := one(t, s, ec, &api.Op{Kind: api.OpRead, File: file.Request{File: f, Offset: slot}, Buf: into})
 	rb, ok := api.BufOf(ev)
 	if ev.Errno != 0 || ev.Result != slot || !ok || !bytes.Equal(rb.Bytes(), bytes.Repeat([]byte{2}, slot)) {
 		t.Fatalf("read into the grown region: %v", ev)

@@ -163,7 +163,7 @@ func TestFileRandomIO(t *testing.T) {
 					if sp.off < len(model) {
 						want = bytes.Clone(model[sp.off:end])
 					}
-					op := &api.Op{File: &file.Request{File: f, Offset: int64(sp.off)}, EC: ec, Cookie: cookie}
+					op := &api.Op{File: file.Request{File: f, Offset: int64(sp.off)}, EC: ec, Cookie: cookie}
 					switch kind {
 					case 0: // read into the caller's slice
 						op.Kind, op.File.Mem = api.OpRead, make([]byte, sp.n)
@@ -315,7 +315,7 @@ func TestFileShortReads(t *testing.T) {
 			{0, 0, 0, false},
 			{10000, 0, 0, false},
 		} {
-			op := &api.Op{Kind: api.OpRead, File: &file.Request{File: f, Offset: int64(tc.off), Mem: make([]byte, tc.n)}, Cookie: 7, Data: "d"}
+			op := &api.Op{Kind: api.OpRead, File: file.Request{File: f, Offset: int64(tc.off), Mem: make([]byte, tc.n)}, Cookie: 7, Data: "d"}
 			ev := one(t, s, ec, op)
 			if ev.Result != int64(tc.want) || ev.Errno != 0 || (ev.Flags&api.FlagEOF != 0) != tc.eof || ev.Cookie != 7 || ev.Data != "d" {
 				t.Fatalf("read %d at %d: %v, want %d bytes, EOF %v", tc.n, tc.off, ev, tc.want, tc.eof)
@@ -330,7 +330,7 @@ func TestFileShortReads(t *testing.T) {
 		// A vectored read across the end fills the first iovec, part of
 		// the second, none of the third.
 		iov := [][]byte{make([]byte, 100), make([]byte, 100), make([]byte, 100)}
-		ev := one(t, s, ec, &api.Op{Kind: api.OpReadv, File: &file.Request{File: f, Offset: 9850, Iov: iov}})
+		ev := one(t, s, ec, &api.Op{Kind: api.OpReadv, File: file.Request{File: f, Offset: 9850, Iov: iov}})
 		if ev.Result != 150 || !bytes.Equal(append(iov[0], iov[1][:50]...), data[9850:]) {
 			t.Fatalf("readv across the end: %v", ev)
 		}
@@ -354,8 +354,8 @@ func TestFileErrors(t *testing.T) {
 		}
 		// A descriptor number that is not open.
 		bad := os.NewFile(uintptr(1<<20+77), "bad")
-		expect("bad fd", &api.Op{Kind: api.OpRead, File: &file.Request{File: bad, Mem: make([]byte, 8)}}, syscall.EBADF)
-		expect("bad fd fsync", &api.Op{Kind: api.OpFsync, File: &file.Request{File: bad}}, syscall.EBADF)
+		expect("bad fd", &api.Op{Kind: api.OpRead, File: file.Request{File: bad, Mem: make([]byte, 8)}}, syscall.EBADF)
+		expect("bad fd fsync", &api.Op{Kind: api.OpFsync, File: file.Request{File: bad}}, syscall.EBADF)
 
 		// A File closed before Submit.
 		f := filetest.TempFile(t, "", []byte("data"))
@@ -364,8 +364,8 @@ func TestFileErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		closed.Close()
-		expect("closed file", &api.Op{Kind: api.OpRead, File: &file.Request{File: closed, Mem: make([]byte, 8)}}, syscall.EBADF)
-		expect("closed file write", &api.Op{Kind: api.OpWrite, File: &file.Request{File: closed, Mem: []byte("x")}}, syscall.EBADF)
+		expect("closed file", &api.Op{Kind: api.OpRead, File: file.Request{File: closed, Mem: make([]byte, 8)}}, syscall.EBADF)
+		expect("closed file write", &api.Op{Kind: api.OpWrite, File: file.Request{File: closed, Mem: []byte("x")}}, syscall.EBADF)
 
 		// Writing a file opened read-only; reading a write-only one.
 		ro, err := os.Open(f.Name())
@@ -373,13 +373,13 @@ func TestFileErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ro.Close()
-		expect("write read-only", &api.Op{Kind: api.OpWrite, File: &file.Request{File: ro, Mem: []byte("x")}}, syscall.EBADF)
+		expect("write read-only", &api.Op{Kind: api.OpWrite, File: file.Request{File: ro, Mem: []byte("x")}}, syscall.EBADF)
 		wo, err := os.OpenFile(f.Name(), os.O_WRONLY, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer wo.Close()
-		expect("read write-only", &api.Op{Kind: api.OpReadv, File: &file.Request{File: wo, Iov: [][]byte{make([]byte, 4)}}}, syscall.EBADF)
+		expect("read write-only", &api.Op{Kind: api.OpReadv, File: file.Request{File: wo, Iov: [][]byte{make([]byte, 4)}}}, syscall.EBADF)
 
 		// Reading a directory; syncing a pipe; writing a pipe nobody reads.
 		dir, err := os.Open(t.TempDir())
@@ -387,14 +387,14 @@ func TestFileErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer dir.Close()
-		expect("read a directory", &api.Op{Kind: api.OpRead, File: &file.Request{File: dir, Mem: make([]byte, 8)}}, syscall.EISDIR)
+		expect("read a directory", &api.Op{Kind: api.OpRead, File: file.Request{File: dir, Mem: make([]byte, 8)}}, syscall.EISDIR)
 		sr, sw, err := os.Pipe()
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer sr.Close()
 		defer sw.Close()
-		expect("fsync a pipe", &api.Op{Kind: api.OpFsync, File: &file.Request{File: sr}}, syscall.EINVAL)
+		expect("fsync a pipe", &api.Op{Kind: api.OpFsync, File: file.Request{File: sr}}, syscall.EINVAL)
 		// A fresh pipe: io_uring may drop its reference to a file it used
 		// a little after the completion, which would keep a reader alive.
 		pr, pw, err := os.Pipe()
@@ -403,7 +403,7 @@ func TestFileErrors(t *testing.T) {
 		}
 		defer pw.Close()
 		pr.Close()
-		expect("broken pipe", &api.Op{Kind: api.OpWrite, File: &file.Request{File: pw, Offset: -1, Mem: []byte("x")}}, syscall.EPIPE)
+		expect("broken pipe", &api.Op{Kind: api.OpWrite, File: file.Request{File: pw, Offset: -1, Mem: []byte("x")}}, syscall.EPIPE)
 
 		c := s.FileCounters()
 		if c.Errors != 9 || c.Ops != 9 {
@@ -422,11 +422,11 @@ func TestFileENOSPC(t *testing.T) {
 			t.Fatal(err)
 		}
 		data := make([]byte, 256<<10)
-		ev := one(t, s, ec, &api.Op{Kind: api.OpWrite, File: &file.Request{File: f, Mem: data}})
+		ev := one(t, s, ec, &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Mem: data}})
 		if ev.Errno != 0 || ev.Result <= 0 || ev.Result >= int64(len(data)) {
 			t.Fatalf("write of %d to a 64 KiB file system: %v, want a short write", len(data), ev)
 		}
-		ev = one(t, s, ec, &api.Op{Kind: api.OpWrite, File: &file.Request{File: f, Offset: ev.Result, Mem: data}})
+		ev = one(t, s, ec, &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Offset: ev.Result, Mem: data}})
 		if ev.Errno != syscall.ENOSPC {
 			t.Fatalf("write to a full file system: %v, want ENOSPC", ev)
 		}
@@ -523,7 +523,7 @@ func pipeStream(t *testing.T, s *api.Stack, pr, pw *os.File) {
 	// A read of an empty pipe waits.
 	rbuf := make([]byte, 24<<10)
 	// A stream has no offset: one given is ignored.
-	read := &api.Op{Kind: api.OpRead, File: &file.Request{File: pr, Offset: 4096, Mem: rbuf}, EC: ec, Cookie: 'r'}
+	read := &api.Op{Kind: api.OpRead, File: file.Request{File: pr, Offset: 4096, Mem: rbuf}, EC: ec, Cookie: 'r'}
 	if err := s.Submit(ctx, false, read); err != nil {
 		t.Fatal(err)
 	}
@@ -535,7 +535,7 @@ func pipeStream(t *testing.T, s *api.Stack, pr, pw *os.File) {
 	sent := 0
 	writeNext := func() {
 		n := min(100<<10, len(data)-sent)
-		op := &api.Op{Kind: api.OpWrite, File: &file.Request{File: pw, Offset: -1, Mem: data[sent : sent+n]}, EC: ec, Cookie: 'w'}
+		op := &api.Op{Kind: api.OpWrite, File: file.Request{File: pw, Offset: -1, Mem: data[sent : sent+n]}, EC: ec, Cookie: 'w'}
 		if err := s.Submit(ctx, false, op); err != nil {
 			t.Fatal(err)
 		}
@@ -563,7 +563,7 @@ func pipeStream(t *testing.T, s *api.Stack, pr, pw *os.File) {
 				return
 			}
 			got = append(got, rbuf[:ev.Result]...)
-			read = &api.Op{Kind: api.OpRead, File: &file.Request{File: pr, Offset: -1, Mem: rbuf}, EC: ec, Cookie: 'r'}
+			read = &api.Op{Kind: api.OpRead, File: file.Request{File: pr, Offset: -1, Mem: rbuf}, EC: ec, Cookie: 'r'}
 			if err := s.Submit(ctx, false, read); err != nil {
 				t.Fatal(err)
 			}
@@ -585,7 +585,7 @@ func TestFileCancel(t *testing.T) {
 		ec := evchantest.New(t, 16)
 		ops := make([]*api.Op, 6)
 		for i := range ops {
-			ops[i] = &api.Op{Kind: api.OpRead, File: &file.Request{File: pr, Offset: -1, Mem: make([]byte, 16)}, EC: ec, Cookie: uint64(i)}
+			ops[i] = &api.Op{Kind: api.OpRead, File: file.Request{File: pr, Offset: -1, Mem: make([]byte, 16)}, EC: ec, Cookie: uint64(i)}
 		}
 		if err := s.Submit(tctx(t, 10*time.Second), false, ops...); err != nil {
 			t.Fatal(err)
@@ -618,7 +618,7 @@ func TestFileCancel(t *testing.T) {
 			t.Fatalf("pipe holds %q, %v", b[:n], err)
 		}
 		// Cancelling a completed op is refused.
-		op := &api.Op{Kind: api.OpWrite, File: &file.Request{File: pw, Offset: -1, Mem: []byte("x")}, EC: ec}
+		op := &api.Op{Kind: api.OpWrite, File: file.Request{File: pw, Offset: -1, Mem: []byte("x")}, EC: ec}
 		if ev := one(t, s, ec, op); ev.Errno != 0 {
 			t.Fatal(ev)
 		}
@@ -653,17 +653,17 @@ func TestFileMisuse(t *testing.T) {
 		name string
 		op   *api.Op
 	}{
-		{"no file", &api.Op{Kind: api.OpRead, File: &file.Request{Mem: make([]byte, 1)}}},
-		{"no channel", &api.Op{Kind: api.OpRead, File: &file.Request{File: f}}},
-		{"closed channel", &api.Op{Kind: api.OpRead, File: &file.Request{File: f, Mem: make([]byte, 1)}, EC: closedEC}},
-		{"offset -2", &api.Op{Kind: api.OpRead, File: &file.Request{File: f, Offset: -2, Mem: make([]byte, 1)}}},
-		{"Mem and Buf", &api.Op{Kind: api.OpWrite, File: &file.Request{File: f, Mem: make([]byte, 1)}, Buf: live}},
-		{"read with Iov", &api.Op{Kind: api.OpRead, File: &file.Request{File: f, Iov: [][]byte{{1}}}}},
-		{"readv without Iov", &api.Op{Kind: api.OpReadv, File: &file.Request{File: f}}},
-		{"writev with Mem", &api.Op{Kind: api.OpWritev, File: &file.Request{File: f, Mem: []byte{1}}}},
-		{"fsync with memory", &api.Op{Kind: api.OpFsync, File: &file.Request{File: f, Mem: []byte{1}}}},
-		{"released Buf", &api.Op{Kind: api.OpWrite, File: &file.Request{File: f}, Buf: released}},
-		{"unknown kind", &api.Op{Kind: api.OpFdatasync + 1, File: &file.Request{File: f}}},
+		{"no file", &api.Op{Kind: api.OpRead, File: file.Request{Mem: make([]byte, 1)}}},
+		{"no channel", &api.Op{Kind: api.OpRead, File: file.Request{File: f}}},
+		{"closed channel", &api.Op{Kind: api.OpRead, File: file.Request{File: f, Mem: make([]byte, 1)}, EC: closedEC}},
+		{"offset -2", &api.Op{Kind: api.OpRead, File: file.Request{File: f, Offset: -2, Mem: make([]byte, 1)}}},
+		{"Mem and Buf", &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Mem: make([]byte, 1)}, Buf: live}},
+		{"read with Iov", &api.Op{Kind: api.OpRead, File: file.Request{File: f, Iov: [][]byte{{1}}}}},
+		{"readv without Iov", &api.Op{Kind: api.OpReadv, File: file.Request{File: f}}},
+		{"writev with Mem", &api.Op{Kind: api.OpWritev, File: file.Request{File: f, Mem: []byte{1}}}},
+		{"fsync with memory", &api.Op{Kind: api.OpFsync, File: file.Request{File: f, Mem: []byte{1}}}},
+		{"released Buf", &api.Op{Kind: api.OpWrite, File: file.Request{File: f}, Buf: released}},
+		{"unknown kind", &api.Op{Kind: api.OpFdatasync + 1, File: file.Request{File: f}}},
 	} {
 		if tc.op.EC == nil && tc.name != "no channel" {
 			tc.op.EC = ec
@@ -683,7 +683,7 @@ func TestFileMisuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := one(t, s, ec, &api.Op{Kind: api.OpRead, File: &file.Request{File: closed}, Buf: rb})
+	ev := one(t, s, ec, &api.Op{Kind: api.OpRead, File: file.Request{File: closed}, Buf: rb})
 	back, ok := api.BufOf(ev)
 	if ev.Errno != syscall.EBADF || !ok || rb.Valid() == nil {
 		t.Fatalf("failed read into a Buf: %v (Buf back %v; the caller's copy still valid: %v)", ev, ok, rb.Valid() == nil)
@@ -703,7 +703,7 @@ func TestFileMisuse(t *testing.T) {
 	defer pw.Close()
 	var ops []*api.Op
 	for i := 0; i < 3; i++ {
-		ops = append(ops, &api.Op{Kind: api.OpRead, File: &file.Request{File: pr, Offset: -1, Mem: make([]byte, 1)}, EC: ec, Cookie: uint64(i)})
+		ops = append(ops, &api.Op{Kind: api.OpRead, File: file.Request{File: pr, Offset: -1, Mem: make([]byte, 1)}, EC: ec, Cookie: uint64(i)})
 	}
 	if err := s.Submit(context.Background(), false, ops[:2]...); err != nil {
 		t.Fatal(err)
@@ -729,8 +729,8 @@ func TestFileSyncAndWait(t *testing.T) {
 		f := filetest.TempFile(t, "", nil)
 		ec := evchantest.New(t, 8)
 		ops := []*api.Op{
-			{Kind: api.OpWrite, File: &file.Request{File: f, Offset: 0, Mem: []byte("hello, ")}, EC: ec, Cookie: 1},
-			{Kind: api.OpWritev, File: &file.Request{File: f, Offset: 7, Iov: [][]byte{[]byte("wor"), []byte("ld")}}, EC: ec, Cookie: 2},
+			{Kind: api.OpWrite, File: file.Request{File: f, Offset: 0, Mem: []byte("hello, ")}, EC: ec, Cookie: 1},
+			{Kind: api.OpWritev, File: file.Request{File: f, Offset: 7, Iov: [][]byte{[]byte("wor"), []byte("ld")}}, EC: ec, Cookie: 2},
 		}
 		if err := s.Submit(tctx(t, 10*time.Second), true, ops...); err != nil {
 			t.Fatal(err)
@@ -740,7 +740,7 @@ func TestFileSyncAndWait(t *testing.T) {
 				t.Fatalf("after Submit with wait: %d, %v", res, err)
 			}
 		}
-		sync := []*api.Op{{Kind: api.OpFsync, File: &file.Request{File: f}, EC: ec, Cookie: 3}, {Kind: api.OpFdatasync, File: &file.Request{File: f}, EC: ec, Cookie: 4}}
+		sync := []*api.Op{{Kind: api.OpFsync, File: file.Request{File: f}, EC: ec, Cookie: 3}, {Kind: api.OpFdatasync, File: file.Request{File: f}, EC: ec, Cookie: 4}}
 		if err := s.Submit(tctx(t, 10*time.Second), true, sync...); err != nil {
 			t.Fatal(err)
 		}
@@ -773,7 +773,7 @@ func TestFileStackClose(t *testing.T) {
 		ec := evchantest.New(t, 8)
 		ops := make([]*api.Op, 4)
 		for i := range ops {
-			ops[i] = &api.Op{Kind: api.OpRead, File: &file.Request{File: pr, Offset: -1, Mem: make([]byte, 8)}, EC: ec, Cookie: uint64(i)}
+			ops[i] = &api.Op{Kind: api.OpRead, File: file.Request{File: pr, Offset: -1, Mem: make([]byte, 8)}, EC: ec, Cookie: uint64(i)}
 		}
 		if err := s.Submit(context.Background(), false, ops...); err != nil {
 			t.Fatal(err)
@@ -785,7 +785,7 @@ func TestFileStackClose(t *testing.T) {
 				t.Fatalf("op %d after Close: %v, Err() %v", i, got[uint64(i)], op.Err())
 			}
 		}
-		err = s.Submit(context.Background(), false, &api.Op{Kind: api.OpRead, File: &file.Request{File: pr, Mem: make([]byte, 1)}, EC: ec})
+		err = s.Submit(context.Background(), false, &api.Op{Kind: api.OpRead, File: file.Request{File: pr, Mem: make([]byte, 1)}, EC: ec})
 		if !errors.Is(err, api.ErrInvalidOp) || !errors.Is(err, net.ErrClosed) {
 			t.Fatalf("Submit after Close: %v", err)
 		}
@@ -854,7 +854,7 @@ func TestFilePosition(t *testing.T) {
 		f := filetest.TempFile(t, "", nil)
 		ec := evchantest.New(t, 4)
 		for _, w := range []string{"abc", "defg", "h"} {
-			if ev := one(t, s, ec, &api.Op{Kind: api.OpWrite, File: &file.Request{File: f, Offset: -1, Mem: []byte(w)}}); ev.Errno != 0 || ev.Result != int64(len(w)) {
+			if ev := one(t, s, ec, &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Offset: -1, Mem: []byte(w)}}); ev.Errno != 0 || ev.Result != int64(len(w)) {
 				t.Fatalf("write %q at the position: %v", w, ev)
 			}
 		}
@@ -865,10 +865,10 @@ func TestFilePosition(t *testing.T) {
 			t.Fatal(err)
 		}
 		iov := [][]byte{make([]byte, 3), make([]byte, 10)}
-		if ev := one(t, s, ec, &api.Op{Kind: api.OpReadv, File: &file.Request{File: f, Offset: -1, Iov: iov}}); ev.Result != 6 || string(iov[0])+string(iov[1][:3]) != "cdefgh" {
+		if ev := one(t, s, ec, &api.Op{Kind: api.OpReadv, File: file.Request{File: f, Offset: -1, Iov: iov}}); ev.Result != 6 || string(iov[0])+string(iov[1][:3]) != "cdefgh" {
 			t.Fatalf("readv at the position: %v %q", ev, iov)
 		}
-		if ev := one(t, s, ec, &api.Op{Kind: api.OpRead, File: &file.Request{File: f, Offset: -1, Mem: make([]byte, 4)}}); ev.Flags&api.FlagEOF == 0 {
+		if ev := one(t, s, ec, &api.Op{Kind: api.OpRead, File: file.Request{File: f, Offset: -1, Mem: make([]byte, 4)}}); ev.Flags&api.FlagEOF == 0 {
 			t.Fatalf("read at the end position: %v", ev)
 		}
 	})

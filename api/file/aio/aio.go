@@ -86,7 +86,7 @@ func (cb *Aiocb) prepare(kind api.OpKind) (*api.Op, error) {
 	if cb.op != nil && errors.Is(cb.op.Err(), api.ErrInProgress) {
 		return nil, fmt.Errorf("%w: Aiocb still in progress", api.ErrInvalidOp)
 	}
-	op := &api.Op{Kind: kind, File: &file.Request{File: cb.File, Offset: cb.Offset}, EC: cb.EC, Data: cb.Data, Cookie: cb.Cookie}
+	op := &api.Op{Kind: kind, File: file.Request{File: cb.File, Offset: cb.Offset}, EC: cb.EC, Data: cb.Data, Cookie: cb.Cookie}
 	if kind == api.OpRead || kind == api.OpWrite {
 		op.File.Mem = cb.Buf
 	}
