@@ -12,6 +12,7 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // TestFlagsString: the package's flags print by name.
@@ -63,7 +64,7 @@ func TestRecvMultiEndsAtFIN(t *testing.T) {
 	}
 	var got int64
 	for {
-		ev := next(t, ec)
+		ev := evchantest.Next(t, ec)
 		b, hasBuf := api.BufOf(ev)
 		if hasBuf {
 			got += int64(b.Len())
@@ -106,7 +107,7 @@ func TestCancelReportsECANCELED(t *testing.T) {
 	if err := op.Cancel(); err != nil {
 		t.Fatal(err)
 	}
-	ev := next(t, ec)
+	ev := evchantest.Next(t, ec)
 	if ev.Errno != unix.ECANCELED {
 		t.Errorf("completion errno %v, want ECANCELED", ev.Errno)
 	}

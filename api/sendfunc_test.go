@@ -14,6 +14,7 @@ import (
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/stack/stacktest"
 )
@@ -162,7 +163,7 @@ func TestSendFuncOpSlowPeer(t *testing.T) {
 	// The slow peer reads: its send finishes.
 	slowRecv := make(chan error, 1)
 	go func() { slowRecv <- recvPattern(ctx, slowS, slowLen, 1) }()
-	ev := next(t, ec)
+	ev := evchantest.Next(t, ec)
 	if ev.Cookie != 100 || ev.Errno != 0 || ev.Result != slowLen {
 		t.Fatalf("slow completion %+v, want %d bytes", ev, slowLen)
 	}
@@ -228,7 +229,7 @@ func TestSendFuncOpUDPAndErrors(t *testing.T) {
 	if err := a.Submit(ctx, false, op); err != nil {
 		t.Fatal(err)
 	}
-	if ev := next(t, ec); ev.Errno != 0 || ev.Result != 1000 {
+	if ev := evchantest.Next(t, ec); ev.Errno != 0 || ev.Result != 1000 {
 		t.Fatalf("UDP completion %+v", ev)
 	}
 	if err := recvPattern(ctx, rx, 1000, 4); err != nil {
@@ -259,7 +260,7 @@ func TestSendFuncOpUDPAndErrors(t *testing.T) {
 	if err := stalled.Cancel(); err != nil {
 		t.Fatalf("Cancel: %v", err)
 	}
-	ev := next(t, ec)
+	ev := evchantest.Next(t, ec)
 	if ev.Errno != unix.ECANCELED || !errors.Is(stalled.Err(), unix.ECANCELED) {
 		t.Fatalf("cancelled send: %+v, Err %v; want ECANCELED", ev, stalled.Err())
 	}
@@ -297,7 +298,7 @@ func TestSendFuncOpThenClose(t *testing.T) {
 		t.Fatalf("after the data: %v, want io.EOF", err)
 	}
 	for _, want := range []uint64{1, 2} {
-		ev := next(t, ec)
+		ev := evchantest.Next(t, ec)
 		if ev.Cookie != want || ev.Errno != 0 {
 			t.Fatalf("completion %+v, want cookie %d without error", ev, want)
 		}

@@ -1,6 +1,6 @@
 //go:build linux
 
-package api
+package uring
 
 import (
 	"syscall"
@@ -16,10 +16,10 @@ import (
 
 // The kernel's layouts are fixed by its ABI; a mismatch fails the build.
 var (
-	_ = [1]struct{}{}[unsafe.Sizeof(uringSQE{})-uringSQESize]
-	_ = [1]struct{}{}[unsafe.Sizeof(uringCQE{})-uringCQESize]
+	_ = [1]struct{}{}[unsafe.Sizeof(SQE{})-uringSQESize]
+	_ = [1]struct{}{}[unsafe.Sizeof(CQE{})-uringCQESize]
 	_ = [1]struct{}{}[unsafe.Sizeof(uringParams{})-uringParamsSize]
-	_ = [1]struct{}{}[unsafe.Sizeof(fixedBuf{})-unsafe.Sizeof(unix.Iovec{})]
+	_ = [1]struct{}{}[unsafe.Sizeof(FixedBuf{})-unsafe.Sizeof(unix.Iovec{})]
 )
 
 // ringWord returns the 32-bit ring field at off in mem (a head, tail,
@@ -35,15 +35,15 @@ func ringWords(mem []byte, off, n uint32) []uint32 {
 }
 
 // sqeSlice views mem as n submission entries.
-func sqeSlice(mem []byte, n uint32) []uringSQE {
+func sqeSlice(mem []byte, n uint32) []SQE {
 	_ = mem[uintptr(n)*uringSQESize-1]
-	return unsafe.Slice((*uringSQE)(unsafe.Pointer(&mem[0])), n)
+	return unsafe.Slice((*SQE)(unsafe.Pointer(&mem[0])), n)
 }
 
 // cqeSlice views n completion entries from off in mem.
-func cqeSlice(mem []byte, off, n uint32) []uringCQE {
+func cqeSlice(mem []byte, off, n uint32) []CQE {
 	_ = mem[uintptr(off)+uintptr(n)*uringCQESize-1]
-	return unsafe.Slice((*uringCQE)(unsafe.Pointer(&mem[off])), n)
+	return unsafe.Slice((*CQE)(unsafe.Pointer(&mem[off])), n)
 }
 
 // bytesAddr is the address of b's first byte, for a submission entry; 0
@@ -64,8 +64,8 @@ func iovecAddr(iov []unix.Iovec) uint64 {
 	return uint64(uintptr(unsafe.Pointer(unsafe.SliceData(iov))))
 }
 
-// iovecOf makes the kernel's iovec for b.
-func iovecOf(b []byte) unix.Iovec {
+// IovecOf makes the kernel's iovec for b.
+func IovecOf(b []byte) unix.Iovec {
 	var v unix.Iovec
 	if len(b) > 0 {
 		v.Base = unsafe.SliceData(b)
@@ -98,10 +98,10 @@ func uringRegisterEventfd(fd, efd int) error {
 	return uringRegister(fd, uringRegisterEventfdOp, unsafe.Pointer(&v), 1)
 }
 
-// uringRegisterBuffers registers bufs as fixed buffers. A fixedBuf has
+// uringRegisterBuffers registers bufs as fixed buffers. A FixedBuf has
 // struct iovec's layout (base, length), so the table goes
 // to the kernel as is, and no address becomes a Go pointer.
-func uringRegisterBuffers(fd int, bufs []fixedBuf) error {
+func uringRegisterBuffers(fd int, bufs []FixedBuf) error {
 	if len(bufs) == 0 {
 		return syscall.EINVAL
 	}

@@ -1,4 +1,4 @@
-package api_test
+package file_test
 
 import (
 	"bytes"
@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/file"
+	"github.com/zcnet/zcnet/api/file/filetest"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // fixedOutcome is what one op of TestFileFixedBuffers produced: the same
@@ -41,11 +44,11 @@ func TestFileFixedBuffers(t *testing.T) {
 		name := map[bool]string{false: "fixed", true: "unfixed"}[noFixed]
 		t.Run(name, func(t *testing.T) {
 			pool := newPool(t, 8<<20, 0)
-			s := newFileStack(t, api.FileConfig{Engine: api.FileEngineURing, Rings: 2, Entries: 8, FixedBuffers: !noFixed}, pool)
+			s := filetest.NewStack(t, file.Config{Engine: file.EngineURing, Rings: 2, Entries: 8, FixedBuffers: !noFixed}, pool)
 			r := rand.New(rand.NewPCG(seed, 2))
 			model := randBytes(r, 512<<10)
-			f := tempFile(t, "", model)
-			ec := newChannel(t, 64)
+			f := filetest.TempFile(t, "", model)
+			ec := evchantest.New(t, 64)
 			ops := 0
 			for round := 0; round < rounds; round++ {
 				// One batch: disjoint ranges, so every read sees the model
@@ -75,7 +78,7 @@ func TestFileFixedBuffers(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					op := &api.Op{Kind: api.OpRead, File: f, Offset: int64(sp.off), Buf: b, EC: ec, Cookie: uint64(len(batch))}
+					op := &api.Op{Kind: api.OpRead, File: file.Request{File: f, Offset: int64(sp.off)}, Buf: b, EC: ec, Cookie: uint64(len(batch))}
 					var want, data []byte
 					if write {
 						data = randBytes(r, sp.n)
@@ -101,7 +104,7 @@ func TestFileFixedBuffers(t *testing.T) {
 					if op.Kind == api.OpRead {
 						rb, ok := api.BufOf(ev)
 						if !ok {
-							t.Fatalf("read %d at %d: completion %v without its Buf", spans[i].n, op.Offset, ev)
+							t.Fatalf("read %d at %d: completion %v without its Buf", spans[i].n, op.File.Offset, ev)
 						}
 						checkRead(t, ev, op, wants[i], rb.Bytes()[:ev.Result], spans[i].n)
 						o.sum = sha256.Sum256(rb.Bytes()[:ev.Result])
@@ -109,13 +112,13 @@ func TestFileFixedBuffers(t *testing.T) {
 							t.Fatal(err)
 						}
 					} else if ev.Errno != 0 || ev.Result != int64(len(datas[i])) {
-						t.Fatalf("write of %d at %d: %v", len(datas[i]), op.Offset, ev)
+						t.Fatalf("write of %d at %d: %v", len(datas[i]), op.File.Offset, ev)
 					}
 					outcomes[mode] = append(outcomes[mode], o)
 				}
 				for i, op := range batch {
 					if data := datas[i]; op.Kind == api.OpWrite {
-						off := int(op.Offset)
+						off := int(op.File.Offset)
 						if grow := off + len(data) - len(model); grow > 0 {
 							model = append(model, make([]byte, grow)...)
 						}
@@ -164,12 +167,12 @@ func TestFileFixedBuffers(t *testing.T) {
 func TestFileFixedGrow(t *testing.T) {
 	const slot = 4096
 	pool := newPool(t, 64<<10, slot)
-	s := newFileStack(t, api.FileConfig{Engine: api.FileEngineURing, Rings: 1, FixedBuffers: true}, pool)
-	f := tempFile(t, "", nil)
-	ec := newChannel(t, 8)
+	s := filetest.NewStack(t, file.Config{Engine: file.EngineURing, Rings: 1, FixedBuffers: true}, pool)
+	f := filetest.TempFile(t, "", nil)
+	ec := evchantest.New(t, 8)
 	write := func(b api.Buf, off int64) {
 		t.Helper()
-		if ev := one(t, s, ec, &api.Op{Kind: api.OpWrite, File: f, Offset: off, Buf: b}); ev.Errno != 0 || ev.Result != slot {
+		if ev := one(t, s, ec, &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Offset: off}, Buf: b}); ev.Errno != 0 || ev.Result != slot {
 			t.Fatalf("write at %d: %v", off, ev)
 		}
 	}
@@ -206,7 +209,7 @@ func TestFileFixedGrow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := one(t, s, ec, &api.Op{Kind: api.OpRead, File: f, Offset: slot, Buf: into})
+	ev := one(t, s, ec, &api.Op{Kind: api.OpRead, File: file.Request{File: f, Offset: slot}, Buf: into})
 	rb, ok := api.BufOf(ev)
 	if ev.Errno != 0 || ev.Result != slot || !ok || !bytes.Equal(rb.Bytes(), bytes.Repeat([]byte{2}, slot)) {
 		t.Fatalf("read into the grown region: %v", ev)

@@ -1,4 +1,8 @@
-package api
+// Package deadline gives api's net.Conn adapters their deadlines: a
+// channel closed when the deadline passes, re-armed cheaply as net/http
+// moves it. It owns the timer and the channel; the adapters own what a
+// passed deadline means (os.ErrDeadlineExceeded).
+package deadline
 
 import (
 	"context"
@@ -6,7 +10,7 @@ import (
 	"time"
 )
 
-// deadline turns a net.Conn deadline into a channel that is closed when it
+// Deadline turns a net.Conn deadline into a channel that is closed when it
 // passes, so a blocked operation can select on it beside the endpoint's
 // readiness. Setting a new deadline re-arms it; a zero time disarms it.
 //
@@ -22,7 +26,7 @@ import (
 // left over from an earlier arming, which Stop or Reset could not catch
 // (its function already started), finds a later or no deadline and does
 // nothing. A new channel is made only after the old one was closed.
-type deadline struct {
+type Deadline struct {
 	mu     sync.Mutex
 	timer  *time.Timer   // +checklocks:mu; made at the first deadline, then reused
 	when   time.Time     // +checklocks:mu; the deadline in force; zero: none
@@ -30,11 +34,12 @@ type deadline struct {
 	closed bool          // +checklocks:mu; ch is closed
 }
 
-func newDeadline() *deadline { return &deadline{ch: make(chan struct{})} }
+// New returns a Deadline with none in force.
+func New() *Deadline { return &Deadline{ch: make(chan struct{})} }
 
-// set arms the deadline for t (zero: none). A time in the past expires it
+// Set arms the deadline for t (zero: none). A time in the past expires it
 // immediately, as package net does.
-func (d *deadline) set(t time.Time) {
+func (d *Deadline) Set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -64,7 +69,7 @@ func (d *deadline) set(t time.Time) {
 
 // fire is the timer's function: it closes the channel if the deadline in
 // force has passed (not if a later set moved or cleared it).
-func (d *deadline) fire() {
+func (d *Deadline) fire() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.when.IsZero() {
@@ -82,34 +87,34 @@ func (d *deadline) fire() {
 }
 
 // +checklocks:d.mu
-func (d *deadline) closeLocked() {
+func (d *Deadline) closeLocked() {
 	if !d.closed {
 		close(d.ch)
 		d.closed = true
 	}
 }
 
-// done returns the channel for the deadline in force now.
-func (d *deadline) done() <-chan struct{} {
+// Done returns the channel for the deadline in force now.
+func (d *Deadline) Done() <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.ch
 }
 
-// expired reports whether the deadline in force now has passed.
-func (d *deadline) expired() bool {
+// Expired reports whether the deadline in force now has passed.
+func (d *Deadline) Expired() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.closed
 }
 
-// ctx returns the deadline in force now as a context for the Socket calls,
+// Ctx returns the deadline in force now as a context for the Socket calls,
 // which wait on contexts. It allocates nothing.
-func (d *deadline) ctx() context.Context { return deadlineCtx{d.done()} }
+func (d *Deadline) Ctx() context.Context { return deadlineCtx{d.Done()} }
 
-// stop disarms the timer. A later set (SetDeadline after Close, as
+// Stop disarms the timer. A later set (SetDeadline after Close, as
 // net/http does) still works.
-func (d *deadline) stop() {
+func (d *Deadline) Stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.when = time.Time{}

@@ -1,4 +1,11 @@
-package api
+// Package uring drives one io_uring instance with raw system calls: it
+// sets the ring up, prepares submission entries (Prep methods, in the
+// manner of liburing's helpers), hands them to the kernel, reaps
+// completions, and registers an eventfd and fixed buffers. It owns the
+// ring memory shared with the kernel and its layout; it does not own what
+// the requests mean, which slots are in use, or who waits for them: the
+// file engine (api/file) does, and serialises every call on a Ring.
+package uring
 
 import (
 	"errors"
@@ -9,14 +16,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// An io_uring instance, driven with raw system calls: the ring memory the
-// kernel shares with us, the submission side (fill entries, publish the
+// The ring memory the kernel shares with us, the submission side (fill entries, publish the
 // tail, io_uring_enter) and the completion side (read entries, publish the
 // head). It mirrors include/uapi/linux/io_uring.h; liburing is not used.
-// The engine (file_uring_linux.go) serialises access: one goroutine at a
-// time submits and one at a time reaps, under its shard's mutex.
+// The engine serialises access: one goroutine at a time submits and one
+// at a time reaps, under its shard's mutex.
 //
-// Ring memory (one mmap with IORING_FEAT_SINGLE_MMAP, the kernel's
+// ring memory (one mmap with IORING_FEAT_SINGLE_MMAP, the kernel's
 // offsets in uringParams):
 //
 //	SQ ring   head tail mask entries flags dropped array[entries]u32
@@ -43,7 +49,7 @@ import (
 //	    42    2 personality
 //	    44    4 splice_fd_in / file_index
 //	    48   16 addr3, pad
-type uringSQE struct {
+type SQE struct {
 	opcode      uint8
 	flags       uint8
 	ioprio      uint16
@@ -66,10 +72,10 @@ type uringSQE struct {
 //	     0    8 user_data
 //	     8    4 res (result, or -errno)
 //	    12    4 flags (IORING_CQE_F_*)
-type uringCQE struct {
-	userData uint64
-	res      int32
-	flags    uint32
+type CQE struct {
+	UserData uint64
+	Res      int32 // the result, or -errno
+	Flags    uint32
 }
 
 // struct io_uring_params, 120 bytes: what we ask for, and what the kernel
@@ -131,8 +137,8 @@ const (
 	// Registered (fixed) buffers: the kernel refuses an iovec longer than
 	// 1 GiB (EFAULT) and a table longer than IORING_MAX_REG_BUFFERS
 	// (UIO_MAXIOV, 1024, before 5.13).
-	uringMaxFixedLen  = 1 << 30
-	uringMaxFixedBufs = 1024
+	MaxFixedLen  = 1 << 30
+	MaxFixedBufs = 1024
 
 	// Opcodes (enum io_uring_op).
 	uringOpNop         = 0
@@ -152,14 +158,14 @@ const (
 	uringCQEventfdDisabled = 1 << 0 // the kernel does not signal the registered eventfd
 )
 
-// errURingFeatures reports a kernel whose io_uring lacks what the engine
+// ErrFeatures reports a kernel whose io_uring lacks what the engine
 // needs (it is older than 5.6).
-var errURingFeatures = errors.New("io_uring lacks required features (kernel 5.6 or later)")
+var ErrFeatures = errors.New("io_uring lacks required features (kernel 5.6 or later)")
 
-// ring is one io_uring instance. Immutable after newRing except where
+// Ring is one io_uring instance. Immutable after New except where
 // noted; the methods are not safe for concurrent use (the engine's shard
 // mutex serialises them).
-type ring struct {
+type Ring struct {
 	fd       int
 	features uint32
 	entries  uint32 // SQ entries
@@ -170,22 +176,22 @@ type ring struct {
 
 	sqHead, sqTail *uint32 // kernel / ours
 	sqMask         uint32
-	sqes           []uringSQE
+	sqes           []SQE
 	tail           uint32 // our next SQ tail, published by publish
 
 	cqHead, cqTail *uint32 // ours / kernel
 	cqMask         uint32
-	cqes           []uringCQE
+	cqes           []CQE
 	// cqFlags is the CQ ring's flags word (IORING_CQ_EVENTFD_DISABLED),
 	// nil on kernels before 5.8 that lack it.
 	cqFlags *uint32
 }
 
-// newRing sets up an io_uring with (at least) entries submission entries
+// New sets up an io_uring with (at least) entries submission entries
 // and twice as many completion entries. It fails with the setup's errno:
 // ENOSYS (no io_uring), EPERM (forbidden by sysctl or seccomp), ENOMEM
-// (locked-memory limit), or errURingFeatures.
-func newRing(entries uint32) (*ring, error) {
+// (locked-memory limit), or ErrFeatures.
+func New(entries uint32) (*Ring, error) {
 	var p uringParams
 	p.flags = uringSetupClamp | uringSetupSubmitAll
 	fd, err := uringSetup(entries, &p)
@@ -198,11 +204,11 @@ func newRing(entries uint32) (*ring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("io_uring_setup: %w", err)
 	}
-	r := &ring{fd: fd, features: p.features, entries: p.sqEntries, cqSize: p.cqEntries}
+	r := &Ring{fd: fd, features: p.features, entries: p.sqEntries, cqSize: p.cqEntries}
 	const need = uringFeatSingleMmap | uringFeatNodrop | uringFeatRWCurPos
 	if p.features&need != need {
 		unix.Close(fd)
-		return nil, errURingFeatures
+		return nil, ErrFeatures
 	}
 	ringSize := max(p.sqOff.array+4*p.sqEntries, p.cqOff.cqes+uringCQESize*p.cqEntries)
 	r.ringMem, err = unix.Mmap(fd, uringOffSQRing, int(ringSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
@@ -235,39 +241,77 @@ func newRing(entries uint32) (*ring, error) {
 	return r, nil
 }
 
-// sqFree is the number of entries that can be filled before the kernel
+// Entries is the number of submission entries, the most requests the
+// ring holds before the kernel has consumed them.
+func (r *Ring) Entries() uint32 { return r.entries }
+
+// CQSize is the number of completion entries (twice Entries).
+func (r *Ring) CQSize() uint32 { return r.cqSize }
+
+// RegistersLive reports whether the kernel registers buffers without
+// quiescing the ring (IORING_FEAT_RSRC_TAGS); without it, registration
+// waits for every request in flight, so the engine registers only while
+// the ring is idle.
+func (r *Ring) RegistersLive() bool { return r.features&uringFeatRsrcTags != 0 }
+
+// RunNop runs a NOP with userData through the ring and waits for it, so
+// that a seccomp policy that allows io_uring_setup but not
+// io_uring_enter is caught when the ring is set up rather than at the
+// first request. The ring must be empty.
+func (r *Ring) RunNop(userData uint64) error {
+	e := r.Next()
+	e.PrepNop()
+	e.SetUserData(userData)
+	if err := r.Submit(); err != nil {
+		return err
+	}
+	for {
+		var c [1]CQE
+		if r.Reap(c[:]) == 1 {
+			if c[0].UserData != userData || c[0].Res != 0 {
+				return fmt.Errorf("io_uring NOP completed with %+v", c[0])
+			}
+			return nil
+		}
+		if _, err := r.enter(0, 1, uringEnterGetEvents); err != nil && !errors.Is(err, syscall.EINTR) {
+			return fmt.Errorf("io_uring_enter: %w", err)
+		}
+	}
+}
+
+// SQFree is the number of entries that can be filled before the kernel
 // consumes more.
-func (r *ring) sqFree() uint32 {
+func (r *Ring) SQFree() uint32 {
 	return r.entries - (r.tail - atomic.LoadUint32(r.sqHead))
 }
 
-// next returns the zeroed entry at our tail and advances the tail; the
+// Next returns the zeroed entry at our tail and advances the tail; the
 // caller fills it in before publish. The caller checked sqFree.
-func (r *ring) next() *uringSQE {
+func (r *Ring) Next() *SQE {
 	e := &r.sqes[r.tail&r.sqMask]
-	*e = uringSQE{}
+	*e = SQE{}
 	r.tail++
 	return e
 }
 
-// unsubmitted is the number of published or filled entries the kernel
+// Unsubmitted is the number of published or filled entries the kernel
 // has not consumed.
-func (r *ring) unsubmitted() uint32 {
+func (r *Ring) Unsubmitted() uint32 {
 	return r.tail - atomic.LoadUint32(r.sqHead)
 }
 
 // publish makes the filled entries visible to the kernel and returns how
 // many it has not consumed yet.
-func (r *ring) publish() uint32 {
+func (r *Ring) publish() uint32 {
 	atomic.StoreUint32(r.sqTail, r.tail)
 	return r.tail - atomic.LoadUint32(r.sqHead)
 }
 
-// submit hands the published entries to the kernel (io_uring_enter). An
+// Submit hands the published entries to the kernel (io_uring_enter). An
 // entry the kernel refuses still completes, with its error, in the CQ; on
 // kernels without SUBMIT_ALL the kernel stops at such an entry, so submit
 // enters again until everything is consumed or no progress is made.
-func (r *ring) submit() error {
+func (r *Ring) Submit() error {
 	for {
 		pending := r.publish()
 		if pending == 0 {
@@ -288,7 +332,7 @@ func (r *ring) submit() error {
 }
 
 // enter is io_uring_enter(2) without a signal mask.
-func (r *ring) enter(toSubmit, minComplete, flags uint32) (int, error) {
+func (r *Ring) enter(toSubmit, minComplete, flags uint32) (int, error) {
 	n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), uintptr(minComplete), uintptr(flags), 0, 0)
 	if errno != 0 {
 		return 0, errno
@@ -296,15 +340,15 @@ func (r *ring) enter(toSubmit, minComplete, flags uint32) (int, error) {
 	return int(n), nil
 }
 
-// cqReady is the number of completions waiting; safe to call without the
+// CQReady is the number of completions waiting; safe to call without the
 // shard's lock (a hint for the reaper).
-func (r *ring) cqReady() uint32 {
+func (r *Ring) CQReady() uint32 {
 	return atomic.LoadUint32(r.cqTail) - atomic.LoadUint32(r.cqHead)
 }
 
-// reap copies up to len(dst) completions into dst, frees their CQ slots,
+// Reap copies up to len(dst) completions into dst, frees their CQ slots,
 // and returns how many it copied.
-func (r *ring) reap(dst []uringCQE) int {
+func (r *Ring) Reap(dst []CQE) int {
 	head := atomic.LoadUint32(r.cqHead)
 	tail := atomic.LoadUint32(r.cqTail)
 	n := 0
@@ -316,9 +360,9 @@ func (r *ring) reap(dst []uringCQE) int {
 	return n
 }
 
-// quiet turns the eventfd signal off (on) while the caller is about to reap
+// Quiet turns the eventfd signal off (on) while the caller is about to reap
 // itself; false where the kernel has no switch.
-func (r *ring) quiet(on bool) bool {
+func (r *Ring) Quiet(on bool) bool {
 	if r.cqFlags == nil {
 		return false
 	}
@@ -330,46 +374,53 @@ func (r *ring) quiet(on bool) bool {
 	return true
 }
 
-// registerEventfd has the kernel signal efd whenever it posts completions.
-func (r *ring) registerEventfd(efd int) error {
+// RegisterEventfd has the kernel signal efd whenever it posts completions.
+func (r *Ring) RegisterEventfd(efd int) error {
 	if err := uringRegisterEventfd(r.fd, efd); err != nil {
 		return fmt.Errorf("io_uring_register eventfd: %w", err)
 	}
 	return nil
 }
 
-// fixedBuf is one registered buffer: an address range outside the Go heap
+// FixedBuf is one registered buffer: an address range outside the Go heap
 // (a pool region) that the kernel has pinned. Its index in the table
 // given to registerBuffers is the buf_index of the entries that use it.
-type fixedBuf struct {
-	addr, len uintptr
+type FixedBuf struct {
+	Addr, Len uintptr
 }
 
-// registerBuffers registers bufs as the ring's fixed buffers
+// Holds reports whether b lies inside f, so that an entry may name it with
+// f's index (PrepReadFixed, PrepWriteFixed).
+func (f FixedBuf) Holds(b []byte) bool {
+	addr := bytesAddr(b)
+	return addr != 0 && addr >= uint64(f.Addr) && addr+uint64(len(b)) <= uint64(f.Addr)+uint64(f.Len)
+}
+
+// RegisterBuffers registers bufs as the ring's fixed buffers
 // (IORING_REGISTER_BUFFERS): the kernel pins their pages once, so that
 // READ_FIXED and WRITE_FIXED skip pinning and unpinning them per request.
 // It fails with EBUSY when buffers are registered already, ENOMEM or
 // EPERM when the pinned pages would pass RLIMIT_MEMLOCK (without
 // CAP_IPC_LOCK), EFAULT for memory the kernel cannot pin, EINVAL for a bad
 // table.
-func (r *ring) registerBuffers(bufs []fixedBuf) error {
+func (r *Ring) RegisterBuffers(bufs []FixedBuf) error {
 	if err := uringRegisterBuffers(r.fd, bufs); err != nil {
 		return fmt.Errorf("io_uring_register buffers: %w", err)
 	}
 	return nil
 }
 
-// unregisterBuffers drops the fixed buffers (the kernel unpins them).
-func (r *ring) unregisterBuffers() error {
+// UnregisterBuffers drops the fixed buffers (the kernel unpins them).
+func (r *Ring) UnregisterBuffers() error {
 	if err := uringRegister(r.fd, uringUnregisterBuffersOp, nil, 0); err != nil {
 		return fmt.Errorf("io_uring_unregister buffers: %w", err)
 	}
 	return nil
 }
 
-// close unmaps the ring and closes it. Requests still in flight are
+// Close unmaps the ring and closes it. Requests still in flight are
 // cancelled by the kernel; the engine waits for them before it closes.
-func (r *ring) close() error {
+func (r *Ring) Close() error {
 	err1 := unix.Munmap(r.sqeMem)
 	err2 := unix.Munmap(r.ringMem)
 	err3 := unix.Close(r.fd)

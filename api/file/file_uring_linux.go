@@ -1,7 +1,6 @@
-package api
+package file
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -10,13 +9,14 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/zcnet/zcnet/api/internal/uring"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
 )
 
 // The io_uring engine. Flow of a file op:
 //
-//  1. Submit → fileEngine.submit → uringBackend.submit: the batch goes to
+//  1. Submit → Engine.submit → uringBackend.submit: the batch goes to
 //     one shard (a ring with its own lock), the next free one in round-robin
 //     order, so concurrent submitters spread over the rings.
 //  2. Under the shard's lock: each op takes a slot (its user_data), its
@@ -51,8 +51,8 @@ import (
 // (IORING_REGISTER_BUFFERS), so that the kernel pins its pages once
 // instead of pinning and unpinning a read's or write's pages on every
 // request; an entry then names the registered buffer (READ_FIXED,
-// WRITE_FIXED with buf_index). With FileConfig.FixedBuffers (off by
-// default: it did not pay here; the figures are there):
+// WRITE_FIXED with buf_index). With Config.FixedBuffers (off by
+// default: it did not pay here; the README has the figures):
 //
 //  1. The engine adopts the pool of the first pool Buf a file op brings
 //     (normally Options.Pool); Bufs of other pools, received stack memory
@@ -63,7 +63,7 @@ import (
 //     the kernel's 1 GiB limit per buffer). Kernels before 5.13 quiesce
 //     the ring to register, waiting for every request in flight (a pipe
 //     read may wait forever), so there the ring registers only while idle.
-//  3. An OpRead or OpWrite whose Buf is live in that pool and lies in a
+//  3. An Read or Write whose Buf is live in that pool and lies in a
 //     registered region goes as READ_FIXED or WRITE_FIXED
 //     (FileCounters.FixedOps counts them). The live Buf is what makes
 //     this safe: the pool cannot close while the op holds it, so the
@@ -74,11 +74,13 @@ import (
 //     table on new ones; Grow is rare and these ops are still correct.)
 //  5. A refusal — ENOMEM or EPERM when the pages would pass
 //     RLIMIT_MEMLOCK without CAP_IPC_LOCK, EFAULT for memory that cannot
-//     be pinned — leaves that ring unfixed for good; FileCounters.
-//     FixedRefused counts it and FileEngine names the first error.
-//  6. Stack.Close unregisters the buffers once every op has completed.
-//     Until then the rings hold the pool's pages pinned, also after the
-//     pool's Close: close the stack first to give the memory back.
+//     be pinned — leaves that ring unfixed for good;
+//     Counters.FixedRefused counts it and Engine.Name names the first
+//     error.
+//  6. Engine.Close (the stack's Close) unregisters the buffers once every
+//     op has completed. Until then the rings hold the pool's pages
+//     pinned, also after the pool's Close: close the stack first to give
+//     the memory back.
 
 // user_data of an entry:
 //
@@ -96,18 +98,18 @@ func udOf(slot, gen uint32) uint64 { return uint64(gen)<<32 | uint64(slot) }
 // uringBackend is the io_uring engine: a few rings (shards), one eventfd
 // they all signal, and the reaper goroutine that waits on it.
 type uringBackend struct {
-	e      *fileEngine
+	e      *Engine
 	shards []*uringShard
 	next   atomic.Uint32 // round-robin start for submitters
 	efd    *os.File      // eventfd, in Go's poller
 	efdNum int           // its descriptor, valid until close closes efd
 	reaped chan struct{} // closed when the reaper has returned
 
-	fixed bool // FileConfig.FixedBuffers; immutable
+	fixed bool // Config.FixedBuffers; immutable
 	// fixedPool is the pool whose regions the rings register: the first
 	// pool Buf's (step 1 of "Fixed buffers"); set once.
 	fixedPool atomic.Pointer[dmapool.Pool]
-	// fixedErr is the first registration a kernel refused, for FileEngine.
+	// fixedErr is the first registration a kernel refused, for Engine.Name.
 	fixedErr atomic.Pointer[error]
 }
 
@@ -115,7 +117,7 @@ type uringBackend struct {
 type uringShard struct {
 	b     *uringBackend
 	index int
-	r     *ring
+	r     *uring.Ring
 
 	mu         sync.Mutex
 	idle       sync.Cond             // on mu: broadcast by reaps while closing
@@ -126,7 +128,7 @@ type uringShard struct {
 	cancelWait map[uint64]chan int32 // +checklocks:mu; by target user_data: a Cancel waiting for its result
 	backlog    []*Op                 // +checklocks:mu; FIFO of ops waiting for a slot
 	closing    bool                  // +checklocks:mu
-	cqes       [64]uringCQE          // +checklocks:mu; reap buffer
+	cqes       [64]uring.CQE         // +checklocks:mu; reap buffer
 	fixed      uringFixed            // +checklocks:mu
 	// retry is set while entries wait for an io_uring_enter that failed
 	// (EAGAIN, ENOMEM); the reaper then drains the shard to try again.
@@ -138,7 +140,7 @@ type uringFixed struct {
 	// pool is the pool whose regions are registered, nil while none are.
 	pool *dmapool.Pool
 	// bufs is the table as registered: bufs[i] is the pool's region i.
-	bufs []fixedBuf
+	bufs []uring.FixedBuf
 	// tried is set once registration was tried: it is never tried again.
 	tried bool
 }
@@ -147,7 +149,7 @@ type uringFixed struct {
 type uringSlot struct {
 	op  *Op
 	gen uint32
-	iov []unix.Iovec // OpReadv, OpWritev: the iovec array, kept until completion
+	iov []unix.Iovec // Readv, Writev: the iovec array, kept until completion
 }
 
 // uringDone is a completion reaped under the shard's lock, posted after.
@@ -160,34 +162,34 @@ type uringDone struct {
 // newURingBackend sets up cfg.Rings rings and checks that the kernel runs
 // an entry (a NOP), so that a seccomp policy that allows io_uring_setup
 // but not io_uring_enter is caught here rather than at the first op.
-func newURingBackend(e *fileEngine, cfg FileConfig) (fileBackend, error) {
+func newURingBackend(e *Engine, cfg Config) (backend, error) {
 	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
 	b := &uringBackend{e: e, reaped: make(chan struct{}), fixed: cfg.FixedBuffers}
-	fail := func(err error) (fileBackend, error) {
+	fail := func(err error) (backend, error) {
 		for _, s := range b.shards {
-			s.r.close()
+			s.r.Close()
 		}
 		unix.Close(efd)
 		return nil, err
 	}
 	for i := 0; i < cfg.Rings; i++ {
-		r, err := newRing(uint32(cfg.Entries))
+		r, err := uring.New(uint32(cfg.Entries))
 		if err != nil {
 			return fail(err)
 		}
-		s := &uringShard{b: b, index: i, r: r, slots: make([]uringSlot, r.entries), cancelWait: map[uint64]chan int32{}}
+		s := &uringShard{b: b, index: i, r: r, slots: make([]uringSlot, r.Entries()), cancelWait: map[uint64]chan int32{}}
 		s.idle.L = &s.mu
-		for j := int(r.entries) - 1; j >= 0; j-- {
+		for j := int(r.Entries()) - 1; j >= 0; j-- {
 			s.free = append(s.free, uint32(j))
 		}
 		b.shards = append(b.shards, s)
-		if err := r.registerEventfd(efd); err != nil {
+		if err := r.RegisterEventfd(efd); err != nil {
 			return fail(err)
 		}
-		if err := r.smokeTest(); err != nil {
+		if err := r.RunNop(udNop); err != nil {
 			return fail(err)
 		}
 	}
@@ -196,39 +198,17 @@ func newURingBackend(e *fileEngine, cfg FileConfig) (fileBackend, error) {
 	return b, nil
 }
 
-// smokeTest runs a NOP through the ring and waits for it.
-func (r *ring) smokeTest() error {
-	e := r.next()
-	e.opcode = uringOpNop
-	e.userData = udNop
-	if err := r.submit(); err != nil {
-		return err
-	}
-	for {
-		var c [1]uringCQE
-		if r.reap(c[:]) == 1 {
-			if c[0].userData != udNop || c[0].res != 0 {
-				return fmt.Errorf("io_uring NOP completed with %+v", c[0])
-			}
-			return nil
-		}
-		if _, err := r.enter(0, 1, uringEnterGetEvents); err != nil && !errors.Is(err, syscall.EINTR) {
-			return fmt.Errorf("io_uring_enter: %w", err)
-		}
-	}
-}
-
-// submit implements fileBackend.
+// submit implements backend.
 func (b *uringBackend) submit(ops []*Op) {
 	// Resolve the fds first: a closed File completes now, with EBADF.
 	run := ops[:0]
 	for _, op := range ops {
-		fd, err := fileFD(op.File)
+		fd, err := fileFD(op.Req.File)
 		if err != nil {
 			b.e.finish(op, 0, errnoOfSys(err), nil, evchan.FlagInline)
 			continue
 		}
-		op.f.be.fd = fd
+		op.be.fd = fd
 		run = append(run, op)
 	}
 	if len(run) == 0 {
@@ -245,24 +225,24 @@ func (b *uringBackend) submit(ops []*Op) {
 			s.registerLocked(run)
 		}
 		for _, op := range run {
-			op.f.be.shard.Store(int32(s.index) + 1)
+			op.be.shard.Store(int32(s.index) + 1)
 			if len(s.backlog) == 0 && s.room() {
 				s.prepLocked(op)
-				op.f.inline = true
+				op.inline = true
 			} else {
-				op.f.be.phase = phaseQueued
+				op.be.phase = phaseQueued
 				s.backlog = append(s.backlog, op)
 			}
 		}
 		done = s.submitAndReapLocked(done)
 		for _, op := range run {
-			op.f.inline = false
+			op.inline = false
 		}
 	}
 	s.mu.Unlock()
 	b.post(done)
 	for _, op := range cancelled {
-		b.e.finish(op, 0, syscall.ECANCELED, ErrFilesClosed, evchan.FlagInline)
+		b.e.finish(op, 0, syscall.ECANCELED, ErrClosed, evchan.FlagInline)
 	}
 }
 
@@ -286,7 +266,7 @@ func (b *uringBackend) pick() *uringShard {
 //
 // +checklocks:s.mu
 func (s *uringShard) room() bool {
-	return s.inflight < len(s.slots) && s.r.sqFree() > 0
+	return s.inflight < len(s.slots) && s.r.SQFree() > 0
 }
 
 // prepLocked gives op a slot and fills in its entry; the caller submits.
@@ -299,60 +279,41 @@ func (s *uringShard) prepLocked(op *Op) {
 	sl.gen = (sl.gen + 1) & udGenMask
 	sl.op = op
 	s.inflight++
-	op.f.be.phase = phaseRunning
-	op.f.be.slot = idx
+	op.be.phase = phaseRunning
+	op.be.slot = idx
 
-	e := s.r.next()
-	e.fd = int32(op.f.be.fd)
-	e.userData = udOf(idx, sl.gen)
-	e.off = uint64(op.Offset) // -1: the file position
+	e := s.r.Next()
+	fd, off := op.be.fd, op.Req.Offset // off -1: the file position
 	switch op.Kind {
-	case OpRead, OpWrite:
-		e.addr = bytesAddr(op.f.mem)
-		e.len = uint32(len(op.f.mem))
-		index, fixed := s.fixedIndexLocked(op, e.addr)
+	case Read, Write:
+		index, fixed := s.fixedIndexLocked(op)
 		switch {
-		case fixed && op.Kind == OpRead:
-			e.opcode, e.bufIndex = uringOpReadFixed, index
+		case fixed && op.Kind == Read:
+			e.PrepReadFixed(fd, op.mem, off, index)
 		case fixed:
-			e.opcode, e.bufIndex = uringOpWriteFixed, index
-		case op.Kind == OpRead:
-			e.opcode = uringOpRead
+			e.PrepWriteFixed(fd, op.mem, off, index)
+		case op.Kind == Read:
+			e.PrepRead(fd, op.mem, off)
 		default:
-			e.opcode = uringOpWrite
+			e.PrepWrite(fd, op.mem, off)
 		}
 		if fixed {
 			s.b.e.c.fixedOps.Add(1)
 		}
-	case OpReadv, OpWritev:
-		e.opcode = uringOpReadv
-		if op.Kind == OpWritev {
-			e.opcode = uringOpWritev
-		}
+	case Readv, Writev:
 		sl.iov = sl.iov[:0]
-		for _, b := range op.Iov {
-			sl.iov = append(sl.iov, iovecOf(b))
+		for _, b := range op.Req.Iov {
+			sl.iov = append(sl.iov, uring.IovecOf(b))
 		}
-		e.addr = iovecAddr(sl.iov)
-		e.len = uint32(len(sl.iov))
-	case OpFsync, OpFdatasync:
-		e.opcode = uringOpFsync
-		e.off = 0
-		if op.Kind == OpFdatasync {
-			e.opFlags = uringFsyncDatasync
+		if op.Kind == Readv {
+			e.PrepReadv(fd, sl.iov, off)
+		} else {
+			e.PrepWritev(fd, sl.iov, off)
 		}
+	case Fsync, Fdatasync:
+		e.PrepFsync(fd, op.Kind == Fdatasync)
 	}
-}
-
-// poolBufOf returns the pool Buf an OpRead or OpWrite reads into or writes
-// from: a reserved Buf, or a received one the stack copied into pool
-// memory.
-func poolBufOf(op *Op) (dmapool.Buf, bool) {
-	h := op.f.buf
-	if h == nil || (h.kind != kindReserved && h.kind != kindCopied) {
-		return dmapool.Buf{}, false
-	}
-	return h.pb, true
+	e.SetUserData(udOf(idx, sl.gen))
 }
 
 // registerLocked registers the engine's pool with s's ring, when ops bring
@@ -364,24 +325,23 @@ func poolBufOf(op *Op) (dmapool.Buf, bool) {
 func (s *uringShard) registerLocked(ops []*Op) {
 	var p *dmapool.Pool
 	for _, op := range ops {
-		if pb, ok := poolBufOf(op); ok {
-			p = pb.Pool()
+		if p = op.Pool.Pool(); p != nil {
 			break
 		}
 	}
 	if p == nil || (!s.b.fixedPool.CompareAndSwap(nil, p) && s.b.fixedPool.Load() != p) {
 		return
 	}
-	if s.r.features&uringFeatRsrcTags == 0 && (s.inflight > 0 || s.cancels > 0) {
+	if !s.r.RegistersLive() && (s.inflight > 0 || s.cancels > 0) {
 		return
 	}
 	s.fixed.tried = true
-	var bufs []fixedBuf
+	var bufs []uring.FixedBuf
 	for _, info := range p.Regions() {
-		if info.Size > uringMaxFixedLen || len(bufs) == uringMaxFixedBufs {
+		if info.Size > uring.MaxFixedLen || len(bufs) == uring.MaxFixedBufs {
 			break // cannot happen with dmapool's limits
 		}
-		bufs = append(bufs, fixedBuf{addr: info.Addr, len: uintptr(info.Size)})
+		bufs = append(bufs, uring.FixedBuf{Addr: info.Addr, Len: uintptr(info.Size)})
 	}
 	if len(bufs) == 0 {
 		return // the pool closed meanwhile; its Bufs are invalid anyway
@@ -400,35 +360,30 @@ func (s *uringShard) registerLocked(ops []*Op) {
 // unregisterBuffers; variables so that a test can play a kernel that
 // refuses (step 5) and watch the unregistration (step 6).
 var (
-	registerFixed   = (*ring).registerBuffers
-	unregisterFixed = (*ring).unregisterBuffers
+	registerFixed   = (*uring.Ring).RegisterBuffers
+	unregisterFixed = (*uring.Ring).UnregisterBuffers
 )
 
-// fixedIndexLocked returns the registered buffer that holds op's memory
-// (addr, len(op.f.mem)), if op can go fixed (step 3 of "Fixed buffers").
+// fixedIndexLocked returns the registered buffer that holds op's memory,
+// if op can go fixed (step 3 of "Fixed buffers").
 //
 // +checklocks:s.mu
-func (s *uringShard) fixedIndexLocked(op *Op, addr uint64) (uint16, bool) {
-	if s.fixed.pool == nil || addr == 0 {
+func (s *uringShard) fixedIndexLocked(op *Op) (uint16, bool) {
+	if s.fixed.pool == nil || op.Pool.Pool() == nil {
 		return 0, false
 	}
-	pb, ok := poolBufOf(op)
-	if !ok {
-		return 0, false
-	}
-	region, _, err := s.fixed.pool.Locate(pb)
+	region, _, err := s.fixed.pool.Locate(op.Pool)
 	if err != nil || region >= len(s.fixed.bufs) {
 		return 0, false // another pool's Buf, or a region Grow added later
 	}
-	fb := s.fixed.bufs[region]
-	if end := addr + uint64(len(op.f.mem)); addr < uint64(fb.addr) || end > uint64(fb.addr)+uint64(fb.len) {
+	if !s.fixed.bufs[region].Holds(op.mem) {
 		return 0, false
 	}
 	return uint16(region), true
 }
 
 // fixedNote says why fixed buffers are not in use where the kernel
-// refused them, for FileEngine; "" otherwise.
+// refused them, for Engine.Name; "" otherwise.
 func (b *uringBackend) fixedNote() string {
 	if err := b.fixedErr.Load(); err != nil {
 		return "fixed buffers refused: " + (*err).Error()
@@ -442,8 +397,8 @@ func (b *uringBackend) fixedNote() string {
 //
 // +checklocks:s.mu
 func (s *uringShard) submitAndReapLocked(done []uringDone) []uringDone {
-	quiet := s.r.quiet(true)
-	if err := s.r.submit(); err != nil {
+	quiet := s.r.Quiet(true)
+	if err := s.r.Submit(); err != nil {
 		// The entries stay queued; drainLocked tries again.
 		s.b.e.c.enterErrors.Add(1)
 	}
@@ -451,7 +406,7 @@ func (s *uringShard) submitAndReapLocked(done []uringDone) []uringDone {
 	if !quiet {
 		return done
 	}
-	s.r.quiet(false)
+	s.r.Quiet(false)
 	done = s.drainLocked(done)
 	if s.inflight > 0 || s.cancels > 0 {
 		s.b.kick()
@@ -472,26 +427,26 @@ func (b *uringBackend) kick() {
 // +checklocks:s.mu
 func (s *uringShard) drainLocked(done []uringDone) []uringDone {
 	for {
-		n := s.r.reap(s.cqes[:])
+		n := s.r.Reap(s.cqes[:])
 		for _, c := range s.cqes[:n] {
-			if c.userData == udNop {
+			if c.UserData == udNop {
 				continue
 			}
-			if c.userData&udCancel != 0 {
+			if c.UserData&udCancel != 0 {
 				s.cancels--
-				target := c.userData &^ udCancel
+				target := c.UserData &^ udCancel
 				if ch := s.cancelWait[target]; ch != nil {
 					delete(s.cancelWait, target)
-					ch <- c.res
+					ch <- c.Res
 				}
 				continue
 			}
-			idx, gen := uint32(c.userData), uint32(c.userData>>32)
+			idx, gen := uint32(c.UserData), uint32(c.UserData>>32)
 			if int(idx) >= len(s.slots) || s.slots[idx].op == nil || s.slots[idx].gen != gen {
 				continue // not ours; cannot happen
 			}
 			sl := &s.slots[idx]
-			done = append(done, uringDone{op: sl.op, res: c.res, inline: sl.op.f.inline})
+			done = append(done, uringDone{op: sl.op, res: c.Res, inline: sl.op.inline})
 			sl.op = nil
 			clear(sl.iov)
 			s.free = append(s.free, idx)
@@ -506,8 +461,8 @@ func (s *uringShard) drainLocked(done []uringDone) []uringDone {
 			s.prepLocked(op)
 			refilled = true
 		}
-		if refilled || s.r.unsubmitted() > 0 {
-			err := s.r.submit()
+		if refilled || s.r.Unsubmitted() > 0 {
+			err := s.r.Submit()
 			s.retry.Store(err != nil)
 			if err != nil {
 				// EAGAIN or ENOMEM: the reaper tries again at its next look.
@@ -533,7 +488,7 @@ func (b *uringBackend) post(done []uringDone) {
 			errno := syscall.Errno(-d.res)
 			var cause error
 			if errno == syscall.ECANCELED {
-				cause = d.op.f.cause
+				cause = d.op.cause
 			}
 			b.e.finish(d.op, 0, errno, cause, flags)
 			continue
@@ -558,7 +513,7 @@ func (b *uringBackend) reap() {
 	for {
 		err := rc.Read(func(uintptr) bool {
 			for _, s := range b.shards {
-				if s.r.cqReady() > 0 || s.retry.Load() {
+				if s.r.CQReady() > 0 || s.retry.Load() {
 					s.drain()
 				}
 			}
@@ -582,11 +537,11 @@ func (s *uringShard) drain() {
 	s.b.post(done)
 }
 
-// cancel implements fileBackend: an op in the backlog is removed; one in
+// cancel implements backend: an op in the backlog is removed; one in
 // the kernel gets an IORING_OP_ASYNC_CANCEL, and cancel waits for its
 // answer (and, when it succeeded, for the op's own completion).
-func (b *uringBackend) cancel(op *Op) bool {
-	i := op.f.be.shard.Load() - 1
+func (b *uringBackend) cancel(op *Op, cause error) bool {
+	i := op.be.shard.Load() - 1
 	if i < 0 {
 		return false // its Submit is still handing it over
 	}
@@ -594,23 +549,23 @@ func (b *uringBackend) cancel(op *Op) bool {
 	s.mu.Lock()
 	switch {
 	case s.closing:
-	case op.f.be.phase == phaseQueued:
+	case op.be.phase == phaseQueued:
 		for i, o := range s.backlog {
 			if o == op {
 				s.backlog = append(s.backlog[:i], s.backlog[i+1:]...)
 				s.mu.Unlock()
-				b.e.finish(op, 0, syscall.ECANCELED, ErrCanceled, 0)
+				b.e.finish(op, 0, syscall.ECANCELED, cause, 0)
 				return true
 			}
 		}
-	case op.f.be.phase == phaseRunning && s.slots[op.f.be.slot].op == op && s.cancelRoom():
-		target := udOf(op.f.be.slot, s.slots[op.f.be.slot].gen)
+	case op.be.phase == phaseRunning && s.slots[op.be.slot].op == op && s.cancelRoom():
+		target := udOf(op.be.slot, s.slots[op.be.slot].gen)
 		if s.cancelWait[target] != nil {
 			break // a Cancel is already at it
 		}
 		ch := make(chan int32, 1)
 		s.cancelWait[target] = ch
-		op.f.cause = ErrCanceled
+		op.cause = cause
 		s.prepCancelLocked(target)
 		var doneBuf [16]uringDone
 		done := s.submitAndReapLocked(doneBuf[:0])
@@ -621,7 +576,7 @@ func (b *uringBackend) cancel(op *Op) bool {
 			// completes by itself.
 			return false
 		}
-		<-op.done
+		<-op.Done
 		return true
 	}
 	s.mu.Unlock()
@@ -633,7 +588,7 @@ func (b *uringBackend) cancel(op *Op) bool {
 //
 // +checklocks:s.mu
 func (s *uringShard) cancelRoom() bool {
-	return s.r.sqFree() > 0 && s.cancels < int(s.r.cqSize)-len(s.slots)
+	return s.r.SQFree() > 0 && s.cancels < int(s.r.CQSize())-len(s.slots)
 }
 
 // prepCancelLocked queues an ASYNC_CANCEL for the entry with user_data
@@ -641,15 +596,13 @@ func (s *uringShard) cancelRoom() bool {
 //
 // +checklocks:s.mu
 func (s *uringShard) prepCancelLocked(target uint64) {
-	e := s.r.next()
-	e.opcode = uringOpAsyncCancel
-	e.fd = -1
-	e.addr = target
-	e.userData = target | udCancel
+	e := s.r.Next()
+	e.PrepCancel(target)
+	e.SetUserData(target | udCancel)
 	s.cancels++
 }
 
-// close implements fileBackend: ops in the backlog complete with
+// close implements backend: ops in the backlog complete with
 // ECANCELED, ops in the kernel get cancelled (those the kernel is already
 // running finish), and close waits for all of them before it unmaps the
 // rings.
@@ -666,7 +619,7 @@ func (b *uringBackend) close() {
 			}
 			target := udOf(uint32(i), sl.gen)
 			if s.cancelWait[target] == nil {
-				sl.op.f.cause = ErrFilesClosed
+				sl.op.cause = ErrClosed
 				s.prepCancelLocked(target)
 			}
 		}
@@ -675,7 +628,7 @@ func (b *uringBackend) close() {
 		s.mu.Unlock()
 		b.post(done)
 		for _, op := range cancelled {
-			b.e.finish(op, 0, syscall.ECANCELED, ErrFilesClosed, 0)
+			b.e.finish(op, 0, syscall.ECANCELED, ErrClosed, 0)
 		}
 	}
 	for _, s := range b.shards {
@@ -695,7 +648,7 @@ func (b *uringBackend) close() {
 			s.fixed.pool, s.fixed.bufs = nil, nil
 		}
 		s.mu.Unlock()
-		s.r.close()
+		s.r.Close()
 	}
 }
 

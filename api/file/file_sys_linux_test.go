@@ -1,4 +1,4 @@
-package api
+package file
 
 import (
 	"os"
@@ -29,8 +29,8 @@ func TestIsDirect(t *testing.T) {
 		t.Fatal("an O_DIRECT file is not reported O_DIRECT")
 	}
 	// The inline attempt leaves it to the workers.
-	op := &Op{Kind: OpRead, File: direct, Mem: make([]byte, 4096)}
-	op.f.mem = op.Mem
+	op := &Op{Kind: Read, Req: &Request{File: direct, Mem: make([]byte, 4096)}}
+	op.mem = op.Req.Mem
 	if _, ok, _ := tryNowait(op); ok {
 		t.Fatal("an O_DIRECT read ran inline")
 	}

@@ -1,6 +1,6 @@
 //go:build linux
 
-package api_test
+package file_test
 
 import (
 	"bytes"
@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/file"
+	"github.com/zcnet/zcnet/api/file/filetest"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // directFile opens a new file with O_DIRECT in the test's temporary
@@ -44,14 +47,14 @@ func directFile(t *testing.T) *os.File {
 // into pool Bufs (4 KiB slots, so every Buf starts on a page), and checks
 // that misaligned memory, offsets and lengths fail with EINVAL.
 func TestFileODirect(t *testing.T) {
-	for _, k := range fileEngines {
+	for _, k := range filetest.Engines {
 		t.Run(k.String(), func(t *testing.T) {
 			pool := newPool(t, 8<<20, 4096)
-			s := newFileStack(t, api.FileConfig{Engine: k, FixedBuffers: true}, pool)
+			s := filetest.NewStack(t, file.Config{Engine: k, FixedBuffers: true}, pool)
 			f := directFile(t)
-			memAlign, offAlign, err := api.FileDirectAlign(f)
+			memAlign, offAlign, err := file.DirectAlign(f)
 			t.Logf("%s: O_DIRECT alignment: memory %d, offset %d (%v)", f.Name(), memAlign, offAlign, err)
-			ec := newChannel(t, 64)
+			ec := evchantest.New(t, 64)
 			const block, blocks = 64 << 10, 16
 			r := rand.New(rand.NewPCG(5, 6))
 			want := randBytes(r, block*blocks)
@@ -62,7 +65,7 @@ func TestFileODirect(t *testing.T) {
 					t.Fatal(err)
 				}
 				copy(b.Bytes(), want[i*block:])
-				ops = append(ops, &api.Op{Kind: api.OpWrite, File: f, Offset: int64(i * block), Buf: b, EC: ec, Cookie: uint64(i)})
+				ops = append(ops, &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Offset: int64(i * block)}, Buf: b, EC: ec, Cookie: uint64(i)})
 			}
 			if err := s.Submit(tctx(t, 30*time.Second), false, ops...); err != nil {
 				t.Fatal(err)
@@ -78,7 +81,7 @@ func TestFileODirect(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				ops = append(ops, &api.Op{Kind: api.OpRead, File: f, Offset: int64(i * block), Buf: b, EC: ec, Cookie: uint64(i)})
+				ops = append(ops, &api.Op{Kind: api.OpRead, File: file.Request{File: f, Offset: int64(i * block)}, Buf: b, EC: ec, Cookie: uint64(i)})
 			}
 			if err := s.Submit(tctx(t, 30*time.Second), false, ops...); err != nil {
 				t.Fatal(err)
@@ -104,7 +107,7 @@ func TestFileODirect(t *testing.T) {
 			}
 			// On io_uring the pool is registered (FixedBuffers): every Buf
 			// op went fixed; the workers ignore the option.
-			if wantFixed := map[api.FileEngineKind]uint64{api.FileEngineURing: 2 * blocks}[k]; c.FixedOps != wantFixed {
+			if wantFixed := map[file.EngineKind]uint64{file.EngineURing: 2 * blocks}[k]; c.FixedOps != wantFixed {
 				t.Fatalf("%d ops on fixed buffers, want %d: %+v", c.FixedOps, wantFixed, c)
 			}
 
@@ -121,14 +124,14 @@ func TestFileODirect(t *testing.T) {
 				}
 			}
 			if offAlign != 1 {
-				expectEINVAL("length 4095", &api.Op{Kind: api.OpRead, File: f, Mem: b.Bytes()[:4095]})
-				expectEINVAL("offset 100", &api.Op{Kind: api.OpRead, File: f, Offset: 100, Mem: b.Bytes()[:4096]})
+				expectEINVAL("length 4095", &api.Op{Kind: api.OpRead, File: file.Request{File: f, Mem: b.Bytes()[:4095]}})
+				expectEINVAL("offset 100", &api.Op{Kind: api.OpRead, File: file.Request{File: f, Offset: 100, Mem: b.Bytes()[:4096]}})
 			}
 			if memAlign != 1 {
-				expectEINVAL("memory one byte off", &api.Op{Kind: api.OpWrite, File: f, Mem: b.Bytes()[1 : 1+4096]})
+				expectEINVAL("memory one byte off", &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Mem: b.Bytes()[1 : 1+4096]}})
 			}
 			// The pool Buf's own bytes, lent as Mem, are fine.
-			if ev := one(t, s, ec, &api.Op{Kind: api.OpRead, File: f, Offset: 4096, Mem: b.Bytes()[:4096]}); ev.Errno != 0 || ev.Result != 4096 || !bytes.Equal(b.Bytes()[:4096], want[4096:8192]) {
+			if ev := one(t, s, ec, &api.Op{Kind: api.OpRead, File: file.Request{File: f, Offset: 4096, Mem: b.Bytes()[:4096]}}); ev.Errno != 0 || ev.Result != 4096 || !bytes.Equal(b.Bytes()[:4096], want[4096:8192]) {
 				t.Fatalf("aligned read into a lent Buf: %v", ev)
 			}
 		})

@@ -1,4 +1,4 @@
-package api
+package file
 
 import (
 	"sync"
@@ -11,7 +11,7 @@ import (
 // The worker-pool engine, for kernels without io_uring and containers that
 // forbid it. Flow of a file op:
 //
-//  1. Submit → fileEngine.submit → workerBackend.submit: the op joins the
+//  1. Submit → Engine.submit → workerBackend.submit: the op joins the
 //     queue (FIFO) and one idle worker is woken.
 //  2. A worker takes it and makes the system call (runFileOp,
 //     file_sys_linux.go): pread/pwrite/preadv/pwritev at an offset, fsync,
@@ -29,7 +29,7 @@ import (
 
 // workerBackend is the worker-pool engine.
 type workerBackend struct {
-	e    *fileEngine
+	e    *Engine
 	poll *fdPoller // nil where streams cannot be polled: they block a worker
 
 	// noNowaitRead and noNowaitWrite are set once a file said it knows no
@@ -43,7 +43,7 @@ type workerBackend struct {
 	wg      sync.WaitGroup
 }
 
-func newWorkerBackend(e *fileEngine, cfg FileConfig) (fileBackend, error) {
+func newWorkerBackend(e *Engine, cfg Config) (backend, error) {
 	b := &workerBackend{e: e}
 	b.work.L = &b.mu
 	var err error
@@ -57,7 +57,7 @@ func newWorkerBackend(e *fileEngine, cfg FileConfig) (fileBackend, error) {
 	return b, nil
 }
 
-// submit implements fileBackend. Reads and writes are first tried on the
+// submit implements backend. Reads and writes are first tried on the
 // submitter's goroutine without blocking (RWF_NOWAIT: the page cache, a
 // pipe with data or room), as io_uring tries them inline; what would
 // block goes to the workers.
@@ -89,12 +89,12 @@ func (b *workerBackend) submit(ops []*Op) {
 	if b.closing {
 		b.mu.Unlock()
 		for _, op := range ops {
-			b.e.finish(op, 0, syscall.ECANCELED, ErrFilesClosed, evchan.FlagInline)
+			b.e.finish(op, 0, syscall.ECANCELED, ErrClosed, evchan.FlagInline)
 		}
 		return
 	}
 	for _, op := range ops {
-		op.f.be.phase = phaseQueued
+		op.be.phase = phaseQueued
 	}
 	b.queue = append(b.queue, ops...)
 	b.mu.Unlock()
@@ -112,12 +112,12 @@ func (b *workerBackend) ready(ops []*Op) {
 	if b.closing {
 		b.mu.Unlock()
 		for _, op := range ops {
-			b.e.finish(op, 0, syscall.ECANCELED, ErrFilesClosed, 0)
+			b.e.finish(op, 0, syscall.ECANCELED, ErrClosed, 0)
 		}
 		return
 	}
 	for _, op := range ops {
-		op.f.be.phase = phaseQueued
+		op.be.phase = phaseQueued
 	}
 	b.queue = append(ops[:len(ops):len(ops)], b.queue...)
 	b.mu.Unlock()
@@ -138,7 +138,7 @@ func (b *workerBackend) worker() {
 		op := b.queue[0]
 		b.queue[0] = nil
 		b.queue = b.queue[1:]
-		op.f.be.phase = phaseRunning
+		op.be.phase = phaseRunning
 		b.mu.Unlock()
 		b.run(op)
 	}
@@ -157,27 +157,27 @@ func (b *workerBackend) run(op *Op) {
 		b.mu.Lock()
 		if b.closing {
 			b.mu.Unlock()
-			b.e.finish(op, 0, syscall.ECANCELED, ErrFilesClosed, 0)
+			b.e.finish(op, 0, syscall.ECANCELED, ErrClosed, 0)
 			return
 		}
-		op.f.be.phase = phasePolling
-		err := b.poll.wait(op, op.f.be.fd, op.Kind.isWrite())
+		op.be.phase = phasePolling
+		err := b.poll.wait(op, op.be.fd, op.Kind.isWrite())
 		if err == nil {
 			b.mu.Unlock()
 			return
 		}
 		// Not pollable (a regular file read at its position, say): block.
-		op.f.be.phase = phaseRunning
+		op.be.phase = phaseRunning
 		b.mu.Unlock()
 		nowait = false
 	}
 }
 
-// cancel implements fileBackend.
-func (b *workerBackend) cancel(op *Op) bool {
+// cancel implements backend.
+func (b *workerBackend) cancel(op *Op, cause error) bool {
 	b.mu.Lock()
 	ok := false
-	switch op.f.be.phase {
+	switch op.be.phase {
 	case phaseQueued:
 		for i, o := range b.queue {
 			if o == op {
@@ -191,12 +191,12 @@ func (b *workerBackend) cancel(op *Op) bool {
 	}
 	b.mu.Unlock()
 	if ok {
-		b.e.finish(op, 0, syscall.ECANCELED, ErrCanceled, 0)
+		b.e.finish(op, 0, syscall.ECANCELED, cause, 0)
 	}
 	return ok
 }
 
-// close implements fileBackend: queued and polling ops complete with
+// close implements backend: queued and polling ops complete with
 // ECANCELED; running ones finish; then the goroutines end.
 func (b *workerBackend) close() {
 	b.mu.Lock()
@@ -209,7 +209,7 @@ func (b *workerBackend) close() {
 		cancelled = append(cancelled, b.poll.stop()...)
 	}
 	for _, op := range cancelled {
-		b.e.finish(op, 0, syscall.ECANCELED, ErrFilesClosed, 0)
+		b.e.finish(op, 0, syscall.ECANCELED, ErrClosed, 0)
 	}
 	b.wg.Wait()
 }

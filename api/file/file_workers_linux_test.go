@@ -1,4 +1,4 @@
-package api
+package file
 
 import (
 	"context"
@@ -20,7 +20,7 @@ func TestWorkerQueueCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ec.Close()
-	e := &fileEngine{}
+	e := &Engine{}
 	b := &workerBackend{e: e}
 	b.work.L = &b.mu
 	e.state.Store(&engineState{be: b, name: "test", max: 8})
@@ -30,29 +30,27 @@ func TestWorkerQueueCancel(t *testing.T) {
 	}
 	defer f.Close()
 	ops := make([]*Op, 4)
+	cs := make([]*testCompleter, 4)
 	for i := range ops {
-		op := &Op{Kind: OpWrite, File: f, Offset: int64(i), Mem: []byte{byte('a' + i)}, EC: ec, Cookie: uint64(i)}
-		if err := e.check(op); err != nil {
+		ops[i], cs[i] = newTestOp(t, ec, Write, &Request{File: f, Offset: int64(i), Mem: []byte{byte('a' + i)}}, uint64(i))
+		if err := e.Check(ops[i].Kind, ops[i].Req, false); err != nil {
 			t.Fatal(err)
 		}
-		// What Stack.Submit does before handing the op to the engine.
-		if op.credit, err = ec.Reserve(1); err != nil {
-			t.Fatal(err)
-		}
-		op.done = make(chan struct{})
-		op.state.Store(opSubmitted)
-		ops[i] = op
 	}
-	e.submit(ops...)
+	e.Submit(ops...)
 	if len(b.queue) != 4 {
 		t.Fatalf("queue holds %d ops", len(b.queue))
 	}
+	cause := errors.New("cancelled by the test")
 	for _, i := range []int{2, 0} {
-		if err := ops[i].Cancel(); err != nil {
-			t.Fatalf("Cancel of queued op %d: %v", i, err)
+		if !ops[i].Cancel(cause) {
+			t.Fatalf("Cancel of queued op %d failed", i)
 		}
-		if !errors.Is(ops[i].Err(), context.Canceled) {
-			t.Fatalf("op %d: %v", i, ops[i].Err())
+		if cs[i].err != cause {
+			t.Fatalf("op %d: %v", i, cs[i].err)
+		}
+		if ops[i].Cancel(cause) {
+			t.Fatalf("op %d cancelled twice", i)
 		}
 	}
 	b.wg.Add(1)
@@ -89,22 +87,19 @@ func TestWorkerQueueCancel(t *testing.T) {
 func TestURingRefused(t *testing.T) {
 	saved := newURing
 	defer func() { newURing = saved }()
-	newURing = func(*fileEngine, FileConfig) (fileBackend, error) {
+	newURing = func(*Engine, Config) (backend, error) {
 		return nil, fmt.Errorf("io_uring_setup: %w", syscall.EPERM)
 	}
-	t.Setenv(FileEngineEnv, "")
-	auto := &fileEngine{}
-	if err := auto.start(nil); err != nil {
-		t.Fatal(err)
-	}
-	defer auto.close()
-	if name := auto.state.Load().name; name != "workers (io_uring: io_uring_setup: operation not permitted)" {
+	t.Setenv(EngineEnv, "")
+	auto := &Engine{}
+	defer auto.Close()
+	if name := auto.Name(); name != "workers (io_uring: io_uring_setup: operation not permitted)" {
 		t.Fatalf("engine %q", name)
 	}
-	forced := &fileEngine{}
-	err := forced.start(&FileConfig{Engine: FileEngineURing})
-	if !errors.Is(err, ErrFileEngine) || !errors.Is(err, syscall.EPERM) {
+	forced := &Engine{}
+	err := forced.Configure(Config{Engine: EngineURing})
+	if !errors.Is(err, ErrEngine) || !errors.Is(err, syscall.EPERM) {
 		t.Fatalf("forced io_uring on a refusing kernel: %v", err)
 	}
-	forced.close()
+	forced.Close()
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package api_test
+package file_test
 
 import (
 	"context"
@@ -16,6 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/file"
+	"github.com/zcnet/zcnet/api/file/filetest"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
 )
@@ -30,7 +32,7 @@ import (
 //	BenchmarkFileDirectRead4K   the same reads with O_DIRECT: the disk
 //	BenchmarkFileDirectRead64K  64 KiB reads with O_DIRECT
 //	BenchmarkFileFixed          io_uring alone, pool memory registered as
-//	                            fixed buffers or not (FileConfig.FixedBuffers)
+//	                            fixed buffers or not (Config.FixedBuffers)
 //
 // Sub-benchmarks are engine/g=goroutines/qd=ops each keeps in flight (os.File
 // is always qd=1: a goroutine per outstanding call). Besides ns/op they
@@ -39,7 +41,7 @@ import (
 // write from the caller's slices (Op.Mem), as os.File does, except in
 // BenchmarkFileFixed, which uses pool Bufs.
 //
-//	go test -run '^$' -bench 'BenchmarkFile' -count 5 ./api/
+//	go test -run '^$' -bench 'BenchmarkFile' -count 5 ./api/file/
 
 var benchEngines = []string{"io_uring", "workers", "os.File"}
 
@@ -142,7 +144,7 @@ func benchDirectRead(b *testing.B, blk int) {
 // benchFile returns a file of size random bytes, read once so that it is
 // in the page cache.
 func benchFile(b *testing.B, size int) *os.File {
-	f := tempFile(b, b.TempDir(), randBytes(rand.New(rand.NewPCG(7, 8)), size))
+	f := filetest.TempFile(b, b.TempDir(), randBytes(rand.New(rand.NewPCG(7, 8)), size))
 	buf := make([]byte, 1<<20)
 	for off := int64(0); off < int64(size); off += int64(len(buf)) {
 		if _, err := f.ReadAt(buf, off); err != nil {
@@ -156,9 +158,9 @@ func benchFile(b *testing.B, size int) *os.File {
 func benchStack(b *testing.B, eng string) *api.Stack {
 	switch eng {
 	case "io_uring":
-		return newFileStack(b, api.FileConfig{Engine: api.FileEngineURing}, nil)
+		return filetest.NewStack(b, file.Config{Engine: file.EngineURing}, nil)
 	case "workers":
-		return newFileStack(b, api.FileConfig{Engine: api.FileEngineWorkers}, nil)
+		return filetest.NewStack(b, file.Config{Engine: file.EngineWorkers}, nil)
 	}
 	return nil
 }
@@ -166,12 +168,12 @@ func benchStack(b *testing.B, eng string) *api.Stack {
 // runFileBench does b.N ops of size bytes from g goroutines, each keeping
 // qd in flight: through s's engine, or with os.File calls when s is nil.
 // file(i) is goroutine i's file, off picks each op's offset.
-func runFileBench(b *testing.B, s *api.Stack, g, qd, size int, file func(int) *os.File, write bool, off func(*rand.Rand, *int64) int64) {
+func runFileBench(b *testing.B, s *api.Stack, g, qd, size int, open func(int) *os.File, write bool, off func(*rand.Rand, *int64) int64) {
 	runFileBenchOn(b, g, func(i int, claim func() bool, off func() int64) error {
 		if s == nil {
-			return benchOSFile(file(i), size, write, claim, off)
+			return benchOSFile(open(i), size, write, claim, off)
 		}
-		return benchEngine(s, file(i), qd, size, write, claim, off)
+		return benchEngine(s, open(i), qd, size, write, claim, off)
 	}, off)
 }
 
@@ -250,7 +252,7 @@ func benchEngine(s *api.Stack, f *os.File, qd, size int, write bool, claim func(
 	bufs := make([][]byte, qd)
 	batch := make([]*api.Op, 0, qd)
 	add := func(i int) {
-		batch = append(batch, &api.Op{Kind: kind, File: f, Offset: off(), Mem: bufs[i], EC: ec, Cookie: uint64(i)})
+		batch = append(batch, &api.Op{Kind: kind, File: file.Request{File: f, Offset: off(), Mem: bufs[i]}, EC: ec, Cookie: uint64(i)})
 	}
 	inflight := 0
 	flush := func() error {
@@ -292,7 +294,7 @@ func benchEngine(s *api.Stack, f *os.File, qd, size int, write bool, claim func(
 
 // BenchmarkFileFixed compares io_uring with the pool registered as fixed
 // buffers (READ_FIXED, WRITE_FIXED) against the same ops without
-// (FileConfig.FixedBuffers), both from pool Bufs (4 KiB slots) and one
+// (Config.FixedBuffers), both from pool Bufs (4 KiB slots) and one
 // goroutine:
 //
 //	read4K-direct/qd=32    O_DIRECT 4 KiB reads at random offsets, 32 in flight
@@ -346,7 +348,7 @@ func BenchmarkFileFixed(b *testing.B) {
 						b.Fatal(err)
 					}
 					b.Cleanup(func() { pool.Close() })
-					s := newFileStack(b, api.FileConfig{Engine: api.FileEngineURing, FixedBuffers: !noFixed}, pool)
+					s := filetest.NewStack(b, file.Config{Engine: file.EngineURing, FixedBuffers: !noFixed}, pool)
 					b.SetBytes(int64(w.size))
 					runFileBenchWith(b, func(claim func() bool, off func() int64) error {
 						return benchEngineBufs(s, w.f, w.qd, w.size, w.write, claim, off)
@@ -381,7 +383,7 @@ func benchEngineBufs(s *api.Stack, f *os.File, qd, size int, write bool, claim f
 				return err
 			}
 		}
-		batch = append(batch, &api.Op{Kind: kind, File: f, Offset: off(), Buf: buf, EC: ec})
+		batch = append(batch, &api.Op{Kind: kind, File: file.Request{File: f, Offset: off()}, Buf: buf, EC: ec})
 		return nil
 	}
 	inflight := 0

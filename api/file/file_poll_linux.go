@@ -1,4 +1,4 @@
-package api
+package file
 
 import (
 	"errors"
@@ -89,7 +89,7 @@ func (p *fdPoller) wait(op *Op, fd int, write bool) error {
 func (p *fdPoller) remove(op *Op) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	fd := op.f.be.fd
+	fd := op.be.fd
 	ops := p.fds[fd]
 	for i, o := range ops {
 		if o == op {

@@ -1,4 +1,4 @@
-package api
+package deadline
 
 import (
 	"testing"
@@ -6,23 +6,23 @@ import (
 )
 
 // TestDeadlineStopThenSet races a firing timer against stop and a new
-// deadline in the past, the sequence a Close followed by SetDeadline
+// Deadline in the past, the sequence a Close followed by SetDeadline
 // makes: the firing timer and set must never both close one channel (a
 // panic), and the new deadline must read as expired.
 func TestDeadlineStopThenSet(t *testing.T) {
 	for i := 0; i < 2000; i++ {
-		d := newDeadline()
-		d.set(time.Now().Add(time.Duration(i%50) * time.Microsecond))
-		d.stop()
-		d.set(time.Now().Add(-time.Second))
-		if !d.expired() {
+		d := New()
+		d.Set(time.Now().Add(time.Duration(i%50) * time.Microsecond))
+		d.Stop()
+		d.Set(time.Now().Add(-time.Second))
+		if !d.Expired() {
 			t.Fatalf("round %d: a deadline in the past has not expired", i)
 		}
-		d.set(time.Time{})
-		if d.expired() {
+		d.Set(time.Time{})
+		if d.Expired() {
 			t.Fatalf("round %d: no deadline, yet expired", i)
 		}
-		d.stop()
+		d.Stop()
 	}
 }
 
@@ -32,30 +32,30 @@ func TestDeadlineStopThenSet(t *testing.T) {
 // timer must still fire, on the channel a waiter took before the move.
 func TestDeadlineStaleFiring(t *testing.T) {
 	for i := 0; i < 2000; i++ {
-		d := newDeadline()
-		d.set(time.Now().Add(time.Duration(i%20) * time.Microsecond))
-		d.set(time.Now().Add(time.Hour))
+		d := New()
+		d.Set(time.Now().Add(time.Duration(i%20) * time.Microsecond))
+		d.Set(time.Now().Add(time.Hour))
 		d.fire() // a firing of the first arming, late
-		if d.expired() {
+		if d.Expired() {
 			t.Fatalf("round %d: a stale firing expired a deadline an hour ahead", i)
 		}
-		d.stop()
+		d.Stop()
 	}
-	d := newDeadline()
-	defer d.stop()
-	d.set(time.Now().Add(time.Hour))
-	ch := d.done()
-	d.set(time.Now().Add(time.Millisecond))
+	d := New()
+	defer d.Stop()
+	d.Set(time.Now().Add(time.Hour))
+	ch := d.Done()
+	d.Set(time.Now().Add(time.Millisecond))
 	select {
 	case <-ch:
 	case <-time.After(10 * time.Second):
 		t.Fatal("a deadline moved earlier did not close the channel a waiter held")
 	}
-	if !d.expired() {
+	if !d.Expired() {
 		t.Fatal("closed channel, yet not expired")
 	}
-	d.set(time.Time{})
-	if d.expired() || d.done() == ch {
+	d.Set(time.Time{})
+	if d.Expired() || d.Done() == ch {
 		t.Fatal("clearing an expired deadline must give a fresh open channel")
 	}
 }

@@ -1,4 +1,4 @@
-package api
+package file
 
 import (
 	"errors"
@@ -15,15 +15,15 @@ import (
 
 // runFileOp makes op's system call on a worker. Streams (offset -1) are
 // tried with RWF_NOWAIT when nowait is set: again reports one that would
-// block, to be polled; op.f.be.fd then holds its descriptor. The call runs
+// block, to be polled; op.be.fd then holds its descriptor. The call runs
 // inside the File's Control, so a concurrent Close cannot hand the number
 // to another file under it.
 func runFileOp(op *Op, nowait bool) (res int64, errno syscall.Errno, again bool) {
-	rc, err := op.File.SyscallConn()
+	rc, err := op.Req.File.SyscallConn()
 	if err == nil {
 		var serr error
 		err = rc.Control(func(fd uintptr) {
-			op.f.be.fd = int(fd)
+			op.be.fd = int(fd)
 			var n int
 			n, serr = sysFileOp(int(fd), op, nowait)
 			res = int64(n)
@@ -56,26 +56,26 @@ func tryNowait(op *Op) (res int64, ok, unsupported bool) {
 	if !op.Kind.isRead() && !op.Kind.isWrite() {
 		return 0, false, false
 	}
-	rc, err := op.File.SyscallConn()
+	rc, err := op.Req.File.SyscallConn()
 	if err != nil {
 		return 0, false, false
 	}
 	var n int
 	var serr error
 	err = rc.Control(func(fd uintptr) {
-		if isDirect(op.File, fd) {
+		if isDirect(op.Req.File, fd) {
 			serr = syscall.EAGAIN
 			return
 		}
-		iov := op.Iov
-		if op.Kind == OpRead || op.Kind == OpWrite {
-			iov = [][]byte{op.f.mem}
+		iov := op.Req.Iov
+		if op.Kind == Read || op.Kind == Write {
+			iov = [][]byte{op.mem}
 		}
 		for {
 			if op.Kind.isRead() {
-				n, serr = unix.Preadv2(int(fd), iov, op.Offset, unix.RWF_NOWAIT)
+				n, serr = unix.Preadv2(int(fd), iov, op.Req.Offset, unix.RWF_NOWAIT)
 			} else {
-				n, serr = unix.Pwritev2(int(fd), iov, op.Offset, unix.RWF_NOWAIT)
+				n, serr = unix.Pwritev2(int(fd), iov, op.Req.Offset, unix.RWF_NOWAIT)
 			}
 			if !errors.Is(serr, syscall.EINTR) {
 				return
@@ -90,7 +90,7 @@ func tryNowait(op *Op) (res int64, ok, unsupported bool) {
 
 // sysFileOp is the system call itself, retried on EINTR.
 func sysFileOp(fd int, op *Op, nowait bool) (int, error) {
-	off := op.Offset
+	off := op.Req.Offset
 	for {
 		n, err := sysFileOpOnce(fd, op, off, nowait)
 		if errors.Is(err, syscall.EINTR) {
@@ -117,40 +117,40 @@ func sysFileOpOnce(fd int, op *Op, off int64, nowait bool) (int, error) {
 		flags = unix.RWF_NOWAIT
 	}
 	switch op.Kind {
-	case OpRead:
+	case Read:
 		if off >= 0 {
-			return unix.Pread(fd, op.f.mem, off)
+			return unix.Pread(fd, op.mem, off)
 		}
-		return unix.Preadv2(fd, [][]byte{op.f.mem}, -1, flags)
-	case OpWrite:
+		return unix.Preadv2(fd, [][]byte{op.mem}, -1, flags)
+	case Write:
 		if off >= 0 {
-			return unix.Pwrite(fd, op.f.mem, off)
+			return unix.Pwrite(fd, op.mem, off)
 		}
-		return unix.Pwritev2(fd, [][]byte{op.f.mem}, -1, flags)
-	case OpReadv:
+		return unix.Pwritev2(fd, [][]byte{op.mem}, -1, flags)
+	case Readv:
 		if off >= 0 {
-			return unix.Preadv(fd, op.Iov, off)
+			return unix.Preadv(fd, op.Req.Iov, off)
 		}
-		return unix.Preadv2(fd, op.Iov, -1, flags)
-	case OpWritev:
+		return unix.Preadv2(fd, op.Req.Iov, -1, flags)
+	case Writev:
 		if off >= 0 {
-			return unix.Pwritev(fd, op.Iov, off)
+			return unix.Pwritev(fd, op.Req.Iov, off)
 		}
-		return unix.Pwritev2(fd, op.Iov, -1, flags)
-	case OpFsync:
+		return unix.Pwritev2(fd, op.Req.Iov, -1, flags)
+	case Fsync:
 		return 0, unix.Fsync(fd)
-	case OpFdatasync:
+	case Fdatasync:
 		return 0, unix.Fdatasync(fd)
 	}
 	return 0, syscall.EINVAL
 }
 
-// FileDirectAlign reports the alignment O_DIRECT needs for f (statx
+// DirectAlign reports the alignment O_DIRECT needs for f (statx
 // STATX_DIOALIGN, Linux 6.1): of memory addresses, and of file offsets
 // and lengths. It returns an error wrapping errors.ErrUnsupported when the
 // kernel or file system does not say (older kernels; files not opened on
 // a file system with direct I/O, such as tmpfs).
-func FileDirectAlign(f *os.File) (mem, offset int, err error) {
+func DirectAlign(f *os.File) (mem, offset int, err error) {
 	fd, err := fileFD(f)
 	if err != nil {
 		return 0, 0, err

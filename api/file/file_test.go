@@ -1,6 +1,6 @@
 //go:build linux
 
-package api_test
+package file_test
 
 import (
 	"bytes"
@@ -21,52 +21,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/file"
+	"github.com/zcnet/zcnet/api/file/filetest"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/integration/nstest"
 	"github.com/zcnet/zcnet/stack"
 )
-
-// fileEngines lists the engines every file test runs on.
-var fileEngines = []api.FileEngineKind{api.FileEngineURing, api.FileEngineWorkers}
-
-// forEachEngine runs fn as a subtest per engine; io_uring is skipped, with
-// the kernel's reason, where it is refused.
-func forEachEngine(t *testing.T, cfg api.FileConfig, fn func(t *testing.T, s *api.Stack)) {
-	for _, k := range fileEngines {
-		t.Run(k.String(), func(t *testing.T) {
-			c := cfg
-			c.Engine = k
-			fn(t, newFileStack(t, c, nil))
-		})
-	}
-}
-
-// newFileStack returns an API stack (no links) whose file engine runs with
-// cfg, closed at the end of the test.
-func newFileStack(t testing.TB, cfg api.FileConfig, pool *dmapool.Pool) *api.Stack {
-	t.Helper()
-	st, err := stack.New(stack.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	s, err := api.New(st, api.Options{Pool: pool, FilesOnly: pool == nil})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if err := s.ConfigureFiles(cfg); err != nil {
-		if cfg.Engine == api.FileEngineURing && errors.Is(err, api.ErrFileEngine) {
-			t.Skipf("io_uring engine unavailable here: %v", err)
-		}
-		t.Fatal(err)
-	}
-	if got, want := s.FileEngine(), cfg.Engine.String(); cfg.Engine != api.FileEngineAuto && got != want {
-		t.Fatalf("FileEngine() = %q, want %q", got, want)
-	}
-	return s
-}
 
 func newPool(t testing.TB, size, slot int) *dmapool.Pool {
 	t.Helper()
@@ -117,11 +79,13 @@ func one(t testing.TB, s *api.Stack, ec *evchan.Channel, op *api.Op) evchan.Even
 // next returns the next event of ec.
 func next(t testing.TB, ec *evchan.Channel) evchan.Event {
 	t.Helper()
-	var ev [1]evchan.Event
-	if _, err := ec.Next(tctx(t, 30*time.Second), ev[:]); err != nil {
-		t.Fatal(err)
-	}
-	return ev[0]
+	return evchantest.Next(t, ec)
+}
+
+func tctx(t testing.TB, d time.Duration) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return c
 }
 
 // noEvent asserts that ec holds no event.
@@ -131,22 +95,6 @@ func noEvent(t testing.TB, ec *evchan.Channel) {
 	if n := ec.TryNext(ev[:]); n != 0 {
 		t.Fatalf("unexpected event %v", ev[0])
 	}
-}
-
-func tempFile(t testing.TB, dir string, data []byte) *os.File {
-	t.Helper()
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	f, err := os.CreateTemp(dir, "zcnet-file-*")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	if _, err := f.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	return f
 }
 
 func randBytes(r *rand.Rand, n int) []byte {
@@ -166,16 +114,16 @@ func TestFileRandomIO(t *testing.T) {
 	if raceEnabled {
 		rounds = 25
 	}
-	for _, k := range fileEngines {
+	for _, k := range filetest.Engines {
 		t.Run(k.String(), func(t *testing.T) {
 			pool := newPool(t, 16<<20, 0)
-			s := newFileStack(t, api.FileConfig{Engine: k, Entries: 8}, pool)
+			s := filetest.NewStack(t, file.Config{Engine: k, Entries: 8}, pool)
 			seed := uint64(time.Now().UnixNano())
 			t.Logf("seed %d", seed)
 			r := rand.New(rand.NewPCG(seed, 1))
 			model := randBytes(r, 1<<20)
-			f := tempFile(t, "", model)
-			ec := newChannel(t, 64)
+			f := filetest.TempFile(t, "", model)
+			ec := evchantest.New(t, 64)
 			var wantRead, wantWritten uint64
 			for round := 0; round < rounds; round++ {
 				type span struct{ off, n int }
@@ -215,12 +163,12 @@ func TestFileRandomIO(t *testing.T) {
 					if sp.off < len(model) {
 						want = bytes.Clone(model[sp.off:end])
 					}
-					op := &api.Op{File: f, Offset: int64(sp.off), EC: ec, Cookie: cookie}
+					op := &api.Op{File: file.Request{File: f, Offset: int64(sp.off)}, EC: ec, Cookie: cookie}
 					switch kind {
 					case 0: // read into the caller's slice
-						op.Kind, op.Mem = api.OpRead, make([]byte, sp.n)
+						op.Kind, op.File.Mem = api.OpRead, make([]byte, sp.n)
 						checks = append(checks, func(ev evchan.Event) {
-							checkRead(t, ev, op, want, op.Mem[:ev.Result], sp.n)
+							checkRead(t, ev, op, want, op.File.Mem[:ev.Result], sp.n)
 						})
 					case 1: // read into a pool Buf, handed back
 						b, err := s.Reserve(sp.n)
@@ -241,7 +189,7 @@ func TestFileRandomIO(t *testing.T) {
 						})
 					case 2: // vectored read
 						iov := splitIov(r, make([]byte, sp.n))
-						op.Kind, op.Iov = api.OpReadv, iov
+						op.Kind, op.File.Iov = api.OpReadv, iov
 						checks = append(checks, func(ev evchan.Event) {
 							checkRead(t, ev, op, want, bytes.Join(iov, nil)[:ev.Result], sp.n)
 						})
@@ -249,10 +197,10 @@ func TestFileRandomIO(t *testing.T) {
 						data := randBytes(r, sp.n)
 						switch r.IntN(3) {
 						case 0:
-							op.Kind, op.Mem = api.OpWrite, data
+							op.Kind, op.File.Mem = api.OpWrite, data
 						case 1:
 							if sp.n == 0 {
-								op.Kind, op.Mem = api.OpWrite, data
+								op.Kind, op.File.Mem = api.OpWrite, data
 								break
 							}
 							b, err := s.Reserve(sp.n)
@@ -262,7 +210,7 @@ func TestFileRandomIO(t *testing.T) {
 							copy(b.Bytes(), data)
 							op.Kind, op.Buf = api.OpWrite, b
 						default:
-							op.Kind, op.Iov = api.OpWritev, splitIov(r, data)
+							op.Kind, op.File.Iov = api.OpWritev, splitIov(r, data)
 						}
 						off := sp.off
 						checks = append(checks, func(ev evchan.Event) {
@@ -324,14 +272,14 @@ func TestFileRandomIO(t *testing.T) {
 func checkRead(t testing.TB, ev evchan.Event, op *api.Op, want, got []byte, asked int) {
 	t.Helper()
 	if ev.Errno != 0 {
-		t.Fatalf("%v of %d at %d: %v", op.Kind, asked, op.Offset, ev)
+		t.Fatalf("%v of %d at %d: %v", op.Kind, asked, op.File.Offset, ev)
 	}
 	if !bytes.Equal(got, want) {
-		t.Fatalf("%v of %d at %d: got %d bytes, want %d (equal prefix %v)", op.Kind, asked, op.Offset, len(got), len(want), bytes.HasPrefix(want, got))
+		t.Fatalf("%v of %d at %d: got %d bytes, want %d (equal prefix %v)", op.Kind, asked, op.File.Offset, len(got), len(want), bytes.HasPrefix(want, got))
 	}
 	eof := ev.Flags&api.FlagEOF != 0
 	if eof != (len(want) == 0 && asked > 0) {
-		t.Fatalf("%v of %d at %d: FlagEOF %v with %d bytes", op.Kind, asked, op.Offset, eof, len(want))
+		t.Fatalf("%v of %d at %d: FlagEOF %v with %d bytes", op.Kind, asked, op.File.Offset, eof, len(want))
 	}
 	if eof && !errors.Is(op.Err(), io.EOF) {
 		t.Fatalf("read at the end: Err() = %v, want io.EOF", op.Err())
@@ -352,10 +300,10 @@ func splitIov(r *rand.Rand, b []byte) [][]byte {
 
 // TestFileShortReads reads across and beyond the end of a file.
 func TestFileShortReads(t *testing.T) {
-	forEachEngine(t, api.FileConfig{}, func(t *testing.T, s *api.Stack) {
+	filetest.ForEachEngine(t, file.Config{}, func(t *testing.T, s *api.Stack) {
 		data := randBytes(rand.New(rand.NewPCG(1, 2)), 10000)
-		f := tempFile(t, "", data)
-		ec := newChannel(t, 8)
+		f := filetest.TempFile(t, "", data)
+		ec := evchantest.New(t, 8)
 		for _, tc := range []struct {
 			off, n, want int
 			eof          bool
@@ -367,12 +315,12 @@ func TestFileShortReads(t *testing.T) {
 			{0, 0, 0, false},
 			{10000, 0, 0, false},
 		} {
-			op := &api.Op{Kind: api.OpRead, File: f, Offset: int64(tc.off), Mem: make([]byte, tc.n), Cookie: 7, Data: "d"}
+			op := &api.Op{Kind: api.OpRead, File: file.Request{File: f, Offset: int64(tc.off), Mem: make([]byte, tc.n)}, Cookie: 7, Data: "d"}
 			ev := one(t, s, ec, op)
 			if ev.Result != int64(tc.want) || ev.Errno != 0 || (ev.Flags&api.FlagEOF != 0) != tc.eof || ev.Cookie != 7 || ev.Data != "d" {
 				t.Fatalf("read %d at %d: %v, want %d bytes, EOF %v", tc.n, tc.off, ev, tc.want, tc.eof)
 			}
-			if lo := min(tc.off, len(data)); !bytes.Equal(op.Mem[:ev.Result], data[lo:lo+tc.want]) {
+			if lo := min(tc.off, len(data)); !bytes.Equal(op.File.Mem[:ev.Result], data[lo:lo+tc.want]) {
 				t.Fatalf("read %d at %d: wrong bytes", tc.n, tc.off)
 			}
 			if err := op.Err(); tc.eof != errors.Is(err, io.EOF) || (!tc.eof && err != nil) {
@@ -382,7 +330,7 @@ func TestFileShortReads(t *testing.T) {
 		// A vectored read across the end fills the first iovec, part of
 		// the second, none of the third.
 		iov := [][]byte{make([]byte, 100), make([]byte, 100), make([]byte, 100)}
-		ev := one(t, s, ec, &api.Op{Kind: api.OpReadv, File: f, Offset: 9850, Iov: iov})
+		ev := one(t, s, ec, &api.Op{Kind: api.OpReadv, File: file.Request{File: f, Offset: 9850, Iov: iov}})
 		if ev.Result != 150 || !bytes.Equal(append(iov[0], iov[1][:50]...), data[9850:]) {
 			t.Fatalf("readv across the end: %v", ev)
 		}
@@ -392,8 +340,8 @@ func TestFileShortReads(t *testing.T) {
 // TestFileErrors checks that failures arrive as completions with the
 // errno the system call gives.
 func TestFileErrors(t *testing.T) {
-	forEachEngine(t, api.FileConfig{}, func(t *testing.T, s *api.Stack) {
-		ec := newChannel(t, 8)
+	filetest.ForEachEngine(t, file.Config{}, func(t *testing.T, s *api.Stack) {
+		ec := evchantest.New(t, 8)
 		expect := func(name string, op *api.Op, errno syscall.Errno) {
 			t.Helper()
 			ev := one(t, s, ec, op)
@@ -406,18 +354,18 @@ func TestFileErrors(t *testing.T) {
 		}
 		// A descriptor number that is not open.
 		bad := os.NewFile(uintptr(1<<20+77), "bad")
-		expect("bad fd", &api.Op{Kind: api.OpRead, File: bad, Mem: make([]byte, 8)}, syscall.EBADF)
-		expect("bad fd fsync", &api.Op{Kind: api.OpFsync, File: bad}, syscall.EBADF)
+		expect("bad fd", &api.Op{Kind: api.OpRead, File: file.Request{File: bad, Mem: make([]byte, 8)}}, syscall.EBADF)
+		expect("bad fd fsync", &api.Op{Kind: api.OpFsync, File: file.Request{File: bad}}, syscall.EBADF)
 
 		// A File closed before Submit.
-		f := tempFile(t, "", []byte("data"))
+		f := filetest.TempFile(t, "", []byte("data"))
 		closed, err := os.Open(f.Name())
 		if err != nil {
 			t.Fatal(err)
 		}
 		closed.Close()
-		expect("closed file", &api.Op{Kind: api.OpRead, File: closed, Mem: make([]byte, 8)}, syscall.EBADF)
-		expect("closed file write", &api.Op{Kind: api.OpWrite, File: closed, Mem: []byte("x")}, syscall.EBADF)
+		expect("closed file", &api.Op{Kind: api.OpRead, File: file.Request{File: closed, Mem: make([]byte, 8)}}, syscall.EBADF)
+		expect("closed file write", &api.Op{Kind: api.OpWrite, File: file.Request{File: closed, Mem: []byte("x")}}, syscall.EBADF)
 
 		// Writing a file opened read-only; reading a write-only one.
 		ro, err := os.Open(f.Name())
@@ -425,13 +373,13 @@ func TestFileErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ro.Close()
-		expect("write read-only", &api.Op{Kind: api.OpWrite, File: ro, Mem: []byte("x")}, syscall.EBADF)
+		expect("write read-only", &api.Op{Kind: api.OpWrite, File: file.Request{File: ro, Mem: []byte("x")}}, syscall.EBADF)
 		wo, err := os.OpenFile(f.Name(), os.O_WRONLY, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer wo.Close()
-		expect("read write-only", &api.Op{Kind: api.OpReadv, File: wo, Iov: [][]byte{make([]byte, 4)}}, syscall.EBADF)
+		expect("read write-only", &api.Op{Kind: api.OpReadv, File: file.Request{File: wo, Iov: [][]byte{make([]byte, 4)}}}, syscall.EBADF)
 
 		// Reading a directory; syncing a pipe; writing a pipe nobody reads.
 		dir, err := os.Open(t.TempDir())
@@ -439,14 +387,14 @@ func TestFileErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer dir.Close()
-		expect("read a directory", &api.Op{Kind: api.OpRead, File: dir, Mem: make([]byte, 8)}, syscall.EISDIR)
+		expect("read a directory", &api.Op{Kind: api.OpRead, File: file.Request{File: dir, Mem: make([]byte, 8)}}, syscall.EISDIR)
 		sr, sw, err := os.Pipe()
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer sr.Close()
 		defer sw.Close()
-		expect("fsync a pipe", &api.Op{Kind: api.OpFsync, File: sr}, syscall.EINVAL)
+		expect("fsync a pipe", &api.Op{Kind: api.OpFsync, File: file.Request{File: sr}}, syscall.EINVAL)
 		// A fresh pipe: io_uring may drop its reference to a file it used
 		// a little after the completion, which would keep a reader alive.
 		pr, pw, err := os.Pipe()
@@ -455,7 +403,7 @@ func TestFileErrors(t *testing.T) {
 		}
 		defer pw.Close()
 		pr.Close()
-		expect("broken pipe", &api.Op{Kind: api.OpWrite, File: pw, Offset: -1, Mem: []byte("x")}, syscall.EPIPE)
+		expect("broken pipe", &api.Op{Kind: api.OpWrite, File: file.Request{File: pw, Offset: -1, Mem: []byte("x")}}, syscall.EPIPE)
 
 		c := s.FileCounters()
 		if c.Errors != 9 || c.Ops != 9 {
@@ -468,17 +416,17 @@ func TestFileErrors(t *testing.T) {
 // on a thread of its own (root only).
 func TestFileENOSPC(t *testing.T) {
 	f := smallTmpfsFile(t, 64<<10)
-	forEachEngine(t, api.FileConfig{}, func(t *testing.T, s *api.Stack) {
-		ec := newChannel(t, 4)
+	filetest.ForEachEngine(t, file.Config{}, func(t *testing.T, s *api.Stack) {
+		ec := evchantest.New(t, 4)
 		if err := f.Truncate(0); err != nil {
 			t.Fatal(err)
 		}
 		data := make([]byte, 256<<10)
-		ev := one(t, s, ec, &api.Op{Kind: api.OpWrite, File: f, Mem: data})
+		ev := one(t, s, ec, &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Mem: data}})
 		if ev.Errno != 0 || ev.Result <= 0 || ev.Result >= int64(len(data)) {
 			t.Fatalf("write of %d to a 64 KiB file system: %v, want a short write", len(data), ev)
 		}
-		ev = one(t, s, ec, &api.Op{Kind: api.OpWrite, File: f, Offset: ev.Result, Mem: data})
+		ev = one(t, s, ec, &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Offset: ev.Result, Mem: data}})
 		if ev.Errno != syscall.ENOSPC {
 			t.Fatalf("write to a full file system: %v, want ENOSPC", ev)
 		}
@@ -529,7 +477,7 @@ func smallTmpfsFile(t *testing.T, size int) *os.File {
 // with reads and writes at the file position (-1), both ends on one
 // channel, until the reader sees EOF.
 func TestFilePipes(t *testing.T) {
-	forEachEngine(t, api.FileConfig{}, func(t *testing.T, s *api.Stack) {
+	filetest.ForEachEngine(t, file.Config{}, func(t *testing.T, s *api.Stack) {
 		t.Run("os.Pipe", func(t *testing.T) {
 			pr, pw, err := os.Pipe()
 			if err != nil {
@@ -571,11 +519,11 @@ func TestFilePipes(t *testing.T) {
 // the end; the reader must see every byte, in order, then EOF.
 func pipeStream(t *testing.T, s *api.Stack, pr, pw *os.File) {
 	ctx := tctx(t, 30*time.Second)
-	ec := newChannel(t, 8)
+	ec := evchantest.New(t, 8)
 	// A read of an empty pipe waits.
 	rbuf := make([]byte, 24<<10)
 	// A stream has no offset: one given is ignored.
-	read := &api.Op{Kind: api.OpRead, File: pr, Offset: 4096, Mem: rbuf, EC: ec, Cookie: 'r'}
+	read := &api.Op{Kind: api.OpRead, File: file.Request{File: pr, Offset: 4096, Mem: rbuf}, EC: ec, Cookie: 'r'}
 	if err := s.Submit(ctx, false, read); err != nil {
 		t.Fatal(err)
 	}
@@ -587,7 +535,7 @@ func pipeStream(t *testing.T, s *api.Stack, pr, pw *os.File) {
 	sent := 0
 	writeNext := func() {
 		n := min(100<<10, len(data)-sent)
-		op := &api.Op{Kind: api.OpWrite, File: pw, Offset: -1, Mem: data[sent : sent+n], EC: ec, Cookie: 'w'}
+		op := &api.Op{Kind: api.OpWrite, File: file.Request{File: pw, Offset: -1, Mem: data[sent : sent+n]}, EC: ec, Cookie: 'w'}
 		if err := s.Submit(ctx, false, op); err != nil {
 			t.Fatal(err)
 		}
@@ -615,7 +563,7 @@ func pipeStream(t *testing.T, s *api.Stack, pr, pw *os.File) {
 				return
 			}
 			got = append(got, rbuf[:ev.Result]...)
-			read = &api.Op{Kind: api.OpRead, File: pr, Offset: -1, Mem: rbuf, EC: ec, Cookie: 'r'}
+			read = &api.Op{Kind: api.OpRead, File: file.Request{File: pr, Offset: -1, Mem: rbuf}, EC: ec, Cookie: 'r'}
 			if err := s.Submit(ctx, false, read); err != nil {
 				t.Fatal(err)
 			}
@@ -627,17 +575,17 @@ func pipeStream(t *testing.T, s *api.Stack, pr, pw *os.File) {
 // in the ring and some in the engine's backlog (two entries) — and checks
 // that each completes with ECANCELED and that none consumed data.
 func TestFileCancel(t *testing.T) {
-	forEachEngine(t, api.FileConfig{Rings: 1, Entries: 2, Workers: 1}, func(t *testing.T, s *api.Stack) {
+	filetest.ForEachEngine(t, file.Config{Rings: 1, Entries: 2, Workers: 1}, func(t *testing.T, s *api.Stack) {
 		pr, pw, err := os.Pipe()
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer pr.Close()
 		defer pw.Close()
-		ec := newChannel(t, 16)
+		ec := evchantest.New(t, 16)
 		ops := make([]*api.Op, 6)
 		for i := range ops {
-			ops[i] = &api.Op{Kind: api.OpRead, File: pr, Offset: -1, Mem: make([]byte, 16), EC: ec, Cookie: uint64(i)}
+			ops[i] = &api.Op{Kind: api.OpRead, File: file.Request{File: pr, Offset: -1, Mem: make([]byte, 16)}, EC: ec, Cookie: uint64(i)}
 		}
 		if err := s.Submit(tctx(t, 10*time.Second), false, ops...); err != nil {
 			t.Fatal(err)
@@ -670,7 +618,7 @@ func TestFileCancel(t *testing.T) {
 			t.Fatalf("pipe holds %q, %v", b[:n], err)
 		}
 		// Cancelling a completed op is refused.
-		op := &api.Op{Kind: api.OpWrite, File: pw, Offset: -1, Mem: []byte("x"), EC: ec}
+		op := &api.Op{Kind: api.OpWrite, File: file.Request{File: pw, Offset: -1, Mem: []byte("x")}, EC: ec}
 		if ev := one(t, s, ec, op); ev.Errno != 0 {
 			t.Fatal(ev)
 		}
@@ -686,9 +634,9 @@ func TestFileCancel(t *testing.T) {
 // TestFileMisuse checks the errors Submit gives before queuing anything.
 func TestFileMisuse(t *testing.T) {
 	pool := newPool(t, 1<<20, 0)
-	s := newFileStack(t, api.FileConfig{MaxPending: 2}, pool)
-	ec := newChannel(t, 8)
-	f := tempFile(t, "", []byte("data"))
+	s := filetest.NewStack(t, file.Config{MaxPending: 2}, pool)
+	ec := evchantest.New(t, 8)
+	f := filetest.TempFile(t, "", []byte("data"))
 	released, err := s.Reserve(64)
 	if err != nil {
 		t.Fatal(err)
@@ -699,23 +647,23 @@ func TestFileMisuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer live.Release()
-	closedEC := newChannel(t, 1)
+	closedEC := evchantest.New(t, 1)
 	closedEC.Close()
 	for _, tc := range []struct {
 		name string
 		op   *api.Op
 	}{
-		{"no file", &api.Op{Kind: api.OpRead, Mem: make([]byte, 1)}},
-		{"no channel", &api.Op{Kind: api.OpRead, File: f}},
-		{"closed channel", &api.Op{Kind: api.OpRead, File: f, Mem: make([]byte, 1), EC: closedEC}},
-		{"offset -2", &api.Op{Kind: api.OpRead, File: f, Offset: -2, Mem: make([]byte, 1)}},
-		{"Mem and Buf", &api.Op{Kind: api.OpWrite, File: f, Mem: make([]byte, 1), Buf: live}},
-		{"read with Iov", &api.Op{Kind: api.OpRead, File: f, Iov: [][]byte{{1}}}},
-		{"readv without Iov", &api.Op{Kind: api.OpReadv, File: f}},
-		{"writev with Mem", &api.Op{Kind: api.OpWritev, File: f, Mem: []byte{1}}},
-		{"fsync with memory", &api.Op{Kind: api.OpFsync, File: f, Mem: []byte{1}}},
-		{"released Buf", &api.Op{Kind: api.OpWrite, File: f, Buf: released}},
-		{"unknown kind", &api.Op{Kind: api.OpFdatasync + 1, File: f}},
+		{"no file", &api.Op{Kind: api.OpRead, File: file.Request{Mem: make([]byte, 1)}}},
+		{"no channel", &api.Op{Kind: api.OpRead, File: file.Request{File: f}}},
+		{"closed channel", &api.Op{Kind: api.OpRead, File: file.Request{File: f, Mem: make([]byte, 1)}, EC: closedEC}},
+		{"offset -2", &api.Op{Kind: api.OpRead, File: file.Request{File: f, Offset: -2, Mem: make([]byte, 1)}}},
+		{"Mem and Buf", &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Mem: make([]byte, 1)}, Buf: live}},
+		{"read with Iov", &api.Op{Kind: api.OpRead, File: file.Request{File: f, Iov: [][]byte{{1}}}}},
+		{"readv without Iov", &api.Op{Kind: api.OpReadv, File: file.Request{File: f}}},
+		{"writev with Mem", &api.Op{Kind: api.OpWritev, File: file.Request{File: f, Mem: []byte{1}}}},
+		{"fsync with memory", &api.Op{Kind: api.OpFsync, File: file.Request{File: f, Mem: []byte{1}}}},
+		{"released Buf", &api.Op{Kind: api.OpWrite, File: file.Request{File: f}, Buf: released}},
+		{"unknown kind", &api.Op{Kind: api.OpFdatasync + 1, File: file.Request{File: f}}},
 	} {
 		if tc.op.EC == nil && tc.name != "no channel" {
 			tc.op.EC = ec
@@ -735,7 +683,7 @@ func TestFileMisuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := one(t, s, ec, &api.Op{Kind: api.OpRead, File: closed, Buf: rb})
+	ev := one(t, s, ec, &api.Op{Kind: api.OpRead, File: file.Request{File: closed}, Buf: rb})
 	back, ok := api.BufOf(ev)
 	if ev.Errno != syscall.EBADF || !ok || rb.Valid() == nil {
 		t.Fatalf("failed read into a Buf: %v (Buf back %v; the caller's copy still valid: %v)", ev, ok, rb.Valid() == nil)
@@ -743,7 +691,7 @@ func TestFileMisuse(t *testing.T) {
 	if err := back.Release(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ConfigureFiles(api.FileConfig{}); !errors.Is(err, api.ErrFileEngine) {
+	if err := s.ConfigureFiles(file.Config{}); !errors.Is(err, file.ErrEngine) {
 		t.Fatalf("ConfigureFiles after start: %v", err)
 	}
 	// MaxPending: two reads wait on a pipe, a third is refused, for now.
@@ -755,7 +703,7 @@ func TestFileMisuse(t *testing.T) {
 	defer pw.Close()
 	var ops []*api.Op
 	for i := 0; i < 3; i++ {
-		ops = append(ops, &api.Op{Kind: api.OpRead, File: pr, Offset: -1, Mem: make([]byte, 1), EC: ec, Cookie: uint64(i)})
+		ops = append(ops, &api.Op{Kind: api.OpRead, File: file.Request{File: pr, Offset: -1, Mem: make([]byte, 1)}, EC: ec, Cookie: uint64(i)})
 	}
 	if err := s.Submit(context.Background(), false, ops[:2]...); err != nil {
 		t.Fatal(err)
@@ -777,12 +725,12 @@ func TestFileMisuse(t *testing.T) {
 // TestFileSyncAndWait runs a batch with wait (lio_listio LIO_WAIT):
 // writes, fsync, fdatasync.
 func TestFileSyncAndWait(t *testing.T) {
-	forEachEngine(t, api.FileConfig{}, func(t *testing.T, s *api.Stack) {
-		f := tempFile(t, "", nil)
-		ec := newChannel(t, 8)
+	filetest.ForEachEngine(t, file.Config{}, func(t *testing.T, s *api.Stack) {
+		f := filetest.TempFile(t, "", nil)
+		ec := evchantest.New(t, 8)
 		ops := []*api.Op{
-			{Kind: api.OpWrite, File: f, Offset: 0, Mem: []byte("hello, "), EC: ec, Cookie: 1},
-			{Kind: api.OpWritev, File: f, Offset: 7, Iov: [][]byte{[]byte("wor"), []byte("ld")}, EC: ec, Cookie: 2},
+			{Kind: api.OpWrite, File: file.Request{File: f, Offset: 0, Mem: []byte("hello, ")}, EC: ec, Cookie: 1},
+			{Kind: api.OpWritev, File: file.Request{File: f, Offset: 7, Iov: [][]byte{[]byte("wor"), []byte("ld")}}, EC: ec, Cookie: 2},
 		}
 		if err := s.Submit(tctx(t, 10*time.Second), true, ops...); err != nil {
 			t.Fatal(err)
@@ -792,7 +740,7 @@ func TestFileSyncAndWait(t *testing.T) {
 				t.Fatalf("after Submit with wait: %d, %v", res, err)
 			}
 		}
-		sync := []*api.Op{{Kind: api.OpFsync, File: f, EC: ec, Cookie: 3}, {Kind: api.OpFdatasync, File: f, EC: ec, Cookie: 4}}
+		sync := []*api.Op{{Kind: api.OpFsync, File: file.Request{File: f}, EC: ec, Cookie: 3}, {Kind: api.OpFdatasync, File: file.Request{File: f}, EC: ec, Cookie: 4}}
 		if err := s.Submit(tctx(t, 10*time.Second), true, sync...); err != nil {
 			t.Fatal(err)
 		}
@@ -815,17 +763,17 @@ func TestFileSyncAndWait(t *testing.T) {
 // TestFileStackClose closes the stack with reads waiting on a pipe: they
 // complete with ECANCELED, and later file ops are refused.
 func TestFileStackClose(t *testing.T) {
-	forEachEngine(t, api.FileConfig{Entries: 2, Rings: 1}, func(t *testing.T, s *api.Stack) {
+	filetest.ForEachEngine(t, file.Config{Entries: 2, Rings: 1}, func(t *testing.T, s *api.Stack) {
 		pr, pw, err := os.Pipe()
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer pr.Close()
 		defer pw.Close()
-		ec := newChannel(t, 8)
+		ec := evchantest.New(t, 8)
 		ops := make([]*api.Op, 4)
 		for i := range ops {
-			ops[i] = &api.Op{Kind: api.OpRead, File: pr, Offset: -1, Mem: make([]byte, 8), EC: ec, Cookie: uint64(i)}
+			ops[i] = &api.Op{Kind: api.OpRead, File: file.Request{File: pr, Offset: -1, Mem: make([]byte, 8)}, EC: ec, Cookie: uint64(i)}
 		}
 		if err := s.Submit(context.Background(), false, ops...); err != nil {
 			t.Fatal(err)
@@ -833,11 +781,11 @@ func TestFileStackClose(t *testing.T) {
 		s.Close()
 		got := events(t, ec, len(ops))
 		for i, op := range ops {
-			if got[uint64(i)].Errno != syscall.ECANCELED || !errors.Is(op.Err(), api.ErrFilesClosed) {
+			if got[uint64(i)].Errno != syscall.ECANCELED || !errors.Is(op.Err(), file.ErrClosed) {
 				t.Fatalf("op %d after Close: %v, Err() %v", i, got[uint64(i)], op.Err())
 			}
 		}
-		err = s.Submit(context.Background(), false, &api.Op{Kind: api.OpRead, File: pr, Mem: make([]byte, 1), EC: ec})
+		err = s.Submit(context.Background(), false, &api.Op{Kind: api.OpRead, File: file.Request{File: pr, Mem: make([]byte, 1)}, EC: ec})
 		if !errors.Is(err, api.ErrInvalidOp) || !errors.Is(err, net.ErrClosed) {
 			t.Fatalf("Submit after Close: %v", err)
 		}
@@ -854,14 +802,14 @@ func TestFileEngineChoice(t *testing.T) {
 	defer st.Close()
 	for _, env := range []string{"", "workers", "io_uring", "bogus"} {
 		t.Run("env="+env, func(t *testing.T) {
-			t.Setenv(api.FileEngineEnv, env)
+			t.Setenv(file.EngineEnv, env)
 			s, err := api.New(st, api.Options{FilesOnly: true})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer s.Close()
 			name := s.FileEngine()
-			t.Logf("%s=%q: %s", api.FileEngineEnv, env, name)
+			t.Logf("%s=%q: %s", file.EngineEnv, env, name)
 			switch env {
 			case "":
 				if name != "io_uring" && !strings.HasPrefix(name, "workers") {
@@ -877,7 +825,7 @@ func TestFileEngineChoice(t *testing.T) {
 				}
 			case "bogus":
 				if !strings.HasPrefix(name, "none") {
-					t.Fatalf("bad %s gave %q", api.FileEngineEnv, name)
+					t.Fatalf("bad %s gave %q", file.EngineEnv, name)
 				}
 			}
 		})
@@ -902,11 +850,11 @@ func cancelWaiting(t testing.TB, op *api.Op) error {
 // TestFilePosition reads and writes a regular file at its position (-1),
 // one op at a time: the position advances as with read(2) and write(2).
 func TestFilePosition(t *testing.T) {
-	forEachEngine(t, api.FileConfig{}, func(t *testing.T, s *api.Stack) {
-		f := tempFile(t, "", nil)
-		ec := newChannel(t, 4)
+	filetest.ForEachEngine(t, file.Config{}, func(t *testing.T, s *api.Stack) {
+		f := filetest.TempFile(t, "", nil)
+		ec := evchantest.New(t, 4)
 		for _, w := range []string{"abc", "defg", "h"} {
-			if ev := one(t, s, ec, &api.Op{Kind: api.OpWrite, File: f, Offset: -1, Mem: []byte(w)}); ev.Errno != 0 || ev.Result != int64(len(w)) {
+			if ev := one(t, s, ec, &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Offset: -1, Mem: []byte(w)}}); ev.Errno != 0 || ev.Result != int64(len(w)) {
 				t.Fatalf("write %q at the position: %v", w, ev)
 			}
 		}
@@ -917,10 +865,10 @@ func TestFilePosition(t *testing.T) {
 			t.Fatal(err)
 		}
 		iov := [][]byte{make([]byte, 3), make([]byte, 10)}
-		if ev := one(t, s, ec, &api.Op{Kind: api.OpReadv, File: f, Offset: -1, Iov: iov}); ev.Result != 6 || string(iov[0])+string(iov[1][:3]) != "cdefgh" {
+		if ev := one(t, s, ec, &api.Op{Kind: api.OpReadv, File: file.Request{File: f, Offset: -1, Iov: iov}}); ev.Result != 6 || string(iov[0])+string(iov[1][:3]) != "cdefgh" {
 			t.Fatalf("readv at the position: %v %q", ev, iov)
 		}
-		if ev := one(t, s, ec, &api.Op{Kind: api.OpRead, File: f, Offset: -1, Mem: make([]byte, 4)}); ev.Flags&api.FlagEOF == 0 {
+		if ev := one(t, s, ec, &api.Op{Kind: api.OpRead, File: file.Request{File: f, Offset: -1, Mem: make([]byte, 4)}}); ev.Flags&api.FlagEOF == 0 {
 			t.Fatalf("read at the end position: %v", ev)
 		}
 	})

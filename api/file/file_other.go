@@ -1,6 +1,6 @@
 //go:build !linux
 
-package api
+package file
 
 import (
 	"errors"
@@ -10,11 +10,11 @@ import (
 )
 
 // Outside Linux there is no file engine: file ops are refused at Submit
-// with an error wrapping ErrFileEngine and errors.ErrUnsupported.
+// with an error wrapping ErrEngine and errors.ErrUnsupported.
 
 var errNoFileEngine = fmt.Errorf("file operations need Linux: %w", errors.ErrUnsupported)
 
-func newURingBackend(*fileEngine, FileConfig) (fileBackend, error) { return nil, errNoFileEngine }
+func newURingBackend(*Engine, Config) (backend, error) { return nil, errNoFileEngine }
 
 type fdPoller struct{}
 
@@ -24,7 +24,7 @@ func (*fdPoller) remove(*Op) bool                      { return false }
 func (*fdPoller) stop() []*Op                          { return nil }
 func runFileOp(*Op, bool) (int64, syscall.Errno, bool) { return 0, syscall.ENOSYS, false }
 
-// FileDirectAlign reports O_DIRECT's alignment; not available here.
-func FileDirectAlign(*os.File) (mem, offset int, err error) { return 0, 0, errNoFileEngine }
+// DirectAlign reports O_DIRECT's alignment; not available here.
+func DirectAlign(*os.File) (mem, offset int, err error) { return 0, 0, errNoFileEngine }
 
 func tryNowait(*Op) (int64, bool, bool) { return 0, false, false }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package api_test
+package file_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/file"
 	"github.com/zcnet/zcnet/evchan"
 	"github.com/zcnet/zcnet/stack"
 )
@@ -28,8 +29,8 @@ func Example_fileOps() {
 
 	// Two writes at their offsets, as one batch (lio_listio).
 	err := s.Submit(context.Background(), false,
-		&api.Op{Kind: api.OpWrite, File: f, Offset: 0, Mem: []byte("hello, "), EC: ec, Cookie: 1},
-		&api.Op{Kind: api.OpWrite, File: f, Offset: 7, Mem: []byte("files"), EC: ec, Cookie: 2},
+		&api.Op{Kind: api.OpWrite, File: file.Request{File: f, Offset: 0, Mem: []byte("hello, ")}, EC: ec, Cookie: 1},
+		&api.Op{Kind: api.OpWrite, File: file.Request{File: f, Offset: 7, Mem: []byte("files")}, EC: ec, Cookie: 2},
 	)
 	if err != nil {
 		fmt.Println(err)
@@ -48,7 +49,7 @@ func Example_fileOps() {
 
 	// A read of more than the file holds: short, like pread.
 	buf := make([]byte, 64)
-	s.Submit(context.Background(), false, &api.Op{Kind: api.OpRead, File: f, Mem: buf, EC: ec, Cookie: 3})
+	s.Submit(context.Background(), false, &api.Op{Kind: api.OpRead, File: file.Request{File: f, Mem: buf}, EC: ec, Cookie: 3})
 	n, _ := ec.Next(context.Background(), evs[:1])
 	ev := evs[0]
 	fmt.Printf("%d event: %v %d bytes %q\n", n, api.OpKind(ev.Op), ev.Result, buf[:ev.Result])
