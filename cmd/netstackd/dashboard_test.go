@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
 )
 
 // startDashboardServices runs every service on the in-process pair's
@@ -26,7 +28,7 @@ func startDashboardServices(t *testing.T) (*toolEnv, *services, string) {
 	log := slog.New(slog.DiscardHandler)
 	svc := newServices(env.stacks[1], log)
 	obs := newObserver(env.stacks[1], svc, nil)
-	if err := svc.start(allServices, iperfPort, obs, false); err != nil {
+	if err := svc.start(allServices, iperf3.Port, obs, false); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(svc.Close)

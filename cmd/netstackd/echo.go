@@ -19,6 +19,12 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/transport"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/hist"
 )
 
 const echoHelp = `Usage: netstackd echo -s [flags] NETWORK
@@ -158,8 +164,8 @@ func (f *echoFlags) check(fs interface{ Visit(func(*flag.Flag)) }, mode toolMode
 	switch {
 	case f.count < 1 || f.count > 100_000_000:
 		return fmt.Errorf("-n %d: want 1 to 100000000 round trips", f.count)
-	case f.udp && (f.size < echoHeader || f.size > maxUDPBlock):
-		return fmt.Errorf("-size %d: want %d to %d bytes for a UDP message", f.size, echoHeader, maxUDPBlock)
+	case f.udp && (f.size < echoHeader || f.size > iperf3.MaxUDPBlock):
+		return fmt.Errorf("-size %d: want %d to %d bytes for a UDP message", f.size, echoHeader, iperf3.MaxUDPBlock)
 	case !f.udp && (f.size < 1 || f.size > 1<<20):
 		return fmt.Errorf("-size %d: want 1 to 1048576 bytes", f.size)
 	case f.duration < 0 || f.duration > 24*time.Hour:
@@ -174,14 +180,14 @@ func (f *echoFlags) check(fs interface{ Visit(func(*flag.Flag)) }, mode toolMode
 // connection on its own goroutine, UDP on one. Close stops it and waits.
 type echoServer struct {
 	cancel context.CancelFunc
-	ln     streamListener
-	pc     packetConn
+	ln     transport.Listener
+	pc     transport.PacketConn
 	wg     sync.WaitGroup
 	bytes  atomic.Uint64
 	dgrams atomic.Uint64
 }
 
-func startEchoServer(ctx context.Context, tr transport, port uint16, log *slog.Logger) (*echoServer, error) {
+func startEchoServer(ctx context.Context, tr transport.Transport, port uint16, log *slog.Logger) (*echoServer, error) {
 	ln, err := tr.ListenTCP(netip.AddrPortFrom(netip.Addr{}, port))
 	if err != nil {
 		return nil, fmt.Errorf("echo/tcp: %w", err)
@@ -196,7 +202,7 @@ func startEchoServer(ctx context.Context, tr transport, port uint16, log *slog.L
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
-		acceptLoop(ctx, ln, &s.wg, func(c streamConn) {
+		acceptLoop(ctx, ln, &s.wg, func(c transport.Conn) {
 			err := echoStream(ctx, c, &s.bytes)
 			if err != nil && ctx.Err() == nil {
 				log.Debug("echo connection ended", "peer", c.RemoteAddr(), "err", err)
@@ -231,7 +237,7 @@ func (s *echoServer) Close() {
 // acceptLoop accepts connections until ctx ends or the listener closes and
 // runs handle on each, on a goroutine wg tracks; handle's connection is
 // closed when it returns.
-func acceptLoop(ctx context.Context, ln streamListener, wg *sync.WaitGroup, handle func(streamConn)) error {
+func acceptLoop(ctx context.Context, ln transport.Listener, wg *sync.WaitGroup, handle func(transport.Conn)) error {
 	for {
 		c, err := ln.Accept(ctx)
 		if err != nil {
@@ -265,12 +271,12 @@ type echoResult struct {
 	late      int // UDP: replies to earlier rounds, after their timeout
 	verified  uint64
 	elapsed   time.Duration
-	hist      latencyHist
+	hist      hist.Hist
 }
 
 // runEchoClient makes f.count round trips (or as many as fit in
 // f.duration) and verifies every byte of every reply.
-func runEchoClient(ctx context.Context, tr transport, server netip.AddrPort, f echoFlags) (*echoResult, error) {
+func runEchoClient(ctx context.Context, tr transport.Transport, server netip.AddrPort, f echoFlags) (*echoResult, error) {
 	res := &echoResult{proto: "TCP", server: server, transport: tr.Name(), size: f.size}
 	if f.udp {
 		res.proto = "UDP"
@@ -312,7 +318,7 @@ func runEchoClient(ctx context.Context, tr transport, server netip.AddrPort, f e
 	return res, err
 }
 
-func (res *echoResult) tcp(ctx context.Context, tr transport, server netip.AddrPort, f echoFlags, msg func(int) []byte) error {
+func (res *echoResult) tcp(ctx context.Context, tr transport.Transport, server netip.AddrPort, f echoFlags, msg func(int) []byte) error {
 	dctx, cancel := context.WithTimeout(ctx, 10*f.timeout)
 	c, err := tr.DialTCP(dctx, server)
 	cancel()
@@ -332,14 +338,14 @@ func (res *echoResult) tcp(ctx context.Context, tr transport, server netip.AddrP
 // than a server may buffer is sent while the echo is read, or a server that
 // echoes as it reads would block on us; a small one is sent first, which
 // times the round trip without a goroutine hand-off.
-func (res *echoResult) tcpRound(ctx context.Context, c streamConn, round int, m []byte, timeout time.Duration) (err error) {
+func (res *echoResult) tcpRound(ctx context.Context, c transport.Conn, round int, m []byte, timeout time.Duration) (err error) {
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	t0 := time.Now()
 	sendErr := make(chan error, 1)
 	if len(m) > echoInlineSend {
 		go func() {
-			_, err := sendBytes(rctx, c, m)
+			_, err := transport.SendBytes(rctx, c, m)
 			sendErr <- err
 		}()
 		defer func() {
@@ -348,7 +354,7 @@ func (res *echoResult) tcpRound(ctx context.Context, c streamConn, round int, m 
 				err = fmt.Errorf("round %d: send: %w", round, serr)
 			}
 		}()
-	} else if _, err := sendBytes(rctx, c, m); err != nil {
+	} else if _, err := transport.SendBytes(rctx, c, m); err != nil {
 		return fmt.Errorf("round %d: send: %w", round, err)
 	}
 	res.sent++
@@ -374,7 +380,7 @@ func (res *echoResult) tcpRound(ctx context.Context, c streamConn, round int, m 
 		got += len(b)
 		ch.Release()
 	}
-	res.hist.add(time.Since(t0))
+	res.hist.Add(time.Since(t0))
 	res.ok++
 	res.verified += uint64(len(m))
 	return nil
@@ -384,7 +390,7 @@ func (res *echoResult) tcpRound(ctx context.Context, c streamConn, round int, m 
 // reads the echo: below what any echo server buffers.
 const echoInlineSend = 16 << 10
 
-func (res *echoResult) udp(ctx context.Context, tr transport, server netip.AddrPort, f echoFlags, msg func(int) []byte) error {
+func (res *echoResult) udp(ctx context.Context, tr transport.Transport, server netip.AddrPort, f echoFlags, msg func(int) []byte) error {
 	pc, err := tr.DialUDP(server)
 	if err != nil {
 		return fmt.Errorf("udp socket: %w", err)
@@ -429,7 +435,7 @@ func (res *echoResult) udp(ctx context.Context, tr transport, server netip.AddrP
 				return fmt.Errorf("round %d: byte %d differs: got %#02x, want %#02x", round, i, have, want)
 			}
 			ch.Release()
-			res.hist.add(time.Since(t0))
+			res.hist.Add(time.Since(t0))
 			res.ok++
 			res.verified += uint64(len(m))
 			break
@@ -469,7 +475,7 @@ func (res *echoResult) write(w io.Writer) {
 		}
 		fmt.Fprintf(w, "udp: %d sent, %d lost (%.2f%%), %d late replies\n", res.sent, res.lost, pct, res.late)
 	}
-	res.hist.write(w)
+	res.hist.Print(w)
 	fmt.Fprintf(w, "round trips/s: %.0f (%d in %.2f s)\n", res.rate(), res.ok, res.elapsed.Seconds())
 }
 
@@ -502,11 +508,11 @@ func (res *echoResult) json(err error) echoJSON {
 	j := echoJSON{Protocol: res.proto, Server: res.server.String(), Transport: res.transport, Size: res.size,
 		Sent: res.sent, RoundTrips: res.ok, Lost: res.lost, Late: res.late, VerifiedByte: res.verified,
 		Seconds: res.elapsed.Seconds(), RoundTripsPS: res.rate(),
-		LatencyUs: map[string]float64{"min": us(res.hist.min), "p50": us(res.hist.quantile(.5)), "p90": us(res.hist.quantile(.9)),
-			"p99": us(res.hist.quantile(.99)), "max": us(res.hist.max), "mean": us(res.hist.mean())},
+		LatencyUs: map[string]float64{"min": us(res.hist.Min()), "p50": us(res.hist.Quantile(.5)), "p90": us(res.hist.Quantile(.9)),
+			"p99": us(res.hist.Quantile(.99)), "max": us(res.hist.Max()), "mean": us(res.hist.Mean())},
 		Histogram: []echoJSONBucket{}}
-	for _, o := range res.hist.octaves() {
-		j.Histogram = append(j.Histogram, echoJSONBucket{FromUs: us(o.lo), ToUs: us(o.hi), Count: o.count})
+	for _, o := range res.hist.Octaves() {
+		j.Histogram = append(j.Histogram, echoJSONBucket{FromUs: us(o.Lo), ToUs: us(o.Hi), Count: o.Count})
 	}
 	if err != nil {
 		j.Error = err.Error()

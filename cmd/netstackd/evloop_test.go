@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
 )
 
 // TestEchoBackpressure sends to the event-loop echo service from a peer
@@ -20,7 +22,7 @@ func TestEchoBackpressure(t *testing.T) {
 	env := inprocEnv(t)
 	server := env.stacks[1]
 	svc := newServices(server, slog.New(slog.DiscardHandler))
-	if err := svc.start([]string{"echo"}, iperfPort, nil, false); err != nil {
+	if err := svc.start([]string{"echo"}, iperf3.Port, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	defer svc.Close()

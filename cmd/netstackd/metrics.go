@@ -256,7 +256,7 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 		ps := svc.perf
 		svc.mu.Unlock()
 		if ps != nil {
-			s := ps.stats()
+			s := ps.Stats()
 			counter("zcnet_perf_tests_total", "iperf3 tests by result: ok ran to the exchange of results, failed ended in an error.", s.Tests, "result", "ok")
 			counter("zcnet_perf_tests_total", "iperf3 tests by result: ok ran to the exchange of results, failed ended in an error.", s.Failed, "result", "failed")
 			counter("zcnet_perf_denied_total", "Connections refused with ACCESS_DENIED.", s.Denied)

@@ -23,6 +23,8 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/evchan"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
 )
 
 func TestSnakeCase(t *testing.T) {
@@ -115,7 +117,7 @@ func TestMetricsScrape(t *testing.T) {
 	}
 	defer ec.Close()
 	obs := newObserver(server, svc, map[string]*evchan.Channel{"test": ec})
-	if err := svc.start(allServices, iperfPort, obs, true); err != nil {
+	if err := svc.start(allServices, iperf3.Port, obs, true); err != nil {
 		t.Fatal(err)
 	}
 	defer svc.Close()
@@ -123,13 +125,12 @@ func TestMetricsScrape(t *testing.T) {
 	// Drive the services.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	o, err := runPerfClient(ctx, env.client, perfClientConfig{Server: netip.AddrPortFrom(env.serverAddr, iperfPort),
-		Spec: perfTestSpec{streams: 2, blksize: 64 << 10, duration: 1}})
+	o, err := iperf3.RunClient(ctx, env.client, iperf3.ClientConfig{Server: netip.AddrPortFrom(env.serverAddr, iperf3.Port),
+		Spec: iperf3.Spec{Streams: 2, BlockSize: 64 << 10, Duration: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rcv := o.sides()
-	received := sum(rcv).bytes
+	received := o.BytesReceived()
 	echo, err := runEchoClient(ctx, env.client, netip.AddrPortFrom(env.serverAddr, 7), echoFlags{count: 50, size: 300, timeout: time.Second})
 	if err != nil || echo.ok != 50 {
 		t.Fatalf("echo: %v %+v", err, echo)
@@ -183,7 +184,7 @@ func TestMetricsScrape(t *testing.T) {
 	// The status page and the profiler on the same server.
 	var st struct {
 		Copy api.Counters    `json:"copy"`
-		Perf perfServerStats `json:"perf"`
+		Perf iperf3.ServerStats `json:"perf"`
 	}
 	if err := json.Unmarshal(scrape(t, obs.mux(), "/status.json"), &st); err != nil {
 		t.Fatal(err)

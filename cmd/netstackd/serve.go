@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"github.com/zcnet/zcnet/evchan"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
 )
 
 const serveHelp = `Usage: netstackd serve -tap NAME -addr PREFIX [flags]
@@ -114,7 +116,7 @@ const servePoolSize = 64 << 20
 var allServices = []string{"echo", "discard", "perf", "http"}
 
 func newServeConfig() *serveConfig {
-	return &serveConfig{stackFlags: newStackFlags(servePoolSize), cmd: "serve", services: "echo,discard,perf,http", perfPort: iperfPort, logLevel: "info"}
+	return &serveConfig{stackFlags: newStackFlags(servePoolSize), cmd: "serve", services: "echo,discard,perf,http", perfPort: iperf3.Port, logLevel: "info"}
 }
 
 // maxSocketPath is the longest unix socket path (sun_path less its NUL).
@@ -266,7 +268,7 @@ func (cfg *serveConfig) resolve() (serveSetup, error) {
 		}
 	}
 	if cfg.perfPort < 1 || cfg.perfPort > 65535 {
-		return s, fmt.Errorf("%s: want a port, 1 to 65535 (iperf3's is %d)", o.val("perf-port", cfg.perfPort), iperfPort)
+		return s, fmt.Errorf("%s: want a port, 1 to 65535 (iperf3's is %d)", o.val("perf-port", cfg.perfPort), iperf3.Port)
 	}
 	s.perfPort = uint16(cfg.perfPort)
 	if cfg.metrics != "" {

@@ -18,6 +18,10 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/stack"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/transport"
 )
 
 // services runs the daemon's servers on one stack: echo (RFC 862) and
@@ -30,7 +34,7 @@ type services struct {
 	log     *slog.Logger
 	z       *zcStack
 	st      *stack.Stack
-	tr      transport
+	tr      transport.Transport
 	started time.Time
 
 	// ctx ends at Close; every handler's calls take it, so cancelling it
@@ -40,9 +44,9 @@ type services struct {
 
 	wg      sync.WaitGroup
 	mu      sync.Mutex
-	closers []io.Closer // +checklocks:mu; listeners and servers
-	perf    *perfServer // +checklocks:mu; nil unless perf runs
-	ev      *evServer   // +checklocks:mu; the TCP echo and discard loops, nil unless one runs
+	closers []io.Closer    // +checklocks:mu; listeners and servers
+	perf    *iperf3.Server // +checklocks:mu; nil unless perf runs
+	ev      *evServer      // +checklocks:mu; the TCP echo and discard loops, nil unless one runs
 
 	echoBytes, discardBytes, udpEchoed, udpDiscarded atomic.Uint64
 }
@@ -85,7 +89,7 @@ func (s *services) goTracked(fn func()) {
 // adding the bytes to n as it goes. Each received chunk is written straight
 // into the stack's send buffer and then released: one copy, the one the
 // stack's send path needs.
-func echoStream(ctx context.Context, c streamConn, n *atomic.Uint64) error {
+func echoStream(ctx context.Context, c transport.Conn, n *atomic.Uint64) error {
 	for {
 		ch, err := c.Recv(ctx)
 		if err != nil {
@@ -94,23 +98,13 @@ func echoStream(ctx context.Context, c streamConn, n *atomic.Uint64) error {
 			}
 			return err
 		}
-		m, err := sendBytes(ctx, c, ch.Bytes())
+		m, err := transport.SendBytes(ctx, c, ch.Bytes())
 		ch.Release()
 		n.Add(uint64(m))
 		if err != nil {
 			return err
 		}
 	}
-}
-
-// sendBytes sends p whole through c's fill-style Send.
-func sendBytes(ctx context.Context, c streamConn, p []byte) (int, error) {
-	off := 0
-	return c.Send(ctx, len(p), func(dst []byte) int {
-		n := copy(dst, p[off:])
-		off += n
-		return n
-	})
 }
 
 // startUDP binds port and answers datagrams: echo bounces each back (the
@@ -162,7 +156,7 @@ type status struct {
 	ZeroCopy stack.ZeroCopyStats `json:"zero_copy"`
 	Pool     any                 `json:"pool,omitempty"`
 	Channels map[string]any      `json:"event_channels,omitempty"`
-	Perf     *perfServerStats    `json:"perf,omitempty"`
+	Perf     *iperf3.ServerStats `json:"perf,omitempty"`
 	Counters map[string]uint64   `json:"counters"`
 	// Goroutines is the daemon's count now: the event-loop services keep
 	// it independent of the number of connections.
@@ -225,7 +219,7 @@ func (s *services) status() status {
 		}
 	}
 	if ps != nil {
-		pst := ps.stats()
+		pst := ps.Stats()
 		st.Perf = &pst
 		st.Services["perf_tests"] = pst.Tests
 	}
@@ -296,7 +290,7 @@ func (s *services) startHTTP(metrics http.Handler) error {
 
 // startPerf runs the iperf3 server on port, TCP and UDP.
 func (s *services) startPerf(port uint16) error {
-	ps, err := newPerfServer(s.tr, perfServerConfig{Port: port, Log: s.log})
+	ps, err := iperf3.NewServer(s.tr, iperf3.ServerConfig{Port: port, Log: s.log})
 	if err != nil {
 		return fmt.Errorf("perf: %w", err)
 	}
@@ -379,5 +373,5 @@ func (s *services) startTCP(name string, port uint16, echo bool, counter *atomic
 
 // startAll starts every service with the default perf port.
 func (s *services) startAll() error {
-	return s.start(allServices, iperfPort, nil, false)
+	return s.start(allServices, iperf3.Port, nil, false)
 }

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/transport"
 )
 
 // toolNet is where a tool's sockets live, chosen by exactly one of:
@@ -98,7 +100,7 @@ func (n *toolNet) resolve() (toolMode, stackSetup, error) {
 
 // toolEnv is a tool's open network: the transport(s) and what to close.
 type toolEnv struct {
-	client, server transport // the same for -kernel and -tap
+	client, server transport.Transport // the same for -kernel and -tap
 	// serverAddr is the in-process server's address (-inproc).
 	serverAddr netip.Addr
 	stacks     []*zcStack
@@ -109,7 +111,7 @@ type toolEnv struct {
 func openToolEnv(mode toolMode, s stackSetup, ring string, log *slog.Logger) (*toolEnv, error) {
 	switch mode {
 	case modeKernel:
-		return &toolEnv{client: kernelTransport{}, server: kernelTransport{}}, nil
+		return &toolEnv{client: transport.Kernel{}, server: transport.Kernel{}}, nil
 	case modeInproc:
 		c, sv, err := openPairStacks(s, log)
 		if err != nil {

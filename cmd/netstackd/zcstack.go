@@ -14,6 +14,8 @@ import (
 	"github.com/zcnet/zcnet/tap"
 	"github.com/zcnet/zcnet/tap/ring"
 	"github.com/zcnet/zcnet/tap/xdp"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/transport"
 )
 
 // zcStack is one zcnet stack with everything it runs on: its link (a TAP
@@ -203,7 +205,7 @@ func buildStack(s stackSetup, link gstack.LinkEndpoint, name string, log *slog.L
 }
 
 // transport returns the zero-copy sockets of the stack as a transport.
-func (z *zcStack) transport() transport { return newZCTransport(z.zs, z.st) }
+func (z *zcStack) transport() transport.Transport { return transport.NewZC(z.zs, z.st) }
 
 // Close closes the sockets, the stack with its link, the capture and the
 // pool, and returns the first error (a pool still lending buffers is one:

@@ -1,4 +1,4 @@
-package main
+package hist
 
 import (
 	"fmt"
@@ -8,14 +8,14 @@ import (
 	"time"
 )
 
-// latencyHist is a log-linear histogram of durations: each power of two
+// Hist is a log-linear histogram of durations: each power of two
 // is cut into 16 buckets, so a quantile is within 1/16 (6%) of the true
 // value at any scale, in constant memory however many samples it holds.
 //
 //	value v (ns)        bucket
 //	0 .. 15             v (exact)
 //	[2^e, 2^(e+1)), e≥4 (e-3)*16 + the 4 bits after v's leading one
-type latencyHist struct {
+type Hist struct {
 	counts        [histBuckets]uint64
 	n             uint64
 	min, max, sum time.Duration
@@ -46,8 +46,8 @@ func histUpper(b int) uint64 {
 	return (histSub+sub+1)<<(e-histSubBits) - 1
 }
 
-// add records one sample (negative durations count as zero).
-func (h *latencyHist) add(d time.Duration) {
+// Add records one sample (negative durations count as zero).
+func (h *Hist) Add(d time.Duration) {
 	if d < 0 {
 		d = 0
 	}
@@ -62,9 +62,9 @@ func (h *latencyHist) add(d time.Duration) {
 	h.sum += d
 }
 
-// quantile returns the q-quantile (0 < q ≤ 1): the upper edge of the bucket
+// Quantile returns the q-quantile (0 < q ≤ 1): the upper edge of the bucket
 // that holds it, never above the largest sample.
-func (h *latencyHist) quantile(q float64) time.Duration {
+func (h *Hist) Quantile(q float64) time.Duration {
 	if h.n == 0 {
 		return 0
 	}
@@ -80,23 +80,23 @@ func (h *latencyHist) quantile(q float64) time.Duration {
 	return h.max
 }
 
-func (h *latencyHist) mean() time.Duration {
+func (h *Hist) Mean() time.Duration {
 	if h.n == 0 {
 		return 0
 	}
 	return h.sum / time.Duration(h.n)
 }
 
-// octave is one power-of-two range of the histogram, for printing.
-type octave struct {
-	lo, hi time.Duration // [lo, hi)
-	count  uint64
+// Octave is one power-of-two range of the histogram, for printing.
+type Octave struct {
+	Lo, Hi time.Duration // [Lo, Hi)
+	Count  uint64
 }
 
-// octaves returns the non-empty power-of-two ranges between the smallest
+// Octaves returns the non-empty power-of-two ranges between the smallest
 // and the largest sample.
-func (h *latencyHist) octaves() []octave {
-	var out []octave
+func (h *Hist) Octaves() []Octave {
+	var out []Octave
 	for b := 0; b < histBuckets; {
 		lo := uint64(0)
 		if b >= histSub {
@@ -111,11 +111,11 @@ func (h *latencyHist) octaves() []octave {
 			c += h.counts[b]
 		}
 		hi := histUpper(end-1) + 1
-		out = append(out, octave{lo: time.Duration(lo), hi: time.Duration(hi), count: c})
+		out = append(out, Octave{Lo: time.Duration(lo), Hi: time.Duration(hi), Count: c})
 	}
 	first, last := -1, -1
 	for i, o := range out {
-		if o.count > 0 {
+		if o.Count > 0 {
 			if first < 0 {
 				first = i
 			}
@@ -128,23 +128,32 @@ func (h *latencyHist) octaves() []octave {
 	return out[first : last+1]
 }
 
-// write prints the percentiles and a bar per octave.
-func (h *latencyHist) write(w io.Writer) {
+// Print prints the percentiles and a bar per Octave.
+func (h *Hist) Print(w io.Writer) {
 	fmt.Fprintf(w, "latency: min %v  p50 %v  p90 %v  p99 %v  max %v  mean %v\n",
-		roundDur(h.min), roundDur(h.quantile(0.50)), roundDur(h.quantile(0.90)), roundDur(h.quantile(0.99)), roundDur(h.max), roundDur(h.mean()))
-	oct := h.octaves()
+		roundDur(h.min), roundDur(h.Quantile(0.50)), roundDur(h.Quantile(0.90)), roundDur(h.Quantile(0.99)), roundDur(h.max), roundDur(h.Mean()))
+	oct := h.Octaves()
 	var most uint64
 	for _, o := range oct {
-		most = max(most, o.count)
+		most = max(most, o.Count)
 	}
 	for _, o := range oct {
 		bar := 0
 		if most > 0 {
-			bar = int((o.count*40 + most - 1) / most)
+			bar = int((o.Count*40 + most - 1) / most)
 		}
-		fmt.Fprintf(w, "  %9v - %-9v %-40s %d\n", roundDur(o.lo), roundDur(o.hi), strings.Repeat("#", bar), o.count)
+		fmt.Fprintf(w, "  %9v - %-9v %-40s %d\n", roundDur(o.Lo), roundDur(o.Hi), strings.Repeat("#", bar), o.Count)
 	}
 }
+
+// Min returns the smallest sample, or zero if there is none.
+func (h *Hist) Min() time.Duration { return h.min }
+
+// Max returns the largest sample, or zero if there is none.
+func (h *Hist) Max() time.Duration { return h.max }
+
+// Count returns the number of samples.
+func (h *Hist) Count() uint64 { return h.n }
 
 // roundDur keeps three significant figures.
 func roundDur(d time.Duration) time.Duration {

@@ -1,4 +1,4 @@
-package main
+package iperf3
 
 import (
 	"context"
@@ -6,40 +6,18 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 )
 
-// inprocEnv builds the two in-process stacks the tools' -inproc mode uses.
-func inprocEnv(t *testing.T) *toolEnv {
-	t.Helper()
-	n := newToolNet()
-	n.inproc = true
-	mode, setup, err := n.resolve()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, err := openToolEnv(mode, setup, "", slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.Close(); err != nil {
-			t.Errorf("closing the stacks: %v", err)
-		}
-	})
-	return env
-}
-
 // startPerfServer runs a one-off perf server (it ends after its first
 // test) on env's server stack; done is closed when Serve has returned.
-func startPerfServer(t *testing.T, env *toolEnv, cfg perfServerConfig) (srv *perfServer, done <-chan struct{}) {
+func startPerfServer(t *testing.T, env *testEnv, cfg ServerConfig) (srv *Server, done <-chan struct{}) {
 	t.Helper()
 	cfg.OneOff = true
-	srv, err := newPerfServer(env.server, cfg)
+	srv, err := NewServer(env.server, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,11 +51,11 @@ func waitDone(t *testing.T, done <-chan struct{}) {
 
 // rawClient opens a control connection to the perf server on env and sends
 // a cookie, as an iperf3 client's first step.
-func rawClient(t *testing.T, env *toolEnv, cookie [cookieLen]byte) *ctrlConn {
+func rawClient(t *testing.T, env *testEnv, cookie [cookieLen]byte) *ctrlConn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
-	c, err := env.client.DialTCP(ctx, netip.AddrPortFrom(env.serverAddr, iperfPort))
+	c, err := env.client.DialTCP(ctx, netip.AddrPortFrom(env.serverAddr, Port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +155,7 @@ func TestParamsSpec(t *testing.T) {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
 				}
-				if s.blksize == 0 || s.streams < 1 {
+				if s.BlockSize == 0 || s.Streams < 1 {
 					t.Fatalf("spec %+v", s)
 				}
 				// What a client sends for s is accepted as s.
@@ -198,12 +176,12 @@ func TestParamsSpec(t *testing.T) {
 // does not say.
 func TestParamsDefaults(t *testing.T) {
 	s, _, err := (&iperfParams{TCP: true, Time: 1, Parallel: 1}).spec()
-	if err != nil || s.blksize != 128<<10 {
-		t.Errorf("TCP default block %d, %v", s.blksize, err)
+	if err != nil || s.BlockSize != 128<<10 {
+		t.Errorf("TCP default block %d, %v", s.BlockSize, err)
 	}
 	s, _, err = (&iperfParams{UDP: true, Time: 1, Parallel: 1}).spec()
-	if err != nil || s.blksize != 1460 {
-		t.Errorf("UDP default datagram %d, %v", s.blksize, err)
+	if err != nil || s.BlockSize != 1460 {
+		t.Errorf("UDP default datagram %d, %v", s.BlockSize, err)
 	}
 }
 
@@ -219,7 +197,7 @@ func TestParamsFromIperf3(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := perfTestSpec{udp: true, reverse: true, streams: 4, blksize: 1460, duration: 3, rate: 1e9, serverOut: true}
+	want := Spec{UDP: true, Reverse: true, Streams: 4, BlockSize: 1460, Duration: 3, Rate: 1e9, ServerOutput: true}
 	if s != want {
 		t.Fatalf("spec %+v, want %+v", s, want)
 	}
@@ -229,7 +207,7 @@ func TestParamsFromIperf3(t *testing.T) {
 // not do gets SERVER_ERROR with iperf3's error code, as iperf3 -c expects.
 func TestServerRefusesBadParameters(t *testing.T) {
 	env := inprocEnv(t)
-	srv, done := startPerfServer(t, env, perfServerConfig{})
+	srv, done := startPerfServer(t, env, ServerConfig{})
 	cc := rawClient(t, env, newCookie())
 	mustState(t, cc, stParamExchange)
 	if err := cc.writeJSON(iperfParams{TCP: true, Time: 1, Parallel: 1, Bidirectional: true}); err != nil {
@@ -241,7 +219,7 @@ func TestServerRefusesBadParameters(t *testing.T) {
 		t.Fatalf("readServerError = %v", err)
 	}
 	waitDone(t, done)
-	if s := srv.stats(); s.Failed != 1 || s.Tests != 0 {
+	if s := srv.Stats(); s.Failed != 1 || s.Tests != 0 {
 		t.Fatalf("stats %+v", s)
 	}
 }
@@ -250,7 +228,7 @@ func TestServerRefusesBadParameters(t *testing.T) {
 // anything is read or allocated.
 func TestServerRejectsOversizedJSON(t *testing.T) {
 	env := inprocEnv(t)
-	srv, done := startPerfServer(t, env, perfServerConfig{})
+	srv, done := startPerfServer(t, env, ServerConfig{})
 	cc := rawClient(t, env, newCookie())
 	mustState(t, cc, stParamExchange)
 	if err := cc.write([]byte{0x7f, 0xff, 0xff, 0xff}); err != nil {
@@ -260,7 +238,7 @@ func TestServerRejectsOversizedJSON(t *testing.T) {
 		t.Fatalf("after an oversized message the server should close; read: %v", err)
 	}
 	waitDone(t, done)
-	if s := srv.stats(); s.Failed != 1 {
+	if s := srv.Stats(); s.Failed != 1 {
 		t.Fatalf("stats %+v", s)
 	}
 }
@@ -270,7 +248,7 @@ func TestServerRejectsOversizedJSON(t *testing.T) {
 // the test's own stream is taken. Our client reports the busy server.
 func TestServerBusyAndCookies(t *testing.T) {
 	env := inprocEnv(t)
-	srv, done := startPerfServer(t, env, perfServerConfig{Timeout: 5 * time.Second})
+	srv, done := startPerfServer(t, env, ServerConfig{Timeout: 5 * time.Second})
 	cookie := newCookie()
 	cc := rawClient(t, env, cookie)
 	mustState(t, cc, stParamExchange)
@@ -284,8 +262,8 @@ func TestServerBusyAndCookies(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := runPerfClient(ctx, env.client, perfClientConfig{Server: netip.AddrPortFrom(env.serverAddr, iperfPort),
-		Spec: perfTestSpec{streams: 1, blksize: 1000, duration: 1}, Timeout: 5 * time.Second})
+	_, err := RunClient(ctx, env.client, ClientConfig{Server: netip.AddrPortFrom(env.serverAddr, Port),
+		Spec: Spec{Streams: 1, BlockSize: 1000, Duration: 1}, Timeout: 5 * time.Second})
 	if !errors.Is(err, errBusy) {
 		t.Fatalf("client against a busy server: %v, want errBusy", err)
 	}
@@ -297,10 +275,10 @@ func TestServerBusyAndCookies(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustState(t, cc, stExchangeResults)
-	if err := cc.writeJSON(iperfResults{SenderHasRetransmits: 0, Streams: []iperfStreamJSON{{ID: 1}}}); err != nil {
+	if err := cc.writeJSON(Results{SenderHasRetransmits: 0, Streams: []StreamJSON{{ID: 1}}}); err != nil {
 		t.Fatal(err)
 	}
-	var res iperfResults
+	var res Results
 	if err := cc.readJSON(&res, maxResultsJSON); err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +289,7 @@ func TestServerBusyAndCookies(t *testing.T) {
 	cc.writeState(stIperfDone)
 	stream.c.Close()
 	waitDone(t, done)
-	if s := srv.stats(); s.Tests != 1 || s.Running || s.Denied < 2 || s.Failed != 0 {
+	if s := srv.Stats(); s.Tests != 1 || s.Running || s.Denied < 2 || s.Failed != 0 {
 		t.Fatalf("stats %+v: want 2 or more denied (client and intruder), none failed", s)
 	}
 }
@@ -320,7 +298,7 @@ func TestServerBusyAndCookies(t *testing.T) {
 // SERVER_ERROR, and the server is free again.
 func TestServerStreamTimeout(t *testing.T) {
 	env := inprocEnv(t)
-	srv, done := startPerfServer(t, env, perfServerConfig{Timeout: 500 * time.Millisecond})
+	srv, done := startPerfServer(t, env, ServerConfig{Timeout: 500 * time.Millisecond})
 	cc := rawClient(t, env, newCookie())
 	mustState(t, cc, stParamExchange)
 	if err := cc.writeJSON(iperfParams{UDP: true, Time: 1, Parallel: 2}); err != nil {
@@ -332,17 +310,17 @@ func TestServerStreamTimeout(t *testing.T) {
 		t.Fatalf("readServerError = %v", err)
 	}
 	waitDone(t, done)
-	if s := srv.stats(); s.Failed != 1 || s.Running {
+	if s := srv.Stats(); s.Failed != 1 || s.Running {
 		t.Fatalf("stats %+v", s)
 	}
 	// The next server runs a test. (On another port: the first server's
 	// closed connections hold 5201 in TIME_WAIT, and zcnet's listeners do
 	// not set SO_REUSEADDR.)
-	startPerfServer(t, env, perfServerConfig{Port: 5202})
+	startPerfServer(t, env, ServerConfig{Port: 5202})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	o, err := runPerfClient(ctx, env.client, perfClientConfig{Server: netip.AddrPortFrom(env.serverAddr, 5202),
-		Spec: perfTestSpec{streams: 1, blksize: 1000, duration: 1, udp: true, rate: 1e6}})
+	o, err := RunClient(ctx, env.client, ClientConfig{Server: netip.AddrPortFrom(env.serverAddr, 5202),
+		Spec: Spec{Streams: 1, BlockSize: 1000, Duration: 1, UDP: true, Rate: 1e6}})
 	if err != nil || o == nil || len(o.local) != 1 || o.local[0].packets == 0 {
 		t.Fatalf("second test: %v, %+v", err, o)
 	}
@@ -364,9 +342,9 @@ func FuzzParams(f *testing.F) {
 			}
 			return
 		}
-		if s.streams < 1 || s.streams > maxStreams || s.blksize < 1 || s.blksize > maxTCPBlock ||
-			(s.udp && (s.blksize < udpHeader64 || s.blksize > maxUDPBlock)) || s.duration > maxTime ||
-			(s.duration == 0 && s.bytes == 0 && s.blocks == 0) {
+		if s.Streams < 1 || s.Streams > MaxStreams || s.BlockSize < 1 || s.BlockSize > MaxTCPBlock ||
+			(s.UDP && (s.BlockSize < UDPHeader64 || s.BlockSize > MaxUDPBlock)) || s.Duration > MaxTime ||
+			(s.Duration == 0 && s.Bytes == 0 && s.Blocks == 0) {
 			t.Fatalf("accepted an impossible test: %+v from %s", s, doc)
 		}
 	})

@@ -1,4 +1,4 @@
-package main
+package iperf3
 
 import (
 	"encoding/json"
@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/transport"
 )
 
 // Reports: the progress lines, the summary and the JSON document of a perf
@@ -16,29 +18,29 @@ import (
 // sum for UDP), so tools that read iperf3's output read ours; a "zcnet"
 // object adds what iperf3 does not have.
 
-// perfJSON is a test's JSON report.
-type perfJSON struct {
-	Start            perfJSONStart      `json:"start"`
-	Intervals        []perfJSONInterval `json:"intervals"`
-	End              perfJSONEnd        `json:"end"`
-	Error            string             `json:"error,omitempty"`
-	ServerOutputJSON json.RawMessage    `json:"server_output_json,omitempty"`
-	ServerOutputText string             `json:"server_output_text,omitempty"`
-	ZCNet            perfJSONZCNet      `json:"zcnet"`
+// Report is a test's JSON report.
+type Report struct {
+	Start            ReportStart      `json:"start"`
+	Intervals        []ReportInterval `json:"intervals"`
+	End              ReportEnd        `json:"end"`
+	Error            string           `json:"error,omitempty"`
+	ServerOutputJSON json.RawMessage  `json:"server_output_json,omitempty"`
+	ServerOutputText string           `json:"server_output_text,omitempty"`
+	ZCNet            ReportZCNet      `json:"zcnet"`
 }
 
-type perfJSONStart struct {
-	Connected          []perfJSONConnected `json:"connected"`
-	Version            string              `json:"version"`
-	SystemInfo         string              `json:"system_info"`
-	Timestamp          perfJSONTimestamp   `json:"timestamp"`
-	ConnectingTo       *perfJSONHostPort   `json:"connecting_to,omitempty"`
-	AcceptedConnection *perfJSONHostPort   `json:"accepted_connection,omitempty"`
-	Cookie             string              `json:"cookie"`
-	TestStart          perfJSONTestStart   `json:"test_start"`
+type ReportStart struct {
+	Connected          []ReportConnected `json:"connected"`
+	Version            string            `json:"version"`
+	SystemInfo         string            `json:"system_info"`
+	Timestamp          ReportTimestamp   `json:"timestamp"`
+	ConnectingTo       *ReportHostPort   `json:"connecting_to,omitempty"`
+	AcceptedConnection *ReportHostPort   `json:"accepted_connection,omitempty"`
+	Cookie             string            `json:"cookie"`
+	TestStart          ReportTestStart   `json:"test_start"`
 }
 
-type perfJSONConnected struct {
+type ReportConnected struct {
 	Socket     int    `json:"socket"`
 	LocalHost  string `json:"local_host"`
 	LocalPort  uint16 `json:"local_port"`
@@ -46,17 +48,17 @@ type perfJSONConnected struct {
 	RemotePort uint16 `json:"remote_port"`
 }
 
-type perfJSONTimestamp struct {
+type ReportTimestamp struct {
 	Time     string `json:"time"`
 	Timesecs int64  `json:"timesecs"`
 }
 
-type perfJSONHostPort struct {
+type ReportHostPort struct {
 	Host string `json:"host"`
 	Port uint16 `json:"port"`
 }
 
-type perfJSONTestStart struct {
+type ReportTestStart struct {
 	Protocol      string `json:"protocol"`
 	NumStreams    int    `json:"num_streams"`
 	Blksize       int    `json:"blksize"`
@@ -68,14 +70,14 @@ type perfJSONTestStart struct {
 	TargetBitrate uint64 `json:"target_bitrate"`
 }
 
-type perfJSONInterval struct {
-	Streams []perfJSONSum `json:"streams"`
-	Sum     perfJSONSum   `json:"sum"`
+type ReportInterval struct {
+	Streams []ReportSum `json:"streams"`
+	Sum     ReportSum   `json:"sum"`
 }
 
-// perfJSONSum is a stream's or a sum's counts over a span; the pointer
+// ReportSum is a stream's or a sum's counts over a span; the pointer
 // fields appear only where they mean something.
-type perfJSONSum struct {
+type ReportSum struct {
 	Socket        int      `json:"socket,omitempty"`
 	Start         float64  `json:"start"`
 	End           float64  `json:"end"`
@@ -92,21 +94,21 @@ type perfJSONSum struct {
 	Sender        bool     `json:"sender"`
 }
 
-type perfJSONEnd struct {
-	Streams     []perfJSONEndStream `json:"streams"`
-	SumSent     perfJSONSum         `json:"sum_sent"`
-	SumReceived perfJSONSum         `json:"sum_received"`
-	Sum         *perfJSONSum        `json:"sum,omitempty"`
-	CPU         perfJSONCPU         `json:"cpu_utilization_percent"`
+type ReportEnd struct {
+	Streams     []ReportEndStream `json:"streams"`
+	SumSent     ReportSum         `json:"sum_sent"`
+	SumReceived ReportSum         `json:"sum_received"`
+	Sum         *ReportSum        `json:"sum,omitempty"`
+	CPU         ReportCPU         `json:"cpu_utilization_percent"`
 }
 
-type perfJSONEndStream struct {
-	Sender   *perfJSONSum `json:"sender,omitempty"`
-	Receiver *perfJSONSum `json:"receiver,omitempty"`
-	UDP      *perfJSONSum `json:"udp,omitempty"`
+type ReportEndStream struct {
+	Sender   *ReportSum `json:"sender,omitempty"`
+	Receiver *ReportSum `json:"receiver,omitempty"`
+	UDP      *ReportSum `json:"udp,omitempty"`
 }
 
-type perfJSONCPU struct {
+type ReportCPU struct {
 	HostTotal    float64 `json:"host_total"`
 	HostUser     float64 `json:"host_user"`
 	HostSystem   float64 `json:"host_system"`
@@ -115,40 +117,37 @@ type perfJSONCPU struct {
 	RemoteSystem float64 `json:"remote_system"`
 }
 
-// perfJSONZCNet is what zcnet adds: which sockets this side used, its role,
+// ReportZCNet is what zcnet adds: which sockets this side used, its role,
 // and, on zcnet, the copy budget.
-type perfJSONZCNet struct {
-	Transport string      `json:"transport"`
-	Role      string      `json:"role"`
-	Copy      *copyBudget `json:"copy,omitempty"`
+type ReportZCNet struct {
+	Transport string                `json:"transport"`
+	Role      string                `json:"role"`
+	Copy      *transport.CopyBudget `json:"copy,omitempty"`
 }
 
-// copyBudget is the zero-copy socket API's counters over the test.
-type copyBudget struct {
-	RxHandedOver uint64 `json:"rx_handed_over_bytes"`
-	RxCopied     uint64 `json:"rx_copied_bytes"`
-	TxInPlace    uint64 `json:"tx_in_place_bytes"`
-	TxCopied     uint64 `json:"tx_copied_bytes"`
-}
-
-// perfOutcome is a finished test as one side saw it: its own counts and
+// Outcome is a finished test as one side saw it: its own counts and
 // the peer's.
-type perfOutcome struct {
-	spec      perfTestSpec
+type Outcome struct {
+	spec      Spec
 	role      string // "client" or "server"
 	transport string
 	sender    bool // this side sent
 	local     []streamResult
-	peer      iperfResults
+	peer      Results
 	cpu       cpuUsage
 	samples   []intervalSample
 	start     time.Time
 	cookie    string
-	connected []perfJSONConnected
-	peerAddr  perfJSONHostPort
-	copy      *copyBudget
-	err       error
+	connected []ReportConnected
+	peerAddr  ReportHostPort
+	copy      *transport.CopyBudget
+	// Err is the error the test ended with, if any; the reports print it.
+	Err error
 }
+
+// Peer returns the results the other side sent at the end of the test,
+// with the server's output if the client asked for it.
+func (o *Outcome) Peer() Results { return o.peer }
 
 // side is one direction's counts of a stream, or of the sum.
 type side struct {
@@ -170,8 +169,8 @@ func (s side) bps() float64 {
 
 // sides returns each stream's sender and receiver counts, in stream order,
 // from this side's results and the peer's (matched by stream id).
-func (o *perfOutcome) sides() (snd, rcv []side) {
-	peer := map[int]iperfStreamJSON{}
+func (o *Outcome) sides() (snd, rcv []side) {
+	peer := map[int]StreamJSON{}
 	for _, p := range o.peer.Streams {
 		peer[int(p.ID)] = p
 	}
@@ -197,6 +196,13 @@ func (o *perfOutcome) sides() (snd, rcv []side) {
 
 // sum adds sides up: bytes, packets and losses add, the time is the
 // longest, jitter is the mean.
+// BytesReceived returns the bytes the receiving side of the test counted,
+// over all its streams.
+func (o *Outcome) BytesReceived() uint64 {
+	_, rcv := o.sides()
+	return sum(rcv).bytes
+}
+
 func sum(ss []side) side {
 	t := side{}
 	known := len(ss) > 0
@@ -225,9 +231,9 @@ func sum(ss []side) side {
 func ptr[T any](v T) *T { return &v }
 
 // jsonSum renders a side for the JSON report.
-func (o *perfOutcome) jsonSum(s side, sender bool, socket int) perfJSONSum {
-	j := perfJSONSum{Socket: socket, Start: 0, End: s.seconds, Seconds: s.seconds, Bytes: s.bytes, BitsPerSecond: s.bps(), Sender: sender}
-	if !o.spec.udp {
+func (o *Outcome) jsonSum(s side, sender bool, socket int) ReportSum {
+	j := ReportSum{Socket: socket, Start: 0, End: s.seconds, Seconds: s.seconds, Bytes: s.bytes, BitsPerSecond: s.bps(), Sender: sender}
+	if !o.spec.UDP {
 		if sender && s.retransmits >= 0 {
 			j.Retransmits = ptr(s.retransmits)
 		}
@@ -247,31 +253,31 @@ func (o *perfOutcome) jsonSum(s side, sender bool, socket int) perfJSONSum {
 	return j
 }
 
-// jsonReport builds the test's JSON document.
-func (o *perfOutcome) jsonReport() perfJSON {
+// JSONReport builds the test's JSON document.
+func (o *Outcome) JSONReport() Report {
 	proto := "TCP"
-	if o.spec.udp {
+	if o.spec.UDP {
 		proto = "UDP"
 	}
 	rev := 0
-	if o.spec.reverse {
+	if o.spec.Reverse {
 		rev = 1
 	}
-	j := perfJSON{
-		Start: perfJSONStart{
+	j := Report{
+		Start: ReportStart{
 			Connected:  o.connected,
 			Version:    "netstackd (zcnet), iperf3 protocol",
 			SystemInfo: fmt.Sprintf("%s %s %s", runtime.GOOS, runtime.GOARCH, runtime.Version()),
-			Timestamp:  perfJSONTimestamp{Time: o.start.UTC().Format(time.RFC1123), Timesecs: o.start.Unix()},
+			Timestamp:  ReportTimestamp{Time: o.start.UTC().Format(time.RFC1123), Timesecs: o.start.Unix()},
 			Cookie:     o.cookie,
-			TestStart: perfJSONTestStart{Protocol: proto, NumStreams: o.spec.streams, Blksize: o.spec.blksize, Omit: o.spec.omit,
-				Duration: o.spec.duration, Bytes: o.spec.bytes, Blocks: o.spec.blocks, Reverse: rev, TargetBitrate: o.spec.rate},
+			TestStart: ReportTestStart{Protocol: proto, NumStreams: o.spec.Streams, Blksize: o.spec.BlockSize, Omit: o.spec.Omit,
+				Duration: o.spec.Duration, Bytes: o.spec.Bytes, Blocks: o.spec.Blocks, Reverse: rev, TargetBitrate: o.spec.Rate},
 		},
-		Intervals: []perfJSONInterval{},
-		ZCNet:     perfJSONZCNet{Transport: o.transport, Role: o.role, Copy: o.copy},
+		Intervals: []ReportInterval{},
+		ZCNet:     ReportZCNet{Transport: o.transport, Role: o.role, Copy: o.copy},
 	}
 	if j.Start.Connected == nil {
-		j.Start.Connected = []perfJSONConnected{}
+		j.Start.Connected = []ReportConnected{}
 	}
 	if o.role == "client" {
 		j.Start.ConnectingTo = &o.peerAddr
@@ -279,18 +285,18 @@ func (o *perfOutcome) jsonReport() perfJSON {
 		j.Start.AcceptedConnection = &o.peerAddr
 	}
 	for _, s := range o.samples {
-		iv := perfJSONInterval{}
+		iv := ReportInterval{}
 		for i, b := range s.perStream {
-			st := perfJSONSum{Socket: streamID(i), Start: s.start.Seconds(), End: s.end.Seconds(), Seconds: (s.end - s.start).Seconds(), Bytes: b, Omitted: ptr(s.omitted), Sender: o.sender}
+			st := ReportSum{Socket: streamID(i), Start: s.start.Seconds(), End: s.end.Seconds(), Seconds: (s.end - s.start).Seconds(), Bytes: b, Omitted: ptr(s.omitted), Sender: o.sender}
 			st.BitsPerSecond = float64(b) * 8 / math.Max(st.Seconds, 1e-9)
 			iv.Streams = append(iv.Streams, st)
 		}
-		iv.Sum = perfJSONSum{Start: s.start.Seconds(), End: s.end.Seconds(), Seconds: (s.end - s.start).Seconds(), Bytes: s.bytes, Omitted: ptr(s.omitted), Sender: o.sender}
+		iv.Sum = ReportSum{Start: s.start.Seconds(), End: s.end.Seconds(), Seconds: (s.end - s.start).Seconds(), Bytes: s.bytes, Omitted: ptr(s.omitted), Sender: o.sender}
 		iv.Sum.BitsPerSecond = float64(s.bytes) * 8 / math.Max(iv.Sum.Seconds, 1e-9)
 		if s.retransmits >= 0 {
 			iv.Sum.Retransmits = ptr(s.retransmits)
 		}
-		if o.spec.udp {
+		if o.spec.UDP {
 			iv.Sum.Packets = ptr(s.packets)
 			if !o.sender {
 				iv.Sum.LostPackets = ptr(s.lost)
@@ -302,23 +308,23 @@ func (o *perfOutcome) jsonReport() perfJSON {
 	snd, rcv := o.sides()
 	for i := range snd {
 		id := streamID(i)
-		if o.spec.udp {
+		if o.spec.UDP {
 			u := o.jsonSum(rcv[i], false, id)
 			u.Bytes, u.BitsPerSecond, u.Packets, u.Sender = snd[i].bytes, snd[i].bps(), ptr(snd[i].packets), o.sender
 			if snd[i].packets > 0 {
 				u.LostPercent = ptr(100 * float64(rcv[i].lost) / float64(snd[i].packets))
 			}
 			s, r := o.jsonSum(snd[i], true, id), o.jsonSum(rcv[i], false, id)
-			j.End.Streams = append(j.End.Streams, perfJSONEndStream{UDP: &u, Sender: &s, Receiver: &r})
+			j.End.Streams = append(j.End.Streams, ReportEndStream{UDP: &u, Sender: &s, Receiver: &r})
 			continue
 		}
 		s, r := o.jsonSum(snd[i], true, id), o.jsonSum(rcv[i], false, id)
-		j.End.Streams = append(j.End.Streams, perfJSONEndStream{Sender: &s, Receiver: &r})
+		j.End.Streams = append(j.End.Streams, ReportEndStream{Sender: &s, Receiver: &r})
 	}
 	ts, tr := sum(snd), sum(rcv)
 	j.End.SumSent = o.jsonSum(ts, true, 0)
 	j.End.SumReceived = o.jsonSum(tr, false, 0)
-	if o.spec.udp {
+	if o.spec.UDP {
 		// iperf3's UDP "sum": the sender's bytes and packets, the
 		// receiver's jitter and losses.
 		u := o.jsonSum(tr, false, 0)
@@ -329,12 +335,12 @@ func (o *perfOutcome) jsonReport() perfJSON {
 		j.End.Sum = &u
 	}
 	if j.End.Streams == nil {
-		j.End.Streams = []perfJSONEndStream{}
+		j.End.Streams = []ReportEndStream{}
 	}
-	j.End.CPU = perfJSONCPU{HostTotal: o.cpu.total, HostUser: o.cpu.user, HostSystem: o.cpu.system,
+	j.End.CPU = ReportCPU{HostTotal: o.cpu.total, HostUser: o.cpu.user, HostSystem: o.cpu.system,
 		RemoteTotal: o.peer.CPUUtilTotal, RemoteUser: o.peer.CPUUtilUser, RemoteSystem: o.peer.CPUUtilSystem}
-	if o.err != nil {
-		j.Error = o.err.Error()
+	if o.Err != nil {
+		j.Error = o.Err.Error()
 	}
 	return j
 }
@@ -366,21 +372,21 @@ func formatTransfer(n uint64) string {
 }
 
 // headerLine is the column header of progress and summary lines.
-func (o *perfOutcome) headerLine() string {
-	if o.spec.udp {
+func (o *Outcome) headerLine() string {
+	if o.spec.UDP {
 		return "[ ID] Interval          Transfer         Bitrate     Jitter    Lost/Total Datagrams"
 	}
 	return "[ ID] Interval          Transfer         Bitrate      Retr"
 }
 
 // intervalLine prints one progress line.
-func intervalLine(spec perfTestSpec, sender bool, label string, s intervalSample) string {
+func intervalLine(spec Spec, sender bool, label string, s intervalSample) string {
 	secs := (s.end - s.start).Seconds()
 	line := fmt.Sprintf("[%3s] %6.2f-%-6.2f s %s  %s", label, s.start.Seconds(), s.end.Seconds(), formatTransfer(s.bytes), formatRate(float64(s.bytes)*8/math.Max(secs, 1e-9)))
 	switch {
-	case spec.udp && sender:
+	case spec.UDP && sender:
 		line += fmt.Sprintf("  %d datagrams", s.packets)
-	case spec.udp:
+	case spec.UDP:
 		line += fmt.Sprintf("  %6.3f ms  %d/%d", s.jitter*1000, s.lost, s.packets)
 	case s.retransmits >= 0:
 		line += fmt.Sprintf("  %4d", s.retransmits)
@@ -391,8 +397,8 @@ func intervalLine(spec perfTestSpec, sender bool, label string, s intervalSample
 	return line
 }
 
-// writeSummary prints the per-stream and summed sender and receiver lines.
-func (o *perfOutcome) writeSummary(w io.Writer) {
+// WriteSummary prints the per-stream and summed sender and receiver lines.
+func (o *Outcome) WriteSummary(w io.Writer) {
 	snd, rcv := o.sides()
 	fmt.Fprintln(w, "- - - - - - - - - - - - - - - - - - - - - - - - -")
 	fmt.Fprintln(w, o.headerLine())
@@ -405,9 +411,9 @@ func (o *perfOutcome) writeSummary(w io.Writer) {
 		}
 		l := fmt.Sprintf("[%3s] %6.2f-%-6.2f s %s  %s", label, 0.0, s.seconds, formatTransfer(s.bytes), formatRate(s.bps()))
 		switch {
-		case o.spec.udp && sender:
+		case o.spec.UDP && sender:
 			l += fmt.Sprintf("  %9s  %d datagrams", "", s.packets)
-		case o.spec.udp:
+		case o.spec.UDP:
 			pct := 0.0
 			if total > 0 {
 				pct = 100 * float64(s.lost) / float64(total)

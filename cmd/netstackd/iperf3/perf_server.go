@@ -1,4 +1,4 @@
-package main
+package iperf3
 
 import (
 	"context"
@@ -12,16 +12,18 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/transport"
 )
 
-// perfServer is an iperf3 server on a transport: one test at a time, as
+// Server is an iperf3 server on a transport: one test at a time, as
 // iperf3 runs them; a client that connects while a test runs gets
 // ACCESS_DENIED ("the server is busy"). Stream connections are told apart
 // from control connections by their cookie.
-type perfServer struct {
-	cfg perfServerConfig
-	tr  transport
-	ln  streamListener
+type Server struct {
+	cfg ServerConfig
+	tr  transport.Transport
+	ln  transport.Listener
 
 	wg sync.WaitGroup // the accept loop's helpers and the tests
 
@@ -37,8 +39,8 @@ type perfServer struct {
 	oneOffOnce        sync.Once
 }
 
-// perfServerConfig configures a perf server.
-type perfServerConfig struct {
+// ServerConfig configures a perf server.
+type ServerConfig struct {
 	Port uint16
 	Log  *slog.Logger
 	// Out, if set, receives each test's progress lines and summary (the
@@ -52,9 +54,9 @@ type perfServerConfig struct {
 	Timeout time.Duration
 }
 
-// perfServerStats are the server's counters, for the status page and
+// ServerStats are the server's counters, for the status page and
 // metrics.
-type perfServerStats struct {
+type ServerStats struct {
 	Tests             uint64 `json:"tests"`
 	Failed            uint64 `json:"failed"`
 	Denied            uint64 `json:"denied"`
@@ -64,23 +66,23 @@ type perfServerStats struct {
 	Running           bool   `json:"running"`
 }
 
-// defaultPerfTimeout bounds a control step: generous, since a client may
+// DefaultTimeout bounds a control step: generous, since a client may
 // pause between steps (iperf3 has no bound at all).
-const defaultPerfTimeout = 30 * time.Second
+const DefaultTimeout = 30 * time.Second
 
 // perfGrace is how long past its duration a test may run before the server
 // ends it (iperf3 allows 4 s for each of 10 state changes).
 const perfGrace = 40 * time.Second
 
-func newPerfServer(tr transport, cfg perfServerConfig) (*perfServer, error) {
+func NewServer(tr transport.Transport, cfg ServerConfig) (*Server, error) {
 	if cfg.Port == 0 {
-		cfg.Port = iperfPort
+		cfg.Port = Port
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = defaultPerfTimeout
+		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.Interval == 0 {
 		cfg.Interval = time.Second
@@ -89,30 +91,31 @@ func newPerfServer(tr transport, cfg perfServerConfig) (*perfServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &perfServer{cfg: cfg, tr: tr, ln: ln, oneOffDone: make(chan struct{})}, nil
+	return &Server{cfg: cfg, tr: tr, ln: ln, oneOffDone: make(chan struct{})}, nil
 }
 
 // Addr is the listening address.
-func (s *perfServer) Addr() netip.AddrPort { return s.ln.Addr() }
+func (s *Server) Addr() netip.AddrPort { return s.ln.Addr() }
 
 // Close stops accepting; Serve returns once running tests have ended
 // (ctx's cancellation ends them).
-func (s *perfServer) Close() error {
+func (s *Server) Close() error {
 	s.closed.Store(true)
 	return s.ln.Close()
 }
 
-func (s *perfServer) stats() perfServerStats {
+// Stats returns the server's counters so far.
+func (s *Server) Stats() ServerStats {
 	s.mu.Lock()
 	running := s.cur != nil
 	s.mu.Unlock()
-	return perfServerStats{Tests: s.tests.Load(), Failed: s.failed.Load(), Denied: s.denied.Load(),
+	return ServerStats{Tests: s.tests.Load(), Failed: s.failed.Load(), Denied: s.denied.Load(),
 		BytesReceived: s.bytesIn.Load(), BytesSent: s.bytesOut.Load(), LastBitsPerSecond: s.lastBitsPerSecond.Load(), Running: running}
 }
 
 // Serve accepts connections until ctx ends or Close, then waits for the
 // running test to end. With OneOff it returns after the first test.
-func (s *perfServer) Serve(ctx context.Context) error {
+func (s *Server) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() {
 		cancel()
@@ -141,7 +144,7 @@ func (s *perfServer) Serve(ctx context.Context) error {
 		s.mu.Lock()
 		t := s.cur
 		if t == nil {
-			t = &serverTest{s: s, ctrl: c, streams: make(chan streamConn, maxStreams)}
+			t = &serverTest{s: s, ctrl: c, streams: make(chan transport.Conn, MaxStreams)}
 			s.cur = t
 		}
 		s.mu.Unlock()
@@ -174,7 +177,7 @@ func (s *perfServer) Serve(ctx context.Context) error {
 
 // deny answers a connection that comes while a test runs with
 // ACCESS_DENIED, without reading from it (iperf_accept).
-func (s *perfServer) deny(ctx context.Context, c streamConn) {
+func (s *Server) deny(ctx context.Context, c transport.Conn) {
 	s.denied.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
@@ -196,13 +199,13 @@ func drainAndClose(ctx context.Context, cc *ctrlConn) {
 
 // serverTest is one test on the server side.
 type serverTest struct {
-	s    *perfServer
-	ctrl streamConn // the control connection; immutable
+	s    *Server
+	ctrl transport.Conn // the control connection; immutable
 
 	mu        sync.Mutex
-	accepting bool            // +checklocks:mu; the test takes stream connections
-	cookie    [cookieLen]byte // +checklocks:mu; the test's, set before accepting
-	streams   chan streamConn // stream connections whose cookie matched; sent to under mu
+	accepting bool                // +checklocks:mu; the test takes stream connections
+	cookie    [cookieLen]byte     // +checklocks:mu; the test's, set before accepting
+	streams   chan transport.Conn // stream connections whose cookie matched; sent to under mu
 
 	booked bool // the test's goroutine has counted the test
 }
@@ -216,7 +219,7 @@ func (t *serverTest) wantsStreams() bool {
 
 // offerStream reads a connection's cookie: a stream of this test is passed
 // on, anything else gets ACCESS_DENIED (iperf_tcp_accept).
-func (t *serverTest) offerStream(ctx context.Context, c streamConn) {
+func (t *serverTest) offerStream(ctx context.Context, c transport.Conn) {
 	rctx, cancel := context.WithTimeout(ctx, t.s.cfg.Timeout)
 	defer cancel()
 	cc := newCtrlConn(rctx, c)
@@ -276,7 +279,7 @@ func (t *serverTest) run(ctx context.Context) {
 // summary or JSON report of a standalone server. The server books before
 // it sends DISPLAY_RESULTS, so a client that has its results can read the
 // server's counters.
-func (t *serverTest) book(out *perfOutcome, log *slog.Logger) {
+func (t *serverTest) book(out *Outcome, log *slog.Logger) {
 	s := t.s
 	t.booked = true
 	s.tests.Add(1)
@@ -290,12 +293,12 @@ func (t *serverTest) book(out *perfOutcome, log *slog.Logger) {
 		s.bytesIn.Add(tr.bytes)
 	}
 	s.lastBitsPerSecond.Store(uint64(here.bps()))
-	attrs := []any{"proto", map[bool]string{false: "tcp", true: "udp"}[out.spec.udp], "reverse", out.spec.reverse,
-		"streams", out.spec.streams, "seconds", fmt.Sprintf("%.2f", here.seconds), "bytes", here.bytes, "bits_per_second", uint64(here.bps())}
-	if out.spec.udp && !out.sender {
+	attrs := []any{"proto", map[bool]string{false: "tcp", true: "udp"}[out.spec.UDP], "reverse", out.spec.Reverse,
+		"streams", out.spec.Streams, "seconds", fmt.Sprintf("%.2f", here.seconds), "bytes", here.bytes, "bits_per_second", uint64(here.bps())}
+	if out.spec.UDP && !out.sender {
 		attrs = append(attrs, "lost", tr.lost, "datagrams", ts.packets, "jitter_ms", fmt.Sprintf("%.3f", tr.jitter*1000))
 	}
-	if !out.spec.udp && ts.retransmits >= 0 {
+	if !out.spec.UDP && ts.retransmits >= 0 {
 		attrs = append(attrs, "retransmits", ts.retransmits)
 	}
 	log.Info("perf test done", attrs...)
@@ -303,9 +306,9 @@ func (t *serverTest) book(out *perfOutcome, log *slog.Logger) {
 		if s.cfg.JSON {
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
-			enc.Encode(out.jsonReport())
+			enc.Encode(out.JSONReport())
 		} else {
-			out.writeSummary(w)
+			out.WriteSummary(w)
 		}
 	}
 }
@@ -316,7 +319,7 @@ var errClientTerminated = errors.New("the client ended the test")
 // exchange runs the protocol's steps on the server's side
 // (iperf_run_server). It returns the outcome once data has flowed, even
 // if a later step failed, and the error.
-func (t *serverTest) exchange(ctx context.Context, log *slog.Logger) (*perfOutcome, error) {
+func (t *serverTest) exchange(ctx context.Context, log *slog.Logger) (*Outcome, error) {
 	s := t.s
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -347,26 +350,26 @@ func (t *serverTest) exchange(ctx context.Context, log *slog.Logger) (*perfOutco
 		cc.writeServerError(code, 0)
 		return nil, fmt.Errorf("refused the parameters: %w", err)
 	}
-	log.Debug("perf test starting", "udp", spec.udp, "reverse", spec.reverse, "streams", spec.streams,
-		"len", spec.blksize, "time", spec.duration, "bitrate", spec.rate)
+	log.Debug("perf test starting", "udp", spec.UDP, "reverse", spec.Reverse, "streams", spec.Streams,
+		"len", spec.BlockSize, "time", spec.Duration, "bitrate", spec.Rate)
 
 	// 2. Streams: TCP connections come through the accept loop, UDP
 	// streams are datagrams on a socket of the test's own.
-	run := newPerfRun(spec, s.tr, spec.reverse, s.cfg.Interval)
+	run := newPerfRun(spec, s.tr, spec.Reverse, s.cfg.Interval)
 	defer run.finish()
 	if w := s.cfg.Out; w != nil && !s.cfg.JSON {
 		fmt.Fprintf(w, "Accepted connection from %v: %s, %d stream(s), %s\n", t.ctrl.RemoteAddr(),
-			map[bool]string{false: "TCP", true: "UDP"}[spec.udp], spec.streams, map[bool]string{false: "client sends", true: "server sends (-R)"}[spec.reverse])
-		fmt.Fprintln(w, (&perfOutcome{spec: spec}).headerLine())
+			map[bool]string{false: "TCP", true: "UDP"}[spec.UDP], spec.Streams, map[bool]string{false: "client sends", true: "server sends (-R)"}[spec.Reverse])
+		fmt.Fprintln(w, (&Outcome{spec: spec}).headerLine())
 		label := "1"
-		if spec.streams > 1 {
+		if spec.Streams > 1 {
 			label = "SUM"
 		}
 		run.onSample = func(smp intervalSample) { fmt.Fprintln(w, intervalLine(spec, run.sender, label, smp)) }
 	}
 	var demux *udpDemux
 	var udpPeers <-chan netip.AddrPort
-	if spec.udp {
+	if spec.UDP {
 		pc, err := s.tr.ListenUDP(netip.AddrPortFrom(netip.Addr{}, s.cfg.Port))
 		if err != nil {
 			cc.writeServerError(ieStreamListn, 0)
@@ -393,7 +396,7 @@ func (t *serverTest) exchange(ctx context.Context, log *slog.Logger) (*perfOutco
 	ar.next()
 	setup := time.NewTimer(s.cfg.Timeout)
 	defer setup.Stop()
-	for len(run.streams) < spec.streams {
+	for len(run.streams) < spec.Streams {
 		select {
 		case c := <-t.streams:
 			run.addTCP(c)
@@ -403,7 +406,7 @@ func (t *serverTest) exchange(ctx context.Context, log *slog.Logger) (*perfOutco
 			return nil, fmt.Errorf("%w while setting up streams: %v", errClientTerminated, m)
 		case <-setup.C:
 			cc.writeServerError(ieStreamAcc, 0)
-			return nil, fmt.Errorf("only %d of %d streams arrived within %v", len(run.streams), spec.streams, s.cfg.Timeout)
+			return nil, fmt.Errorf("only %d of %d streams arrived within %v", len(run.streams), spec.Streams, s.cfg.Timeout)
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -418,7 +421,7 @@ func (t *serverTest) exchange(ctx context.Context, log *slog.Logger) (*perfOutco
 	if err := cc.writeState(stTestRunning); err != nil {
 		return nil, err
 	}
-	limit := time.NewTimer(time.Duration(spec.duration+spec.omit)*time.Second + perfGrace)
+	limit := time.NewTimer(time.Duration(spec.Duration+spec.Omit)*time.Second + perfGrace)
 	defer limit.Stop()
 	for running := true; running; {
 		select {
@@ -455,7 +458,7 @@ func (t *serverTest) exchange(ctx context.Context, log *slog.Logger) (*perfOutco
 	if err := run.err(); err != nil {
 		log.Debug("a stream failed", "err", err)
 	}
-	out := &perfOutcome{spec: spec, role: "server", transport: s.tr.Name(), sender: run.sender, local: run.results(),
+	out := &Outcome{spec: spec, role: "server", transport: s.tr.Name(), sender: run.sender, local: run.results(),
 		cpu: run.cpu, samples: run.samplesCopy(), start: run.start, cookie: string(cookie[:cookieLen-1]),
 		peerAddr: hostPort(t.ctrl.RemoteAddr()), connected: run.connected(), copy: run.copyDelta}
 	untime = timed()
@@ -465,9 +468,9 @@ func (t *serverTest) exchange(ctx context.Context, log *slog.Logger) (*perfOutco
 	if err := cc.readJSON(&out.peer, maxResultsJSON); err != nil {
 		return out, fmt.Errorf("reading the client's results: %w", err)
 	}
-	res := run.iperfResults()
-	if spec.serverOut {
-		doc, err := json.Marshal(out.jsonReport())
+	res := run.Results()
+	if spec.ServerOutput {
+		doc, err := json.Marshal(out.JSONReport())
 		if err == nil {
 			res.ServerOutputJSON = doc
 		}
@@ -520,8 +523,8 @@ func (m stateOrErr) String() string {
 	return m.st.String()
 }
 
-func hostPort(ap netip.AddrPort) perfJSONHostPort {
-	return perfJSONHostPort{Host: ap.Addr().String(), Port: ap.Port()}
+func hostPort(ap netip.AddrPort) ReportHostPort {
+	return ReportHostPort{Host: ap.Addr().String(), Port: ap.Port()}
 }
 
 // udpDemux reads a UDP test's socket on the server: a datagram from a new
@@ -529,7 +532,7 @@ func hostPort(ap netip.AddrPort) perfJSONHostPort {
 // (udpConnectMsg), answered with udpConnectReply; datagrams from known
 // addresses are their stream's data.
 type udpDemux struct {
-	pc    packetConn
+	pc    transport.PacketConn
 	run   *perfRun
 	peers chan netip.AddrPort
 	ctx   context.Context
@@ -542,8 +545,8 @@ type udpDemux struct {
 	closed  bool                           // +checklocks:mu
 }
 
-func newUDPDemux(pc packetConn, run *perfRun) *udpDemux {
-	d := &udpDemux{pc: pc, run: run, peers: make(chan netip.AddrPort, maxStreams), done: make(chan struct{}),
+func newUDPDemux(pc transport.PacketConn, run *perfRun) *udpDemux {
+	d := &udpDemux{pc: pc, run: run, peers: make(chan netip.AddrPort, MaxStreams), done: make(chan struct{}),
 		streams: map[netip.AddrPort]*perfStream{}, pending: map[netip.AddrPort]bool{}}
 	d.ctx, d.stop = context.WithCancel(context.Background())
 	go d.loop()
@@ -568,7 +571,7 @@ func (d *udpDemux) loop() {
 		p := ch.Bytes()
 		d.mu.Lock()
 		st := d.streams[from]
-		isNew := st == nil && !d.pending[from] && len(p) == len(udpConnectMsg) && len(d.streams)+len(d.pending) < d.run.spec.streams
+		isNew := st == nil && !d.pending[from] && len(p) == len(udpConnectMsg) && len(d.streams)+len(d.pending) < d.run.spec.Streams
 		if isNew {
 			d.pending[from] = true
 		}

@@ -1,4 +1,4 @@
-package main
+package hist
 
 import (
 	"bytes"
@@ -40,18 +40,18 @@ func TestHistBuckets(t *testing.T) {
 // ones of the same samples: each within 1/16 above, never below.
 func TestHistQuantiles(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	var h latencyHist
+	var h Hist
 	var all []time.Duration
 	for i := 0; i < 20000; i++ {
 		// Log-normal-ish: mostly tens of microseconds, a tail to 50 ms.
 		d := time.Duration(float64(20*time.Microsecond) * (1 + r.ExpFloat64()*r.ExpFloat64()*10))
-		h.add(d)
+		h.Add(d)
 		all = append(all, d)
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
 	for _, q := range []float64{0.5, 0.9, 0.99, 1} {
 		exact := all[int(q*float64(len(all))+0.999999)-1]
-		got := h.quantile(q)
+		got := h.Quantile(q)
 		if got < exact || float64(got) > float64(exact)*(1+1.0/16)+1 {
 			t.Errorf("q%.2f = %v, exact %v", q, got, exact)
 		}
@@ -60,28 +60,28 @@ func TestHistQuantiles(t *testing.T) {
 		t.Errorf("min %v max %v n %d", h.min, h.max, h.n)
 	}
 	var n uint64
-	for _, o := range h.octaves() {
-		n += o.count
-		if o.hi <= o.lo {
-			t.Errorf("octave [%v, %v)", o.lo, o.hi)
+	for _, o := range h.Octaves() {
+		n += o.Count
+		if o.Hi <= o.Lo {
+			t.Errorf("Octave [%v, %v)", o.Lo, o.Hi)
 		}
 	}
 	if n != h.n {
 		t.Errorf("octaves hold %d of %d samples", n, h.n)
 	}
 	var b bytes.Buffer
-	h.write(&b)
+	h.Print(&b)
 	if !strings.HasPrefix(b.String(), "latency: min ") || strings.Count(b.String(), "\n") < 3 {
 		t.Errorf("write:\n%s", &b)
 	}
 }
 
 func TestHistEmpty(t *testing.T) {
-	var h latencyHist
-	if h.quantile(0.5) != 0 || h.mean() != 0 || h.octaves() != nil {
+	var h Hist
+	if h.Quantile(0.5) != 0 || h.Mean() != 0 || h.Octaves() != nil {
 		t.Error("an empty histogram reports samples")
 	}
-	h.add(-time.Second)
+	h.Add(-time.Second)
 	if h.max != 0 || h.n != 1 {
 		t.Errorf("negative sample: %+v", h)
 	}

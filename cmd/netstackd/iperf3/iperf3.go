@@ -1,4 +1,4 @@
-package main
+package iperf3
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/transport"
 )
 
 // The iperf3 control protocol, as esnet/iperf speaks it (iperf_api.c,
@@ -41,8 +43,8 @@ import (
 // of the send time (4 bytes each), then the sequence number, from 1: 4 bytes,
 // or 8 with the udp_counters_64bit parameter. The rest is payload.
 
-// iperfPort is iperf3's port.
-const iperfPort = 5201
+// Port is iperf3's port.
+const Port = 5201
 
 // cookieLen is the cookie's size on the wire, NUL included (COOKIE_SIZE).
 const cookieLen = 37
@@ -111,14 +113,14 @@ var (
 
 // Limits (iperf.h).
 const (
-	defaultTCPBlock = 128 << 10 // DEFAULT_TCP_BLKSIZE
-	defaultUDPBlock = 1460      // DEFAULT_UDP_BLKSIZE
-	maxTCPBlock     = 1 << 20   // MAX_BLOCKSIZE
-	maxUDPBlock     = 65535 - 8 - 20
-	maxStreams      = 128     // MAX_STREAMS
-	maxTime         = 86400   // MAX_TIME, seconds
+	DefaultTCPBlock = 128 << 10 // DEFAULT_TCP_BLKSIZE
+	DefaultUDPBlock = 1460      // DEFAULT_UDP_BLKSIZE
+	MaxTCPBlock     = 1 << 20   // MAX_BLOCKSIZE
+	MaxUDPBlock     = 65535 - 8 - 20
+	MaxStreams      = 128     // MAX_STREAMS
+	MaxTime         = 86400   // MAX_TIME, seconds
 	maxOmit         = 600     // MAX_OMIT_TIME
-	defaultUDPRate  = 1 << 20 // UDP_RATE, bits/s
+	DefaultUDPRate  = 1 << 20 // UDP_RATE, bits/s
 	// maxParamsJSON bounds the parameters a client may send
 	// (MAX_PARAMS_JSON_STRING is 8 KiB; newer clients send a little more).
 	maxParamsJSON = 64 << 10
@@ -126,7 +128,7 @@ const (
 	// output (get_server_output).
 	maxResultsJSON = 16 << 20
 	udpHeader32    = 12
-	udpHeader64    = 16
+	UDPHeader64    = 16
 )
 
 // Errors of the protocol.
@@ -148,11 +150,11 @@ func newCookie() [cookieLen]byte {
 	return c
 }
 
-// ctrlConn is a control connection: a streamConn read as a byte stream
+// ctrlConn is a control connection: a transport.Conn read as a byte stream
 // (the protocol reads a byte, a length, a document) and written whole. One
 // goroutine reads at a time; writes come from the test's goroutine.
 type ctrlConn struct {
-	c streamConn
+	c transport.Conn
 	// rctx bounds reads; the reading goroutine may change it between
 	// reads. wctx bounds writes; the writing goroutine may change it.
 	rctx, wctx context.Context
@@ -160,7 +162,7 @@ type ctrlConn struct {
 	buf        []byte // pending's backing store
 }
 
-func newCtrlConn(ctx context.Context, c streamConn) *ctrlConn {
+func newCtrlConn(ctx context.Context, c transport.Conn) *ctrlConn {
 	return &ctrlConn{c: c, rctx: ctx, wctx: ctx}
 }
 
@@ -181,7 +183,7 @@ func (cc *ctrlConn) Read(p []byte) (int, error) {
 }
 
 func (cc *ctrlConn) write(p []byte) error {
-	_, err := sendBytes(cc.wctx, cc.c, p)
+	_, err := transport.SendBytes(cc.wctx, cc.c, p)
 	return err
 }
 
@@ -315,26 +317,26 @@ type iperfParams struct {
 	ClientVersion    string  `json:"client_version,omitempty"`
 }
 
-// perfTestSpec is a checked set of parameters: what both sides run.
-type perfTestSpec struct {
-	udp        bool
-	reverse    bool
-	streams    int
-	blksize    int
-	duration   int // seconds; 0 with bytes or blocks
-	omit       int
-	bytes      uint64
-	blocks     uint64
-	rate       uint64 // bits/s per stream; 0: unlimited
-	counters64 bool
-	serverOut  bool // the client asked for the server's output
-	title      string
+// Spec is a checked set of parameters: what both sides run.
+type Spec struct {
+	UDP          bool
+	Reverse      bool
+	Streams      int
+	BlockSize    int
+	Duration     int // seconds; 0 with bytes or blocks
+	Omit         int
+	Bytes        uint64
+	Blocks       uint64
+	Rate         uint64 // bits/s per stream; 0: unlimited
+	Counters64   bool
+	ServerOutput bool // the client asked for the server's output
+	Title        string
 }
 
 // spec checks p as a server must (a client may be anything on the
 // network) and returns the test, or iperf3's error code and a message.
-func (p *iperfParams) spec() (perfTestSpec, int32, error) {
-	var s perfTestSpec
+func (p *iperfParams) spec() (Spec, int32, error) {
+	var s Spec
 	whole := func(f float64, max float64) (int64, bool) {
 		if f < 0 || f > max || f != math.Trunc(f) {
 			return 0, false
@@ -351,96 +353,96 @@ func (p *iperfParams) spec() (perfTestSpec, int32, error) {
 	case !p.UDP && !p.TCP:
 		return s, ieProtocol, errors.New("neither tcp nor udp set")
 	}
-	s.udp, s.reverse = p.UDP, p.Reverse
-	n, ok := whole(p.Parallel, maxStreams)
+	s.UDP, s.Reverse = p.UDP, p.Reverse
+	n, ok := whole(p.Parallel, MaxStreams)
 	if !ok || n < 1 {
-		return s, ieNumStreams, fmt.Errorf("parallel %v: want 1 to %d", p.Parallel, maxStreams)
+		return s, ieNumStreams, fmt.Errorf("parallel %v: want 1 to %d", p.Parallel, MaxStreams)
 	}
-	s.streams = int(n)
-	d, ok := whole(p.Time, maxTime)
+	s.Streams = int(n)
+	d, ok := whole(p.Time, MaxTime)
 	if !ok {
-		return s, ieDuration, fmt.Errorf("time %v: want 0 to %d seconds", p.Time, maxTime)
+		return s, ieDuration, fmt.Errorf("time %v: want 0 to %d seconds", p.Time, MaxTime)
 	}
-	s.duration = int(d)
+	s.Duration = int(d)
 	o, ok := whole(p.Omit, maxOmit)
 	if !ok {
 		return s, ieRecvParams, fmt.Errorf("omit %v: want 0 to %d seconds", p.Omit, maxOmit)
 	}
-	s.omit = int(o)
+	s.Omit = int(o)
 	nb, ok1 := whole(p.Num, 1<<62)
 	nk, ok2 := whole(p.Blockcount, 1<<62)
 	if !ok1 || !ok2 {
 		return s, ieRecvParams, fmt.Errorf("num %v, blockcount %v: want whole numbers", p.Num, p.Blockcount)
 	}
-	s.bytes, s.blocks = uint64(nb), uint64(nk)
-	if s.duration == 0 && s.bytes == 0 && s.blocks == 0 {
+	s.Bytes, s.Blocks = uint64(nb), uint64(nk)
+	if s.Duration == 0 && s.Bytes == 0 && s.Blocks == 0 {
 		return s, ieDuration, errors.New("no end condition: time, num and blockcount are all 0")
 	}
-	l, ok := whole(p.Len, maxUDPBlock)
+	l, ok := whole(p.Len, MaxUDPBlock)
 	switch {
-	case s.udp && (!ok || (l != 0 && l < udpHeader64)):
-		return s, ieUDPBlock, fmt.Errorf("len %v: want %d to %d bytes for UDP", p.Len, udpHeader64, maxUDPBlock)
-	case !s.udp && (p.Len < 0 || p.Len > maxTCPBlock || p.Len != math.Trunc(p.Len)):
-		return s, ieBlockSize, fmt.Errorf("len %v: want 1 to %d bytes", p.Len, maxTCPBlock)
+	case s.UDP && (!ok || (l != 0 && l < UDPHeader64)):
+		return s, ieUDPBlock, fmt.Errorf("len %v: want %d to %d bytes for UDP", p.Len, UDPHeader64, MaxUDPBlock)
+	case !s.UDP && (p.Len < 0 || p.Len > MaxTCPBlock || p.Len != math.Trunc(p.Len)):
+		return s, ieBlockSize, fmt.Errorf("len %v: want 1 to %d bytes", p.Len, MaxTCPBlock)
 	}
-	s.blksize = int(p.Len)
-	if s.blksize == 0 {
-		s.blksize = defaultTCPBlock
-		if s.udp {
-			s.blksize = defaultUDPBlock
+	s.BlockSize = int(p.Len)
+	if s.BlockSize == 0 {
+		s.BlockSize = DefaultTCPBlock
+		if s.UDP {
+			s.BlockSize = DefaultUDPBlock
 		}
 	}
 	r, ok := whole(p.Bandwidth, 1<<62)
 	if !ok {
 		return s, ieRecvParams, fmt.Errorf("bandwidth %v: want a whole number of bits/s", p.Bandwidth)
 	}
-	s.rate = uint64(r)
-	s.counters64 = p.UDPCounters64Bit != 0
-	s.serverOut = p.GetServerOutput != 0
-	s.title = p.Title
+	s.Rate = uint64(r)
+	s.Counters64 = p.UDPCounters64Bit != 0
+	s.ServerOutput = p.GetServerOutput != 0
+	s.Title = p.Title
 	return s, 0, nil
 }
 
 // params is the inverse of spec: what a client sends for s.
-func (s perfTestSpec) params() iperfParams {
+func (s Spec) params() iperfParams {
 	p := iperfParams{
-		TCP: !s.udp, UDP: s.udp, Omit: float64(s.omit), Time: float64(s.duration),
-		Num: float64(s.bytes), Blockcount: float64(s.blocks), Parallel: float64(s.streams),
-		Reverse: s.reverse, Len: float64(s.blksize), Bandwidth: float64(s.rate),
-		Title: s.title, ClientVersion: "3.12",
+		TCP: !s.UDP, UDP: s.UDP, Omit: float64(s.Omit), Time: float64(s.Duration),
+		Num: float64(s.Bytes), Blockcount: float64(s.Blocks), Parallel: float64(s.Streams),
+		Reverse: s.Reverse, Len: float64(s.BlockSize), Bandwidth: float64(s.Rate),
+		Title: s.Title, ClientVersion: "3.12",
 	}
-	if s.counters64 {
+	if s.Counters64 {
 		p.UDPCounters64Bit = 1
 	}
-	if s.serverOut {
+	if s.ServerOutput {
 		p.GetServerOutput = 1
 	}
 	return p
 }
 
 // udpHeaderLen is the size of the UDP datagram header for s.
-func (s perfTestSpec) udpHeaderLen() int {
-	if s.counters64 {
-		return udpHeader64
+func (s Spec) udpHeaderLen() int {
+	if s.Counters64 {
+		return UDPHeader64
 	}
 	return udpHeader32
 }
 
-// iperfResults is what each side sends in EXCHANGE_RESULTS
+// Results is what each side sends in EXCHANGE_RESULTS
 // (send_results / get_results).
-type iperfResults struct {
-	CPUUtilTotal         float64           `json:"cpu_util_total"`
-	CPUUtilUser          float64           `json:"cpu_util_user"`
-	CPUUtilSystem        float64           `json:"cpu_util_system"`
-	SenderHasRetransmits float64           `json:"sender_has_retransmits"`
-	CongestionUsed       string            `json:"congestion_used,omitempty"`
-	Streams              []iperfStreamJSON `json:"streams"`
-	ServerOutputJSON     json.RawMessage   `json:"server_output_json,omitempty"`
-	ServerOutputText     string            `json:"server_output_text,omitempty"`
+type Results struct {
+	CPUUtilTotal         float64         `json:"cpu_util_total"`
+	CPUUtilUser          float64         `json:"cpu_util_user"`
+	CPUUtilSystem        float64         `json:"cpu_util_system"`
+	SenderHasRetransmits float64         `json:"sender_has_retransmits"`
+	CongestionUsed       string          `json:"congestion_used,omitempty"`
+	Streams              []StreamJSON    `json:"streams"`
+	ServerOutputJSON     json.RawMessage `json:"server_output_json,omitempty"`
+	ServerOutputText     string          `json:"server_output_text,omitempty"`
 }
 
-// iperfStreamJSON is one stream's results.
-type iperfStreamJSON struct {
+// StreamJSON is one stream's results.
+type StreamJSON struct {
 	ID          float64 `json:"id"`
 	Bytes       float64 `json:"bytes"`
 	Retransmits float64 `json:"retransmits"`
@@ -475,7 +477,7 @@ func putUDPHeader(p []byte, sec, usec uint32, seq uint64, counters64 bool) {
 func parseUDPHeader(p []byte, counters64 bool) (sec, usec uint32, seq uint64, ok bool) {
 	need := udpHeader32
 	if counters64 {
-		need = udpHeader64
+		need = UDPHeader64
 	}
 	if len(p) < need {
 		return 0, 0, 0, false

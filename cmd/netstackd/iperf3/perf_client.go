@@ -1,4 +1,4 @@
-package main
+package iperf3
 
 import (
 	"context"
@@ -7,12 +7,14 @@ import (
 	"io"
 	"net/netip"
 	"time"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/transport"
 )
 
-// perfClientConfig configures a perf client.
-type perfClientConfig struct {
+// ClientConfig configures a perf client.
+type ClientConfig struct {
 	Server   netip.AddrPort
-	Spec     perfTestSpec
+	Spec     Spec
 	Interval time.Duration // progress lines; 0: none
 	// Timeout bounds connecting and each control step.
 	Timeout time.Duration
@@ -20,14 +22,14 @@ type perfClientConfig struct {
 	Out io.Writer
 }
 
-// runPerfClient runs one test against an iperf3 server (ours or stock),
+// RunClient runs one test against an iperf3 server (ours or stock),
 // following iperf3's client (iperf_run_client): steps 1 to 7 of the
 // protocol in iperf3.go. It returns the outcome once data has flowed, even
 // if a later step failed, and the error. Cancelling ctx ends the test with
 // CLIENT_TERMINATE.
-func runPerfClient(ctx context.Context, tr transport, cfg perfClientConfig) (*perfOutcome, error) {
+func RunClient(ctx context.Context, tr transport.Transport, cfg ClientConfig) (*Outcome, error) {
 	if cfg.Timeout == 0 {
-		cfg.Timeout = defaultPerfTimeout
+		cfg.Timeout = DefaultTimeout
 	}
 	spec := cfg.Spec
 	out := cfg.Out
@@ -69,11 +71,11 @@ func runPerfClient(ctx context.Context, tr transport, cfg perfClientConfig) (*pe
 	}
 
 	// 2. Streams.
-	run := newPerfRun(spec, tr, !spec.reverse, cfg.Interval)
+	run := newPerfRun(spec, tr, !spec.Reverse, cfg.Interval)
 	defer run.finish()
-	for i := 0; i < spec.streams; i++ {
-		if spec.udp {
-			pc, err := udpConnect(tctx, tr, cfg.Server, cfg.Timeout, spec.reverse)
+	for i := 0; i < spec.Streams; i++ {
+		if spec.UDP {
+			pc, err := udpConnect(tctx, tr, cfg.Server, cfg.Timeout, spec.Reverse)
 			if err != nil {
 				return nil, fmt.Errorf("stream %d: %w", streamID(i), err)
 			}
@@ -87,7 +89,7 @@ func runPerfClient(ctx context.Context, tr transport, cfg perfClientConfig) (*pe
 			return nil, fmt.Errorf("stream %d: connecting: %w", streamID(i), err)
 		}
 		st := run.addTCP(c)
-		if _, err := sendBytes(cc.wctx, c, cookie[:]); err != nil {
+		if _, err := transport.SendBytes(cc.wctx, c, cookie[:]); err != nil {
 			return nil, fmt.Errorf("stream %d: sending the cookie: %w", st.id, err)
 		}
 	}
@@ -109,7 +111,7 @@ func runPerfClient(ctx context.Context, tr transport, cfg perfClientConfig) (*pe
 	defer ar.wait()
 	defer cancel()
 	ar.next()
-	o := &perfOutcome{spec: spec, role: "client", transport: tr.Name(), sender: run.sender, cookie: string(cookie[:cookieLen-1]), peerAddr: hostPort(cfg.Server)}
+	o := &Outcome{spec: spec, role: "client", transport: tr.Name(), sender: run.sender, cookie: string(cookie[:cookieLen-1]), peerAddr: hostPort(cfg.Server)}
 	multi := len(run.streams) > 1
 	if cfg.Interval > 0 {
 		fmt.Fprintln(out, o.headerLine())
@@ -124,8 +126,8 @@ func runPerfClient(ctx context.Context, tr transport, cfg perfClientConfig) (*pe
 	run.begin(false)
 	o.start = run.start
 	var timer <-chan time.Time
-	if spec.duration > 0 {
-		t := time.NewTimer(time.Duration(spec.duration+spec.omit) * time.Second)
+	if spec.Duration > 0 {
+		t := time.NewTimer(time.Duration(spec.Duration+spec.Omit) * time.Second)
 		defer t.Stop()
 		timer = t.C
 	}
@@ -180,7 +182,7 @@ func runPerfClient(ctx context.Context, tr transport, cfg perfClientConfig) (*pe
 		return o, fmt.Errorf("%w: got %v, want EXCHANGE_RESULTS", errIperfProtocol, m.st)
 	}
 	untime = timed()
-	if err := cc.writeJSON(run.iperfResults()); err != nil {
+	if err := cc.writeJSON(run.Results()); err != nil {
 		return o, fmt.Errorf("sending the results: %w", err)
 	}
 	if err := cc.readJSON(&o.peer, maxResultsJSON); err != nil {
@@ -224,7 +226,7 @@ func expectState(cc *ctrlConn, want iperfState) error {
 // it sends udpConnectMsg and waits for the reply, sending again each second
 // (a datagram may be lost while neighbours resolve). In reverse mode data
 // may overtake the reply; it is skipped.
-func udpConnect(ctx context.Context, tr transport, server netip.AddrPort, timeout time.Duration, reverse bool) (packetConn, error) {
+func udpConnect(ctx context.Context, tr transport.Transport, server netip.AddrPort, timeout time.Duration, reverse bool) (transport.PacketConn, error) {
 	pc, err := tr.DialUDP(server)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package main
+package transport
 
 import (
 	"context"
@@ -20,43 +20,43 @@ import (
 // over a Buf, SendFunc writes into the stack's buffer). The interfaces were
 // cut so that an implementation on the event API (Op/Submit with completions
 // on an event channel) can replace it without touching the tools: a receive
-// yields a chunk the caller owns until Release, a send is a fill function
+// yields a Chunk the caller owns until Release, a send is a fill function
 // that writes straight into the transmit buffer.
 
-// transport opens sockets on one network: a zcnet stack or the kernel.
-type transport interface {
+// Transport opens sockets on one network: a zcnet stack or the kernel.
+type Transport interface {
 	// Name is "zcnet" or "kernel", for reports.
 	Name() string
-	ListenTCP(laddr netip.AddrPort) (streamListener, error)
-	DialTCP(ctx context.Context, raddr netip.AddrPort) (streamConn, error)
+	ListenTCP(laddr netip.AddrPort) (Listener, error)
+	DialTCP(ctx context.Context, raddr netip.AddrPort) (Conn, error)
 	// ListenUDP binds laddr; RecvFrom tells senders apart.
-	ListenUDP(laddr netip.AddrPort) (packetConn, error)
+	ListenUDP(laddr netip.AddrPort) (PacketConn, error)
 	// DialUDP returns a socket connected to raddr.
-	DialUDP(raddr netip.AddrPort) (packetConn, error)
+	DialUDP(raddr netip.AddrPort) (PacketConn, error)
 	// TCPRetransmits returns the network's count of TCP retransmissions so
 	// far, where it keeps one (zcnet: stack-wide), and whether it does.
 	TCPRetransmits() (uint64, bool)
 	// CopyBudget returns zcnet's copy counters so far (stack-wide), or nil
 	// for kernel sockets.
-	CopyBudget() *copyBudget
+	CopyBudget() *CopyBudget
 }
 
-// streamListener accepts TCP connections.
-type streamListener interface {
+// Listener accepts TCP connections.
+type Listener interface {
 	// Accept waits for a connection until ctx ends or the listener closes.
-	Accept(ctx context.Context) (streamConn, error)
+	Accept(ctx context.Context) (Conn, error)
 	Addr() netip.AddrPort
 	Close() error
 }
 
-// streamConn is one TCP connection. Recv and Send may run concurrently
+// Conn is one TCP connection. Recv and Send may run concurrently
 // with each other (one goroutine each); Close may be called from any
 // goroutine and wakes both.
-type streamConn interface {
-	// Recv returns the next received bytes as a chunk the caller owns until
+type Conn interface {
+	// Recv returns the next received bytes as a Chunk the caller owns until
 	// it calls Release (and, for kernel sockets, no longer than the next
 	// Recv). It returns io.EOF after the peer's FIN.
-	Recv(ctx context.Context) (chunk, error)
+	Recv(ctx context.Context) (Chunk, error)
 	// Send sends n bytes that fill writes straight into the transmit buffer
 	// (zcnet: the stack's own memory; kernel: a scratch buffer that write(2)
 	// copies). fill gets consecutive parts of the n bytes and returns how
@@ -70,65 +70,84 @@ type streamConn interface {
 	Close() error
 }
 
-// packetConn is a UDP socket. One goroutine receives; any number may send.
-type packetConn interface {
-	// RecvFrom returns the next datagram as a chunk the caller owns until
+// PacketConn is a UDP socket. One goroutine receives; any number may send.
+type PacketConn interface {
+	// RecvFrom returns the next datagram as a Chunk the caller owns until
 	// Release (kernel sockets: no longer than the next RecvFrom), and its
 	// sender.
-	RecvFrom(ctx context.Context) (chunk, netip.AddrPort, error)
+	RecvFrom(ctx context.Context) (Chunk, netip.AddrPort, error)
 	// SendTo sends one datagram of n bytes that fill writes, to to, or to
 	// the connected peer if to is the zero value.
 	SendTo(ctx context.Context, n int, fill func(p []byte) int, to netip.AddrPort) (int, error)
-	// Bounce sends a received chunk to to and takes ownership of it (zcnet:
+	// Bounce sends a received Chunk to to and takes ownership of it (zcnet:
 	// the received buffer itself goes to the stack, copied once there).
-	Bounce(ctx context.Context, c chunk, to netip.AddrPort) (int, error)
+	Bounce(ctx context.Context, c Chunk, to netip.AddrPort) (int, error)
 	LocalAddr() netip.AddrPort
 	Close() error
 }
 
-// chunk is received data the caller owns until Release: a zcnet Buf (the
+// Chunk is received data the caller owns until Release: a zcnet Buf (the
 // stack's memory or a pool copy) or a slice of a kernel socket's read
 // buffer. It is a small value; Release ends every copy's validity.
-type chunk struct {
+type Chunk struct {
 	p  []byte
 	zb api.Buf // valid for zcnet chunks
 	zc bool
 }
 
 // Bytes returns the received bytes; read-only, valid until Release.
-func (c chunk) Bytes() []byte { return c.p }
+func (c Chunk) Bytes() []byte { return c.p }
 
 // Release gives the memory back.
-func (c chunk) Release() {
+func (c Chunk) Release() {
 	if c.zc {
 		c.zb.Release()
 	}
 }
 
+// CopyBudget is the zero-copy socket API's copy counters: bytes handed
+// over in place and bytes copied, each way.
+type CopyBudget struct {
+	RxHandedOver uint64 `json:"rx_handed_over_bytes"`
+	RxCopied     uint64 `json:"rx_copied_bytes"`
+	TxInPlace    uint64 `json:"tx_in_place_bytes"`
+	TxCopied     uint64 `json:"tx_copied_bytes"`
+}
+
+// SendBytes sends p whole through c's fill-style Send.
+func SendBytes(ctx context.Context, c Conn, p []byte) (int, error) {
+	off := 0
+	return c.Send(ctx, len(p), func(dst []byte) int {
+		n := copy(dst, p[off:])
+		off += n
+		return n
+	})
+}
+
 // ---- zcnet ----
 
-// zcTransport is zcnet's zero-copy sockets on one stack.
-type zcTransport struct {
+// ZC is zcnet's zero-copy sockets on one stack.
+type ZC struct {
 	zs *api.Stack
 	st *stack.Stack
 }
 
-func newZCTransport(zs *api.Stack, st *stack.Stack) *zcTransport {
-	return &zcTransport{zs: zs, st: st}
+func NewZC(zs *api.Stack, st *stack.Stack) *ZC {
+	return &ZC{zs: zs, st: st}
 }
 
-func (t *zcTransport) Name() string { return "zcnet" }
+func (t *ZC) Name() string { return "zcnet" }
 
-func (t *zcTransport) TCPRetransmits() (uint64, bool) {
+func (t *ZC) TCPRetransmits() (uint64, bool) {
 	return t.st.Counters()["TCP.Retransmits"], true
 }
 
-func (t *zcTransport) CopyBudget() *copyBudget {
+func (t *ZC) CopyBudget() *CopyBudget {
 	c := t.zs.Counters()
-	return &copyBudget{RxHandedOver: c.RxHandedOver, RxCopied: c.RxCopied, TxInPlace: c.TxInPlace, TxCopied: c.TxCopied}
+	return &CopyBudget{RxHandedOver: c.RxHandedOver, RxCopied: c.RxCopied, TxInPlace: c.TxInPlace, TxCopied: c.TxCopied}
 }
 
-func (t *zcTransport) ListenTCP(laddr netip.AddrPort) (streamListener, error) {
+func (t *ZC) ListenTCP(laddr netip.AddrPort) (Listener, error) {
 	s, err := t.zs.ListenTCP(laddr)
 	if err != nil {
 		return nil, err
@@ -136,7 +155,7 @@ func (t *zcTransport) ListenTCP(laddr netip.AddrPort) (streamListener, error) {
 	return zcListener{s}, nil
 }
 
-func (t *zcTransport) DialTCP(ctx context.Context, raddr netip.AddrPort) (streamConn, error) {
+func (t *ZC) DialTCP(ctx context.Context, raddr netip.AddrPort) (Conn, error) {
 	s, err := t.zs.DialTCP(ctx, raddr)
 	if err != nil {
 		return nil, err
@@ -144,7 +163,7 @@ func (t *zcTransport) DialTCP(ctx context.Context, raddr netip.AddrPort) (stream
 	return &zcConn{s: s}, nil
 }
 
-func (t *zcTransport) ListenUDP(laddr netip.AddrPort) (packetConn, error) {
+func (t *ZC) ListenUDP(laddr netip.AddrPort) (PacketConn, error) {
 	s, err := t.zs.ListenUDP(laddr)
 	if err != nil {
 		return nil, err
@@ -152,7 +171,7 @@ func (t *zcTransport) ListenUDP(laddr netip.AddrPort) (packetConn, error) {
 	return &zcPacket{zs: t.zs, s: s}, nil
 }
 
-func (t *zcTransport) DialUDP(raddr netip.AddrPort) (packetConn, error) {
+func (t *ZC) DialUDP(raddr netip.AddrPort) (PacketConn, error) {
 	s, err := t.zs.DialUDP(raddr)
 	if err != nil {
 		return nil, err
@@ -162,7 +181,7 @@ func (t *zcTransport) DialUDP(raddr netip.AddrPort) (packetConn, error) {
 
 type zcListener struct{ s *api.Socket }
 
-func (l zcListener) Accept(ctx context.Context) (streamConn, error) {
+func (l zcListener) Accept(ctx context.Context) (Conn, error) {
 	s, err := l.s.Accept(ctx)
 	if err != nil {
 		return nil, err
@@ -175,12 +194,12 @@ func (l zcListener) Close() error         { return l.s.Close() }
 
 type zcConn struct{ s *api.Socket }
 
-func (c *zcConn) Recv(ctx context.Context) (chunk, error) {
+func (c *zcConn) Recv(ctx context.Context) (Chunk, error) {
 	b, err := c.s.Recv(ctx)
 	if err != nil {
-		return chunk{}, err
+		return Chunk{}, err
 	}
-	return chunk{p: b.Bytes(), zb: b, zc: true}, nil
+	return Chunk{p: b.Bytes(), zb: b, zc: true}, nil
 }
 
 func (c *zcConn) Send(ctx context.Context, n int, fill func([]byte) int) (int, error) {
@@ -197,12 +216,12 @@ type zcPacket struct {
 	s  *api.Socket
 }
 
-func (c *zcPacket) RecvFrom(ctx context.Context) (chunk, netip.AddrPort, error) {
+func (c *zcPacket) RecvFrom(ctx context.Context) (Chunk, netip.AddrPort, error) {
 	b, from, err := c.s.RecvFrom(ctx)
 	if err != nil {
-		return chunk{}, from, err
+		return Chunk{}, from, err
 	}
-	return chunk{p: b.Bytes(), zb: b, zc: true}, from, nil
+	return Chunk{p: b.Bytes(), zb: b, zc: true}, from, nil
 }
 
 // SendTo writes in place on a connected socket. To another destination the
@@ -223,7 +242,7 @@ func (c *zcPacket) SendTo(ctx context.Context, n int, fill func([]byte) int, to 
 	return c.s.SendTo(ctx, b, to)
 }
 
-func (c *zcPacket) Bounce(ctx context.Context, ch chunk, to netip.AddrPort) (int, error) {
+func (c *zcPacket) Bounce(ctx context.Context, ch Chunk, to netip.AddrPort) (int, error) {
 	if !ch.zc {
 		return 0, errForeignChunk
 	}
@@ -235,24 +254,24 @@ func (c *zcPacket) Close() error              { return c.s.Close() }
 
 var (
 	errShortFill    = errors.New("fill wrote less than the datagram")
-	errForeignChunk = errors.New("chunk was not received by this transport")
+	errForeignChunk = errors.New("Chunk was not received by this transport")
 )
 
 // ---- kernel ----
 
-// kernelTransport is the kernel's sockets in the process's network
+// Kernel is the kernel's sockets in the process's network
 // namespace.
-type kernelTransport struct{}
+type Kernel struct{}
 
-func (kernelTransport) Name() string                   { return "kernel" }
-func (kernelTransport) TCPRetransmits() (uint64, bool) { return 0, false }
-func (kernelTransport) CopyBudget() *copyBudget        { return nil }
+func (Kernel) Name() string                   { return "kernel" }
+func (Kernel) TCPRetransmits() (uint64, bool) { return 0, false }
+func (Kernel) CopyBudget() *CopyBudget        { return nil }
 
 // kernelReadBuffer is the size of a kernel socket's read buffer: iperf3's
 // default TCP block.
 const kernelReadBuffer = 128 << 10
 
-func (kernelTransport) ListenTCP(laddr netip.AddrPort) (streamListener, error) {
+func (Kernel) ListenTCP(laddr netip.AddrPort) (Listener, error) {
 	ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(laddr))
 	if err != nil {
 		return nil, err
@@ -260,7 +279,7 @@ func (kernelTransport) ListenTCP(laddr netip.AddrPort) (streamListener, error) {
 	return &kernelListener{ln: ln}, nil
 }
 
-func (kernelTransport) DialTCP(ctx context.Context, raddr netip.AddrPort) (streamConn, error) {
+func (Kernel) DialTCP(ctx context.Context, raddr netip.AddrPort) (Conn, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", raddr.String())
 	if err != nil {
@@ -269,7 +288,7 @@ func (kernelTransport) DialTCP(ctx context.Context, raddr netip.AddrPort) (strea
 	return newKernelConn(c.(*net.TCPConn)), nil
 }
 
-func (kernelTransport) ListenUDP(laddr netip.AddrPort) (packetConn, error) {
+func (Kernel) ListenUDP(laddr netip.AddrPort) (PacketConn, error) {
 	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(laddr))
 	if err != nil {
 		return nil, err
@@ -277,7 +296,7 @@ func (kernelTransport) ListenUDP(laddr netip.AddrPort) (packetConn, error) {
 	return newKernelPacket(c, netip.AddrPort{}), nil
 }
 
-func (kernelTransport) DialUDP(raddr netip.AddrPort) (packetConn, error) {
+func (Kernel) DialUDP(raddr netip.AddrPort) (PacketConn, error) {
 	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(raddr))
 	if err != nil {
 		return nil, err
@@ -290,7 +309,7 @@ type kernelListener struct {
 	cb ctxBinder
 }
 
-func (l *kernelListener) Accept(ctx context.Context) (streamConn, error) {
+func (l *kernelListener) Accept(ctx context.Context) (Conn, error) {
 	if err := l.cb.bind(ctx, l.ln.SetDeadline); err != nil {
 		return nil, err
 	}
@@ -315,18 +334,18 @@ func newKernelConn(c *net.TCPConn) *kernelConn {
 	return &kernelConn{c: c}
 }
 
-func (c *kernelConn) Recv(ctx context.Context) (chunk, error) {
+func (c *kernelConn) Recv(ctx context.Context) (Chunk, error) {
 	if err := c.rb.bind(ctx, c.c.SetReadDeadline); err != nil {
-		return chunk{}, err
+		return Chunk{}, err
 	}
 	if c.rbuf == nil {
 		c.rbuf = make([]byte, kernelReadBuffer)
 	}
 	n, err := c.c.Read(c.rbuf)
 	if n > 0 {
-		return chunk{p: c.rbuf[:n]}, nil
+		return Chunk{p: c.rbuf[:n]}, nil
 	}
-	return chunk{}, ctxOr(ctx, err)
+	return Chunk{}, ctxOr(ctx, err)
 }
 
 func (c *kernelConn) Send(ctx context.Context, n int, fill func([]byte) int) (int, error) {
@@ -334,7 +353,7 @@ func (c *kernelConn) Send(ctx context.Context, n int, fill func([]byte) int) (in
 		return 0, err
 	}
 	if c.wbuf == nil {
-		c.wbuf = make([]byte, maxFillPart)
+		c.wbuf = make([]byte, MaxFillPart)
 	}
 	sent := 0
 	for sent < n {
@@ -355,9 +374,9 @@ func (c *kernelConn) Send(ctx context.Context, n int, fill func([]byte) int) (in
 	return sent, nil
 }
 
-// maxFillPart is the largest part a fill function is handed at once, as the
-// zcnet API does.
-const maxFillPart = 64 << 10
+// MaxFillPart is the largest part a fill function is handed at once, by
+// either transport (the zcnet API hands over at most this much).
+const MaxFillPart = 64 << 10
 
 func (c *kernelConn) LocalAddr() netip.AddrPort {
 	return unmapAddrPort(c.c.LocalAddr().(*net.TCPAddr).AddrPort())
@@ -387,18 +406,18 @@ func newKernelPacket(c *net.UDPConn, raddr netip.AddrPort) *kernelPacket {
 	return &kernelPacket{c: c, raddr: raddr, wmu: newChanMutex()}
 }
 
-func (c *kernelPacket) RecvFrom(ctx context.Context) (chunk, netip.AddrPort, error) {
+func (c *kernelPacket) RecvFrom(ctx context.Context) (Chunk, netip.AddrPort, error) {
 	if err := c.rb.bind(ctx, c.c.SetReadDeadline); err != nil {
-		return chunk{}, netip.AddrPort{}, err
+		return Chunk{}, netip.AddrPort{}, err
 	}
 	if c.rbuf == nil {
 		c.rbuf = make([]byte, 65536)
 	}
 	n, from, err := c.c.ReadFromUDPAddrPort(c.rbuf)
 	if err != nil {
-		return chunk{}, from, ctxOr(ctx, err)
+		return Chunk{}, from, ctxOr(ctx, err)
 	}
-	return chunk{p: c.rbuf[:n]}, unmapAddrPort(from), nil
+	return Chunk{p: c.rbuf[:n]}, unmapAddrPort(from), nil
 }
 
 func (c *kernelPacket) SendTo(ctx context.Context, n int, fill func([]byte) int, to netip.AddrPort) (int, error) {
@@ -416,7 +435,7 @@ func (c *kernelPacket) SendTo(ctx context.Context, n int, fill func([]byte) int,
 	return c.write(ctx, p, to)
 }
 
-func (c *kernelPacket) Bounce(ctx context.Context, ch chunk, to netip.AddrPort) (int, error) {
+func (c *kernelPacket) Bounce(ctx context.Context, ch Chunk, to netip.AddrPort) (int, error) {
 	return c.write(ctx, ch.p, to)
 }
 

@@ -1,4 +1,4 @@
-package main
+package iperf3
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/transport"
 )
 
 // perfRun is the data-moving part of a perf test, the same on the client
@@ -29,8 +31,8 @@ import (
 //     so a peer that is still sending never blocks.
 //  5. finish closes the sockets and waits for everything.
 type perfRun struct {
-	spec     perfTestSpec
-	tr       transport
+	spec     Spec
+	tr       transport.Transport
 	interval time.Duration
 	sender   bool // this side sends (client without -R, server with it)
 	pattern  []byte
@@ -62,7 +64,7 @@ type perfRun struct {
 	retrEnd         uint64
 	// copyBase is the transport's copy counters at begin; copyDelta their
 	// growth over the test (nil over kernel sockets).
-	copyBase, copyDelta *copyBudget
+	copyBase, copyDelta *transport.CopyBudget
 	retrKnown           bool
 
 	mu        sync.Mutex
@@ -75,9 +77,9 @@ type perfRun struct {
 // perfStream is one stream of a test.
 type perfStream struct {
 	id     int
-	conn   streamConn     // TCP
-	pc     packetConn     // UDP: the client's connected socket or the server's shared one
-	peer   netip.AddrPort // UDP on the server: the client's address
+	conn   transport.Conn       // TCP
+	pc     transport.PacketConn // UDP: the client's connected socket or the server's shared one
+	peer   netip.AddrPort       // UDP on the server: the client's address
 	local  netip.AddrPort
 	remote netip.AddrPort
 	// ownsPC says whether finish closes pc (not the server's shared one).
@@ -124,26 +126,26 @@ type intervalSample struct {
 // as iperf3 reports it.
 type cpuUsage struct{ total, user, system float64 }
 
-func newPerfRun(spec perfTestSpec, tr transport, sender bool, interval time.Duration) *perfRun {
+func newPerfRun(spec Spec, tr transport.Transport, sender bool, interval time.Duration) *perfRun {
 	r := &perfRun{spec: spec, tr: tr, sender: sender, interval: interval, limit: make(chan struct{}), repStop: make(chan struct{})}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.sendCtx, r.sendCancel = context.WithCancel(r.ctx)
-	// Fill parts are at most maxFillPart bytes, and a UDP datagram at most
-	// maxUDPBlock: one pattern serves every block.
-	r.pattern = make([]byte, maxFillPart)
+	// Fill parts are at most transport.MaxFillPart bytes, and a UDP datagram at most
+	// MaxUDPBlock: one pattern serves every block.
+	r.pattern = make([]byte, transport.MaxFillPart)
 	rand.Read(r.pattern)
 	return r
 }
 
 // addTCP adds a TCP stream; the run owns c from now on.
-func (r *perfRun) addTCP(c streamConn) *perfStream {
+func (r *perfRun) addTCP(c transport.Conn) *perfStream {
 	st := &perfStream{id: streamID(len(r.streams)), conn: c, local: c.LocalAddr(), remote: c.RemoteAddr(), retrBase: -1}
 	r.streams = append(r.streams, st)
 	return st
 }
 
 // addUDP adds a UDP stream on pc; own says whether the run closes pc.
-func (r *perfRun) addUDP(pc packetConn, peer, remote netip.AddrPort, own bool) *perfStream {
+func (r *perfRun) addUDP(pc transport.PacketConn, peer, remote netip.AddrPort, own bool) *perfStream {
 	st := &perfStream{id: streamID(len(r.streams)), pc: pc, peer: peer, local: pc.LocalAddr(), remote: remote, ownsPC: own, retrBase: -1}
 	r.streams = append(r.streams, st)
 	return st
@@ -155,12 +157,12 @@ func (r *perfRun) addUDP(pc packetConn, peer, remote netip.AddrPort, own bool) *
 func (r *perfRun) begin(sharedUDPReader bool) {
 	r.start = time.Now()
 	r.cpuUser, r.cpuSys = cpuTimes()
-	if r.spec.omit > 0 {
-		r.omitUntil = r.start.Add(time.Duration(r.spec.omit) * time.Second)
+	if r.spec.Omit > 0 {
+		r.omitUntil = r.start.Add(time.Duration(r.spec.Omit) * time.Second)
 	}
 	r.copyBase = r.tr.CopyBudget()
 	r.retrBase, r.retrKnown = r.tr.TCPRetransmits()
-	r.retrKnown = r.retrKnown && !r.spec.udp
+	r.retrKnown = r.retrKnown && !r.spec.UDP
 	for _, st := range r.streams {
 		if st.conn != nil {
 			st.retrBase = st.conn.Retransmits()
@@ -209,7 +211,7 @@ func (r *perfRun) stop() {
 	r.sendWG.Wait()
 	// After the senders: every block they booked is in the budget.
 	if end := r.tr.CopyBudget(); end != nil && r.copyBase != nil {
-		r.copyDelta = &copyBudget{RxHandedOver: end.RxHandedOver - r.copyBase.RxHandedOver, RxCopied: end.RxCopied - r.copyBase.RxCopied,
+		r.copyDelta = &transport.CopyBudget{RxHandedOver: end.RxHandedOver - r.copyBase.RxHandedOver, RxCopied: end.RxCopied - r.copyBase.RxCopied,
 			TxInPlace: end.TxInPlace - r.copyBase.TxInPlace, TxCopied: end.TxCopied - r.copyBase.TxCopied}
 	}
 	close(r.repStop)
@@ -278,14 +280,14 @@ func (r *perfRun) book(st *perfStream, n int) {
 	st.blocks.Add(1)
 	tb := r.totalBytes.Add(uint64(n))
 	tk := r.totalBlocks.Add(1)
-	if (r.spec.bytes > 0 && tb >= r.spec.bytes) || (r.spec.blocks > 0 && tk >= r.spec.blocks) {
+	if (r.spec.Bytes > 0 && tb >= r.spec.Bytes) || (r.spec.Blocks > 0 && tk >= r.spec.Blocks) {
 		r.limitReached()
 	}
 }
 
 // atLimit reports whether a sender has sent what num or blockcount asked.
 func (r *perfRun) atLimit() bool {
-	return (r.spec.bytes > 0 && r.totalBytes.Load() >= r.spec.bytes) || (r.spec.blocks > 0 && r.totalBlocks.Load() >= r.spec.blocks)
+	return (r.spec.Bytes > 0 && r.totalBytes.Load() >= r.spec.Bytes) || (r.spec.Blocks > 0 && r.totalBlocks.Load() >= r.spec.Blocks)
 }
 
 // send runs a sender: TCP blocks or UDP datagrams, paced to the target
@@ -295,18 +297,18 @@ func (r *perfRun) send(st *perfStream) {
 	ctx := r.sendCtx
 	var timer *time.Timer
 	var sentAll uint64 // bytes sent, counted or not, for pacing
-	rate := r.spec.rate
-	if r.spec.udp && rate == 0 {
-		rate = defaultUDPRate
+	rate := r.spec.Rate
+	if r.spec.UDP && rate == 0 {
+		rate = DefaultUDPRate
 	}
 	var pace *pacer
 	if rate > 0 {
 		pace = newPacer(rate, time.Now())
 	}
-	n := r.spec.blksize
+	n := r.spec.BlockSize
 	var fill func([]byte) int
 	var seq uint64
-	if r.spec.udp {
+	if r.spec.UDP {
 		dgram := make([]byte, n)
 		copy(dgram, r.pattern)
 		hdr := r.spec.udpHeaderLen()
@@ -314,7 +316,7 @@ func (r *perfRun) send(st *perfStream) {
 		fill = func(p []byte) int {
 			if off == 0 {
 				now := time.Now()
-				putUDPHeader(dgram[:hdr], uint32(now.Unix()), uint32(now.Nanosecond()/1000), seq, r.spec.counters64)
+				putUDPHeader(dgram[:hdr], uint32(now.Unix()), uint32(now.Nanosecond()/1000), seq, r.spec.Counters64)
 			}
 			m := copy(p, dgram[off:])
 			off += m
@@ -348,7 +350,7 @@ func (r *perfRun) send(st *perfStream) {
 		}
 		var m int
 		var err error
-		if r.spec.udp {
+		if r.spec.UDP {
 			seq++
 			m, err = st.pc.SendTo(ctx, n, fill, st.peer)
 			if m > 0 {
@@ -362,7 +364,7 @@ func (r *perfRun) send(st *perfStream) {
 			r.book(st, m)
 		}
 		if err != nil {
-			if !r.spec.udp || !isTransientUDP(err) {
+			if !r.spec.UDP || !isTransientUDP(err) {
 				r.fail(err)
 				return
 			}
@@ -430,7 +432,7 @@ func (r *perfRun) recvTCP(st *perfStream) {
 // blockcount blocks (of blksize) have arrived.
 func (r *perfRun) checkReceiveLimit() {
 	tb := r.totalBytes.Load()
-	if (r.spec.bytes > 0 && tb >= r.spec.bytes) || (r.spec.blocks > 0 && tb >= r.spec.blocks*uint64(r.spec.blksize)) {
+	if (r.spec.Bytes > 0 && tb >= r.spec.Bytes) || (r.spec.Blocks > 0 && tb >= r.spec.Blocks*uint64(r.spec.BlockSize)) {
 		r.limitReached()
 	}
 }
@@ -458,7 +460,7 @@ func (r *perfRun) udpReceive(st *perfStream, p []byte, arrival time.Time) {
 	if len(p) == len(udpConnectMsg) {
 		return // a set-up datagram repeated or overtaken by data
 	}
-	sec, usec, seq, ok := parseUDPHeader(p, r.spec.counters64)
+	sec, usec, seq, ok := parseUDPHeader(p, r.spec.Counters64)
 	if !ok || !r.count(st, len(p)) {
 		return
 	}
@@ -541,7 +543,7 @@ func (smp *sampler) sample(now time.Time, fold bool) {
 		s.perStream[i] = b - smp.last[i]
 		s.bytes += b - smp.last[i]
 		smp.last[i] = b
-		if !r.spec.udp {
+		if !r.spec.UDP {
 			continue
 		}
 		st.mu.Lock()
@@ -561,7 +563,7 @@ func (smp *sampler) sample(now time.Time, fold bool) {
 	if nj > 0 {
 		s.jitter = jit / float64(nj)
 	}
-	if r.sender && !r.spec.udp {
+	if r.sender && !r.spec.UDP {
 		s.retransmits = r.sampleRetransmits(&smp.lastRetr)
 	}
 	if s.omitted {
@@ -639,12 +641,12 @@ type streamResult struct {
 func (r *perfRun) results() []streamResult {
 	secs := r.elapsed().Seconds()
 	if !r.omitUntil.IsZero() {
-		secs = max(secs-float64(r.spec.omit), 0)
+		secs = max(secs-float64(r.spec.Omit), 0)
 	}
 	out := make([]streamResult, len(r.streams))
 	for i, st := range r.streams {
 		res := streamResult{id: st.id, bytes: st.bytes.Load() - st.omitBytes.Load(), seconds: secs, retransmits: -1}
-		if r.spec.udp {
+		if r.spec.UDP {
 			if r.sender {
 				res.packets = st.packets.Load()
 			} else {
@@ -669,7 +671,7 @@ func (r *perfRun) results() []streamResult {
 
 // hasRetransmits says whether this side, as the sender, reports them.
 func (r *perfRun) hasRetransmits() bool {
-	if !r.sender || r.spec.udp {
+	if !r.sender || r.spec.UDP {
 		return false
 	}
 	if r.retrKnown {
@@ -683,9 +685,9 @@ func (r *perfRun) hasRetransmits() bool {
 	return false
 }
 
-// iperfResults is what this side sends in EXCHANGE_RESULTS.
-func (r *perfRun) iperfResults() iperfResults {
-	res := iperfResults{
+// Results is what this side sends in EXCHANGE_RESULTS.
+func (r *perfRun) Results() Results {
+	res := Results{
 		CPUUtilTotal: r.cpu.total, CPUUtilUser: r.cpu.user, CPUUtilSystem: r.cpu.system,
 		SenderHasRetransmits: -1,
 	}
@@ -696,14 +698,14 @@ func (r *perfRun) iperfResults() iperfResults {
 		}
 	}
 	for _, s := range r.results() {
-		res.Streams = append(res.Streams, iperfStreamJSON{
+		res.Streams = append(res.Streams, StreamJSON{
 			ID: float64(s.id), Bytes: float64(s.bytes), Retransmits: float64(s.retransmits),
 			Jitter: s.jitter, Errors: float64(s.lost), Packets: float64(s.packets),
 			StartTime: 0, EndTime: s.seconds,
 		})
 	}
 	if res.Streams == nil {
-		res.Streams = []iperfStreamJSON{}
+		res.Streams = []StreamJSON{}
 	}
 	return res
 }
@@ -716,10 +718,10 @@ func (r *perfRun) samplesCopy() []intervalSample {
 }
 
 // connected describes the streams' sockets for the JSON report.
-func (r *perfRun) connected() []perfJSONConnected {
-	var out []perfJSONConnected
+func (r *perfRun) connected() []ReportConnected {
+	var out []ReportConnected
 	for _, st := range r.streams {
-		out = append(out, perfJSONConnected{Socket: st.id, LocalHost: st.local.Addr().String(), LocalPort: st.local.Port(),
+		out = append(out, ReportConnected{Socket: st.id, LocalHost: st.local.Addr().String(), LocalPort: st.local.Port(),
 			RemoteHost: st.remote.Addr().String(), RemotePort: st.remote.Port()})
 	}
 	return out
