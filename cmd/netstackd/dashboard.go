@@ -87,14 +87,11 @@ func (s *services) dashboard() dashboard {
 	ev := s.ev
 	s.mu.Unlock()
 	if ev != nil {
-		ev.mu.Lock()
-		lns := ev.listeners
-		ev.mu.Unlock()
-		for _, ln := range lns {
-			d.Connections.Services[ln.name] = ln.conns.Load()
-			addDrop(d.Drops, ln.name+": refused, event channel full", ln.refused.Load())
+		for _, ln := range ev.Listeners() {
+			d.Connections.Services[ln.Name()] = ln.Conns()
+			addDrop(d.Drops, ln.Name()+": refused, event channel full", ln.Refused())
 		}
-		for _, cs := range ev.channelStats() {
+		for _, cs := range ev.ChannelStats() {
 			d.Channels.Queued += cs.Queued
 			d.Channels.Reserved += cs.Capacity - cs.Free
 			d.Channels.Capacity += cs.Capacity

@@ -183,7 +183,7 @@ func TestMetricsScrape(t *testing.T) {
 
 	// The status page and the profiler on the same server.
 	var st struct {
-		Copy api.Counters    `json:"copy"`
+		Copy api.Counters       `json:"copy"`
 		Perf iperf3.ServerStats `json:"perf"`
 	}
 	if err := json.Unmarshal(scrape(t, obs.mux(), "/status.json"), &st); err != nil {

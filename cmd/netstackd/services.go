@@ -22,6 +22,8 @@ import (
 	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
 
 	"github.com/zcnet/zcnet/cmd/netstackd/transport"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/evloop"
 )
 
 // services runs the daemon's servers on one stack: echo (RFC 862) and
@@ -46,7 +48,7 @@ type services struct {
 	mu      sync.Mutex
 	closers []io.Closer    // +checklocks:mu; listeners and servers
 	perf    *iperf3.Server // +checklocks:mu; nil unless perf runs
-	ev      *evServer      // +checklocks:mu; the TCP echo and discard loops, nil unless one runs
+	ev      *evloop.Server // +checklocks:mu; the TCP echo and discard loops, nil unless one runs
 
 	echoBytes, discardBytes, udpEchoed, udpDiscarded atomic.Uint64
 }
@@ -201,20 +203,17 @@ func (s *services) status() status {
 	ps, ev := s.perf, s.ev
 	s.mu.Unlock()
 	if ev != nil {
-		ev.mu.Lock()
-		lns := ev.listeners
-		ev.mu.Unlock()
-		for _, ln := range lns {
-			st.Connections[ln.name] = ln.conns.Load()
-			if r := ln.refused.Load(); r > 0 {
+		for _, ln := range ev.Listeners() {
+			st.Connections[ln.Name()] = ln.Conns()
+			if r := ln.Refused(); r > 0 {
 				if st.Refused == nil {
 					st.Refused = map[string]uint64{}
 				}
-				st.Refused[ln.name] = r
+				st.Refused[ln.Name()] = r
 			}
 		}
 		st.Channels = map[string]any{}
-		for i, cs := range ev.channelStats() {
+		for i, cs := range ev.ChannelStats() {
 			st.Channels[fmt.Sprintf("loop%d", i)] = cs
 		}
 	}
@@ -341,7 +340,7 @@ func (s *services) start(names []string, perfPort uint16, obs *observer, stackMe
 	ev := s.ev
 	s.mu.Unlock()
 	if ev != nil {
-		ev.start()
+		ev.Start()
 	}
 	return nil
 }
@@ -355,7 +354,7 @@ func (s *services) startTCP(name string, port uint16, echo bool, counter *atomic
 	s.mu.Unlock()
 	if ev == nil {
 		var err error
-		if ev, err = newEvServer(s.z.zs, 0, 0, s.log); err != nil {
+		if ev, err = evloop.New(s.z.zs, 0, 0, s.log); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		s.mu.Lock()
@@ -363,11 +362,11 @@ func (s *services) startTCP(name string, port uint16, echo bool, counter *atomic
 		s.mu.Unlock()
 		s.track(ev)
 	}
-	ln, err := ev.listen(name, port, echo, counter)
+	ln, err := ev.Listen(name, port, echo, counter)
 	if err != nil {
 		return err
 	}
-	s.log.Info("listening", "service", name, "addr", addrString(ln.sock.LocalAddr()), "loops", len(ev.loops))
+	s.log.Info("listening", "service", name, "addr", addrString(ln.Addr()), "loops", ev.Loops())
 	return nil
 }
 

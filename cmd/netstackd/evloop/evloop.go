@@ -1,22 +1,6 @@
-package main
-
-import (
-	"context"
-	"errors"
-	"fmt"
-	"log/slog"
-	"net/netip"
-	"runtime"
-	"sync"
-	"sync/atomic"
-	"syscall"
-
-	"github.com/zcnet/zcnet/api"
-	"github.com/zcnet/zcnet/evchan"
-)
-
-// The TCP echo and discard services run on event channels, as the API
-// means programs to (the paper's §4, §7): a fixed set of loops, each a
+// Package evloop is netstackd's event-loop service engine: TCP echo and
+// discard services on zcnet's event channels, run as the API means programs
+// to (the paper's §4, §7): a fixed set of loops, each a
 // goroutine consuming one channel, serves every connection. No goroutine
 // and no blocked call per connection: an idle connection costs its socket,
 // one queued multishot receive and one reserved slot on a channel.
@@ -38,6 +22,27 @@ import (
 //     Discard releases each Buf at once;
 //  4. end: the multishot's last completion (FlagEOF, or an error) ends the
 //     receiving; echo closes once its queue is sent, discard at once.
+//
+// It owns the loops, their channels and the connections they accept; it
+// does not own the stack or the socket API (the caller's), nor UDP services,
+// status pages or metrics (netstackd's main package reads Listeners and
+// ChannelStats for those).
+package evloop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/evchan"
+)
 
 // evMaxSends bounds one connection's sends in flight: enough to keep the
 // stack's send buffer fed while the loop serves others.
@@ -48,14 +53,14 @@ const evMaxSends = 8
 // flight.
 const evChannelCap = 1 << 15
 
-// evHeadroom is the room a loop keeps free on its channel for sends and
+// Headroom is the room a loop keeps free on its channel for sends and
 // accepts: a connection accepted when less is free is closed at once
 // (counted as refused), so idle connections can never take the slots the
 // busy ones need to make progress.
-const evHeadroom = 256
+const Headroom = 256
 
-// evServer is the loops and the listeners they serve.
-type evServer struct {
+// Server is the loops and the listeners they serve.
+type Server struct {
 	zs    *api.Stack
 	log   *slog.Logger
 	loops []*evLoop
@@ -65,37 +70,37 @@ type evServer struct {
 	wg     sync.WaitGroup
 
 	mu        sync.Mutex
-	listeners []*evListener // +checklocks:mu
-	started   bool          // +checklocks:mu
-	closed    bool          // +checklocks:mu
+	listeners []*Listener // +checklocks:mu
+	started   bool        // +checklocks:mu
+	closed    bool        // +checklocks:mu
 }
 
-// evListener is one TCP service: its listening socket and what it does
+// Listener is one TCP service: its listening socket and what it does
 // with a connection's bytes.
-type evListener struct {
+type Listener struct {
 	name  string
 	sock  *api.Socket
 	echo  bool           // send back (echo) or release (discard)
 	bytes *atomic.Uint64 // echo: bytes sent back; discard: bytes received
 	conns atomic.Int64   // open connections
 	// refused counts connections closed at accept because their loop's
-	// channel had less than evHeadroom free.
+	// channel had less than Headroom free.
 	refused atomic.Uint64
 }
 
 // evLoop is one goroutine and its channel. Every field but ec is owned by
 // the loop's goroutine (and by Close once that goroutine has ended).
 type evLoop struct {
-	srv    *evServer
+	srv    *Server
 	ec     *evchan.Channel
 	conns  map[*evConn]struct{}
-	retry  []*evConn           // connections whose send found the channel full
-	accept map[*evListener]int // listener -> 1 while an OpAccept of this loop is queued; -1 once it closed
+	retry  []*evConn         // connections whose send found the channel full
+	accept map[*Listener]int // listener -> 1 while an OpAccept of this loop is queued; -1 once it closed
 }
 
 // evConn is one connection, owned by one loop.
 type evConn struct {
-	ln       *evListener
+	ln       *Listener
 	sock     *api.Socket
 	pending  []api.Buf // received, waiting to be sent back, in order
 	inflight int       // OpSends submitted and not completed
@@ -104,9 +109,9 @@ type evConn struct {
 	retrying bool // in the loop's retry list
 }
 
-// newEvServer makes n loops (0: one per CPU, at most 4) on zs, each with a
+// New makes n loops (0: one per CPU, at most 4) on zs, each with a
 // channel of capacity events (0: evChannelCap).
-func newEvServer(zs *api.Stack, n, capacity int, log *slog.Logger) (*evServer, error) {
+func New(zs *api.Stack, n, capacity int, log *slog.Logger) (*Server, error) {
 	if capacity <= 0 {
 		capacity = evChannelCap
 	}
@@ -114,7 +119,7 @@ func newEvServer(zs *api.Stack, n, capacity int, log *slog.Logger) (*evServer, e
 		n = min(runtime.GOMAXPROCS(0), 4)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &evServer{zs: zs, log: log, ctx: ctx, cancel: cancel}
+	s := &Server{zs: zs, log: log, ctx: ctx, cancel: cancel}
 	for i := 0; i < n; i++ {
 		ec, err := evchan.New(evchan.Config{Capacity: capacity})
 		if err != nil {
@@ -124,18 +129,18 @@ func newEvServer(zs *api.Stack, n, capacity int, log *slog.Logger) (*evServer, e
 			cancel()
 			return nil, err
 		}
-		s.loops = append(s.loops, &evLoop{srv: s, ec: ec, conns: map[*evConn]struct{}{}, accept: map[*evListener]int{}})
+		s.loops = append(s.loops, &evLoop{srv: s, ec: ec, conns: map[*evConn]struct{}{}, accept: map[*Listener]int{}})
 	}
 	return s, nil
 }
 
-// listen adds a TCP service on port. Call it before start.
-func (s *evServer) listen(name string, port uint16, echo bool, counter *atomic.Uint64) (*evListener, error) {
+// Listen adds a TCP service on port. Call it before Start.
+func (s *Server) Listen(name string, port uint16, echo bool, counter *atomic.Uint64) (*Listener, error) {
 	sock, err := s.zs.ListenTCP(netip.AddrPortFrom(netip.Addr{}, port))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	ln := &evListener{name: name, sock: sock, echo: echo, bytes: counter}
+	ln := &Listener{name: name, sock: sock, echo: echo, bytes: counter}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started || s.closed {
@@ -146,15 +151,15 @@ func (s *evServer) listen(name string, port uint16, echo bool, counter *atomic.U
 	return ln, nil
 }
 
-// start starts the loops; each queues its accepts first.
-func (s *evServer) start() {
+// Start starts the loops; each queues its accepts first.
+func (s *Server) Start() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started || s.closed {
 		return
 	}
 	s.started = true
-	lns := append([]*evListener(nil), s.listeners...)
+	lns := append([]*Listener(nil), s.listeners...)
 	for _, l := range s.loops {
 		s.wg.Add(1)
 		go func() {
@@ -166,7 +171,7 @@ func (s *evServer) start() {
 
 // Close stops the loops, closes the listeners and every connection, and
 // gives back what the channels still hold.
-func (s *evServer) Close() error {
+func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -199,8 +204,8 @@ func releaseEvent(ev evchan.Event) {
 	}
 }
 
-// channelStats returns each loop's channel counters, for the status page.
-func (s *evServer) channelStats() []evchan.Stats {
+// ChannelStats returns each loop's channel counters, for the status page.
+func (s *Server) ChannelStats() []evchan.Stats {
 	st := make([]evchan.Stats, len(s.loops))
 	for i, l := range s.loops {
 		st[i] = l.ec.Stats()
@@ -211,7 +216,7 @@ func (s *evServer) channelStats() []evchan.Stats {
 // evBatch is how many events a loop takes at once.
 const evBatch = 64
 
-func (l *evLoop) run(ctx context.Context, lns []*evListener) {
+func (l *evLoop) run(ctx context.Context, lns []*Listener) {
 	for _, ln := range lns {
 		l.queueAccept(ln)
 	}
@@ -239,7 +244,7 @@ func (l *evLoop) run(ctx context.Context, lns []*evListener) {
 
 // queueAccept submits this loop's accept on ln. If the channel is full, the
 // loop tries again after its next batch.
-func (l *evLoop) queueAccept(ln *evListener) {
+func (l *evLoop) queueAccept(ln *Listener) {
 	l.accept[ln] = 0
 	err := l.srv.zs.Submit(context.Background(), false, &api.Op{Kind: api.OpAccept, Sock: ln.sock, EC: l.ec, Data: ln})
 	switch {
@@ -258,7 +263,7 @@ func (l *evLoop) handle(ev evchan.Event) {
 	}
 	switch api.OpKind(ev.Op) {
 	case api.OpAccept:
-		ln := ev.Data.(*evListener)
+		ln := ev.Data.(*Listener)
 		l.accept[ln] = 0 // queued again after this batch
 		if sock, ok := api.SocketOf(ev); ok {
 			l.adopt(ln, sock)
@@ -312,8 +317,8 @@ func (l *evLoop) handle(ev evchan.Event) {
 }
 
 // adopt starts serving a new connection: one multishot receive.
-func (l *evLoop) adopt(ln *evListener, sock *api.Socket) {
-	if l.ec.Stats().Free < evHeadroom {
+func (l *evLoop) adopt(ln *Listener, sock *api.Socket) {
+	if l.ec.Stats().Free < Headroom {
 		ln.refused.Add(1)
 		l.srv.log.Warn("connection refused: event channel full", "service", ln.name, "peer", sock.RemoteAddr(), "capacity", l.ec.Cap())
 		sock.Close()
@@ -392,3 +397,26 @@ func (l *evLoop) closeConn(c *evConn) {
 	delete(l.conns, c)
 	c.ln.conns.Add(-1)
 }
+
+// Listeners returns the services added with Listen.
+func (s *Server) Listeners() []*Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*Listener(nil), s.listeners...)
+}
+
+// Loops returns the number of event loops.
+func (s *Server) Loops() int { return len(s.loops) }
+
+// Name returns the service's name, as Listen got it.
+func (l *Listener) Name() string { return l.name }
+
+// Addr returns the listening address.
+func (l *Listener) Addr() netip.AddrPort { return l.sock.LocalAddr() }
+
+// Conns returns the connections open now.
+func (l *Listener) Conns() int64 { return l.conns.Load() }
+
+// Refused returns the connections closed at accept because their loop's
+// channel had less than Headroom events free.
+func (l *Listener) Refused() uint64 { return l.refused.Load() }
