@@ -17,6 +17,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/dashboard"
 )
 
 // startDashboardServices runs every service on the in-process pair's
@@ -74,8 +76,8 @@ func TestDashboardJSON(t *testing.T) {
 			t.Errorf("%s/dashboard loads something from elsewhere", src.base)
 		}
 	}
-	snap := func() dashboard {
-		var d dashboard
+	snap := func() dashboard.Snapshot {
+		var d dashboard.Snapshot
 		if err := json.Unmarshal(get(http.DefaultClient, "http://"+addr+"/dashboard.json"), &d); err != nil {
 			t.Fatal(err)
 		}
@@ -93,14 +95,14 @@ func TestDashboardJSON(t *testing.T) {
 		}
 	}
 	after := snap()
-	nic := func(d dashboard, name string) dashNIC {
+	nic := func(d dashboard.Snapshot, name string) dashboard.NIC {
 		for _, n := range d.NICs {
 			if n.Name == name {
 				return n
 			}
 		}
 		t.Fatalf("no NIC %s in %+v", name, d.NICs)
-		return dashNIC{}
+		return dashboard.NIC{}
 	}
 	b, a := nic(before, "pair-server"), nic(after, "pair-server")
 	if a.RxBytes <= b.RxBytes || a.TxBytes <= b.TxBytes || a.RxPackets <= b.RxPackets {

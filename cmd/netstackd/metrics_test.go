@@ -25,27 +25,9 @@ import (
 	"github.com/zcnet/zcnet/evchan"
 
 	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
-)
 
-func TestSnakeCase(t *testing.T) {
-	for in, want := range map[string]string{
-		"TCP": "tcp", "Retransmits": "retransmits", "SACKRecovery": "sack_recovery", "TLPRecovery": "tlp_recovery",
-		"MalformedL4RcvdPackets": "malformed_l4_rcvd_packets", "V4": "v4", "IPTablesInputDropped": "ip_tables_input_dropped",
-		"NICs": "nics", "SegmentsAckedWithDSACK": "segments_acked_with_dsack", "V2MembershipReport": "v2_membership_report",
-		"CurrentEstablished": "current_established",
-	} {
-		if got := snakeCase(in); got != want {
-			t.Errorf("snakeCase(%q) = %q, want %q", in, got, want)
-		}
-	}
-	m := stackMetric("ICMP.V4.PacketsSent.ICMPv4PacketStats.EchoReply")
-	if m.name != "zcnet_stack_icmp_v4_packets_sent_total" || strings.Join(m.labels, "=") != "type=echo_reply" {
-		t.Errorf("ICMP counter: %+v", m)
-	}
-	if m := stackMetric("TCP.CurrentEstablished"); m.name != "zcnet_stack_tcp_current_established" || !m.gauge {
-		t.Errorf("gauge: %+v", m)
-	}
-}
+	"github.com/zcnet/zcnet/cmd/netstackd/echo"
+)
 
 // scrape serves one request to h without a network and returns the body.
 func scrape(t *testing.T, h http.Handler, path string) []byte {
@@ -131,9 +113,9 @@ func TestMetricsScrape(t *testing.T) {
 		t.Fatal(err)
 	}
 	received := o.BytesReceived()
-	echo, err := runEchoClient(ctx, env.client, netip.AddrPortFrom(env.serverAddr, 7), echoFlags{count: 50, size: 300, timeout: time.Second})
-	if err != nil || echo.ok != 50 {
-		t.Fatalf("echo: %v %+v", err, echo)
+	er, err := echo.Run(ctx, env.client, netip.AddrPortFrom(env.serverAddr, 7), echo.Config{Count: 50, Size: 300, Timeout: time.Second})
+	if err != nil || er.OK != 50 {
+		t.Fatalf("echo: %v %+v", err, er)
 	}
 	for i := 0; i < 3; i++ {
 		ec.TryPost(evchan.Event{Source: evchan.SourceTimer})

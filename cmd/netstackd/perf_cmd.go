@@ -219,7 +219,7 @@ func perfServe(ctx context.Context, tr transport.Transport, port uint16, f perfF
 	}
 	defer srv.Close()
 	if !f.json {
-		fmt.Fprintf(stdout, "Server listening on %s over %s sockets\n", addrString(srv.Addr()), tr.Name())
+		fmt.Fprintf(stdout, "Server listening on %s over %s sockets\n", transport.AddrString(srv.Addr()), tr.Name())
 	}
 	return srv.Serve(ctx)
 }

@@ -24,6 +24,8 @@ import (
 	"github.com/zcnet/zcnet/cmd/netstackd/transport"
 
 	"github.com/zcnet/zcnet/cmd/netstackd/evloop"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/dashboard"
 )
 
 // services runs the daemon's servers on one stack: echo (RFC 862) and
@@ -87,28 +89,6 @@ func (s *services) goTracked(fn func()) {
 	}()
 }
 
-// echoStream sends back everything it receives until the peer's FIN,
-// adding the bytes to n as it goes. Each received chunk is written straight
-// into the stack's send buffer and then released: one copy, the one the
-// stack's send path needs.
-func echoStream(ctx context.Context, c transport.Conn, n *atomic.Uint64) error {
-	for {
-		ch, err := c.Recv(ctx)
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		m, err := transport.SendBytes(ctx, c, ch.Bytes())
-		ch.Release()
-		n.Add(uint64(m))
-		if err != nil {
-			return err
-		}
-	}
-}
-
 // startUDP binds port and answers datagrams: echo bounces each back (the
 // received buffer itself goes to the stack), discard only counts it.
 func (s *services) startUDP(name string, port uint16, echo bool, counter *atomic.Uint64) error {
@@ -136,16 +116,8 @@ func (s *services) startUDP(name string, port uint16, echo bool, counter *atomic
 			}
 		}
 	})
-	s.log.Info("listening", "service", name, "addr", addrString(pc.LocalAddr()))
+	s.log.Info("listening", "service", name, "addr", transport.AddrString(pc.LocalAddr()))
 	return nil
-}
-
-// addrString prints a listening address, ":7" for every address.
-func addrString(ap netip.AddrPort) string {
-	if !ap.Addr().IsValid() || ap.Addr().IsUnspecified() {
-		return fmt.Sprintf(":%d", ap.Port())
-	}
-	return ap.String()
 }
 
 // status is the JSON form of the status page.
@@ -229,7 +201,7 @@ func (s *services) status() status {
 // and the live dashboard at /dashboard (dashboard.go).
 func (s *services) statusHandler() *http.ServeMux {
 	mux := http.NewServeMux()
-	s.handleDashboard(mux)
+	dashboard.Handle(mux, s.dashboardSources())
 	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -302,7 +274,7 @@ func (s *services) startPerf(port uint16) error {
 			s.log.Warn("perf server stopped", "err", err)
 		}
 	})
-	s.log.Info("listening", "service", "perf", "addr", addrString(ps.Addr()))
+	s.log.Info("listening", "service", "perf", "addr", transport.AddrString(ps.Addr()))
 	return nil
 }
 
@@ -366,11 +338,37 @@ func (s *services) startTCP(name string, port uint16, echo bool, counter *atomic
 	if err != nil {
 		return err
 	}
-	s.log.Info("listening", "service", name, "addr", addrString(ln.Addr()), "loops", ev.Loops())
+	s.log.Info("listening", "service", name, "addr", transport.AddrString(ln.Addr()), "loops", ev.Loops())
 	return nil
 }
 
 // startAll starts every service with the default perf port.
 func (s *services) startAll() error {
 	return s.start(allServices, iperf3.Port, nil, false)
+}
+
+// dashboardSources is what the dashboard reads: the stack, its link and
+// the event-loop services.
+func (s *services) dashboardSources() dashboard.Sources {
+	return dashboard.Sources{Stack: s.st, API: s.z.zs, Pool: s.z.pool, Link: s.z.linkStats, Started: s.started,
+		Services: s.dashboardServices}
+}
+
+// dashboardServices adds the event-loop services' connections, refusals
+// and channels to d.
+func (s *services) dashboardServices(d *dashboard.Snapshot) {
+	s.mu.Lock()
+	ev := s.ev
+	s.mu.Unlock()
+	if ev != nil {
+		for _, ln := range ev.Listeners() {
+			d.Connections.Services[ln.Name()] = ln.Conns()
+			dashboard.AddDrop(d.Drops, ln.Name()+": refused, event channel full", ln.Refused())
+		}
+		for _, cs := range ev.ChannelStats() {
+			d.Channels.Queued += cs.Queued
+			d.Channels.Reserved += cs.Capacity - cs.Free
+			d.Channels.Capacity += cs.Capacity
+		}
+	}
 }

@@ -123,6 +123,20 @@ func (z *zcStack) ringStats() (ring.Stats, bool) {
 	return ring.Stats{}, false
 }
 
+// linkStats returns the link's stats struct (TAP, pair or ring), or nil.
+func (z *zcStack) linkStats() any {
+	switch {
+	case z.tap != nil:
+		return z.tap.Stats()
+	case z.pair != nil:
+		return z.pair.Stats()
+	}
+	if rs, ok := z.ringStats(); ok {
+		return rs
+	}
+	return nil
+}
+
 // Addresses of the in-process pair the tools' -inproc mode builds: the
 // client's stack and the server's.
 var (

@@ -366,3 +366,29 @@ func FuzzUDPHeader(f *testing.F) {
 		}
 	})
 }
+
+// TestServerUnfilledReverse runs a reverse (download) test against a
+// server whose senders write nothing into the send buffer: the test runs
+// to its byte count and both sides count the bytes.
+func TestServerUnfilledReverse(t *testing.T) {
+	env := inprocEnv(t)
+	srv, done := startPerfServer(t, env, ServerConfig{Addr: env.serverAddr, Port: 5203, Unfilled: true})
+	if srv.Addr() != netip.AddrPortFrom(env.serverAddr, 5203) {
+		t.Fatalf("listening on %v", srv.Addr())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const n = 4 << 20
+	o, err := RunClient(ctx, env.client, ClientConfig{Server: srv.Addr(),
+		Spec: Spec{Reverse: true, Streams: 1, BlockSize: 64 << 10, Bytes: n}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, done)
+	if got := o.BytesReceived(); got < n {
+		t.Errorf("the client received %d bytes, want at least %d", got, n)
+	}
+	if s := srv.Stats(); s.Tests != 1 || s.BytesSent < n {
+		t.Errorf("server stats %+v: want one test and at least %d bytes sent", s, n)
+	}
+}

@@ -36,6 +36,7 @@ type perfRun struct {
 	interval time.Duration
 	sender   bool // this side sends (client without -R, server with it)
 	pattern  []byte
+	unfilled bool // TCP sends write nothing (ServerConfig.Unfilled)
 
 	streams []*perfStream // fixed once begin is called
 
@@ -325,6 +326,8 @@ func (r *perfRun) send(st *perfStream) {
 			}
 			return m
 		}
+	} else if r.unfilled {
+		fill = func(p []byte) int { return len(p) }
 	} else {
 		fill = func(p []byte) int { return copy(p, r.pattern) }
 	}

@@ -41,6 +41,8 @@ type Server struct {
 
 // ServerConfig configures a perf server.
 type ServerConfig struct {
+	// Addr is the address to listen on; the zero Addr is every address.
+	Addr netip.Addr
 	Port uint16
 	Log  *slog.Logger
 	// Out, if set, receives each test's progress lines and summary (the
@@ -52,6 +54,10 @@ type ServerConfig struct {
 	OneOff bool
 	// Timeout bounds each control-connection step and stream set-up.
 	Timeout time.Duration
+	// Unfilled makes TCP sends (reverse tests) leave the transmit buffer as
+	// it is instead of writing a pattern into it, as a sender of page-cache
+	// data writes nothing itself: the send costs the stack's work only.
+	Unfilled bool
 }
 
 // ServerStats are the server's counters, for the status page and
@@ -87,7 +93,7 @@ func NewServer(tr transport.Transport, cfg ServerConfig) (*Server, error) {
 	if cfg.Interval == 0 {
 		cfg.Interval = time.Second
 	}
-	ln, err := tr.ListenTCP(netip.AddrPortFrom(netip.Addr{}, cfg.Port))
+	ln, err := tr.ListenTCP(netip.AddrPortFrom(cfg.Addr, cfg.Port))
 	if err != nil {
 		return nil, err
 	}
@@ -356,6 +362,7 @@ func (t *serverTest) exchange(ctx context.Context, log *slog.Logger) (*Outcome, 
 	// 2. Streams: TCP connections come through the accept loop, UDP
 	// streams are datagrams on a socket of the test's own.
 	run := newPerfRun(spec, s.tr, spec.Reverse, s.cfg.Interval)
+	run.unfilled = s.cfg.Unfilled
 	defer run.finish()
 	if w := s.cfg.Out; w != nil && !s.cfg.JSON {
 		fmt.Fprintf(w, "Accepted connection from %v: %s, %d stream(s), %s\n", t.ctrl.RemoteAddr(),

@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -122,6 +123,35 @@ func SendBytes(ctx context.Context, c Conn, p []byte) (int, error) {
 		off += n
 		return n
 	})
+}
+
+// AcceptLoop accepts connections until ctx ends or the listener closes and
+// runs handle on each, on a goroutine wg tracks; handle's connection is
+// closed when it returns.
+func AcceptLoop(ctx context.Context, ln Listener, wg *sync.WaitGroup, handle func(Conn)) error {
+	for {
+		c, err := ln.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			handle(c)
+		}()
+	}
+}
+
+// AddrString prints a listening address, ":7" for every address.
+func AddrString(ap netip.AddrPort) string {
+	if !ap.Addr().IsValid() || ap.Addr().IsUnspecified() {
+		return fmt.Sprintf(":%d", ap.Port())
+	}
+	return ap.String()
 }
 
 // ---- zcnet ----
@@ -276,7 +306,7 @@ func (Kernel) ListenTCP(laddr netip.AddrPort) (Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &kernelListener{ln: ln}, nil
+	return &netListener{ln: ln}, nil
 }
 
 func (Kernel) DialTCP(ctx context.Context, raddr netip.AddrPort) (Conn, error) {
@@ -285,7 +315,7 @@ func (Kernel) DialTCP(ctx context.Context, raddr netip.AddrPort) (Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newKernelConn(c.(*net.TCPConn)), nil
+	return newKernelConn(c), nil
 }
 
 func (Kernel) ListenUDP(laddr netip.AddrPort) (PacketConn, error) {
@@ -304,33 +334,14 @@ func (Kernel) DialUDP(raddr netip.AddrPort) (PacketConn, error) {
 	return newKernelPacket(c, raddr), nil
 }
 
-type kernelListener struct {
-	ln *net.TCPListener
-	cb ctxBinder
-}
-
-func (l *kernelListener) Accept(ctx context.Context) (Conn, error) {
-	if err := l.cb.bind(ctx, l.ln.SetDeadline); err != nil {
-		return nil, err
-	}
-	c, err := l.ln.AcceptTCP()
-	if err != nil {
-		return nil, ctxOr(ctx, err)
-	}
-	return newKernelConn(c), nil
-}
-
-func (l *kernelListener) Addr() netip.AddrPort { return l.ln.Addr().(*net.TCPAddr).AddrPort() }
-func (l *kernelListener) Close() error         { l.cb.stop(); return l.ln.Close() }
-
 type kernelConn struct {
-	c      *net.TCPConn
+	c      net.Conn
 	rbuf   []byte
 	wbuf   []byte
 	rb, wb ctxBinder
 }
 
-func newKernelConn(c *net.TCPConn) *kernelConn {
+func newKernelConn(c net.Conn) *kernelConn {
 	return &kernelConn{c: c}
 }
 
@@ -378,14 +389,18 @@ func (c *kernelConn) Send(ctx context.Context, n int, fill func([]byte) int) (in
 // either transport (the zcnet API hands over at most this much).
 const MaxFillPart = 64 << 10
 
-func (c *kernelConn) LocalAddr() netip.AddrPort {
-	return unmapAddrPort(c.c.LocalAddr().(*net.TCPAddr).AddrPort())
-}
+func (c *kernelConn) LocalAddr() netip.AddrPort { return addrPortOf(c.c.LocalAddr()) }
 
-func (c *kernelConn) RemoteAddr() netip.AddrPort {
-	return unmapAddrPort(c.c.RemoteAddr().(*net.TCPAddr).AddrPort())
+func (c *kernelConn) RemoteAddr() netip.AddrPort { return addrPortOf(c.c.RemoteAddr()) }
+
+// Retransmits reads TCP_INFO of a kernel socket; other stacks' counts are
+// unknown (-1).
+func (c *kernelConn) Retransmits() int64 {
+	if tc, ok := c.c.(*net.TCPConn); ok {
+		return tcpRetransmits(tc)
+	}
+	return -1
 }
-func (c *kernelConn) Retransmits() int64 { return tcpRetransmits(c.c) }
 
 func (c *kernelConn) Close() error {
 	c.rb.stop()

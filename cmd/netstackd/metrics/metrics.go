@@ -1,111 +1,66 @@
-package main
+// Package metrics is zcnet's Prometheus collector: at each scrape it turns
+// the counters of a stack, its link (TAP, pair, ring or AF_XDP), the
+// zero-copy sockets' copy budget, the buffer pool and event channels into
+// metrics named zcnet_*. It owns the names, help texts and labels of those
+// series; it does not own the registry, the HTTP server or the program's
+// own counters, which a program adds through Sources.Extra.
+package metrics
 
 import (
-	"context"
-	"errors"
-	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"strings"
-	"sync"
-	"time"
 	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/stack"
+	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/tap/ring"
+	"github.com/zcnet/zcnet/tap/xdp"
 )
 
-// observer is the daemon's observability: a Prometheus registry with the
-// stack's metrics, and an HTTP server on a kernel socket (-metrics) with
-// /metrics, /debug/pprof/ and the status page.
-type observer struct {
-	z        *zcStack
-	svc      *services
-	channels map[string]*evchan.Channel
-	reg      *prometheus.Registry
-
-	srv *http.Server
-	wg  sync.WaitGroup
+// Sources are what a Collector reads at each scrape. Stack is required;
+// a nil field is left out.
+type Sources struct {
+	Stack *stack.Stack
+	NIC   string // the NIC's name: the link series' "nic" label
+	// The link under the NIC: at most one of TAP, Pair, Ring, XDP.
+	TAP  *tap.Link
+	Pair *tap.PairEndpoint
+	Ring func() (ring.Stats, bool) // a ring's stats, from either side, and whether there is a ring
+	XDP  *xdp.Link
+	API  *api.Stack
+	Pool *dmapool.Pool
+	// Channels are event channels by name (the "channel" label).
+	Channels map[string]*evchan.Channel
+	// Extra, if set, adds the program's own series at each scrape.
+	Extra func(Emitter)
 }
 
-func newObserver(z *zcStack, svc *services, channels map[string]*evchan.Channel) *observer {
-	o := &observer{z: z, svc: svc, channels: channels, reg: prometheus.NewRegistry()}
-	o.reg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		zcCollector{o},
-	)
-	return o
+// Emitter emits one series at a time during a scrape. Labels are pairs of
+// name and value.
+type Emitter struct {
+	Counter func(name, help string, v uint64, labels ...string)
+	Gauge   func(name, help string, v float64, labels ...string)
 }
 
-// metricsHandler serves the registry in the Prometheus text format (or
-// OpenMetrics, if the scraper asks).
-func (o *observer) metricsHandler() http.Handler {
-	return promhttp.HandlerFor(o.reg, promhttp.HandlerOpts{Registry: o.reg, EnableOpenMetrics: true})
-}
-
-// mux is the -metrics server's routes.
-func (o *observer) mux() *http.ServeMux {
-	mux := o.svc.statusHandler()
-	mux.Handle("GET /metrics", o.metricsHandler())
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
-}
-
-// listen serves mux on addr (a kernel socket in the daemon's network
-// namespace) and returns the address it got.
-func (o *observer) listen(addr string, log *slog.Logger) (net.Addr, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	// No write timeout: a CPU profile takes as long as it is asked to.
-	o.srv = &http.Server{Handler: o.mux(), ReadHeaderTimeout: 10 * time.Second}
-	o.wg.Add(1)
-	go func() {
-		defer o.wg.Done()
-		if err := o.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Warn("metrics server stopped", "err", err)
-		}
-	}()
-	return ln.Addr(), nil
-}
-
-// Close stops the HTTP server, letting requests in flight finish for up to
-// a second.
-func (o *observer) Close() error {
-	if o.srv == nil {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	err := o.srv.Shutdown(ctx)
-	if err != nil {
-		o.srv.Close()
-	}
-	o.wg.Wait()
-	return err
-}
-
-// zcCollector turns zcnet's counters into metrics at each scrape. It is an
+// Collector turns zcnet's counters into metrics at each scrape. It is an
 // unchecked collector (Describe sends nothing): the set of stack counters
 // follows the pinned gVisor version.
-type zcCollector struct{ o *observer }
+type Collector struct{ src Sources }
 
-func (zcCollector) Describe(chan<- *prometheus.Desc) {}
+// NewCollector returns a collector of src's counters.
+func NewCollector(src Sources) *Collector { return &Collector{src: src} }
+
+// Describe implements prometheus.Collector; it sends nothing (an unchecked
+// collector).
+func (*Collector) Describe(chan<- *prometheus.Desc) {}
 
 // Collect implements prometheus.Collector.
-func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
-	o := c.o
-	z := o.z
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	src := c.src
 	emit := func(name, help string, t prometheus.ValueType, v float64, labels ...string) {
 		var keys, vals []string
 		for i := 0; i+1 < len(labels); i += 2 {
@@ -122,7 +77,7 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	// gVisor's stack counters: TCP, UDP, IP, ICMP, ARP, IGMP, NICs.
-	for name, v := range z.st.Counters() {
+	for name, v := range src.Stack.Counters() {
 		m := stackMetric(name)
 		if m.gauge {
 			gauge(m.name, m.help, float64(v), m.labels...)
@@ -132,7 +87,7 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	// Per NIC.
-	for _, n := range z.st.NICStats() {
+	for _, n := range src.Stack.NICStats() {
 		l := []string{"nic", n.Name}
 		counter("zcnet_nic_rx_packets_total", "Packets the NIC received.", n.RxPackets, l...)
 		counter("zcnet_nic_rx_bytes_total", "Bytes the NIC received.", n.RxBytes, l...)
@@ -141,12 +96,12 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("zcnet_nic_tx_drops_no_buffer_space_total", "Packets the link refused: transmit queue full.", n.TxDropsNoBufferSpace, l...)
 		counter("zcnet_nic_malformed_l4_total", "Packets whose transport header did not parse.", n.MalformedL4, l...)
 		gauge("zcnet_nic_mtu_bytes", "The NIC's MTU.", float64(n.MTU), l...)
-		gauge("zcnet_nic_up", "1 if the NIC is up.", b2f(n.Up), l...)
+		gauge("zcnet_nic_up", "1 if the NIC is up.", B2F(n.Up), l...)
 	}
 
 	// The link under the NIC, and its copies.
-	l := []string{"nic", z.nicName}
-	if t := z.tap; t != nil {
+	l := []string{"nic", src.NIC}
+	if t := src.TAP; t != nil {
 		s := t.Stats()
 		counter("zcnet_link_rx_frames_total", "Frames read from the TAP device.", s.RxFrames, l...)
 		counter("zcnet_link_rx_bytes_total", "Bytes of frames read from the TAP device.", s.RxBytes, l...)
@@ -174,15 +129,17 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("zcnet_copy_link_rx_bytes_total", "Bytes the link copied in user space on receive (split headers and copy-break frames).", s.RxCopiedBytes, l...)
 		counter("zcnet_copy_link_tx_bytes_total", "Bytes the link linearised on transmit.", s.TxCopiedBytes, l...)
 	}
-	if p := z.pair; p != nil {
+	if p := src.Pair; p != nil {
 		s := p.Stats()
 		linkTotals(counter, l, s.RxFrames, s.RxBytes, s.TxFrames, s.TxBytes)
 		rxDrops(counter, l, []reasonCount{{"bad_frame", s.RxDropsBadFrame}})
 		counter("zcnet_copy_link_rx_bytes_total", "Bytes the link copied in user space on receive (split headers).", s.RxHeaderBytes, l...)
 	}
 
-	z.xdpMetrics(counter, gauge, l)
-	if s, ok := z.ringStats(); ok {
+	if src.XDP != nil {
+		xdpMetrics(src.XDP, counter, gauge, l)
+	}
+	if s, ok := ringStats(src.Ring); ok {
 		linkTotals(counter, l, s.RxFrames, s.RxBytes, s.TxFrames, s.TxBytes)
 		rxDrops(counter, l, []reasonCount{{"bad_frame", s.RxDropsBadFrame}, {"bad_offset", s.BadOffset}, {"bad_length", s.BadLength}, {"bad_flags", s.BadFlags},
 			{"not_owned", s.NotOwned}, {"index_backwards", s.IndexBackwards}, {"index_overrun", s.IndexOverrun}})
@@ -195,8 +152,8 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	// The copy budget of the zero-copy sockets.
-	if z.zs != nil {
-		cc := z.zs.Counters()
+	if src.API != nil {
+		cc := src.API.Counters()
 		counter("zcnet_copy_rx_handed_over_bytes_total", "Received bytes handed to the application without a copy.", cc.RxHandedOver)
 		counter("zcnet_copy_rx_copied_bytes_total", "Received bytes copied into pool memory.", cc.RxCopied)
 		counter("zcnet_copy_rx_handoffs_total", "Received buffers handed to the application.", cc.RxHandoffs)
@@ -205,7 +162,7 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("zcnet_udp_socket_drops_total", "UDP datagrams the sockets dropped, by reason.", cc.DropsNoRoom, "reason", "no_room")
 		counter("zcnet_udp_socket_drops_total", "UDP datagrams the sockets dropped, by reason.", cc.DropsOldest, "reason", "oldest")
 	}
-	zc := z.st.ZeroCopyStats()
+	zc := src.Stack.ZeroCopyStats()
 	gauge("zcnet_zerocopy_flows", "Sockets registered for zero-copy receive.", float64(zc.Flows))
 	counter("zcnet_zerocopy_shadowed_total", "Payload views kept for zero-copy hand-off.", zc.Shadowed)
 	counter("zcnet_zerocopy_evicted_total", "Shadows released unused (a flow over its bound).", zc.Evicted)
@@ -213,8 +170,8 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("zcnet_zerocopy_not_kept_total", "Payloads for a TCP listener's port with no connection, not shadowed.", zc.NotKept)
 
 	// The buffer pool.
-	if z.pool != nil {
-		p := z.pool.Stats()
+	if src.Pool != nil {
+		p := src.Pool.Stats()
 		gauge("zcnet_pool_slot_size_bytes", "Bytes per pool slot.", float64(p.SlotSize))
 		gauge("zcnet_pool_slots", "Slots in all regions.", float64(p.SlotsTotal))
 		gauge("zcnet_pool_slots_in_use", "Reserved slots.", float64(p.SlotsInUse))
@@ -227,7 +184,7 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	// Event channels.
-	for name, ec := range o.channels {
+	for name, ec := range src.Channels {
 		s := ec.Stats()
 		l := []string{"channel", name}
 		gauge("zcnet_evchan_capacity", "Slots in the channel's ring.", float64(s.Capacity), l...)
@@ -246,35 +203,13 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("zcnet_evchan_fd_reads_total", "eventfd reads.", s.FDReads, l...)
 	}
 
-	// Services.
-	if svc := o.svc; svc != nil {
-		counter("zcnet_service_bytes_total", "Bytes the stream services handled.", svc.echoBytes.Load(), "service", "echo")
-		counter("zcnet_service_bytes_total", "Bytes the stream services handled.", svc.discardBytes.Load(), "service", "discard")
-		counter("zcnet_service_datagrams_total", "Datagrams the UDP services handled.", svc.udpEchoed.Load(), "service", "echo")
-		counter("zcnet_service_datagrams_total", "Datagrams the UDP services handled.", svc.udpDiscarded.Load(), "service", "discard")
-		svc.mu.Lock()
-		ps := svc.perf
-		svc.mu.Unlock()
-		if ps != nil {
-			s := ps.Stats()
-			counter("zcnet_perf_tests_total", "iperf3 tests by result: ok ran to the exchange of results, failed ended in an error.", s.Tests, "result", "ok")
-			counter("zcnet_perf_tests_total", "iperf3 tests by result: ok ran to the exchange of results, failed ended in an error.", s.Failed, "result", "failed")
-			counter("zcnet_perf_denied_total", "Connections refused with ACCESS_DENIED.", s.Denied)
-			counter("zcnet_perf_bytes_total", "Test payload bytes, by direction.", s.BytesReceived, "direction", "received")
-			counter("zcnet_perf_bytes_total", "Test payload bytes, by direction.", s.BytesSent, "direction", "sent")
-			gauge("zcnet_perf_last_bits_per_second", "Bitrate of the last test, as this side measured it.", float64(s.LastBitsPerSecond))
-			gauge("zcnet_perf_running", "1 while a test runs.", b2f(s.Running))
-		}
-	}
-
-	// The capture.
-	if p := z.pcap; p != nil {
-		counter("zcnet_pcap_packets_total", "Packets written to the capture file.", p.records.Load())
-		counter("zcnet_pcap_lost_total", "Packets not captured (after a write error or close).", p.lost.Load())
+	if src.Extra != nil {
+		src.Extra(Emitter{Counter: counter, Gauge: gauge})
 	}
 }
 
-func b2f(b bool) float64 {
+// B2F is 1 for true, 0 for false: a boolean as a gauge.
+func B2F(b bool) float64 {
 	if b {
 		return 1
 	}
@@ -341,7 +276,7 @@ func snakeCase(s string) string {
 	return b.String()
 }
 
-// counterFunc emits one counter series (zcCollector.Collect's counter).
+// counterFunc emits one counter series (Emitter.Counter).
 type counterFunc = func(name, help string, v uint64, labels ...string)
 
 // reasonCount is one series of a counter broken down by reason.
@@ -368,4 +303,46 @@ func linkTotals(counter counterFunc, l []string, rxFrames, rxBytes, txFrames, tx
 	counter("zcnet_link_rx_bytes_total", "Bytes the link delivered to the stack.", rxBytes, l...)
 	counter("zcnet_link_tx_frames_total", "Frames the link sent.", txFrames, l...)
 	counter("zcnet_link_tx_bytes_total", "Bytes the link sent.", txBytes, l...)
+}
+
+// ringStats calls ring, if there is one.
+func ringStats(stats func() (ring.Stats, bool)) (ring.Stats, bool) {
+	if stats == nil {
+		return ring.Stats{}, false
+	}
+	return stats()
+}
+
+// xdpMetrics adds the AF_XDP link's counters to the metrics.
+func xdpMetrics(link *xdp.Link, counter counterFunc, gauge func(name, help string, v float64, labels ...string), l []string) {
+	s := link.Stats()
+	i := link.Info()
+	linkTotals(counter, l, s.RxFrames, s.RxBytes, s.TxFrames, s.TxBytes)
+	rxDrops(counter, l, []reasonCount{{"short", s.RxDropShort}, {"oversized", s.RxDropOversized}, {"not_for_us", s.RxDropNotForUs},
+		{"not_attached", s.RxDropNotAttached}, {"bad_desc", s.RxDropBadDesc}})
+	byReason(counter, "zcnet_link_tx_drops_total", "Packets the link dropped on transmit, by reason.", l,
+		[]reasonCount{{"too_big", s.TxDropTooBig}, {"no_frame", s.TxDropNoFrame}})
+	counter("zcnet_link_xdp_rx_batches_total", "Non-empty passes over the AF_XDP RX ring.", s.RxBatches, l...)
+	counter("zcnet_link_xdp_rx_sleeps_total", "Times the receive loop slept in poll(2).", s.RxSleeps, l...)
+	counter("zcnet_link_xdp_rx_bad_index_total", "RX ring producer indices out of range.", s.RxBadIndex, l...)
+	counter("zcnet_link_xdp_fill_deferred_total", "Receive frames that waited for room on the fill ring.", s.RxFillDeferred, l...)
+	counter("zcnet_link_xdp_rx_csum_completed_total", "Partial TCP/UDP checksums completed (-xdp-partial-csum).", s.RxCsumCompleted, l...)
+	counter("zcnet_link_xdp_tx_kicks_total", "sendto calls the kernel asked for (need_wakeup).", s.TxKicks, l...)
+	counter("zcnet_link_xdp_tx_kick_errors_total", "sendto calls that failed.", s.TxKickErrors, l...)
+	counter("zcnet_link_xdp_tx_bad_completions_total", "Completion entries for frames the kernel did not hold.", s.TxBadCompletion, l...)
+	for _, f := range []struct {
+		owner string
+		v     int
+	}{{"rx_kernel", s.FramesRxKernel}, {"rx_held", s.FramesRxHeld}, {"tx_free", s.FramesTxFree}, {"tx_kernel", s.FramesTxKernel}} {
+		gauge("zcnet_link_xdp_umem_frames", "UMEM frames by owner.", float64(f.v), append(l, "owner", f.owner)...)
+	}
+	if ks, err := link.KernelStats(); err == nil {
+		byReason(counter, "zcnet_link_xdp_kernel_drops_total", "The kernel's XDP_STATISTICS for the socket, by reason.", l,
+			[]reasonCount{{"dropped", ks.RxDropped}, {"rx_ring_full", ks.RxRingFull}, {"fill_ring_empty", ks.RxFillRingEmpty},
+				{"rx_invalid_desc", ks.RxInvalidDescs}, {"tx_invalid_desc", ks.TxInvalidDescs}})
+	}
+	gauge("zcnet_link_xdp_native", "1 if the XDP program runs in the driver's hook, 0 if generic.", B2F(i.Native), l...)
+	gauge("zcnet_link_xdp_zerocopy", "1 if the AF_XDP socket is bound zero-copy, 0 if copy mode.", B2F(i.ZeroCopy), l...)
+	counter("zcnet_copy_link_rx_bytes_total", "Bytes the link copied in user space on receive (out of the UMEM).", s.RxCopiedBytes+s.RxHeaderBytes, l...)
+	counter("zcnet_copy_link_tx_bytes_total", "Bytes the link copied into UMEM frames on transmit.", s.TxCopiedBytes, l...)
 }
