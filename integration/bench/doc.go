@@ -19,8 +19,9 @@
 //   - bench server -mode … (server.go): one per contender. It builds the
 //     contender's stack (stacks_linux.go, stacks_xdp_linux.go) and serves a
 //     TCP echo, a UDP sink that counts datagrams, net/http with a 1 KiB
-//     body, and iperf3's protocol (iperf.go); it answers "stats" (its own
-//     CPU time from getrusage, its counters), "pin CPU" and "unpin" on
+//     body, and iperf3's protocol (package cmd/netstackd/iperf3); it
+//     answers "stats" (its own CPU time from getrusage, its counters),
+//     "pin CPU" and "unpin" on
 //     stdin, and ends when stdin closes. A server whose mode this machine
 //     cannot run (no AF_XDP) says so instead of ready, with the reason.
 //   - bench client udp|rr (client.go): the UDP senders (-udp-senders
