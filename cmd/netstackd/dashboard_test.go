@@ -19,6 +19,8 @@ import (
 	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
 
 	"github.com/zcnet/zcnet/cmd/netstackd/dashboard"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
 )
 
 // startDashboardServices runs every service on the in-process pair's
@@ -62,12 +64,12 @@ func TestDashboardJSON(t *testing.T) {
 		}
 		return b
 	}
-	zc := &http.Client{Transport: &http.Transport{DialContext: env.stacks[0].zs.Net().DialContext}, Timeout: 20 * time.Second}
+	zc := &http.Client{Transport: &http.Transport{DialContext: env.stacks[0].API.Net().DialContext}, Timeout: 20 * time.Second}
 	defer zc.CloseIdleConnections()
 	for _, src := range []struct {
 		c    *http.Client
 		base string
-	}{{http.DefaultClient, "http://" + addr}, {zc, "http://" + inprocServer.Addr().String()}} {
+	}{{http.DefaultClient, "http://" + addr}, {zc, "http://" + zcstack.PairServer.Addr().String()}} {
 		page := string(get(src.c, src.base+"/dashboard"))
 		if !strings.Contains(page, "<title>zcnet netstackd</title>") || !strings.Contains(page, `fetch("dashboard.json"`) {
 			t.Errorf("%s/dashboard is not the dashboard:\n%.300s", src.base, page)
@@ -84,7 +86,7 @@ func TestDashboardJSON(t *testing.T) {
 		return d
 	}
 	before := snap()
-	c, err := env.stacks[0].zs.DialTCP(ctx, netip.AddrPortFrom(inprocServer.Addr(), 7))
+	c, err := env.stacks[0].API.DialTCP(ctx, netip.AddrPortFrom(zcstack.PairServer.Addr(), 7))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +183,7 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// Traffic: one held echo connection, and a stream to discard: two
 	// connections.
-	c, err := env.stacks[0].zs.DialTCP(ctx, netip.AddrPortFrom(inprocServer.Addr(), 7))
+	c, err := env.stacks[0].API.DialTCP(ctx, netip.AddrPortFrom(zcstack.PairServer.Addr(), 7))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +194,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	streamCtx, stopStream := context.WithCancel(ctx)
 	streamDone := make(chan error, 1)
 	go func() {
-		d, err := env.stacks[0].zs.DialTCP(streamCtx, netip.AddrPortFrom(inprocServer.Addr(), 9))
+		d, err := env.stacks[0].API.DialTCP(streamCtx, netip.AddrPortFrom(zcstack.PairServer.Addr(), 9))
 		if err != nil {
 			streamDone <- err
 			return

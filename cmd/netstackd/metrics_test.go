@@ -27,6 +27,8 @@ import (
 	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
 
 	"github.com/zcnet/zcnet/cmd/netstackd/echo"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
 )
 
 // scrape serves one request to h without a network and returns the body.
@@ -180,7 +182,7 @@ func TestMetricsScrape(t *testing.T) {
 
 	// -stack-metrics: the same metrics on the stack's status page, fetched
 	// over zcnet from the other stack.
-	hc := &http.Client{Transport: &http.Transport{DialContext: env.stacks[0].zs.Net().DialContext}, Timeout: 20 * time.Second}
+	hc := &http.Client{Transport: &http.Transport{DialContext: env.stacks[0].API.Net().DialContext}, Timeout: 20 * time.Second}
 	defer hc.CloseIdleConnections()
 	resp, err := hc.Get("http://192.0.2.2/metrics")
 	if err != nil {
@@ -236,7 +238,7 @@ func TestPcapCapture(t *testing.T) {
 		}
 		if len(pkt) >= 24 && pkt[0]>>4 == 4 && pkt[9] == 6 {
 			ihl := int(pkt[0]&0xf) * 4
-			if binary.BigEndian.Uint16(pkt[ihl+2:]) == 7 && netip.AddrFrom4([4]byte(pkt[16:20])) == inprocServer.Addr() {
+			if binary.BigEndian.Uint16(pkt[ihl+2:]) == 7 && netip.AddrFrom4([4]byte(pkt[16:20])) == zcstack.PairServer.Addr() {
 				toEcho++
 			}
 		}

@@ -17,6 +17,8 @@ import (
 	"github.com/zcnet/zcnet/evchan"
 
 	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
 )
 
 const serveHelp = `Usage: netstackd serve -tap NAME -addr PREFIX [flags]
@@ -317,22 +319,22 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 		}
 	}()
 	switch {
-	case z.xdp != nil:
-		z.logXDPAttached(s, log)
-	case z.tap != nil:
-		log.Info("attached", "tap", z.tap.Name(), "mac", z.tap.HardwareAddr().String(), "mtu", z.tap.MTU(), "offload", s.tap.Offload,
-			"queues", z.tap.NumQueues(), "addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.pool.Pinned(), "device", z.tap.Info().String())
-	case z.ring != nil:
-		log.Info("attached", "ring", z.ring.Addr(), "side", "stack", "mac", z.ring.LinkAddress().String(), "mtu", z.ring.MTU(),
-			"addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.pool.Pinned())
+	case z.XDP != nil:
+		logXDPAttached(z, s, log)
+	case z.TAP != nil:
+		log.Info("attached", "tap", z.TAP.Name(), "mac", z.TAP.HardwareAddr().String(), "mtu", z.TAP.MTU(), "offload", s.tap.Offload,
+			"queues", z.TAP.NumQueues(), "addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.Pool.Pinned(), "device", z.TAP.Info().String())
+	case z.Ring != nil:
+		log.Info("attached", "ring", z.Ring.Addr(), "side", "stack", "mac", z.Ring.LinkAddress().String(), "mtu", z.Ring.MTU(),
+			"addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.Pool.Pinned())
 	default:
-		log.Info("attached", "ring", s.ring, "side", "peer", "mac", z.peer.LinkAddress().String(), "mtu", z.peer.MTU(),
-			"addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.pool.Pinned())
+		log.Info("attached", "ring", s.ring, "side", "peer", "mac", z.Peer.LinkAddress().String(), "mtu", z.Peer.MTU(),
+			"addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.Pool.Pinned())
 		// The peer's life is the ring's: when the stack side goes, so do we.
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
-		gone := z.peer.Gone()
+		gone := z.Peer.Gone()
 		go func() {
 			select {
 			case <-gone:
@@ -410,16 +412,16 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 // the stack side listening on s.ring, or (ring-peer) as the peer dialling it.
 // It is the one place where serve picks its link: a new kind of link is a
 // case here (and a check in resolve).
-func openServeStack(s serveSetup, log *slog.Logger) (*zcStack, error) {
+func openServeStack(s serveSetup, log *slog.Logger) (*zcstack.Stack, error) {
 	switch {
 	case s.xdp.dev != "":
 		return openXDPStack(s.stackSetup, s.xdp, log)
 	case s.ring == "":
-		return openTAPStack(s.stackSetup, log)
+		return zcstack.OpenTAP(s.stackSetup.config(log), log)
 	case s.ringDial:
-		return dialRingStack(s.stackSetup, s.ring, log)
+		return zcstack.DialRing(s.stackSetup.config(log), s.ring, log)
 	}
-	return openRingStack(s.stackSetup, s.ring, func(up bool, err error) {
+	return zcstack.ListenRing(s.stackSetup.config(log), s.ring, func(up bool, err error) {
 		if up {
 			log.Info("ring peer connected", "ring", s.ring)
 		} else {

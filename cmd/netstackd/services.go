@@ -26,6 +26,8 @@ import (
 	"github.com/zcnet/zcnet/cmd/netstackd/evloop"
 
 	"github.com/zcnet/zcnet/cmd/netstackd/dashboard"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
 )
 
 // services runs the daemon's servers on one stack: echo (RFC 862) and
@@ -36,7 +38,7 @@ import (
 // goroutines.
 type services struct {
 	log     *slog.Logger
-	z       *zcStack
+	z       *zcstack.Stack
 	st      *stack.Stack
 	tr      transport.Transport
 	started time.Time
@@ -55,9 +57,9 @@ type services struct {
 	echoBytes, discardBytes, udpEchoed, udpDiscarded atomic.Uint64
 }
 
-func newServices(z *zcStack, log *slog.Logger) *services {
+func newServices(z *zcstack.Stack, log *slog.Logger) *services {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &services{z: z, st: z.st, tr: z.transport(), log: log, started: time.Now(), ctx: ctx, cancel: cancel}
+	return &services{z: z, st: z.Stack, tr: z.Transport(), log: log, started: time.Now(), ctx: ctx, cancel: cancel}
 }
 
 // track registers c so Close can stop it.
@@ -155,19 +157,19 @@ func (s *services) status() status {
 		Goroutines:  runtime.NumGoroutine(),
 		Connections: map[string]int64{},
 	}
-	if s.z.zs != nil {
-		st.Copy = s.z.zs.Counters()
+	if s.z.API != nil {
+		st.Copy = s.z.API.Counters()
 	}
-	if s.z.pool != nil {
-		st.Pool = s.z.pool.Stats()
+	if s.z.Pool != nil {
+		st.Pool = s.z.Pool.Stats()
 	}
 	switch {
-	case s.z.tap != nil:
-		st.Link = s.z.tap.Stats()
-	case s.z.pair != nil:
-		st.Link = s.z.pair.Stats()
+	case s.z.TAP != nil:
+		st.Link = s.z.TAP.Stats()
+	case s.z.Pair != nil:
+		st.Link = s.z.Pair.Stats()
 	default:
-		if rs, ok := s.z.ringStats(); ok {
+		if rs, ok := s.z.RingStats(); ok {
 			st.Link = rs
 		}
 	}
@@ -240,7 +242,7 @@ func writeSorted(w io.Writer, m map[string]uint64) {
 // startHTTP serves the status page on port 80 of the stack, with /metrics
 // when metrics is non-nil.
 func (s *services) startHTTP(metrics http.Handler) error {
-	ln, err := s.z.zs.Net().Listen("tcp", ":80")
+	ln, err := s.z.API.Net().Listen("tcp", ":80")
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
@@ -326,7 +328,7 @@ func (s *services) startTCP(name string, port uint16, echo bool, counter *atomic
 	s.mu.Unlock()
 	if ev == nil {
 		var err error
-		if ev, err = evloop.New(s.z.zs, 0, 0, s.log); err != nil {
+		if ev, err = evloop.New(s.z.API, 0, 0, s.log); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		s.mu.Lock()
@@ -350,7 +352,7 @@ func (s *services) startAll() error {
 // dashboardSources is what the dashboard reads: the stack, its link and
 // the event-loop services.
 func (s *services) dashboardSources() dashboard.Sources {
-	return dashboard.Sources{Stack: s.st, API: s.z.zs, Pool: s.z.pool, Link: s.z.linkStats, Started: s.started,
+	return dashboard.Sources{Stack: s.st, API: s.z.API, Pool: s.z.Pool, Link: s.z.LinkStats, Started: s.started,
 		Services: s.dashboardServices}
 }
 

@@ -27,7 +27,7 @@ func TestEchoBackpressure(t *testing.T) {
 	defer svc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := env.stacks[0].zs.DialTCP(ctx, netip.AddrPortFrom(env.serverAddr, 7))
+	c, err := env.stacks[0].API.DialTCP(ctx, netip.AddrPortFrom(env.serverAddr, 7))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/zcnet/zcnet/cmd/netstackd/transport"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
 )
 
 // toolNet is where a tool's sockets live, chosen by exactly one of:
@@ -103,7 +105,7 @@ type toolEnv struct {
 	client, server transport.Transport // the same for -kernel and -tap
 	// serverAddr is the in-process server's address (-inproc).
 	serverAddr netip.Addr
-	stacks     []*zcStack
+	stacks     []*zcstack.Stack
 }
 
 // openToolEnv opens the network mode names; ring is the unix socket of
@@ -113,23 +115,23 @@ func openToolEnv(mode toolMode, s stackSetup, ring string, log *slog.Logger) (*t
 	case modeKernel:
 		return &toolEnv{client: transport.Kernel{}, server: transport.Kernel{}}, nil
 	case modeInproc:
-		c, sv, err := openPairStacks(s, log)
+		c, sv, err := zcstack.OpenPair(s.config(log), log)
 		if err != nil {
 			return nil, err
 		}
-		return &toolEnv{client: c.transport(), server: sv.transport(), serverAddr: inprocServer.Addr(), stacks: []*zcStack{c, sv}}, nil
+		return &toolEnv{client: c.Transport(), server: sv.Transport(), serverAddr: zcstack.PairServer.Addr(), stacks: []*zcstack.Stack{c, sv}}, nil
 	case modeTAP:
-		z, err := openTAPStack(s, log)
+		z, err := zcstack.OpenTAP(s.config(log), log)
 		if err != nil {
 			return nil, err
 		}
-		return &toolEnv{client: z.transport(), server: z.transport(), stacks: []*zcStack{z}}, nil
+		return &toolEnv{client: z.Transport(), server: z.Transport(), stacks: []*zcstack.Stack{z}}, nil
 	case modeRing:
-		z, err := dialRingStack(s, ring, log)
+		z, err := zcstack.DialRing(s.config(log), ring, log)
 		if err != nil {
 			return nil, err
 		}
-		return &toolEnv{client: z.transport(), server: z.transport(), stacks: []*zcStack{z}}, nil
+		return &toolEnv{client: z.Transport(), server: z.Transport(), stacks: []*zcstack.Stack{z}}, nil
 	}
 	return nil, errors.New("no mode")
 }

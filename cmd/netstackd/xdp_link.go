@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/zcnet/zcnet/tap/xdp"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
 )
 
 // serve -xdp DEV: the stack on queue 0 of an existing network interface
@@ -44,7 +46,7 @@ func (cfg *serveConfig) checkXDP() error {
 // openXDPStack attaches an AF_XDP link to dev for the stack's addresses
 // and builds the stack on it. The link takes the interface's MAC address
 // and MTU (the frames the program redirects are addressed to that MAC).
-func openXDPStack(s stackSetup, f xdpFlags, log *slog.Logger) (*zcStack, error) {
+func openXDPStack(s stackSetup, f xdpFlags, log *slog.Logger) (*zcstack.Stack, error) {
 	addrs := make([]netip.Addr, 0, len(s.addrs))
 	for _, p := range s.addrs {
 		addrs = append(addrs, p.Addr())
@@ -53,17 +55,18 @@ func openXDPStack(s stackSetup, f xdpFlags, log *slog.Logger) (*zcStack, error) 
 	if err != nil {
 		return nil, err
 	}
-	z, err := buildStack(s, link, f.dev, log)
+	z, err := zcstack.Build(s.config(log), link, f.dev, log)
 	if err != nil {
 		return nil, err
 	}
-	z.xdp = link
+	z.XDP = link
 	return z, nil
 }
 
-func (z *zcStack) logXDPAttached(s serveSetup, log *slog.Logger) {
-	i := z.xdp.Info()
+// logXDPAttached logs how z's AF_XDP link attached.
+func logXDPAttached(z *zcstack.Stack, s serveSetup, log *slog.Logger) {
+	i := z.XDP.Info()
 	log.Info("attached", "xdp", i.Interface, "queue", i.Queue, "program", i.AttachString(), "socket", i.BindString(),
-		"mac", z.xdp.LinkAddress().String(), "mtu", z.xdp.MTU(), "umem_frames", i.Frames, "frame_size", i.FrameSize,
-		"umem_pinned", i.Pinned, "addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.pool.Pinned())
+		"mac", z.XDP.LinkAddress().String(), "mtu", z.XDP.MTU(), "umem_frames", i.Frames, "frame_size", i.FrameSize,
+		"umem_pinned", i.Pinned, "addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.Pool.Pinned())
 }

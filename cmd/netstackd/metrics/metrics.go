@@ -2,15 +2,26 @@
 // the counters of a stack, its link (TAP, pair, ring or AF_XDP), the
 // zero-copy sockets' copy budget, the buffer pool and event channels into
 // metrics named zcnet_*. It owns the names, help texts and labels of those
-// series; it does not own the registry, the HTTP server or the program's
-// own counters, which a program adds through Sources.Extra.
+// series, and a Server: the registry and its HTTP endpoint (/metrics and
+// /debug/pprof/). It does not own a program's own counters, which the
+// program adds through Sources.Extra, or its other routes.
 package metrics
 
 import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"strings"
+	"sync"
+	"time"
 	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/dmapool"
@@ -20,6 +31,77 @@ import (
 	"github.com/zcnet/zcnet/tap/ring"
 	"github.com/zcnet/zcnet/tap/xdp"
 )
+
+// Server is a Prometheus registry with the Go runtime's, the process's and
+// a Collector's metrics, and the HTTP server that serves them.
+type Server struct {
+	reg *prometheus.Registry
+	srv *http.Server
+	wg  sync.WaitGroup
+}
+
+// NewServer makes the registry; Listen serves it.
+func NewServer(src Sources) *Server {
+	s := &Server{reg: prometheus.NewRegistry()}
+	s.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		NewCollector(src),
+	)
+	return s
+}
+
+// Handler serves the registry in the Prometheus text format (or
+// OpenMetrics, if the scraper asks).
+func (s *Server) Handler() http.Handler {
+	return promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg, EnableOpenMetrics: true})
+}
+
+// Mux adds GET /metrics and /debug/pprof/ to mux and returns it.
+func (s *Server) Mux(mux *http.ServeMux) *http.ServeMux {
+	mux.Handle("GET /metrics", s.Handler())
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// Listen serves h on addr and returns the address it got. One Listen per
+// Server.
+func (s *Server) Listen(addr string, h http.Handler, log *slog.Logger) (net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	// No write timeout: a CPU profile takes as long as it is asked to.
+	s.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("metrics server stopped", "err", err)
+		}
+	}()
+	return ln.Addr(), nil
+}
+
+// Close stops the HTTP server, letting requests in flight finish for up to
+// a second.
+func (s *Server) Close() error {
+	if s.srv == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		s.srv.Close()
+	}
+	s.wg.Wait()
+	return err
+}
 
 // Sources are what a Collector reads at each scrape. Stack is required;
 // a nil field is left out.
