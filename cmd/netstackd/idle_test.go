@@ -138,7 +138,7 @@ func rssBytes(t *testing.T, pid int) int64 {
 	return kb << 10
 }
 
-// Targets of the event-loop services (issue 17): with 10 000 idle TCP
+// Targets of the event-loop services: with 10 000 idle TCP
 // connections, at most this many goroutines in the daemon and this much
 // resident memory per connection.
 const (
