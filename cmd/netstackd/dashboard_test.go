@@ -36,7 +36,7 @@ func startDashboardServices(t *testing.T) (*toolEnv, *services, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(svc.Close)
-	addr, err := obs.listen("127.0.0.1:0", log)
+	addr, err := obs.Listen("127.0.0.1:0", obs.mux(), log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -121,9 +120,7 @@ func runEcho(args []string, stdout, stderr io.Writer) error {
 	res, err := echo.Run(ctx, env.client, netip.AddrPortFrom(host, port), f.config())
 	if res != nil {
 		if f.json {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			enc.Encode(res.JSON(err))
+			res.WriteJSON(stdout, err)
 		} else {
 			res.Print(stdout)
 		}

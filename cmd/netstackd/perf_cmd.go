@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -231,35 +230,9 @@ func perfClient(ctx context.Context, env *toolEnv, server netip.AddrPort, spec i
 		cfg.Out = stdout
 	}
 	o, err := iperf3.RunClient(ctx, env.client, cfg)
-	if o == nil {
-		if f.json {
-			writePerfJSON(stdout, iperf3.Report{Error: err.Error(), Intervals: []iperf3.ReportInterval{}})
-		}
-		return err
-	}
-	o.Err = err
-	if f.json {
-		j := o.JSONReport()
-		j.ServerOutputJSON = o.Peer().ServerOutputJSON
-		j.ServerOutputText = o.Peer().ServerOutputText
-		writePerfJSON(stdout, j)
-		return err
-	}
-	o.WriteSummary(stdout)
-	if o.Peer().ServerOutputText != "" {
-		fmt.Fprintf(stdout, "\nServer output:\n%s", o.Peer().ServerOutputText)
-	}
-	if len(o.Peer().ServerOutputJSON) > 0 && f.getServerOutput {
-		fmt.Fprintf(stdout, "\nServer output (JSON):\n%s\n", o.Peer().ServerOutputJSON)
-	}
-	if err == nil {
+	iperf3.WriteClientReport(stdout, o, err, f.json, f.getServerOutput)
+	if o != nil && !f.json && err == nil {
 		fmt.Fprintln(stdout, "\nperf done.")
 	}
 	return err
-}
-
-func writePerfJSON(w io.Writer, j iperf3.Report) {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(j)
 }

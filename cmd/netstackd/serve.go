@@ -19,6 +19,8 @@ import (
 	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
 
 	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/idlemem"
 )
 
 const serveHelp = `Usage: netstackd serve -tap NAME -addr PREFIX [flags]
@@ -359,13 +361,13 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 	}
 	defer sig.Stop()
 
-	stopMem := startReturningIdle(memCheckPeriod, memIdleMax)
+	stopMem := idlemem.Start(idlemem.CheckPeriod, idlemem.IdleMax)
 	defer stopMem()
 	svc := newServices(z, log)
 	defer svc.Close()
 	obs := newObserver(z, svc, map[string]*evchan.Channel{"daemon": ec})
 	if s.metrics != "" {
-		addr, err := obs.listen(s.metrics, log)
+		addr, err := obs.Listen(s.metrics, obs.mux(), log)
 		if err != nil {
 			return err
 		}

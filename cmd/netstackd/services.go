@@ -299,7 +299,7 @@ func (s *services) start(names []string, perfPort uint16, obs *observer, stackMe
 		case "http":
 			var m http.Handler
 			if stackMetrics && obs != nil {
-				m = obs.metricsHandler()
+				m = obs.Handler()
 			}
 			err = s.startHTTP(m)
 		default:

@@ -4,10 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"strings"
-
-	"github.com/zcnet/zcnet/tap/xdp"
 
 	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
 )
@@ -43,24 +40,10 @@ func (cfg *serveConfig) checkXDP() error {
 	return nil
 }
 
-// openXDPStack attaches an AF_XDP link to dev for the stack's addresses
-// and builds the stack on it. The link takes the interface's MAC address
-// and MTU (the frames the program redirects are addressed to that MAC).
+// openXDPStack attaches an AF_XDP link to -xdp's interface and builds the
+// stack on it (zcstack.OpenXDP).
 func openXDPStack(s stackSetup, f xdpFlags, log *slog.Logger) (*zcstack.Stack, error) {
-	addrs := make([]netip.Addr, 0, len(s.addrs))
-	for _, p := range s.addrs {
-		addrs = append(addrs, p.Addr())
-	}
-	link, err := xdp.Open(xdp.Config{Interface: f.dev, Addresses: addrs, PartialChecksums: f.partialCsum})
-	if err != nil {
-		return nil, err
-	}
-	z, err := zcstack.Build(s.config(log), link, f.dev, log)
-	if err != nil {
-		return nil, err
-	}
-	z.XDP = link
-	return z, nil
+	return zcstack.OpenXDP(s.config(log), f.dev, f.partialCsum, log)
 }
 
 // logXDPAttached logs how z's AF_XDP link attached.

@@ -12,6 +12,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -342,6 +343,14 @@ type JSONBucket struct {
 	Count  uint64  `json:"count"`
 }
 
+// WriteJSON prints the JSON summary (JSON), indented.
+func (res *Result) WriteJSON(w io.Writer, err error) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(res.JSON(err))
+}
+
+// JSON is the summary, with err if the run ended in one.
 func (res *Result) JSON(err error) JSONReport {
 	us := func(d time.Duration) float64 { return float64(d) / 1e3 }
 	j := JSONReport{Protocol: res.Proto, Server: res.Server.String(), Transport: res.Transport, Size: res.Size,

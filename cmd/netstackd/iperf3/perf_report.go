@@ -444,3 +444,39 @@ func (o *Outcome) WriteSummary(w io.Writer) {
 	fmt.Fprintf(w, "CPU: %.1f%% here (%.1f%% user, %.1f%% system), %.1f%% at the peer\n",
 		o.cpu.total, o.cpu.user, o.cpu.system, o.peer.CPUUtilTotal)
 }
+
+// WriteClientReport prints what RunClient returned as iperf3 -c does: the
+// JSON report (asJSON; a report with only the error if the test never
+// ran), or the summary and the server's text output; serverJSON adds the
+// server's JSON output, where the client asked for it, to the summary.
+func WriteClientReport(w io.Writer, o *Outcome, err error, asJSON, serverJSON bool) {
+	if o == nil {
+		if asJSON && err != nil {
+			writeJSON(w, Report{Error: err.Error(), Intervals: []ReportInterval{}})
+		}
+		return
+	}
+	o.Err = err
+	peer := o.Peer()
+	if asJSON {
+		j := o.JSONReport()
+		j.ServerOutputJSON = peer.ServerOutputJSON
+		j.ServerOutputText = peer.ServerOutputText
+		writeJSON(w, j)
+		return
+	}
+	o.WriteSummary(w)
+	if peer.ServerOutputText != "" {
+		fmt.Fprintf(w, "\nServer output:\n%s", peer.ServerOutputText)
+	}
+	if len(peer.ServerOutputJSON) > 0 && serverJSON {
+		fmt.Fprintf(w, "\nServer output (JSON):\n%s\n", peer.ServerOutputJSON)
+	}
+}
+
+// writeJSON prints v indented, as iperf3 -J does.
+func writeJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
 	"github.com/zcnet/zcnet/stack"
@@ -126,6 +127,17 @@ type Sources struct {
 type Emitter struct {
 	Counter func(name, help string, v uint64, labels ...string)
 	Gauge   func(name, help string, v float64, labels ...string)
+}
+
+// Perf emits an iperf3 server's counters (netstackd's perf service).
+func (e Emitter) Perf(s iperf3.ServerStats) {
+	e.Counter("zcnet_perf_tests_total", "iperf3 tests by result: ok ran to the exchange of results, failed ended in an error.", s.Tests, "result", "ok")
+	e.Counter("zcnet_perf_tests_total", "iperf3 tests by result: ok ran to the exchange of results, failed ended in an error.", s.Failed, "result", "failed")
+	e.Counter("zcnet_perf_denied_total", "Connections refused with ACCESS_DENIED.", s.Denied)
+	e.Counter("zcnet_perf_bytes_total", "Test payload bytes, by direction.", s.BytesReceived, "direction", "received")
+	e.Counter("zcnet_perf_bytes_total", "Test payload bytes, by direction.", s.BytesSent, "direction", "sent")
+	e.Gauge("zcnet_perf_last_bits_per_second", "Bitrate of the last test, as this side measured it.", float64(s.LastBitsPerSecond))
+	e.Gauge("zcnet_perf_running", "1 while a test runs.", B2F(s.Running))
 }
 
 // Collector turns zcnet's counters into metrics at each scrape. It is an

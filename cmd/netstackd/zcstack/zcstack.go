@@ -42,7 +42,7 @@ type Stack struct {
 	Pair    *tap.PairEndpoint // the pair end, or nil
 	Ring    *ring.Link        // the ring's stack side, or nil
 	Peer    *ring.Peer        // the ring's peer side, or nil
-	XDP     *xdp.Link         // the AF_XDP link, or nil; the caller sets it after Build
+	XDP     *xdp.Link         // the AF_XDP link, or nil
 	// Capture is what Config.Capture returned to close, or nil.
 	Capture io.Closer
 	log     *slog.Logger
@@ -132,6 +132,27 @@ func DialRing(s Config, path string, log *slog.Logger) (*Stack, error) {
 		return nil, err
 	}
 	z.Peer = p
+	return z, nil
+}
+
+// OpenXDP attaches an AF_XDP link to queue 0 of the interface dev for the
+// stack's addresses and builds the stack on it (partialCsum: see
+// xdp.Config.PartialChecksums). The link takes the interface's MAC address
+// and MTU (the frames the program redirects are addressed to that MAC).
+func OpenXDP(s Config, dev string, partialCsum bool, log *slog.Logger) (*Stack, error) {
+	addrs := make([]netip.Addr, 0, len(s.Addrs))
+	for _, p := range s.Addrs {
+		addrs = append(addrs, p.Addr())
+	}
+	link, err := xdp.Open(xdp.Config{Interface: dev, Addresses: addrs, PartialChecksums: partialCsum})
+	if err != nil {
+		return nil, err
+	}
+	z, err := Build(s, link, dev, log)
+	if err != nil {
+		return nil, err
+	}
+	z.XDP = link
 	return z, nil
 }
 

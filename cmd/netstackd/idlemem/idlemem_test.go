@@ -1,4 +1,4 @@
-package main
+package idlemem
 
 import (
 	"runtime"
@@ -9,7 +9,7 @@ import (
 var sink [][]byte
 
 // TestReturnIdle grows the heap by 64 MiB of garbage and checks that
-// returnIdle gives the freed memory back to the OS (the heap's free,
+// Return gives the freed memory back to the OS (the heap's free,
 // unreturned bytes fall under the bound), and does nothing when there is
 // less than the bound.
 func TestReturnIdle(t *testing.T) {
@@ -18,17 +18,17 @@ func TestReturnIdle(t *testing.T) {
 	}
 	sink = nil
 	runtime.GC()
-	before := heapFree()
-	if did := returnIdle(memIdleMax); did != (before > memIdleMax) {
-		t.Fatalf("%d bytes free in the heap, bound %d: returned %v", before, memIdleMax, did)
+	before := HeapFree()
+	if did := Return(IdleMax); did != (before > IdleMax) {
+		t.Fatalf("%d bytes free in the heap, bound %d: returned %v", before, IdleMax, did)
 	}
-	if f := heapFree(); f > memIdleMax {
+	if f := HeapFree(); f > IdleMax {
 		t.Fatalf("after returning: %d bytes still free and unreturned", f)
 	}
-	if returnIdle(memIdleMax) {
+	if Return(IdleMax) {
 		t.Fatal("returned again with nothing idle")
 	}
-	stop := startReturningIdle(time.Millisecond, memIdleMax)
+	stop := Start(time.Millisecond, IdleMax)
 	stop()
 	stop() // idempotent
 }
