@@ -80,6 +80,8 @@ const DefaultTimeout = 30 * time.Second
 // ends it (iperf3 allows 4 s for each of 10 state changes).
 const perfGrace = 40 * time.Second
 
+// NewServer listens on cfg.Addr and cfg.Port (default Port) of tr; Serve
+// runs the tests.
 func NewServer(tr transport.Transport, cfg ServerConfig) (*Server, error) {
 	if cfg.Port == 0 {
 		cfg.Port = Port

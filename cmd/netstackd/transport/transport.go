@@ -162,6 +162,8 @@ type ZC struct {
 	st *stack.Stack
 }
 
+// NewZC returns the zero-copy sockets of zs on the stack st (whose
+// counters give TCPRetransmits).
 func NewZC(zs *api.Stack, st *stack.Stack) *ZC {
 	return &ZC{zs: zs, st: st}
 }
