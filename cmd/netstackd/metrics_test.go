@@ -110,7 +110,7 @@ func TestMetricsScrape(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	o, err := iperf3.RunClient(ctx, env.client, iperf3.ClientConfig{Server: netip.AddrPortFrom(env.serverAddr, iperf3.Port),
-		Spec: iperf3.Spec{Streams: 2, BlockSize: 64 << 10, Duration: 1}})
+		Spec: iperf3.Spec{Streams: 2, BlockSize: 64 << 10, Bytes: 64 << 20}}) // a byte count, not a time: over 1000 frames of up to 64 KiB however loaded the machine
 	if err != nil {
 		t.Fatal(err)
 	}
