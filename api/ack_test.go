@@ -9,7 +9,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -18,6 +17,7 @@ import (
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/stack/stacktest"
 	"github.com/zcnet/zcnet/tap"
@@ -183,7 +183,7 @@ func newAckPair(t *testing.T) *ackPair {
 	p.A = build(p.gate, stacktest.AddrA)
 	p.B = build(lb, stacktest.AddrB)
 	p.ec = newChannel(t, 256)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	addr := netip.AddrPortFrom(stacktest.AddrB, 5001)
 	ln, err := p.B.ListenTCP(addr)
 	if err != nil {
@@ -251,7 +251,7 @@ func (p *ackPair) settle(t *testing.T) {
 	if err := op.Cancel(); err != nil {
 		t.Fatal(err)
 	}
-	ev := p.next(t, tctx(t, 5*time.Second))
+	ev := p.next(t, evchantest.Context(t))
 	if ev.Cookie != 1<<62 || ev.Errno != syscall.ECANCELED {
 		t.Fatalf("settling: got %+v, want the cancelled receive", ev)
 	}
@@ -276,7 +276,7 @@ func recvN(ctx context.Context, sock *api.Socket, n int) error {
 // the ACKs reach A.
 func TestSendAckWaitsForThePeer(t *testing.T) {
 	p := newAckPair(t)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	// Within TCP's initial window (RFC 6928: 10 segments), so that all of
 	// it reaches the peer without an ACK.
 	const n = 8000
@@ -318,7 +318,7 @@ func TestSendAckWaitsForThePeer(t *testing.T) {
 // completions come in submission order, and all report success.
 func TestSendAckOrder(t *testing.T) {
 	p := newAckPair(t)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	const ops = 40
 	var batch []*api.Op
 	var sizes []int64
@@ -382,7 +382,7 @@ func TestSendAckOrder(t *testing.T) {
 // acknowledgement ends the wait with EBADF (net.ErrClosed).
 func TestSendAckOnClose(t *testing.T) {
 	p := newAckPair(t)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	op := p.sentAwaitingAck(t, ctx, gateHold, 1000)
 	p.conn.Close()
 	ev := p.next(t, ctx)
@@ -398,7 +398,7 @@ func TestSendAckOnClose(t *testing.T) {
 // A; the wait ends with ECONNRESET.
 func TestSendAckOnReset(t *testing.T) {
 	p := newAckPair(t)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	op := p.sentAwaitingAck(t, ctx, gateRSTOnly, 1000)
 	// Closing with unread data resets the connection (as Linux does).
 	if err := p.peer.WaitReadable(ctx); err != nil {
@@ -418,7 +418,7 @@ func TestSendAckOnReset(t *testing.T) {
 // the socket only once the peer has acknowledged the send.
 func TestCloseOpWaitsForAck(t *testing.T) {
 	p := newAckPair(t)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	p.gate.set(gateHold)
 	op := p.send(t, 5000, 1)
 	closeOp := &api.Op{Kind: api.OpClose, Sock: p.conn, EC: p.ec, Cookie: 2}
@@ -453,7 +453,7 @@ func TestCloseOpWaitsForAck(t *testing.T) {
 // TestSendAckRejected: Ack needs TCP, OpSend and a stack with
 // TCPAckEvents; Submit says which, and reserves nothing.
 func TestSendAckRejected(t *testing.T) {
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	p := newZCPair(t, 0) // stacks without TCPAckEvents
 	ec := newChannel(t, 2)
 	accepted := p.accept(t, "192.0.2.2:5002")
@@ -504,7 +504,7 @@ func TestSendAckRejected(t *testing.T) {
 // for the acknowledgement with ECANCELED.
 func TestSendAckCancel(t *testing.T) {
 	p := newAckPair(t)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	op := p.sentAwaitingAck(t, ctx, gateHold, 1000)
 	if err := op.Cancel(); err != nil {
 		t.Fatal(err)

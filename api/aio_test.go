@@ -14,6 +14,7 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // TestAio drives the POSIX-AIO façade: write, read back, fsync, a
@@ -56,7 +57,7 @@ func TestAio(t *testing.T) {
 		w2 := &api.Aiocb{File: f, Offset: 200, Buf: []byte("two"), EC: ec, LioOpcode: api.OpWrite, Cookie: 12}
 		r1 := &api.Aiocb{File: f, Offset: 0, Buf: make([]byte, 5), EC: ec, LioOpcode: api.OpRead, Cookie: 13}
 		nop := &api.Aiocb{File: f, EC: ec, Cookie: 14}
-		if err := s.LioListio(tctx(t, 10*time.Second), true, w1, w2, r1, nop); err != nil {
+		if err := s.LioListio(evchantest.Context(t), true, w1, w2, r1, nop); err != nil {
 			t.Fatal(err)
 		}
 		for _, cb := range []*api.Aiocb{w1, w2, r1} {
@@ -114,7 +115,7 @@ func TestAio(t *testing.T) {
 			t.Fatal(err)
 		}
 		pw.Close()
-		if err := api.AioSuspend(tctx(t, 10*time.Second), 0, pcb); err != nil {
+		if err := api.AioSuspend(evchantest.Context(t), 0, pcb); err != nil {
 			t.Fatal(err)
 		}
 		if n, err := pcb.Return(); n != 0 || !errors.Is(err, io.EOF) {

@@ -19,15 +19,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
 
 // TestTCPEchoIntegrity sends random data through an echo server on B and
 // checks every byte that comes back, over IPv4 and IPv6.
@@ -55,7 +50,7 @@ func TestTCPEchoIntegrity(t *testing.T) {
 				_, err = io.Copy(c, c)
 				done <- err
 			}()
-			c, err := na.DialContext(ctx(t), "tcp", tc.dial)
+			c, err := na.DialContext(evchantest.Context(t), "tcp", tc.dial)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -139,7 +134,7 @@ func TestUDPPacketConn(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer pc.Close()
-			c, err := na.DialContext(ctx(t), "udp", tc.srv)
+			c, err := na.DialContext(evchantest.Context(t), "udp", tc.srv)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -196,7 +191,7 @@ func TestErrorsLikeNet(t *testing.T) {
 	na, nb := p.A.Net(), p.B.Net()
 
 	t.Run("refused", func(t *testing.T) {
-		_, err := na.DialContext(ctx(t), "tcp", "192.0.2.2:1")
+		_, err := na.DialContext(evchantest.Context(t), "tcp", "192.0.2.2:1")
 		if !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Fatalf("dial closed port: %v, want ECONNREFUSED", err)
 		}
@@ -210,7 +205,7 @@ func TestErrorsLikeNet(t *testing.T) {
 			{"tcp", "example.com:80"}, {"tcp", "192.0.2.2"}, {"tcp", "192.0.2.2:http"},
 			{"sctp", "192.0.2.2:1"}, {"tcp4", "[2001:db8::2]:1"}, {"tcp6", "192.0.2.2:1"}, {"tcp", ":80"},
 		} {
-			if _, err := na.DialContext(ctx(t), tc.network, tc.addr); !errors.Is(err, api.ErrAddress) && !errors.Is(err, api.ErrNetwork) {
+			if _, err := na.DialContext(evchantest.Context(t), tc.network, tc.addr); !errors.Is(err, api.ErrAddress) && !errors.Is(err, api.ErrNetwork) {
 				t.Errorf("Dial(%q, %q) = %v, want ErrAddress or ErrNetwork", tc.network, tc.addr, err)
 			}
 		}
@@ -238,7 +233,7 @@ func TestErrorsLikeNet(t *testing.T) {
 		}
 	})
 	t.Run("read deadline", func(t *testing.T) {
-		c, err := na.DialContext(ctx(t), "tcp", "192.0.2.2:7")
+		c, err := na.DialContext(evchantest.Context(t), "tcp", "192.0.2.2:7")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -262,7 +257,7 @@ func TestErrorsLikeNet(t *testing.T) {
 		}
 	})
 	t.Run("closed", func(t *testing.T) {
-		c, err := na.DialContext(ctx(t), "tcp", "192.0.2.2:7")
+		c, err := na.DialContext(evchantest.Context(t), "tcp", "192.0.2.2:7")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -285,7 +280,7 @@ func TestErrorsLikeNet(t *testing.T) {
 		}
 	})
 	t.Run("eof and reset", func(t *testing.T) {
-		c, err := na.DialContext(ctx(t), "tcp", "192.0.2.2:7")
+		c, err := na.DialContext(evchantest.Context(t), "tcp", "192.0.2.2:7")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -329,7 +324,7 @@ func TestUDPEmptyDatagram(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	c, err := p.A.Net().DialContext(ctx(t), "udp", "192.0.2.2:9001")
+	c, err := p.A.Net().DialContext(evchantest.Context(t), "udp", "192.0.2.2:9001")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 func newChannel(t testing.TB, capacity int) *evchan.Channel {
@@ -131,7 +132,7 @@ func TestEventEchoServer(t *testing.T) {
 		}
 	}()
 	for i := 0; i < 3; i++ { // several connections, one after another and together
-		conn, err := p.A.Net().DialContext(tctx(t, 30*time.Second), "tcp", "192.0.2.2:7")
+		conn, err := p.A.Net().DialContext(evchantest.Context(t), "tcp", "192.0.2.2:7")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -175,7 +176,7 @@ func TestInlineCompletionCancelAndErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	ec := newChannel(t, 8)
-	ctx := tctx(t, 20*time.Second)
+	ctx := evchantest.Context(t)
 
 	// A receive with nothing queued waits; Cancel completes it with
 	// ECANCELED; a second Cancel is refused.
@@ -308,7 +309,7 @@ func TestMultishotBackpressure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	primeUDP(t, ctx, p, cl, srv)
 	ec := newChannel(t, 4)
 	op := &api.Op{Kind: api.OpRecvMulti, Sock: srv, EC: ec}
@@ -368,7 +369,7 @@ func TestIdleConnectionsNoGoroutines(t *testing.T) {
 		t.Fatal(err)
 	}
 	ec := newChannel(t, 4096)
-	ctx := tctx(t, 60*time.Second)
+	ctx := evchantest.Context(t)
 	n := 1000
 	if raceEnabled {
 		n = 300

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"gvisor.dev/gvisor/pkg/tcpip"
 )
 
@@ -29,7 +30,7 @@ func TestDropsNoRoom(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx := tctx(t, 60*time.Second)
+	ctx := evchantest.Context(t)
 	primeUDP(t, ctx, p, cl, srv)
 	stackBefore := p.B.Counters().DropsNoRoom
 	sockBefore := srv.Stats().DropsNoRoom

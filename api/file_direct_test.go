@@ -10,9 +10,9 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // directFile opens a new file with O_DIRECT in the test's temporary
@@ -64,7 +64,7 @@ func TestFileODirect(t *testing.T) {
 				copy(b.Bytes(), want[i*block:])
 				ops = append(ops, &api.Op{Kind: api.OpWrite, File: f, Offset: int64(i * block), Buf: b, EC: ec, Cookie: uint64(i)})
 			}
-			if err := s.Submit(tctx(t, 30*time.Second), false, ops...); err != nil {
+			if err := s.Submit(evchantest.Context(t), false, ops...); err != nil {
 				t.Fatal(err)
 			}
 			for c, ev := range events(t, ec, blocks) {
@@ -80,7 +80,7 @@ func TestFileODirect(t *testing.T) {
 				}
 				ops = append(ops, &api.Op{Kind: api.OpRead, File: f, Offset: int64(i * block), Buf: b, EC: ec, Cookie: uint64(i)})
 			}
-			if err := s.Submit(tctx(t, 30*time.Second), false, ops...); err != nil {
+			if err := s.Submit(evchantest.Context(t), false, ops...); err != nil {
 				t.Fatal(err)
 			}
 			for c, ev := range events(t, ec, blocks) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // fixedOutcome is what one op of TestFileFixedBuffers produced: the same
@@ -91,7 +92,7 @@ func TestFileFixedBuffers(t *testing.T) {
 					wants = append(wants, want)
 					datas = append(datas, data)
 				}
-				if err := s.Submit(tctx(t, 30*time.Second), false, batch...); err != nil {
+				if err := s.Submit(evchantest.Context(t), false, batch...); err != nil {
 					t.Fatal(err)
 				}
 				got := events(t, ec, len(batch))

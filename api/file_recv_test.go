@@ -9,10 +9,10 @@ import (
 	"errors"
 	"io"
 	"testing"
-	"time"
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // TestFileReceiveToFile streams 64 MiB (16 MiB under -race) over TCP into
@@ -40,7 +40,7 @@ func TestFileReceiveToFile(t *testing.T) {
 			accepted := p.accept(t, "192.0.2.2:5010")
 			data := make([]byte, size)
 			rand.Read(data)
-			ctx := tctx(t, 120*time.Second)
+			ctx := evchantest.Context(t)
 			conn, err := p.A.Net().DialContext(ctx, "tcp", "192.0.2.2:5010")
 			if err != nil {
 				t.Fatal(err)

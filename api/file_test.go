@@ -23,6 +23,7 @@ import (
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/integration/nstest"
 	"github.com/zcnet/zcnet/stack"
 )
@@ -88,7 +89,7 @@ func events(t testing.TB, ec *evchan.Channel, want int) map[uint64]evchan.Event 
 	t.Helper()
 	got := make(map[uint64]evchan.Event, want)
 	buf := make([]evchan.Event, 64)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	for len(got) < want {
 		n, err := ec.Next(ctx, buf)
 		if err != nil {
@@ -108,7 +109,7 @@ func events(t testing.TB, ec *evchan.Channel, want int) map[uint64]evchan.Event 
 func one(t testing.TB, s *api.Stack, ec *evchan.Channel, op *api.Op) evchan.Event {
 	t.Helper()
 	op.EC = ec
-	if err := s.Submit(tctx(t, 30*time.Second), false, op); err != nil {
+	if err := s.Submit(evchantest.Context(t), false, op); err != nil {
 		t.Fatalf("Submit %v: %v", op.Kind, err)
 	}
 	return next(t, ec)
@@ -118,7 +119,7 @@ func one(t testing.TB, s *api.Stack, ec *evchan.Channel, op *api.Op) evchan.Even
 func next(t testing.TB, ec *evchan.Channel) evchan.Event {
 	t.Helper()
 	var ev [1]evchan.Event
-	if _, err := ec.Next(tctx(t, 30*time.Second), ev[:]); err != nil {
+	if _, err := ec.Next(evchantest.Context(t), ev[:]); err != nil {
 		t.Fatal(err)
 	}
 	return ev[0]
@@ -283,7 +284,7 @@ func TestFileRandomIO(t *testing.T) {
 					}
 					ops = append(ops, op)
 				}
-				if err := s.Submit(tctx(t, 30*time.Second), false, ops...); err != nil {
+				if err := s.Submit(evchantest.Context(t), false, ops...); err != nil {
 					t.Fatal(err)
 				}
 				got := events(t, ec, len(ops))
@@ -570,7 +571,7 @@ func TestFilePipes(t *testing.T) {
 // full pipe leaves) while 24 KiB reads on pr collect it, and closes pw at
 // the end; the reader must see every byte, in order, then EOF.
 func pipeStream(t *testing.T, s *api.Stack, pr, pw *os.File) {
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	ec := newChannel(t, 8)
 	// A read of an empty pipe waits.
 	rbuf := make([]byte, 24<<10)
@@ -639,7 +640,7 @@ func TestFileCancel(t *testing.T) {
 		for i := range ops {
 			ops[i] = &api.Op{Kind: api.OpRead, File: pr, Offset: -1, Mem: make([]byte, 16), EC: ec, Cookie: uint64(i)}
 		}
-		if err := s.Submit(tctx(t, 10*time.Second), false, ops...); err != nil {
+		if err := s.Submit(evchantest.Context(t), false, ops...); err != nil {
 			t.Fatal(err)
 		}
 		noEvent(t, ec)
@@ -784,7 +785,7 @@ func TestFileSyncAndWait(t *testing.T) {
 			{Kind: api.OpWrite, File: f, Offset: 0, Mem: []byte("hello, "), EC: ec, Cookie: 1},
 			{Kind: api.OpWritev, File: f, Offset: 7, Iov: [][]byte{[]byte("wor"), []byte("ld")}, EC: ec, Cookie: 2},
 		}
-		if err := s.Submit(tctx(t, 10*time.Second), true, ops...); err != nil {
+		if err := s.Submit(evchantest.Context(t), true, ops...); err != nil {
 			t.Fatal(err)
 		}
 		for _, op := range ops {
@@ -793,7 +794,7 @@ func TestFileSyncAndWait(t *testing.T) {
 			}
 		}
 		sync := []*api.Op{{Kind: api.OpFsync, File: f, EC: ec, Cookie: 3}, {Kind: api.OpFdatasync, File: f, EC: ec, Cookie: 4}}
-		if err := s.Submit(tctx(t, 10*time.Second), true, sync...); err != nil {
+		if err := s.Submit(evchantest.Context(t), true, sync...); err != nil {
 			t.Fatal(err)
 		}
 		got := events(t, ec, 4)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // waitUntil polls cond, yielding between tries, until it holds or d passes;
@@ -40,7 +41,7 @@ func TestLatestWins(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	primeUDP(t, ctx, p, cl, srv)
 	if err := srv.SetLatestWins(true); err != nil {
 		t.Fatal(err)

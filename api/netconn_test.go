@@ -15,6 +15,7 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/api/apitest"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // netConns connects a net adapter on A to one on B at addr and returns
@@ -34,7 +35,7 @@ func netConns(t *testing.T, p *zcPair, addr string) (a, b *api.TCPConn) {
 		}
 		acc <- c
 	}()
-	c, err := p.A.Net().DialContext(tctx(t, 30*time.Second), "tcp", addr)
+	c, err := p.A.Net().DialContext(evchantest.Context(t), "tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +403,7 @@ func TestNetNeedsPool(t *testing.T) {
 	}
 	defer s.Close()
 	n := s.Net()
-	_, derr := n.DialContext(tctx(t, 10*time.Second), "tcp", "192.0.2.2:7")
+	_, derr := n.DialContext(evchantest.Context(t), "tcp", "192.0.2.2:7")
 	_, lerr := n.Listen("tcp", ":7")
 	_, perr := n.ListenPacket("udp", ":7")
 	for _, err := range []error{derr, lerr, perr} {

@@ -6,12 +6,12 @@ import (
 	"io"
 	"net/netip"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // TestFlagsString: the package's flags print by name.
@@ -36,7 +36,7 @@ func TestFlagsString(t *testing.T) {
 // without FlagMore or a Buffer; Err is then io.EOF.
 func TestRecvMultiEndsAtFIN(t *testing.T) {
 	p := newZCPair(t, 0)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	accepted := p.accept(t, "192.0.2.2:7")
 	c, err := p.A.DialTCP(ctx, netip.MustParseAddrPort("192.0.2.2:7"))
 	if err != nil {
@@ -92,7 +92,7 @@ func TestRecvMultiEndsAtFIN(t *testing.T) {
 // completion carries (ECANCELED) and, as before, context.Canceled.
 func TestCancelReportsECANCELED(t *testing.T) {
 	p := newZCPair(t, 0)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	ln, err := p.B.ListenTCP(netip.MustParseAddrPort("192.0.2.2:8"))
 	if err != nil {
 		t.Fatal(err)

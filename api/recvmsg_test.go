@@ -3,9 +3,9 @@ package api_test
 import (
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // TestRecvMsgSenders: datagrams from several senders, received in one
@@ -19,7 +19,7 @@ func TestRecvMsgSenders(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	const senders, rounds = 3, 4
 	var cls []*api.Socket
 	for range senders {

@@ -14,6 +14,7 @@ import (
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/stack/stacktest"
 )
@@ -84,7 +85,7 @@ func smallBufPair(t *testing.T) (a, b *api.Stack) {
 // dialPair connects a to b's port and returns both ends.
 func dialPair(t *testing.T, a, b *api.Stack, port uint16) (client, server *api.Socket) {
 	t.Helper()
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	addr := netip.AddrPortFrom(stacktest.AddrB, port)
 	ln, err := b.ListenTCP(addr)
 	if err != nil {
@@ -108,7 +109,7 @@ func dialPair(t *testing.T, a, b *api.Stack, port uint16) (client, server *api.S
 // peer reads, its send completes too. Every byte is written in place.
 func TestSendFuncOpSlowPeer(t *testing.T) {
 	a, b := smallBufPair(t)
-	ctx := tctx(t, 60*time.Second)
+	ctx := evchantest.Context(t)
 	slowC, slowS := dialPair(t, a, b, 6001)
 	fastC, fastS := dialPair(t, a, b, 6002)
 	ec := newChannel(t, 64)
@@ -183,7 +184,7 @@ func TestSendFuncOpSlowPeer(t *testing.T) {
 // FlagAcked when the peer has acknowledged them.
 func TestSendFuncOpAck(t *testing.T) {
 	p := newAckPair(t)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	const n = 200 << 10
 	op := &api.Op{Kind: api.OpSendFunc, Sock: p.conn, EC: p.ec, Len: n, Fill: patternFill(3), Ack: true, Cookie: 9}
 	if err := p.A.Submit(ctx, false, op); err != nil {
@@ -211,7 +212,7 @@ func TestSendFuncOpAck(t *testing.T) {
 // ops are refused at Submit; a stalled one can be cancelled.
 func TestSendFuncOpUDPAndErrors(t *testing.T) {
 	a, b := smallBufPair(t)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	ec := newChannel(t, 16)
 
 	rx, err := b.ListenUDP(netip.AddrPortFrom(stacktest.AddrB, 9000))
@@ -281,7 +282,7 @@ func reserve(t *testing.T, s *api.Stack, n int) api.Buf {
 // waits for it, so the peer gets every byte, then the end of the stream.
 func TestSendFuncOpThenClose(t *testing.T) {
 	a, b := smallBufPair(t)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	c, s := dialPair(t, a, b, 6004)
 	ec := newChannel(t, 8)
 	const n = 2 << 20 // several times the send buffer: the op waits for room

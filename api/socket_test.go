@@ -15,6 +15,7 @@ import (
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/dmapool"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack/stacktest"
 )
 
@@ -52,12 +53,6 @@ func newZCPair(t testing.TB, assoc int) *zcPair {
 	return p
 }
 
-func tctx(t testing.TB, d time.Duration) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return c
-}
-
 // accept listens on B and returns a channel with the accepted socket.
 func (p *zcPair) accept(t *testing.T, addr string) <-chan *api.Socket {
 	t.Helper()
@@ -68,7 +63,7 @@ func (p *zcPair) accept(t *testing.T, addr string) <-chan *api.Socket {
 	t.Cleanup(func() { ln.Close() })
 	ch := make(chan *api.Socket, 1)
 	go func() {
-		s, err := ln.Accept(tctx(t, 60*time.Second))
+		s, err := ln.Accept(evchantest.Context(t))
 		if err != nil {
 			t.Error(err)
 			close(ch)
@@ -95,7 +90,7 @@ func TestZeroCopyTCPReceive(t *testing.T) {
 			accepted := p.accept(t, tc.addr)
 			data := make([]byte, size)
 			rand.Read(data)
-			conn, err := p.A.Net().DialContext(tctx(t, 30*time.Second), "tcp", tc.addr)
+			conn, err := p.A.Net().DialContext(evchantest.Context(t), "tcp", tc.addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -107,7 +102,7 @@ func TestZeroCopyTCPReceive(t *testing.T) {
 			}
 			defer sock.Close()
 			h := sha256.New()
-			got, err := apitest.Drain(tctx(t, 120*time.Second), sock, h)
+			got, err := apitest.Drain(evchantest.Context(t), sock, h)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -155,7 +150,7 @@ func TestSendFuncCopiesNothing(t *testing.T) {
 		io.Copy(h, c)
 		sum <- h.Sum(nil)
 	}()
-	sock, err := p.A.DialTCP(tctx(t, 30*time.Second), netip.MustParseAddrPort("192.0.2.2:5002"))
+	sock, err := p.A.DialTCP(evchantest.Context(t), netip.MustParseAddrPort("192.0.2.2:5002"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +164,7 @@ func TestSendFuncCopiesNothing(t *testing.T) {
 		pos += len(b)
 		return len(b)
 	}
-	n, err := sock.SendFunc(tctx(t, 60*time.Second), size, gen)
+	n, err := sock.SendFunc(evchantest.Context(t), size, gen)
 	if err != nil || n != size {
 		t.Fatalf("SendFunc = %d, %v", n, err)
 	}
@@ -206,7 +201,7 @@ func TestZeroCopyUDP(t *testing.T) {
 			defer cl.Close()
 			// Prime neighbour resolution: resend the first datagram until
 			// it arrives (a bounded number of times).
-			ctx := tctx(t, 30*time.Second)
+			ctx := evchantest.Context(t)
 			for i := 0; ; i++ {
 				b, _ := p.A.Reserve(5)
 				copy(b.Bytes(), "prime")
@@ -275,7 +270,7 @@ func TestBackpressure(t *testing.T) {
 	const assoc = 256 << 10
 	p := newZCPair(t, assoc)
 	accepted := p.accept(t, "192.0.2.2:5004")
-	conn, err := p.A.Net().DialContext(tctx(t, 30*time.Second), "tcp", "192.0.2.2:5004")
+	conn, err := p.A.Net().DialContext(evchantest.Context(t), "tcp", "192.0.2.2:5004")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +332,7 @@ func TestBackpressure(t *testing.T) {
 	}
 	conn.SetWriteDeadline(time.Time{})
 	rest := apitest.SendAll(conn.(*api.TCPConn), data[n:])
-	more, err := apitest.Drain(tctx(t, 120*time.Second), sock, h)
+	more, err := apitest.Drain(evchantest.Context(t), sock, h)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +382,7 @@ func TestMisuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := tctx(t, 10*time.Second)
+	ctx := evchantest.Context(t)
 	if _, err := sock.Send(ctx, zero); !errors.Is(err, api.ErrInvalidBuffer) {
 		t.Fatalf("send of a foreign (zero) Buf: %v", err)
 	}

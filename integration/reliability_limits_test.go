@@ -18,6 +18,7 @@ import (
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/stack/stacktest"
 )
@@ -69,12 +70,6 @@ func newLimPair(t *testing.T, cfg stacktest.Config, poolB, assocB int) *limPair 
 	return p
 }
 
-func limCtx(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // sendDatagram sends n bytes of value v from sock (A's side).
 func (p *limPair) sendDatagram(t *testing.T, ctx context.Context, sock *api.Socket, n int, v byte) {
 	t.Helper()
@@ -101,7 +96,7 @@ func (p *limPair) sendDatagram(t *testing.T, ctx context.Context, sock *api.Sock
 // never lost without a trace.
 func TestReliabilityPoolExhausted(t *testing.T) {
 	p := newLimPair(t, stacktest.Config{}, 64<<10, 0)
-	ctx := limCtx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	srv, err := p.B.ListenUDP(netip.MustParseAddrPort("192.0.2.2:7400"))
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +234,7 @@ func TestReliabilityPoolExhausted(t *testing.T) {
 // all arrive with their data, no overflow; then there is room again.
 func TestReliabilityChannelFull(t *testing.T) {
 	p := newLimPair(t, stacktest.Config{}, 16<<20, 0)
-	ctx := limCtx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	ec, err := evchan.New(evchan.Config{Capacity: 8})
 	if err != nil {
 		t.Fatal(err)
@@ -342,7 +337,7 @@ func TestReliabilityAssocFull(t *testing.T) {
 	)
 	small := stack.BufferSizes{Min: 4 << 10, Default: 128 << 10, Max: 128 << 10}
 	p := newLimPair(t, stacktest.Config{Stack: stack.Options{TCPSendBuffer: small, TCPReceiveBuffer: small, DisableReceiveAutoTuning: true}}, 16<<20, assoc)
-	ctx := limCtx(t, 50*time.Second)
+	ctx := evchantest.Context(t)
 	ec, err := evchan.New(evchan.Config{Capacity: 4096})
 	if err != nil {
 		t.Fatal(err)
@@ -499,7 +494,7 @@ const churnConns = 10000
 // the file descriptors to theirs: churn leaves nothing behind.
 func TestReliabilityConnectionChurn(t *testing.T) {
 	p := newLimPair(t, stacktest.Config{}, 16<<20, 0)
-	ctx := limCtx(t, 120*time.Second)
+	ctx := evchantest.Context(t)
 	ln, err := p.B.ListenTCP(netip.MustParseAddrPort("192.0.2.2:7430"))
 	if err != nil {
 		t.Fatal(err)

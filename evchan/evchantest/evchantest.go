@@ -1,6 +1,8 @@
 // Package evchantest has test helpers for code that posts to or consumes
-// from evchan channels: a channel bound to a test's lifetime, and bounded
-// waits for events that fail the test instead of hanging it.
+// from evchan channels: a channel bound to a test's lifetime, bounded waits
+// for events that fail the test instead of hanging it, and the two waits
+// every layer's tests share, a context bound to the test (Context) and a
+// polling wait for a condition with no event behind it (Eventually, Poll).
 //
 // It owns nothing but these helpers; it is imported only by tests.
 package evchantest
