@@ -3,28 +3,12 @@ package api_test
 import (
 	"errors"
 	"net/netip"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/evchan/evchantest"
 )
-
-// waitUntil polls cond, yielding between tries, until it holds or d passes;
-// it reports whether cond held. For conditions that counters reach
-// asynchronously (a worker draining a socket), with no fixed sleep.
-func waitUntil(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		runtime.Gosched()
-		time.Sleep(time.Millisecond)
-	}
-	return true
-}
 
 // TestLatestWins: a UDP receiver in latest-wins mode that does not keep up
 // keeps the newest datagrams and drops (and counts) the oldest.
@@ -60,7 +44,7 @@ func TestLatestWins(t *testing.T) {
 		}
 	}
 	// The worker takes every datagram off the stack as it arrives.
-	if !waitUntil(10*time.Second, func() bool { return srv.Stats().RxHandoffs-before.RxHandoffs == total }) {
+	if !evchantest.Poll(10*time.Second, func() bool { return srv.Stats().RxHandoffs-before.RxHandoffs == total }) {
 		t.Fatalf("worker took %d of %d datagrams", srv.Stats().RxHandoffs-before.RxHandoffs, total)
 	}
 	var got []int
