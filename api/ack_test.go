@@ -15,7 +15,7 @@ import (
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/zcnet/zcnet/api"
-	"github.com/zcnet/zcnet/dmapool"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/evchan"
 	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack"
@@ -149,39 +149,24 @@ type ackPair struct {
 
 func newAckPair(t *testing.T) *ackPair {
 	t.Helper()
-	la, lb, err := tap.NewPair(tap.PairConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &ackPair{gate: &ackGate{PairEndpoint: la, holding: make(chan struct{}, 1)}}
-	t.Cleanup(func() { p.gate.set(gatePass) }) // release held packets
-	build := func(link gstack.LinkEndpoint, a netip.Addr) *api.Stack {
-		st, err := stack.New(stack.Options{TCPAckEvents: true})
-		if err != nil {
-			t.Fatal(err)
+	p := &ackPair{}
+	t.Cleanup(func() { // after the stacks have closed: release held packets
+		if p.gate != nil {
+			p.gate.set(gatePass)
 		}
-		t.Cleanup(func() { st.Close() })
-		if _, err := st.AddNIC(link, stack.NICConfig{Addrs: []netip.Prefix{netip.PrefixFrom(a, 24)}}); err != nil {
-			t.Fatal(err)
-		}
-		pool, err := dmapool.New(dmapool.Config{Size: 16 << 20, Pin: dmapool.PinOff})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := pool.Close(); err != nil {
-				t.Errorf("pool not empty at the end: %v", err)
-			}
-		})
-		s, err := api.New(st, api.Options{Pool: pool})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	p.A = build(p.gate, stacktest.AddrA)
-	p.B = build(lb, stacktest.AddrB)
+	})
+	ap := apitest.NewPair(t, apitest.PairConfig{
+		Stacks: stacktest.Config{
+			Stack: stack.Options{TCPAckEvents: true},
+			WrapA: func(l *tap.PairEndpoint) gstack.LinkEndpoint {
+				p.gate = &ackGate{PairEndpoint: l, holding: make(chan struct{}, 1)}
+				return p.gate
+			},
+		},
+		PoolA: 16 << 20,
+		PoolB: 16 << 20,
+	})
+	p.A, p.B = ap.A, ap.B
 	p.ec = newChannel(t, 256)
 	ctx := evchantest.Context(t)
 	addr := netip.AddrPortFrom(stacktest.AddrB, 5001)
@@ -454,9 +439,9 @@ func TestCloseOpWaitsForAck(t *testing.T) {
 // TCPAckEvents; Submit says which, and reserves nothing.
 func TestSendAckRejected(t *testing.T) {
 	ctx := evchantest.Context(t)
-	p := newZCPair(t, 0) // stacks without TCPAckEvents
+	p := apitest.NewPair(t, apitest.PairConfig{}) // stacks without TCPAckEvents
 	ec := newChannel(t, 2)
-	accepted := p.accept(t, "192.0.2.2:5002")
+	accepted := accept(t, p.B, "192.0.2.2:5002")
 	c, err := p.A.DialTCP(ctx, netip.MustParseAddrPort("192.0.2.2:5002"))
 	if err != nil {
 		t.Fatal(err)

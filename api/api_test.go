@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
@@ -27,7 +28,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // TestTCPEchoIntegrity sends random data through an echo server on B and
 // checks every byte that comes back, over IPv4 and IPv6.
 func TestTCPEchoIntegrity(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	na, nb := p.A.Net(), p.B.Net()
 	for _, tc := range []struct{ name, listen, dial string }{
 		{"v4", "192.0.2.2:7", "192.0.2.2:7"},
@@ -88,7 +89,7 @@ func TestTCPEchoIntegrity(t *testing.T) {
 }
 
 func TestHTTPOverZcnet(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	na, nb := p.A.Net(), p.B.Net()
 	ln, err := nb.Listen("tcp", "192.0.2.2:80")
 	if err != nil {
@@ -125,7 +126,7 @@ func TestHTTPOverZcnet(t *testing.T) {
 }
 
 func TestUDPPacketConn(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	na, nb := p.A.Net(), p.B.Net()
 	for _, tc := range []struct{ name, srv string }{{"v4", "192.0.2.2:9000"}, {"v6", "[2001:db8::2]:9000"}} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -187,7 +188,7 @@ func TestUDPPacketConn(t *testing.T) {
 }
 
 func TestErrorsLikeNet(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	na, nb := p.A.Net(), p.B.Net()
 
 	t.Run("refused", func(t *testing.T) {
@@ -318,7 +319,7 @@ var os_ErrDeadlineExceeded = os.ErrDeadlineExceeded
 // TestUDPEmptyDatagram checks that an empty datagram is received as one, of
 // no bytes, in its place between its neighbours, as in package net.
 func TestUDPEmptyDatagram(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	pc, err := p.B.Net().ListenPacket("udp", "192.0.2.2:9001")
 	if err != nil {
 		t.Fatal(err)

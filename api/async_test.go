@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/evchan"
 	"github.com/zcnet/zcnet/evchan/evchantest"
 )
@@ -110,7 +111,7 @@ func echoServer(ctx context.Context, s *api.Stack, ln *api.Socket, ec *evchan.Ch
 }
 
 func TestEventEchoServer(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	defer p.B.Close()
 	ln, err := p.B.ListenTCP(netip.MustParseAddrPort("192.0.2.2:7"))
 	if err != nil {
@@ -169,7 +170,7 @@ func TestEventEchoServer(t *testing.T) {
 }
 
 func TestInlineCompletionCancelAndErrors(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	defer p.B.Close()
 	srv, err := p.B.ListenUDP(netip.MustParseAddrPort("192.0.2.2:5005"))
 	if err != nil {
@@ -274,7 +275,7 @@ func TestInlineCompletionCancelAndErrors(t *testing.T) {
 
 // primeUDP resends a datagram from cl until srv receives one (the first may
 // wait on neighbour resolution), a bounded number of times.
-func primeUDP(t *testing.T, ctx context.Context, p *zcPair, cl, srv *api.Socket) {
+func primeUDP(t *testing.T, ctx context.Context, p *apitest.Pair, cl, srv *api.Socket) {
 	t.Helper()
 	for i := 0; ; i++ {
 		b, _ := p.A.Reserve(1)
@@ -298,7 +299,7 @@ func primeUDP(t *testing.T, ctx context.Context, p *zcPair, cl, srv *api.Socket)
 // when the channel is full and resumes as the consumer drains it; every
 // datagram arrives, none is lost, and the channel never overflows.
 func TestMultishotBackpressure(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	defer p.B.Close()
 	srv, err := p.B.ListenUDP(netip.MustParseAddrPort("192.0.2.2:5006"))
 	if err != nil {
@@ -361,7 +362,7 @@ func TestMultishotBackpressure(t *testing.T) {
 // TestIdleConnectionsNoGoroutines: sockets with a pending receive each cost
 // no goroutine; the stack's workers are fixed.
 func TestIdleConnectionsNoGoroutines(t *testing.T) {
-	p := newZCPair(t, 64<<10)
+	p := apitest.NewPair(t, apitest.PairConfig{AssocA: 64 << 10, AssocB: 64 << 10})
 	defer p.B.Close()
 	defer p.A.Close()
 	ln, err := p.B.ListenTCP(netip.MustParseAddrPort("192.0.2.2:5007"))

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/evchan"
 	"github.com/zcnet/zcnet/evchan/evchantest"
 )
@@ -29,7 +30,7 @@ func TestFileReceiveToFile(t *testing.T) {
 	}
 	for _, k := range fileEngines {
 		t.Run(k.String(), func(t *testing.T) {
-			p := newZCPair(t, 0)
+			p := apitest.NewPair(t, apitest.PairConfig{})
 			t.Cleanup(func() { p.A.Close(); p.B.Close() })
 			if err := p.B.ConfigureFiles(api.FileConfig{Engine: k}); err != nil {
 				if k == api.FileEngineURing && errors.Is(err, api.ErrFileEngine) {
@@ -37,7 +38,7 @@ func TestFileReceiveToFile(t *testing.T) {
 				}
 				t.Fatal(err)
 			}
-			accepted := p.accept(t, "192.0.2.2:5010")
+			accepted := accept(t, p.B, "192.0.2.2:5010")
 			data := make([]byte, size)
 			rand.Read(data)
 			ctx := evchantest.Context(t)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
@@ -14,7 +15,7 @@ import (
 // keeps the newest datagrams and drops (and counts) the oldest.
 func TestLatestWins(t *testing.T) {
 	const size, total = 100, 100
-	p := newZCPair(t, 10*size) // room for ten datagrams
+	p := apitest.NewPair(t, apitest.PairConfig{AssocA: 10 * size, AssocB: 10 * size}) // room for ten datagrams
 	defer p.B.Close()
 	srv, err := p.B.ListenUDP(netip.MustParseAddrPort("192.0.2.2:5008"))
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 
 // netConns connects a net adapter on A to one on B at addr and returns
 // both ends: the dialer on A, the accepted conn on B.
-func netConns(t *testing.T, p *zcPair, addr string) (a, b *api.TCPConn) {
+func netConns(t *testing.T, p *apitest.Pair, addr string) (a, b *api.TCPConn) {
 	t.Helper()
 	ln, err := p.B.Net().Listen("tcp", addr)
 	if err != nil {
@@ -77,7 +77,7 @@ func TestNetConnStreamCopyBudget(t *testing.T) {
 	}
 	for _, tc := range []struct{ name, addr string }{{"v4", "192.0.2.2:5101"}, {"v6", "[2001:db8::2]:5101"}} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newZCPair(t, 0)
+			p := apitest.NewPair(t, apitest.PairConfig{})
 			reader, writer := netConns(t, p, tc.addr)
 			data := pattern(size, 1)
 			werr := apitest.SendAll(writer, data)
@@ -120,7 +120,7 @@ func TestNetConnStreamCopyBudget(t *testing.T) {
 // inside a Buf, and some span several; the bytes must come out in order,
 // and the copy budget must still balance.
 func TestNetConnPartialReads(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	reader, writer := netConns(t, p, "192.0.2.2:5102")
 	const size = 2 << 20
 	data := pattern(size, 2)
@@ -192,7 +192,7 @@ func TestNetConnPartialReads(t *testing.T) {
 // everything is given back: the sockets hold nothing and the pool's slots
 // are all free.
 func TestNetConnCloseReleases(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	reader, writer := netConns(t, p, "192.0.2.2:5103")
 	data := pattern(1<<20, 7)
 	if err := <-apitest.SendAll(writer, data); err != nil {
@@ -260,10 +260,10 @@ func TestNetConnCloseReleases(t *testing.T) {
 	srv.Close()
 	cl.Close()
 	writer.Close()
-	if ps := p.poolB.Stats(); ps.SlotsInUse != 0 || ps.Buffers != 0 {
+	if ps := p.PoolB.Stats(); ps.SlotsInUse != 0 || ps.Buffers != 0 {
 		t.Fatalf("pool B after Close: %d slots in %d buffers in use", ps.SlotsInUse, ps.Buffers)
 	}
-	if ps := p.poolA.Stats(); ps.SlotsInUse != 0 || ps.Buffers != 0 {
+	if ps := p.PoolA.Stats(); ps.SlotsInUse != 0 || ps.Buffers != 0 {
 		t.Fatalf("pool A after Close: %d slots in %d buffers in use", ps.SlotsInUse, ps.Buffers)
 	}
 }
@@ -273,7 +273,7 @@ func TestNetConnCloseReleases(t *testing.T) {
 // it), a Write that cannot finish returns what it wrote and the timeout,
 // and an expired deadline fails even a Read that has data waiting.
 func TestNetConnDeadlines(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	a, b := netConns(t, p, "192.0.2.2:5105")
 
 	blocked := make(chan error, 1)
@@ -326,7 +326,7 @@ func TestNetConnDeadlines(t *testing.T) {
 // (meant for -race): every call ends with data or one of the errors package
 // net gives, nothing blocks past Close, and nothing stays held.
 func TestNetConnRaces(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	for round := range 8 {
 		a, b := netConns(t, p, netip.AddrPortFrom(netip.MustParseAddr("192.0.2.2"), uint16(5110+round)).String())
 		var wg sync.WaitGroup
@@ -396,7 +396,7 @@ func TestNetConnRaces(t *testing.T) {
 // refuses to open sockets, with package net's error shape, instead of
 // opening conns that could never receive.
 func TestNetNeedsPool(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	s, err := api.New(p.Pair.A, api.Options{FilesOnly: true})
 	if err != nil {
 		t.Fatal(err)

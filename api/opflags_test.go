@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/evchan"
 	"github.com/zcnet/zcnet/evchan/evchantest"
 )
@@ -35,9 +36,9 @@ func TestFlagsString(t *testing.T) {
 // hand-off with FlagMore, and at the peer's FIN a last one flagged FlagEOF,
 // without FlagMore or a Buffer; Err is then io.EOF.
 func TestRecvMultiEndsAtFIN(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	ctx := evchantest.Context(t)
-	accepted := p.accept(t, "192.0.2.2:7")
+	accepted := accept(t, p.B, "192.0.2.2:7")
 	c, err := p.A.DialTCP(ctx, netip.MustParseAddrPort("192.0.2.2:7"))
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +92,7 @@ func TestRecvMultiEndsAtFIN(t *testing.T) {
 // TestCancelReportsECANCELED: a cancelled op's Err matches the errno its
 // completion carries (ECANCELED) and, as before, context.Canceled.
 func TestCancelReportsECANCELED(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	ctx := evchantest.Context(t)
 	ln, err := p.B.ListenTCP(netip.MustParseAddrPort("192.0.2.2:8"))
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
@@ -12,7 +13,7 @@ import (
 // RecvMsg batch and one by one with Recv, each carry their own sender in
 // Buf.From (and RecvMsg returns the first one's).
 func TestRecvMsgSenders(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	defer p.B.Close()
 	srv, err := p.B.ListenUDP(netip.MustParseAddrPort("192.0.2.2:5010"))
 	if err != nil {
