@@ -167,7 +167,7 @@ func newAckPair(t *testing.T) *ackPair {
 		PoolB: 16 << 20,
 	})
 	p.A, p.B = ap.A, ap.B
-	p.ec = newChannel(t, 256)
+	p.ec = evchantest.New(t, 256)
 	ctx := evchantest.Context(t)
 	addr := netip.AddrPortFrom(stacktest.AddrB, 5001)
 	ln, err := p.B.ListenTCP(addr)
@@ -208,20 +208,10 @@ func (p *ackPair) sentAwaitingAck(t *testing.T, ctx context.Context, mode gateMo
 	if err := p.A.Submit(ctx, false, op); err != nil {
 		t.Fatal(err)
 	}
-	if ev := p.next(t, ctx); ev.Flags&evchan.FlagMore == 0 {
+	if ev := evchantest.Next(t, p.ec); ev.Flags&evchan.FlagMore == 0 {
 		t.Fatalf("first completion %+v", ev)
 	}
 	return op
-}
-
-// next returns the next event on p.ec.
-func (p *ackPair) next(t *testing.T, ctx context.Context) evchan.Event {
-	t.Helper()
-	evs := make([]evchan.Event, 1)
-	if _, err := p.ec.Next(ctx, evs); err != nil {
-		t.Fatal(err)
-	}
-	return evs[0]
 }
 
 // settle runs A's socket's ready operations on this goroutine (queuing a
@@ -236,7 +226,7 @@ func (p *ackPair) settle(t *testing.T) {
 	if err := op.Cancel(); err != nil {
 		t.Fatal(err)
 	}
-	ev := p.next(t, evchantest.Context(t))
+	ev := evchantest.Next(t, p.ec)
 	if ev.Cookie != 1<<62 || ev.Errno != syscall.ECANCELED {
 		t.Fatalf("settling: got %+v, want the cancelled receive", ev)
 	}
@@ -270,7 +260,7 @@ func TestSendAckWaitsForThePeer(t *testing.T) {
 	if err := p.A.Submit(ctx, false, op); err != nil {
 		t.Fatal(err)
 	}
-	ev := p.next(t, ctx)
+	ev := evchantest.Next(t, p.ec)
 	if ev.Cookie != 7 || ev.Errno != 0 || ev.Result != n || ev.Flags&evchan.FlagMore == 0 || ev.Flags&api.FlagAcked != 0 {
 		t.Fatalf("first completion %+v, want Result %d with FlagMore", ev, n)
 	}
@@ -289,7 +279,7 @@ func TestSendAckWaitsForThePeer(t *testing.T) {
 		t.Fatalf("%d events while the peer's ACKs are held back, want none", got)
 	}
 	p.gate.set(gatePass)
-	ev = p.next(t, ctx)
+	ev = evchantest.Next(t, p.ec)
 	if ev.Cookie != 7 || ev.Errno != 0 || ev.Result != n || ev.Flags&api.FlagAcked == 0 || ev.Flags&evchan.FlagMore != 0 {
 		t.Fatalf("second completion %+v, want FlagAcked, Result %d", ev, n)
 	}
@@ -336,7 +326,7 @@ func TestSendAckOrder(t *testing.T) {
 	sent := make([]bool, len(batch))
 	nextAck := uint64(0)
 	for nextAck < uint64(len(batch)) {
-		ev := p.next(t, ctx)
+		ev := evchantest.Next(t, p.ec)
 		if ev.Errno != 0 || ev.Cookie >= uint64(len(batch)) || ev.Result != sizes[ev.Cookie] {
 			t.Fatalf("event %+v", ev)
 		}
@@ -370,7 +360,7 @@ func TestSendAckOnClose(t *testing.T) {
 	ctx := evchantest.Context(t)
 	op := p.sentAwaitingAck(t, ctx, gateHold, 1000)
 	p.conn.Close()
-	ev := p.next(t, ctx)
+	ev := evchantest.Next(t, p.ec)
 	if ev.Flags&api.FlagAcked == 0 || ev.Errno != syscall.EBADF || ev.Result != 1000 {
 		t.Fatalf("completion after Close %+v, want FlagAcked with EBADF", ev)
 	}
@@ -390,7 +380,7 @@ func TestSendAckOnReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.peer.Close()
-	ev := p.next(t, ctx)
+	ev := evchantest.Next(t, p.ec)
 	if ev.Flags&api.FlagAcked == 0 || ev.Errno != syscall.ECONNRESET {
 		t.Fatalf("completion after the reset %+v, want FlagAcked with ECONNRESET", ev)
 	}
@@ -410,7 +400,7 @@ func TestCloseOpWaitsForAck(t *testing.T) {
 	if err := p.A.Submit(ctx, false, op, closeOp); err != nil {
 		t.Fatal(err)
 	}
-	if ev := p.next(t, ctx); ev.Cookie != 1 || ev.Flags&evchan.FlagMore == 0 {
+	if ev := evchantest.Next(t, p.ec); ev.Cookie != 1 || ev.Flags&evchan.FlagMore == 0 {
 		t.Fatalf("first completion %+v", ev)
 	}
 	if err := recvN(ctx, p.peer, 5000); err != nil {
@@ -424,10 +414,10 @@ func TestCloseOpWaitsForAck(t *testing.T) {
 		t.Fatalf("%d events before the acknowledgement, want none", got)
 	}
 	p.gate.set(gatePass)
-	if ev := p.next(t, ctx); ev.Cookie != 1 || ev.Flags&api.FlagAcked == 0 || ev.Errno != 0 {
+	if ev := evchantest.Next(t, p.ec); ev.Cookie != 1 || ev.Flags&api.FlagAcked == 0 || ev.Errno != 0 {
 		t.Fatalf("second completion %+v, want the acknowledgement", ev)
 	}
-	if ev := p.next(t, ctx); ev.Cookie != 2 || ev.Errno != 0 {
+	if ev := evchantest.Next(t, p.ec); ev.Cookie != 2 || ev.Errno != 0 {
 		t.Fatalf("completion %+v, want the close", ev)
 	}
 	if _, err := p.peer.Recv(ctx); err != io.EOF {
@@ -440,7 +430,7 @@ func TestCloseOpWaitsForAck(t *testing.T) {
 func TestSendAckRejected(t *testing.T) {
 	ctx := evchantest.Context(t)
 	p := apitest.NewPair(t, apitest.PairConfig{}) // stacks without TCPAckEvents
-	ec := newChannel(t, 2)
+	ec := evchantest.New(t, 2)
 	accepted := accept(t, p.B, "192.0.2.2:5002")
 	c, err := p.A.DialTCP(ctx, netip.MustParseAddrPort("192.0.2.2:5002"))
 	if err != nil {
@@ -494,7 +484,7 @@ func TestSendAckCancel(t *testing.T) {
 	if err := op.Cancel(); err != nil {
 		t.Fatal(err)
 	}
-	ev := p.next(t, ctx)
+	ev := evchantest.Next(t, p.ec)
 	if ev.Flags&api.FlagAcked == 0 || ev.Errno != syscall.ECANCELED || ev.Result != 1000 {
 		t.Fatalf("completion after Cancel %+v, want FlagAcked with ECANCELED", ev)
 	}

@@ -21,7 +21,7 @@ import (
 // lio_listio batch, suspend, cancel, and the reuse of a control block.
 func TestAio(t *testing.T) {
 	forEachEngine(t, api.FileConfig{}, func(t *testing.T, s *api.Stack) {
-		ec := newChannel(t, 16)
+		ec := evchantest.New(t, 16)
 		f := tempFile(t, "", nil)
 		cb := &api.Aiocb{File: f, Buf: []byte("hello, aio"), EC: ec, Data: "w", Cookie: 1}
 		if err := cb.Error(); !errors.Is(err, api.ErrInvalidOp) {
@@ -30,7 +30,7 @@ func TestAio(t *testing.T) {
 		if err := s.AioWrite(cb); err != nil {
 			t.Fatal(err)
 		}
-		ev := next(t, ec)
+		ev := evchantest.Next(t, ec)
 		if ev.Source != evchan.SourceFileOp || api.OpKind(ev.Op) != api.OpWrite || ev.Result != 10 || ev.Data != "w" || ev.Cookie != 1 {
 			t.Fatalf("aio_write completion %v", ev)
 		}
@@ -42,13 +42,13 @@ func TestAio(t *testing.T) {
 		if err := s.AioRead(cb); err != nil {
 			t.Fatal(err)
 		}
-		if ev := next(t, ec); api.OpKind(ev.Op) != api.OpRead || ev.Result != 3 || string(cb.Buf[:3]) != "aio" || ev.Data != "r" {
+		if ev := evchantest.Next(t, ec); api.OpKind(ev.Op) != api.OpRead || ev.Result != 3 || string(cb.Buf[:3]) != "aio" || ev.Data != "r" {
 			t.Fatalf("aio_read completion %v, %q", ev, cb.Buf[:3])
 		}
 		if err := s.AioFsync(cb, true); err != nil {
 			t.Fatal(err)
 		}
-		if ev := next(t, ec); api.OpKind(ev.Op) != api.OpFdatasync || ev.Errno != 0 {
+		if ev := evchantest.Next(t, ec); api.OpKind(ev.Op) != api.OpFdatasync || ev.Errno != 0 {
 			t.Fatalf("aio_fsync(O_DSYNC) completion %v", ev)
 		}
 
@@ -107,7 +107,7 @@ func TestAio(t *testing.T) {
 			}
 			runtime.Gosched() // a worker is mid-attempt; the read parks at once
 		}
-		if ev := next(t, ec); ev.Errno != syscall.ECANCELED || !errors.Is(pcb.Error(), context.Canceled) {
+		if ev := evchantest.Next(t, ec); ev.Errno != syscall.ECANCELED || !errors.Is(pcb.Error(), context.Canceled) {
 			t.Fatalf("cancelled aio_read: %v, %v", ev, pcb.Error())
 		}
 		// And one that completes: aio_suspend returns for it.
@@ -121,7 +121,7 @@ func TestAio(t *testing.T) {
 		if n, err := pcb.Return(); n != 0 || !errors.Is(err, io.EOF) {
 			t.Fatalf("read of a closed pipe: %d, %v", n, err)
 		}
-		if ev := next(t, ec); ev.Flags&api.FlagEOF == 0 {
+		if ev := evchantest.Next(t, ec); ev.Flags&api.FlagEOF == 0 {
 			t.Fatalf("EOF completion %v", ev)
 		}
 	})

@@ -19,26 +19,6 @@ import (
 	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
-func newChannel(t testing.TB, capacity int) *evchan.Channel {
-	t.Helper()
-	ec, err := evchan.New(evchan.Config{Capacity: capacity})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Anything still queued carries buffers: release them.
-		ec.CloseFunc(func(ev evchan.Event) {
-			if b, ok := api.BufOf(ev); ok {
-				b.Release()
-			}
-			if s, ok := api.SocketOf(ev); ok {
-				s.Close()
-			}
-		})
-	})
-	return ec
-}
-
 // echoServer runs an event-style echo server on s until ctx ends: one
 // channel, accept ops, a multishot receive per connection, and each received
 // Buf sent back as it is (no copy in user space; one into the stack). When
@@ -117,7 +97,7 @@ func TestEventEchoServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ec := newChannel(t, 256)
+	ec := evchantest.New(t, 256)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- echoServer(ctx, p.B, ln, ec) }()
@@ -176,7 +156,7 @@ func TestInlineCompletionCancelAndErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ec := newChannel(t, 8)
+	ec := evchantest.New(t, 8)
 	ctx := evchantest.Context(t)
 
 	// A receive with nothing queued waits; Cancel completes it with
@@ -233,7 +213,7 @@ func TestInlineCompletionCancelAndErrors(t *testing.T) {
 	got.Release()
 
 	// Invalid batches queue nothing.
-	closedEC := newChannel(t, 4)
+	closedEC := evchantest.New(t, 4)
 	closedEC.Close()
 	for _, bad := range []*api.Op{
 		{Kind: api.OpRecv, EC: ec},
@@ -248,7 +228,7 @@ func TestInlineCompletionCancelAndErrors(t *testing.T) {
 		}
 	}
 	// A full channel refuses a batch with ErrFull, queuing nothing.
-	full := newChannel(t, 2)
+	full := evchantest.New(t, 2)
 	ops := []*api.Op{{Kind: api.OpRecv, Sock: srv, EC: full}, {Kind: api.OpRecv, Sock: srv, EC: full}, {Kind: api.OpRecv, Sock: srv, EC: full}}
 	if err := p.B.Submit(ctx, false, ops...); !errors.Is(err, evchan.ErrFull) {
 		t.Fatalf("Submit beyond channel capacity: %v", err)
@@ -312,7 +292,7 @@ func TestMultishotBackpressure(t *testing.T) {
 	defer cl.Close()
 	ctx := evchantest.Context(t)
 	primeUDP(t, ctx, p, cl, srv)
-	ec := newChannel(t, 4)
+	ec := evchantest.New(t, 4)
 	op := &api.Op{Kind: api.OpRecvMulti, Sock: srv, EC: ec}
 	if err := p.B.Submit(ctx, false, op); err != nil {
 		t.Fatal(err)
@@ -369,7 +349,7 @@ func TestIdleConnectionsNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ec := newChannel(t, 4096)
+	ec := evchantest.New(t, 4096)
 	ctx := evchantest.Context(t)
 	n := 1000
 	if raceEnabled {

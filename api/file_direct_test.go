@@ -51,7 +51,7 @@ func TestFileODirect(t *testing.T) {
 			f := directFile(t)
 			memAlign, offAlign, err := api.FileDirectAlign(f)
 			t.Logf("%s: O_DIRECT alignment: memory %d, offset %d (%v)", f.Name(), memAlign, offAlign, err)
-			ec := newChannel(t, 64)
+			ec := evchantest.New(t, 64)
 			const block, blocks = 64 << 10, 16
 			r := rand.New(rand.NewPCG(5, 6))
 			want := randBytes(r, block*blocks)

@@ -46,7 +46,7 @@ func TestFileFixedBuffers(t *testing.T) {
 			r := rand.New(rand.NewPCG(seed, 2))
 			model := randBytes(r, 512<<10)
 			f := tempFile(t, "", model)
-			ec := newChannel(t, 64)
+			ec := evchantest.New(t, 64)
 			ops := 0
 			for round := 0; round < rounds; round++ {
 				// One batch: disjoint ranges, so every read sees the model
@@ -167,7 +167,7 @@ func TestFileFixedGrow(t *testing.T) {
 	pool := newPool(t, 64<<10, slot)
 	s := newFileStack(t, api.FileConfig{Engine: api.FileEngineURing, Rings: 1, FixedBuffers: true}, pool)
 	f := tempFile(t, "", nil)
-	ec := newChannel(t, 8)
+	ec := evchantest.New(t, 8)
 	write := func(b api.Buf, off int64) {
 		t.Helper()
 		if ev := one(t, s, ec, &api.Op{Kind: api.OpWrite, File: f, Offset: off, Buf: b}); ev.Errno != 0 || ev.Result != slot {

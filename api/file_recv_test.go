@@ -61,7 +61,7 @@ func TestFileReceiveToFile(t *testing.T) {
 			}
 			defer sock.Close()
 			f := tempFile(t, "", nil)
-			ec := newChannel(t, 256)
+			ec := evchantest.New(t, 256)
 
 			// One loop: receive, submit the write, take completions when
 			// the channel has no room (and as they come).

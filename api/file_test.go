@@ -112,26 +112,7 @@ func one(t testing.TB, s *api.Stack, ec *evchan.Channel, op *api.Op) evchan.Even
 	if err := s.Submit(evchantest.Context(t), false, op); err != nil {
 		t.Fatalf("Submit %v: %v", op.Kind, err)
 	}
-	return next(t, ec)
-}
-
-// next returns the next event of ec.
-func next(t testing.TB, ec *evchan.Channel) evchan.Event {
-	t.Helper()
-	var ev [1]evchan.Event
-	if _, err := ec.Next(evchantest.Context(t), ev[:]); err != nil {
-		t.Fatal(err)
-	}
-	return ev[0]
-}
-
-// noEvent asserts that ec holds no event.
-func noEvent(t testing.TB, ec *evchan.Channel) {
-	t.Helper()
-	var ev [1]evchan.Event
-	if n := ec.TryNext(ev[:]); n != 0 {
-		t.Fatalf("unexpected event %v", ev[0])
-	}
+	return evchantest.Next(t, ec)
 }
 
 func tempFile(t testing.TB, dir string, data []byte) *os.File {
@@ -176,7 +157,7 @@ func TestFileRandomIO(t *testing.T) {
 			r := rand.New(rand.NewPCG(seed, 1))
 			model := randBytes(r, 1<<20)
 			f := tempFile(t, "", model)
-			ec := newChannel(t, 64)
+			ec := evchantest.New(t, 64)
 			var wantRead, wantWritten uint64
 			for round := 0; round < rounds; round++ {
 				type span struct{ off, n int }
@@ -356,7 +337,7 @@ func TestFileShortReads(t *testing.T) {
 	forEachEngine(t, api.FileConfig{}, func(t *testing.T, s *api.Stack) {
 		data := randBytes(rand.New(rand.NewPCG(1, 2)), 10000)
 		f := tempFile(t, "", data)
-		ec := newChannel(t, 8)
+		ec := evchantest.New(t, 8)
 		for _, tc := range []struct {
 			off, n, want int
 			eof          bool
@@ -394,7 +375,7 @@ func TestFileShortReads(t *testing.T) {
 // errno the system call gives.
 func TestFileErrors(t *testing.T) {
 	forEachEngine(t, api.FileConfig{}, func(t *testing.T, s *api.Stack) {
-		ec := newChannel(t, 8)
+		ec := evchantest.New(t, 8)
 		expect := func(name string, op *api.Op, errno syscall.Errno) {
 			t.Helper()
 			ev := one(t, s, ec, op)
@@ -470,7 +451,7 @@ func TestFileErrors(t *testing.T) {
 func TestFileENOSPC(t *testing.T) {
 	f := smallTmpfsFile(t, 64<<10)
 	forEachEngine(t, api.FileConfig{}, func(t *testing.T, s *api.Stack) {
-		ec := newChannel(t, 4)
+		ec := evchantest.New(t, 4)
 		if err := f.Truncate(0); err != nil {
 			t.Fatal(err)
 		}
@@ -572,7 +553,7 @@ func TestFilePipes(t *testing.T) {
 // the end; the reader must see every byte, in order, then EOF.
 func pipeStream(t *testing.T, s *api.Stack, pr, pw *os.File) {
 	ctx := evchantest.Context(t)
-	ec := newChannel(t, 8)
+	ec := evchantest.New(t, 8)
 	// A read of an empty pipe waits.
 	rbuf := make([]byte, 24<<10)
 	// A stream has no offset: one given is ignored.
@@ -583,7 +564,7 @@ func pipeStream(t *testing.T, s *api.Stack, pr, pw *os.File) {
 	if err := api.Suspend(ctx, 20*time.Millisecond, read); !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("read of an empty pipe: Suspend = %v, want a timeout", err)
 	}
-	noEvent(t, ec)
+	evchantest.Empty(t, ec)
 	data := randBytes(rand.New(rand.NewPCG(3, 4)), 1<<20)
 	sent := 0
 	writeNext := func() {
@@ -596,7 +577,7 @@ func pipeStream(t *testing.T, s *api.Stack, pr, pw *os.File) {
 	writeNext()
 	var got []byte
 	for {
-		ev := next(t, ec)
+		ev := evchantest.Next(t, ec)
 		if ev.Errno != 0 {
 			t.Fatalf("%v", ev)
 		}
@@ -635,7 +616,7 @@ func TestFileCancel(t *testing.T) {
 		}
 		defer pr.Close()
 		defer pw.Close()
-		ec := newChannel(t, 16)
+		ec := evchantest.New(t, 16)
 		ops := make([]*api.Op, 6)
 		for i := range ops {
 			ops[i] = &api.Op{Kind: api.OpRead, File: pr, Offset: -1, Mem: make([]byte, 16), EC: ec, Cookie: uint64(i)}
@@ -643,7 +624,7 @@ func TestFileCancel(t *testing.T) {
 		if err := s.Submit(evchantest.Context(t), false, ops...); err != nil {
 			t.Fatal(err)
 		}
-		noEvent(t, ec)
+		evchantest.Empty(t, ec)
 		for _, i := range []int{5, 0, 3, 1, 4, 2} { // backlog and ring alike
 			if err := cancelWaiting(t, ops[i]); err != nil {
 				t.Fatalf("Cancel op %d: %v", i, err)
@@ -688,7 +669,7 @@ func TestFileCancel(t *testing.T) {
 func TestFileMisuse(t *testing.T) {
 	pool := newPool(t, 1<<20, 0)
 	s := newFileStack(t, api.FileConfig{MaxPending: 2}, pool)
-	ec := newChannel(t, 8)
+	ec := evchantest.New(t, 8)
 	f := tempFile(t, "", []byte("data"))
 	released, err := s.Reserve(64)
 	if err != nil {
@@ -700,7 +681,7 @@ func TestFileMisuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer live.Release()
-	closedEC := newChannel(t, 1)
+	closedEC := evchantest.New(t, 1)
 	closedEC.Close()
 	for _, tc := range []struct {
 		name string
@@ -725,7 +706,7 @@ func TestFileMisuse(t *testing.T) {
 			t.Errorf("%s: Submit = %v, want ErrInvalidOp", tc.name, err)
 		}
 	}
-	noEvent(t, ec)
+	evchantest.Empty(t, ec)
 	// A read into a Buf hands the Buf back even when it fails.
 	closed, err := os.Open(f.Name())
 	if err != nil {
@@ -770,7 +751,7 @@ func TestFileMisuse(t *testing.T) {
 		t.Fatalf("after completions: %v", err)
 	}
 	pw.Write([]byte("c"))
-	if ev := next(t, ec); ev.Result != 1 {
+	if ev := evchantest.Next(t, ec); ev.Result != 1 {
 		t.Fatal(ev)
 	}
 }
@@ -780,7 +761,7 @@ func TestFileMisuse(t *testing.T) {
 func TestFileSyncAndWait(t *testing.T) {
 	forEachEngine(t, api.FileConfig{}, func(t *testing.T, s *api.Stack) {
 		f := tempFile(t, "", nil)
-		ec := newChannel(t, 8)
+		ec := evchantest.New(t, 8)
 		ops := []*api.Op{
 			{Kind: api.OpWrite, File: f, Offset: 0, Mem: []byte("hello, "), EC: ec, Cookie: 1},
 			{Kind: api.OpWritev, File: f, Offset: 7, Iov: [][]byte{[]byte("wor"), []byte("ld")}, EC: ec, Cookie: 2},
@@ -823,7 +804,7 @@ func TestFileStackClose(t *testing.T) {
 		}
 		defer pr.Close()
 		defer pw.Close()
-		ec := newChannel(t, 8)
+		ec := evchantest.New(t, 8)
 		ops := make([]*api.Op, 4)
 		for i := range ops {
 			ops[i] = &api.Op{Kind: api.OpRead, File: pr, Offset: -1, Mem: make([]byte, 8), EC: ec, Cookie: uint64(i)}
@@ -905,7 +886,7 @@ func cancelWaiting(t testing.TB, op *api.Op) error {
 func TestFilePosition(t *testing.T) {
 	forEachEngine(t, api.FileConfig{}, func(t *testing.T, s *api.Stack) {
 		f := tempFile(t, "", nil)
-		ec := newChannel(t, 4)
+		ec := evchantest.New(t, 4)
 		for _, w := range []string{"abc", "defg", "h"} {
 			if ev := one(t, s, ec, &api.Op{Kind: api.OpWrite, File: f, Offset: -1, Mem: []byte(w)}); ev.Errno != 0 || ev.Result != int64(len(w)) {
 				t.Fatalf("write %q at the position: %v", w, ev)

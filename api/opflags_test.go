@@ -49,7 +49,7 @@ func TestRecvMultiEndsAtFIN(t *testing.T) {
 		t.FailNow()
 	}
 	defer srv.Close()
-	ec := newChannel(t, 64)
+	ec := evchantest.New(t, 64)
 	op := &api.Op{Kind: api.OpRecvMulti, Sock: srv, EC: ec}
 	if err := p.B.Submit(ctx, false, op); err != nil {
 		t.Fatal(err)
@@ -64,7 +64,7 @@ func TestRecvMultiEndsAtFIN(t *testing.T) {
 	}
 	var got int64
 	for {
-		ev := next(t, ec)
+		ev := evchantest.Next(t, ec)
 		b, hasBuf := api.BufOf(ev)
 		if hasBuf {
 			got += int64(b.Len())
@@ -99,7 +99,7 @@ func TestCancelReportsECANCELED(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	ec := newChannel(t, 4)
+	ec := evchantest.New(t, 4)
 	op := &api.Op{Kind: api.OpAccept, Sock: ln, EC: ec}
 	if err := p.B.Submit(ctx, false, op); err != nil {
 		t.Fatal(err)
@@ -107,7 +107,7 @@ func TestCancelReportsECANCELED(t *testing.T) {
 	if err := op.Cancel(); err != nil {
 		t.Fatal(err)
 	}
-	ev := next(t, ec)
+	ev := evchantest.Next(t, ec)
 	if ev.Errno != unix.ECANCELED {
 		t.Errorf("completion errno %v, want ECANCELED", ev.Errno)
 	}

@@ -15,9 +15,10 @@ import (
 	"github.com/zcnet/zcnet/evchan"
 )
 
-// Timeout bounds every wait of this package. A wait that times out fails
-// the test; it never decides a result.
-var Timeout = 10 * time.Second
+// Timeout bounds every wait of this package but Context. A wait that
+// times out fails the test; it never decides a result, so the bound is
+// generous: CI machines are loaded, and -race slows everything.
+var Timeout = 30 * time.Second
 
 // New returns a channel of the given capacity that is closed when the
 // test ends. If events carrying a Buffer are still queued then, the test
