@@ -302,8 +302,6 @@ func TestAckWatchCountsToTheFIN(t *testing.T) {
 // api socket on such a stack does (the copy into the send buffer then
 // happens with the endpoint locked). Nobody asks for acknowledgement
 // completions: this is the price of having them available.
-//
-//	go test -run x -bench TCPAckEvents -benchmem -count 10 ./stack/
 func BenchmarkTCPAckEvents(b *testing.B) {
 	for _, tc := range []struct {
 		name      string
