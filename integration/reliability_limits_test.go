@@ -539,10 +539,10 @@ func TestReliabilityConnectionChurn(t *testing.T) {
 	if st := p.PoolB.Stats(); st.Buffers != 0 {
 		t.Errorf("B's pool holds %d buffers after the churn", st.Buffers)
 	}
-	if !relWaitFor(10*time.Second, func() bool { return runtime.NumGoroutine() <= baseG }) {
+	if !evchantest.Poll(10*time.Second, func() bool { return runtime.NumGoroutine() <= baseG }) {
 		t.Errorf("%d goroutines after the churn, %d before", runtime.NumGoroutine(), baseG)
 	}
-	if !relWaitFor(10*time.Second, func() bool { return openFDs(t) <= baseFD }) {
+	if !evchantest.Poll(10*time.Second, func() bool { return openFDs(t) <= baseFD }) {
 		t.Errorf("%d file descriptors open after the churn, %d before", openFDs(t), baseFD)
 	}
 	c := p.Pair.B.Counters()
