@@ -19,8 +19,8 @@ import (
 	"github.com/zcnet/zcnet/evchan"
 	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack"
+	"github.com/zcnet/zcnet/stack/link/pair"
 	"github.com/zcnet/zcnet/stack/stacktest"
-	"github.com/zcnet/zcnet/tap"
 )
 
 // gateMode is what an ackGate does with the IPv4 packets for its stack.
@@ -36,7 +36,7 @@ const (
 // that can hold back, or drop, what the peer sends A — its ACKs — while
 // letting ARP through.
 type ackGate struct {
-	*tap.PairEndpoint
+	*pair.Endpoint
 
 	mu   sync.Mutex
 	d    gstack.NetworkDispatcher // +checklocks:mu
@@ -53,10 +53,10 @@ func (g *ackGate) Attach(d gstack.NetworkDispatcher) {
 	g.d = d
 	g.mu.Unlock()
 	if d == nil {
-		g.PairEndpoint.Attach(nil)
+		g.Endpoint.Attach(nil)
 		return
 	}
-	g.PairEndpoint.Attach(g)
+	g.Endpoint.Attach(g)
 }
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher.
@@ -158,8 +158,8 @@ func newAckPair(t *testing.T) *ackPair {
 	ap := apitest.NewPair(t, apitest.PairConfig{
 		Stacks: stacktest.Config{
 			Stack: stack.Options{TCPAckEvents: true},
-			WrapA: func(l *tap.PairEndpoint) gstack.LinkEndpoint {
-				p.gate = &ackGate{PairEndpoint: l, holding: make(chan struct{}, 1)}
+			WrapA: func(l *pair.Endpoint) gstack.LinkEndpoint {
+				p.gate = &ackGate{Endpoint: l, holding: make(chan struct{}, 1)}
 				return p.gate
 			},
 		},

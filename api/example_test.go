@@ -13,15 +13,15 @@ import (
 	"github.com/zcnet/zcnet/evchan"
 	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack"
-	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/stack/link/pair"
 )
 
 // exampleStacks builds two stacks joined in-process, 192.0.2.1 and
 // 192.0.2.2, each with the socket API over its own pool.
 func exampleStacks() (client, server *api.Stack, done func()) {
-	la, lb, _ := tap.NewPair(tap.PairConfig{})
+	la, lb, _ := pair.New(pair.Config{})
 	var closers []func()
-	mk := func(link *tap.PairEndpoint, addr string) *api.Stack {
+	mk := func(link *pair.Endpoint, addr string) *api.Stack {
 		st, _ := stack.New(stack.Options{})
 		st.AddNIC(link, stack.NICConfig{Addrs: []netip.Prefix{netip.MustParsePrefix(addr)}})
 		pool, _ := dmapool.New(dmapool.Config{Size: 16 << 20, Pin: dmapool.PinPrefer, Logger: slog.New(slog.DiscardHandler)})

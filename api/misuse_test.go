@@ -16,8 +16,8 @@ import (
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
 	"github.com/zcnet/zcnet/stack"
+	"github.com/zcnet/zcnet/stack/link/pair"
 	"github.com/zcnet/zcnet/stack/stacktest"
-	"github.com/zcnet/zcnet/tap"
 )
 
 // TestNewNeedsPool: New without Options.Pool fails at once, saying what to
@@ -71,11 +71,11 @@ func TestFilesOnlyRefusesSockets(t *testing.T) {
 // operations complete, and no goroutine (workers, stack, links) is left.
 func TestStackCloseClosesAPI(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	la, lb, err := tap.NewPair(tap.PairConfig{})
+	la, lb, err := pair.New(pair.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mk := func(link *tap.PairEndpoint, addr string) (*stack.Stack, *api.Stack, *dmapool.Pool) {
+	mk := func(link *pair.Endpoint, addr string) (*stack.Stack, *api.Stack, *dmapool.Pool) {
 		st, err := stack.New(stack.Options{})
 		if err != nil {
 			t.Fatal(err)

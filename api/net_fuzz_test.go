@@ -12,7 +12,7 @@ import (
 
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/stack"
-	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/stack/link/pair"
 )
 
 // Fuzz targets for the address strings the net-shaped adapters take from
@@ -105,7 +105,7 @@ func FuzzNetDial(f *testing.F) {
 	f.Cleanup(func() { st.Close() })
 	// The other end of the pair is never attached: what the stack sends
 	// waits in its bounded queue, and nothing ever answers.
-	link, _, err := tap.NewPair(tap.PairConfig{QueueLen: 64})
+	link, _, err := pair.New(pair.Config{QueueLen: 64})
 	if err != nil {
 		f.Fatal(err)
 	}

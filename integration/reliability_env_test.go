@@ -27,8 +27,8 @@ import (
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/integration/nstest"
 	"github.com/zcnet/zcnet/stack"
+	"github.com/zcnet/zcnet/stack/link/impair"
 	"github.com/zcnet/zcnet/tap"
-	"github.com/zcnet/zcnet/tap/impair"
 )
 
 // Shared fixture of the reliability tests (issue 9): a zcnet stack in this

@@ -16,8 +16,8 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/evchan/evchantest"
+	"github.com/zcnet/zcnet/stack/link/impair"
 	"github.com/zcnet/zcnet/tap"
-	"github.com/zcnet/zcnet/tap/impair"
 )
 
 // TestReliabilityTAPImpairedOffloadOff is, with its twin for offloads on,

@@ -19,8 +19,8 @@ import (
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack"
-	"github.com/zcnet/zcnet/tap/ring"
-	"github.com/zcnet/zcnet/tap/ring/ringtest"
+	"github.com/zcnet/zcnet/stack/link/ring"
+	"github.com/zcnet/zcnet/stack/link/ring/ringtest"
 )
 
 // A misbehaving ring peer (issue 9): the stack under test serves on the

@@ -45,7 +45,7 @@ func TestServeXDP(t *testing.T) {
 	kns.MustRun("ip", "addr", "add", peer4+"/24", "dev", kdev)
 	kns.MustRun("ip", "-6", "addr", "add", peer6+"/64", "dev", kdev, "nodad")
 	// Complete checksums from the kernel peer, as from a wire (package
-	// tap/xdp's doc says why).
+	// stack/link/xdp's doc says why).
 	kns.MustRun("ethtool", "-K", kdev, "tx", "off")
 	kns.MustRun("ip", "link", "set", kdev, "up")
 

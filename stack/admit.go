@@ -6,19 +6,10 @@ import (
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
-	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/stack/link"
 )
 
-// connLookuper is implemented by links that budget the TCP segments
-// without payload that they hand to listening sockets (tap.Link): the
-// stack tells them where a segment would go, so that floods at a listener
-// are bounded and established connections are never charged.
-type connLookuper interface {
-	SetConnLookup(tap.ConnLookup)
-	SetSYNPressure(tap.SYNPressure)
-}
-
-// synPressure is the tap.SYNPressure of the stack's links: SYN cookies are
+// synPressure is the link.SYNPressure of the stack's links: SYN cookies are
 // on for every listener while any link refuses SYNs over its budget, so
 // that a listener answers each SYN it gets without creating a half-open
 // connection, and so serves more of them (new connections then go without
@@ -39,13 +30,13 @@ func (st *Stack) synPressure(on bool) {
 	st.log.Info("SYN flood: links refuse SYNs over their budget; SYN cookies for every listener", "on", on)
 }
 
-// connLookup returns the tap.ConnLookup of NIC nic: a demuxer lookup, as
+// connLookup returns the link.ConnLookup of NIC nic: a demuxer lookup, as
 // gVisor would do it on delivery, of the frame's TCP 4-tuple.
-func (st *Stack) connLookup(nic tcpip.NICID) tap.ConnLookup {
-	return func(frame []byte) tap.ConnKind {
+func (st *Stack) connLookup(nic tcpip.NICID) link.ConnLookup {
+	return func(frame []byte) link.ConnKind {
 		netProto, id, ok := tcpID(frame)
 		if !ok {
-			return tap.ConnNone
+			return link.ConnNone
 		}
 		ep := st.s.FindTransportEndpoint(netProto, tcp.ProtocolNumber, id, nic)
 		if ep == nil && netProto == header.IPv4ProtocolNumber {
@@ -59,21 +50,21 @@ func (st *Stack) connLookup(nic tcpip.NICID) tap.ConnLookup {
 // connected reports whether the TCP segment in frame belongs to a
 // connection of its own (not a listener, not a closed port).
 func (st *Stack) connected(frame []byte) bool {
-	return st.connLookup(0)(frame) == tap.ConnEstablished
+	return st.connLookup(0)(frame) == link.ConnEstablished
 }
 
 // connKind says whether ep, found for a TCP segment, queues it on a
 // listener.
-func connKind(ep gstack.TransportEndpoint) tap.ConnKind {
+func connKind(ep gstack.TransportEndpoint) link.ConnKind {
 	switch e := ep.(type) {
 	case nil:
-		return tap.ConnNone
+		return link.ConnNone
 	case *tcp.Endpoint:
 		if e.EndpointState() == tcp.StateListen {
-			return tap.ConnListener
+			return link.ConnListener
 		}
 	}
-	return tap.ConnEstablished
+	return link.ConnEstablished
 }
 
 // tcpID parses the TCP 4-tuple of an Ethernet frame, as seen from the

@@ -11,7 +11,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 
-	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/stack/link"
+	"github.com/zcnet/zcnet/stack/link/pair"
 )
 
 // tcpFrame builds an Ethernet frame holding a TCP header from src:sport to
@@ -46,7 +47,7 @@ func TestConnLookup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	a, b, err := tap.NewPair(tap.PairConfig{})
+	a, b, err := pair.New(pair.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,15 +72,15 @@ func TestConnLookup(t *testing.T) {
 	for _, c := range []struct {
 		name  string
 		frame []byte
-		want  tap.ConnKind
+		want  link.ConnKind
 	}{
-		{"v4 listener", tcpFrame(p4, s4, 40000, 7), tap.ConnListener},
-		{"v4 closed port", tcpFrame(p4, s4, 40000, 8), tap.ConnNone},
-		{"v6 listener", tcpFrame(p6, s6, 40000, 9), tap.ConnListener},
-		{"v4 to a dual-stack listener", tcpFrame(p4, s4, 40000, 9), tap.ConnListener},
-		{"v6 closed port", tcpFrame(p6, s6, 40000, 7), tap.ConnNone},
-		{"truncated", tcpFrame(p4, s4, 40000, 7)[:30], tap.ConnNone},
-		{"not IP", make([]byte, 60), tap.ConnNone},
+		{"v4 listener", tcpFrame(p4, s4, 40000, 7), link.ConnListener},
+		{"v4 closed port", tcpFrame(p4, s4, 40000, 8), link.ConnNone},
+		{"v6 listener", tcpFrame(p6, s6, 40000, 9), link.ConnListener},
+		{"v4 to a dual-stack listener", tcpFrame(p4, s4, 40000, 9), link.ConnListener},
+		{"v6 closed port", tcpFrame(p6, s6, 40000, 7), link.ConnNone},
+		{"truncated", tcpFrame(p4, s4, 40000, 7)[:30], link.ConnNone},
+		{"not IP", make([]byte, 60), link.ConnNone},
 	} {
 		if got := lookup(c.frame); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)

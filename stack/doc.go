@@ -7,9 +7,13 @@
 // and UDP; AddNIC attaches any gVisor link endpoint (a TAP link, the
 // in-process pair, a ring); Close stops every goroutine the stack and its
 // links started, after closing the layers built on it that registered with
-// OnClose (package api's socket API does). It does not own sockets: package
-// api builds the socket interfaces on top of a Stack, and package tap owns
-// the links.
+// OnClose (package api's socket API does). A link that takes the stack's
+// hooks (link.PayloadHooker for zero-copy receive, link.Admitter for the
+// admission of segments at listeners) is given them by AddNIC. It does not
+// own sockets: package api builds the socket interfaces on top of a Stack.
+// Nor does it own links: their contract is package stack/link, the only
+// link package this one imports, and the links are its subpackages and
+// package tap.
 //
 // Addresses cross this package's API as net/netip values; the gVisor types
 // stay behind Netstack, the escape hatch for packages (and users) that need

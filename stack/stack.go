@@ -253,13 +253,7 @@ func (st *Stack) AddNIC(link gstack.LinkEndpoint, cfg NICConfig) (NICID, error) 
 	st.links[id] = link
 	st.names[id] = cfg.Name
 	st.mu.Unlock()
-	if h, ok := link.(payloadHooker); ok {
-		h.SetPayloadHook(st.zc.hook)
-	}
-	if h, ok := link.(connLookuper); ok {
-		h.SetConnLookup(st.connLookup(id))
-		h.SetSYNPressure(st.synPressure)
-	}
+	st.hookLink(id, link)
 	for _, p := range cfg.Addrs {
 		if err := st.AddAddress(id, p); err != nil {
 			st.RemoveNIC(id)

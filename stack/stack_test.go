@@ -10,7 +10,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
 	"github.com/zcnet/zcnet/stack"
-	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/stack/link/pair"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -36,7 +36,7 @@ func TestNICAddressesRoutesAndClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b, err := tap.NewPair(tap.PairConfig{})
+	a, b, err := pair.New(pair.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestNICAddressesRoutesAndClose(t *testing.T) {
 		t.Errorf("unspecified address accepted: %v", err)
 	}
 	ns := st.NICStats()
-	if len(ns) != 1 || ns[0].Name != "wire0" || len(ns[0].Addrs) != 2 || ns[0].MTU != tap.DefaultPairMTU {
+	if len(ns) != 1 || ns[0].Name != "wire0" || len(ns[0].Addrs) != 2 || ns[0].MTU != pair.DefaultMTU {
 		t.Fatalf("NICStats = %+v", ns)
 	}
 	if c := st.Counters(); len(c) < 50 {

@@ -11,22 +11,23 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/seqnum"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/stack/link"
 )
 
 // Zero-copy receive plumbing.
 //
 // gVisor's TCP and UDP endpoints hand Read's writer slices of the very
 // memory their received packets live in. A link that splits headers from
-// payload (tap.SplitPayload) leaves that memory in the view the link
+// payload (link.SplitPayload) leaves that memory in the view the link
 // received into, so the stack can turn those slices into references the
 // application owns, without copying:
 //
 //  1. A socket that wants zero-copy receive registers a Flow for its
 //     addresses (RegisterFlow) before any data can arrive for it.
 //  2. Every link of the stack calls the registry's hook with each received
-//     payload view (tap.PayloadHook). The hook finds the flow the packet
+//     payload view (link.PayloadHook). The hook finds the flow the packet
 //     belongs to — a map lookup, skipped at once for ports no flow uses —
 //     and keeps a shadow: a clone of the view (the same memory, kept alive
 //     and unchanged), its address range and, for TCP, the sequence number
@@ -155,7 +156,7 @@ func normAP(ap netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
 }
 
-// hook is the tap.PayloadHook every link of the stack calls.
+// hook is the link.PayloadHook every link of the stack calls.
 func (r *registry) hook(hdr []byte, payload *buffer.View, off int) {
 	key, seq, ok := parseFlow(hdr)
 	if !ok || r.ports[key.local.Port()].Load() == 0 {
@@ -197,7 +198,7 @@ func (r *registry) lookup(k flowKey) *Flow {
 
 // parseFlow reads the receiving side's flow key and the TCP sequence number
 // from a frame's headers, which the link has already bounds-checked
-// (tap.HeaderLen).
+// (link.HeaderLen).
 func parseFlow(hdr []byte) (flowKey, seqnum.Value, bool) {
 	if len(hdr) < header.EthernetMinimumSize {
 		return flowKey{}, 0, false
@@ -479,8 +480,16 @@ func (st *Stack) ZeroCopyStats() ZeroCopyStats {
 	return ZeroCopyStats{Flows: n, Shadowed: st.zc.shadowed.Load(), Evicted: st.zc.evicted.Load(), UnmatchedFrames: st.zc.unmatchedFrames.Load(), NotKept: st.zc.notKept.Load()}
 }
 
-// payloadHooker is implemented by zcnet's links (tap.Link, tap.PairEndpoint,
-// the ring) so the stack can see received payloads.
-type payloadHooker interface {
-	SetPayloadHook(tap.PayloadHook)
+// hookLink gives ep, the link of NIC nic, the hooks it takes: the payload
+// hook of zero-copy receive (link.PayloadHooker) and the connection lookup
+// and SYN pressure of admission (link.Admitter). A link that takes neither
+// works, but the stack copies every byte it receives.
+func (st *Stack) hookLink(nic tcpip.NICID, ep gstack.LinkEndpoint) {
+	if h, ok := ep.(link.PayloadHooker); ok {
+		h.SetPayloadHook(st.zc.hook)
+	}
+	if h, ok := ep.(link.Admitter); ok {
+		h.SetConnLookup(st.connLookup(nic))
+		h.SetSYNPressure(st.synPressure)
+	}
 }

@@ -15,7 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/zcnet/zcnet/evchan/evchantest"
-	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/stack/link/pair"
 )
 
 // Fuzz targets for the zero-copy plumbing's view of outside input: the
@@ -159,8 +159,8 @@ func FuzzParseFlow(f *testing.F) {
 // so that a test can write any frame into it.
 type fuzzStack struct {
 	st      *Stack
-	in      *tap.PairEndpoint // write frames here
-	rx      *tap.PairEndpoint // the stack's end
+	in      *pair.Endpoint    // write frames here
+	rx      *pair.Endpoint    // the stack's end
 	mac     tcpip.LinkAddress // the stack's MAC
 	udp     tcpip.Endpoint
 	udpFlow *Flow
@@ -169,7 +169,7 @@ type fuzzStack struct {
 
 func newFuzzStack(tb testing.TB) *fuzzStack {
 	tb.Helper()
-	in, rx, err := tap.NewPair(tap.PairConfig{})
+	in, rx, err := pair.New(pair.Config{})
 	if err != nil {
 		tb.Fatal(err)
 	}

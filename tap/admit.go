@@ -7,6 +7,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/zcnet/zcnet/stack/link"
 )
 
 // Admission of TCP segments without payload.
@@ -71,36 +73,11 @@ const (
 	admitRefusedSlots = 4096
 )
 
-// ConnKind is where the stack would deliver a TCP segment.
-type ConnKind uint8
-
-const (
-	// ConnNone: no endpoint; the stack answers (a RST) during delivery.
-	ConnNone ConnKind = iota
-	// ConnListener: a listening socket, whose processor queues it.
-	ConnListener
-	// ConnEstablished: a connection's own endpoint.
-	ConnEstablished
-)
-
-// ConnLookup tells the link where the stack would deliver the TCP segment
-// in frame (an Ethernet frame whose IP and TCP headers are complete and
-// checked). It is valid only during the call and must not be kept. It runs
-// on the link's reader goroutines, concurrently when the link has several
-// queues, once for each received TCP frame without payload.
-type ConnLookup func(frame []byte) ConnKind
-
-// SYNPressure is told when a link starts refusing SYNs for listeners over
-// its budget (true) and when, after that, its unpaid SYNs fall below a
-// quarter of the budget again (false). It runs on a reader goroutine, once
-// per change.
-type SYNPressure func(on bool)
-
 // SetSYNPressure installs fn (nil removes it); package stack installs one
 // that turns SYN cookies on for every listener while any link is under
 // pressure, which makes a listener's answer to a SYN cheap (no half-open
 // connection) so it serves more of them.
-func (l *Link) SetSYNPressure(fn SYNPressure) {
+func (l *Link) SetSYNPressure(fn link.SYNPressure) {
 	if fn == nil {
 		l.adm.pressure.Store(nil)
 		return
@@ -110,7 +87,7 @@ func (l *Link) SetSYNPressure(fn SYNPressure) {
 
 // SetConnLookup installs fn (nil removes it); package stack installs one
 // for each NIC it adds. See the admission rules above.
-func (l *Link) SetConnLookup(fn ConnLookup) {
+func (l *Link) SetConnLookup(fn link.ConnLookup) {
 	if fn == nil {
 		l.adm.lookup.Store(nil)
 		return
@@ -122,9 +99,9 @@ func (l *Link) SetConnLookup(fn ConnLookup) {
 // listeners, shared by its queues (the stack's answers, which pay the
 // budget back, leave on any queue).
 type admission struct {
-	lookup atomic.Pointer[ConnLookup]
+	lookup atomic.Pointer[link.ConnLookup]
 	// pressure and underPressure: see SYNPressure.
-	pressure      atomic.Pointer[SYNPressure]
+	pressure      atomic.Pointer[link.SYNPressure]
 	underPressure atomic.Bool
 	syn           admitClass
 	// charged marks the local ports the link has charged control
@@ -331,7 +308,7 @@ func (q *queue) admitControl(head []byte, n int) bool {
 		// receive view) and answers a stray one with a RST. Charged to
 		// the control class; delivered as usual when admitted.
 		lookup := a.lookup.Load()
-		if lookup == nil || (*lookup)(head[:n]) != ConnListener {
+		if lookup == nil || (*lookup)(head[:n]) != link.ConnListener {
 			return false
 		}
 		a.markCharged(header.TCP(head[l4off:]).DestinationPort())
@@ -344,7 +321,7 @@ func (q *queue) admitControl(head []byte, n int) bool {
 	var class *admitClass
 	syn := flags&(header.TCPFlagSyn|header.TCPFlagAck) == header.TCPFlagSyn
 	if lookup := a.lookup.Load(); lookup != nil {
-		if (*lookup)(head[:n]) == ConnListener {
+		if (*lookup)(head[:n]) == link.ConnListener {
 			class = &a.ctl
 			if syn {
 				class = &a.syn

@@ -12,6 +12,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/zcnet/zcnet/stack/link"
 )
 
 // holdingDispatcher keeps nothing and answers nothing: a stack whose
@@ -96,12 +98,7 @@ func TestAdmissionPaidBackByAnswers(t *testing.T) {
 	link.adm.noLeak = true
 	d := &holdingDispatcher{}
 	established := atomic.Bool{}
-	link.SetConnLookup(func(frame []byte) ConnKind {
-		if established.Load() {
-			return ConnEstablished
-		}
-		return ConnListener
-	})
+	link.SetConnLookup(lookupBy(&established))
 	var pmu sync.Mutex
 	var pressure []bool // reported on the reader goroutine
 	link.SetSYNPressure(func(on bool) {
@@ -229,4 +226,15 @@ func TestAdmissionPaidBackByAnswers(t *testing.T) {
 	}
 	link.Attach(nil)
 	link.Wait()
+}
+
+// lookupBy is a stack's ConnLookup that places every segment on an
+// established connection while est is set, on a listener otherwise.
+func lookupBy(est *atomic.Bool) link.ConnLookup {
+	return func([]byte) link.ConnKind {
+		if est.Load() {
+			return link.ConnEstablished
+		}
+		return link.ConnListener
+	}
 }

@@ -17,8 +17,8 @@ var (
 	// TAP devices need CAP_NET_ADMIN (or a persistent device owned by the
 	// caller).
 	ErrPermission = errors.New("tap: permission denied: creating a TAP device needs CAP_NET_ADMIN")
-	// ErrInvalidConfig (declared with the pair link) is also returned
-	// for a Config field out of range.
+	// ErrInvalidConfig: a Config field is out of range.
+	ErrInvalidConfig = errors.New("tap: invalid configuration")
 	// ErrUnsupported: TAP links need Linux.
 	ErrUnsupported = errors.New("tap: TAP links need Linux")
 	// ErrQueues: the existing device cannot take the queues asked for

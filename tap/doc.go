@@ -1,22 +1,24 @@
-// Package tap provides zcnet's links: the gVisor stack.LinkEndpoints that
-// carry Ethernet frames between the stack and the outside world.
+// Package tap is zcnet's link over a Linux TAP device: Link, a gVisor
+// stack.LinkEndpoint that carries Ethernet frames between the stack and
+// the kernel through /dev/net/tun (link.go, rx.go, tx.go, vnet.go,
+// tun_linux.go). It speaks the virtio-net header with the kernel's
+// checksum and segmentation offloads, splits headers from payload on
+// receive, reads in batches per wake-up, and serves several queues in
+// parallel (as many as the device allows, matched to how it was made:
+// Config.Queues, Link.Info).
 //
-// It owns three links, each a stack.LinkEndpoint with compile-time checks:
+// It owns the device, its queues and reader goroutines, the offload and
+// checksum handling (vnet.go), the fragment checker (frag.go), the
+// admission budget for TCP segments at listeners (admit.go), the
+// copy-break for small frames and the delivery hand-off (rx.go,
+// rx_handoff.go), and the ACK hold on transmit (tx_ackhold.go).
 //
-//   - Link, over a Linux TAP device (this file's neighbours link.go, rx.go,
-//     tx.go, vnet.go, tun_linux.go): the virtio-net header with the kernel's
-//     checksum and segmentation offloads, a software header split on
-//     receive, reads batched per wake-up, and several queues served in
-//     parallel (as many as the device allows, matched to how it was made:
-//     Config.Queues, Link.Info);
-//   - PairEndpoint, an in-process wire between two stacks (pair.go), for
-//     tests, demos and benchmarks without privileges;
-//   - the shared-memory ring to another process (later).
-//
-// It does not know about sockets: the socket layer (package stack and api)
-// sits on top and reaches the link only through gVisor's interfaces and the
-// payload hook (Link.SetPayloadHook), which lets it recognise received
-// payload views for zero-copy receive.
+// It does not own the link contract: the payload hook, the connection
+// lookup and SYN pressure it takes from the stack, the header split and
+// the Ethernet framing are package stack/link's, shared with the other
+// links (stack/link/pair, ring, xdp; the impair and pcap wrappers). It
+// does not know about sockets: the socket layer (packages stack and api)
+// reaches the link only through gVisor's interfaces and those hooks.
 //
 // # Copies
 //
@@ -24,7 +26,7 @@
 // gVisor's pools; GSO super-frames of up to 64 KiB arrive whole, so the
 // copy and the stack's per-packet work happen once per 64 KiB, not per MSS.
 // The link then copies only the Ethernet, IP and TCP/UDP headers into a view
-// of their own (the header split, see split.go), so the payload view is
+// of their own (the header split, link.SplitPayload), so the payload view is
 // never copied on write by the stack (Stats.RxCopiedBytes counts the header
 // bytes). Frames of at most 256 bytes (ACKs, small datagrams) are copied
 // out whole instead, split the same way, so the MTU-sized receive view
@@ -57,9 +59,9 @@
 //
 // water opens TUN/TAP devices portably, but on Linux it cannot set
 // IFF_VNET_HDR, TUNSETVNETHDRSZ or TUNSETOFFLOAD, and it hides the
-// descriptor behind an io.ReadWriteCloser, so neither the offloads (the
-// source of a 4–25× throughput gain here) nor readv into the stack's own
-// buffers are possible. The few ioctls needed are in tun_linux.go.
+// descriptor behind an io.ReadWriteCloser, so neither the offloads (where
+// most of this link's throughput comes from) nor readv into the stack's
+// own buffers are possible. The few ioctls needed are in tun_linux.go.
 //
 // # Shutting down
 //

@@ -14,12 +14,17 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/zcnet/zcnet/stack/link"
 )
 
 // Compile-time checks.
 var (
 	_ stack.LinkEndpoint = (*Link)(nil)
 	_ stack.GSOEndpoint  = (*Link)(nil)
+	_ link.PayloadHooker = (*Link)(nil)
+	_ link.Admitter      = (*Link)(nil)
+	_ link.Counted       = (*Link)(nil)
 )
 
 // Link is a stack.LinkEndpoint over the queues of a TAP device (or over any
@@ -52,7 +57,7 @@ type Link struct {
 
 	mtu      atomic.Uint32
 	mac      atomic.Pointer[tcpip.LinkAddress]
-	hook     atomic.Pointer[PayloadHook]
+	hook     atomic.Pointer[link.PayloadHook]
 	adm      admission // budget for payload-less TCP at listeners (admit.go)
 	dispatch atomic.Pointer[dispatcherBox]
 	// stopping asks the readers to return; set when they are stopped,
@@ -230,7 +235,7 @@ func (l *Link) Stats() Stats {
 // view (see PayloadHook). A frame whose payload spans both receive views
 // yields two calls, and a USO super-frame one call per datagram view. fn
 // runs on the reader goroutines, concurrently when there are several queues.
-func (l *Link) SetPayloadHook(fn PayloadHook) {
+func (l *Link) SetPayloadHook(fn link.PayloadHook) {
 	if fn == nil {
 		l.hook.Store(nil)
 		return
@@ -296,10 +301,10 @@ func (l *Link) SupportedGSO() stack.SupportedGSO {
 func (l *Link) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
 
 // AddHeader implements stack.LinkEndpoint.AddHeader.
-func (l *Link) AddHeader(pkt *stack.PacketBuffer) { AddEthernetHeader(pkt, l.LinkAddress()) }
+func (l *Link) AddHeader(pkt *stack.PacketBuffer) { link.AddEthernetHeader(pkt, l.LinkAddress()) }
 
 // ParseHeader implements stack.LinkEndpoint.ParseHeader.
-func (*Link) ParseHeader(pkt *stack.PacketBuffer) bool { return ParseEthernetHeader(pkt) }
+func (*Link) ParseHeader(pkt *stack.PacketBuffer) bool { return link.ParseEthernetHeader(pkt) }
 
 // Attach implements stack.LinkEndpoint.Attach. A dispatcher starts the
 // readers (after any earlier ones have returned); nil stops delivery at once

@@ -10,6 +10,8 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/zcnet/zcnet/stack/link"
 )
 
 // Receive path, one reader goroutine per queue. In the order a frame meets
@@ -269,8 +271,8 @@ func (q *queue) handleFrame(n int) {
 // gVisor's chunk pool before every read) to hold a few dozen bytes; copying
 // those bytes into views of their size costs less, and the head view stays
 // with the reader for the next read. The bound equals the header split's,
-// so a frame's copied bytes never exceed maxSplitHeader either way.
-const copyBreak = maxSplitHeader
+// so a frame's copied bytes never exceed MaxSplitHeader either way.
+const copyBreak = link.MaxSplitHeader
 
 // deliverCopied delivers a frame of at most copyBreak bytes, read into the
 // head view, by copying it: the headers into one small view and the payload
@@ -355,7 +357,7 @@ func (q *queue) splitHeaders(headV, tailV *buffer.View, split int) buffer.Buffer
 	if didSplit {
 		hdr = headV.AsSlice()[:split]
 	}
-	buf := SplitPayload(headV, split)
+	buf := link.SplitPayload(headV, split)
 	if didSplit {
 		q.c.rxCopied.Add(uint64(split))
 		if hook := q.link.hook.Load(); hook != nil {
@@ -410,7 +412,7 @@ func (q *queue) deliverUSO(d stack.NetworkDispatcher, hdr *vnetHdr, headV, tailV
 		frameLen += tailV.Size()
 	}
 	gsoSize := int(hdr.gsoSize)
-	if hlen >= headV.Size() || hlen > maxSplitHeader || header.UDP(headV.AsSlice()[l4:]).Length() < header.UDPMinimumSize {
+	if hlen >= headV.Size() || hlen > link.MaxSplitHeader || header.UDP(headV.AsSlice()[l4:]).Length() < header.UDPMinimumSize {
 		q.c.dropVnet.Add(1)
 		headV.Release()
 		if tailV != nil {

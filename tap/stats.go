@@ -1,6 +1,10 @@
 package tap
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/zcnet/zcnet/stack/link"
+)
 
 // Stats are a link's counters since Open. Frame and byte counts are of
 // Ethernet frames, without the virtio-net header.
@@ -147,4 +151,10 @@ func (c *counters) addTo(s *Stats) {
 	s.TxAcksHeld += c.txAcksHeld.Load()
 	s.TxAcksCoalesced += c.txAcksCoalesced.Load()
 	s.TxAcksTimedOut += c.txAcksTimedOut.Load()
+}
+
+// Totals implements link.Counted: the frame and byte totals of Stats.
+func (l *Link) Totals() link.Totals {
+	s := l.Stats()
+	return link.Totals{RxFrames: s.RxFrames, RxBytes: s.RxBytes, TxFrames: s.TxFrames, TxBytes: s.TxBytes}
 }

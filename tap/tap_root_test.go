@@ -16,6 +16,7 @@ import (
 
 	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/integration/nstest"
+	"github.com/zcnet/zcnet/stack/link"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -293,7 +294,7 @@ func testTAP(t *testing.T, mode OffloadMode, queues int) {
 	if st.RxDropBadCsum+st.RxDropBadVnetHdr+st.RxDropShort+st.RxReadErrors+st.TxErrors != 0 {
 		t.Errorf("drops or errors: %+v", st)
 	}
-	if st.RxCopiedBytes > st.RxFrames*maxSplitHeader {
+	if st.RxCopiedBytes > st.RxFrames*link.MaxSplitHeader {
 		t.Errorf("copied %d bytes on receive for %d frames: more than headers", st.RxCopiedBytes, st.RxFrames)
 	}
 	if mode == OffloadOn {

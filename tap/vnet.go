@@ -11,6 +11,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/zcnet/zcnet/stack/link"
 )
 
 // This file holds all of the virtio-net header and offload logic of the TAP
@@ -248,12 +250,12 @@ func rxSplitLen(h *vnetHdr, head []byte, frameLen int) int {
 		default:
 			return 0
 		}
-		if n >= frameLen || n >= len(head) || n > maxSplitHeader {
+		if n >= frameLen || n >= len(head) || n > link.MaxSplitHeader {
 			return 0
 		}
 		return n
 	}
-	return HeaderLen(head)
+	return link.HeaderLen(head)
 }
 
 // txVnetHdr computes the virtio-net header for an outbound packet (host GSO).

@@ -10,6 +10,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/zcnet/zcnet/stack/link"
 )
 
 func TestVnetHeaderLayout(t *testing.T) {
@@ -436,7 +438,7 @@ func FuzzVnetHeader(f *testing.F) {
 				t.Fatalf("encode(decode(b)) = % x, want % x", enc, b[:VnetHdrLen])
 			}
 			frame := b[VnetHdrLen:]
-			if n := rxSplitLen(&h, frame, len(frame)); n < 0 || (n > 0 && (n >= len(frame) || n > maxSplitHeader)) {
+			if n := rxSplitLen(&h, frame, len(frame)); n < 0 || (n > 0 && (n >= len(frame) || n > link.MaxSplitHeader)) {
 				t.Fatalf("rxSplitLen = %d for a %d-byte frame", n, len(frame))
 			}
 		}
@@ -452,7 +454,7 @@ func FuzzVnetHeader(f *testing.F) {
 		}
 		// Headers only: at most maxSplitHeader per delivered datagram.
 		dgrams := max(q.c.rxUSODatagrams.Load()-dgramsBefore, 1)
-		if c := q.c.rxCopied.Load() - copied; c > maxSplitHeader*dgrams {
+		if c := q.c.rxCopied.Load() - copied; c > link.MaxSplitHeader*dgrams {
 			t.Fatalf("copied %d bytes", c)
 		}
 	})

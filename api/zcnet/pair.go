@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/stack/link/pair"
 )
 
 // Default addresses of a pair's two nodes (RFC 5737 and RFC 3849
@@ -25,15 +25,15 @@ type PairConfig struct {
 	// PairAddrsB.
 	A, B Config
 	// Link configures the in-process wire (MTU, queue length, MACs).
-	Link tap.PairConfig
+	Link pair.Config
 }
 
-// NewPair makes two nodes joined by an in-process wire (tap.NewPair): A at
+// NewPair makes two nodes joined by an in-process wire (pair.New): A at
 // 192.0.2.1/24 and 2001:db8::1/64, B at 192.0.2.2/24 and 2001:db8::2/64,
 // unless cfg says otherwise. Nothing needs privileges. Close both; closing
 // either cuts the wire.
 func NewPair(cfg PairConfig) (a, b *Node, err error) {
-	la, lb, err := tap.NewPair(cfg.Link)
+	la, lb, err := pair.New(cfg.Link)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack"
-	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/stack/link/pair"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -158,7 +158,7 @@ func TestConfigErrors(t *testing.T) {
 		"bad addr": {Addrs: []netip.Prefix{{}}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			la, lb, err := tap.NewPair(tap.PairConfig{})
+			la, lb, err := pair.New(pair.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}

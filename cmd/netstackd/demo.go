@@ -29,7 +29,7 @@ import (
 const demoHelp = `Usage: netstackd demo [flags]
 
 Runs two zcnet stacks in two processes joined by a shared-memory ring (the
-vhost-style link of package tap/ring): the client in this process at
+vhost-style link of package stack/link/ring): the client in this process at
 192.0.2.1, on the ring's stack side, and the server at 192.0.2.2 in a child
 process (this program re-executed as "netstackd ring-peer"), where
 netstackd's echo, discard, perf and status services run. Frames cross in

@@ -14,7 +14,7 @@
 // Files, in the order a reader meets them: main.go (dispatch), serve.go and
 // config.go (the daemon and its settings), netflags.go (the link and stack
 // flags serve and the tools share), zcstack.go (building a stack), services.go,
-// metrics.go, pcap.go (observability), transport.go (the socket interfaces the
+// metrics.go (observability), transport.go (the socket interfaces the
 // tools run over), iperf3.go, perf_run.go, perf_server.go, perf_client.go,
 // perf_report.go, perf_cmd.go (perf), echo.go and hist.go (echo), demo.go.
 package main

@@ -269,8 +269,8 @@ func (c zcCollector) Collect(ch chan<- prometheus.Metric) {
 
 	// The capture.
 	if p := z.pcap; p != nil {
-		counter("zcnet_pcap_packets_total", "Packets written to the capture file.", p.records.Load())
-		counter("zcnet_pcap_lost_total", "Packets not captured (after a write error or close).", p.lost.Load())
+		counter("zcnet_pcap_packets_total", "Packets written to the capture file.", p.Records())
+		counter("zcnet_pcap_lost_total", "Packets not captured (after a write error or close).", p.Lost())
 	}
 }
 

@@ -24,7 +24,7 @@ const serveHelp = `Usage: netstackd serve -tap NAME -addr PREFIX [flags]
 
 Attaches a zcnet stack to the TAP device NAME (one the process creates is
 removed again on exit), or with -ring to a shared-memory ring whose peer
-process connects on the unix socket PATH (see package tap/ring: the frames
+process connects on the unix socket PATH (see package stack/link/ring: the frames
 live in memory both processes map; no privileges needed), and serves, on
 every address of the stack, the services -services names:
   echo     TCP and UDP port 7  (RFC 862), on zero-copy sockets
@@ -38,7 +38,7 @@ at a time; when it goes (closes or dies) the next may connect, each with a
 fresh shared segment. Another stack attaches as the peer with the hidden
 command "netstackd ring-peer -ring PATH -addr PREFIX" (the demo does).
 With -xdp the stack shares the existing interface DEV with the host
-through an AF_XDP socket on its queue 0 (package tap/xdp): frames for the
+through an AF_XDP socket on its queue 0 (package stack/link/xdp): frames for the
 stack's addresses come to it, all others still go to the host. It takes
 DEV's MAC address and MTU, and needs root and a kernel with AF_XDP and BPF.
 

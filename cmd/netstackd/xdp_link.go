@@ -7,11 +7,11 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/zcnet/zcnet/tap/xdp"
+	"github.com/zcnet/zcnet/stack/link/xdp"
 )
 
 // serve -xdp DEV: the stack on queue 0 of an existing network interface
-// through an AF_XDP socket (package tap/xdp), sharing the interface with
+// through an AF_XDP socket (package stack/link/xdp), sharing the interface with
 // the host. Everything -xdp adds to the daemon is in this file; serve.go
 // only calls it.
 

@@ -11,9 +11,11 @@ import (
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/stack"
+	"github.com/zcnet/zcnet/stack/link/pair"
+	"github.com/zcnet/zcnet/stack/link/pcap"
+	"github.com/zcnet/zcnet/stack/link/ring"
+	"github.com/zcnet/zcnet/stack/link/xdp"
 	"github.com/zcnet/zcnet/tap"
-	"github.com/zcnet/zcnet/tap/ring"
-	"github.com/zcnet/zcnet/tap/xdp"
 )
 
 // zcStack is one zcnet stack with everything it runs on: its link (a TAP
@@ -28,12 +30,12 @@ type zcStack struct {
 	pool    *dmapool.Pool
 	nic     stack.NICID
 	nicName string
-	tap     *tap.Link         // the TAP link, or nil
-	pair    *tap.PairEndpoint // the pair end, or nil
-	ring    *ring.Link        // the ring's stack side, or nil
-	peer    *ring.Peer        // the ring's peer side, or nil
-	xdp     *xdp.Link         // the AF_XDP link, or nil
-	pcap    *pcapWriter       // nil without -pcap
+	tap     *tap.Link      // the TAP link, or nil
+	pair    *pair.Endpoint // the pair end, or nil
+	ring    *ring.Link     // the ring's stack side, or nil
+	peer    *ring.Peer     // the ring's peer side, or nil
+	xdp     *xdp.Link      // the AF_XDP link, or nil
+	pcap    *pcap.Writer   // nil without -pcap
 	log     *slog.Logger
 }
 
@@ -132,7 +134,7 @@ var (
 // client at inprocClient, the server at inprocServer. A capture (-pcap)
 // records the client's side.
 func openPairStacks(s stackSetup, log *slog.Logger) (client, server *zcStack, err error) {
-	a, b, err := tap.NewPair(tap.PairConfig{MTU: uint32(s.tap.MTU)})
+	a, b, err := pair.New(pair.Config{MTU: uint32(s.tap.MTU)})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -169,10 +171,10 @@ func buildStack(s stackSetup, link gstack.LinkEndpoint, name string, log *slog.L
 		}
 	}()
 	if s.pcap != "" {
-		if z.pcap, err = createPcap(s.pcap, log); err != nil {
+		if z.pcap, err = pcap.Create(s.pcap, log); err != nil {
 			return z, err
 		}
-		if link, err = newPcapLink(link, z.pcap, s.snap); err != nil {
+		if link, err = pcap.New(link, z.pcap, s.snap); err != nil {
 			return z, err
 		}
 	}

@@ -66,7 +66,7 @@ var contenderDefs = []contenderDef{
 	},
 	{
 		key: keyXDP, title: "zcnet xdp",
-		about:   "zcnet stack on an AF_XDP link (tap/xdp) on one end of a veth pair between the client namespace and its own, the peer sending with checksum offload off (as from a wire); zero-copy sockets as zcnet zero-copy",
+		about:   "zcnet stack on an AF_XDP link (stack/link/xdp) on one end of a veth pair between the client namespace and its own, the peer sending with checksum offload off (as from a wire); zero-copy sockets as zcnet zero-copy",
 		figures: []string{figUDP, figRRPin, figRR, figUp1, figDown1},
 		start:   startXDP,
 	},

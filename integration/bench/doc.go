@@ -44,7 +44,7 @@
 //     TAP, served through api.Net's net.Conn and net.PacketConn adapters.
 //   - zcnet 2q: the zero-copy server on a 2-queue TAP; the 4-stream TCP
 //     figures only, for the multi-queue target.
-//   - zcnet xdp: the zero-copy server on an AF_XDP link (package tap/xdp)
+//   - zcnet xdp: the zero-copy server on an AF_XDP link (package stack/link/xdp)
 //     on queue 0 of one end of a veth pair whose other end is in the
 //     client namespace; the server's end is in a namespace of its own.
 //     The link takes the interface's MAC address, which the frames its

@@ -9,11 +9,11 @@ import (
 	"net/netip"
 
 	"github.com/zcnet/zcnet/stack"
-	"github.com/zcnet/zcnet/tap/xdp"
+	"github.com/zcnet/zcnet/stack/link/xdp"
 )
 
 // The AF_XDP contender's server setup: a zcnet stack on an AF_XDP link
-// (package tap/xdp) on queue 0 of the server end of a veth pair, run in
+// (package stack/link/xdp) on queue 0 of the server end of a veth pair, run in
 // the server process, which the bench started in the namespace holding
 // that end. The link takes the interface's MAC address (the frames its
 // program redirects are addressed to it) and MTU. The peer end in the

@@ -12,7 +12,7 @@ import (
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/zcnet/zcnet/stack"
-	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/stack/link/pair"
 )
 
 // Addresses of the two sides of a Pair (RFC 5737 and RFC 3849 documentation
@@ -24,21 +24,21 @@ var (
 	Addr6B = netip.MustParseAddr("2001:db8::2")
 )
 
-// Pair is two stacks joined by a tap.NewPair link.
+// Pair is two stacks joined by a pair.New link.
 type Pair struct {
 	A, B         *stack.Stack
-	LinkA, LinkB *tap.PairEndpoint
+	LinkA, LinkB *pair.Endpoint
 }
 
 // Config tunes NewPair; the zero value is the defaults.
 type Config struct {
-	Link  tap.PairConfig
+	Link  pair.Config
 	Stack stack.Options
 	// WrapA and WrapB, if set, put a link of the test's (a gate, an
 	// impairment, a recorder) between a side's end of the pair and its
 	// stack: the stack gets the link they return. Pair.LinkA and LinkB
 	// stay the pair's own ends.
-	WrapA, WrapB func(*tap.PairEndpoint) gstack.LinkEndpoint
+	WrapA, WrapB func(*pair.Endpoint) gstack.LinkEndpoint
 }
 
 // NewPair builds two stacks, A (192.0.2.1/24, 2001:db8::1/64) and B
@@ -46,7 +46,7 @@ type Config struct {
 // tb.Cleanup.
 func NewPair(tb testing.TB, cfg Config) *Pair {
 	tb.Helper()
-	la, lb, err := tap.NewPair(cfg.Link)
+	la, lb, err := pair.New(cfg.Link)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func NewPair(tb testing.TB, cfg Config) *Pair {
 	return p
 }
 
-func build(tb testing.TB, opts stack.Options, end *tap.PairEndpoint, wrap func(*tap.PairEndpoint) gstack.LinkEndpoint, a4, a6 netip.Addr) *stack.Stack {
+func build(tb testing.TB, opts stack.Options, end *pair.Endpoint, wrap func(*pair.Endpoint) gstack.LinkEndpoint, a4, a6 netip.Addr) *stack.Stack {
 	tb.Helper()
 	var link gstack.LinkEndpoint = end
 	if wrap != nil {

@@ -6,8 +6,8 @@ import (
 	"go.uber.org/goleak"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/zcnet/zcnet/stack/link/pair"
 	"github.com/zcnet/zcnet/stack/stacktest"
-	"github.com/zcnet/zcnet/tap"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -15,27 +15,27 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // wrapped records that the stack attached to it rather than to the pair's
 // end below it.
 type wrapped struct {
-	*tap.PairEndpoint
+	*pair.Endpoint
 	attached bool
 }
 
 func (w *wrapped) Attach(d gstack.NetworkDispatcher) {
 	w.attached = w.attached || d != nil
-	w.PairEndpoint.Attach(d)
+	w.Endpoint.Attach(d)
 }
 
 // TestWrap: the link WrapA returns is the one A's stack attaches to, the
 // pair's own end stays in LinkA, and B (not wrapped) is unaffected.
 func TestWrap(t *testing.T) {
 	var w *wrapped
-	p := stacktest.NewPair(t, stacktest.Config{WrapA: func(l *tap.PairEndpoint) gstack.LinkEndpoint {
-		w = &wrapped{PairEndpoint: l}
+	p := stacktest.NewPair(t, stacktest.Config{WrapA: func(l *pair.Endpoint) gstack.LinkEndpoint {
+		w = &wrapped{Endpoint: l}
 		return w
 	}})
 	if w == nil || !w.attached {
 		t.Fatalf("A's stack did not attach to the wrapping link (%v)", w)
 	}
-	if w.PairEndpoint != p.LinkA || !p.LinkB.IsAttached() {
-		t.Fatalf("LinkA %p (wrapped %p), B attached %v", p.LinkA, w.PairEndpoint, p.LinkB.IsAttached())
+	if w.Endpoint != p.LinkA || !p.LinkB.IsAttached() {
+		t.Fatalf("LinkA %p (wrapped %p), B attached %v", p.LinkA, w.Endpoint, p.LinkB.IsAttached())
 	}
 }

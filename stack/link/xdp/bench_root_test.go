@@ -38,7 +38,7 @@ import (
 // Contenders alternate within each of rounds rounds; medians are
 // reported. It needs root and skips without it:
 //
-//	go test -run '^$' -bench SideBySide -benchtime 1x ./tap/xdp/
+//	go test -run '^$' -bench SideBySide -benchtime 1x ./stack/link/xdp/
 func BenchmarkSideBySide(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		sideBySide(b)

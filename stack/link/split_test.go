@@ -1,4 +1,4 @@
-package tap
+package link
 
 import (
 	"testing"
@@ -105,7 +105,7 @@ func FuzzHeaderLen(f *testing.F) {
 	f.Add(splitTestFrame(f, true, header.UDPProtocolNumber, 0, 10))
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		n := HeaderLen(frame)
-		if n < 0 || n > maxSplitHeader || (n > 0 && n >= len(frame)) {
+		if n < 0 || n > MaxSplitHeader || (n > 0 && n >= len(frame)) {
 			t.Fatalf("HeaderLen = %d for a %d-byte frame", n, len(frame))
 		}
 		v := buffer.NewViewWithData(frame)

@@ -5,8 +5,9 @@
 // XDP_UMEM_REG), the four rings shared with the kernel (fill, RX, TX,
 // completion), the accounting of every UMEM frame, and the XDP program
 // that chooses which frames come to the socket. It does not own the pool
-// allocator (dmapool), the Ethernet framing and header split (package tap,
-// whose exported helpers it reuses), sockets (api) or the stack (stack).
+// allocator (dmapool), the Ethernet framing, header split and payload hook
+// (package stack/link, whose helpers it reuses), sockets (api) or the stack
+// (stack).
 //
 // # The program
 //
@@ -29,8 +30,8 @@
 // fill ring → kernel → RX ring → link → fill ring. The link copies each
 // received frame once, out of the UMEM into a gVisor view (gVisor's views
 // cannot wrap foreign memory; Stats.RxCopiedBytes), and splits its headers
-// from its payload as the TAP link does (tap.HeaderLen, tap.SplitPayload,
-// tap.PayloadHook). The other half is for transmit: a packet is copied
+// from its payload as the TAP link does (link.HeaderLen, link.SplitPayload,
+// link.PayloadHook). The other half is for transmit: a packet is copied
 // once into a free frame (Stats.TxCopiedBytes), put on the TX ring, and
 // comes back on the completion ring.
 //

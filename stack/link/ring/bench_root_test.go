@@ -24,7 +24,7 @@ import (
 // test binary, re-executed inside the namespace by ip netns exec). Needs
 // root; without it these sub-benchmarks skip and say why:
 //
-//	go test -run '^$' -bench . -benchtime 2s -count 3 ./tap/ring/
+//	go test -run '^$' -bench . -benchtime 2s -count 3 ./stack/link/ring/
 
 // tapModes maps the benchmark kinds to the TAP link's offload mode: "tap"
 // is the link as the ring compares to it, frame for frame (MTU 1500, no

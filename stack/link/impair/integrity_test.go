@@ -29,20 +29,20 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
-// The integrity proof of issue 9 over an in-process link: two gVisor stacks
+// The integrity proof over an in-process link: two gVisor stacks
 // joined by two channel links and a pair of pump goroutines (the wire),
-// every side wrapped in an impairment Endpoint with the issue's faults in
+// every side wrapped in an impairment Endpoint with the faults below in
 // both of its directions. A packet from one stack to the other therefore
 // crosses two impairment stages (the sender's outbound, the receiver's
 // inbound): about 4% loss, 2% duplication, 10% reordering and 0.2%
-// corruption end to end, twice what the issue asks.
+// corruption end to end, twice what each stage applies.
 //
 // TCP must deliver every byte, in order, unchanged (SHA-256). UDP datagrams
 // carry the SHA-256 of their own contents and must arrive intact or not at
 // all. Corruption must be caught by the stacks' checksums, which the links
 // let them verify (channel links advertise no checksum offload).
 
-var issueImpairments = Impairments{Loss: 0.02, Duplicate: 0.01, Reorder: 0.05, Corrupt: 0.001}
+var hostileImpairments = Impairments{Loss: 0.02, Duplicate: 0.01, Reorder: 0.05, Corrupt: 0.001}
 
 const (
 	wireMTU = 1500
@@ -95,7 +95,7 @@ func newSide(t *testing.T, seed uint64, a4, a6 tcpip.Address) *side {
 	// No LinkEPCapabilities: in particular no RX checksum offload, so the
 	// stack verifies every checksum it receives.
 	ch := channel.New(4096, wireMTU, "")
-	link, err := New(ch, Config{Seed: seed, Outbound: issueImpairments, Inbound: issueImpairments})
+	link, err := New(ch, Config{Seed: seed, Outbound: hostileImpairments, Inbound: hostileImpairments})
 	if err != nil {
 		t.Fatal(err)
 	}

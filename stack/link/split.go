@@ -1,4 +1,4 @@
-package tap
+package link
 
 import (
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -18,9 +18,9 @@ import (
 // dozen bytes and the payload chunk is never pulled up, so the receive buffer
 // can be handed to the application (see DESIGN.md, "Facts about gVisor").
 
-// maxSplitHeader bounds the headers we copy: Ethernet (14) + IPv6 with a few
+// MaxSplitHeader bounds the headers we copy: Ethernet (14) + IPv6 with a few
 // extension headers or IPv4 with options (60) + TCP with options (60).
-const maxSplitHeader = 256
+const MaxSplitHeader = 256
 
 // HeaderLen returns the number of bytes of Ethernet, IP and TCP or UDP headers
 // at the front of frame: the point where a header split puts the payload. It
@@ -75,7 +75,7 @@ func HeaderLen(frame []byte) int {
 		return 0
 	}
 	n := header.EthernetMinimumSize + l4off + l4len
-	if n >= len(frame) || n > maxSplitHeader {
+	if n >= len(frame) || n > MaxSplitHeader {
 		return 0
 	}
 	return n

@@ -12,6 +12,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/zcnet/zcnet/dmapool"
+	"github.com/zcnet/zcnet/stack/link"
 )
 
 // Peer is the other process's side of a ring link: it maps the stack side's
@@ -202,6 +203,8 @@ type PeerEndpoint struct{ *Peer }
 var (
 	_ stack.LinkEndpoint = (*PeerEndpoint)(nil)
 	_ stack.GSOEndpoint  = (*PeerEndpoint)(nil)
+	_ link.PayloadHooker = (*PeerEndpoint)(nil)
+	_ link.Counted       = (*PeerEndpoint)(nil)
 )
 
 // Attach implements stack.LinkEndpoint.Attach; the first non-nil dispatcher

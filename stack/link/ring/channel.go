@@ -388,13 +388,12 @@ func (c *channel) pending() bool {
 
 // spinFor is how long the receive loop polls an empty ring, yielding to
 // the process's other goroutines between polls, before it asks to be
-// kicked and sleeps. A kick wakes a side asleep in read(2), and on this
-// project's 2-vCPU VM that wake-up cost most of a round trip: with 64
-// polls (about 6 µs) before sleeping, a 1-byte TCP round trip took
-// 126–215 µs at 0.9 wake-ups each; polling for up to spinFor brings it to
-// 19–32 µs on a quiet machine, against 245–259 µs over a TAP pair
-// (go test -run '^$' -bench . -count 3 ./tap/ring/, as root). A side
-// with nothing to do burns at most spinFor of CPU before it sleeps.
+// kicked and sleeps. A kick wakes a side asleep in read(2), and on a
+// small VM that wake-up costs most of a short round trip, so a side that
+// polls a little longer than a peer takes to answer avoids it (the round
+// trip benchmarks beside this package measure it; the figures are in the
+// commit that set spinFor). A side with nothing to do burns at most
+// spinFor of CPU before it sleeps.
 const spinFor = 50 * time.Microsecond
 
 // txWaitRounds bounds how often a sender out of frames polls for returns.

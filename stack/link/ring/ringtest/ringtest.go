@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/evchan/evchantest"
-	"github.com/zcnet/zcnet/tap/ring"
+	"github.com/zcnet/zcnet/stack/link/ring"
 )
 
 // ErrNotCounted means the stack side did not count a fault in time.

@@ -211,6 +211,9 @@ func TestReceiveAndBadInput(t *testing.T) {
 	if st.RxCopiedBytes != st.RxBytes {
 		t.Fatalf("copies %d, bytes %d", st.RxCopiedBytes, st.RxBytes)
 	}
+	if tot := e.l.Totals(); tot.RxFrames != 2 || tot.RxBytes != st.RxBytes || tot.TxFrames < st.TxFrames || tot.TxBytes < st.TxBytes {
+		t.Fatalf("Totals %+v, Stats %+v", tot, st)
+	}
 	e.l.Close()
 	e.l.Wait()
 	st = e.l.Stats()

@@ -5,26 +5,26 @@ import (
 	"sync"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/zcnet/zcnet/stack/link"
 )
 
 // Endpoint is a link endpoint that impairs the traffic between a stack and
 // an inner link endpoint. Create it with New; it is safe for concurrent use.
 //
-// It is built on gVisor's nested.Endpoint, which guards the stack's
-// dispatcher and attaches the inner link to this endpoint, the way
-// gVisor's ethernet and sniffer links do. nested.Endpoint is held in a
-// field, not embedded, so the exported method set is exactly the link
-// endpoint and dispatcher interfaces plus Config, Stats and Inner (nested's
-// Init must not be callable on a live Endpoint).
+// It is built on link.Nested, which forwards every link-endpoint method
+// it does not override to the inner link, guards the stack's dispatcher
+// (gVisor's nested.Endpoint), and forwards the stack's zcnet hooks (the
+// payload hook of zero-copy receive, the connection lookup and SYN
+// pressure of admission) to the inner link, so impairing a link does not
+// make its receive copy. The inner link adds its Ethernet header before a
+// packet reaches WritePackets, so the outbound direction sees (and
+// corruption skips) the link header.
 type Endpoint struct {
-	// nest holds the inner link and the stack's dispatcher. Immutable
-	// after New (its own lock guards the dispatcher).
-	nest nested.Endpoint
-	// inner is the wrapped link. Immutable.
-	inner stack.LinkEndpoint
+	// Nested holds the inner link and the stack's dispatcher. Initialised
+	// by New (its own lock guards the dispatcher).
+	link.Nested
 	// cfg is the configuration, validated, defaults filled in. Immutable.
 	cfg Config
 	// out and in impair the two directions. Immutable pointers.
@@ -44,6 +44,8 @@ var (
 	_ stack.GSOEndpoint         = (*Endpoint)(nil)
 	_ stack.NetworkDispatcher   = (*Endpoint)(nil)
 	_ stack.NetworkLinkEndpoint = (*Endpoint)(nil)
+	_ link.PayloadHooker        = (*Endpoint)(nil)
+	_ link.Admitter             = (*Endpoint)(nil)
 )
 
 // New returns an Endpoint that impairs the traffic between its stack and
@@ -62,8 +64,8 @@ func New(inner stack.LinkEndpoint, cfg Config) (*Endpoint, error) {
 	if cfg.Inbound, err = cfg.Inbound.validate("Inbound"); err != nil {
 		return nil, err
 	}
-	e := &Endpoint{inner: inner, cfg: cfg}
-	e.nest.Init(inner, e)
+	e := &Endpoint{cfg: cfg}
+	e.Init(inner, e)
 	e.out = newPipe(cfg.Outbound, cfg.Seed, outboundStream, e.writeOut)
 	e.in = newPipe(cfg.Inbound, cfg.Seed, inboundStream, e.deliverIn)
 	return e, nil
@@ -71,9 +73,6 @@ func New(inner stack.LinkEndpoint, cfg Config) (*Endpoint, error) {
 
 // Config returns the configuration in effect, with defaults filled in.
 func (e *Endpoint) Config() Config { return e.cfg }
-
-// Inner returns the wrapped link endpoint.
-func (e *Endpoint) Inner() stack.LinkEndpoint { return e.inner }
 
 // Stats returns a snapshot of the counters. Counters of the two
 // directions, and of one direction, are read one by one while traffic may
@@ -95,7 +94,7 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	p := e.out
 	n := pkts.Len()
 	if p.pass {
-		w, err := e.inner.WritePackets(pkts)
+		w, err := e.Inner().WritePackets(pkts)
 		p.c.in.Add(uint64(n))
 		if w < n {
 			p.c.refused.Add(uint64(n - w))
@@ -115,7 +114,7 @@ func (e *Endpoint) writeOut(batch []entry) {
 	for i := range batch {
 		l.PushBack(batch[i].pkt)
 	}
-	w, _ := e.inner.WritePackets(l)
+	w, _ := e.Inner().WritePackets(l)
 	w = min(max(w, 0), len(batch))
 	e.out.c.passed.Add(uint64(w))
 	if w < len(batch) {
@@ -133,7 +132,7 @@ func (e *Endpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pk
 	p := e.in
 	if p.pass {
 		p.c.in.Add(1)
-		e.nest.DeliverNetworkPacket(protocol, pkt)
+		e.Nested.DeliverNetworkPacket(protocol, pkt)
 		return
 	}
 	one := [1]*stack.PacketBuffer{pkt}
@@ -144,16 +143,10 @@ func (e *Endpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pk
 // stack and releases the batch's references.
 func (e *Endpoint) deliverIn(batch []entry) {
 	for i := range batch {
-		e.nest.DeliverNetworkPacket(batch[i].proto, batch[i].pkt)
+		e.Nested.DeliverNetworkPacket(batch[i].proto, batch[i].pkt)
 		batch[i].pkt.DecRef()
 	}
 	e.in.c.passed.Add(uint64(len(batch)))
-}
-
-// DeliverLinkPacket implements stack.NetworkDispatcher. Link packets (the
-// copies packet sockets see) pass unimpaired.
-func (e *Endpoint) DeliverLinkPacket(protocol tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
-	e.nest.DeliverLinkPacket(protocol, pkt)
 }
 
 // Attach implements stack.LinkEndpoint.Attach. Attaching a dispatcher
@@ -169,7 +162,7 @@ func (e *Endpoint) Attach(dispatcher stack.NetworkDispatcher) {
 	if dispatcher == nil {
 		e.out.stop()
 		e.in.stop()
-		e.nest.Attach(nil)
+		e.Nested.Attach(nil)
 		return
 	}
 	e.mu.Lock()
@@ -178,11 +171,8 @@ func (e *Endpoint) Attach(dispatcher stack.NetworkDispatcher) {
 		e.in.start(&e.wg)
 	}
 	e.mu.Unlock()
-	e.nest.Attach(dispatcher)
+	e.Nested.Attach(dispatcher)
 }
-
-// IsAttached implements stack.LinkEndpoint.IsAttached.
-func (e *Endpoint) IsAttached() bool { return e.nest.IsAttached() }
 
 // Close implements stack.LinkEndpoint.Close. It stops the timer goroutines,
 // releases every packet still held or queued (counted in DroppedClosed) and
@@ -197,7 +187,7 @@ func (e *Endpoint) Close() {
 	e.mu.Unlock()
 	e.out.stop()
 	e.in.stop()
-	e.nest.Close()
+	e.Nested.Close()
 }
 
 // Wait implements stack.LinkEndpoint.Wait: it waits for the timer
@@ -205,7 +195,7 @@ func (e *Endpoint) Close() {
 // link's goroutines.
 func (e *Endpoint) Wait() {
 	e.wg.Wait()
-	e.nest.Wait()
+	e.Nested.Wait()
 }
 
 // Capabilities implements stack.LinkEndpoint.Capabilities: the inner link's,
@@ -215,7 +205,7 @@ func (e *Endpoint) Wait() {
 // stack must write complete checksums before the damage, so
 // CapabilityTXChecksumOffload is withheld.
 func (e *Endpoint) Capabilities() stack.LinkEndpointCapabilities {
-	c := e.inner.Capabilities()
+	c := e.Inner().Capabilities()
 	if e.cfg.Inbound.Corrupt > 0 {
 		c &^= stack.CapabilityRXChecksumOffload
 	}
@@ -232,7 +222,7 @@ func (e *Endpoint) SupportedGSO() stack.SupportedGSO {
 	if e.cfg.Outbound.Corrupt > 0 {
 		return stack.GSONotSupported
 	}
-	return e.nest.SupportedGSO()
+	return e.Nested.SupportedGSO()
 }
 
 // GSOMaxSize implements stack.GSOEndpoint.GSOMaxSize (0 without GSO; see
@@ -241,34 +231,5 @@ func (e *Endpoint) GSOMaxSize() uint32 {
 	if e.cfg.Outbound.Corrupt > 0 {
 		return 0
 	}
-	return e.nest.GSOMaxSize()
+	return e.Nested.GSOMaxSize()
 }
-
-// MTU implements stack.LinkEndpoint.MTU.
-func (e *Endpoint) MTU() uint32 { return e.nest.MTU() }
-
-// SetMTU implements stack.LinkEndpoint.SetMTU.
-func (e *Endpoint) SetMTU(mtu uint32) { e.nest.SetMTU(mtu) }
-
-// MaxHeaderLength implements stack.LinkEndpoint.MaxHeaderLength.
-func (e *Endpoint) MaxHeaderLength() uint16 { return e.nest.MaxHeaderLength() }
-
-// LinkAddress implements stack.LinkEndpoint.LinkAddress.
-func (e *Endpoint) LinkAddress() tcpip.LinkAddress { return e.nest.LinkAddress() }
-
-// SetLinkAddress implements stack.LinkEndpoint.SetLinkAddress.
-func (e *Endpoint) SetLinkAddress(addr tcpip.LinkAddress) { e.nest.SetLinkAddress(addr) }
-
-// ARPHardwareType implements stack.LinkEndpoint.ARPHardwareType.
-func (e *Endpoint) ARPHardwareType() header.ARPHardwareType { return e.nest.ARPHardwareType() }
-
-// AddHeader implements stack.LinkEndpoint.AddHeader. The inner link adds
-// its header before the packet reaches WritePackets, so the outbound
-// direction sees (and corruption skips) the link header.
-func (e *Endpoint) AddHeader(pkt *stack.PacketBuffer) { e.nest.AddHeader(pkt) }
-
-// ParseHeader implements stack.LinkEndpoint.ParseHeader.
-func (e *Endpoint) ParseHeader(pkt *stack.PacketBuffer) bool { return e.nest.ParseHeader(pkt) }
-
-// SetOnCloseAction implements stack.LinkEndpoint.SetOnCloseAction.
-func (e *Endpoint) SetOnCloseAction(action func()) { e.nest.SetOnCloseAction(action) }

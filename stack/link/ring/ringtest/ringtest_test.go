@@ -10,8 +10,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/zcnet/zcnet/tap/ring"
-	"github.com/zcnet/zcnet/tap/ring/ringtest"
+	"github.com/zcnet/zcnet/stack/link/ring"
+	"github.com/zcnet/zcnet/stack/link/ring/ringtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -16,7 +16,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/stack/link"
 )
 
 // rxBatch is the most descriptors the receive loop takes per pass, and
@@ -55,7 +55,7 @@ type Link struct {
 	addrs atomic.Pointer[map[netip.Addr]struct{}]
 	mtu   atomic.Uint32
 	mac   atomic.Pointer[tcpip.LinkAddress]
-	hook  atomic.Pointer[tap.PayloadHook]
+	hook  atomic.Pointer[link.PayloadHook]
 	allow func(netip.Addr) error // adds to the program's maps; nil in tests
 	free  func()                 // releases socket, program and UMEM after the loop stops
 	sock  *xsk                   // for KernelStats; nil in tests
@@ -74,7 +74,11 @@ type Link struct {
 	wg sync.WaitGroup
 }
 
-var _ stack.LinkEndpoint = (*Link)(nil)
+var (
+	_ stack.LinkEndpoint = (*Link)(nil)
+	_ link.PayloadHooker = (*Link)(nil)
+	_ link.Counted       = (*Link)(nil)
+)
 
 // newLink builds the data path over rings and memory already set up; start
 // starts it. The frame book starts with every receive frame
@@ -121,6 +125,12 @@ func (l *Link) Err() error {
 // Stats returns the link's counters.
 func (l *Link) Stats() Stats { return l.ctr.snapshot() }
 
+// Totals implements link.Counted: the frame and byte totals of Stats.
+func (l *Link) Totals() link.Totals {
+	s := l.Stats()
+	return link.Totals{RxFrames: s.RxFrames, RxBytes: s.RxBytes, TxFrames: s.TxFrames, TxBytes: s.TxBytes}
+}
+
 // AllowAddress adds a to the addresses whose frames the program redirects
 // to the stack and the link accepts.
 func (l *Link) AllowAddress(a netip.Addr) error {
@@ -151,8 +161,8 @@ func (l *Link) AllowAddress(a netip.Addr) error {
 }
 
 // SetPayloadHook installs fn, called for every split frame before delivery
-// (see tap.PayloadHook); nil removes it.
-func (l *Link) SetPayloadHook(fn tap.PayloadHook) {
+// (see link.PayloadHook); nil removes it.
+func (l *Link) SetPayloadHook(fn link.PayloadHook) {
 	if fn == nil {
 		l.hook.Store(nil)
 		return
@@ -193,10 +203,10 @@ func (*Link) Capabilities() stack.LinkEndpointCapabilities {
 func (*Link) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
 
 // AddHeader implements stack.LinkEndpoint.AddHeader.
-func (l *Link) AddHeader(pkt *stack.PacketBuffer) { tap.AddEthernetHeader(pkt, l.LinkAddress()) }
+func (l *Link) AddHeader(pkt *stack.PacketBuffer) { link.AddEthernetHeader(pkt, l.LinkAddress()) }
 
 // ParseHeader implements stack.LinkEndpoint.ParseHeader.
-func (*Link) ParseHeader(pkt *stack.PacketBuffer) bool { return tap.ParseEthernetHeader(pkt) }
+func (*Link) ParseHeader(pkt *stack.PacketBuffer) bool { return link.ParseEthernetHeader(pkt) }
 
 // Attach implements stack.LinkEndpoint.Attach. Frames that arrive with no
 // dispatcher are dropped and counted.
@@ -383,7 +393,7 @@ func (l *Link) deliver(d stack.NetworkDispatcher, frame []byte) {
 	// each into a view of their own size, so a small payload pins a small
 	// chunk (what the zero-copy shadows are charged) and the stack's
 	// copy-on-write of the headers never reaches the payload.
-	hl := tap.HeaderLen(frame)
+	hl := link.HeaderLen(frame)
 	var payload buffer.Buffer
 	if hl > 0 && hl < len(frame) {
 		hv := buffer.NewViewWithData(frame[:hl])

@@ -15,13 +15,13 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/stack/link/pair"
 )
 
 // benchKinds are the links the benchmarks compare, in one run: the ring
 // without and with GSO (peer stack in a second process), two TAP devices
 // joined by a kernel bridge, without and with offloads (peer in a second
-// process; root only, see bench_root_test.go), and tap.NewPair (both
+// process; root only, see bench_root_test.go), and pair.New (both
 // stacks in this process, a baseline that needs no root). "ring" and "tap"
 // move a frame per MSS; "ring-gso" and "tap-offload" up to 64 KiB.
 var benchKinds = []string{"ring", "ring-gso", "tap", "tap-offload", "pair"}
@@ -47,7 +47,7 @@ func benchDial(b *testing.B, kind string) func(port uint16) net.Conn {
 			b.ReportMetric(float64(st.TxFrames-before.TxFrames+st.RxFrames-before.RxFrames)/n, "frames/op")
 		})
 	case "pair":
-		ea, eb, err := tap.NewPair(tap.PairConfig{})
+		ea, eb, err := pair.New(pair.Config{})
 		if err != nil {
 			b.Fatal(err)
 		}

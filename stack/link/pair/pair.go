@@ -1,4 +1,21 @@
-package tap
+// Package pair is an in-process Ethernet link: two endpoints joined by a
+// pair of bounded frame queues, for demos, tests and benchmarks that need
+// two stacks but no privileges. It behaves like a wire between two NICs:
+//
+//  1. WritePackets (sender's goroutine) serialises each packet into a fresh
+//     view owned by the receiving side — the one copy a device's DMA or a TAP
+//     read would make — and queues it. A full queue drops the frame and counts
+//     it, as a NIC ring does; blocking instead could deadlock two stacks whose
+//     receive goroutines each wait to transmit to the other.
+//  2. The receiving endpoint's goroutine takes frames in batches, splits the
+//     headers from the payload (link.SplitPayload) and hands each packet to
+//     its stack with DeliverNetworkPacket, calling the stack's payload hook
+//     (link.PayloadHooker) for the payload view first.
+//
+// The package owns the two endpoints, their queues and receive goroutines.
+// It does not own the stacks, and it neither parses beyond the header
+// split nor checks checksums: the stack does.
+package pair
 
 import (
 	"errors"
@@ -10,23 +27,12 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/zcnet/zcnet/stack/link"
 )
 
-// An in-process Ethernet link: two endpoints joined by a pair of bounded
-// frame queues, for demos, tests and benchmarks that need two stacks but no
-// privileges. It behaves like a wire between two NICs:
-//
-//  1. WritePackets (sender's goroutine) serialises each packet into a fresh
-//     view owned by the receiving side — the one copy a device's DMA or a TAP
-//     read would make — and queues it. A full queue drops the frame and counts
-//     it, as a NIC ring does; blocking instead could deadlock two stacks whose
-//     receive goroutines each wait to transmit to the other.
-//  2. The receiving endpoint's goroutine takes frames in batches, splits the
-//     headers from the payload (SplitPayload) and hands each packet to its
-//     stack with DeliverNetworkPacket.
-
-// PairConfig configures NewPair. The zero value is usable.
-type PairConfig struct {
+// Config configures New. The zero value is usable.
+type Config struct {
 	// MTU is the largest IP packet either side sends. Default 1500; at most
 	// 65 535 - 14.
 	MTU uint32
@@ -40,18 +46,18 @@ type PairConfig struct {
 
 // Pair defaults.
 const (
-	DefaultPairMTU      = 1500
-	DefaultPairQueueLen = 4096
-	maxPairMTU          = 0xffff - header.EthernetMinimumSize
-	pairBatch           = 64
+	DefaultMTU      = 1500
+	DefaultQueueLen = 4096
+	maxPairMTU      = 0xffff - header.EthernetMinimumSize
+	pairBatch       = 64
 )
 
 // ErrInvalidConfig reports a configuration value out of range.
-var ErrInvalidConfig = errors.New("tap: invalid configuration")
+var ErrInvalidConfig = errors.New("pair: invalid configuration")
 
-// PairStats counts what crossed one side of a pair. All fields are
+// Stats counts what crossed one side of a pair. All fields are
 // monotonic.
-type PairStats struct {
+type Stats struct {
 	TxFrames, TxBytes uint64 // frames and bytes this side sent
 	RxFrames, RxBytes uint64 // frames and bytes this side delivered to its stack
 	TxDropsQueueFull  uint64 // frames dropped because the peer's queue was full
@@ -60,10 +66,10 @@ type PairStats struct {
 	RxHeaderBytes     uint64 // bytes copied by the header split on receive
 }
 
-// PairEndpoint is one side of an in-process link made by NewPair. It
+// Endpoint is one side of an in-process link made by New. It
 // implements stack.LinkEndpoint.
-type PairEndpoint struct {
-	peer  *PairEndpoint
+type Endpoint struct {
+	peer  *Endpoint
 	queue chan *buffer.View // frames travelling towards this side
 	done  chan struct{}     // closed by Close; shared by both sides
 	wg    *sync.WaitGroup   // both sides' receive goroutines
@@ -79,25 +85,29 @@ type PairEndpoint struct {
 	onClose    func()                  // +checklocks:mu
 	started    bool                    // +checklocks:mu
 
-	hook atomic.Pointer[PayloadHook]
+	hook atomic.Pointer[link.PayloadHook]
 
 	txFrames, txBytes, rxFrames, rxBytes     atomic.Uint64
 	txDropFull, txDropClosed, rxDropBad, rxH atomic.Uint64
 }
 
-var _ stack.LinkEndpoint = (*PairEndpoint)(nil)
+var (
+	_ stack.LinkEndpoint = (*Endpoint)(nil)
+	_ link.PayloadHooker = (*Endpoint)(nil)
+	_ link.Counted       = (*Endpoint)(nil)
+)
 
-// NewPair returns the two ends of a new in-process link. Each end starts its
+// New returns the two ends of a new in-process link. Each end starts its
 // receive goroutine when a stack attaches it; Close on either end stops both.
-func NewPair(cfg PairConfig) (a, b *PairEndpoint, err error) {
+func New(cfg Config) (a, b *Endpoint, err error) {
 	if cfg.MTU == 0 {
-		cfg.MTU = DefaultPairMTU
+		cfg.MTU = DefaultMTU
 	}
 	if cfg.MTU < header.IPv4MinimumProcessableDatagramSize || cfg.MTU > maxPairMTU {
 		return nil, nil, fmt.Errorf("%w: pair MTU %d outside [%d, %d]", ErrInvalidConfig, cfg.MTU, header.IPv4MinimumProcessableDatagramSize, maxPairMTU)
 	}
 	if cfg.QueueLen == 0 {
-		cfg.QueueLen = DefaultPairQueueLen
+		cfg.QueueLen = DefaultQueueLen
 	}
 	if cfg.QueueLen < 1 {
 		return nil, nil, fmt.Errorf("%w: pair queue length %d, want > 0", ErrInvalidConfig, cfg.QueueLen)
@@ -112,8 +122,8 @@ func NewPair(cfg PairConfig) (a, b *PairEndpoint, err error) {
 	done := make(chan struct{})
 	wg := new(sync.WaitGroup)
 	once := new(sync.Once)
-	mk := func(addr tcpip.LinkAddress) *PairEndpoint {
-		e := &PairEndpoint{queue: make(chan *buffer.View, cfg.QueueLen), done: done, wg: wg, closeOnce: once}
+	mk := func(addr tcpip.LinkAddress) *Endpoint {
+		e := &Endpoint{queue: make(chan *buffer.View, cfg.QueueLen), done: done, wg: wg, closeOnce: once}
 		e.mtu.Store(cfg.MTU)
 		e.addr.Store(addr)
 		return e
@@ -134,7 +144,7 @@ func randomMAC() tcpip.LinkAddress {
 
 // SetPayloadHook installs fn, which the receive path calls for every frame
 // it splits, before delivery (see PayloadHook). nil removes the hook.
-func (e *PairEndpoint) SetPayloadHook(fn PayloadHook) {
+func (e *Endpoint) SetPayloadHook(fn link.PayloadHook) {
 	if fn == nil {
 		e.hook.Store(nil)
 		return
@@ -143,8 +153,8 @@ func (e *PairEndpoint) SetPayloadHook(fn PayloadHook) {
 }
 
 // Stats returns this side's counters.
-func (e *PairEndpoint) Stats() PairStats {
-	return PairStats{
+func (e *Endpoint) Stats() Stats {
+	return Stats{
 		TxFrames: e.txFrames.Load(), TxBytes: e.txBytes.Load(),
 		RxFrames: e.rxFrames.Load(), RxBytes: e.rxBytes.Load(),
 		TxDropsQueueFull: e.txDropFull.Load(), TxDropsClosed: e.txDropClosed.Load(),
@@ -152,39 +162,45 @@ func (e *PairEndpoint) Stats() PairStats {
 	}
 }
 
+// Totals implements link.Counted: the frame and byte totals of Stats.
+func (e *Endpoint) Totals() link.Totals {
+	s := e.Stats()
+	return link.Totals{RxFrames: s.RxFrames, RxBytes: s.RxBytes, TxFrames: s.TxFrames, TxBytes: s.TxBytes}
+}
+
 // MTU implements stack.LinkEndpoint.MTU.
-func (e *PairEndpoint) MTU() uint32 { return e.mtu.Load() }
+func (e *Endpoint) MTU() uint32 { return e.mtu.Load() }
 
 // SetMTU implements stack.LinkEndpoint.SetMTU. Values outside the pair's
 // range are ignored.
-func (e *PairEndpoint) SetMTU(mtu uint32) {
+func (e *Endpoint) SetMTU(mtu uint32) {
 	if mtu >= header.IPv4MinimumProcessableDatagramSize && mtu <= maxPairMTU {
 		e.mtu.Store(mtu)
 	}
 }
 
 // MaxHeaderLength implements stack.LinkEndpoint.MaxHeaderLength.
-func (*PairEndpoint) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
+func (*Endpoint) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
 
 // LinkAddress implements stack.LinkEndpoint.LinkAddress.
-func (e *PairEndpoint) LinkAddress() tcpip.LinkAddress { return e.addr.Load().(tcpip.LinkAddress) }
+func (e *Endpoint) LinkAddress() tcpip.LinkAddress { return e.addr.Load().(tcpip.LinkAddress) }
 
 // SetLinkAddress implements stack.LinkEndpoint.SetLinkAddress.
-func (e *PairEndpoint) SetLinkAddress(addr tcpip.LinkAddress) { e.addr.Store(addr) }
+func (e *Endpoint) SetLinkAddress(addr tcpip.LinkAddress) { e.addr.Store(addr) }
 
 // Capabilities implements stack.LinkEndpoint.Capabilities. The pair carries
 // frames unchanged, so the stack computes and verifies every checksum.
-func (*PairEndpoint) Capabilities() stack.LinkEndpointCapabilities {
+func (*Endpoint) Capabilities() stack.LinkEndpointCapabilities {
 	return stack.CapabilityResolutionRequired
 }
 
 // ARPHardwareType implements stack.LinkEndpoint.ARPHardwareType.
-func (*PairEndpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
+func (*Endpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
 
 // Attach implements stack.LinkEndpoint.Attach. The first attach starts the
 // receive goroutine; a nil dispatcher (the NIC is being removed) makes it
 // drop what arrives.
-func (e *PairEndpoint) Attach(d stack.NetworkDispatcher) {
+func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.dispatcher = d
@@ -201,7 +217,7 @@ func (e *PairEndpoint) Attach(d stack.NetworkDispatcher) {
 }
 
 // IsAttached implements stack.LinkEndpoint.IsAttached.
-func (e *PairEndpoint) IsAttached() bool {
+func (e *Endpoint) IsAttached() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.dispatcher != nil
@@ -209,12 +225,12 @@ func (e *PairEndpoint) IsAttached() bool {
 
 // Wait implements stack.LinkEndpoint.Wait: it waits for both sides' receive
 // goroutines, which stop after Close.
-func (e *PairEndpoint) Wait() { e.wg.Wait() }
+func (e *Endpoint) Wait() { e.wg.Wait() }
 
 // Close implements stack.LinkEndpoint.Close. It closes the whole pair: both
 // receive goroutines stop and frames still queued are released. Safe to call
 // more than once and from either side.
-func (e *PairEndpoint) Close() {
+func (e *Endpoint) Close() {
 	e.mu.Lock()
 	fn := e.onClose
 	e.onClose = nil
@@ -228,23 +244,25 @@ func (e *PairEndpoint) Close() {
 }
 
 // SetOnCloseAction implements stack.LinkEndpoint.SetOnCloseAction.
-func (e *PairEndpoint) SetOnCloseAction(fn func()) {
+func (e *Endpoint) SetOnCloseAction(fn func()) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.onClose = fn
 }
 
 // AddHeader implements stack.LinkEndpoint.AddHeader.
-func (e *PairEndpoint) AddHeader(pkt *stack.PacketBuffer) { AddEthernetHeader(pkt, e.LinkAddress()) }
+func (e *Endpoint) AddHeader(pkt *stack.PacketBuffer) {
+	link.AddEthernetHeader(pkt, e.LinkAddress())
+}
 
 // ParseHeader implements stack.LinkEndpoint.ParseHeader.
-func (*PairEndpoint) ParseHeader(pkt *stack.PacketBuffer) bool { return ParseEthernetHeader(pkt) }
+func (*Endpoint) ParseHeader(pkt *stack.PacketBuffer) bool { return link.ParseEthernetHeader(pkt) }
 
 // WritePackets implements stack.LinkWriter.WritePackets. It copies each
 // packet into a frame owned by the peer and queues it; see the flow comment
 // at the top of this file. The caller keeps its references to the packets
 // (gVisor's callers release them after the call, whatever its doc says).
-func (e *PairEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	n := 0
 	for _, pkt := range pkts.AsSlice() {
 		size := pkt.Size()
@@ -277,7 +295,7 @@ func (e *PairEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 
 // receiveLoop delivers frames from this side's queue to its stack until the
 // pair is closed, then releases whatever is left.
-func (e *PairEndpoint) receiveLoop() {
+func (e *Endpoint) receiveLoop() {
 	defer e.wg.Done()
 	batch := make([]*buffer.View, 0, pairBatch)
 	for {
@@ -308,7 +326,7 @@ func (e *PairEndpoint) receiveLoop() {
 }
 
 // deliver splits one frame and hands it to d; it takes ownership of v.
-func (e *PairEndpoint) deliver(d stack.NetworkDispatcher, v *buffer.View) {
+func (e *Endpoint) deliver(d stack.NetworkDispatcher, v *buffer.View) {
 	frame := v.AsSlice()
 	size := len(frame)
 	if d == nil || size < header.EthernetMinimumSize {
@@ -324,8 +342,8 @@ func (e *PairEndpoint) deliver(d stack.NetworkDispatcher, v *buffer.View) {
 		return
 	}
 	proto := eth.Type()
-	hl := HeaderLen(frame)
-	payload := SplitPayload(v, hl)
+	hl := link.HeaderLen(frame)
+	payload := link.SplitPayload(v, hl)
 	if hl > 0 {
 		e.rxH.Add(uint64(hl))
 		if fn := e.hook.Load(); fn != nil {
@@ -350,7 +368,7 @@ func (e *PairEndpoint) deliver(d stack.NetworkDispatcher, v *buffer.View) {
 }
 
 // drain releases frames left in the queue after Close.
-func (e *PairEndpoint) drain() {
+func (e *Endpoint) drain() {
 	for {
 		select {
 		case v := <-e.queue:

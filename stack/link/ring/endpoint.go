@@ -11,7 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"github.com/zcnet/zcnet/tap"
+	"github.com/zcnet/zcnet/stack/link"
 )
 
 // rxBatch is the most frames the receive loop takes per pass.
@@ -26,7 +26,7 @@ type endpoint struct {
 	mtu       atomic.Uint32
 	addr      atomic.Value            // tcpip.LinkAddress
 	ch        atomic.Pointer[channel] // the live session; nil between peers
-	hook      atomic.Pointer[tap.PayloadHook]
+	hook      atomic.Pointer[link.PayloadHook]
 
 	mu         sync.Mutex
 	dispatcher stack.NetworkDispatcher // +checklocks:mu
@@ -52,9 +52,15 @@ func (e *endpoint) init(mtu, frameSize uint32, gso bool, addr tcpip.LinkAddress)
 // Stats returns this side's counters.
 func (e *endpoint) Stats() Stats { return e.ctr.snapshot() }
 
+// Totals implements link.Counted: the frame and byte totals of Stats.
+func (e *endpoint) Totals() link.Totals {
+	s := e.Stats()
+	return link.Totals{RxFrames: s.RxFrames, RxBytes: s.RxBytes, TxFrames: s.TxFrames, TxBytes: s.TxBytes}
+}
+
 // SetPayloadHook installs fn, called for every split frame before delivery
-// (see tap.PayloadHook). nil removes it.
-func (e *endpoint) SetPayloadHook(fn tap.PayloadHook) {
+// (see link.PayloadHook). nil removes it.
+func (e *endpoint) SetPayloadHook(fn link.PayloadHook) {
 	if fn == nil {
 		e.hook.Store(nil)
 		return
@@ -134,10 +140,10 @@ func (e *endpoint) takeOnClose() func() {
 }
 
 // AddHeader implements stack.LinkEndpoint.AddHeader.
-func (e *endpoint) AddHeader(pkt *stack.PacketBuffer) { tap.AddEthernetHeader(pkt, e.LinkAddress()) }
+func (e *endpoint) AddHeader(pkt *stack.PacketBuffer) { link.AddEthernetHeader(pkt, e.LinkAddress()) }
 
 // ParseHeader implements stack.LinkEndpoint.ParseHeader.
-func (*endpoint) ParseHeader(pkt *stack.PacketBuffer) bool { return tap.ParseEthernetHeader(pkt) }
+func (*endpoint) ParseHeader(pkt *stack.PacketBuffer) bool { return link.ParseEthernetHeader(pkt) }
 
 // WritePackets implements stack.LinkWriter.WritePackets. Each packet is
 // serialised straight into one of our shared frames (the only copy, as a
@@ -245,8 +251,8 @@ func (e *endpoint) deliver(d stack.NetworkDispatcher, frame []byte) {
 		return
 	}
 	proto := eth.Type()
-	hl := tap.HeaderLen(own)
-	payload := tap.SplitPayload(v, hl)
+	hl := link.HeaderLen(own)
+	payload := link.SplitPayload(v, hl)
 	if hl > 0 {
 		e.ctr.rxHeader.Add(uint64(hl))
 		if fn := e.hook.Load(); fn != nil {

@@ -1,4 +1,4 @@
-package tap
+package link
 
 import (
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -7,8 +7,8 @@ import (
 )
 
 // Ethernet framing shared by every zcnet link (the TAP link, the in-process
-// pair, the shared-memory ring): they carry the same frames and differ only
-// in how the frames move.
+// pair, the shared-memory ring, the AF_XDP socket): they carry the same
+// frames and differ only in how the frames move.
 
 // AddEthernetHeader pushes pkt's Ethernet header: to the route's remote
 // MAC, from the route's local MAC or, when the route has none, from self.

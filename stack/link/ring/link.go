@@ -11,6 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/zcnet/zcnet/dmapool"
+	"github.com/zcnet/zcnet/stack/link"
 )
 
 // Link is the stack side of a ring link: a stack.LinkEndpoint that serves
@@ -77,6 +78,8 @@ func (s *segment) close() {
 var (
 	_ stack.LinkEndpoint = (*Link)(nil)
 	_ stack.GSOEndpoint  = (*Link)(nil)
+	_ link.PayloadHooker = (*Link)(nil)
+	_ link.Counted       = (*Link)(nil)
 )
 
 // Listen checks cfg, makes the first session's shared segment, listens on

@@ -1,4 +1,4 @@
-package tap
+package pair
 
 import (
 	"errors"
@@ -8,22 +8,24 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/zcnet/zcnet/stack/link"
 )
 
 func TestNewPairValidates(t *testing.T) {
-	for _, cfg := range []PairConfig{
+	for _, cfg := range []Config{
 		{MTU: 10}, {MTU: 70000}, {QueueLen: -1}, {AddrA: "\x01\x00\x00\x00\x00\x01"}, {AddrB: "short"},
 	} {
-		if _, _, err := NewPair(cfg); !errors.Is(err, ErrInvalidConfig) {
-			t.Errorf("NewPair(%+v) = %v, want ErrInvalidConfig", cfg, err)
+		if _, _, err := New(cfg); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("New(%+v) = %v, want ErrInvalidConfig", cfg, err)
 		}
 	}
-	a, b, err := NewPair(PairConfig{})
+	a, b, err := New(Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	if a.MTU() != DefaultPairMTU || a.LinkAddress() == b.LinkAddress() || !header.IsValidUnicastEthernetAddress(a.LinkAddress()) {
+	if a.MTU() != DefaultMTU || a.LinkAddress() == b.LinkAddress() || !header.IsValidUnicastEthernetAddress(a.LinkAddress()) {
 		t.Fatalf("defaults: mtu %d, macs %v %v", a.MTU(), a.LinkAddress(), b.LinkAddress())
 	}
 }
@@ -39,7 +41,7 @@ func (r *recorder) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stac
 func (*recorder) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
 
 // packet builds an outbound packet as a stack would hand it to the link.
-func pairTestPacket(t *testing.T, e *PairEndpoint, dst tcpip.LinkAddress, frame []byte) *stack.PacketBuffer {
+func pairTestPacket(t *testing.T, e *Endpoint, dst tcpip.LinkAddress, frame []byte) *stack.PacketBuffer {
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
 		ReserveHeaderBytes: header.EthernetMinimumSize,
 		Payload:            buffer.MakeWithData(frame[header.EthernetMinimumSize:]),
@@ -51,7 +53,7 @@ func pairTestPacket(t *testing.T, e *PairEndpoint, dst tcpip.LinkAddress, frame 
 }
 
 func TestPairCarriesFramesAndCounts(t *testing.T) {
-	a, b, err := NewPair(PairConfig{QueueLen: 2})
+	a, b, err := New(Config{QueueLen: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +89,11 @@ func TestPairCarriesFramesAndCounts(t *testing.T) {
 	if hooked != 2*300 {
 		t.Fatalf("payload hook saw %d bytes, want %d", hooked, 600)
 	}
+	sa, sb := a.Stats(), b.Stats()
+	if ta, tb := a.Totals(), b.Totals(); ta != (link.Totals{TxFrames: sa.TxFrames, TxBytes: sa.TxBytes}) ||
+		tb != (link.Totals{RxFrames: sb.RxFrames, RxBytes: sb.RxBytes}) || tb.RxBytes == 0 {
+		t.Fatalf("totals %+v and %+v, stats %+v and %+v", ta, tb, sa, sb)
+	}
 	// A frame for another MAC is dropped by the receiver and counted.
 	var l stack.PacketBufferList
 	l.PushBack(pairTestPacket(t, a, "\x02\x00\x00\x00\x00\x99", frame))
@@ -108,4 +115,38 @@ func TestPairCarriesFramesAndCounts(t *testing.T) {
 	if s := a.Stats(); s.TxDropsClosed != 1 {
 		t.Fatalf("TxDropsClosed = %d, want 1", s.TxDropsClosed)
 	}
+}
+
+// splitTestFrame builds an Ethernet frame carrying an IP packet with a TCP or UDP
+// header and payload, using gVisor's header encoders.
+func splitTestFrame(t testing.TB, v6 bool, proto tcpip.TransportProtocolNumber, tcpOpts, payload int) []byte {
+	l4 := header.UDPMinimumSize
+	if proto == header.TCPProtocolNumber {
+		l4 = header.TCPMinimumSize + tcpOpts
+	}
+	l3 := header.IPv4MinimumSize
+	if v6 {
+		l3 = header.IPv6MinimumSize
+	}
+	b := make([]byte, header.EthernetMinimumSize+l3+l4+payload)
+	eth := header.Ethernet(b)
+	src, dst := tcpip.AddrFrom4([4]byte{192, 0, 2, 1}), tcpip.AddrFrom4([4]byte{192, 0, 2, 2})
+	if v6 {
+		src, dst = tcpip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 1}), tcpip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 2})
+		eth.Encode(&header.EthernetFields{Type: header.IPv6ProtocolNumber})
+		header.IPv6(b[14:]).Encode(&header.IPv6Fields{PayloadLength: uint16(l4 + payload), TransportProtocol: proto, HopLimit: 64, SrcAddr: src, DstAddr: dst})
+	} else {
+		eth.Encode(&header.EthernetFields{Type: header.IPv4ProtocolNumber})
+		header.IPv4(b[14:]).Encode(&header.IPv4Fields{TotalLength: uint16(l3 + l4 + payload), Protocol: uint8(proto), TTL: 64, SrcAddr: src, DstAddr: dst})
+	}
+	t4 := b[14+l3:]
+	if proto == header.TCPProtocolNumber {
+		header.TCP(t4).Encode(&header.TCPFields{SrcPort: 1, DstPort: 2, DataOffset: uint8(l4), Flags: header.TCPFlagAck, WindowSize: 100})
+	} else {
+		header.UDP(t4).Encode(&header.UDPFields{SrcPort: 1, DstPort: 2, Length: uint16(l4 + payload)})
+	}
+	for i := range payload {
+		b[len(b)-payload+i] = byte(i)
+	}
+	return b
 }

@@ -4,7 +4,7 @@
 // decision drawn from a seeded generator so that a failing run can be replayed.
 //
 // The kernel on our test machines has no netem; this package is how tests get
-// a hostile network between two stacks (issue 9, "Reliability and security").
+// a hostile network between two stacks.
 // Wrap the link a stack's NIC uses:
 //
 //	inner := channel.New(1024, 1500, "")
@@ -20,6 +20,11 @@
 // the inner link); inbound means the packets the inner link delivers
 // (DeliverNetworkPacket, on their way to the stack). A direction whose
 // Impairments is the zero value passes packets straight through.
+//
+// The Endpoint is built on link.Nested, so the stack's hooks reach the
+// inner link: zero-copy receive and admission work behind an impairment
+// as without it (a packet corrupted on the way in is a copy, which the
+// zero-copy socket copies and counts).
 //
 // The package owns the impairment pipeline, its queues and its one timer
 // goroutine per impaired direction, and the references to the packets it
