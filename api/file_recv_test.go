@@ -12,6 +12,8 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/api/apitest"
+	"github.com/zcnet/zcnet/api/file"
+	"github.com/zcnet/zcnet/api/file/filetest"
 	"github.com/zcnet/zcnet/evchan"
 	"github.com/zcnet/zcnet/evchan/evchantest"
 )
@@ -28,12 +30,12 @@ func TestFileReceiveToFile(t *testing.T) {
 	if raceEnabled {
 		size = 16 << 20
 	}
-	for _, k := range fileEngines {
+	for _, k := range filetest.Engines {
 		t.Run(k.String(), func(t *testing.T) {
 			p := apitest.NewPair(t, apitest.PairConfig{})
 			t.Cleanup(func() { p.A.Close(); p.B.Close() })
-			if err := p.B.ConfigureFiles(api.FileConfig{Engine: k}); err != nil {
-				if k == api.FileEngineURing && errors.Is(err, api.ErrFileEngine) {
+			if err := p.B.ConfigureFiles(file.Config{Engine: k}); err != nil {
+				if k == file.EngineURing && errors.Is(err, file.ErrEngine) {
 					t.Skipf("io_uring engine unavailable here: %v", err)
 				}
 				t.Fatal(err)
@@ -60,7 +62,7 @@ func TestFileReceiveToFile(t *testing.T) {
 				t.FailNow()
 			}
 			defer sock.Close()
-			f := tempFile(t, "", nil)
+			f := filetest.TempFile(t, "", nil)
 			ec := evchantest.New(t, 256)
 
 			// One loop: receive, submit the write, take completions when
@@ -87,12 +89,12 @@ func TestFileReceiveToFile(t *testing.T) {
 				}
 				if off == 0 {
 					// A received Buf is read-only: no read into it.
-					bad := &api.Op{Kind: api.OpRead, File: f, Buf: b, EC: ec}
+					bad := &api.Op{Kind: api.OpRead, File: file.Request{File: f}, Buf: b, EC: ec}
 					if err := p.B.Submit(ctx, false, bad); !errors.Is(err, api.ErrInvalidOp) || b.Valid() != nil {
 						t.Fatalf("read into a received Buf: %v (Buf %v)", err, b.Valid())
 					}
 				}
-				op := &api.Op{Kind: api.OpWrite, File: f, Offset: off, Buf: b, EC: ec, Cookie: uint64(b.Len())}
+				op := &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Offset: off}, Buf: b, EC: ec, Cookie: uint64(b.Len())}
 				off += int64(b.Len())
 				for {
 					err := p.B.Submit(ctx, false, op)

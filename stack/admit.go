@@ -7,6 +7,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
 	"github.com/zcnet/zcnet/stack/link"
+	"github.com/zcnet/zcnet/stack/link/frame"
 )
 
 // synPressure is the link.SYNPressure of the stack's links: SYN cookies are
@@ -68,41 +69,18 @@ func connKind(ep gstack.TransportEndpoint) link.ConnKind {
 }
 
 // tcpID parses the TCP 4-tuple of an Ethernet frame, as seen from the
-// stack (local = destination).
-func tcpID(frame []byte) (tcpip.NetworkProtocolNumber, gstack.TransportEndpointID, bool) {
+// stack (local = destination). The frame may be cut after its headers.
+func tcpID(b []byte) (tcpip.NetworkProtocolNumber, gstack.TransportEndpointID, bool) {
 	var id gstack.TransportEndpointID
-	if len(frame) < header.EthernetMinimumSize {
+	var r frame.Repr
+	if r.ParseHeaders(b) != nil || r.Depth < frame.DepthTransport || r.Proto != uint8(header.TCPProtocolNumber) {
 		return 0, id, false
 	}
-	l3 := frame[header.EthernetMinimumSize:]
-	var l4 []byte
-	proto := header.Ethernet(frame).Type()
-	switch proto {
-	case header.IPv4ProtocolNumber:
-		if len(l3) < header.IPv4MinimumSize {
-			return 0, id, false
-		}
-		ip := header.IPv4(l3)
-		hl := int(ip.HeaderLength())
-		if hl < header.IPv4MinimumSize || len(l3) < hl {
-			return 0, id, false
-		}
-		id.LocalAddress, id.RemoteAddress = ip.DestinationAddress(), ip.SourceAddress()
-		l4 = l3[hl:]
-	case header.IPv6ProtocolNumber:
-		if len(l3) < header.IPv6MinimumSize {
-			return 0, id, false
-		}
-		ip := header.IPv6(l3)
-		id.LocalAddress, id.RemoteAddress = ip.DestinationAddress(), ip.SourceAddress()
-		l4 = l3[header.IPv6MinimumSize:]
-	default:
-		return 0, id, false
+	if r.IPVersion == 4 {
+		id.LocalAddress, id.RemoteAddress = tcpip.AddrFrom4([4]byte(r.Dst[:4])), tcpip.AddrFrom4([4]byte(r.Src[:4]))
+	} else {
+		id.LocalAddress, id.RemoteAddress = tcpip.AddrFrom16(r.Dst), tcpip.AddrFrom16(r.Src)
 	}
-	if len(l4) < header.TCPMinimumSize {
-		return 0, id, false
-	}
-	t := header.TCP(l4)
-	id.LocalPort, id.RemotePort = t.DestinationPort(), t.SourcePort()
-	return proto, id, true
+	id.LocalPort, id.RemotePort = r.DstPort, r.SrcPort
+	return tcpip.NetworkProtocolNumber(r.EtherType), id, true
 }

@@ -14,6 +14,7 @@ import (
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/zcnet/zcnet/stack/link"
+	"github.com/zcnet/zcnet/stack/link/frame"
 )
 
 // Zero-copy receive plumbing.
@@ -197,61 +198,27 @@ func (r *registry) lookup(k flowKey) *Flow {
 }
 
 // parseFlow reads the receiving side's flow key and the TCP sequence number
-// from a frame's headers, which the link has already bounds-checked
-// (link.HeaderLen).
+// from a frame's headers (the header part of a header split: the frame's
+// length is not known here).
 func parseFlow(hdr []byte) (flowKey, seqnum.Value, bool) {
-	if len(hdr) < header.EthernetMinimumSize {
+	var r frame.Repr
+	if r.ParseHeaders(hdr) != nil || r.Depth < frame.DepthTransport {
 		return flowKey{}, 0, false
 	}
-	l3 := hdr[header.EthernetMinimumSize:]
-	var (
-		src, dst netip.Addr
-		proto    tcpip.TransportProtocolNumber
-		l4       []byte
-	)
-	switch header.Ethernet(hdr).Type() {
-	case header.IPv4ProtocolNumber:
-		if len(l3) < header.IPv4MinimumSize {
-			return flowKey{}, 0, false
-		}
-		ip := header.IPv4(l3)
-		hl := int(ip.HeaderLength())
-		if hl < header.IPv4MinimumSize || len(l3) < hl {
-			return flowKey{}, 0, false
-		}
-		src, dst = NetipAddr(ip.SourceAddress()), NetipAddr(ip.DestinationAddress())
-		proto, l4 = ip.TransportProtocol(), l3[hl:]
-	case header.IPv6ProtocolNumber:
-		if len(l3) < header.IPv6MinimumSize {
-			return flowKey{}, 0, false
-		}
-		ip := header.IPv6(l3)
-		src, dst = NetipAddr(ip.SourceAddress()), NetipAddr(ip.DestinationAddress())
-		proto, l4 = ip.TransportProtocol(), l3[header.IPv6MinimumSize:]
+	var proto tcpip.TransportProtocolNumber
+	switch r.Proto {
+	case uint8(header.TCPProtocolNumber):
+		proto = header.TCPProtocolNumber
+	case uint8(header.UDPProtocolNumber):
+		proto = header.UDPProtocolNumber
 	default:
 		return flowKey{}, 0, false
 	}
-	var seq seqnum.Value
-	switch proto {
-	case header.TCPProtocolNumber:
-		if len(l4) < header.TCPMinimumSize {
-			return flowKey{}, 0, false
-		}
-		seq = seqnum.Value(header.TCP(l4).SequenceNumber())
-	case header.UDPProtocolNumber:
-		if len(l4) < header.UDPMinimumSize {
-			return flowKey{}, 0, false
-		}
-	default:
-		return flowKey{}, 0, false
-	}
-	// Both headers start with the source and destination ports.
-	sport, dport := uint16(l4[0])<<8|uint16(l4[1]), uint16(l4[2])<<8|uint16(l4[3])
 	return flowKey{
 		proto:  proto,
-		local:  netip.AddrPortFrom(dst, dport),
-		remote: netip.AddrPortFrom(src, sport),
-	}, seq, true
+		local:  netip.AddrPortFrom(r.DstAddr(), r.DstPort),
+		remote: netip.AddrPortFrom(r.SrcAddr(), r.SrcPort),
+	}, seqnum.Value(r.Seq), true
 }
 
 // add keeps a shadow of payload.

@@ -62,8 +62,21 @@ func addFrameSeeds(f *testing.F) {
 	f.Add(fuzzFrame(true, header.TCPProtocolNumber, 40000, 80, []byte("payload")))
 	f.Add(fuzzFrame(false, header.UDPProtocolNumber, 40001, 53, []byte("query")))
 	f.Add(fuzzFrame(true, header.UDPProtocolNumber, 40001, 53, []byte("query")))
+	f.Add(withHopByHop(fuzzFrame(true, header.UDPProtocolNumber, 40001, 53, []byte("query"))))
 	f.Add([]byte{})
 	f.Add(make([]byte, header.EthernetMinimumSize))
+}
+
+// withHopByHop returns an IPv6 frame with an empty hop-by-hop options
+// header (8 bytes, PadN) inserted before its transport header.
+func withHopByHop(f []byte) []byte {
+	const l3 = header.EthernetMinimumSize
+	g := append(bytes.Clone(f[:l3+header.IPv6MinimumSize]), f[l3+6], 0, 1, 4, 0, 0, 0, 0)
+	g = append(g, f[l3+header.IPv6MinimumSize:]...)
+	ip := header.IPv6(g[l3:])
+	ip.SetNextHeader(0)
+	ip.SetPayloadLength(ip.PayloadLength() + 8)
+	return g
 }
 
 // FuzzParseFlow checks parseFlow against the header layout on any input:
@@ -97,6 +110,22 @@ func FuzzParseFlow(f *testing.F) {
 			l3 := hdr[header.EthernetMinimumSize:]
 			src, dst = l3[8:24], l3[24:40]
 			l4off = header.EthernetMinimumSize + header.IPv6MinimumSize
+			// Past the extension headers gVisor walks: hop-by-hop,
+			// routing (no segments left), destination options by
+			// their length; fragment (atomic) and experiment headers
+			// as 8 bytes.
+			for next := l3[6]; next != uint8(key.proto); {
+				n := 8
+				switch next {
+				case 0, 43, 60:
+					n = 8 * (int(hdr[l4off+1]) + 1)
+				case 44, 253, 254:
+				default:
+					t.Fatalf("accepted a transport behind IPv6 header %d", next)
+				}
+				next = hdr[l4off]
+				l4off += n
+			}
 		default:
 			t.Fatalf("accepted Ethernet type %#x", header.Ethernet(hdr).Type())
 		}

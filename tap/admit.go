@@ -9,6 +9,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/zcnet/zcnet/stack/link"
+	"github.com/zcnet/zcnet/stack/link/frame"
 )
 
 // Admission of TCP segments without payload.
@@ -244,60 +245,34 @@ func (a *admission) wasCharged(p uint16) bool {
 }
 
 // tcpSegment reports whether frame (n bytes, of which head holds the first
-// part) is a TCP segment directly over IPv4 or IPv6, whether it carries
-// payload, and its flags. Its headers were checked by verifyChecksums.
+// part) is an unfragmented TCP segment over IPv4 or IPv6, whether it
+// carries payload, and its flags.
 func tcpSegment(head []byte, n int) (flags header.TCPFlags, payload bool, l4off int, ok bool) {
-	if n < header.EthernetMinimumSize+header.IPv4MinimumSize+header.TCPMinimumSize || len(head) < header.EthernetMinimumSize+header.IPv4MinimumSize+header.TCPMinimumSize {
-		return 0, false, 0, false
-	}
-	l3 := head[header.EthernetMinimumSize:]
-	tot := n - header.EthernetMinimumSize
-	var l4 []byte
-	switch header.Ethernet(head).Type() {
-	case header.IPv4ProtocolNumber:
-		ip := header.IPv4(l3)
-		hl := int(ip.HeaderLength())
-		if ip.Protocol() != uint8(header.TCPProtocolNumber) || ip.More() || ip.FragmentOffset() != 0 ||
-			hl < header.IPv4MinimumSize || hl+header.TCPMinimumSize > len(l3) || int(ip.TotalLength()) > tot || int(ip.TotalLength()) < hl+header.TCPMinimumSize {
-			return 0, false, 0, false
-		}
-		l4 = l3[hl:min(int(ip.TotalLength()), len(l3))]
-		l4off = header.EthernetMinimumSize + hl
-		tot = int(ip.TotalLength()) - hl
-	case header.IPv6ProtocolNumber:
-		if len(l3) < header.IPv6MinimumSize+header.TCPMinimumSize {
-			return 0, false, 0, false
-		}
-		ip := header.IPv6(l3)
-		if ip.NextHeader() != uint8(header.TCPProtocolNumber) || int(ip.PayloadLength()) > tot-header.IPv6MinimumSize {
-			return 0, false, 0, false
-		}
-		l4 = l3[header.IPv6MinimumSize:]
-		l4off = header.EthernetMinimumSize + header.IPv6MinimumSize
-		tot = int(ip.PayloadLength())
-	default:
-		return 0, false, 0, false
-	}
-	if len(l4) < header.TCPMinimumSize || tot < header.TCPMinimumSize {
-		return 0, false, 0, false
-	}
-	t := header.TCP(l4)
-	off := int(t.DataOffset())
-	if off < header.TCPMinimumSize || off > tot {
-		return 0, false, 0, false
-	}
-	return t.Flags(), off < tot, l4off, true
+	var r frame.Repr
+	err := r.ParseHead(head, n)
+	return tcpSegmentParsed(&r, err)
 }
 
-// admitControl charges a checked, unfragmented frame of n bytes to its
+// tcpSegmentParsed is tcpSegment of a frame already parsed (r and err from
+// frame.Repr.ParseHead): its headers, up to the TCP header's end, lie in
+// the bytes at hand and agree with each other.
+func tcpSegmentParsed(r *frame.Repr, err error) (flags header.TCPFlags, payload bool, l4off int, ok bool) {
+	if err != nil || r.Depth < frame.DepthTransport || r.Proto != uint8(header.TCPProtocolNumber) {
+		return 0, false, 0, false
+	}
+	return header.TCPFlags(r.TCPFlags), r.PayloadLen > 0, r.L4Off, true
+}
+
+// admitControl charges a checked, unfragmented frame of n bytes (parsed
+// into fr, ferr) to its
 // class if it is a TCP segment for a listener (with or without payload),
 // and drops it when the class is over budget. It reports whether it
 // dropped the frame; if not, the caller delivers it as usual, and a
 // segment without payload, being far smaller than copyBreak, is copied out
 // of the receive view (deliverCopied), so what a listener's queue holds
 // is a few dozen bytes per segment, not an MTU-sized view.
-func (q *queue) admitControl(head []byte, n int) bool {
-	flags, payload, l4off, ok := tcpSegment(head, n)
+func (q *queue) admitControl(head []byte, n int, fr *frame.Repr, ferr error) bool {
+	flags, payload, l4off, ok := tcpSegmentParsed(fr, ferr)
 	if !ok {
 		return false
 	}
@@ -311,7 +286,7 @@ func (q *queue) admitControl(head []byte, n int) bool {
 		if lookup == nil || (*lookup)(head[:n]) != link.ConnListener {
 			return false
 		}
-		a.markCharged(header.TCP(head[l4off:]).DestinationPort())
+		a.markCharged(fr.DstPort)
 		if !a.ctl.charge(admitLimit, !a.noLeak) {
 			q.c.dropFloodCtl.Add(1)
 			return true
@@ -331,7 +306,7 @@ func (q *queue) admitControl(head []byte, n int) bool {
 		class = &a.syn
 	}
 	if class == &a.ctl {
-		a.markCharged(header.TCP(head[l4off:]).DestinationPort())
+		a.markCharged(fr.DstPort)
 	}
 	if class != nil && !class.charge(admitLimit, !a.noLeak) && !(class == &a.syn && a.retried(head, l4off)) {
 		if class == &a.syn {

@@ -12,6 +12,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+
+	"github.com/zcnet/zcnet/stack/link/frame"
 )
 
 // Fragment checker.
@@ -321,18 +323,17 @@ func (d *fragDatagram) parseFirst(h *heldFrag, fi *fragInfo) bool {
 	if fi.key.v6 {
 		head := h.head.AsSlice()
 		b := head[min(h.data, len(head)):min(h.data+fi.size, len(head))]
-		w := walkIPv6Ext(b, fi.next, 0, fi.size)
-		switch w.status {
-		case walkDone:
-		case walkRouted:
+		w, err := frame.WalkIPv6Ext(b, fi.next, 0, fi.size)
+		switch {
+		case err != nil, w.Stop == frame.ExtFragment:
+			return false
+		case w.Stop == frame.ExtRouted:
 			// gVisor discards the reassembled datagram unread (see
 			// verifyChecksums).
 			d.verify = false
 			return true
-		default:
-			return false
 		}
-		d.proto, d.l4off = w.proto, w.off
+		d.proto, d.l4off = w.Proto, w.Off
 	}
 	d.verify = d.proto == uint8(header.TCPProtocolNumber) || d.proto == uint8(header.UDPProtocolNumber)
 	return true

@@ -12,6 +12,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/zcnet/zcnet/stack/link"
+	"github.com/zcnet/zcnet/stack/link/frame"
 )
 
 // Receive path, one reader goroutine per queue. In the order a frame meets
@@ -207,11 +208,15 @@ func (q *queue) handleFrame(n int) {
 		q.c.dropDetached.Add(1)
 		return
 	}
+	// The one parse of the frame's headers, which every step below
+	// reads.
+	var fr frame.Repr
+	ferr := fr.ParseHead(head, n)
 	isFrag := false
 	if hdr != nil {
 		// With offloads the link advertises receive checksum
 		// offload, and the stack checks nothing the link does not.
-		switch verifyChecksums(head, tail, hdr.flags&(vnetFNeedsCsum|vnetFDataValid) != 0, &rx.frag) {
+		switch checkParsed(&fr, ferr, head, tail, hdr.flags&(vnetFNeedsCsum|vnetFDataValid) != 0, &rx.frag) {
 		case csumGood:
 			q.c.rxVerified.Add(1)
 		case csumBad:
@@ -224,13 +229,13 @@ func (q *queue) handleFrame(n int) {
 			isFrag = true
 		}
 	}
-	if !isFrag && (hdr == nil || hdr.gso() == vnetGSONone) && q.admitControl(head, n) {
+	if !isFrag && (hdr == nil || hdr.gso() == vnetGSONone) && q.admitControl(head, n, &fr, ferr) {
 		// A TCP segment for a listener over its class's budget (admit.go).
 		return
 	}
 
 	if !isFrag && tail == nil && n <= l.copyBreak && (hdr == nil || hdr.gso() == vnetGSONone) {
-		q.deliverCopied(box.d, hdr, head)
+		q.deliverCopied(box.d, hdr, head, &fr, ferr)
 		return
 	}
 
@@ -258,8 +263,8 @@ func (q *queue) handleFrame(n int) {
 			return
 		}
 	}
-	split := rxSplitLen(hdr, head, n)
-	tcp := carriesTCP(head)
+	split := rxSplitParsed(hdr, head, &fr, ferr)
+	tcp := carriesTCP(&fr)
 	buf := q.splitHeaders(headV, tailV, split)
 	q.deliver(box.d, buf, !tcp)
 }
@@ -281,10 +286,10 @@ const copyBreak = link.MaxSplitHeader
 // hook sees the view the stack will read from), leaving the head view to
 // the reader. Every byte is counted as copied (RxCopiedBytes) and the frame
 // in RxCopyBreakFrames.
-func (q *queue) deliverCopied(d stack.NetworkDispatcher, hdr *vnetHdr, frame []byte) {
+func (q *queue) deliverCopied(d stack.NetworkDispatcher, hdr *vnetHdr, frame []byte, fr *frame.Repr, ferr error) {
 	q.c.rxCopied.Add(uint64(len(frame)))
 	q.c.rxCopyBreak.Add(1)
-	split := rxSplitLen(hdr, frame, len(frame))
+	split := rxSplitParsed(hdr, frame, fr, ferr)
 	var buf buffer.Buffer
 	if split <= 0 || split >= len(frame) {
 		buf = buffer.MakeWithView(buffer.NewViewWithData(frame))
@@ -296,23 +301,12 @@ func (q *queue) deliverCopied(d stack.NetworkDispatcher, hdr *vnetHdr, frame []b
 		}
 		mergeView(&buf, pv)
 	}
-	q.deliver(d, buf, !carriesTCP(frame))
+	q.deliver(d, buf, !carriesTCP(fr))
 }
 
-// carriesTCP reports whether an Ethernet frame holds TCP directly over
-// IPv4 or IPv6 (no IPv6 extension header in between).
-func carriesTCP(frame []byte) bool {
-	if len(frame) < header.EthernetMinimumSize+header.IPv6MinimumSize {
-		return false
-	}
-	l3 := frame[header.EthernetMinimumSize:]
-	switch header.Ethernet(frame).Type() {
-	case header.IPv4ProtocolNumber:
-		return header.IPv4(l3).Protocol() == uint8(header.TCPProtocolNumber)
-	case header.IPv6ProtocolNumber:
-		return header.IPv6(l3).NextHeader() == uint8(header.TCPProtocolNumber)
-	}
-	return false
+// carriesTCP reports whether a parsed frame holds TCP over IPv4 or IPv6.
+func carriesTCP(r *frame.Repr) bool {
+	return r.Depth >= frame.DepthNetwork && r.Proto == uint8(header.TCPProtocolNumber)
 }
 
 // holdFragment hands an IP fragment to the queue's fragment checker

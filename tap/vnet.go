@@ -13,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/zcnet/zcnet/stack/link"
+	"github.com/zcnet/zcnet/stack/link/frame"
 )
 
 // This file holds all of the virtio-net header and offload logic of the TAP
@@ -228,34 +229,23 @@ func (h *vnetHdr) validateRx(frameLen int) error {
 // the length of its Ethernet, IP and TCP or UDP headers, or 0 for no split.
 // head is the start of the frame as it lies in the link's first receive view
 // (the whole frame, or at least minHeadView bytes of it, which always covers
-// the headers) and frameLen its full length. With a partial checksum the
-// kernel says where the transport header starts (csum_start), which also
-// skips IPv6 extension headers; otherwise the headers are parsed
-// (HeaderLen).
+// the headers) and frameLen its full length. The headers are parsed
+// (frame.Repr, IPv6 extension headers walked); with a partial checksum the
+// kernel also says where the transport header starts (csum_start), and a
+// frame whose headers say otherwise is not split.
 func rxSplitLen(h *vnetHdr, head []byte, frameLen int) int {
-	if h != nil && h.flags&vnetFNeedsCsum != 0 {
-		l4 := int(h.csumStart)
-		var n int
-		switch h.csumOffset {
-		case tcpCsumOffset:
-			if l4+header.TCPMinimumSize > len(head) {
-				return 0
-			}
-			n = l4 + int(header.TCP(head[l4:]).DataOffset())
-			if n < l4+header.TCPMinimumSize {
-				return 0
-			}
-		case udpCsumOffset:
-			n = l4 + header.UDPMinimumSize
-		default:
-			return 0
-		}
-		if n >= frameLen || n >= len(head) || n > link.MaxSplitHeader {
-			return 0
-		}
-		return n
+	var r frame.Repr
+	err := r.ParseHead(head, frameLen)
+	return rxSplitParsed(h, head, &r, err)
+}
+
+// rxSplitParsed is rxSplitLen of a frame already parsed: r and err are
+// what r.ParseHead(head, frameLen) left and returned.
+func rxSplitParsed(h *vnetHdr, head []byte, r *frame.Repr, err error) int {
+	if h != nil && h.flags&vnetFNeedsCsum != 0 && int(h.csumStart) != r.L4Off {
+		return 0
 	}
-	return link.HeaderLen(head)
+	return link.SplitAt(r, err, len(head))
 }
 
 // txVnetHdr computes the virtio-net header for an outbound packet (host GSO).
@@ -406,30 +396,28 @@ func (fi *fragInfo) classify(maxLen int) csumVerdict {
 // minHeadView bytes and sized for the MTU); payload bytes are summed from
 // both views.
 func verifyChecksums(head, tail []byte, vouched bool, fi *fragInfo) csumVerdict {
-	if len(head) < header.EthernetMinimumSize {
+	var r frame.Repr
+	err := r.ParseHead(head, len(head)+len(tail))
+	return checkParsed(&r, err, head, tail, vouched, fi)
+}
+
+// checkParsed is verifyChecksums of a frame already parsed: r and err are
+// what r.ParseHead(head, len(head)+len(tail)) left and returned.
+func checkParsed(r *frame.Repr, err error, head, tail []byte, vouched bool, fi *fragInfo) csumVerdict {
+	if r.Depth < frame.DepthLink || r.EtherType != frame.EtherTypeIPv4 && r.EtherType != frame.EtherTypeIPv6 {
 		return csumNone
 	}
-	frameLen := len(head) + len(tail)
-	l3 := head[header.EthernetMinimumSize:]
-	l3Len := frameLen - header.EthernetMinimumSize
-	var (
-		proto    uint8
-		l4off    int // from the start of the IP header
-		l4len    int // transport header + payload
-		src, dst tcpip.Address
-		isV4     bool
-	)
-	switch header.Ethernet(head).Type() {
-	case header.IPv4ProtocolNumber:
-		ip := header.IPv4(l3)
-		if !ip.IsValid(l3Len) || int(ip.HeaderLength()) > len(l3) {
-			return csumMalformed
-		}
-		if !ip.IsChecksumValid() {
+	if r.Depth < frame.DepthIP {
+		// The IP header's lengths or version are wrong; gVisor drops
+		// the packet.
+		return csumMalformed
+	}
+	var src, dst tcpip.Address
+	if r.IPVersion == 4 {
+		if !header.IPv4(head[header.EthernetMinimumSize:]).IsChecksumValid() {
 			return csumBad
 		}
-		proto = ip.Protocol()
-		if proto != uint8(header.TCPProtocolNumber) && proto != uint8(header.UDPProtocolNumber) {
+		if r.Proto != uint8(header.TCPProtocolNumber) && r.Proto != uint8(header.UDPProtocolNumber) {
 			// ICMP and the rest: gVisor verifies their checksums
 			// itself, after reassembly for fragments.
 			if vouched {
@@ -437,92 +425,68 @@ func verifyChecksums(head, tail []byte, vouched bool, fi *fragInfo) csumVerdict 
 			}
 			return csumGood
 		}
-		isV4 = true
-		l4off = int(ip.HeaderLength())
-		l4len = int(ip.TotalLength()) - l4off
-		src, dst = ip.SourceAddress(), ip.DestinationAddress()
-		if ip.More() || ip.FragmentOffset() != 0 {
+		src, dst = tcpip.AddrFrom4([4]byte(r.Src[:4])), tcpip.AddrFrom4([4]byte(r.Dst[:4]))
+		if r.Fragment {
 			*fi = fragInfo{
-				key:  fragKey{src: src, dst: dst, id: uint32(ip.ID()), proto: proto},
-				data: header.EthernetMinimumSize + l4off, size: l4len,
-				off: int(ip.FragmentOffset()), more: ip.More(), next: proto,
+				key:  fragKey{src: src, dst: dst, id: r.FragID, proto: r.Proto},
+				data: r.L4Off, size: r.L4Len(), off: r.FragOff, more: r.MoreFrags, next: r.Proto,
 			}
 			return fi.classify(header.IPv4MaximumPayloadSize)
 		}
-		if vouched {
-			return csumNone
-		}
-	case header.IPv6ProtocolNumber:
-		if len(l3) < header.IPv6MinimumSize {
+	} else {
+		if r.Depth < frame.DepthNetwork {
+			// The extension headers run past the packet (gVisor
+			// drops it) or past the first view.
+			if err == frame.ErrBeyondHead {
+				return csumUncheckable
+			}
 			return csumMalformed
 		}
-		ip := header.IPv6(l3)
-		end := header.IPv6MinimumSize + int(ip.PayloadLength())
-		if end > l3Len {
-			return csumMalformed
-		}
-		proto = ip.NextHeader()
-		if vouched && (proto == uint8(header.TCPProtocolNumber) || proto == uint8(header.UDPProtocolNumber)) {
-			return csumNone // no extension headers, so no fragment header
-		}
-		src, dst = ip.SourceAddress(), ip.DestinationAddress()
-		w := walkIPv6Ext(l3, proto, header.IPv6MinimumSize, end)
-		switch w.status {
-		case walkTruncated:
-			return csumMalformed
-		case walkPastHead:
-			return csumUncheckable
-		case walkRouted:
+		if r.Routed {
 			// RFC 8200 §4.4: gVisor implements no routing type, so
 			// it discards the packet (and answers with a Parameter
 			// Problem) before any transport reads it. The final
 			// destination, which the pseudo-header would need
 			// (RFC 8200 §8.1), is not the packet's destination yet.
 			return csumNone
-		case walkFragment:
-			fh := l3[w.off:]
+		}
+		src, dst = tcpip.AddrFrom16(r.Src), tcpip.AddrFrom16(r.Dst)
+		if r.Fragment {
 			*fi = fragInfo{
-				key:  fragKey{src: src, dst: dst, id: binary.BigEndian.Uint32(fh[ipv6FragIDOff:]), v6: true},
-				data: header.EthernetMinimumSize + w.off + header.IPv6FragmentHeaderSize,
-				size: end - w.off - header.IPv6FragmentHeaderSize,
-				off:  int(binary.BigEndian.Uint16(fh[ipv6FragOffOff:]) &^ 7),
-				more: binary.BigEndian.Uint16(fh[ipv6FragOffOff:])&ipv6FragMore != 0,
-				next: fh[0],
+				key:  fragKey{src: src, dst: dst, id: r.FragID, v6: true},
+				data: r.L4Off, size: r.L4Len(), off: r.FragOff, more: r.MoreFrags, next: r.Proto,
 			}
 			return fi.classify(header.IPv6MaximumPayloadSize)
 		}
-		if vouched {
-			return csumNone
-		}
-		proto, l4off = w.proto, w.off
-		l4len = end - l4off
-	default:
+	}
+	if vouched {
 		return csumNone
 	}
 	var csumOff int
-	switch proto {
+	switch r.Proto {
 	case uint8(header.TCPProtocolNumber):
 		csumOff = tcpCsumOffset
-		if l4len < header.TCPMinimumSize {
-			return csumMalformed
-		}
 	case uint8(header.UDPProtocolNumber):
 		csumOff = udpCsumOffset
-		if l4len < header.UDPMinimumSize {
-			return csumMalformed
-		}
 	default:
 		// An IPv6 transport other than TCP and UDP (ICMPv6): gVisor
 		// verifies its checksum itself.
 		return csumNone
 	}
-	start := header.EthernetMinimumSize + l4off
+	if err == frame.ErrTruncated {
+		// The IP packet is shorter than a transport header.
+		return csumMalformed
+	}
+	// Otherwise the transport header is in the packet; a TCP data offset
+	// that is wrong (ErrBadHeader) is gVisor's to drop, and the checksum
+	// is checked all the same.
+	start, l4len := r.L4Off, r.L4Len()
 	if start+csumOff+2 > len(head) {
 		// The packet holds the field (l4len is at least a header), the
 		// first view does not.
 		return csumUncheckable
 	}
-	if proto == uint8(header.UDPProtocolNumber) && isV4 &&
+	if r.Proto == uint8(header.UDPProtocolNumber) && r.IPVersion == 4 &&
 		head[start+csumOff] == 0 && head[start+csumOff+1] == 0 {
 		// RFC 768: a zero UDP checksum over IPv4 means "none computed".
 		return csumGood
@@ -535,114 +499,11 @@ func verifyChecksums(head, tail []byte, vouched bool, fi *fragInfo) csumVerdict 
 		c.Add(head[start:])
 		c.Add(tail[:end-len(head)])
 	}
-	xsum := header.PseudoHeaderChecksum(tcpip.TransportProtocolNumber(proto), src, dst, uint16(l4len))
+	xsum := header.PseudoHeaderChecksum(tcpip.TransportProtocolNumber(r.Proto), src, dst, uint16(l4len))
 	if checksum.Combine(xsum, c.Checksum()) != 0xffff {
 		return csumBad
 	}
 	return csumGood
-}
-
-// IPv6 extension header fields the walk reads (RFC 8200 §4):
-//
-//	offset size  field
-//	0      1     next header         (every extension header)
-//	1      1     hdr ext len         8-byte units beyond the first 8
-//	                                 (hop-by-hop, routing, destination
-//	                                 options; reserved in the fragment
-//	                                 header, ignored by gVisor in the
-//	                                 experiment header, both 8 bytes)
-//	3      1     segments left       (routing)
-//	2      2     offset<<3 | M       (fragment; 2 reserved bits between)
-//	4      4     identification      (fragment)
-const (
-	ipv6ExtMinLen       = 8
-	ipv6RoutingSegsLeft = 3
-	ipv6FragOffOff      = 2
-	ipv6FragIDOff       = 4
-	ipv6FragMore        = 0x0001
-	// ipv6FragOffMore masks the offset and the M flag: both zero make an
-	// atomic fragment (RFC 6946), which gVisor reads as a whole packet.
-	ipv6FragOffMore = 0xfff9
-)
-
-// ipv6WalkStatus says why walkIPv6Ext stopped.
-type ipv6WalkStatus uint8
-
-const (
-	// walkDone: at proto, which is not an extension header gVisor walks
-	// past (a transport, or one it treats as such).
-	walkDone ipv6WalkStatus = iota
-	// walkFragment: at a fragment header that is not atomic.
-	walkFragment
-	// walkRouted: at a routing header with segments left, which gVisor
-	// discards the packet for.
-	walkRouted
-	// walkTruncated: a header runs past the end of the packet; gVisor
-	// drops the packet as malformed.
-	walkTruncated
-	// walkPastHead: a header runs past b, the bytes at hand, though not
-	// past the packet.
-	walkPastHead
-)
-
-// ipv6Walk is where walkIPv6Ext stopped: the header proto at offset off.
-type ipv6Walk struct {
-	proto  uint8
-	off    int
-	status ipv6WalkStatus
-}
-
-// walkIPv6Ext follows the IPv6 extension headers that gVisor walks past on
-// local delivery, starting with proto at offset off of b, to find the
-// transport header: hop-by-hop and destination options, routing headers
-// with no segments left (RFC 8200 §4.4: ignored), atomic fragments (RFC
-// 6946: processed as whole packets) and experiment headers (gVisor reads
-// them as 8 bytes). end is where the packet ends, counted like off; b may
-// stop sooner (the first receive view). Hop-by-hop headers are followed
-// wherever they are, although gVisor accepts them only first: the walk may
-// check more than the stack reads, never less.
-func walkIPv6Ext(b []byte, proto uint8, off, end int) ipv6Walk {
-	for {
-		if !isIPv6ExtWalked(proto) {
-			return ipv6Walk{proto, off, walkDone}
-		}
-		if off+ipv6ExtMinLen > end {
-			return ipv6Walk{proto, off, walkTruncated}
-		}
-		if off+ipv6ExtMinLen > len(b) {
-			return ipv6Walk{proto, off, walkPastHead}
-		}
-		n := (int(b[off+1]) + 1) * 8
-		switch header.IPv6ExtensionHeaderIdentifier(proto) {
-		case header.IPv6RoutingExtHdrIdentifier:
-			if b[off+ipv6RoutingSegsLeft] != 0 {
-				return ipv6Walk{proto, off, walkRouted}
-			}
-		case header.IPv6FragmentExtHdrIdentifier:
-			if binary.BigEndian.Uint16(b[off+ipv6FragOffOff:])&ipv6FragOffMore != 0 {
-				return ipv6Walk{proto, off, walkFragment}
-			}
-			n = ipv6ExtMinLen
-		case header.IPv6ExperimentExtHdrIdentifier:
-			n = ipv6ExtMinLen
-		}
-		proto = b[off]
-		off += n
-		if off > end {
-			return ipv6Walk{proto, off, walkTruncated}
-		}
-	}
-}
-
-// isIPv6ExtWalked reports whether walkIPv6Ext walks past the header proto.
-func isIPv6ExtWalked(proto uint8) bool {
-	switch header.IPv6ExtensionHeaderIdentifier(proto) {
-	case header.IPv6HopByHopOptionsExtHdrIdentifier, header.IPv6DestinationOptionsExtHdrIdentifier,
-		header.IPv6RoutingExtHdrIdentifier, header.IPv6FragmentExtHdrIdentifier,
-		header.IPv6ExperimentExtHdrIdentifier:
-		return true
-	}
-	return false
 }
 
 // usoSegments returns how many datagrams a USO super-frame with payloadLen

@@ -310,7 +310,8 @@ func TestRxSplitLen(t *testing.T) {
 		{"TCPv4 from csum_start", &vnetHdr{flags: vnetFNeedsCsum, csumStart: 34, csumOffset: 16}, tcp4, 54},
 		{"UDPv6 parsed", &vnetHdr{}, udp6, 62},
 		{"UDPv6 hop-by-hop from csum_start", &vnetHdr{flags: vnetFNeedsCsum, csumStart: 62, csumOffset: 6}, hbh6, 70},
-		{"UDPv6 hop-by-hop parsed: no split", nil, hbh6, 0},
+		{"UDPv6 hop-by-hop parsed", nil, hbh6, 70},
+		{"csum_start disagrees with the headers", &vnetHdr{flags: vnetFNeedsCsum, csumStart: 54, csumOffset: 6}, hbh6, 0},
 		{"headers only", &vnetHdr{flags: vnetFNeedsCsum, csumStart: 34, csumOffset: 16}, tcp4[:54], 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -458,4 +459,21 @@ func FuzzVnetHeader(f *testing.F) {
 			t.Fatalf("copied %d bytes", c)
 		}
 	})
+}
+
+// TestTCPSegmentWalksExtensionHeaders checks that the admission sees a TCP
+// segment behind an IPv6 hop-by-hop header, where the receive checks and
+// the header split find it too.
+func TestTCPSegmentWalksExtensionHeaders(t *testing.T) {
+	f := frameBuilder{v6: true, proto: header.TCPProtocolNumber, payload: 10, hopByHop: true}.build()
+	flags, payload, l4off, ok := tcpSegment(f, len(f))
+	if !ok || !payload || l4off != 14+40+8 {
+		t.Fatalf("tcpSegment = %v, %v, %d, %v", flags, payload, l4off, ok)
+	}
+	if got := rxSplitLen(nil, f, len(f)); got != l4off+header.TCPMinimumSize {
+		t.Fatalf("split at %d, want %d", got, l4off+header.TCPMinimumSize)
+	}
+	if _, _, _, ok := tcpSegment(f[:l4off+10], len(f)); ok {
+		t.Fatal("a TCP header past the bytes at hand was read")
+	}
 }

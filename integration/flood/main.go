@@ -50,6 +50,8 @@ import (
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
+
+	"github.com/zcnet/zcnet/integration/contenders"
 )
 
 const (
@@ -373,7 +375,7 @@ func echoClient(d time.Duration, n int) error {
 	data := make([]byte, echoSize)
 	rand.Read(data)
 	if d == 0 {
-		return echoOnce(data, 5*time.Second)
+		return contenders.EchoOnce(net.JoinHostPort(serverAddr, echoPort), data, 5*time.Second)
 	}
 	end := time.Now().Add(d)
 	type tally struct{ ok, failed int }
@@ -382,7 +384,7 @@ func echoClient(d time.Duration, n int) error {
 		go func() {
 			var t tally
 			for time.Now().Before(end) {
-				err := echoOnce(data, min(10*time.Second, time.Until(end)))
+				err := contenders.EchoOnce(net.JoinHostPort(serverAddr, echoPort), data, min(10*time.Second, time.Until(end)))
 				switch {
 				case !time.Now().Before(end):
 					// Cut off by the end of the flood (or
@@ -406,30 +408,6 @@ func echoClient(d time.Duration, n int) error {
 	return nil
 }
 
-// echoOnce sends data on a fresh connection to the echo port and checks
-// that every byte comes back.
-func echoOnce(data []byte, timeout time.Duration) error {
-	c, err := net.DialTimeout("tcp", net.JoinHostPort(serverAddr, echoPort), timeout)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(timeout))
-	errc := make(chan error, 1)
-	go func() { _, err := c.Write(data); errc <- err }()
-	got := make([]byte, len(data))
-	if _, err := io.ReadFull(c, got); err != nil {
-		return err
-	}
-	if err := <-errc; err != nil {
-		return err
-	}
-	if !bytes.Equal(got, data) {
-		return errors.New("echo differs")
-	}
-	return nil
-}
-
 // kernelServe is the kernel's echo server: TCP and UDP port 7.
 func kernelServe() error {
 	ln, err := net.Listen("tcp", net.JoinHostPort(serverAddr, echoPort))
@@ -440,30 +418,6 @@ func kernelServe() error {
 	if err != nil {
 		return err
 	}
-	go udpEcho(pc)
-	return tcpEcho(ln)
-}
-
-func tcpEcho(ln net.Listener) error {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return err
-		}
-		go func() {
-			defer c.Close()
-			io.Copy(c, c)
-		}()
-	}
-}
-
-func udpEcho(pc net.PacketConn) {
-	b := make([]byte, 65536)
-	for {
-		n, from, err := pc.ReadFrom(b)
-		if err != nil {
-			return
-		}
-		pc.WriteTo(b[:n], from)
-	}
+	go contenders.EchoUDP(pc)
+	return contenders.EchoTCP(ln)
 }

@@ -3,6 +3,8 @@ package link
 import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/zcnet/zcnet/stack/link/frame"
 )
 
 // Software header split.
@@ -25,57 +27,30 @@ const MaxSplitHeader = 256
 // HeaderLen returns the number of bytes of Ethernet, IP and TCP or UDP headers
 // at the front of frame: the point where a header split puts the payload. It
 // returns 0 when the frame is not an unfragmented TCP or UDP packet over IPv4
-// or IPv6 whose headers lie wholly inside frame, or when the headers are all
-// there is (nothing to split). It reads frame and never modifies it; any
-// input, however malformed, is safe.
-func HeaderLen(frame []byte) int {
-	if len(frame) < header.EthernetMinimumSize {
+// or IPv6 (extension headers walked) whose headers lie wholly inside frame,
+// or when the headers are all the packet holds (nothing to split). It
+// reads frame and never modifies it; any input, however malformed, is safe.
+func HeaderLen(frame []byte) int { return headerLen(frame) }
+
+func headerLen(b []byte) int {
+	var r frame.Repr
+	err := r.Parse(b)
+	return SplitAt(&r, err, len(b))
+}
+
+// SplitAt is HeaderLen of a frame already parsed (r and err from
+// frame.Repr's Parse or ParseHead), of which have bytes are at hand: after
+// its TCP or UDP header, when the packet is not a fragment, the headers
+// parsed without error, lie in the bytes at hand and within
+// MaxSplitHeader, and payload follows them; else 0. IPv6 extension
+// headers are walked as the receive checks walk them.
+func SplitAt(r *frame.Repr, err error, have int) int {
+	if err != nil || r.Depth < frame.DepthTransport ||
+		r.Proto != uint8(header.TCPProtocolNumber) && r.Proto != uint8(header.UDPProtocolNumber) {
 		return 0
 	}
-	eth := header.Ethernet(frame)
-	l3 := frame[header.EthernetMinimumSize:]
-	var l4off int
-	var proto uint8
-	switch eth.Type() {
-	case header.IPv4ProtocolNumber:
-		ip := header.IPv4(l3)
-		if !ip.IsValid(len(l3)) {
-			return 0
-		}
-		if ip.More() || ip.FragmentOffset() != 0 {
-			return 0
-		}
-		l4off = int(ip.HeaderLength())
-		proto = ip.Protocol()
-	case header.IPv6ProtocolNumber:
-		// Extension headers are rare on the paths we care about; frames that
-		// carry them are delivered whole (no split) rather than parsed here.
-		if len(l3) < header.IPv6MinimumSize {
-			return 0
-		}
-		ip := header.IPv6(l3)
-		l4off = header.IPv6MinimumSize
-		proto = ip.NextHeader()
-	default:
-		return 0
-	}
-	var l4len int
-	switch proto {
-	case uint8(header.TCPProtocolNumber):
-		if len(l3) < l4off+header.TCPMinimumSize {
-			return 0
-		}
-		l4len = int(header.TCP(l3[l4off:]).DataOffset())
-		if l4len < header.TCPMinimumSize {
-			return 0
-		}
-	case uint8(header.UDPProtocolNumber):
-		l4len = header.UDPMinimumSize
-	default:
-		return 0
-	}
-	n := header.EthernetMinimumSize + l4off + l4len
-	if n >= len(frame) || n > MaxSplitHeader {
+	n := r.PayloadOff
+	if r.PayloadLen == 0 || n >= have || n > MaxSplitHeader {
 		return 0
 	}
 	return n

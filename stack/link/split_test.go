@@ -69,6 +69,11 @@ func TestHeaderLen(t *testing.T) {
 	if got := HeaderLen(f); got != 0 {
 		t.Errorf("fragment: HeaderLen = %d, want 0", got)
 	}
+	// Ethernet padding after a segment without payload is not payload.
+	f = append(splitTestFrame(t, false, header.TCPProtocolNumber, 0, 0), make([]byte, 6)...)
+	if got := HeaderLen(f); got != 0 {
+		t.Errorf("padded, no payload: HeaderLen = %d, want 0", got)
+	}
 	// A TCP data offset pointing past the frame is not trusted.
 	f = splitTestFrame(t, false, header.TCPProtocolNumber, 0, 4)
 	f[14+20+12] = 15 << 4

@@ -6,6 +6,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/zcnet/zcnet/stack/link/frame"
 )
 
 // Partial checksums from a peer on the same host (Config.PartialChecksums).
@@ -23,42 +25,18 @@ import (
 // doubles the (tiny) rate of undetected corruption, which is why it is
 // off by default and meant for veth peers.
 
-// completePartial finishes the TCP or UDP checksum of frame (a whole
-// Ethernet frame the caller owns) when it was left partial, and reports
-// whether it did. Frames that are not unfragmented TCP or UDP over IPv4 or
-// IPv6 (without extension headers), whose checksum is already right, or
-// that are malformed are left alone; any input is safe.
-func completePartial(frame []byte) bool {
-	if len(frame) < header.EthernetMinimumSize {
-		return false
-	}
-	l3 := frame[header.EthernetMinimumSize:]
-	var l4 []byte
-	var proto tcpip.TransportProtocolNumber
-	var src, dst tcpip.Address
-	switch header.Ethernet(frame).Type() {
-	case header.IPv4ProtocolNumber:
-		ip := header.IPv4(l3)
-		if !ip.IsValid(len(l3)) || ip.More() || ip.FragmentOffset() != 0 {
-			return false
-		}
-		l4 = l3[ip.HeaderLength():ip.TotalLength()]
-		proto, src, dst = ip.TransportProtocol(), ip.SourceAddress(), ip.DestinationAddress()
-	case header.IPv6ProtocolNumber:
-		if len(l3) < header.IPv6MinimumSize {
-			return false
-		}
-		ip := header.IPv6(l3)
-		end := header.IPv6MinimumSize + int(ip.PayloadLength())
-		if end > len(l3) {
-			return false
-		}
-		l4 = l3[header.IPv6MinimumSize:end]
-		proto, src, dst = ip.TransportProtocol(), ip.SourceAddress(), ip.DestinationAddress()
-	default:
+// completePartial finishes the TCP or UDP checksum of b (a whole Ethernet
+// frame the caller owns) when it was left partial, and reports whether it
+// did. Frames that are not unfragmented TCP or UDP over IPv4 or IPv6
+// (extension headers walked by frame.Repr), whose checksum is already
+// right, or that are malformed are left alone; any input is safe.
+func completePartial(b []byte) bool {
+	var r frame.Repr
+	if r.Parse(b) != nil || r.Depth < frame.DepthTransport {
 		return false
 	}
 	var at int
+	proto := tcpip.TransportProtocolNumber(r.Proto)
 	switch proto {
 	case header.TCPProtocolNumber:
 		at = 16
@@ -67,8 +45,15 @@ func completePartial(frame []byte) bool {
 	default:
 		return false
 	}
+	l4 := b[r.L4Off:r.IPEnd]
 	if len(l4) < at+2 || len(l4) > 0xffff {
 		return false
+	}
+	var src, dst tcpip.Address
+	if r.IPVersion == 4 {
+		src, dst = tcpip.AddrFrom4([4]byte(r.Src[:4])), tcpip.AddrFrom4([4]byte(r.Dst[:4]))
+	} else {
+		src, dst = tcpip.AddrFrom16(r.Src), tcpip.AddrFrom16(r.Dst)
 	}
 	field := binary.BigEndian.Uint16(l4[at:])
 	if proto == header.UDPProtocolNumber && field == 0 {
