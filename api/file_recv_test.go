@@ -9,12 +9,13 @@ import (
 	"errors"
 	"io"
 	"testing"
-	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/api/file"
 	"github.com/zcnet/zcnet/api/file/filetest"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // TestFileReceiveToFile streams 64 MiB (16 MiB under -race) over TCP into
@@ -31,7 +32,7 @@ func TestFileReceiveToFile(t *testing.T) {
 	}
 	for _, k := range filetest.Engines {
 		t.Run(k.String(), func(t *testing.T) {
-			p := newZCPair(t, 0)
+			p := apitest.NewPair(t, apitest.PairConfig{})
 			t.Cleanup(func() { p.A.Close(); p.B.Close() })
 			if err := p.B.ConfigureFiles(file.Config{Engine: k}); err != nil {
 				if k == file.EngineURing && errors.Is(err, file.ErrEngine) {
@@ -39,10 +40,10 @@ func TestFileReceiveToFile(t *testing.T) {
 				}
 				t.Fatal(err)
 			}
-			accepted := p.accept(t, "192.0.2.2:5010")
+			accepted := accept(t, p.B, "192.0.2.2:5010")
 			data := make([]byte, size)
 			rand.Read(data)
-			ctx := tctx(t, 120*time.Second)
+			ctx := evchantest.Context(t)
 			conn, err := p.A.Net().DialContext(ctx, "tcp", "192.0.2.2:5010")
 			if err != nil {
 				t.Fatal(err)
@@ -62,7 +63,7 @@ func TestFileReceiveToFile(t *testing.T) {
 			}
 			defer sock.Close()
 			f := filetest.TempFile(t, "", nil)
-			ec := newChannel(t, 256)
+			ec := evchantest.New(t, 256)
 
 			// One loop: receive, submit the write, take completions when
 			// the channel has no room (and as they come).

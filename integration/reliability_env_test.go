@@ -367,22 +367,6 @@ func relHeapInuse() uint64 {
 	return ms.HeapInuse
 }
 
-// relWaitFor polls cond every few milliseconds until it is true or d has
-// passed, and reports whether it became true. It is for counters that
-// another goroutine (or the kernel) updates, never for ordering.
-func relWaitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // relDelta returns after[k] - before[k] for each key.
 func relDelta(before, after map[string]uint64, keys ...string) uint64 {
 	var d uint64

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack/link/impair"
 	"github.com/zcnet/zcnet/tap"
 )
@@ -261,7 +262,7 @@ func (u *relUDPTally) add(d []byte) {
 func relPaced(u *relUDPTally, send func([]byte) error, seed uint64) error {
 	r := rand.New(rand.NewPCG(seed, 9))
 	for i := range relUDPDatagrams {
-		relWaitFor(20*time.Millisecond, func() bool { return int64(i)-u.highest.Load() < 64 })
+		evchantest.Poll(20*time.Millisecond, func() bool { return int64(i)-u.highest.Load() < 64 })
 		if err := send(relDatagram(r, i)); err != nil {
 			return err
 		}

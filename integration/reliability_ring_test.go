@@ -17,6 +17,7 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/dmapool"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/stack/link/ring"
 	"github.com/zcnet/zcnet/stack/link/ring/ringtest"
@@ -63,7 +64,7 @@ func TestReliabilityRingHostilePeer(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- ringTransfer(ctx, pa, port, s) }()
-	if !relWaitFor(30*time.Second, func() bool { return link.Stats().RxBytes > 1<<20 }) {
+	if !evchantest.Poll(30*time.Second, func() bool { return link.Stats().RxBytes > 1<<20 }) {
 		t.Fatal("the transfer did not start")
 	}
 	before := link.Stats()

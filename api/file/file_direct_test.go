@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/api/file"
@@ -67,7 +66,7 @@ func TestFileODirect(t *testing.T) {
 				copy(b.Bytes(), want[i*block:])
 				ops = append(ops, &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Offset: int64(i * block)}, Buf: b, EC: ec, Cookie: uint64(i)})
 			}
-			if err := s.Submit(tctx(t, 30*time.Second), false, ops...); err != nil {
+			if err := s.Submit(evchantest.Context(t), false, ops...); err != nil {
 				t.Fatal(err)
 			}
 			for c, ev := range events(t, ec, blocks) {
@@ -83,7 +82,7 @@ func TestFileODirect(t *testing.T) {
 				}
 				ops = append(ops, &api.Op{Kind: api.OpRead, File: file.Request{File: f, Offset: int64(i * block)}, Buf: b, EC: ec, Cookie: uint64(i)})
 			}
-			if err := s.Submit(tctx(t, 30*time.Second), false, ops...); err != nil {
+			if err := s.Submit(evchantest.Context(t), false, ops...); err != nil {
 				t.Fatal(err)
 			}
 			for c, ev := range events(t, ec, blocks) {

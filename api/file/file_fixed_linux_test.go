@@ -94,7 +94,7 @@ func TestFileFixedBuffers(t *testing.T) {
 					wants = append(wants, want)
 					datas = append(datas, data)
 				}
-				if err := s.Submit(tctx(t, 30*time.Second), false, batch...); err != nil {
+				if err := s.Submit(evchantest.Context(t), false, batch...); err != nil {
 					t.Fatal(err)
 				}
 				got := events(t, ec, len(batch))

@@ -50,7 +50,7 @@ func events(t testing.TB, ec *evchan.Channel, want int) map[uint64]evchan.Event 
 	t.Helper()
 	got := make(map[uint64]evchan.Event, want)
 	buf := make([]evchan.Event, 64)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	for len(got) < want {
 		n, err := ec.Next(ctx, buf)
 		if err != nil {
@@ -70,31 +70,10 @@ func events(t testing.TB, ec *evchan.Channel, want int) map[uint64]evchan.Event 
 func one(t testing.TB, s *api.Stack, ec *evchan.Channel, op *api.Op) evchan.Event {
 	t.Helper()
 	op.EC = ec
-	if err := s.Submit(tctx(t, 30*time.Second), false, op); err != nil {
+	if err := s.Submit(evchantest.Context(t), false, op); err != nil {
 		t.Fatalf("Submit %v: %v", op.Kind, err)
 	}
-	return next(t, ec)
-}
-
-// next returns the next event of ec.
-func next(t testing.TB, ec *evchan.Channel) evchan.Event {
-	t.Helper()
 	return evchantest.Next(t, ec)
-}
-
-func tctx(t testing.TB, d time.Duration) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return c
-}
-
-// noEvent asserts that ec holds no event.
-func noEvent(t testing.TB, ec *evchan.Channel) {
-	t.Helper()
-	var ev [1]evchan.Event
-	if n := ec.TryNext(ev[:]); n != 0 {
-		t.Fatalf("unexpected event %v", ev[0])
-	}
 }
 
 func randBytes(r *rand.Rand, n int) []byte {
@@ -231,7 +210,7 @@ func TestFileRandomIO(t *testing.T) {
 					}
 					ops = append(ops, op)
 				}
-				if err := s.Submit(tctx(t, 30*time.Second), false, ops...); err != nil {
+				if err := s.Submit(evchantest.Context(t), false, ops...); err != nil {
 					t.Fatal(err)
 				}
 				got := events(t, ec, len(ops))
@@ -518,7 +497,7 @@ func TestFilePipes(t *testing.T) {
 // full pipe leaves) while 24 KiB reads on pr collect it, and closes pw at
 // the end; the reader must see every byte, in order, then EOF.
 func pipeStream(t *testing.T, s *api.Stack, pr, pw *os.File) {
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	ec := evchantest.New(t, 8)
 	// A read of an empty pipe waits.
 	rbuf := make([]byte, 24<<10)
@@ -530,7 +509,7 @@ func pipeStream(t *testing.T, s *api.Stack, pr, pw *os.File) {
 	if err := api.Suspend(ctx, 20*time.Millisecond, read); !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("read of an empty pipe: Suspend = %v, want a timeout", err)
 	}
-	noEvent(t, ec)
+	evchantest.Empty(t, ec)
 	data := randBytes(rand.New(rand.NewPCG(3, 4)), 1<<20)
 	sent := 0
 	writeNext := func() {
@@ -543,7 +522,7 @@ func pipeStream(t *testing.T, s *api.Stack, pr, pw *os.File) {
 	writeNext()
 	var got []byte
 	for {
-		ev := next(t, ec)
+		ev := evchantest.Next(t, ec)
 		if ev.Errno != 0 {
 			t.Fatalf("%v", ev)
 		}
@@ -587,10 +566,10 @@ func TestFileCancel(t *testing.T) {
 		for i := range ops {
 			ops[i] = &api.Op{Kind: api.OpRead, File: file.Request{File: pr, Offset: -1, Mem: make([]byte, 16)}, EC: ec, Cookie: uint64(i)}
 		}
-		if err := s.Submit(tctx(t, 10*time.Second), false, ops...); err != nil {
+		if err := s.Submit(evchantest.Context(t), false, ops...); err != nil {
 			t.Fatal(err)
 		}
-		noEvent(t, ec)
+		evchantest.Empty(t, ec)
 		for _, i := range []int{5, 0, 3, 1, 4, 2} { // backlog and ring alike
 			if err := cancelWaiting(t, ops[i]); err != nil {
 				t.Fatalf("Cancel op %d: %v", i, err)
@@ -672,7 +651,7 @@ func TestFileMisuse(t *testing.T) {
 			t.Errorf("%s: Submit = %v, want ErrInvalidOp", tc.name, err)
 		}
 	}
-	noEvent(t, ec)
+	evchantest.Empty(t, ec)
 	// A read into a Buf hands the Buf back even when it fails.
 	closed, err := os.Open(f.Name())
 	if err != nil {
@@ -717,7 +696,7 @@ func TestFileMisuse(t *testing.T) {
 		t.Fatalf("after completions: %v", err)
 	}
 	pw.Write([]byte("c"))
-	if ev := next(t, ec); ev.Result != 1 {
+	if ev := evchantest.Next(t, ec); ev.Result != 1 {
 		t.Fatal(ev)
 	}
 }
@@ -732,7 +711,7 @@ func TestFileSyncAndWait(t *testing.T) {
 			{Kind: api.OpWrite, File: file.Request{File: f, Offset: 0, Mem: []byte("hello, ")}, EC: ec, Cookie: 1},
 			{Kind: api.OpWritev, File: file.Request{File: f, Offset: 7, Iov: [][]byte{[]byte("wor"), []byte("ld")}}, EC: ec, Cookie: 2},
 		}
-		if err := s.Submit(tctx(t, 10*time.Second), true, ops...); err != nil {
+		if err := s.Submit(evchantest.Context(t), true, ops...); err != nil {
 			t.Fatal(err)
 		}
 		for _, op := range ops {
@@ -741,7 +720,7 @@ func TestFileSyncAndWait(t *testing.T) {
 			}
 		}
 		sync := []*api.Op{{Kind: api.OpFsync, File: file.Request{File: f}, EC: ec, Cookie: 3}, {Kind: api.OpFdatasync, File: file.Request{File: f}, EC: ec, Cookie: 4}}
-		if err := s.Submit(tctx(t, 10*time.Second), true, sync...); err != nil {
+		if err := s.Submit(evchantest.Context(t), true, sync...); err != nil {
 			t.Fatal(err)
 		}
 		got := events(t, ec, 4)

@@ -64,7 +64,7 @@ func TestAio(t *testing.T) {
 		w2 := &aio.Aiocb{File: f, Offset: 200, Buf: []byte("two"), EC: ec, LioOpcode: api.OpWrite, Cookie: 12}
 		r1 := &aio.Aiocb{File: f, Offset: 0, Buf: make([]byte, 5), EC: ec, LioOpcode: api.OpRead, Cookie: 13}
 		nop := &aio.Aiocb{File: f, EC: ec, Cookie: 14}
-		if err := aio.ListIO(tctx(t, 10*time.Second), s, true, w1, w2, r1, nop); err != nil {
+		if err := aio.ListIO(evchantest.Context(t), s, true, w1, w2, r1, nop); err != nil {
 			t.Fatal(err)
 		}
 		for _, cb := range []*aio.Aiocb{w1, w2, r1} {
@@ -125,7 +125,7 @@ func TestAio(t *testing.T) {
 			t.Fatal(err)
 		}
 		pw.Close()
-		if err := aio.Suspend(tctx(t, 10*time.Second), 0, pcb); err != nil {
+		if err := aio.Suspend(evchantest.Context(t), 0, pcb); err != nil {
 			t.Fatal(err)
 		}
 		if n, err := pcb.Return(); n != 0 || !errors.Is(err, io.EOF) {
@@ -135,10 +135,4 @@ func TestAio(t *testing.T) {
 			t.Fatalf("EOF completion %v", ev)
 		}
 	})
-}
-
-func tctx(t testing.TB, d time.Duration) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return c
 }
