@@ -31,7 +31,7 @@ import (
 	"github.com/zcnet/zcnet/tap"
 )
 
-// Shared fixture of the reliability tests (issue 9): a zcnet stack in this
+// Shared fixture of the reliability tests: a zcnet stack in this
 // process on a TAP device in a private namespace, optionally behind an
 // impairment link, with the socket API and a pool over it; the kernel side
 // of the device is the peer, driven by Go sockets made inside the namespace
