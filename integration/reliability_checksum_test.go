@@ -41,7 +41,7 @@ func ckMarker(name string, bad bool, i int) string {
 
 // TestReliabilityUnverifiedChecksums injects, from the kernel side of the
 // TAP with an AF_PACKET socket, 50 datagrams with a wrong checksum in each
-// of the shapes whose checksum only the link can check UDP over
+// of the shapes whose checksum only the link can check: UDP over
 // IPv4 fragments, over IPv6 fragments, behind an IPv6 routing header
 // (type 253, segments left 0), and a NEEDS_CSUM frame whose IPv4 header
 // checksum is wrong. None may reach the UDP socket they are aimed at, and

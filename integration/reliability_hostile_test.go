@@ -16,7 +16,7 @@ import (
 	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
-// Hostile peers through the TAP each test attacks the stack from
+// Hostile peers through the TAP: each test attacks the stack from
 // the kernel side of its TAP device for a bounded time while a legitimate
 // client keeps using it, then checks that the stack is still up (ping, a
 // transfer byte-identical), that its memory stayed under a stated bound,

@@ -24,7 +24,7 @@ import (
 	"github.com/zcnet/zcnet/stack/stacktest"
 )
 
-// Resource limits what happens when the pool, an event channel
+// Resource limits: what happens when the pool, an event channel
 // or a socket's association is full, and whether 10 000 connections opened
 // and closed leave anything behind. These run on the in-process pair link
 // and need no privileges.

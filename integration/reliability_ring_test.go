@@ -23,7 +23,7 @@ import (
 	"github.com/zcnet/zcnet/stack/link/ring/ringtest"
 )
 
-// A misbehaving ring peer the stack under test serves on the
+// A misbehaving ring peer: the stack under test serves on the
 // stack side of a shared-memory ring; its peer is a second stack sending it
 // a SHA-256-checked transfer, and the same peer writes, between its honest
 // frames, every kind of malformed ring entry (ring.Fault: out-of-range
