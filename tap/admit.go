@@ -1,6 +1,7 @@
 package tap
 
 import (
+	"encoding/binary"
 	"hash/maphash"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,23 @@ import (
 //  7. While the link refuses SYNs it tells the stack (SYNPressure), which
 //     turns SYN cookies on for every listener: a SYN then costs the
 //     listener no half-open connection, and it answers more of them.
+//  8. A segment that completes a handshake the listener answered (an ACK,
+//     with or without payload, whose acknowledgment number is one past
+//     the sequence number of a SYN-ACK the stack sent to its source and
+//     port: with SYN cookies, the cookie plus one) is admitted over the
+//     control budget, up to twice the budget. The link remembers the
+//     SYN-ACKs it sends while anything is owed (hashed, in a table like
+//     rule 6's). Without this a SYN flood shuts new clients out through
+//     the control class: every SYN-ACK the listener sends to a spoofed
+//     source draws a RST from it (or from the host that owns the
+//     address), those RSTs fill the control budget, and a real client's
+//     final ACK and first data, which go to the listener until it has
+//     made the connection, are refused with them. To forge a match an
+//     attacker must see the SYN-ACKs, as for SYN cookies themselves.
+//  9. A RST for a listener is dropped here and counted in
+//     RxDropFloodCtl, charged to nothing: a listener ignores RSTs
+//     (RFC 9293 §3.10.7.2), so delivering them would cost the stack
+//     work and the control class budget for nothing.
 //
 // New connections keep working during a SYN flood: the listener keeps
 // answering the SYNs it gets, a legitimate SYN is admitted in the
@@ -72,6 +90,10 @@ const (
 	admitLimit        = 2048
 	admitLeakPerSec   = 1024
 	admitRefusedSlots = 4096
+	// admitHandshakeSlots is rule 8's table: a client answers a
+	// SYN-ACK within a round trip, so a slot has to outlive only the
+	// SYN-ACKs the listener sends in that time, under a flood too.
+	admitHandshakeSlots = 16384
 )
 
 // SetSYNPressure installs fn (nil removes it); package stack installs one
@@ -111,8 +133,12 @@ type admission struct {
 	// refused remembers refused SYNs (see rule 6): a slot holds the
 	// hash of one, or zero.
 	refused [admitRefusedSlots]atomic.Uint64
-	seed    maphash.Seed
-	ctl     admitClass
+	// answered remembers the SYN-ACKs the stack sent while anything was
+	// owed (rule 8): a slot holds the hash of the segment that would
+	// complete the handshake, or zero.
+	answered [admitHandshakeSlots]atomic.Uint64
+	seed     maphash.Seed
+	ctl      admitClass
 	// noLeak turns the leak off (tests: what the stack's answers pay back,
 	// alone). Set before the readers start.
 	noLeak bool
@@ -171,6 +197,20 @@ func (c *admitClass) pay(n int64) {
 // synKey hashes a SYN's source address, ports and sequence number (never
 // zero).
 func (a *admission) synKey(frame []byte, l4off int) uint64 {
+	return a.segKey(frame, frame[l4off:l4off+4], frame[l4off+4:l4off+8])
+}
+
+// ackKey hashes a received segment's source address, ports and
+// acknowledgment number (never zero): a handshake-completing segment's
+// ackKey equals handshakeKey of the SYN-ACK it answers.
+func (a *admission) ackKey(frame []byte, l4off int) uint64 {
+	return a.segKey(frame, frame[l4off:l4off+4], frame[l4off+8:l4off+12])
+}
+
+// segKey hashes the source address of the IP header in frame (an Ethernet
+// frame), the ports as they stand in a received TCP header (the peer's,
+// then ours) and a sequence or acknowledgment number (never zero).
+func (a *admission) segKey(frame, ports, num []byte) uint64 {
 	var h maphash.Hash
 	h.SetSeed(a.seed)
 	if header.Ethernet(frame).Type() == header.IPv4ProtocolNumber {
@@ -178,8 +218,46 @@ func (a *admission) synKey(frame []byte, l4off int) uint64 {
 	} else {
 		h.Write(frame[header.EthernetMinimumSize+8 : header.EthernetMinimumSize+24])
 	}
-	h.Write(frame[l4off : l4off+8]) // ports and sequence number
+	h.Write(ports)
+	h.Write(num)
 	return h.Sum64() | 1
+}
+
+// handshakeKey hashes what the segment completing the handshake of
+// SYN-ACK th (a TCP header the stack sends over IP header ip) will carry:
+// the SYN-ACK's destination address as its source, the ports swapped,
+// and the SYN-ACK's sequence number plus one as its acknowledgment
+// number, in the layout of segKey. ok is false if ip is not an IPv4 or
+// IPv6 header.
+func (a *admission) handshakeKey(ip []byte, th header.TCP) (uint64, bool) {
+	var h maphash.Hash
+	h.SetSeed(a.seed)
+	switch {
+	case len(ip) >= header.IPv4MinimumSize && ip[0]>>4 == 4:
+		h.Write(ip[16:20])
+	case len(ip) >= header.IPv6MinimumSize && ip[0]>>4 == 6:
+		h.Write(ip[24:40])
+	default:
+		return 0, false
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint16(b[0:], th.DestinationPort())
+	binary.BigEndian.PutUint16(b[2:], th.SourcePort())
+	binary.BigEndian.PutUint32(b[4:], th.SequenceNumber()+1)
+	h.Write(b[:])
+	return h.Sum64() | 1, true
+}
+
+// completes reports whether a segment to a listener over the control
+// budget completes a handshake the stack answered (rule 8), and if so
+// (and the class owes less than twice the budget) admits it.
+func (a *admission) completes(frame []byte, l4off int) bool {
+	k := a.ackKey(frame, l4off)
+	if a.answered[k%admitHandshakeSlots].Load() != k || a.ctl.owed.Load() >= 2*admitLimit {
+		return false
+	}
+	a.ctl.owed.Add(1)
+	return true
 }
 
 // retried reports whether a SYN over the budget is a retransmission of
@@ -222,6 +300,9 @@ func (a *admission) noteTx(pkt *stack.PacketBuffer) {
 	switch f := header.TCP(th).Flags(); {
 	case f.Contains(header.TCPFlagSyn | header.TCPFlagAck):
 		a.syn.pay(1)
+		if k, ok := a.handshakeKey(pkt.NetworkHeader().Slice(), th); ok {
+			a.answered[k%admitHandshakeSlots].Store(k)
+		}
 	case f.Contains(header.TCPFlagRst):
 		if a.wasCharged(header.TCP(th).SourcePort()) {
 			a.ctl.pay(1)
@@ -287,7 +368,7 @@ func (q *queue) admitControl(head []byte, n int, fr *frame.Repr, ferr error) boo
 			return false
 		}
 		a.markCharged(fr.DstPort)
-		if !a.ctl.charge(admitLimit, !a.noLeak) {
+		if !a.ctl.charge(admitLimit, !a.noLeak) && !(flags&header.TCPFlagAck != 0 && a.completes(head, l4off)) {
 			q.c.dropFloodCtl.Add(1)
 			return true
 		}
@@ -306,9 +387,16 @@ func (q *queue) admitControl(head []byte, n int, fr *frame.Repr, ferr error) boo
 		class = &a.syn
 	}
 	if class == &a.ctl {
+		if flags&header.TCPFlagRst != 0 && flags&header.TCPFlagSyn == 0 {
+			// Rule 9: the listener would ignore it.
+			q.c.dropFloodCtl.Add(1)
+			return true
+		}
 		a.markCharged(fr.DstPort)
 	}
-	if class != nil && !class.charge(admitLimit, !a.noLeak) && !(class == &a.syn && a.retried(head, l4off)) {
+	if class != nil && !class.charge(admitLimit, !a.noLeak) &&
+		!(class == &a.syn && a.retried(head, l4off)) &&
+		!(class == &a.ctl && flags&header.TCPFlagAck != 0 && a.completes(head, l4off)) {
 		if class == &a.syn {
 			q.c.dropFloodSYN.Add(1)
 			a.setPressure(true)
