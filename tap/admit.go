@@ -50,10 +50,16 @@ import (
 //     of the class before they reach the stack, counted by reason
 //     (RxDropFloodSYN, RxDropFloodCtl).
 //  6. A refused SYN is remembered (its source, ports and sequence number,
-//     hashed, in a small table); when it comes again — a client's
-//     retransmission, one second later for Linux — it is admitted even
-//     over the budget, up to twice the budget. A flood of fresh SYNs does
-//     not retransmit, so a real client's second try gets through.
+//     hashed, in a filter of bits, refusedFilter); when it comes again —
+//     a client's retransmission, one second later for Linux, then two,
+//     four... — it is admitted even over the budget, up to twice the
+//     budget. A flood of fresh SYNs does not retransmit, so a real
+//     client's second try gets through. The filter remembers every
+//     refused SYN for two to four seconds, however fast they come (a
+//     table of one slot per SYN would be overwritten by a flood within
+//     milliseconds, long before the retransmission); at a flood's rate
+//     some flood SYNs match by chance, and those are what rule 6 admits
+//     besides retransmissions, within its bound.
 //  7. While the link refuses SYNs it tells the stack (SYNPressure), which
 //     turns SYN cookies on for every listener: a SYN then costs the
 //     listener no half-open connection, and it answers more of them.
@@ -87,9 +93,13 @@ import (
 // for an established connection's exact 4-tuple (an attacker must know
 // it).
 const (
-	admitLimit        = 2048
-	admitLeakPerSec   = 1024
-	admitRefusedSlots = 4096
+	admitLimit      = 2048
+	admitLeakPerSec = 1024
+	// admitRefusedBits is the size of each of refusedFilter's two
+	// generations, and admitRefusedEpoch how long a generation is
+	// current: a refused SYN is remembered for one to two epochs.
+	admitRefusedBits  = 1 << 21
+	admitRefusedEpoch = 2 * time.Second
 	// admitHandshakeSlots is rule 8's table: a client answers a
 	// SYN-ACK within a round trip, so a slot has to outlive only the
 	// SYN-ACKs the listener sends in that time, under a flood too.
@@ -130,9 +140,8 @@ type admission struct {
 	// charged marks the local ports the link has charged control
 	// segments to, one bit each: only RSTs from them pay back.
 	charged [1 << 16 / 64]atomic.Uint64
-	// refused remembers refused SYNs (see rule 6): a slot holds the
-	// hash of one, or zero.
-	refused [admitRefusedSlots]atomic.Uint64
+	// refused remembers refused SYNs (see rule 6).
+	refused refusedFilter
 	// answered remembers the SYN-ACKs the stack sent while anything was
 	// owed (rule 8): a slot holds the hash of the segment that would
 	// complete the handshake, or zero.
@@ -264,14 +273,80 @@ func (a *admission) completes(frame []byte, l4off int) bool {
 // one refused before, and if so (and the class owes less than twice the
 // budget) admits it; otherwise it remembers the SYN as refused.
 func (a *admission) retried(frame []byte, l4off int) bool {
-	k := a.synKey(frame, l4off)
-	slot := &a.refused[k%admitRefusedSlots]
-	if slot.Load() == k && a.syn.owed.Load() < 2*admitLimit && slot.CompareAndSwap(k, 0) {
+	k, now := a.synKey(frame, l4off), admitNow()
+	if a.refused.has(k, now) && a.syn.owed.Load() < 2*admitLimit {
 		a.syn.owed.Add(1)
 		return true
 	}
-	slot.Store(k)
+	a.refused.add(k, now)
 	return false
+}
+
+// refusedFilter is the memory of refused SYNs (rule 6): two generations
+// of a filter of bits (a Bloom filter with two bits per key), the current
+// one, where keys are added, and the one before. A key added is found for
+// at least one epoch (admitRefusedEpoch) and at most two; a key never
+// added is found by chance with the probability that both its bits are
+// set, which grows with the SYNs refused per epoch. All words are
+// atomics: the link's readers add and test concurrently. A reader may
+// test a generation while another clears it on rotation; that only makes
+// a lookup miss or match by chance once, which rule 6's bound covers.
+type refusedFilter struct {
+	// epoch is the number of the current epoch (now divided by
+	// admitRefusedEpoch); gens[epoch%2] is its generation.
+	epoch atomic.Int64
+	gens  [2][admitRefusedBits / 64]atomic.Uint64
+}
+
+// rotate makes the generation of now's epoch current, clearing what it
+// held before, and returns the epoch.
+func (f *refusedFilter) rotate(now int64) int64 {
+	e := now / int64(admitRefusedEpoch)
+	for {
+		cur := f.epoch.Load()
+		if e <= cur {
+			return cur // the clock stepped back: stay in the newer epoch
+		}
+		if f.epoch.CompareAndSwap(cur, e) {
+			f.clear(int(e % 2))
+			if e-cur >= 2 {
+				f.clear(int((e + 1) % 2)) // the epoch before held nothing
+			}
+			return e
+		}
+	}
+}
+
+func (f *refusedFilter) clear(g int) {
+	for i := range f.gens[g] {
+		f.gens[g][i].Store(0)
+	}
+}
+
+// refusedBits returns key k's two bit positions.
+func refusedBits(k uint64) (uint64, uint64) {
+	return k % admitRefusedBits, (k >> 32) % admitRefusedBits
+}
+
+// has reports whether k was added in the current epoch or the one before.
+func (f *refusedFilter) has(k uint64, now int64) bool {
+	e := f.rotate(now)
+	b1, b2 := refusedBits(k)
+	for _, g := range [2]int64{e % 2, (e + 1) % 2} {
+		w := &f.gens[g]
+		if w[b1/64].Load()&(1<<(b1%64)) != 0 && w[b2/64].Load()&(1<<(b2%64)) != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// add adds k to the current epoch's generation.
+func (f *refusedFilter) add(k uint64, now int64) {
+	w := &f.gens[f.rotate(now)%2]
+	b1, b2 := refusedBits(k)
+	w[b1/64].Or(1 << (b1 % 64))
+	w[b2/64].Or(1 << (b2 % 64))
 }
 
 // setPressure records a change of SYN pressure and tells the hook.
