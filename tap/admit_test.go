@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
@@ -65,7 +66,7 @@ func TestAdmissionBoundsUnansweredSYNs(t *testing.T) {
 		}
 	}
 	// Each frame ends delivered or dropped; wait for the last to end.
-	if !waitFor(10*time.Second, func() bool { return d.n.Load()+int64(link.Stats().RxDropFloodSYN) == sent }) {
+	if !evchantest.Poll(10*time.Second, func() bool { return d.n.Load()+int64(link.Stats().RxDropFloodSYN) == sent }) {
 		t.Fatalf("link read %d of %d frames, delivered %d, dropped %d", link.Stats().RxFrames, sent, d.n.Load(), link.Stats().RxDropFloodSYN)
 	}
 	elapsed := time.Since(start)
@@ -121,7 +122,7 @@ func TestAdmissionPaidBackByAnswers(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if !waitFor(10*time.Second, func() bool { return ended() == before+int64(n) }) {
+		if !evchantest.Poll(10*time.Second, func() bool { return ended() == before+int64(n) }) {
 			t.Fatalf("%d of %d frames delivered or dropped", ended()-before, n)
 		}
 	}
@@ -132,7 +133,7 @@ func TestAdmissionPaidBackByAnswers(t *testing.T) {
 		if err := peer.Write(withVnet(vnetHdr{}, synFrom(port, flags))); err != nil {
 			t.Fatal(err)
 		}
-		if !waitFor(10*time.Second, func() bool {
+		if !evchantest.Poll(10*time.Second, func() bool {
 			st := link.Stats()
 			return d.n.Load()+int64(st.RxDropFloodSYN+st.RxDropFloodCtl) == before+1
 		}) {
@@ -197,7 +198,7 @@ func TestAdmissionPaidBackByAnswers(t *testing.T) {
 		defer pmu.Unlock()
 		return append([]bool(nil), pressure...)
 	}
-	if !waitFor(5*time.Second, func() bool { return len(reported()) >= 2 }) {
+	if !evchantest.Poll(5*time.Second, func() bool { return len(reported()) >= 2 }) {
 		t.Fatalf("SYN pressure reports %v, want [true false]", reported())
 	}
 	if p := reported(); len(p) != 2 || !p[0] || p[1] {
@@ -285,7 +286,7 @@ func TestAdmissionHandshakeAndRSTs(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if !waitFor(10*time.Second, func() bool { return ended() == before+int64(len(frames)) }) {
+		if !evchantest.Poll(10*time.Second, func() bool { return ended() == before+int64(len(frames)) }) {
 			t.Fatalf("%d of %d frames delivered or dropped", ended()-before, len(frames))
 		}
 		return d.n.Load() - delivered

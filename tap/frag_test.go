@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -476,7 +477,7 @@ func TestFragCheckerExpiryTimer(t *testing.T) {
 	}
 	fc.add(buffer.NewViewWithData(f[0]), nil, &fi, nil)
 	// Nothing else arrives: the timer must drop it.
-	if !waitFor(5*time.Second, func() bool { n, _, _ := fc.held(); return n == 0 }) {
+	if !evchantest.Poll(5*time.Second, func() bool { n, _, _ := fc.held(); return n == 0 }) {
 		t.Fatal("the held fragment did not expire")
 	}
 	if got := c.dropFragExpired.Load(); got != 1 {

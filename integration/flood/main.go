@@ -51,6 +51,8 @@ import (
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
+
+	"github.com/zcnet/zcnet/integration/contenders"
 )
 
 const (
@@ -405,8 +407,7 @@ func echoClient(d time.Duration, n int) error {
 	data := make([]byte, echoSize)
 	rand.Read(data)
 	if d == 0 {
-		_, err := echoOnce(data, 5*time.Second)
-		return err
+		return contenders.EchoOnce(net.JoinHostPort(serverAddr, echoPort), data, 5*time.Second)
 	}
 	end := time.Now().Add(d)
 	type tally struct {
@@ -420,7 +421,7 @@ func echoClient(d time.Duration, n int) error {
 			t := tally{errs: map[string]int{}}
 			for time.Now().Before(end) {
 				start := time.Now()
-				dial, err := echoOnce(data, min(10*time.Second, time.Until(end)))
+				dial, err := timedEcho(data, min(10*time.Second, time.Until(end)))
 				switch {
 				case !time.Now().Before(end):
 					// Cut off by the end of the flood (or
@@ -481,10 +482,9 @@ func quantiles(ds []time.Duration) string {
 	return fmt.Sprintf("n=%d median %v p90 %v max %v", len(ds), q(0.5), q(0.9), q(1))
 }
 
-// echoOnce sends data on a fresh connection to the echo port and checks
-// that every byte comes back. It returns how long the connect took (zero
-// if it failed).
-func echoOnce(data []byte, timeout time.Duration) (time.Duration, error) {
+// timedEcho is contenders.EchoOnce to the echo port that also returns how
+// long the connect took (zero if it failed), which -diag reports.
+func timedEcho(data []byte, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
 	c, err := net.DialTimeout("tcp", net.JoinHostPort(serverAddr, echoPort), timeout)
 	if err != nil {
@@ -518,30 +518,6 @@ func kernelServe() error {
 	if err != nil {
 		return err
 	}
-	go udpEcho(pc)
-	return tcpEcho(ln)
-}
-
-func tcpEcho(ln net.Listener) error {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return err
-		}
-		go func() {
-			defer c.Close()
-			io.Copy(c, c)
-		}()
-	}
-}
-
-func udpEcho(pc net.PacketConn) {
-	b := make([]byte, 65536)
-	for {
-		n, from, err := pc.ReadFrom(b)
-		if err != nil {
-			return
-		}
-		pc.WriteTo(b[:n], from)
-	}
+	go contenders.EchoUDP(pc)
+	return contenders.EchoTCP(ln)
 }
