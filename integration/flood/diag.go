@@ -81,13 +81,19 @@ func (c counters) printDiff(w io.Writer, before counters) {
 	}
 }
 
-// profile saves a CPU profile of the daemon over the middle of the flood.
+// profile saves a CPU profile of the daemon over the middle of the flood
+// (file) and a heap profile at its end (file with .heap for .pprof).
 func profile(self, ns, file string, d time.Duration) {
 	secs := max(1, int(d.Seconds())/2)
 	time.Sleep(d / 4)
 	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", metricsAddr, secs)
 	if out, err := exec.Command("ip", "netns", "exec", ns, self, "http-get", url, file).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "flood: diag: profile: %v %s\n", err, out)
+	}
+	time.Sleep(d/4 - time.Second)
+	url = fmt.Sprintf("http://%s/debug/pprof/heap", metricsAddr)
+	if out, err := exec.Command("ip", "netns", "exec", ns, self, "http-get", url, strings.TrimSuffix(file, ".pprof")+".heap").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "flood: diag: heap profile: %v %s\n", err, out)
 	}
 }
 

@@ -119,7 +119,7 @@ func run(args []string) int {
 	servers := fs.String("servers", "zcnet,stock,kernel", "servers to flood: zcnet, stock, kernel")
 	which := fs.String("floods", "", "floods to run (default all): "+floodNames())
 	clients := fs.Int("clients", 16, "echo clients during the flood, each one connection at a time")
-	fs.BoolVar(&diag, "diag", false, "zcnet: print, per run, the counters that moved during the flood (link drops by reason, the stack's TCP counters, the TAP's kernel-side drops), why echoes failed and how long their handshakes took, and save a CPU profile of the flood's middle in the working directory")
+	fs.BoolVar(&diag, "diag", false, "zcnet: print, per run, the counters that moved during the flood (link drops by reason, the stack's TCP counters, the TAP's kernel-side drops), why echoes failed and how long their handshakes took, and save a CPU profile of the flood's middle and a heap profile near its end in the working directory")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
