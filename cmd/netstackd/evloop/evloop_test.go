@@ -12,6 +12,7 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/api/zcnet"
+	"github.com/zcnet/zcnet/cmd/netstackd/internal/nodetest"
 )
 
 // TestEventLoopRefusesWhenChannelFull gives one loop a channel of 512
@@ -19,7 +20,7 @@ import (
 // idle connections, those beyond the room are closed at accept and
 // counted as refused, the others are held and still echo.
 func TestEventLoopRefusesWhenChannelFull(t *testing.T) {
-	client, server := pair(t)
+	client, server := nodetest.Pair(t)
 	srv, err := New(server.API(), 1, 512, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -52,24 +53,6 @@ func TestEventLoopRefusesWhenChannelFull(t *testing.T) {
 	if err := echoOnce(ctx, conns[0], "still here"); err != nil {
 		t.Errorf("the first connection: %v", err)
 	}
-}
-
-// pair builds two zcnet nodes on an in-process wire and closes them with
-// t.Cleanup.
-func pair(t *testing.T) (client, server *zcnet.Node) {
-	t.Helper()
-	a, b, err := zcnet.NewPair(zcnet.PairConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, n := range []*zcnet.Node{a, b} {
-			if err := n.Close(); err != nil {
-				t.Errorf("closing a node: %v", err)
-			}
-		}
-	})
-	return a, b
 }
 
 // dialMany opens n connections to to.
