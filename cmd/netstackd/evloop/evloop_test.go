@@ -2,8 +2,6 @@ package evloop
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
@@ -50,7 +48,7 @@ func TestEventLoopRefusesWhenChannelFull(t *testing.T) {
 	if held+int64(refused) != n || refused == 0 || held < 512-Headroom-8 || held > 512-Headroom+1 {
 		t.Fatalf("%d held and %d refused of %d, want about %d held", held, refused, n, 512-Headroom)
 	}
-	if err := echoOnce(ctx, conns[0], "still here"); err != nil {
+	if err := nodetest.EchoOnce(ctx, conns[0], "still here"); err != nil {
 		t.Errorf("the first connection: %v", err)
 	}
 }
@@ -70,29 +68,4 @@ func dialMany(ctx context.Context, t *testing.T, zs *api.Stack, to netip.AddrPor
 		conns = append(conns, c)
 	}
 	return conns
-}
-
-// echoOnce sends msg on c and reads it back.
-func echoOnce(ctx context.Context, c *api.Socket, msg string) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := c.SendFunc(ctx, len(msg), func(p []byte) int { return copy(p, msg) }); err != nil {
-		return err
-	}
-	var got []byte
-	for len(got) < len(msg) {
-		b, err := c.Recv(ctx)
-		if err != nil {
-			if err == io.EOF {
-				return fmt.Errorf("EOF after %q", got)
-			}
-			return err
-		}
-		got = append(got, b.Bytes()...)
-		b.Release()
-	}
-	if string(got) != msg {
-		return fmt.Errorf("echo %q, sent %q", got, msg)
-	}
-	return nil
 }
