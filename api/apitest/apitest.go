@@ -7,8 +7,11 @@
 package apitest
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"io"
+	"testing"
 
 	"github.com/zcnet/zcnet/api"
 )
@@ -55,4 +58,22 @@ func SendAll(c HalfCloser, data []byte) <-chan error {
 		done <- err
 	}()
 	return done
+}
+
+// ReceiveAll drains sock (Drain) and fails tb unless it received exactly
+// data, compared by SHA-256, and the sender's outcome werr (SendAll's
+// channel) is nil.
+func ReceiveAll(tb testing.TB, ctx context.Context, sock *api.Socket, data []byte, werr <-chan error) {
+	tb.Helper()
+	h := sha256.New()
+	got, err := Drain(ctx, sock, h)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := <-werr; err != nil {
+		tb.Fatal(err)
+	}
+	if want := sha256.Sum256(data); got != len(data) || !bytes.Equal(h.Sum(nil), want[:]) {
+		tb.Fatalf("received %d bytes of %d, data intact %v", got, len(data), bytes.Equal(h.Sum(nil), want[:]))
+	}
 }

@@ -1,9 +1,7 @@
 package link_test
 
 import (
-	"bytes"
 	"crypto/rand"
-	"crypto/sha256"
 	"io"
 	"net/netip"
 	"testing"
@@ -182,16 +180,6 @@ func transfer(t *testing.T, a, b *api.Stack, addr netip.AddrPort, size int) api.
 		t.FailNow()
 	}
 	defer sock.Close()
-	h := sha256.New()
-	got, err := apitest.Drain(ctx, sock, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := <-werr; err != nil {
-		t.Fatal(err)
-	}
-	if want := sha256.Sum256(data); got != size || !bytes.Equal(h.Sum(nil), want[:]) {
-		t.Fatalf("received %d bytes of %d, data intact %v", got, size, bytes.Equal(h.Sum(nil), want[:]))
-	}
+	apitest.ReceiveAll(t, ctx, sock, data, werr)
 	return sock.Stats()
 }
