@@ -202,3 +202,22 @@ func serveEcho(s *stack.Stack, addr tcpip.Address) (func(), error) {
 	}()
 	return stop, nil
 }
+
+// listenDial listens on a fresh socket path with cfg and dials it with the
+// peer's zero Config. Cleanup closes the peer, then the link, and waits
+// for the link.
+func listenDial(t *testing.T, cfg Config) (*Link, *Peer) {
+	t.Helper()
+	l, err := Listen(filepath.Join(t.TempDir(), "ring.sock"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Wait)
+	t.Cleanup(l.Close)
+	p, err := Dial(l.Addr(), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return l, p
+}
