@@ -51,32 +51,7 @@ func TestZeroCopyTCPReceive(t *testing.T) {
 	for _, tc := range []struct{ name, addr string }{{"v4", "192.0.2.2:5001"}, {"v6", "[2001:db8::2]:5001"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := apitest.NewPair(t, apitest.PairConfig{})
-			accepted := accept(t, p.B, tc.addr)
-			data := make([]byte, size)
-			rand.Read(data)
-			conn, err := p.A.Net().DialContext(evchantest.Context(t), "tcp", tc.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			werr := apitest.SendAll(conn.(*api.TCPConn), data)
-			sock := <-accepted
-			if sock == nil {
-				t.FailNow()
-			}
-			defer sock.Close()
-			h := sha256.New()
-			got, err := apitest.Drain(evchantest.Context(t), sock, h)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := <-werr; err != nil {
-				t.Fatal(err)
-			}
-			if want := sha256.Sum256(data); got != size || !bytes.Equal(h.Sum(nil), want[:]) {
-				t.Fatalf("received %d bytes (want %d), hash equal %v", got, size, bytes.Equal(h.Sum(nil), want[:]))
-			}
-			st := sock.Stats()
+			st := apitest.Transfer(t, p.A, p.B, netip.MustParseAddrPort(tc.addr), size)
 			if st.RxHandedOver+st.RxCopied != uint64(size) {
 				t.Fatalf("handed over %d + copied %d != %d received", st.RxHandedOver, st.RxCopied, size)
 			}

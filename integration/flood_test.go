@@ -1,11 +1,9 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strconv"
@@ -13,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/zcnet/zcnet/integration/contenders"
 )
 
 // rssBytes reads a process's resident set size.
@@ -34,25 +34,7 @@ func rssBytes(pid int) (int64, error) {
 // echo port, sends 1 MiB and checks that every byte comes back.
 func echo1MiB(d *daemon, data []byte, timeout time.Duration) error {
 	return d.ns.Do(func() error {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort(stack4, "7"), timeout)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(timeout))
-		errc := make(chan error, 1)
-		go func() { _, err := c.Write(data); errc <- err }()
-		got := make([]byte, len(data))
-		if _, err := io.ReadFull(c, got); err != nil {
-			return err
-		}
-		if err := <-errc; err != nil {
-			return err
-		}
-		if !bytes.Equal(got, data) {
-			return fmt.Errorf("echo differs")
-		}
-		return nil
+		return contenders.EchoOnce(net.JoinHostPort(stack4, "7"), data, timeout)
 	})
 }
 

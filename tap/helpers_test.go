@@ -17,34 +17,25 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/zcnet/zcnet/stack/link/linktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const testNIC tcpip.NICID = 1
 
-// newStack builds a bare gVisor stack (IPv4, IPv6, ARP, TCP, UDP, ICMP) on
-// link with the given addresses (prefix form, e.g. "192.0.2.2/24") and
-// on-link routes for them. Cleanup closes the link first (which removes the
-// NIC), then the stack; see the package doc on shutdown order.
+// newStack builds linktest.NewStack's bare gVisor stack on link with the
+// given addresses, with TCP buffers and SACK for bulk tests. Cleanup closes
+// the link first (which removes the NIC), then the stack; see the package
+// doc on shutdown order.
 func newStack(tb testing.TB, link stack.LinkEndpoint, addrs ...string) *stack.Stack {
 	tb.Helper()
-	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
-	})
-	tb.Cleanup(func() {
-		link.Close()
-		s.Close()
-		s.Wait()
-	})
+	s := linktest.NewStack(tb, testNIC, link, addrs...)
 	// Buffers big enough for a 64 KiB GSO segment in flight many times
 	// over; gVisor's defaults (1 MiB) cap a single stream well below the
 	// link's speed.
@@ -59,25 +50,6 @@ func newStack(tb testing.TB, link stack.LinkEndpoint, addrs ...string) *stack.St
 	sack := tcpip.TCPSACKEnabled(true)
 	if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
 		tb.Fatalf("SACK option: %v", err)
-	}
-	if err := s.CreateNIC(testNIC, link); err != nil {
-		tb.Fatalf("CreateNIC: %v", err)
-	}
-	for _, a := range addrs {
-		p := netip.MustParsePrefix(a)
-		proto := ipv4.ProtocolNumber
-		if p.Addr().Is6() {
-			proto = ipv6.ProtocolNumber
-		}
-		pa := tcpip.ProtocolAddress{
-			Protocol:          proto,
-			AddressWithPrefix: tcpip.AddrFromSlice(p.Addr().AsSlice()).WithPrefix(),
-		}
-		pa.AddressWithPrefix.PrefixLen = p.Bits()
-		if err := s.AddProtocolAddress(testNIC, pa, stack.AddressProperties{}); err != nil {
-			tb.Fatalf("AddProtocolAddress %s: %v", a, err)
-		}
-		s.AddRoute(tcpip.Route{Destination: pa.AddressWithPrefix.Subnet(), NIC: testNIC})
 	}
 	return s
 }

@@ -57,7 +57,7 @@ type Link struct {
 
 	mtu      atomic.Uint32
 	mac      atomic.Pointer[tcpip.LinkAddress]
-	hook     atomic.Pointer[link.PayloadHook]
+	hook     link.HookSlot
 	adm      admission // budget for payload-less TCP at listeners (admit.go)
 	dispatch atomic.Pointer[dispatcherBox]
 	// stopping asks the readers to return; set when they are stopped,
@@ -236,11 +236,7 @@ func (l *Link) Stats() Stats {
 // yields two calls, and a USO super-frame one call per datagram view. fn
 // runs on the reader goroutines, concurrently when there are several queues.
 func (l *Link) SetPayloadHook(fn link.PayloadHook) {
-	if fn == nil {
-		l.hook.Store(nil)
-		return
-	}
-	l.hook.Store(&fn)
+	l.hook.Set(fn)
 }
 
 // MTU implements stack.LinkEndpoint.MTU.

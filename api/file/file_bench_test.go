@@ -238,21 +238,39 @@ func benchOSFile(f *os.File, size int, write bool, claim func() bool, off func()
 }
 
 func benchEngine(s *api.Stack, f *os.File, qd, size int, write bool, claim func() bool, off func() int64) error {
+	kind := api.OpRead
+	if write {
+		kind = api.OpWrite
+	}
+	bufs := make([][]byte, qd)
+	for i := range bufs {
+		bufs[i] = make([]byte, size)
+	}
+	return keepInFlight(s, qd, size, claim, func(ec *evchan.Channel, i int, _ evchan.Event) (*api.Op, error) {
+		return &api.Op{Kind: kind, File: file.Request{File: f, Offset: off(), Mem: bufs[i]}, EC: ec, Cookie: uint64(i)}, nil
+	}, func(evchan.Event) {})
+}
+
+// keepInFlight keeps up to qd ops on s in flight while claim says so, with
+// one Submit per batch of completions (lio_listio), as a program keeping qd
+// ops in flight would. next makes the op for slot i (its Cookie), given the
+// completion that freed the slot (zero at the start); every completion must
+// have moved size bytes. drop releases what a completion holds when its
+// slot is not used again.
+func keepInFlight(s *api.Stack, qd, size int, claim func() bool, next func(ec *evchan.Channel, i int, ev evchan.Event) (*api.Op, error), drop func(evchan.Event)) error {
 	ec, err := evchan.New(evchan.Config{Capacity: 2 * qd})
 	if err != nil {
 		return err
 	}
 	defer ec.Close()
-	kind := api.OpRead
-	if write {
-		kind = api.OpWrite
-	}
-	// One Submit per batch of completions (lio_listio), as a program
-	// keeping qd ops in flight would.
-	bufs := make([][]byte, qd)
 	batch := make([]*api.Op, 0, qd)
-	add := func(i int) {
-		batch = append(batch, &api.Op{Kind: kind, File: file.Request{File: f, Offset: off(), Mem: bufs[i]}, EC: ec, Cookie: uint64(i)})
+	add := func(i int, ev evchan.Event) error {
+		op, err := next(ec, i, ev)
+		if err != nil {
+			return err
+		}
+		batch = append(batch, op)
+		return nil
 	}
 	inflight := 0
 	flush := func() error {
@@ -261,10 +279,9 @@ func benchEngine(s *api.Stack, f *os.File, qd, size int, write bool, claim func(
 		batch = batch[:0]
 		return err
 	}
-	for i := range bufs {
-		bufs[i] = make([]byte, size)
-		if claim() {
-			add(i)
+	for i := 0; i < qd && claim(); i++ {
+		if err := add(i, evchan.Event{}); err != nil {
+			return err
 		}
 	}
 	if err := flush(); err != nil {
@@ -279,10 +296,15 @@ func benchEngine(s *api.Stack, f *os.File, qd, size int, write bool, claim func(
 		for _, ev := range evs[:n] {
 			inflight--
 			if ev.Errno != 0 || ev.Result != int64(size) {
+				drop(ev)
 				return fmt.Errorf("completion %v", ev)
 			}
-			if claim() {
-				add(int(ev.Cookie))
+			if !claim() {
+				drop(ev)
+				continue
+			}
+			if err := add(int(ev.Cookie), ev); err != nil {
+				return err
 			}
 		}
 		if err := flush(); err != nil {
@@ -366,65 +388,21 @@ func BenchmarkFileFixed(b *testing.B) {
 // benchEngineBufs is benchEngine with pool Bufs instead of the caller's
 // slices.
 func benchEngineBufs(s *api.Stack, f *os.File, qd, size int, write bool, claim func() bool, off func() int64) error {
-	ec, err := evchan.New(evchan.Config{Capacity: 2 * qd})
-	if err != nil {
-		return err
-	}
-	defer ec.Close()
 	kind := api.OpRead
 	if write {
 		kind = api.OpWrite
 	}
-	batch := make([]*api.Op, 0, qd)
-	add := func(buf api.Buf) error {
+	return keepInFlight(s, qd, size, claim, func(ec *evchan.Channel, i int, ev evchan.Event) (*api.Op, error) {
+		buf, _ := api.BufOf(ev) // a read's, handed back; zero for a write or at the start
 		if buf.Len() == 0 {
 			var err error
 			if buf, err = s.Reserve(size); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		batch = append(batch, &api.Op{Kind: kind, File: file.Request{File: f, Offset: off()}, Buf: buf, EC: ec})
-		return nil
-	}
-	inflight := 0
-	flush := func() error {
-		inflight += len(batch)
-		err := s.Submit(context.Background(), false, batch...)
-		batch = batch[:0]
-		return err
-	}
-	for i := 0; i < qd && claim(); i++ {
-		if err := add(api.Buf{}); err != nil {
-			return err
-		}
-	}
-	if err := flush(); err != nil {
-		return err
-	}
-	evs := make([]evchan.Event, qd)
-	for inflight > 0 {
-		n, err := ec.Next(context.Background(), evs)
-		if err != nil {
-			return err
-		}
-		for _, ev := range evs[:n] {
-			inflight--
-			buf, _ := api.BufOf(ev) // a read's, handed back; zero for a write
-			if ev.Errno != 0 || ev.Result != int64(size) {
-				buf.Release()
-				return fmt.Errorf("completion %v", ev)
-			}
-			if !claim() {
-				buf.Release()
-				continue
-			}
-			if err := add(buf); err != nil {
-				return err
-			}
-		}
-		if err := flush(); err != nil {
-			return err
-		}
-	}
-	return nil
+		return &api.Op{Kind: kind, File: file.Request{File: f, Offset: off()}, Buf: buf, EC: ec, Cookie: uint64(i)}, nil
+	}, func(ev evchan.Event) {
+		buf, _ := api.BufOf(ev)
+		buf.Release()
+	})
 }

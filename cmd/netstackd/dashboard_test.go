@@ -16,6 +16,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/zcnet/zcnet/cmd/netstackd/internal/nodetest"
 	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
 
 	"github.com/zcnet/zcnet/cmd/netstackd/dashboard"
@@ -92,7 +93,7 @@ func TestDashboardJSON(t *testing.T) {
 	}
 	defer c.Close()
 	for i := 0; i < 20; i++ {
-		if err := echoOnce(ctx, c, fmt.Sprintf("round %d", i)); err != nil {
+		if err := nodetest.EchoOnce(ctx, c, fmt.Sprintf("round %d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -188,7 +189,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := echoOnce(ctx, c, "hello dashboard"); err != nil {
+	if err := nodetest.EchoOnce(ctx, c, "hello dashboard"); err != nil {
 		t.Fatal(err)
 	}
 	streamCtx, stopStream := context.WithCancel(ctx)

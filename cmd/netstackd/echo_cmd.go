@@ -1,15 +1,10 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
@@ -71,40 +66,14 @@ func runEcho(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&f.json, "json", false, "client: print a JSON summary")
 	fs.BoolVar(&f.verbose, "v", false, "log the stack's and server's work to stderr")
 	net.register(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	usage := func(err error) error {
-		fmt.Fprintf(stderr, "netstackd echo: %v\nRun 'netstackd echo -help' for usage.\n", err)
-		return errUsage
-	}
-	mode, setup, err := net.resolve()
-	if err != nil {
-		return usage(err)
-	}
-	if err := f.check(fs, mode); err != nil {
-		return usage(err)
-	}
-	var host netip.Addr
-	if f.host != "" {
-		if host, err = parseHost("c", f.host); err != nil {
-			return usage(err)
-		}
-	}
-	log := toolLogger(f.verbose, stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	env, err := openToolEnv(mode, setup, net.ring, log)
+	run, err := startTool("echo", fs, args, net, &f.host, &f.verbose, stderr, func(mode toolMode) error { return f.check(fs, mode) })
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := env.Close(); err != nil {
-			log.Error("teardown", "err", err)
-		}
-	}()
+	defer run.close()
+	ctx, env, log, host := run.ctx, run.env, run.log, run.host
 	port := uint16(f.port)
-	if f.server || mode == modeInproc {
+	if f.server || run.mode == modeInproc {
 		srv, err := echo.StartServer(ctx, env.server, port, log)
 		if err != nil {
 			return err
@@ -131,13 +100,10 @@ func runEcho(args []string, stdout, stderr io.Writer) error {
 func (f *echoFlags) check(fs interface{ Visit(func(*flag.Flag)) }, mode toolMode) error {
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if err := checkRoles(f.server, f.host, mode); err != nil {
+		return err
+	}
 	switch {
-	case f.server && f.host != "":
-		return errors.New("-s and -c exclude each other: a server (-s) or a client (-c HOST)")
-	case mode == modeInproc && (f.server || f.host != ""):
-		return errors.New("-inproc runs both the server and the client; leave out -s and -c")
-	case mode != modeInproc && !f.server && f.host == "":
-		return errors.New("run a server (-s) or a client (-c HOST)")
 	case f.port < 1 || f.port > 65535:
 		return fmt.Errorf("-p %d: want a port, 1 to 65535", f.port)
 	}

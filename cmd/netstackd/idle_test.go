@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 
+	"github.com/zcnet/zcnet/cmd/netstackd/internal/nodetest"
 	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
 )
 
@@ -208,7 +208,7 @@ func TestIdleConnectionsOnEventLoops(t *testing.T) {
 	}
 	// Idle is not dead: a sample of them still echoes.
 	for i := 0; i < len(conns); i += idleConns / 20 {
-		if err := echoOnce(ctx, conns[i], fmt.Sprintf("conn %d", i)); err != nil {
+		if err := nodetest.EchoOnce(ctx, conns[i], fmt.Sprintf("conn %d", i)); err != nil {
 			t.Errorf("connection %d: %v", i, err)
 		}
 	}
@@ -261,31 +261,6 @@ func dialMany(ctx context.Context, t *testing.T, zs *api.Stack, to netip.AddrPor
 	default:
 	}
 	return conns
-}
-
-// echoOnce sends msg on c and checks that the echo service returns it.
-func echoOnce(ctx context.Context, c *api.Socket, msg string) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := c.SendFunc(ctx, len(msg), func(p []byte) int { return copy(p, msg) }); err != nil {
-		return err
-	}
-	var got []byte
-	for len(got) < len(msg) {
-		b, err := c.Recv(ctx)
-		if err != nil {
-			if err == io.EOF {
-				return fmt.Errorf("EOF after %q", got)
-			}
-			return err
-		}
-		got = append(got, b.Bytes()...)
-		b.Release()
-	}
-	if string(got) != msg {
-		return fmt.Errorf("echo %q, sent %q", got, msg)
-	}
-	return nil
 }
 
 // TestToolsOnRing runs "netstackd serve -ring" in its own process and the

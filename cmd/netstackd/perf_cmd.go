@@ -8,9 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
@@ -86,44 +83,21 @@ func runPerf(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&f.timeout, "timeout", iperf3.DefaultTimeout, "bound on connecting and on each control step")
 	fs.BoolVar(&f.verbose, "v", false, "log the stack's and server's work to stderr")
 	net.register(fs)
-	if err := parseFlags(fs, args); err != nil {
+	var spec iperf3.Spec
+	run, err := startTool("perf", fs, args, net, &f.host, &f.verbose, stderr, func(mode toolMode) (err error) {
+		spec, err = f.spec(fs, mode)
 		return err
-	}
-	usage := func(err error) error {
-		fmt.Fprintf(stderr, "netstackd perf: %v\nRun 'netstackd perf -help' for usage.\n", err)
-		return errUsage
-	}
-	mode, setup, err := net.resolve()
-	if err != nil {
-		return usage(err)
-	}
-	spec, err := f.spec(fs, mode)
-	if err != nil {
-		return usage(err)
-	}
-	var host netip.Addr
-	if f.host != "" {
-		if host, err = parseHost("c", f.host); err != nil {
-			return usage(err)
-		}
-	}
-	log := toolLogger(f.verbose, stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	env, err := openToolEnv(mode, setup, net.ring, log)
+	})
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := env.Close(); err != nil {
-			log.Error("teardown", "err", err)
-		}
-	}()
+	defer run.close()
+	ctx, env, log, host := run.ctx, run.env, run.log, run.host
 	port := uint16(f.port)
 	if f.server {
 		return perfServe(ctx, env.server, port, f, stdout, log)
 	}
-	if mode == modeInproc {
+	if run.mode == modeInproc {
 		host = env.serverAddr
 		srv, err := iperf3.NewServer(env.server, iperf3.ServerConfig{Port: port, Log: log, OneOff: true, Timeout: f.timeout})
 		if err != nil {
@@ -144,13 +118,10 @@ func (f *perfFlags) spec(fs *flag.FlagSet, mode toolMode) (iperf3.Spec, error) {
 	var s iperf3.Spec
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if err := checkRoles(f.server, f.host, mode); err != nil {
+		return s, err
+	}
 	switch {
-	case f.server && f.host != "":
-		return s, errors.New("-s and -c exclude each other: a server (-s) or a client (-c HOST)")
-	case mode == modeInproc && (f.server || f.host != ""):
-		return s, errors.New("-inproc runs both the server and the client; leave out -s and -c")
-	case mode != modeInproc && !f.server && f.host == "":
-		return s, errors.New("run a server (-s) or a client (-c HOST)")
 	case f.port < 1 || f.port > 65535:
 		return s, fmt.Errorf("-p %d: want a port, 1 to 65535", f.port)
 	case f.interval < 0 || (f.interval > 0 && f.interval < 100*time.Millisecond) || f.interval > 60*time.Second:

@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/zcnet/zcnet/cmd/netstackd/transport"
 
@@ -161,4 +166,73 @@ func toolLogger(verbose bool, w interface{ Write([]byte) (int, error) }) *slog.L
 		level = slog.LevelDebug
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// toolRun is a tool command (echo, perf) once its flags check out: the
+// network mode, the -c address, a logger, a context that SIGINT or SIGTERM
+// ends, and the open network.
+type toolRun struct {
+	mode toolMode
+	host netip.Addr
+	log  *slog.Logger
+	ctx  context.Context
+	stop context.CancelFunc
+	env  *toolEnv
+}
+
+// startTool parses args into fs (where the command and n registered their
+// flags), resolves n, checks the command's flags with check and parses the
+// -c address *host; a failure there is a usage error of "netstackd name".
+// It then opens the network, with a logger that logs everything when
+// *verbose. The caller defers close.
+func startTool(name string, fs *flag.FlagSet, args []string, n *toolNet, host *string, verbose *bool, stderr io.Writer, check func(toolMode) error) (*toolRun, error) {
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	usage := func(err error) error {
+		fmt.Fprintf(stderr, "netstackd %s: %v\nRun 'netstackd %s -help' for usage.\n", name, err, name)
+		return errUsage
+	}
+	mode, setup, err := n.resolve()
+	if err != nil {
+		return nil, usage(err)
+	}
+	if err := check(mode); err != nil {
+		return nil, usage(err)
+	}
+	r := &toolRun{mode: mode}
+	if *host != "" {
+		if r.host, err = parseHost("c", *host); err != nil {
+			return nil, usage(err)
+		}
+	}
+	r.log = toolLogger(*verbose, stderr)
+	r.ctx, r.stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if r.env, err = openToolEnv(mode, setup, n.ring, r.log); err != nil {
+		r.stop()
+		return nil, err
+	}
+	return r, nil
+}
+
+// close closes the network (logging a failure) and stops taking signals.
+func (r *toolRun) close() {
+	if err := r.env.Close(); err != nil {
+		r.log.Error("teardown", "err", err)
+	}
+	r.stop()
+}
+
+// checkRoles checks -s, -c and the mode against each other: a tool runs a
+// server (-s), a client (-c HOST), or with -inproc both.
+func checkRoles(server bool, host string, mode toolMode) error {
+	switch {
+	case server && host != "":
+		return errors.New("-s and -c exclude each other: a server (-s) or a client (-c HOST)")
+	case mode == modeInproc && (server || host != ""):
+		return errors.New("-inproc runs both the server and the client; leave out -s and -c")
+	case mode != modeInproc && !server && host == "":
+		return errors.New("run a server (-s) or a client (-c HOST)")
+	}
+	return nil
 }

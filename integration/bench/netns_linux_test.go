@@ -8,7 +8,8 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/zcnet/zcnet/integration/nstest"
 )
 
 func TestStalePID(t *testing.T) {
@@ -50,19 +51,10 @@ func TestOwnNS(t *testing.T) {
 	if !strings.HasPrefix(ns.Name(), fmt.Sprintf("%s%d-", nsPrefix, os.Getpid())) {
 		t.Errorf("name %q", ns.Name())
 	}
-	if _, err := ns.Run(10*time.Second, "ip", "addr", "add", "192.0.2.1/24", "dev", "lo"); err != nil {
-		t.Fatal(err)
-	}
 	// 192.0.2.1 exists only inside the namespace: binding it works there
 	// and the socket keeps working once Do has switched the thread back.
-	var ln net.Listener
-	if err := ns.Do(func() (err error) {
-		ln, err = net.Listen("tcp", "192.0.2.1:0")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := nstest.ListenInside(t, ns)
+	defer ln.Close() // closed before the deferred Delete
 	if _, err := net.Listen("tcp", "192.0.2.1:0"); err == nil {
 		t.Error("192.0.2.1 bound outside the namespace too")
 	}

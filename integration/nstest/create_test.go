@@ -25,16 +25,7 @@ func TestCreate(t *testing.T) {
 	if out, err := ns.Run(10*time.Second, "ip", "-o", "link", "show", "lo"); err != nil || !strings.Contains(out, "UP") {
 		t.Fatalf("loopback: %q, %v", out, err)
 	}
-	if _, err := ns.Run(10*time.Second, "ip", "addr", "add", "192.0.2.1/24", "dev", "lo"); err != nil {
-		t.Fatal(err)
-	}
-	var ln net.Listener
-	if err := ns.Do(func() (err error) {
-		ln, err = net.Listen("tcp", "192.0.2.1:0")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	ln := ListenInside(t, ns)
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err == nil {
 		c.Close()

@@ -1,11 +1,29 @@
 package link
 
+import "sync/atomic"
+
 // PayloadHooker is a link that takes the stack's payload hook: it calls
 // the hook for each received payload view it delivers, as PayloadHook
 // says. Package stack installs the hook when the link becomes a NIC; nil
 // removes it.
 type PayloadHooker interface {
 	SetPayloadHook(PayloadHook)
+}
+
+// HookSlot holds a link's payload hook: SetPayloadHook sets it from the
+// stack's goroutine while the link's readers Load it for every frame, so it
+// is an atomic pointer, nil while no hook is set.
+type HookSlot struct {
+	atomic.Pointer[PayloadHook]
+}
+
+// Set installs fn; nil removes it.
+func (s *HookSlot) Set(fn PayloadHook) {
+	if fn == nil {
+		s.Store(nil)
+		return
+	}
+	s.Store(&fn)
 }
 
 // Admitter is a link that budgets the TCP segments without payload it

@@ -1,9 +1,6 @@
 package link_test
 
 import (
-	"bytes"
-	"crypto/rand"
-	"crypto/sha256"
 	"io"
 	"net/netip"
 	"testing"
@@ -12,9 +9,7 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/api/apitest"
-	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack/link"
 	"github.com/zcnet/zcnet/stack/link/impair"
 	"github.com/zcnet/zcnet/stack/link/pair"
@@ -136,7 +131,7 @@ func TestWrappersKeepZeroCopy(t *testing.T) {
 				PoolA: 32 << 20,
 				PoolB: 32 << 20,
 			})
-			st := transfer(t, p.A, p.B, netip.MustParseAddrPort("192.0.2.2:5001"), size)
+			st := apitest.Transfer(t, p.A, p.B, netip.MustParseAddrPort("192.0.2.2:5001"), size)
 			if st.RxHandedOver+st.RxCopied != size {
 				t.Fatalf("handed over %d + copied %d != %d received", st.RxHandedOver, st.RxCopied, size)
 			}
@@ -148,50 +143,4 @@ func TestWrappersKeepZeroCopy(t *testing.T) {
 			}
 		})
 	}
-}
-
-// transfer sends size random bytes from a to a listener of b at addr,
-// receives them with Recv, checks them, and returns the receiving
-// socket's counters.
-func transfer(t *testing.T, a, b *api.Stack, addr netip.AddrPort, size int) api.SocketStats {
-	t.Helper()
-	ctx := evchantest.Context(t)
-	ln, err := b.ListenTCP(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan *api.Socket, 1)
-	go func() {
-		s, err := ln.Accept(ctx)
-		if err != nil {
-			t.Error(err)
-		}
-		accepted <- s
-	}()
-	data := make([]byte, size)
-	rand.Read(data)
-	conn, err := a.Net().DialContext(ctx, "tcp", addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	werr := apitest.SendAll(conn.(*api.TCPConn), data)
-	sock := <-accepted
-	if sock == nil {
-		t.FailNow()
-	}
-	defer sock.Close()
-	h := sha256.New()
-	got, err := apitest.Drain(ctx, sock, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := <-werr; err != nil {
-		t.Fatal(err)
-	}
-	if want := sha256.Sum256(data); got != size || !bytes.Equal(h.Sum(nil), want[:]) {
-		t.Fatalf("received %d bytes of %d, data intact %v", got, size, bytes.Equal(h.Sum(nil), want[:]))
-	}
-	return sock.Stats()
 }

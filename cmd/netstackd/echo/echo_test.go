@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api/zcnet"
+	"github.com/zcnet/zcnet/cmd/netstackd/internal/nodetest"
 	"github.com/zcnet/zcnet/cmd/netstackd/transport"
 )
 
@@ -16,17 +17,7 @@ import (
 // client's and the server's sockets and the server's address.
 func pair(t *testing.T) (client, server transport.Transport, serverAddr netip.Addr) {
 	t.Helper()
-	a, b, err := zcnet.NewPair(zcnet.PairConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, n := range []*zcnet.Node{a, b} {
-			if err := n.Close(); err != nil {
-				t.Errorf("closing a node: %v", err)
-			}
-		}
-	})
+	a, b := nodetest.Pair(t)
 	return transport.NewZC(a.API(), a.Stack()), transport.NewZC(b.API(), b.Stack()), zcnet.PairAddrsB[0].Addr()
 }
 

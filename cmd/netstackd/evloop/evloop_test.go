@@ -2,8 +2,6 @@ package evloop
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/api/zcnet"
+	"github.com/zcnet/zcnet/cmd/netstackd/internal/nodetest"
 )
 
 // TestEventLoopRefusesWhenChannelFull gives one loop a channel of 512
@@ -19,7 +18,7 @@ import (
 // idle connections, those beyond the room are closed at accept and
 // counted as refused, the others are held and still echo.
 func TestEventLoopRefusesWhenChannelFull(t *testing.T) {
-	client, server := pair(t)
+	client, server := nodetest.Pair(t)
 	srv, err := New(server.API(), 1, 512, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -49,27 +48,9 @@ func TestEventLoopRefusesWhenChannelFull(t *testing.T) {
 	if held+int64(refused) != n || refused == 0 || held < 512-Headroom-8 || held > 512-Headroom+1 {
 		t.Fatalf("%d held and %d refused of %d, want about %d held", held, refused, n, 512-Headroom)
 	}
-	if err := echoOnce(ctx, conns[0], "still here"); err != nil {
+	if err := nodetest.EchoOnce(ctx, conns[0], "still here"); err != nil {
 		t.Errorf("the first connection: %v", err)
 	}
-}
-
-// pair builds two zcnet nodes on an in-process wire and closes them with
-// t.Cleanup.
-func pair(t *testing.T) (client, server *zcnet.Node) {
-	t.Helper()
-	a, b, err := zcnet.NewPair(zcnet.PairConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, n := range []*zcnet.Node{a, b} {
-			if err := n.Close(); err != nil {
-				t.Errorf("closing a node: %v", err)
-			}
-		}
-	})
-	return a, b
 }
 
 // dialMany opens n connections to to.
@@ -87,29 +68,4 @@ func dialMany(ctx context.Context, t *testing.T, zs *api.Stack, to netip.AddrPor
 		conns = append(conns, c)
 	}
 	return conns
-}
-
-// echoOnce sends msg on c and reads it back.
-func echoOnce(ctx context.Context, c *api.Socket, msg string) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := c.SendFunc(ctx, len(msg), func(p []byte) int { return copy(p, msg) }); err != nil {
-		return err
-	}
-	var got []byte
-	for len(got) < len(msg) {
-		b, err := c.Recv(ctx)
-		if err != nil {
-			if err == io.EOF {
-				return fmt.Errorf("EOF after %q", got)
-			}
-			return err
-		}
-		got = append(got, b.Bytes()...)
-		b.Release()
-	}
-	if string(got) != msg {
-		return fmt.Errorf("echo %q, sent %q", got, msg)
-	}
-	return nil
 }

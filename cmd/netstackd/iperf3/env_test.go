@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/zcnet/zcnet/api/zcnet"
+	"github.com/zcnet/zcnet/cmd/netstackd/internal/nodetest"
 	"github.com/zcnet/zcnet/cmd/netstackd/transport"
 )
 
@@ -19,17 +20,7 @@ type testEnv struct {
 // inprocEnv builds a testEnv and closes it with t.Cleanup.
 func inprocEnv(t *testing.T) *testEnv {
 	t.Helper()
-	a, b, err := zcnet.NewPair(zcnet.PairConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, n := range []*zcnet.Node{a, b} {
-			if err := n.Close(); err != nil {
-				t.Errorf("closing a stack: %v", err)
-			}
-		}
-	})
+	a, b := nodetest.Pair(t)
 	return &testEnv{client: transport.NewZC(a.API(), a.Stack()), server: transport.NewZC(b.API(), b.Stack()),
 		serverAddr: zcnet.PairAddrsB[0].Addr()}
 }

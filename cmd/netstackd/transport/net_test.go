@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/zcnet/zcnet/api/zcnet"
+	"github.com/zcnet/zcnet/cmd/netstackd/internal/nodetest"
 )
 
 // TestMain checks that no test leaves a goroutine behind: the stacks and
@@ -22,17 +23,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // through api.Net's net.Conn adapters.
 func netPair(t *testing.T) (client, server *Net, serverAddr netip.Addr) {
 	t.Helper()
-	a, b, err := zcnet.NewPair(zcnet.PairConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, n := range []*zcnet.Node{a, b} {
-			if err := n.Close(); err != nil {
-				t.Errorf("closing a node: %v", err)
-			}
-		}
-	})
+	a, b := nodetest.Pair(t)
 	mk := func(n *zcnet.Node) *Net {
 		return &Net{Label: "api.Net",
 			Listen: func(ap netip.AddrPort) (net.Listener, error) { return n.Net().Listen("tcp", ap.String()) },

@@ -85,7 +85,7 @@ type Endpoint struct {
 	onClose    func()                  // +checklocks:mu
 	started    bool                    // +checklocks:mu
 
-	hook atomic.Pointer[link.PayloadHook]
+	hook link.HookSlot
 
 	txFrames, txBytes, rxFrames, rxBytes     atomic.Uint64
 	txDropFull, txDropClosed, rxDropBad, rxH atomic.Uint64
@@ -145,11 +145,7 @@ func randomMAC() tcpip.LinkAddress {
 // SetPayloadHook installs fn, which the receive path calls for every frame
 // it splits, before delivery (see PayloadHook). nil removes the hook.
 func (e *Endpoint) SetPayloadHook(fn link.PayloadHook) {
-	if fn == nil {
-		e.hook.Store(nil)
-		return
-	}
-	e.hook.Store(&fn)
+	e.hook.Set(fn)
 }
 
 // Stats returns this side's counters.

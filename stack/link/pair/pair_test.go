@@ -10,6 +10,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/zcnet/zcnet/stack/link"
+	"github.com/zcnet/zcnet/stack/link/linktest"
 )
 
 func TestNewPairValidates(t *testing.T) {
@@ -60,7 +61,7 @@ func TestPairCarriesFramesAndCounts(t *testing.T) {
 	rec := &recorder{got: make(chan []byte, 16)}
 	var hooked int
 	b.SetPayloadHook(func(hdr []byte, v *buffer.View, off int) { hooked += v.Size() + off })
-	frame := splitTestFrame(t, false, header.TCPProtocolNumber, 0, 300)
+	frame := linktest.Frame(false, header.TCPProtocolNumber, 0, 300)
 
 	// Nothing attached on b yet: its queue (2 frames) fills and the third
 	// frame is dropped and counted.
@@ -115,38 +116,4 @@ func TestPairCarriesFramesAndCounts(t *testing.T) {
 	if s := a.Stats(); s.TxDropsClosed != 1 {
 		t.Fatalf("TxDropsClosed = %d, want 1", s.TxDropsClosed)
 	}
-}
-
-// splitTestFrame builds an Ethernet frame carrying an IP packet with a TCP or UDP
-// header and payload, using gVisor's header encoders.
-func splitTestFrame(t testing.TB, v6 bool, proto tcpip.TransportProtocolNumber, tcpOpts, payload int) []byte {
-	l4 := header.UDPMinimumSize
-	if proto == header.TCPProtocolNumber {
-		l4 = header.TCPMinimumSize + tcpOpts
-	}
-	l3 := header.IPv4MinimumSize
-	if v6 {
-		l3 = header.IPv6MinimumSize
-	}
-	b := make([]byte, header.EthernetMinimumSize+l3+l4+payload)
-	eth := header.Ethernet(b)
-	src, dst := tcpip.AddrFrom4([4]byte{192, 0, 2, 1}), tcpip.AddrFrom4([4]byte{192, 0, 2, 2})
-	if v6 {
-		src, dst = tcpip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 1}), tcpip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 2})
-		eth.Encode(&header.EthernetFields{Type: header.IPv6ProtocolNumber})
-		header.IPv6(b[14:]).Encode(&header.IPv6Fields{PayloadLength: uint16(l4 + payload), TransportProtocol: proto, HopLimit: 64, SrcAddr: src, DstAddr: dst})
-	} else {
-		eth.Encode(&header.EthernetFields{Type: header.IPv4ProtocolNumber})
-		header.IPv4(b[14:]).Encode(&header.IPv4Fields{TotalLength: uint16(l3 + l4 + payload), Protocol: uint8(proto), TTL: 64, SrcAddr: src, DstAddr: dst})
-	}
-	t4 := b[14+l3:]
-	if proto == header.TCPProtocolNumber {
-		header.TCP(t4).Encode(&header.TCPFields{SrcPort: 1, DstPort: 2, DataOffset: uint8(l4), Flags: header.TCPFlagAck, WindowSize: 100})
-	} else {
-		header.UDP(t4).Encode(&header.UDPFields{SrcPort: 1, DstPort: 2, Length: uint16(l4 + payload)})
-	}
-	for i := range payload {
-		b[len(b)-payload+i] = byte(i)
-	}
-	return b
 }

@@ -26,7 +26,7 @@ type endpoint struct {
 	mtu       atomic.Uint32
 	addr      atomic.Value            // tcpip.LinkAddress
 	ch        atomic.Pointer[channel] // the live session; nil between peers
-	hook      atomic.Pointer[link.PayloadHook]
+	hook      link.HookSlot
 
 	mu         sync.Mutex
 	dispatcher stack.NetworkDispatcher // +checklocks:mu
@@ -61,11 +61,7 @@ func (e *endpoint) Totals() link.Totals {
 // SetPayloadHook installs fn, called for every split frame before delivery
 // (see link.PayloadHook). nil removes it.
 func (e *endpoint) SetPayloadHook(fn link.PayloadHook) {
-	if fn == nil {
-		e.hook.Store(nil)
-		return
-	}
-	e.hook.Store(&fn)
+	e.hook.Set(fn)
 }
 
 // MTU implements stack.LinkEndpoint.MTU.

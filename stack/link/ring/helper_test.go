@@ -21,6 +21,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/zcnet/zcnet/stack/link/linktest"
 )
 
 var (
@@ -171,25 +173,16 @@ func serveEcho(s *stack.Stack, addr tcpip.Address) (func(), error) {
 		}
 		closers = append(closers, ln.Close)
 		sink := port == sinkTCPPort
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					if !sink {
-						io.Copy(c, c)
-						return
-					}
-					n, _ := io.Copy(io.Discard, c)
-					var b [8]byte
-					binary.LittleEndian.PutUint64(b[:], uint64(n))
-					c.Write(b[:])
-				}()
+		go linktest.ServeConns(ln, func(c net.Conn) {
+			if !sink {
+				io.Copy(c, c)
+				return
 			}
-		}()
+			n, _ := io.Copy(io.Discard, c)
+			var b [8]byte
+			binary.LittleEndian.PutUint64(b[:], uint64(n))
+			c.Write(b[:])
+		})
 	}
 	uc, err := gonet.DialUDP(s, &tcpip.FullAddress{NIC: 1, Addr: addr, Port: echoUDPPort}, nil, ipv4.ProtocolNumber)
 	if err != nil {
@@ -208,4 +201,23 @@ func serveEcho(s *stack.Stack, addr tcpip.Address) (func(), error) {
 		}
 	}()
 	return stop, nil
+}
+
+// listenDial listens on a fresh socket path with cfg and dials it with the
+// peer's zero Config. Cleanup closes the peer, then the link, and waits
+// for the link.
+func listenDial(t *testing.T, cfg Config) (*Link, *Peer) {
+	t.Helper()
+	l, err := Listen(filepath.Join(t.TempDir(), "ring.sock"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Wait)
+	t.Cleanup(l.Close)
+	p, err := Dial(l.Addr(), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return l, p
 }

@@ -11,22 +11,11 @@ import (
 	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
-// eventually polls cond (yielding) until it holds or 5 s pass.
 // TestHostilePeer writes every kind of bad descriptor and index the issue
 // lists (InjectFault); each is rejected and counted exactly once, and a
 // good frame still goes through after each.
 func TestHostilePeer(t *testing.T) {
-	l, err := Listen(filepath.Join(t.TempDir(), "ring.sock"), Config{Frames: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Wait()
-	defer l.Close()
-	p, err := Dial(l.Addr(), Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	l, p := listenDial(t, Config{Frames: 16})
 	good := make([]byte, 60)
 	sendGood := func() {
 		t.Helper()

@@ -3,7 +3,6 @@
 package ring
 
 import (
-	"path/filepath"
 	"testing"
 
 	"github.com/zcnet/zcnet/evchan/evchantest"
@@ -14,17 +13,7 @@ import (
 // it sleeps (settle), and the sleeping other side then gets the frame. A
 // lazy flush while the loop sleeps kicks at once.
 func TestLazyKickOwedThenPaid(t *testing.T) {
-	l, err := Listen(filepath.Join(t.TempDir(), "ring.sock"), Config{Frames: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Wait()
-	defer l.Close()
-	p, err := Dial(l.Addr(), Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	l, p := listenDial(t, Config{Frames: 8})
 	got := make(chan int, 4)
 	go func() {
 		for {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/integration/nstest"
+	"github.com/zcnet/zcnet/stack/link/linktest"
 )
 
 // BenchmarkSideBySide measures, in one run, netstackd serving on an AF_XDP
@@ -490,27 +491,18 @@ func kernelServe(addr string) int {
 			mu.Unlock()
 		}
 	}()
-	go func() {
+	go linktest.ServeConns(ln, func(c net.Conn) {
+		buf := make([]byte, 64<<10)
 		for {
-			c, err := ln.Accept()
+			n, err := c.Read(buf)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 64<<10)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					if _, err := c.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-			}()
+			if _, err := c.Write(buf[:n]); err != nil {
+				return
+			}
 		}
-	}()
+	})
 	fmt.Println("ready")
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {

@@ -13,15 +13,12 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/zcnet/zcnet/integration/nstest"
+	"github.com/zcnet/zcnet/stack/link/linktest"
 )
 
 // The root tests' topology: a veth pair between two namespaces. On one end
@@ -104,30 +101,8 @@ func (e *xdpEnv) open(t *testing.T, cfg Config) {
 
 func newStack(t *testing.T, link stack.LinkEndpoint, addrs ...string) *stack.Stack {
 	t.Helper()
-	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
-	})
-	t.Cleanup(func() {
-		link.Close()
-		s.Close()
-		s.Wait()
-	})
-	if err := s.CreateNIC(testNIC, link); err != nil {
-		t.Fatalf("CreateNIC: %v", err)
-	}
-	for _, a := range addrs {
-		p := netip.MustParsePrefix(a)
-		proto := ipv4.ProtocolNumber
-		if p.Addr().Is6() {
-			proto = ipv6.ProtocolNumber
-		}
-		pa := tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpip.AddressWithPrefix{
-			Address: tcpip.AddrFromSlice(p.Addr().AsSlice()), PrefixLen: p.Bits()}}
-		if err := s.AddProtocolAddress(testNIC, pa, stack.AddressProperties{}); err != nil {
-			t.Fatalf("AddProtocolAddress %s: %v", a, err)
-		}
-	}
+	s := linktest.NewStack(t, testNIC, link, addrs...)
+	// Every destination goes out on the link, not only the on-link prefixes.
 	s.SetRouteTable([]tcpip.Route{
 		{Destination: header4Subnet(), NIC: testNIC},
 		{Destination: header6Subnet(), NIC: testNIC},

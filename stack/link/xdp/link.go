@@ -55,7 +55,7 @@ type Link struct {
 	addrs atomic.Pointer[map[netip.Addr]struct{}]
 	mtu   atomic.Uint32
 	mac   atomic.Pointer[tcpip.LinkAddress]
-	hook  atomic.Pointer[link.PayloadHook]
+	hook  link.HookSlot
 	allow func(netip.Addr) error // adds to the program's maps; nil in tests
 	free  func()                 // releases socket, program and UMEM after the loop stops
 	sock  *xsk                   // for KernelStats; nil in tests
@@ -163,11 +163,7 @@ func (l *Link) AllowAddress(a netip.Addr) error {
 // SetPayloadHook installs fn, called for every split frame before delivery
 // (see link.PayloadHook); nil removes it.
 func (l *Link) SetPayloadHook(fn link.PayloadHook) {
-	if fn == nil {
-		l.hook.Store(nil)
-		return
-	}
-	l.hook.Store(&fn)
+	l.hook.Set(fn)
 }
 
 // MTU implements stack.LinkEndpoint.MTU.
