@@ -16,6 +16,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/zcnet/zcnet/stack/link/frame"
 )
 
 // Frame builders for fragments and IPv6 extension headers, independent of
@@ -124,6 +126,22 @@ func frags6(next uint8, id uint32, payload []byte, pieces []piece) [][]byte {
 		out = append(out, v6Frame(uint8(header.IPv6FragmentExtHdrIdentifier), rest))
 	}
 	return out
+}
+
+// frags6HBH is frags6 with a hop-by-hop options header before each
+// fragment header (in the unfragmentable part).
+func frags6HBH(next uint8, id uint32, payload []byte, pieces []piece) [][]byte {
+	var out [][]byte
+	for _, p := range pieces {
+		rest := cat(optsHdr(extFrag), fragHdr6(next, p.off, p.more, id), payload[p.off:p.off+p.size])
+		out = append(out, v6Frame(extHBH, rest))
+	}
+	return out
+}
+
+// whole4 returns the unfragmented IPv4 frame that frags4 cuts up.
+func whole4(proto tcpip.TransportProtocolNumber, id uint16, payload []byte) []byte {
+	return frags4(proto, id, payload, []piece{{0, len(payload), false}})[0]
 }
 
 // optsHdr returns a hop-by-hop or destination options header of 8 bytes
@@ -254,12 +272,15 @@ func newFragHarness(t *testing.T, lim fragLimits) *fragHarness {
 }
 
 // feed hands frame to the checker, split between a head and a tail view at
-// cut (0: one view), and returns the frames it hands back.
-func (h *fragHarness) feed(frame []byte, cut int) [][]byte {
+// cut (0: one view), and returns the datagram it completes, if any, as the
+// frame build makes of it. It checks what build hands the payload hook:
+// views that tile the transport payload in order, behind headers that
+// parse.
+func (h *fragHarness) feed(fr []byte, cut int) [][]byte {
 	h.t.Helper()
-	head, tail := frame, []byte(nil)
-	if cut > 0 && cut < len(frame) {
-		head, tail = frame[:cut], frame[cut:]
+	head, tail := fr, []byte(nil)
+	if cut > 0 && cut < len(fr) {
+		head, tail = fr[:cut], fr[cut:]
 	}
 	var fi fragInfo
 	if v := verifyChecksums(head, tail, false, &fi); v != csumFragment {
@@ -270,16 +291,39 @@ func (h *fragHarness) feed(frame []byte, cut int) [][]byte {
 	if tail != nil {
 		tv = buffer.NewViewWithData(tail)
 	}
-	var out [][]byte
-	for _, f := range h.fc.add(hv, tv, &fi, nil) {
-		b := append([]byte(nil), f.head.AsSlice()...)
-		if f.tail != nil {
-			b = append(b, f.tail.AsSlice()...)
-		}
-		f.release()
-		out = append(out, b)
+	d := h.fc.add(hv, tv, &fi)
+	if d == nil {
+		return nil
 	}
-	return out
+	var hooked []byte
+	var hdr []byte
+	hook := func(hb []byte, v *buffer.View, off int) {
+		if off != len(hooked) {
+			h.t.Errorf("hook: view at payload offset %d after %d bytes", off, len(hooked))
+		}
+		hdr = hb
+		hooked = append(hooked, v.AsSlice()...)
+	}
+	nfrags := len(d.frags)
+	buf, copied := d.build(hook)
+	if d.frags != nil || nfrags == 0 {
+		h.t.Fatalf("build left %d fragments", len(d.frags))
+	}
+	b := buf.Flatten()
+	buf.Release()
+	if copied <= header.EthernetMinimumSize || copied > len(b) {
+		h.t.Fatalf("build copied %d bytes of a %d-byte frame", copied, len(b))
+	}
+	if hooked != nil {
+		var r frame.Repr
+		if err := r.ParseHeaders(hdr); err != nil || r.Depth < frame.DepthTransport || r.Fragment {
+			h.t.Fatalf("hook's headers: %v, depth %d, fragment %v", err, r.Depth, r.Fragment)
+		}
+		if !bytes.Equal(hooked, b[r.PayloadOff:]) || len(hdr) != copied || r.PayloadOff != copied {
+			h.t.Fatalf("hook saw %d payload bytes behind %d header bytes; the frame has %d behind %d", len(hooked), len(hdr), len(b)-r.PayloadOff, r.PayloadOff)
+		}
+	}
+	return [][]byte{b}
 }
 
 // feedAll feeds frames in the order given and returns what came back.
@@ -330,16 +374,27 @@ func TestFragCheckerDeliversGoodDatagrams(t *testing.T) {
 	// IPv6 with a destination options header in the fragmentable part,
 	// before UDP (RFC 8200 §4.5): the checksum starts after it.
 	dst6 := cat(optsHdr(protoUDP), udpDatagram(true, 1000, 3, false))
+	// A TCP segment with 40 bytes of options, in fragments of 16: its
+	// header spans three of them.
+	tcp4 := make([]byte, 1000)
+	tcp4[12], tcp4[13] = 15<<4, 0x18
+	for i := 60; i < len(tcp4); i++ {
+		tcp4[i] = byte(i)
+	}
+	binary.BigEndian.PutUint16(tcp4[16:], ^checksum.Checksum(tcp4, header.PseudoHeaderChecksum(header.TCPProtocolNumber, v4Peer, v4Stack, uint16(len(tcp4)))))
 	type set struct {
 		name   string
 		frames [][]byte
+		whole  []byte
 	}
 	sets := []set{
-		{"IPv4", frags4(header.UDPProtocolNumber, 77, dgram4, split8(len(dgram4), 1480))},
-		{"IPv4, small fragments", frags4(header.UDPProtocolNumber, 78, dgram4, split8(len(dgram4), 200))},
-		{"IPv4, zero UDP checksum", frags4(header.UDPProtocolNumber, 79, zero4, split8(len(zero4), 128))},
-		{"IPv6", frags6(protoUDP, 77, dgram6, split8(len(dgram6), 1232))},
-		{"IPv6, destination options in the fragmentable part", frags6(extDst, 78, dst6, split8(len(dst6), 256))},
+		{"IPv4", frags4(header.UDPProtocolNumber, 77, dgram4, split8(len(dgram4), 1480)), whole4(header.UDPProtocolNumber, 77, dgram4)},
+		{"IPv4, small fragments", frags4(header.UDPProtocolNumber, 78, dgram4, split8(len(dgram4), 200)), whole4(header.UDPProtocolNumber, 78, dgram4)},
+		{"IPv4, zero UDP checksum", frags4(header.UDPProtocolNumber, 79, zero4, split8(len(zero4), 128)), whole4(header.UDPProtocolNumber, 79, zero4)},
+		{"IPv4 TCP, header across fragments", frags4(header.TCPProtocolNumber, 80, tcp4, split8(len(tcp4), 16)), whole4(header.TCPProtocolNumber, 80, tcp4)},
+		{"IPv6", frags6(protoUDP, 77, dgram6, split8(len(dgram6), 1232)), v6Frame(protoUDP, dgram6)},
+		{"IPv6, destination options in the fragmentable part", frags6(extDst, 78, dst6, split8(len(dst6), 256)), v6Frame(extDst, dst6)},
+		{"IPv6, hop-by-hop options before the fragment header", frags6HBH(protoUDP, 79, dgram6, split8(len(dgram6), 512)), v6Frame(extHBH, cat(optsHdr(protoUDP), dgram6))},
 	}
 	for _, s := range sets {
 		n := len(s.frames)
@@ -351,13 +406,11 @@ func TestFragCheckerDeliversGoodDatagrams(t *testing.T) {
 			t.Run(s.name+"/"+ord.name, func(t *testing.T) {
 				h := newFragHarness(t, defaultFragLimits)
 				got := h.feedAll(s.frames, ord.order, ord.cut)
-				if len(got) != n {
-					t.Fatalf("delivered %d frames, want %d (%+v)", len(got), n, statsOf(&h.c))
+				if len(got) != 1 {
+					t.Fatalf("delivered %d datagrams of %d fragments, want 1 (%+v)", len(got), n, statsOf(&h.c))
 				}
-				for i := range got {
-					if !bytes.Equal(got[i], s.frames[i]) {
-						t.Fatalf("frame %d delivered differs from fragment %d (offset order)", i, i)
-					}
+				if !bytes.Equal(got[0], s.whole) {
+					t.Fatalf("delivered %d bytes %x, want the whole datagram's frame, %d bytes %x", len(got[0]), got[0], len(s.whole), s.whole)
 				}
 				if h.c.fragDatagrams.Load() != 1 {
 					t.Fatalf("RxFragDatagrams %d, want 1", h.c.fragDatagrams.Load())
@@ -445,8 +498,8 @@ func TestFragCheckerExpiry(t *testing.T) {
 		t.Fatalf("expired %d, want 1", got)
 	}
 	// The IPv6 datagram is still held and completes.
-	if got := h.feed(f6[1], 0); len(got) != 2 {
-		t.Fatalf("IPv6 datagram within its 60 s: delivered %d frames, want 2", len(got))
+	if got := h.feed(f6[1], 0); len(got) != 1 {
+		t.Fatalf("IPv6 datagram within its 60 s: delivered %d datagrams, want 1", len(got))
 	}
 	h.clock = h.clock.Add(fragTimeout6)
 	h.feed(f6[0], 0) // sweeps the IPv4 leftover
@@ -474,7 +527,7 @@ func TestFragCheckerExpiryTimer(t *testing.T) {
 	if verifyChecksums(f[0], nil, false, &fi) != csumFragment {
 		t.Fatal("not a fragment")
 	}
-	fc.add(buffer.NewViewWithData(f[0]), nil, &fi, nil)
+	fc.add(buffer.NewViewWithData(f[0]), nil, &fi)
 	// Nothing else arrives: the timer must drop it.
 	if !waitFor(5*time.Second, func() bool { n, _, _ := fc.held(); return n == 0 }) {
 		t.Fatal("the held fragment did not expire")
@@ -503,8 +556,8 @@ func TestFragCheckerLimits(t *testing.T) {
 		}
 		// The newest two still complete.
 		for _, f := range firsts[1:] {
-			if got := h.feedAll(f, seq(len(f))[1:], 0); len(got) != len(f) {
-				t.Fatalf("delivered %d of %d", len(got), len(f))
+			if got := h.feedAll(f, seq(len(f))[1:], 0); len(got) != 1 {
+				t.Fatalf("delivered %d datagrams, want 1", len(got))
 			}
 		}
 	})
@@ -565,16 +618,15 @@ func TestReceivePathHoldsFragments(t *testing.T) {
 			t.Fatalf("a fragment was delivered before its datagram was complete")
 		}
 	}
-	if len(d.pkts) != len(fg) {
-		t.Fatalf("delivered %d, want %d", len(d.pkts), len(fg))
+	if len(d.pkts) != 1 {
+		t.Fatalf("delivered %d packets, want the one datagram", len(d.pkts))
 	}
-	for i := range fg {
-		if !bytes.Equal(d.pkts[i], fg[i]) {
-			t.Fatalf("packet %d differs from fragment %d", i, i)
-		}
+	if want := whole4(header.UDPProtocolNumber, 1, good); !bytes.Equal(d.pkts[0], want) {
+		t.Fatalf("delivered %x, want %x", d.pkts[0], want)
 	}
 	st := q.link.Stats()
-	if st.RxCsumUnverifiable != uint64(len(fg)+len(fb)) || st.RxFragDatagrams != 1 || st.RxDropFragBadCsum != uint64(len(fb)) {
+	if st.RxCsumUnverifiable != uint64(len(fg)+len(fb)) || st.RxFragDatagrams != 1 || st.RxDropFragBadCsum != uint64(len(fb)) ||
+		st.RxFragReassembled != 1 || st.RxFragReassembledFrames != uint64(len(fg)) {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -641,7 +693,7 @@ func FuzzFragChecker(f *testing.F) {
 		st := q.link.Stats()
 		_, heldAfter, mem := q.rx.frags.held()
 		in_ := st.RxCsumUnverifiable - before.RxCsumUnverifiable
-		out := uint64(len(d.pkts)) + (st.RxDropFragBadCsum - before.RxDropFragBadCsum) + (st.RxDropFragInvalid - before.RxDropFragInvalid) +
+		out := (st.RxFragReassembledFrames - before.RxFragReassembledFrames) + (st.RxDropFragBadCsum - before.RxDropFragBadCsum) + (st.RxDropFragInvalid - before.RxDropFragInvalid) +
 			(st.RxDropFragDuplicate - before.RxDropFragDuplicate) + (st.RxDropFragExpired - before.RxDropFragExpired) + (st.RxDropFragLimit - before.RxDropFragLimit)
 		if int64(in_)+int64(heldBefore) != int64(out)+int64(heldAfter) {
 			t.Fatalf("fragments in %d (+%d held before), accounted %d (+%d held after): %+v", in_, heldBefore, out, heldAfter, st)
@@ -649,9 +701,12 @@ func FuzzFragChecker(f *testing.F) {
 		if mem > fragMaxBytes {
 			t.Fatalf("holds %d bytes", mem)
 		}
+		if got := st.RxFragReassembled - before.RxFragReassembled; got != uint64(len(d.pkts)) {
+			t.Fatalf("RxFragReassembled +%d, %d packets delivered", got, len(d.pkts))
+		}
 		if len(d.pkts) > 0 {
 			if bad {
-				t.Fatalf("%d fragments of a datagram with a wrong checksum delivered", len(d.pkts))
+				t.Fatalf("a datagram with a wrong checksum delivered (%d packets)", len(d.pkts))
 			}
 			if err := reassembledChecksumOK(d.pkts, v6); err != nil {
 				t.Fatal(err)
@@ -660,48 +715,30 @@ func FuzzFragChecker(f *testing.F) {
 	})
 }
 
-// reassembledChecksumOK puts the delivered fragments back together, one
-// datagram per run of offsets starting at 0 (one input may complete a
-// datagram, then another from later fragments with the same
-// identification), and checks each one's UDP checksum with gVisor's header
-// package.
+// reassembledChecksumOK checks each delivered packet: an unfragmented IP
+// datagram (gVisor's header package reads it) whose lengths are right and
+// whose UDP checksum is right.
 func reassembledChecksumOK(pkts [][]byte, v6 bool) error {
-	var data []byte
-	for i, p := range pkts {
-		var off int
-		var payload []byte
+	for _, p := range pkts {
+		var data []byte
 		if v6 {
-			fh := p[14+40:]
-			off = int(binary.BigEndian.Uint16(fh[2:]) &^ 7)
-			payload = fh[8:]
+			ip := header.IPv6(p[14:])
+			if !ip.IsValid(len(ip)) || ip.NextHeader() != protoUDP || int(ip.PayloadLength()) != len(ip)-header.IPv6MinimumSize {
+				return fmt.Errorf("delivered IPv6 packet not whole: next header %d, payload length %d of %d", ip.NextHeader(), ip.PayloadLength(), len(ip)-header.IPv6MinimumSize)
+			}
+			data = ip.Payload()
 		} else {
 			ip := header.IPv4(p[14:])
-			off = int(ip.FragmentOffset())
-			payload = ip[ip.HeaderLength():ip.TotalLength()]
-		}
-		if off == 0 {
-			data = data[:0]
-		}
-		if off != len(data) {
-			return fmt.Errorf("delivered fragments not contiguous in offset order: offset %d after %d bytes", off, len(data))
-		}
-		data = append(data, payload...)
-		if i+1 < len(pkts) && fragOffset(pkts[i+1], v6) != 0 {
-			continue
+			if !ip.IsValid(len(ip)) || !ip.IsChecksumValid() || ip.More() || ip.FragmentOffset() != 0 || int(ip.TotalLength()) != len(ip) {
+				return fmt.Errorf("delivered IPv4 packet not whole: %x", p[14:34])
+			}
+			data = ip.Payload()
 		}
 		if err := udpChecksumOK(data, v6); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// fragOffset returns a fragment frame's offset.
-func fragOffset(p []byte, v6 bool) int {
-	if v6 {
-		return int(binary.BigEndian.Uint16(p[14+40+2:]) &^ 7)
-	}
-	return int(header.IPv4(p[14:]).FragmentOffset())
 }
 
 // udpChecksumOK checks a reassembled UDP datagram's checksum.
@@ -749,6 +786,12 @@ func TestFragmentsThroughStack(t *testing.T) {
 			d, p := withPayload(true, 4000, 3, bad)
 			return frags6(protoUDP, 13, d, split8(len(d), 1232)), p
 		}},
+		{"IPv6 fragments after a hop-by-hop header, shuffled", true, func(bad bool) ([][]byte, []byte) {
+			d, p := withPayload(true, 5000, 5, bad)
+			f := frags6HBH(protoUDP, 14, d, split8(len(d), 1024))
+			rand.New(rand.NewPCG(3, 1)).Shuffle(len(f), func(i, j int) { f[i], f[j] = f[j], f[i] })
+			return f, p
+		}},
 		{"IPv6 routing header, type 253, segments left 0", true, func(bad bool) ([][]byte, []byte) {
 			d, p := withPayload(true, 200, 4, bad)
 			return [][]byte{v6Frame(extRoute, cat(routingHdr(protoUDP, 253, 0), d))}, p
@@ -776,6 +819,11 @@ func TestFragmentsThroughStack(t *testing.T) {
 			dropped := st.RxDropFragBadCsum - before.RxDropFragBadCsum + st.RxDropBadCsum - before.RxDropBadCsum
 			if dropped != uint64(len(badFrames)) {
 				t.Fatalf("dropped %d frames, want %d: %+v", dropped, len(badFrames), st)
+			}
+			if frag := len(goodFrames) > 1; frag && (st.RxFragReassembled-before.RxFragReassembled != 1 ||
+				st.RxFragReassembledFrames-before.RxFragReassembledFrames != uint64(len(goodFrames))) {
+				t.Fatalf("reassembled %d datagrams of %d fragments, want 1 of %d", st.RxFragReassembled-before.RxFragReassembled,
+					st.RxFragReassembledFrames-before.RxFragReassembledFrames, len(goodFrames))
 			}
 		})
 	}

@@ -30,10 +30,10 @@ import (
 //     that are short or addressed to another MAC, and verify in software
 //     the checksums the stack will skip (verifyChecksums): the IPv4 header
 //     checksum of every frame, the TCP and UDP checksums of frames whose
-//     header vouches for nothing. IP fragments of TCP and UDP datagrams go
-//     to the fragment checker (holdFragment, frag.go), which delivers a
-//     datagram's fragments only once all are there and its checksum is
-//     right.
+//     header vouches for nothing. IP fragments go to the fragment checker
+//     (holdFragment, frag.go), which holds a datagram's fragments until
+//     all are there and its checksum is right, then delivers the datagram
+//     whole.
 //  4. splitHeaders: copy the Ethernet, IP and TCP/UDP headers into a small
 //     view of their own and leave the payload in the receive views (the
 //     software header split, see split.go); call the payload hook.
@@ -57,10 +57,8 @@ type rxState struct {
 	// views and segs are scratch for USO segmentation.
 	views [2]*buffer.View
 	segs  []*buffer.View
-	// frag describes the frame being handled when it is a fragment, and
-	// ready is scratch for the frames the checker hands back.
-	frag  fragInfo
-	ready []heldFrag
+	// frag describes the frame being handled when it is a fragment.
+	frag fragInfo
 	// frags holds fragments until their datagram is complete and
 	// checked; initialised at the first fragment. Its own lock guards it
 	// (its expiry timer runs on another goroutine).
@@ -310,31 +308,30 @@ func carriesTCP(r *frame.Repr) bool {
 }
 
 // holdFragment hands an IP fragment to the queue's fragment checker
-// (frag.go), taking ownership of headV and tailV, and delivers the frames
-// the checker hands back: the whole datagram, in offset order, once it is
-// complete and its checksum right. Fragments are delivered unsplit (the
-// stack copies them into the reassembled packet anyway), and inline, on the
-// reader: handed to the deliverer goroutine, a flood of IPv4 fragments
-// crashed the stack now and then inside gVisor's reassembly (a reassembled
-// packet whose header memory had been reused; the cause is not found), and
-// inline it did not.
+// (frag.go), taking ownership of headV and tailV, and delivers the datagram
+// once it is complete and its checksum right: whole, as one unfragmented
+// packet the link builds from the fragments' views (fragDatagram.build),
+// so that gVisor's own reassembly never runs on this link. Inline, on the
+// reader, like TCP.
 func (q *queue) holdFragment(d stack.NetworkDispatcher, headV, tailV *buffer.View) {
 	rx := &q.rx
 	if !rx.frags.ready() {
 		rx.frags.init(&q.c)
 	}
 	q.c.rxUnverifiable.Add(1)
-	rx.ready = rx.frags.add(headV, tailV, &rx.frag, rx.ready[:0])
-	for i := range rx.ready {
-		f := &rx.ready[i]
-		buf := buffer.MakeWithView(f.head)
-		if f.tail != nil {
-			mergeView(&buf, f.tail)
-		}
-		*f = heldFrag{}
-		// Inline, never through the deliverer: see holdFragment.
-		q.deliver(d, buf, false)
+	dg := rx.frags.add(headV, tailV, &rx.frag)
+	if dg == nil {
+		return
 	}
+	var hook link.PayloadHook
+	if h := q.link.hook.Load(); h != nil {
+		hook = *h
+	}
+	q.c.fragReassembledFrames.Add(uint64(len(dg.frags)))
+	buf, copied := dg.build(hook)
+	q.c.rxCopied.Add(uint64(copied))
+	q.c.fragReassembled.Add(1)
+	q.deliver(d, buf, false)
 }
 
 // splitHeaders builds the packet's payload from the frame in headV (and
