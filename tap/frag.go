@@ -456,24 +456,28 @@ func (d *fragDatagram) l4Split() int {
 }
 
 // build makes the complete datagram d (whose fragments add handed back) into
-// one unfragmented packet, taking ownership of every fragment's views: a new
-// view with the Ethernet and IP headers of the first fragment, rewritten
-// (IPv4: More Fragments and the offset cleared, total length and header
-// checksum set; IPv6: the fragment header removed, the next header field
-// that named it and the payload length set) and followed by a copy of the
-// transport header (l4Split), then the rest of each fragment's data in
-// offset order, as views of the frames' own memory: no payload byte is
-// copied. hook, if not nil and the datagram is TCP or UDP, is called with
-// each payload view, as for an unfragmented frame. It returns the packet
-// and the number of bytes copied (the header view).
+// one unfragmented packet, taking ownership of every fragment's views: the
+// header view (header) followed by the rest of each fragment's data in
+// offset order (payload). It returns the packet and the number of bytes
+// copied (the header view's).
 func (d *fragDatagram) build(hook link.PayloadHook) (buffer.Buffer, int) {
-	first := &d.frags[0]
-	split := d.l4Split()
+	hv := d.header()
+	n := hv.Size()
+	return d.payload(hv, hook), n
+}
+
+// header returns a new view with the Ethernet and IP headers of the first
+// fragment, rewritten for the whole datagram (IPv4: More Fragments and the
+// offset cleared, total length and header checksum set; IPv6: the fragment
+// header removed, the next header field that named it and the payload
+// length set), followed by a copy of the first l4Split bytes of the
+// fragmentable part (the transport header). The fragments stay d's.
+func (d *fragDatagram) header() *buffer.View {
 	unfrag := d.ipEnd
-	hv := buffer.NewViewSize(unfrag + split)
+	hv := buffer.NewViewSize(unfrag + d.l4Split())
 	hb := hv.AsSlice()
-	copy(hb, first.head.AsSlice()[:unfrag])
-	d.copyOut(hb[unfrag:], split)
+	copy(hb, d.frags[0].head.AsSlice()[:unfrag])
+	d.copyOut(hb[unfrag:], len(hb)-unfrag)
 	if d.key.v6 {
 		hb[d.nhPos] = d.next
 		header.IPv6(hb[header.EthernetMinimumSize:]).SetPayloadLength(uint16(d.ipLen()))
@@ -484,6 +488,26 @@ func (d *fragDatagram) build(hook link.PayloadHook) (buffer.Buffer, int) {
 		ip.SetChecksum(0)
 		ip.SetChecksum(^ip.CalculateChecksum())
 	}
+	return hv
+}
+
+// frameLen returns the length of the frame build makes.
+func (d *fragDatagram) frameLen() int {
+	n := header.EthernetMinimumSize + d.ipLen()
+	if d.key.v6 {
+		n += header.IPv6MinimumSize
+	}
+	return n
+}
+
+// payload returns the packet: hv (from header, taken over) followed by the
+// fragments' data past what hv holds, as views of the frames' own memory:
+// no payload byte is copied. It takes ownership of every fragment's views
+// and leaves d without fragments. hook, if not nil and the datagram is TCP
+// or UDP, is called with each payload view, as for an unfragmented frame.
+func (d *fragDatagram) payload(hv *buffer.View, hook link.PayloadHook) buffer.Buffer {
+	hb := hv.AsSlice()
+	split := len(hb) - d.ipEnd
 	if d.proto != uint8(header.TCPProtocolNumber) && d.proto != uint8(header.UDPProtocolNumber) {
 		hook = nil
 	}
@@ -501,7 +525,16 @@ func (d *fragDatagram) build(hook link.PayloadHook) (buffer.Buffer, int) {
 		})
 	}
 	d.frags = nil
-	return buf, len(hb)
+	return buf
+}
+
+// release drops the fragments of a datagram add handed back that will not
+// be built.
+func (d *fragDatagram) release() {
+	for i := range d.frags {
+		d.frags[i].release()
+	}
+	d.frags = nil
 }
 
 // copyOut copies the first n bytes of the datagram's fragmentable part into

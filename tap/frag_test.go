@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -873,5 +874,56 @@ func (u *gonetUDP) expect(t *testing.T, want []byte) {
 	}
 	if !bytes.Equal(buf[:n], want) {
 		t.Fatalf("received %d bytes %.16q…, want %d bytes %.16q…", n, buf[:n], len(want), want)
+	}
+}
+
+// tcpSegment4 returns a TCP segment (ACK, 20-byte header, n payload bytes)
+// from the peer's port src to the stack's port 7, checksum right.
+func tcpSegment4(src uint16, n int) []byte {
+	b := make([]byte, header.TCPMinimumSize+n)
+	header.TCP(b).Encode(&header.TCPFields{SrcPort: src, DstPort: 7, SeqNum: 1, AckNum: 1,
+		DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck, WindowSize: 1024})
+	for i := header.TCPMinimumSize; i < len(b); i++ {
+		b[i] = byte(i)
+	}
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, v4Peer, v4Stack, uint16(len(b)))
+	header.TCP(b).SetChecksum(^checksum.Checksum(b, xsum))
+	return b
+}
+
+// TestFragmentedSegmentsAdmitted checks that a TCP segment reassembled from
+// fragments (hping3 -f) is charged to a listener's budget like an
+// unfragmented one: past the budget, whole segments are dropped and
+// counted, never delivered.
+func TestFragmentedSegmentsAdmitted(t *testing.T) {
+	d := &recordingDispatcher{}
+	q := fuzzLink(t, d)
+	q.link.adm.noLeak = true
+	var est atomic.Bool
+	q.link.SetConnLookup(lookupBy(&est))
+	const sent = admitLimit + 10
+	for i := range sent {
+		seg := tcpSegment4(uint16(1024+i), 100)
+		for _, f := range frags4(header.TCPProtocolNumber, uint16(i), seg, split8(len(seg), 16)) {
+			inject(q, withVnet(vnetHdr{}, f))
+		}
+	}
+	st := q.link.Stats()
+	if len(d.pkts) != admitLimit || st.RxDropFloodCtl != sent-admitLimit || st.RxFragReassembled != sent {
+		t.Fatalf("%d segments delivered, %d dropped at the listener, %d reassembled; want %d, %d, %d",
+			len(d.pkts), st.RxDropFloodCtl, st.RxFragReassembled, admitLimit, sent-admitLimit, sent)
+	}
+	want := whole4(header.TCPProtocolNumber, 0, tcpSegment4(1024, 100))
+	if !bytes.Equal(d.pkts[0], want) {
+		t.Fatalf("delivered %x, want %x", d.pkts[0], want)
+	}
+	// A connection's own segments are not charged.
+	est.Store(true)
+	seg := tcpSegment4(999, 100)
+	for _, f := range frags4(header.TCPProtocolNumber, 9999, seg, split8(len(seg), 16)) {
+		inject(q, withVnet(vnetHdr{}, f))
+	}
+	if len(d.pkts) != admitLimit+1 {
+		t.Fatalf("a fragmented segment of an established connection was not delivered")
 	}
 }

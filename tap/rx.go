@@ -323,15 +323,26 @@ func (q *queue) holdFragment(d stack.NetworkDispatcher, headV, tailV *buffer.Vie
 	if dg == nil {
 		return
 	}
+	q.c.fragReassembled.Add(1)
+	q.c.fragReassembledFrames.Add(uint64(len(dg.frags)))
+	hv := dg.header()
+	q.c.rxCopied.Add(uint64(hv.Size()))
+	if dg.proto == uint8(header.TCPProtocolNumber) {
+		// A TCP segment, whole now: admitted like an unfragmented
+		// one (admit.go), before the payload hook sees it.
+		var fr frame.Repr
+		err := fr.ParseHead(hv.AsSlice(), dg.frameLen())
+		if q.admitControl(hv.AsSlice(), hv.Size(), &fr, err) {
+			hv.Release()
+			dg.release()
+			return
+		}
+	}
 	var hook link.PayloadHook
 	if h := q.link.hook.Load(); h != nil {
 		hook = *h
 	}
-	q.c.fragReassembledFrames.Add(uint64(len(dg.frags)))
-	buf, copied := dg.build(hook)
-	q.c.rxCopied.Add(uint64(copied))
-	q.c.fragReassembled.Add(1)
-	q.deliver(d, buf, false)
+	q.deliver(d, dg.payload(hv, hook), false)
 }
 
 // splitHeaders builds the packet's payload from the frame in headV (and
