@@ -244,7 +244,7 @@ func TestVerifyChecksumsIPv4Vouched(t *testing.T) {
 		{"NEEDS_CSUM or DATA_VALID, header right", whole, true, csumNone},
 		{"NEEDS_CSUM or DATA_VALID, header checksum wrong", badHdr, true, csumBad},
 		{"vouched-for fragment: still checked whole", frag, true, csumFragment},
-		{"ICMP fragment: the stack checks ICMP itself", icmpFrag, false, csumGood},
+		{"ICMP fragment: reassembled by the link too", icmpFrag, false, csumFragment},
 		{"MF with 13 bytes: malformed, the stack drops it", odd, false, csumMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -925,5 +925,60 @@ func TestFragmentedSegmentsAdmitted(t *testing.T) {
 	}
 	if len(d.pkts) != admitLimit+1 {
 		t.Fatalf("a fragmented segment of an established connection was not delivered")
+	}
+}
+
+// TestEveryFragmentReassembled checks that the link reassembles datagrams
+// whose checksum it does not verify too, so that gVisor's reassembly never
+// runs: ICMP over IPv4, with offloads (the stack checks ICMP itself), and
+// UDP on a link without the virtio-net header (the stack checks every
+// checksum itself).
+func TestEveryFragmentReassembled(t *testing.T) {
+	echo := make([]byte, 3000)
+	echo[0] = byte(header.ICMPv4Echo)
+	for i := header.ICMPv4MinimumSize; i < len(echo); i++ {
+		echo[i] = byte(i * 7)
+	}
+	header.ICMPv4(echo).SetChecksum(^checksum.Checksum(echo, 0))
+	udp := udpDatagram(false, 4000, 9, false)
+	for _, tc := range []struct {
+		name  string
+		vnet  bool
+		proto tcpip.TransportProtocolNumber
+		dgram []byte
+	}{
+		{"ICMP echo, offloads on", true, header.ICMPv4ProtocolNumber, echo},
+		{"UDP, no virtio-net header", false, header.UDPProtocolNumber, udp},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &recordingDispatcher{}
+			q := fuzzLink(t, d)
+			q.link.vnet = tc.vnet
+			frames := frags4(tc.proto, 21, tc.dgram, split8(len(tc.dgram), 1024))
+			for i := len(frames) - 1; i >= 0; i-- {
+				b := frames[i]
+				if tc.vnet {
+					b = withVnet(vnetHdr{}, b)
+				}
+				q.rx.refill(q.link)
+				n := 0
+				if tc.vnet {
+					n = copy(q.rx.vnet[:], b)
+				}
+				n += copy(q.rx.head.AsSlice(), b[n:])
+				n += copy(q.rx.tail.AsSlice(), b[n:])
+				q.handleFrame(n)
+			}
+			if len(d.pkts) != 1 {
+				t.Fatalf("delivered %d packets, want the whole datagram", len(d.pkts))
+			}
+			if want := whole4(tc.proto, 21, tc.dgram); !bytes.Equal(d.pkts[0], want) {
+				t.Fatalf("delivered %x, want %x", d.pkts[0], want)
+			}
+			st := q.link.Stats()
+			if st.RxFragReassembled != 1 || st.RxFragReassembledFrames != uint64(len(frames)) || st.RxFragDatagrams != map[bool]uint64{false: 0, true: 1}[tc.proto == header.UDPProtocolNumber] {
+				t.Fatalf("stats %+v", st)
+			}
+		})
 	}
 }

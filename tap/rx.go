@@ -226,6 +226,11 @@ func (q *queue) handleFrame(n int) {
 		case csumFragment:
 			isFrag = true
 		}
+	} else if fr.Fragment && checkParsed(&fr, ferr, head, tail, false, &rx.frag) == csumFragment {
+		// Without offloads the stack checks every checksum itself,
+		// but fragments still go to the checker: the link reassembles
+		// every datagram, so gVisor's reassembly never runs (frag.go).
+		isFrag = true
 	}
 	if !isFrag && (hdr == nil || hdr.gso() == vnetGSONone) && q.admitControl(head, n, &fr, ferr) {
 		// A TCP segment for a listener over its class's budget (admit.go).
