@@ -15,6 +15,32 @@ import (
 	"time"
 )
 
+// ip6FragCreates reads the IPv6 fragments the kernel of d's namespace has
+// made (Ip6FragCreates, RFC 2465's ipv6IfStatsOutFragCreates). The file is
+// read through thread-self: /proc/net is the thread group leader's
+// namespace, not that of the thread Do runs on.
+func ip6FragCreates(t *testing.T, d *daemon) int64 {
+	t.Helper()
+	var n int64 = -1
+	err := d.ns.Do(func() error {
+		b, err := os.ReadFile("/proc/thread-self/net/snmp6")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "Ip6FragCreates" {
+				n, err = strconv.ParseInt(f[1], 10, 64)
+				return err
+			}
+		}
+		return fmt.Errorf("no Ip6FragCreates in /proc/thread-self/net/snmp6")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // rssBytes reads a process's resident set size.
 func rssBytes(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -57,28 +83,32 @@ func echo1MiB(d *daemon, data []byte, timeout time.Duration) error {
 }
 
 // floodCase is one flood from the kernel side of the daemon's TAP: hping3's
-// arguments (after the rate) and whether fresh 1 MiB echoes must keep
-// succeeding while it lasts.
+// arguments (after the rate), or for a flood hping3 cannot send (it has no
+// IPv6) a command of its own, which floods as fast as it can at any rate.
 type floodCase struct {
 	name, args string
+	cmd        []string
 }
 
 var floodCases = []floodCase{
-	{"syn", "-S -p 7"},
-	{"ack", "-A -p 7"},
-	{"rst", "-R -p 7"},
-	{"payload", "-A -d 1000 -p 7"},
-	{"frag4", "-f -d 1400 -p 7"},
-	{"udpfrag", "-2 -f -d 3000 -p 7"},
-	{"udp", "-2 -d 1000 -p 7"},
-	{"udpclosed", "-2 -d 100 -p 9999"},
+	{"syn", "-S -p 7", nil},
+	{"ack", "-A -p 7", nil},
+	{"rst", "-R -p 7", nil},
+	{"payload", "-A -d 1000 -p 7", nil},
+	{"frag4", "-f -d 1400 -p 7", nil},
+	{"udpfrag", "-2 -f -d 3000 -p 7", nil},
+	// UDP datagrams of 3000 bytes to the echo port over IPv6, which the
+	// kernel cuts into fragments at the TAP's MTU.
+	{"frag6", "", []string{"socat", "-u", "-b", "3000", "OPEN:/dev/zero", "UDP6-SENDTO:[" + stack6 + "]:7"}},
+	{"udp", "-2 -d 1000 -p 7", nil},
+	{"udpclosed", "-2 -d 100 -p 9999", nil},
 }
 
 // TestFloodBounded floods the daemon from the kernel side of its TAP with
 // hping3, one flood per subtest, each on a daemon of its own in a
 // namespace of its own, for 12 s: SYNs, ACKs and RSTs at the open echo
-// port, ACKs with payload at it, IPv4 fragments of TCP and of UDP, UDP to
-// the open port and to a closed one. For each it checks that the daemon's
+// port, ACKs with payload at it, IPv4 fragments of TCP and of UDP, IPv6
+// fragments of UDP (socat), UDP to the open port and to a closed one. For each it checks that the daemon's
 // resident memory stays within 64 MiB of idle at every second (256 MiB
 // under the race detector, which multiplies every allocation; there the
 // flood also runs at 20 000 packets/s rather than as fast as hping3 can,
@@ -88,19 +118,8 @@ var floodCases = []floodCase{
 // clients, one connection after another each) keep succeeding, byte for
 // byte, during the flood, and that one does after it.
 func TestFloodBounded(t *testing.T) {
-	need(t, "hping3")
+	need(t, "hping3", "socat")
 	for _, fc := range floodCases {
-		if raceEnabled && fc.name == "frag4" {
-			// A flood of IPv4 fragments of TCP segments runs into a
-			// use-after-free inside gVisor's IPv4 reassembly (the race
-			// detector sees deliverPacketLocally read the reassembled
-			// packet's IPv4 header from a chunk a TCP send has since
-			// been given; stock gVisor's own server died under the same
-			// flood). It is not ours to fix in a pinned gVisor, and the
-			// race-built daemon reports it and exits; this flood runs in
-			// the test without -race and in integration/flood.
-			continue
-		}
 		t.Run(fc.name, func(t *testing.T) { floodBounded(t, fc) })
 	}
 }
@@ -126,8 +145,14 @@ func floodBounded(t *testing.T, fc floodCase) {
 	const flood, clients = 12 * time.Second, 4
 	ctx, cancel := context.WithTimeout(context.Background(), flood)
 	defer cancel()
-	args := append(append([]string{"hping3", "-q"}, rate...), strings.Fields(fc.args)...)
-	hp := d.ns.Cmd(ctx, append(args, stack4)...)
+	args := append(append(append([]string{"hping3", "-q"}, rate...), strings.Fields(fc.args)...), stack4)
+	if fc.cmd != nil {
+		args = fc.cmd
+	}
+	fragsBefore := ip6FragCreates(t, d)
+	hp := d.ns.Cmd(ctx, args...)
+	var hpErr bytes.Buffer
+	hp.Stderr = &hpErr
 	if err := hp.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +198,13 @@ func floodBounded(t *testing.T, fc floodCase) {
 	tick.Stop()
 	hp.Wait()
 	wg.Wait()
-	t.Logf("%s flood: idle %d MiB, peak %d MiB; %d echoes of 1 MiB during it, %d failed", fc.name, idle>>20, peak>>20, ok, failed)
+	frags := ip6FragCreates(t, d) - fragsBefore
+	t.Logf("%s flood: idle %d MiB, peak %d MiB; %d echoes of 1 MiB during it, %d failed; %d IPv6 fragments sent", fc.name, idle>>20, peak>>20, ok, failed, frags)
+	if fc.name == "frag6" && frags < 1000 {
+		// The flood must have been one: the kernel cut datagrams into
+		// fragments for the TAP.
+		t.Errorf("the kernel made %d IPv6 fragments during the frag6 flood (%s)", frags, hpErr.String())
+	}
 	if ok == 0 {
 		t.Errorf("no 1 MiB echo on a fresh connection succeeded during %v of %s flood (%d failed, the first: %v)", flood, fc.name, failed, firstErr)
 	}
