@@ -34,10 +34,11 @@ import (
 // every fragment, so the datagram is all there. build makes it one
 // unfragmented packet: a new view with the first fragment's headers,
 // rewritten, and the transport header, then the fragments' data as views
-// of their receive memory, in offset order: no payload byte is copied, and
-// the payload hook sees those views as it sees an unfragmented frame's, so
-// a UDP datagram larger than the MTU still reaches a zero-copy socket
-// without a copy. gVisor's reassembly rules (RFC 791, RFC 8200 §4.5, RFC
+// of their receive memory, in offset order: the payload of a fragment of at
+// least fragCopyBreak bytes is not copied, and the payload hook sees those
+// views as it sees an unfragmented frame's, so a UDP datagram larger than
+// the MTU still reaches a zero-copy socket without a copy; smaller
+// fragments are copied (counted), so that they pin no receive view. gVisor's reassembly rules (RFC 791, RFC 8200 §4.5, RFC
 // 5722) are the checker's: duplicates, overlaps, ends, timeouts and limits
 // below. Why not per packet: gVisor's NIC overwrites pkt.RXChecksumValidated
 // from the link's capabilities (nic.go), so the link cannot ask the stack
@@ -155,6 +156,18 @@ func (h *heldFrag) take(from, to int, emit func(*buffer.View)) {
 		}
 	}
 	*h = heldFrag{}
+}
+
+// appendRange appends the frame's bytes [from, to) to dst.
+func (h *heldFrag) appendRange(dst []byte, from, to int) []byte {
+	head := h.head.AsSlice()
+	if from < len(head) {
+		dst = append(dst, head[from:min(to, len(head))]...)
+	}
+	if to > len(head) {
+		dst = append(dst, h.tail.AsSlice()[max(from, len(head))-len(head):to-len(head)]...)
+	}
+	return dst
 }
 
 // sumRange returns the ones'-complement sum of the frame's bytes
@@ -459,11 +472,12 @@ func (d *fragDatagram) l4Split() int {
 // one unfragmented packet, taking ownership of every fragment's views: the
 // header view (header) followed by the rest of each fragment's data in
 // offset order (payload). It returns the packet and the number of bytes
-// copied (the header view's).
+// copied.
 func (d *fragDatagram) build(hook link.PayloadHook) (buffer.Buffer, int) {
 	hv := d.header()
 	n := hv.Size()
-	return d.payload(hv, hook), n
+	buf, copied := d.payload(hv, hook)
+	return buf, n + copied
 }
 
 // header returns a new view with the Ethernet and IP headers of the first
@@ -500,23 +514,50 @@ func (d *fragDatagram) frameLen() int {
 	return n
 }
 
+// fragCopyBreak is the smallest fragment data payload hands on as a view
+// of the fragment's receive memory; less is copied (and counted). A fragment
+// of a few bytes (hping3 -f cuts datagrams into 16-byte pieces) would
+// otherwise pin a whole receive view, sized for the MTU, for as long as its
+// datagram is queued: a hundredfold more memory than the data, which no
+// receive-buffer accounting sees. The copy-break of unfragmented frames is
+// the same bound.
+const fragCopyBreak = copyBreak
+
 // payload returns the packet: hv (from header, taken over) followed by the
-// fragments' data past what hv holds, as views of the frames' own memory:
-// no payload byte is copied. It takes ownership of every fragment's views
-// and leaves d without fragments. hook, if not nil and the datagram is TCP
-// or UDP, is called with each payload view, as for an unfragmented frame.
-func (d *fragDatagram) payload(hv *buffer.View, hook link.PayloadHook) buffer.Buffer {
+// fragments' data past what hv holds, in offset order: the data of a
+// fragment of at least fragCopyBreak bytes as views of its frame's memory,
+// runs of smaller ones copied into views of their own. It takes ownership
+// of every fragment's views, leaves d without fragments, and returns the
+// number of bytes copied. hook, if not nil and the datagram is TCP or UDP,
+// is called with each view of received memory (not the copies), as for an
+// unfragmented frame.
+func (d *fragDatagram) payload(hv *buffer.View, hook link.PayloadHook) (buffer.Buffer, int) {
 	hb := hv.AsSlice()
 	split := len(hb) - d.ipEnd
 	if d.proto != uint8(header.TCPProtocolNumber) && d.proto != uint8(header.UDPProtocolNumber) {
 		hook = nil
 	}
 	buf := buffer.MakeWithView(hv)
-	off := 0
+	off, copied := 0, 0
+	var small []byte
+	flush := func() {
+		if len(small) > 0 {
+			mergeView(&buf, buffer.NewViewWithData(small))
+			off += len(small)
+			copied += len(small)
+			small = small[:0]
+		}
+	}
 	for i := range d.frags {
 		h := &d.frags[i]
-		from := max(h.off, split) - h.off
-		h.take(h.data+from, h.data+h.end-h.off, func(v *buffer.View) {
+		from, to := h.data+max(h.off, split)-h.off, h.data+h.end-h.off
+		if to-from < fragCopyBreak {
+			small = h.appendRange(small, from, to)
+			h.release()
+			continue
+		}
+		flush()
+		h.take(from, to, func(v *buffer.View) {
 			if hook != nil {
 				hook(hb, v, off)
 			}
@@ -524,8 +565,9 @@ func (d *fragDatagram) payload(hv *buffer.View, hook link.PayloadHook) buffer.Bu
 			mergeView(&buf, v)
 		})
 	}
+	flush()
 	d.frags = nil
-	return buf
+	return buf, copied
 }
 
 // release drops the fragments of a datagram add handed back that will not

@@ -263,6 +263,8 @@ type fragHarness struct {
 	c     counters
 	fc    fragChecker
 	clock time.Time
+	// copied counts the bytes build copied.
+	copied int
 }
 
 func newFragHarness(t *testing.T, lim fragLimits) *fragHarness {
@@ -296,14 +298,15 @@ func (h *fragHarness) feed(fr []byte, cut int) [][]byte {
 	if d == nil {
 		return nil
 	}
-	var hooked []byte
+	type hooked struct {
+		b   []byte
+		off int
+	}
+	var seen []hooked
 	var hdr []byte
 	hook := func(hb []byte, v *buffer.View, off int) {
-		if off != len(hooked) {
-			h.t.Errorf("hook: view at payload offset %d after %d bytes", off, len(hooked))
-		}
 		hdr = hb
-		hooked = append(hooked, v.AsSlice()...)
+		seen = append(seen, hooked{v.AsSlice(), off})
 	}
 	nfrags := len(d.frags)
 	buf, copied := d.build(hook)
@@ -315,15 +318,30 @@ func (h *fragHarness) feed(fr []byte, cut int) [][]byte {
 	if copied <= header.EthernetMinimumSize || copied > len(b) {
 		h.t.Fatalf("build copied %d bytes of a %d-byte frame", copied, len(b))
 	}
-	if hooked != nil {
+	viewed := 0
+	if seen != nil {
 		var r frame.Repr
 		if err := r.ParseHeaders(hdr); err != nil || r.Depth < frame.DepthTransport || r.Fragment {
 			h.t.Fatalf("hook's headers: %v, depth %d, fragment %v", err, r.Depth, r.Fragment)
 		}
-		if !bytes.Equal(hooked, b[r.PayloadOff:]) || len(hdr) != copied || r.PayloadOff != copied {
-			h.t.Fatalf("hook saw %d payload bytes behind %d header bytes; the frame has %d behind %d", len(hooked), len(hdr), len(b)-r.PayloadOff, r.PayloadOff)
+		for _, s := range seen {
+			if !bytes.Equal(s.b, b[r.PayloadOff+s.off:][:len(s.b)]) {
+				h.t.Fatalf("hook: the view at payload offset %d differs from the packet", s.off)
+			}
+			viewed += len(s.b)
+		}
+		if r.PayloadOff != len(hdr) {
+			h.t.Fatalf("hook's headers are %d bytes, the packet's %d", len(hdr), r.PayloadOff)
 		}
 	}
+	// Every byte is copied or handed to the hook as received memory
+	// (UDP and TCP), and only fragments under the copy-break are copied.
+	if d.proto == protoUDP || d.proto == uint8(header.TCPProtocolNumber) {
+		if copied+viewed != len(b) {
+			h.t.Fatalf("copied %d + viewed %d bytes of a %d-byte frame", copied, viewed, len(b))
+		}
+	}
+	h.copied += copied
 	return [][]byte{b}
 }
 
@@ -387,15 +405,18 @@ func TestFragCheckerDeliversGoodDatagrams(t *testing.T) {
 		name   string
 		frames [][]byte
 		whole  []byte
+		// copied is the bytes build must copy (-1: not checked): the
+		// headers, and fragments under the copy-break.
+		copied int
 	}
 	sets := []set{
-		{"IPv4", frags4(header.UDPProtocolNumber, 77, dgram4, split8(len(dgram4), 1480)), whole4(header.UDPProtocolNumber, 77, dgram4)},
-		{"IPv4, small fragments", frags4(header.UDPProtocolNumber, 78, dgram4, split8(len(dgram4), 200)), whole4(header.UDPProtocolNumber, 78, dgram4)},
-		{"IPv4, zero UDP checksum", frags4(header.UDPProtocolNumber, 79, zero4, split8(len(zero4), 128)), whole4(header.UDPProtocolNumber, 79, zero4)},
-		{"IPv4 TCP, header across fragments", frags4(header.TCPProtocolNumber, 80, tcp4, split8(len(tcp4), 16)), whole4(header.TCPProtocolNumber, 80, tcp4)},
-		{"IPv6", frags6(protoUDP, 77, dgram6, split8(len(dgram6), 1232)), v6Frame(protoUDP, dgram6)},
-		{"IPv6, destination options in the fragmentable part", frags6(extDst, 78, dst6, split8(len(dst6), 256)), v6Frame(extDst, dst6)},
-		{"IPv6, hop-by-hop options before the fragment header", frags6HBH(protoUDP, 79, dgram6, split8(len(dgram6), 512)), v6Frame(extHBH, cat(optsHdr(protoUDP), dgram6))},
+		{"IPv4", frags4(header.UDPProtocolNumber, 77, dgram4, split8(len(dgram4), 1480)), whole4(header.UDPProtocolNumber, 77, dgram4), 14 + 20 + 8 + 49},
+		{"IPv4, small fragments", frags4(header.UDPProtocolNumber, 78, dgram4, split8(len(dgram4), 200)), whole4(header.UDPProtocolNumber, 78, dgram4), len(whole4(header.UDPProtocolNumber, 78, dgram4))},
+		{"IPv4, zero UDP checksum", frags4(header.UDPProtocolNumber, 79, zero4, split8(len(zero4), 128)), whole4(header.UDPProtocolNumber, 79, zero4), -1},
+		{"IPv4 TCP, header across fragments", frags4(header.TCPProtocolNumber, 80, tcp4, split8(len(tcp4), 16)), whole4(header.TCPProtocolNumber, 80, tcp4), len(whole4(header.TCPProtocolNumber, 80, tcp4))},
+		{"IPv6", frags6(protoUDP, 77, dgram6, split8(len(dgram6), 1232)), v6Frame(protoUDP, dgram6), 14 + 40 + 8},
+		{"IPv6, destination options in the fragmentable part", frags6(extDst, 78, dst6, split8(len(dst6), 256)), v6Frame(extDst, dst6), -1},
+		{"IPv6, hop-by-hop options before the fragment header", frags6HBH(protoUDP, 79, dgram6, split8(len(dgram6), 512)), v6Frame(extHBH, cat(optsHdr(protoUDP), dgram6)), -1},
 	}
 	for _, s := range sets {
 		n := len(s.frames)
@@ -412,6 +433,9 @@ func TestFragCheckerDeliversGoodDatagrams(t *testing.T) {
 				}
 				if !bytes.Equal(got[0], s.whole) {
 					t.Fatalf("delivered %d bytes %x, want the whole datagram's frame, %d bytes %x", len(got[0]), got[0], len(s.whole), s.whole)
+				}
+				if s.copied >= 0 && h.copied != s.copied {
+					t.Fatalf("copied %d bytes, want %d", h.copied, s.copied)
 				}
 				if h.c.fragDatagrams.Load() != 1 {
 					t.Fatalf("RxFragDatagrams %d, want 1", h.c.fragDatagrams.Load())
@@ -980,5 +1004,31 @@ func TestEveryFragmentReassembled(t *testing.T) {
 				t.Fatalf("stats %+v", st)
 			}
 		})
+	}
+}
+
+// TestSmallFragmentsCopied checks that a datagram cut into tiny fragments
+// (hping3 -f cuts into 16 bytes) does not pin a receive view per fragment
+// once reassembled: their data is copied, and counted.
+func TestSmallFragmentsCopied(t *testing.T) {
+	d := &holdingDispatcher{}
+	q := fuzzLink(t, d)
+	seg := tcpSegment4(1024, 1400)
+	frames := frags4(header.TCPProtocolNumber, 1, seg, split8(len(seg), 16))
+	for _, f := range frames {
+		inject(q, withVnet(vnetHdr{}, f))
+	}
+	st := q.link.Stats()
+	if d.n.Load() != 1 || st.RxFragReassembledFrames != uint64(len(frames)) {
+		t.Fatalf("delivered %d packets of %d fragments", d.n.Load(), st.RxFragReassembledFrames)
+	}
+	whole := len(whole4(header.TCPProtocolNumber, 1, seg))
+	if st.RxCopiedBytes != uint64(whole) {
+		t.Fatalf("RxCopiedBytes %d, want the whole %d-byte frame", st.RxCopiedBytes, whole)
+	}
+	// The views of 89 fragments would hold 89 receive views; the copy
+	// holds about the frame's size.
+	if c := d.maxCap.Load(); c > 4*int64(whole) {
+		t.Fatalf("the delivered packet holds %d bytes of buffers for a %d-byte frame", c, whole)
 	}
 }

@@ -347,7 +347,9 @@ func (q *queue) holdFragment(d stack.NetworkDispatcher, headV, tailV *buffer.Vie
 	if h := q.link.hook.Load(); h != nil {
 		hook = *h
 	}
-	q.deliver(d, dg.payload(hv, hook), false)
+	buf, copied := dg.payload(hv, hook)
+	q.c.rxCopied.Add(uint64(copied))
+	q.deliver(d, buf, false)
 }
 
 // splitHeaders builds the packet's payload from the frame in headV (and

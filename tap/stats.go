@@ -42,13 +42,16 @@ type Stats struct {
 	// and delivered whole, as one unfragmented packet whose payload is
 	// the fragments' receive views (the stack's own reassembly is never
 	// used), and RxFragReassembledFrames the fragments they were made of.
-	// The headers the link writes for them count in RxCopiedBytes.
+	// The headers the link writes for them, and the data of fragments
+	// under 256 bytes, which it copies rather than pin a receive view
+	// for, count in RxCopiedBytes.
 	RxFragReassembled, RxFragReassembledFrames uint64
 	// RxCopiedBytes counts bytes copied in user space on receive: the
 	// split headers (and per-datagram headers of USO frames), whole frames
-	// of at most 256 bytes (RxCopyBreakFrames), and whole TCP segments that
-	// carry no payload (headers only, see admit.go). The payload of a larger
-	// frame is never copied.
+	// of at most 256 bytes (RxCopyBreakFrames), whole TCP segments that
+	// carry no payload (headers only, see admit.go), and the headers and
+	// small fragments of datagrams the link reassembles. The payload of a
+	// larger frame or fragment is never copied.
 	RxCopiedBytes uint64
 	// RxCopyBreakFrames counts frames small enough to be copied out of
 	// the receive view (the copy-break: ACKs, short requests, small
