@@ -64,7 +64,7 @@ func (sock *Socket) watchAcks() error {
 // of the two sides sees the other, so no acknowledgement is missed.
 func (sock *Socket) ackNotify() {
 	if sock.ackWaiting.Load() > 0 {
-		sock.s.w.kick(sock)
+		sock.s.workers.kick(sock)
 	}
 }
 
@@ -99,30 +99,30 @@ func (sock *Socket) awaitAckLocked(op *Op, ev evchan.Event) {
 	op.releaseBuf()
 	op.ackEnd = w.Written()
 	op.awaitingAck = true
-	sock.as2.ackWaits = append(sock.as2.ackWaits, op)
-	sock.ackWaiting.Store(int32(len(sock.as2.ackWaits)))
+	sock.async.ackWaits = append(sock.async.ackWaits, op)
+	sock.ackWaiting.Store(int32(len(sock.async.ackWaits)))
 }
 
 // serveAckLocked posts the acknowledgement completions that are due.
 //
 // +checklocks:sock.opMu
 func (sock *Socket) serveAckLocked(flags evchan.Flags) {
-	if len(sock.as2.ackWaits) == 0 {
+	if len(sock.async.ackWaits) == 0 {
 		return
 	}
 	acked, failed := sock.ack.Load().Progress()
-	for len(sock.as2.ackWaits) > 0 && sock.as2.ackWaits[0].ackEnd <= acked {
-		op := sock.as2.ackWaits[0]
-		sock.as2.ackWaits = sock.as2.ackWaits[1:]
+	for len(sock.async.ackWaits) > 0 && sock.async.ackWaits[0].ackEnd <= acked {
+		op := sock.async.ackWaits[0]
+		sock.async.ackWaits = sock.async.ackWaits[1:]
 		op.completeLocked(evchan.Event{Flags: flags}, nil)
 	}
 	if failed {
 		// The connection ended before the peer acknowledged the rest.
 		err := fmt.Errorf("send: acknowledgement: %w", sockErr(syscall.ECONNRESET))
-		for _, op := range sock.as2.ackWaits {
+		for _, op := range sock.async.ackWaits {
 			op.completeLocked(evchan.Event{Flags: flags, Errno: syscall.ECONNRESET}, err)
 		}
-		sock.as2.ackWaits = nil
+		sock.async.ackWaits = nil
 	}
-	sock.ackWaiting.Store(int32(len(sock.as2.ackWaits)))
+	sock.ackWaiting.Store(int32(len(sock.async.ackWaits)))
 }

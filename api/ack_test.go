@@ -9,15 +9,15 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/zcnet/zcnet/api"
-	"github.com/zcnet/zcnet/dmapool"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/stack/link/pair"
 	"github.com/zcnet/zcnet/stack/stacktest"
@@ -149,41 +149,26 @@ type ackPair struct {
 
 func newAckPair(t *testing.T) *ackPair {
 	t.Helper()
-	la, lb, err := pair.New(pair.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &ackPair{gate: &ackGate{Endpoint: la, holding: make(chan struct{}, 1)}}
-	t.Cleanup(func() { p.gate.set(gatePass) }) // release held packets
-	build := func(link gstack.LinkEndpoint, a netip.Addr) *api.Stack {
-		st, err := stack.New(stack.Options{TCPAckEvents: true})
-		if err != nil {
-			t.Fatal(err)
+	p := &ackPair{}
+	t.Cleanup(func() { // after the stacks have closed: release held packets
+		if p.gate != nil {
+			p.gate.set(gatePass)
 		}
-		t.Cleanup(func() { st.Close() })
-		if _, err := st.AddNIC(link, stack.NICConfig{Addrs: []netip.Prefix{netip.PrefixFrom(a, 24)}}); err != nil {
-			t.Fatal(err)
-		}
-		pool, err := dmapool.New(dmapool.Config{Size: 16 << 20, Pin: dmapool.PinOff})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := pool.Close(); err != nil {
-				t.Errorf("pool not empty at the end: %v", err)
-			}
-		})
-		s, err := api.New(st, api.Options{Pool: pool})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	p.A = build(p.gate, stacktest.AddrA)
-	p.B = build(lb, stacktest.AddrB)
-	p.ec = newChannel(t, 256)
-	ctx := tctx(t, 30*time.Second)
+	})
+	ap := apitest.NewPair(t, apitest.PairConfig{
+		Stacks: stacktest.Config{
+			Stack: stack.Options{TCPAckEvents: true},
+			WrapA: func(l *pair.Endpoint) gstack.LinkEndpoint {
+				p.gate = &ackGate{Endpoint: l, holding: make(chan struct{}, 1)}
+				return p.gate
+			},
+		},
+		PoolA: 16 << 20,
+		PoolB: 16 << 20,
+	})
+	p.A, p.B = ap.A, ap.B
+	p.ec = evchantest.New(t, 256)
+	ctx := evchantest.Context(t)
 	addr := netip.AddrPortFrom(stacktest.AddrB, 5001)
 	ln, err := p.B.ListenTCP(addr)
 	if err != nil {
@@ -223,20 +208,10 @@ func (p *ackPair) sentAwaitingAck(t *testing.T, ctx context.Context, mode gateMo
 	if err := p.A.Submit(ctx, false, op); err != nil {
 		t.Fatal(err)
 	}
-	if ev := p.next(t, ctx); ev.Flags&evchan.FlagMore == 0 {
+	if ev := evchantest.Next(t, p.ec); ev.Flags&evchan.FlagMore == 0 {
 		t.Fatalf("first completion %+v", ev)
 	}
 	return op
-}
-
-// next returns the next event on p.ec.
-func (p *ackPair) next(t *testing.T, ctx context.Context) evchan.Event {
-	t.Helper()
-	evs := make([]evchan.Event, 1)
-	if _, err := p.ec.Next(ctx, evs); err != nil {
-		t.Fatal(err)
-	}
-	return evs[0]
 }
 
 // settle runs A's socket's ready operations on this goroutine (queuing a
@@ -251,7 +226,7 @@ func (p *ackPair) settle(t *testing.T) {
 	if err := op.Cancel(); err != nil {
 		t.Fatal(err)
 	}
-	ev := p.next(t, tctx(t, 5*time.Second))
+	ev := evchantest.Next(t, p.ec)
 	if ev.Cookie != 1<<62 || ev.Errno != syscall.ECANCELED {
 		t.Fatalf("settling: got %+v, want the cancelled receive", ev)
 	}
@@ -276,7 +251,7 @@ func recvN(ctx context.Context, sock *api.Socket, n int) error {
 // the ACKs reach A.
 func TestSendAckWaitsForThePeer(t *testing.T) {
 	p := newAckPair(t)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	// Within TCP's initial window (RFC 6928: 10 segments), so that all of
 	// it reaches the peer without an ACK.
 	const n = 8000
@@ -285,7 +260,7 @@ func TestSendAckWaitsForThePeer(t *testing.T) {
 	if err := p.A.Submit(ctx, false, op); err != nil {
 		t.Fatal(err)
 	}
-	ev := p.next(t, ctx)
+	ev := evchantest.Next(t, p.ec)
 	if ev.Cookie != 7 || ev.Errno != 0 || ev.Result != n || ev.Flags&evchan.FlagMore == 0 || ev.Flags&api.FlagAcked != 0 {
 		t.Fatalf("first completion %+v, want Result %d with FlagMore", ev, n)
 	}
@@ -304,7 +279,7 @@ func TestSendAckWaitsForThePeer(t *testing.T) {
 		t.Fatalf("%d events while the peer's ACKs are held back, want none", got)
 	}
 	p.gate.set(gatePass)
-	ev = p.next(t, ctx)
+	ev = evchantest.Next(t, p.ec)
 	if ev.Cookie != 7 || ev.Errno != 0 || ev.Result != n || ev.Flags&api.FlagAcked == 0 || ev.Flags&evchan.FlagMore != 0 {
 		t.Fatalf("second completion %+v, want FlagAcked, Result %d", ev, n)
 	}
@@ -318,7 +293,7 @@ func TestSendAckWaitsForThePeer(t *testing.T) {
 // completions come in submission order, and all report success.
 func TestSendAckOrder(t *testing.T) {
 	p := newAckPair(t)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	const ops = 40
 	var batch []*api.Op
 	var sizes []int64
@@ -351,7 +326,7 @@ func TestSendAckOrder(t *testing.T) {
 	sent := make([]bool, len(batch))
 	nextAck := uint64(0)
 	for nextAck < uint64(len(batch)) {
-		ev := p.next(t, ctx)
+		ev := evchantest.Next(t, p.ec)
 		if ev.Errno != 0 || ev.Cookie >= uint64(len(batch)) || ev.Result != sizes[ev.Cookie] {
 			t.Fatalf("event %+v", ev)
 		}
@@ -382,10 +357,10 @@ func TestSendAckOrder(t *testing.T) {
 // acknowledgement ends the wait with EBADF (net.ErrClosed).
 func TestSendAckOnClose(t *testing.T) {
 	p := newAckPair(t)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	op := p.sentAwaitingAck(t, ctx, gateHold, 1000)
 	p.conn.Close()
-	ev := p.next(t, ctx)
+	ev := evchantest.Next(t, p.ec)
 	if ev.Flags&api.FlagAcked == 0 || ev.Errno != syscall.EBADF || ev.Result != 1000 {
 		t.Fatalf("completion after Close %+v, want FlagAcked with EBADF", ev)
 	}
@@ -398,14 +373,14 @@ func TestSendAckOnClose(t *testing.T) {
 // A; the wait ends with ECONNRESET.
 func TestSendAckOnReset(t *testing.T) {
 	p := newAckPair(t)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	op := p.sentAwaitingAck(t, ctx, gateRSTOnly, 1000)
 	// Closing with unread data resets the connection (as Linux does).
 	if err := p.peer.WaitReadable(ctx); err != nil {
 		t.Fatal(err)
 	}
 	p.peer.Close()
-	ev := p.next(t, ctx)
+	ev := evchantest.Next(t, p.ec)
 	if ev.Flags&api.FlagAcked == 0 || ev.Errno != syscall.ECONNRESET {
 		t.Fatalf("completion after the reset %+v, want FlagAcked with ECONNRESET", ev)
 	}
@@ -418,14 +393,14 @@ func TestSendAckOnReset(t *testing.T) {
 // the socket only once the peer has acknowledged the send.
 func TestCloseOpWaitsForAck(t *testing.T) {
 	p := newAckPair(t)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	p.gate.set(gateHold)
 	op := p.send(t, 5000, 1)
 	closeOp := &api.Op{Kind: api.OpClose, Sock: p.conn, EC: p.ec, Cookie: 2}
 	if err := p.A.Submit(ctx, false, op, closeOp); err != nil {
 		t.Fatal(err)
 	}
-	if ev := p.next(t, ctx); ev.Cookie != 1 || ev.Flags&evchan.FlagMore == 0 {
+	if ev := evchantest.Next(t, p.ec); ev.Cookie != 1 || ev.Flags&evchan.FlagMore == 0 {
 		t.Fatalf("first completion %+v", ev)
 	}
 	if err := recvN(ctx, p.peer, 5000); err != nil {
@@ -439,10 +414,10 @@ func TestCloseOpWaitsForAck(t *testing.T) {
 		t.Fatalf("%d events before the acknowledgement, want none", got)
 	}
 	p.gate.set(gatePass)
-	if ev := p.next(t, ctx); ev.Cookie != 1 || ev.Flags&api.FlagAcked == 0 || ev.Errno != 0 {
+	if ev := evchantest.Next(t, p.ec); ev.Cookie != 1 || ev.Flags&api.FlagAcked == 0 || ev.Errno != 0 {
 		t.Fatalf("second completion %+v, want the acknowledgement", ev)
 	}
-	if ev := p.next(t, ctx); ev.Cookie != 2 || ev.Errno != 0 {
+	if ev := evchantest.Next(t, p.ec); ev.Cookie != 2 || ev.Errno != 0 {
 		t.Fatalf("completion %+v, want the close", ev)
 	}
 	if _, err := p.peer.Recv(ctx); err != io.EOF {
@@ -453,10 +428,10 @@ func TestCloseOpWaitsForAck(t *testing.T) {
 // TestSendAckRejected: Ack needs TCP, OpSend and a stack with
 // TCPAckEvents; Submit says which, and reserves nothing.
 func TestSendAckRejected(t *testing.T) {
-	ctx := tctx(t, 30*time.Second)
-	p := newZCPair(t, 0) // stacks without TCPAckEvents
-	ec := newChannel(t, 2)
-	accepted := p.accept(t, "192.0.2.2:5002")
+	ctx := evchantest.Context(t)
+	p := apitest.NewPair(t, apitest.PairConfig{}) // stacks without TCPAckEvents
+	ec := evchantest.New(t, 2)
+	accepted := accept(t, p.B, "192.0.2.2:5002")
 	c, err := p.A.DialTCP(ctx, netip.MustParseAddrPort("192.0.2.2:5002"))
 	if err != nil {
 		t.Fatal(err)
@@ -504,12 +479,12 @@ func TestSendAckRejected(t *testing.T) {
 // for the acknowledgement with ECANCELED.
 func TestSendAckCancel(t *testing.T) {
 	p := newAckPair(t)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	op := p.sentAwaitingAck(t, ctx, gateHold, 1000)
 	if err := op.Cancel(); err != nil {
 		t.Fatal(err)
 	}
-	ev := p.next(t, ctx)
+	ev := evchantest.Next(t, p.ec)
 	if ev.Flags&api.FlagAcked == 0 || ev.Errno != syscall.ECANCELED || ev.Result != 1000 {
 		t.Fatalf("completion after Cancel %+v, want FlagAcked with ECANCELED", ev)
 	}

@@ -19,20 +19,16 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
-
 // TestTCPEchoIntegrity sends random data through an echo server on B and
 // checks every byte that comes back, over IPv4 and IPv6.
 func TestTCPEchoIntegrity(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	na, nb := p.A.Net(), p.B.Net()
 	for _, tc := range []struct{ name, listen, dial string }{
 		{"v4", "192.0.2.2:7", "192.0.2.2:7"},
@@ -55,7 +51,7 @@ func TestTCPEchoIntegrity(t *testing.T) {
 				_, err = io.Copy(c, c)
 				done <- err
 			}()
-			c, err := na.DialContext(ctx(t), "tcp", tc.dial)
+			c, err := na.DialContext(evchantest.Context(t), "tcp", tc.dial)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,7 +89,7 @@ func TestTCPEchoIntegrity(t *testing.T) {
 }
 
 func TestHTTPOverZcnet(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	na, nb := p.A.Net(), p.B.Net()
 	ln, err := nb.Listen("tcp", "192.0.2.2:80")
 	if err != nil {
@@ -130,7 +126,7 @@ func TestHTTPOverZcnet(t *testing.T) {
 }
 
 func TestUDPPacketConn(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	na, nb := p.A.Net(), p.B.Net()
 	for _, tc := range []struct{ name, srv string }{{"v4", "192.0.2.2:9000"}, {"v6", "[2001:db8::2]:9000"}} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -139,7 +135,7 @@ func TestUDPPacketConn(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer pc.Close()
-			c, err := na.DialContext(ctx(t), "udp", tc.srv)
+			c, err := na.DialContext(evchantest.Context(t), "udp", tc.srv)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -192,11 +188,11 @@ func TestUDPPacketConn(t *testing.T) {
 }
 
 func TestErrorsLikeNet(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	na, nb := p.A.Net(), p.B.Net()
 
 	t.Run("refused", func(t *testing.T) {
-		_, err := na.DialContext(ctx(t), "tcp", "192.0.2.2:1")
+		_, err := na.DialContext(evchantest.Context(t), "tcp", "192.0.2.2:1")
 		if !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Fatalf("dial closed port: %v, want ECONNREFUSED", err)
 		}
@@ -210,7 +206,7 @@ func TestErrorsLikeNet(t *testing.T) {
 			{"tcp", "example.com:80"}, {"tcp", "192.0.2.2"}, {"tcp", "192.0.2.2:http"},
 			{"sctp", "192.0.2.2:1"}, {"tcp4", "[2001:db8::2]:1"}, {"tcp6", "192.0.2.2:1"}, {"tcp", ":80"},
 		} {
-			if _, err := na.DialContext(ctx(t), tc.network, tc.addr); !errors.Is(err, api.ErrAddress) && !errors.Is(err, api.ErrNetwork) {
+			if _, err := na.DialContext(evchantest.Context(t), tc.network, tc.addr); !errors.Is(err, api.ErrAddress) && !errors.Is(err, api.ErrNetwork) {
 				t.Errorf("Dial(%q, %q) = %v, want ErrAddress or ErrNetwork", tc.network, tc.addr, err)
 			}
 		}
@@ -238,7 +234,7 @@ func TestErrorsLikeNet(t *testing.T) {
 		}
 	})
 	t.Run("read deadline", func(t *testing.T) {
-		c, err := na.DialContext(ctx(t), "tcp", "192.0.2.2:7")
+		c, err := na.DialContext(evchantest.Context(t), "tcp", "192.0.2.2:7")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -262,7 +258,7 @@ func TestErrorsLikeNet(t *testing.T) {
 		}
 	})
 	t.Run("closed", func(t *testing.T) {
-		c, err := na.DialContext(ctx(t), "tcp", "192.0.2.2:7")
+		c, err := na.DialContext(evchantest.Context(t), "tcp", "192.0.2.2:7")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -285,7 +281,7 @@ func TestErrorsLikeNet(t *testing.T) {
 		}
 	})
 	t.Run("eof and reset", func(t *testing.T) {
-		c, err := na.DialContext(ctx(t), "tcp", "192.0.2.2:7")
+		c, err := na.DialContext(evchantest.Context(t), "tcp", "192.0.2.2:7")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -323,13 +319,13 @@ var os_ErrDeadlineExceeded = os.ErrDeadlineExceeded
 // TestUDPEmptyDatagram checks that an empty datagram is received as one, of
 // no bytes, in its place between its neighbours, as in package net.
 func TestUDPEmptyDatagram(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	pc, err := p.B.Net().ListenPacket("udp", "192.0.2.2:9001")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	c, err := p.A.Net().DialContext(ctx(t), "udp", "192.0.2.2:9001")
+	c, err := p.A.Net().DialContext(evchantest.Context(t), "udp", "192.0.2.2:9001")
 	if err != nil {
 		t.Fatal(err)
 	}

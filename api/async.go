@@ -42,22 +42,22 @@ func (sock *Socket) queue(op *Op) {
 	sock.watchLocked()
 	switch op.Kind {
 	case OpRecv, OpRecvMulti:
-		sock.as2.recvOps = append(sock.as2.recvOps, op)
+		sock.async.recvOps = append(sock.async.recvOps, op)
 	case OpSend, OpSendFunc:
-		sock.as2.sendOps = append(sock.as2.sendOps, op)
+		sock.async.sendOps = append(sock.async.sendOps, op)
 	case OpAccept:
-		sock.as2.acceptOps = append(sock.as2.acceptOps, op)
+		sock.async.acceptOps = append(sock.async.acceptOps, op)
 	case OpConnect:
 		if !sock.startConnectLocked(op) {
 			return
 		}
-		sock.as2.connectOps = append(sock.as2.connectOps, op)
+		sock.async.connectOps = append(sock.async.connectOps, op)
 	case OpClose:
-		if sock.as2.closeOp != nil {
+		if sock.async.closeOp != nil {
 			op.completeLocked(evchan.Event{Flags: evchan.FlagInline, Errno: syscall.EALREADY}, net.ErrClosed)
 			return
 		}
-		sock.as2.closeOp = op
+		sock.async.closeOp = op
 	}
 	sock.serveLocked(true)
 }
@@ -67,12 +67,12 @@ func (sock *Socket) queue(op *Op) {
 //
 // +checklocks:sock.opMu
 func (sock *Socket) serveCloseLocked(flags evchan.Flags) {
-	op := sock.as2.closeOp
-	if op == nil || len(sock.as2.sendOps) > 0 || len(sock.as2.ackWaits) > 0 {
+	op := sock.async.closeOp
+	if op == nil || len(sock.async.sendOps) > 0 || len(sock.async.ackWaits) > 0 {
 		// A send with Op.Ack has completed when the peer has its bytes.
 		return
 	}
-	sock.as2.closeOp = nil
+	sock.async.closeOp = nil
 	op.completeLocked(evchan.Event{Flags: flags}, nil)
 	// Close takes opMu itself (to fail what is still queued).
 	sock.opMu.Unlock()
@@ -85,26 +85,26 @@ func (sock *Socket) serveCloseLocked(flags evchan.Flags) {
 //
 // +checklocks:sock.opMu
 func (sock *Socket) watchLocked() {
-	if sock.as2.registered {
+	if sock.async.registered {
 		return
 	}
-	sock.s.w.start(sock.s)
-	sock.as2.registered = true
-	sock.as2.entry = waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.WritableEvents|waiter.EventErr|waiter.EventHUp,
-		func(waiter.EventMask) { sock.s.w.kick(sock) })
-	sock.wq.EventRegister(&sock.as2.entry)
-	sock.as.setNotify(func() { sock.s.w.kick(sock) })
+	sock.s.workers.start(sock.s)
+	sock.async.registered = true
+	sock.async.entry = waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.WritableEvents|waiter.EventErr|waiter.EventHUp,
+		func(waiter.EventMask) { sock.s.workers.kick(sock) })
+	sock.wq.EventRegister(&sock.async.entry)
+	sock.assoc.setNotify(func() { sock.s.workers.kick(sock) })
 }
 
 // unqueueLocked removes op from its FIFO; false if it is not there.
 //
 // +checklocks:sock.opMu
 func (sock *Socket) unqueueLocked(op *Op) bool {
-	for _, l := range []*[]*Op{&sock.as2.recvOps, &sock.as2.sendOps, &sock.as2.acceptOps, &sock.as2.connectOps, &sock.as2.ackWaits} {
+	for _, l := range []*[]*Op{&sock.async.recvOps, &sock.async.sendOps, &sock.async.acceptOps, &sock.async.connectOps, &sock.async.ackWaits} {
 		for i, o := range *l {
 			if o == op {
 				*l = append((*l)[:i], (*l)[i+1:]...)
-				sock.ackWaiting.Store(int32(len(sock.as2.ackWaits)))
+				sock.ackWaiting.Store(int32(len(sock.async.ackWaits)))
 				return true
 			}
 		}
@@ -144,19 +144,19 @@ func (sock *Socket) serveLocked(inline bool) {
 //
 // +checklocks:sock.opMu
 func (sock *Socket) serveLatestLocked() {
-	if !sock.latestWins.Load() || len(sock.as2.recvOps) > 0 {
+	if !sock.latestWins.Load() || len(sock.async.recvOps) > 0 {
 		// Queued receives take datagrams themselves, oldest first.
 		return
 	}
-	sock.rmu.Lock()
-	defer sock.rmu.Unlock()
+	sock.recvMu.Lock()
+	defer sock.recvMu.Unlock()
 	for i := 0; i < latestDrainBatch; i++ {
 		if sock.fillLocked() != nil {
 			return
 		}
 	}
 	// More may be waiting: let other sockets have a worker first.
-	sock.s.w.kick(sock)
+	sock.s.workers.kick(sock)
 }
 
 // latestDrainBatch bounds the datagrams one worker visit drains.
@@ -164,8 +164,8 @@ const latestDrainBatch = 256
 
 // +checklocks:sock.opMu
 func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
-	for len(sock.as2.recvOps) > 0 {
-		op := sock.as2.recvOps[0]
+	for len(sock.async.recvOps) > 0 {
+		op := sock.async.recvOps[0]
 		if op.paused {
 			// Waiting for room on its channel: ReserveFunc's callback
 			// leaves the slot in op.resume and kicks the socket.
@@ -176,7 +176,7 @@ func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
 			op.paused = false
 			if r.err != nil {
 				// The channel closed: the multishot ends without an event.
-				sock.as2.recvOps = sock.as2.recvOps[1:]
+				sock.async.recvOps = sock.async.recvOps[1:]
 				op.finishLocked(r.err)
 				continue
 			}
@@ -184,7 +184,7 @@ func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
 			if op.cancelled {
 				// Cancel came while it waited: the slot carries the
 				// final event.
-				sock.as2.recvOps = sock.as2.recvOps[1:]
+				sock.async.recvOps = sock.async.recvOps[1:]
 				op.completeLocked(evchan.Event{Errno: syscall.ECANCELED}, ErrCanceled)
 				continue
 			}
@@ -194,7 +194,7 @@ func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
 			return
 		}
 		if err != nil {
-			sock.as2.recvOps = sock.as2.recvOps[1:]
+			sock.async.recvOps = sock.async.recvOps[1:]
 			ev := evchan.Event{Flags: flags, Errno: errnoOf(err)}
 			if err == io.EOF {
 				ev.Flags |= FlagEOF
@@ -205,7 +205,7 @@ func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
 		b.h.from = from
 		ev := evchan.Event{Flags: flags, Result: int64(len(b.h.data)), Buffer: b.h}
 		if op.Kind == OpRecv {
-			sock.as2.recvOps = sock.as2.recvOps[1:]
+			sock.async.recvOps = sock.async.recvOps[1:]
 			op.completeLocked(ev, nil)
 			continue
 		}
@@ -227,7 +227,7 @@ func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
 				res := &resumed{err: err}
 				res.r, _ = r.Split(r.Len())
 				op.resume.Store(res)
-				sock.s.w.kick(sock)
+				sock.s.workers.kick(sock)
 			})
 			if ok {
 				// Room appeared in between: go on at once.
@@ -237,15 +237,15 @@ func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
 			return
 		}
 		// Closed channel: the multishot ends without a final event.
-		sock.as2.recvOps = sock.as2.recvOps[1:]
+		sock.async.recvOps = sock.async.recvOps[1:]
 		op.finishLocked(err)
 	}
 }
 
 // +checklocks:sock.opMu
 func (sock *Socket) serveSendLocked(flags evchan.Flags) {
-	for len(sock.as2.sendOps) > 0 {
-		op := sock.as2.sendOps[0]
+	for len(sock.async.sendOps) > 0 {
+		op := sock.async.sendOps[0]
 		if op.Kind == OpSendFunc {
 			if !sock.serveSendFuncLocked(op, flags) { // sendfunc.go
 				return
@@ -256,7 +256,7 @@ func (sock *Socket) serveSendLocked(flags evchan.Flags) {
 		if h == nil {
 			// The Buf was released between Submit's check and its
 			// taking it over.
-			sock.as2.sendOps = sock.as2.sendOps[1:]
+			sock.async.sendOps = sock.async.sendOps[1:]
 			op.completeLocked(evchan.Event{Flags: flags, Errno: syscall.EINVAL}, ErrInvalidBuffer)
 			continue
 		}
@@ -278,7 +278,7 @@ func (sock *Socket) serveSendLocked(flags evchan.Flags) {
 		if terr == nil && op.sent < len(h.data) && sock.proto == tcp.ProtocolNumber {
 			continue
 		}
-		sock.as2.sendOps = sock.as2.sendOps[1:]
+		sock.async.sendOps = sock.async.sendOps[1:]
 		var err error
 		if terr != nil {
 			err = errnoError("send", terr)
@@ -294,13 +294,13 @@ func (sock *Socket) serveSendLocked(flags evchan.Flags) {
 
 // +checklocks:sock.opMu
 func (sock *Socket) serveAcceptLocked(flags evchan.Flags) {
-	for len(sock.as2.acceptOps) > 0 {
-		op := sock.as2.acceptOps[0]
+	for len(sock.async.acceptOps) > 0 {
+		op := sock.async.acceptOps[0]
 		child, err := sock.acceptOne()
 		if errors.Is(err, ErrWouldBlock) {
 			return
 		}
-		sock.as2.acceptOps = sock.as2.acceptOps[1:]
+		sock.async.acceptOps = sock.async.acceptOps[1:]
 		ev := evchan.Event{Flags: flags, Errno: errnoOf(err)}
 		if child != nil {
 			ev.Buffer = child
@@ -335,12 +335,12 @@ func (sock *Socket) startConnectLocked(op *Op) bool {
 
 // +checklocks:sock.opMu
 func (sock *Socket) serveConnectLocked(flags evchan.Flags) {
-	for len(sock.as2.connectOps) > 0 {
+	for len(sock.async.connectOps) > 0 {
 		if sock.ep.Readiness(waiter.WritableEvents|waiter.EventErr|waiter.EventHUp) == 0 {
 			return
 		}
-		op := sock.as2.connectOps[0]
-		sock.as2.connectOps = sock.as2.connectOps[1:]
+		op := sock.async.connectOps[0]
+		sock.async.connectOps = sock.async.connectOps[1:]
 		var err error
 		if terr := sock.ep.LastError(); terr != nil {
 			err = errnoError("connect", terr)
@@ -356,11 +356,11 @@ func (sock *Socket) serveConnectLocked(flags evchan.Flags) {
 //
 // +checklocks:sock.opMu
 func (sock *Socket) failAllLocked(err error) {
-	if op := sock.as2.closeOp; op != nil {
-		sock.as2.closeOp = nil
+	if op := sock.async.closeOp; op != nil {
+		sock.async.closeOp = nil
 		op.completeLocked(evchan.Event{}, nil)
 	}
-	for _, l := range []*[]*Op{&sock.as2.recvOps, &sock.as2.sendOps, &sock.as2.acceptOps, &sock.as2.connectOps, &sock.as2.ackWaits} {
+	for _, l := range []*[]*Op{&sock.async.recvOps, &sock.async.sendOps, &sock.async.acceptOps, &sock.async.connectOps, &sock.async.ackWaits} {
 		for _, op := range *l {
 			if op.paused {
 				// Its slot is not held yet: it ends without an event. A
@@ -375,9 +375,9 @@ func (sock *Socket) failAllLocked(err error) {
 		*l = nil
 	}
 	sock.ackWaiting.Store(0)
-	if sock.as2.registered {
-		sock.wq.EventUnregister(&sock.as2.entry)
-		sock.as2.registered = false
+	if sock.async.registered {
+		sock.wq.EventUnregister(&sock.async.entry)
+		sock.async.registered = false
 	}
 }
 
@@ -388,7 +388,7 @@ func (s *Stack) NewTCP(v6 bool) (*Socket, error) {
 	if v6 {
 		a = netip.IPv6Unspecified()
 	}
-	ep, wq, err := s.endpoint(tcp.ProtocolNumber, a)
+	ep, wq, err := s.netEndpoint(tcp.ProtocolNumber, familyOf(a), a)
 	if err != nil {
 		return nil, err
 	}

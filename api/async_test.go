@@ -14,28 +14,10 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
-
-func newChannel(t testing.TB, capacity int) *evchan.Channel {
-	t.Helper()
-	ec, err := evchan.New(evchan.Config{Capacity: capacity})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Anything still queued carries buffers: release them.
-		ec.CloseFunc(func(ev evchan.Event) {
-			if b, ok := api.BufOf(ev); ok {
-				b.Release()
-			}
-			if s, ok := api.SocketOf(ev); ok {
-				s.Close()
-			}
-		})
-	})
-	return ec
-}
 
 // echoServer runs an event-style echo server on s until ctx ends: one
 // channel, accept ops, a multishot receive per connection, and each received
@@ -109,13 +91,13 @@ func echoServer(ctx context.Context, s *api.Stack, ln *api.Socket, ec *evchan.Ch
 }
 
 func TestEventEchoServer(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	defer p.B.Close()
 	ln, err := p.B.ListenTCP(netip.MustParseAddrPort("192.0.2.2:7"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ec := newChannel(t, 256)
+	ec := evchantest.New(t, 256)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- echoServer(ctx, p.B, ln, ec) }()
@@ -131,7 +113,7 @@ func TestEventEchoServer(t *testing.T) {
 		}
 	}()
 	for i := 0; i < 3; i++ { // several connections, one after another and together
-		conn, err := p.A.Net().DialContext(tctx(t, 30*time.Second), "tcp", "192.0.2.2:7")
+		conn, err := p.A.Net().DialContext(evchantest.Context(t), "tcp", "192.0.2.2:7")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,14 +150,14 @@ func TestEventEchoServer(t *testing.T) {
 }
 
 func TestInlineCompletionCancelAndErrors(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	defer p.B.Close()
 	srv, err := p.B.ListenUDP(netip.MustParseAddrPort("192.0.2.2:5005"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ec := newChannel(t, 8)
-	ctx := tctx(t, 20*time.Second)
+	ec := evchantest.New(t, 8)
+	ctx := evchantest.Context(t)
 
 	// A receive with nothing queued waits; Cancel completes it with
 	// ECANCELED; a second Cancel is refused.
@@ -231,7 +213,7 @@ func TestInlineCompletionCancelAndErrors(t *testing.T) {
 	got.Release()
 
 	// Invalid batches queue nothing.
-	closedEC := newChannel(t, 4)
+	closedEC := evchantest.New(t, 4)
 	closedEC.Close()
 	for _, bad := range []*api.Op{
 		{Kind: api.OpRecv, EC: ec},
@@ -246,7 +228,7 @@ func TestInlineCompletionCancelAndErrors(t *testing.T) {
 		}
 	}
 	// A full channel refuses a batch with ErrFull, queuing nothing.
-	full := newChannel(t, 2)
+	full := evchantest.New(t, 2)
 	ops := []*api.Op{{Kind: api.OpRecv, Sock: srv, EC: full}, {Kind: api.OpRecv, Sock: srv, EC: full}, {Kind: api.OpRecv, Sock: srv, EC: full}}
 	if err := p.B.Submit(ctx, false, ops...); !errors.Is(err, evchan.ErrFull) {
 		t.Fatalf("Submit beyond channel capacity: %v", err)
@@ -273,7 +255,7 @@ func TestInlineCompletionCancelAndErrors(t *testing.T) {
 
 // primeUDP resends a datagram from cl until srv receives one (the first may
 // wait on neighbour resolution), a bounded number of times.
-func primeUDP(t *testing.T, ctx context.Context, p *zcPair, cl, srv *api.Socket) {
+func primeUDP(t *testing.T, ctx context.Context, p *apitest.Pair, cl, srv *api.Socket) {
 	t.Helper()
 	for i := 0; ; i++ {
 		b, _ := p.A.Reserve(1)
@@ -297,7 +279,7 @@ func primeUDP(t *testing.T, ctx context.Context, p *zcPair, cl, srv *api.Socket)
 // when the channel is full and resumes as the consumer drains it; every
 // datagram arrives, none is lost, and the channel never overflows.
 func TestMultishotBackpressure(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	defer p.B.Close()
 	srv, err := p.B.ListenUDP(netip.MustParseAddrPort("192.0.2.2:5006"))
 	if err != nil {
@@ -308,9 +290,9 @@ func TestMultishotBackpressure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	primeUDP(t, ctx, p, cl, srv)
-	ec := newChannel(t, 4)
+	ec := evchantest.New(t, 4)
 	op := &api.Op{Kind: api.OpRecvMulti, Sock: srv, EC: ec}
 	if err := p.B.Submit(ctx, false, op); err != nil {
 		t.Fatal(err)
@@ -360,15 +342,15 @@ func TestMultishotBackpressure(t *testing.T) {
 // TestIdleConnectionsNoGoroutines: sockets with a pending receive each cost
 // no goroutine; the stack's workers are fixed.
 func TestIdleConnectionsNoGoroutines(t *testing.T) {
-	p := newZCPair(t, 64<<10)
+	p := apitest.NewPair(t, apitest.PairConfig{AssocA: 64 << 10, AssocB: 64 << 10})
 	defer p.B.Close()
 	defer p.A.Close()
 	ln, err := p.B.ListenTCP(netip.MustParseAddrPort("192.0.2.2:5007"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ec := newChannel(t, 4096)
-	ctx := tctx(t, 60*time.Second)
+	ec := evchantest.New(t, 4096)
+	ctx := evchantest.Context(t)
 	n := 1000
 	if raceEnabled {
 		n = 300

@@ -14,6 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/evchan"
 )
 
@@ -31,7 +32,7 @@ func BenchmarkReceive(b *testing.B) {
 	const mib = 1 << 20
 	for _, mode := range []string{"zcnet-handoff", "zcnet-netconn", "gonet"} {
 		b.Run(mode, func(b *testing.B) {
-			p := newZCPair(b, 0)
+			p := apitest.NewPair(b, apitest.PairConfig{})
 			addr := netip.MustParseAddrPort("192.0.2.2:5010")
 			var (
 				ln   *api.Socket
@@ -131,7 +132,7 @@ func BenchmarkReceive(b *testing.B) {
 func BenchmarkRoundTrip(b *testing.B) {
 	for _, mode := range []string{"zcnet", "zcnet-netconn", "gonet"} {
 		b.Run(mode, func(b *testing.B) {
-			p := newZCPair(b, 0)
+			p := apitest.NewPair(b, apitest.PairConfig{})
 			addr := netip.MustParseAddrPort("192.0.2.2:5011")
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
@@ -248,7 +249,7 @@ func BenchmarkIdleConnections(b *testing.B) {
 }
 
 func idle(b *testing.B, mode string, conns int) {
-	p := newZCPair(b, 64<<10)
+	p := apitest.NewPair(b, apitest.PairConfig{AssocA: 64 << 10, AssocB: 64 << 10})
 	defer p.B.Close()
 	defer p.A.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)

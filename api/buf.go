@@ -113,12 +113,7 @@ func (b Buf) Release() error {
 	if !ok {
 		return b.Valid()
 	}
-	n := len(h.data)
-	owner := h.owner
-	h.free()
-	if owner != nil {
-		owner.credit(n)
-	}
+	h.release()
 	return nil
 }
 
@@ -128,6 +123,16 @@ func (b Buf) claim() (*bufHandle, bool) {
 		return nil, false
 	}
 	return b.h, true
+}
+
+// release frees h and credits its bytes back to the association that
+// counted them (received Bufs); h must have been claimed.
+func (h *bufHandle) release() {
+	owner, n := h.owner, len(h.data)
+	h.free()
+	if owner != nil {
+		owner.credit(n)
+	}
 }
 
 // free releases what h holds and recycles it; h must have been claimed.

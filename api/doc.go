@@ -89,9 +89,11 @@
 //
 // Files, pipes and FIFOs take the same Ops (OpRead, OpWrite, OpReadv,
 // OpWritev, OpFsync, OpFdatasync), run by io_uring where the kernel allows
-// it and by a bounded worker pool otherwise (Stack.FileEngine says which);
-// a received Buf written to a file is not copied in user space. Aiocb and
-// AioRead/AioWrite/LioListio give the same engine a POSIX AIO shape.
+// it and by a bounded worker pool otherwise (package api/file, the
+// engine; Stack.FileEngine says which); an Op names its file, offset and
+// memory in a file.Request. A received Buf written to a file is not
+// copied in user space. Package api/file/aio gives the same operations a
+// POSIX AIO shape (aiocb, aio_read, lio_listio).
 //
 // # Where bytes are copied
 //

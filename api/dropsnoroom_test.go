@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zcnet/zcnet/api/apitest"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"gvisor.dev/gvisor/pkg/tcpip"
 )
 
@@ -17,7 +19,7 @@ import (
 // stack may hold for it.
 func TestDropsNoRoom(t *testing.T) {
 	const size, maxSent = 1000, 20000
-	p := newZCPair(t, 10*size)
+	p := apitest.NewPair(t, apitest.PairConfig{AssocA: 10 * size, AssocB: 10 * size})
 	defer p.B.Close()
 	srv, err := p.B.ListenUDP(netip.MustParseAddrPort("192.0.2.2:5009"))
 	if err != nil {
@@ -29,7 +31,7 @@ func TestDropsNoRoom(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx := tctx(t, 60*time.Second)
+	ctx := evchantest.Context(t)
 	primeUDP(t, ctx, p, cl, srv)
 	stackBefore := p.B.Counters().DropsNoRoom
 	sockBefore := srv.Stats().DropsNoRoom

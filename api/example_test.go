@@ -11,6 +11,7 @@ import (
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/stack/link/pair"
 )
@@ -112,7 +113,7 @@ func Example_latestWins() {
 	for i := 1; i <= 9; i++ {
 		send(fmt.Sprintf("reading %d", i))
 	}
-	waitUntil(10*time.Second, func() bool { return rx.Stats().RxHandoffs == 10 })
+	evchantest.Poll(10*time.Second, func() bool { return rx.Stats().RxHandoffs == 10 })
 	for {
 		b, err := rx.TryRecv()
 		if err != nil {

@@ -9,10 +9,13 @@ import (
 	"errors"
 	"io"
 	"testing"
-	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
+	"github.com/zcnet/zcnet/api/file"
+	"github.com/zcnet/zcnet/api/file/filetest"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // TestFileReceiveToFile streams 64 MiB (16 MiB under -race) over TCP into
@@ -27,20 +30,20 @@ func TestFileReceiveToFile(t *testing.T) {
 	if raceEnabled {
 		size = 16 << 20
 	}
-	for _, k := range fileEngines {
+	for _, k := range filetest.Engines {
 		t.Run(k.String(), func(t *testing.T) {
-			p := newZCPair(t, 0)
+			p := apitest.NewPair(t, apitest.PairConfig{})
 			t.Cleanup(func() { p.A.Close(); p.B.Close() })
-			if err := p.B.ConfigureFiles(api.FileConfig{Engine: k}); err != nil {
-				if k == api.FileEngineURing && errors.Is(err, api.ErrFileEngine) {
+			if err := p.B.ConfigureFiles(file.Config{Engine: k}); err != nil {
+				if k == file.EngineURing && errors.Is(err, file.ErrEngine) {
 					t.Skipf("io_uring engine unavailable here: %v", err)
 				}
 				t.Fatal(err)
 			}
-			accepted := p.accept(t, "192.0.2.2:5010")
+			accepted := accept(t, p.B, "192.0.2.2:5010")
 			data := make([]byte, size)
 			rand.Read(data)
-			ctx := tctx(t, 120*time.Second)
+			ctx := evchantest.Context(t)
 			conn, err := p.A.Net().DialContext(ctx, "tcp", "192.0.2.2:5010")
 			if err != nil {
 				t.Fatal(err)
@@ -59,8 +62,8 @@ func TestFileReceiveToFile(t *testing.T) {
 				t.FailNow()
 			}
 			defer sock.Close()
-			f := tempFile(t, "", nil)
-			ec := newChannel(t, 256)
+			f := filetest.TempFile(t, "", nil)
+			ec := evchantest.New(t, 256)
 
 			// One loop: receive, submit the write, take completions when
 			// the channel has no room (and as they come).
@@ -86,12 +89,12 @@ func TestFileReceiveToFile(t *testing.T) {
 				}
 				if off == 0 {
 					// A received Buf is read-only: no read into it.
-					bad := &api.Op{Kind: api.OpRead, File: f, Buf: b, EC: ec}
+					bad := &api.Op{Kind: api.OpRead, File: file.Request{File: f}, Buf: b, EC: ec}
 					if err := p.B.Submit(ctx, false, bad); !errors.Is(err, api.ErrInvalidOp) || b.Valid() != nil {
 						t.Fatalf("read into a received Buf: %v (Buf %v)", err, b.Valid())
 					}
 				}
-				op := &api.Op{Kind: api.OpWrite, File: f, Offset: off, Buf: b, EC: ec, Cookie: uint64(b.Len())}
+				op := &api.Op{Kind: api.OpWrite, File: file.Request{File: f, Offset: off}, Buf: b, EC: ec, Cookie: uint64(b.Len())}
 				off += int64(b.Len())
 				for {
 					err := p.B.Submit(ctx, false, op)

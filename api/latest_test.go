@@ -3,33 +3,19 @@ package api_test
 import (
 	"errors"
 	"net/netip"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
-
-// waitUntil polls cond, yielding between tries, until it holds or d passes;
-// it reports whether cond held. For conditions that counters reach
-// asynchronously (a worker draining a socket), with no fixed sleep.
-func waitUntil(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		runtime.Gosched()
-		time.Sleep(time.Millisecond)
-	}
-	return true
-}
 
 // TestLatestWins: a UDP receiver in latest-wins mode that does not keep up
 // keeps the newest datagrams and drops (and counts) the oldest.
 func TestLatestWins(t *testing.T) {
 	const size, total = 100, 100
-	p := newZCPair(t, 10*size) // room for ten datagrams
+	p := apitest.NewPair(t, apitest.PairConfig{AssocA: 10 * size, AssocB: 10 * size}) // room for ten datagrams
 	defer p.B.Close()
 	srv, err := p.B.ListenUDP(netip.MustParseAddrPort("192.0.2.2:5008"))
 	if err != nil {
@@ -40,7 +26,7 @@ func TestLatestWins(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	primeUDP(t, ctx, p, cl, srv)
 	if err := srv.SetLatestWins(true); err != nil {
 		t.Fatal(err)
@@ -59,7 +45,7 @@ func TestLatestWins(t *testing.T) {
 		}
 	}
 	// The worker takes every datagram off the stack as it arrives.
-	if !waitUntil(10*time.Second, func() bool { return srv.Stats().RxHandoffs-before.RxHandoffs == total }) {
+	if !evchantest.Poll(10*time.Second, func() bool { return srv.Stats().RxHandoffs-before.RxHandoffs == total }) {
 		t.Fatalf("worker took %d of %d datagrams", srv.Stats().RxHandoffs-before.RxHandoffs, total)
 	}
 	var got []int

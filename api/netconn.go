@@ -16,6 +16,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
+	"github.com/zcnet/zcnet/api/internal/deadline"
 	"github.com/zcnet/zcnet/stack"
 )
 
@@ -34,7 +35,7 @@ type TCPConn struct {
 	laddr   *net.TCPAddr // immutable
 	raddr   *net.TCPAddr // immutable
 
-	rdl, wdl *deadline // immutable pointers
+	rdl, wdl *deadline.Deadline // immutable pointers
 
 	closing   atomic.Bool // set by the first Close
 	closeOnce sync.Once
@@ -55,7 +56,7 @@ type TCPConn struct {
 var _ net.Conn = (*TCPConn)(nil)
 
 func newTCPConn(network string, sock *Socket) *TCPConn {
-	c := &TCPConn{sock: sock, network: network, rdl: newDeadline(), wdl: newDeadline()}
+	c := &TCPConn{sock: sock, network: network, rdl: deadline.New(), wdl: deadline.New()}
 	c.laddr = net.TCPAddrFromAddrPort(sock.LocalAddr())
 	if ra := sock.RemoteAddr(); ra.IsValid() {
 		c.raddr = net.TCPAddrFromAddrPort(ra)
@@ -72,11 +73,11 @@ func (c *TCPConn) closed() bool { return c.closing.Load() || c.sock.isClosed() }
 
 // ready is what Read and Write check first: the conn is open and op's
 // deadline dl has not passed.
-func (c *TCPConn) ready(op string, dl *deadline) error {
+func (c *TCPConn) ready(op string, dl *deadline.Deadline) error {
 	if c.closed() {
 		return c.opErr(op, net.ErrClosed)
 	}
-	if dl.expired() {
+	if dl.Expired() {
 		return c.opErr(op, errDeadline)
 	}
 	return nil
@@ -102,7 +103,7 @@ func (c *TCPConn) Read(b []byte) (int, error) {
 	for n < len(b) && c.rerr == nil {
 		var ctx context.Context // nil: take only what is ready
 		if n == 0 {
-			ctx = c.rdl.ctx()
+			ctx = c.rdl.Ctx()
 		}
 		h, _, err := c.sock.recv(ctx)
 		if err != nil {
@@ -167,7 +168,7 @@ func (c *TCPConn) Write(b []byte) (int, error) {
 	// The endpoint reads b through an interface, which would move a
 	// reader of its own to the heap on every Write: the conn's is reused.
 	c.wr.Reset(b)
-	n, err := c.sock.write(c.wdl.ctx(), &c.wr, len(b), netip.AddrPort{})
+	n, err := c.sock.write(c.wdl.Ctx(), &c.wr, len(b), netip.AddrPort{})
 	c.wr.Reset(nil) // forget b
 	c.sock.countWriteCopy(n)
 	if err != nil {
@@ -187,8 +188,8 @@ func (c *TCPConn) Close() error {
 	err := c.opErr("close", net.ErrClosed)
 	c.closeOnce.Do(func() {
 		c.closing.Store(true)
-		c.rdl.stop()
-		c.wdl.stop()
+		c.rdl.Stop()
+		c.wdl.Stop()
 		c.sock.Close() // wakes a blocked Read, which then lets go of readMu
 		c.readMu.Lock()
 		if c.cur.valid() {
@@ -226,16 +227,16 @@ func (c *TCPConn) RemoteAddr() net.Addr { return c.raddr }
 
 // SetDeadline implements net.Conn.SetDeadline.
 func (c *TCPConn) SetDeadline(t time.Time) error {
-	c.rdl.set(t)
-	c.wdl.set(t)
+	c.rdl.Set(t)
+	c.wdl.Set(t)
 	return nil
 }
 
 // SetReadDeadline implements net.Conn.SetReadDeadline.
-func (c *TCPConn) SetReadDeadline(t time.Time) error { c.rdl.set(t); return nil }
+func (c *TCPConn) SetReadDeadline(t time.Time) error { c.rdl.Set(t); return nil }
 
 // SetWriteDeadline implements net.Conn.SetWriteDeadline.
-func (c *TCPConn) SetWriteDeadline(t time.Time) error { c.wdl.set(t); return nil }
+func (c *TCPConn) SetWriteDeadline(t time.Time) error { c.wdl.Set(t); return nil }
 
 // SetNoDelay controls Nagle's algorithm; on by default, as in package net.
 func (c *TCPConn) SetNoDelay(noDelay bool) error {
@@ -275,8 +276,8 @@ func (n *Net) DialTCP(ctx context.Context, network string, laddr, raddr netip.Ad
 type TCPListener struct {
 	sock    *Socket
 	network string
-	addr    *net.TCPAddr // immutable
-	dl      *deadline    // immutable pointer
+	addr    *net.TCPAddr       // immutable
+	dl      *deadline.Deadline // immutable pointer
 
 	closing   atomic.Bool
 	closeOnce sync.Once
@@ -301,7 +302,7 @@ func (n *Net) ListenTCP(network string, laddr netip.AddrPort) (*TCPListener, err
 	if err != nil {
 		return nil, opError("listen", network, nil, net.TCPAddrFromAddrPort(laddr), err)
 	}
-	return &TCPListener{sock: sock, network: network, addr: net.TCPAddrFromAddrPort(sock.LocalAddr()), dl: newDeadline()}, nil
+	return &TCPListener{sock: sock, network: network, addr: net.TCPAddrFromAddrPort(sock.LocalAddr()), dl: deadline.New()}, nil
 }
 
 // Accept implements net.Listener.Accept.
@@ -319,10 +320,10 @@ func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
 	if l.closing.Load() || l.sock.isClosed() {
 		return nil, l.opErr(net.ErrClosed)
 	}
-	if l.dl.expired() {
+	if l.dl.Expired() {
 		return nil, l.opErr(errDeadline)
 	}
-	sock, err := l.sock.Accept(l.dl.ctx())
+	sock, err := l.sock.Accept(l.dl.Ctx())
 	if err != nil {
 		if l.closing.Load() || l.sock.isClosed() {
 			err = net.ErrClosed
@@ -337,7 +338,7 @@ func (l *TCPListener) opErr(err error) error {
 }
 
 // SetDeadline bounds Accept, as net.TCPListener.SetDeadline does.
-func (l *TCPListener) SetDeadline(t time.Time) error { l.dl.set(t); return nil }
+func (l *TCPListener) SetDeadline(t time.Time) error { l.dl.Set(t); return nil }
 
 // Close implements net.Listener.Close: pending Accept calls fail with
 // net.ErrClosed and connections not yet accepted are reset.
@@ -345,7 +346,7 @@ func (l *TCPListener) Close() error {
 	err := opError("close", l.network, nil, l.addr, net.ErrClosed)
 	l.closeOnce.Do(func() {
 		l.closing.Store(true)
-		l.dl.stop()
+		l.dl.Stop()
 		l.sock.Close()
 		err = nil
 	})

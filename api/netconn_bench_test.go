@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zcnet/zcnet/api/apitest"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -29,7 +30,7 @@ func BenchmarkHTTP(b *testing.B) {
 	body := bytes.Repeat([]byte("z"), 1024)
 	for _, mode := range []string{"zcnet-netconn", "gonet"} {
 		b.Run(mode, func(b *testing.B) {
-			p := newZCPair(b, 0)
+			p := apitest.NewPair(b, apitest.PairConfig{})
 			addr := netip.MustParseAddrPort("192.0.2.2:5013")
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
@@ -100,7 +101,7 @@ func BenchmarkHTTP(b *testing.B) {
 //
 //	go test -run x -bench NetConnSetReadDeadline -benchmem ./api/
 func BenchmarkNetConnSetReadDeadline(b *testing.B) {
-	p := newZCPair(b, 0)
+	p := apitest.NewPair(b, apitest.PairConfig{})
 	addr := netip.MustParseAddrPort("192.0.2.2:5014")
 	ln, err := p.B.Net().Listen("tcp", addr.String())
 	if err != nil {

@@ -15,11 +15,12 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/api/apitest"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // netConns connects a net adapter on A to one on B at addr and returns
 // both ends: the dialer on A, the accepted conn on B.
-func netConns(t *testing.T, p *zcPair, addr string) (a, b *api.TCPConn) {
+func netConns(t *testing.T, p *apitest.Pair, addr string) (a, b *api.TCPConn) {
 	t.Helper()
 	ln, err := p.B.Net().Listen("tcp", addr)
 	if err != nil {
@@ -34,7 +35,7 @@ func netConns(t *testing.T, p *zcPair, addr string) (a, b *api.TCPConn) {
 		}
 		acc <- c
 	}()
-	c, err := p.A.Net().DialContext(tctx(t, 30*time.Second), "tcp", addr)
+	c, err := p.A.Net().DialContext(evchantest.Context(t), "tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func TestNetConnStreamCopyBudget(t *testing.T) {
 	}
 	for _, tc := range []struct{ name, addr string }{{"v4", "192.0.2.2:5101"}, {"v6", "[2001:db8::2]:5101"}} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newZCPair(t, 0)
+			p := apitest.NewPair(t, apitest.PairConfig{})
 			reader, writer := netConns(t, p, tc.addr)
 			data := pattern(size, 1)
 			werr := apitest.SendAll(writer, data)
@@ -119,7 +120,7 @@ func TestNetConnStreamCopyBudget(t *testing.T) {
 // inside a Buf, and some span several; the bytes must come out in order,
 // and the copy budget must still balance.
 func TestNetConnPartialReads(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	reader, writer := netConns(t, p, "192.0.2.2:5102")
 	const size = 2 << 20
 	data := pattern(size, 2)
@@ -191,7 +192,7 @@ func TestNetConnPartialReads(t *testing.T) {
 // everything is given back: the sockets hold nothing and the pool's slots
 // are all free.
 func TestNetConnCloseReleases(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	reader, writer := netConns(t, p, "192.0.2.2:5103")
 	data := pattern(1<<20, 7)
 	if err := <-apitest.SendAll(writer, data); err != nil {
@@ -259,10 +260,10 @@ func TestNetConnCloseReleases(t *testing.T) {
 	srv.Close()
 	cl.Close()
 	writer.Close()
-	if ps := p.poolB.Stats(); ps.SlotsInUse != 0 || ps.Buffers != 0 {
+	if ps := p.PoolB.Stats(); ps.SlotsInUse != 0 || ps.Buffers != 0 {
 		t.Fatalf("pool B after Close: %d slots in %d buffers in use", ps.SlotsInUse, ps.Buffers)
 	}
-	if ps := p.poolA.Stats(); ps.SlotsInUse != 0 || ps.Buffers != 0 {
+	if ps := p.PoolA.Stats(); ps.SlotsInUse != 0 || ps.Buffers != 0 {
 		t.Fatalf("pool A after Close: %d slots in %d buffers in use", ps.SlotsInUse, ps.Buffers)
 	}
 }
@@ -272,7 +273,7 @@ func TestNetConnCloseReleases(t *testing.T) {
 // it), a Write that cannot finish returns what it wrote and the timeout,
 // and an expired deadline fails even a Read that has data waiting.
 func TestNetConnDeadlines(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	a, b := netConns(t, p, "192.0.2.2:5105")
 
 	blocked := make(chan error, 1)
@@ -325,7 +326,7 @@ func TestNetConnDeadlines(t *testing.T) {
 // (meant for -race): every call ends with data or one of the errors package
 // net gives, nothing blocks past Close, and nothing stays held.
 func TestNetConnRaces(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	for round := range 8 {
 		a, b := netConns(t, p, netip.AddrPortFrom(netip.MustParseAddr("192.0.2.2"), uint16(5110+round)).String())
 		var wg sync.WaitGroup
@@ -395,14 +396,14 @@ func TestNetConnRaces(t *testing.T) {
 // refuses to open sockets, with package net's error shape, instead of
 // opening conns that could never receive.
 func TestNetNeedsPool(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	s, err := api.New(p.Pair.A, api.Options{FilesOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	n := s.Net()
-	_, derr := n.DialContext(tctx(t, 10*time.Second), "tcp", "192.0.2.2:7")
+	_, derr := n.DialContext(evchantest.Context(t), "tcp", "192.0.2.2:7")
 	_, lerr := n.Listen("tcp", ":7")
 	_, perr := n.ListenPacket("udp", ":7")
 	for _, err := range []error{derr, lerr, perr} {

@@ -12,6 +12,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
+	"github.com/zcnet/zcnet/api/internal/deadline"
 	"github.com/zcnet/zcnet/stack"
 )
 
@@ -31,7 +32,7 @@ type UDPConn struct {
 	laddr   *net.UDPAddr // immutable
 	raddr   *net.UDPAddr // immutable; nil unless connected
 
-	rdl, wdl *deadline // immutable pointers
+	rdl, wdl *deadline.Deadline // immutable pointers
 
 	closing   atomic.Bool // set by the first Close
 	closeOnce sync.Once
@@ -65,7 +66,7 @@ func (n *Net) newUDP(network string, laddr, raddr netip.AddrPort) (*UDPConn, err
 		}
 		return nil, opError(op, network, net.UDPAddrFromAddrPort(laddr), dst, err)
 	}
-	c := &UDPConn{sock: sock, network: network, laddr: net.UDPAddrFromAddrPort(sock.LocalAddr()), rdl: newDeadline(), wdl: newDeadline()}
+	c := &UDPConn{sock: sock, network: network, laddr: net.UDPAddrFromAddrPort(sock.LocalAddr()), rdl: deadline.New(), wdl: deadline.New()}
 	if raddr.IsValid() {
 		c.raddr = net.UDPAddrFromAddrPort(raddr)
 	}
@@ -111,10 +112,10 @@ func (c *UDPConn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
 	if c.closed() {
 		return 0, netip.AddrPort{}, c.opErr("read", nil, net.ErrClosed)
 	}
-	if c.rdl.expired() {
+	if c.rdl.Expired() {
 		return 0, netip.AddrPort{}, c.opErr("read", nil, errDeadline)
 	}
-	h, from, err := c.sock.recv(c.rdl.ctx())
+	h, from, err := c.sock.recv(c.rdl.Ctx())
 	if err != nil {
 		if c.closed() {
 			err = net.ErrClosed // whatever the endpoint said as it closed
@@ -166,7 +167,7 @@ func (c *UDPConn) write(b []byte, dst netip.AddrPort) (int, error) {
 		if c.closed() {
 			return 0, c.opErr("write", to, net.ErrClosed)
 		}
-		if c.wdl.expired() {
+		if c.wdl.Expired() {
 			return 0, c.opErr("write", to, errDeadline)
 		}
 		r.Reset(b)
@@ -181,7 +182,7 @@ func (c *UDPConn) write(b []byte, dst netip.AddrPort) (int, error) {
 			}
 			return 0, c.opErr("write", to, errnoError("sendto", terr))
 		}
-		if err := c.sock.waitFor(c.wdl.ctx(), waiter.WritableEvents, nil); err != nil {
+		if err := c.sock.waitFor(c.wdl.Ctx(), waiter.WritableEvents, nil); err != nil {
 			return 0, c.opErr("write", to, err)
 		}
 	}
@@ -200,8 +201,8 @@ func (c *UDPConn) Close() error {
 	err := c.opErr("close", nil, net.ErrClosed)
 	c.closeOnce.Do(func() {
 		c.closing.Store(true)
-		c.rdl.stop()
-		c.wdl.stop()
+		c.rdl.Stop()
+		c.wdl.Stop()
 		c.sock.Close()
 		err = nil
 	})
@@ -221,16 +222,16 @@ func (c *UDPConn) RemoteAddr() net.Addr {
 
 // SetDeadline implements net.PacketConn.SetDeadline.
 func (c *UDPConn) SetDeadline(t time.Time) error {
-	c.rdl.set(t)
-	c.wdl.set(t)
+	c.rdl.Set(t)
+	c.wdl.Set(t)
 	return nil
 }
 
 // SetReadDeadline implements net.PacketConn.SetReadDeadline.
-func (c *UDPConn) SetReadDeadline(t time.Time) error { c.rdl.set(t); return nil }
+func (c *UDPConn) SetReadDeadline(t time.Time) error { c.rdl.Set(t); return nil }
 
 // SetWriteDeadline implements net.PacketConn.SetWriteDeadline.
-func (c *UDPConn) SetWriteDeadline(t time.Time) error { c.wdl.set(t); return nil }
+func (c *UDPConn) SetWriteDeadline(t time.Time) error { c.wdl.Set(t); return nil }
 
 // Stats returns the copy budget and memory of the socket under c.
 func (c *UDPConn) Stats() SocketStats { return c.sock.Stats() }

@@ -7,12 +7,12 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/zcnet/zcnet/api/file"
 	"github.com/zcnet/zcnet/evchan"
 )
 
@@ -70,9 +70,8 @@ const (
 	// for the peer's acknowledgement. See sendfunc.go.
 	OpSendFunc
 
-	// opFileBase starts the kinds of file, pipe and FIFO operations
-	// (file.go), which go to the stack's file engine, not to a socket.
-	opFileBase OpKind = 64
+	// OpRead … OpFdatasync (fileops.go), from 64 up, go to the stack's
+	// file engine, not to a socket.
 )
 
 var opNames = map[OpKind]string{OpRecv: "recv", OpRecvMulti: "recv-multishot", OpSend: "send", OpAccept: "accept", OpConnect: "connect", OpClose: "close", OpSendFunc: "sendfunc"}
@@ -81,6 +80,9 @@ func (k OpKind) String() string {
 	if n, ok := opNames[k]; ok {
 		return n
 	}
+	if k.isFile() {
+		return file.Kind(k).String()
+	}
 	return fmt.Sprintf("OpKind(%d)", uint16(k))
 }
 
@@ -88,8 +90,9 @@ func (k OpKind) String() string {
 // (completed at submission) and evchan.FlagMore (a multishot continues).
 const (
 	// FlagEOF marks a receive completion that found the end of the stream:
-	// Result is 0 and there is no Buffer.
-	FlagEOF evchan.Flags = 1 << 16
+	// Result is 0 and there is no Buffer. File reads use the same bit at
+	// the end of a file or pipe (file.FlagEOF).
+	FlagEOF = file.FlagEOF
 	// FlagAcked marks the second completion of an OpSend with Op.Ack.
 	// Result is the bytes sent; with Errno 0 the peer has acknowledged
 	// every one of them, otherwise the acknowledgement will not be
@@ -137,13 +140,13 @@ type Op struct {
 	Fill func(p []byte) int
 	fill *fillReader // OpSendFunc: the state of Fill across partial writes
 
-	// File operations (file.go): OpRead … OpFdatasync. Op.Buf, when set,
-	// is taken over at Submit (OpWrite releases it, OpRead hands it back).
-	File   *os.File // the file, pipe or FIFO; borrowed: keep it open until the op completes
-	Offset int64    // OpRead, OpWrite, OpReadv, OpWritev: file offset; -1: the file position (pipes, FIFOs)
-	Mem    []byte   // OpRead, OpWrite: the caller's memory when Buf is zero; lent until the op completes
-	Iov    [][]byte // OpReadv, OpWritev: the caller's memory; lent until the op completes
-	f      fileOp   // the file engine's state
+	// File operations (fileops.go): OpRead … OpFdatasync. File names the
+	// file, offset and memory; Op.Buf, when set, is used instead of
+	// File.Mem and taken over at Submit (OpWrite releases it, OpRead hands
+	// it back). A value, not a pointer, so a file op costs no allocation
+	// beyond its Op.
+	File   file.Request
+	fileOp file.Op // the file engine's part
 
 	// state moves submitted → done (or cancelled); see the constants.
 	state  atomic.Int32
@@ -304,8 +307,8 @@ func (s *Stack) Submit(ctx context.Context, wait bool, ops ...*Op) error {
 			return fmt.Errorf("op %d: completion slot on its channel: %w", i, err)
 		}
 	}
-	s.w.start(s)
-	var files []*Op // handed to the file engine as one batch (one io_uring_enter)
+	s.workers.start(s)
+	var files []*Op // handed to the file engine as one batch
 	for _, op := range ops {
 		op.done = make(chan struct{})
 		op.state.Store(opSubmitted)
@@ -318,14 +321,14 @@ func (s *Stack) Submit(ctx context.Context, wait bool, ops ...*Op) error {
 		if op.Kind == OpSendFunc {
 			op.fill = &fillReader{fill: op.Fill, left: op.Len}
 		}
-		if op.Kind >= opFileBase {
+		if op.Kind.isFile() {
 			files = append(files, op)
 			continue
 		}
 		op.Sock.queue(op)
 	}
 	if len(files) > 0 {
-		s.files.submit(files...)
+		s.submitFiles(files)
 	}
 	if !wait {
 		return nil
@@ -351,8 +354,8 @@ func (s *Stack) check(op *Op) error {
 		return fmt.Errorf("%w: no event channel", ErrInvalidOp)
 	case op.Ack && op.Kind != OpSend && op.Kind != OpSendFunc:
 		return fmt.Errorf("%w: Ack is for OpSend and OpSendFunc, not %v", ErrInvalidOp, op.Kind)
-	case op.Kind >= opFileBase:
-		return s.files.check(op)
+	case op.Kind.isFile():
+		return s.checkFile(op) // fileops.go
 	case op.Sock == nil:
 		return fmt.Errorf("%w: no socket", ErrInvalidOp)
 	case op.Sock.s != s:
@@ -410,8 +413,11 @@ func (op *Op) completions() int {
 // ends this way unless the stream ends first. Cancelling an op that
 // already completed returns ErrNotCancelable.
 func (op *Op) Cancel() error {
-	if op.Kind >= opFileBase {
-		return op.cancelFile() // file.go
+	if op.Kind.isFile() {
+		if op.state.Load() != opSubmitted || !op.fileOp.Cancel(ErrCanceled) {
+			return ErrNotCancelable
+		}
+		return nil
 	}
 	sock := op.Sock
 	if sock == nil || op.state.Load() != opSubmitted {
@@ -450,7 +456,7 @@ func (op *Op) Cancel() error {
 // completeLocked posts op's final completion with its reserved slot and
 // marks it done. ev's Source, Op, Cookie and Data are filled in here. Err
 // and Result are final before the event is posted, so a consumer that
-// takes the event sees them (as completeFile does for file ops).
+// takes the event sees them (as fileCompleter does for file ops).
 //
 // +checklocks:op.Sock.opMu
 func (op *Op) completeLocked(ev evchan.Event, err error) {
@@ -472,13 +478,8 @@ func (op *Op) completeLocked(ev evchan.Event, err error) {
 // its bytes (or the send failed).
 func (op *Op) releaseBuf() {
 	if op.Kind == OpSend && op.Buf.h != nil {
-		h := op.Buf.h
-		owner, n := h.owner, len(h.data)
-		h.free()
+		op.Buf.h.release()
 		op.Buf = Buf{}
-		if owner != nil {
-			owner.credit(n)
-		}
 	}
 }
 

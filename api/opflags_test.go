@@ -6,12 +6,13 @@ import (
 	"io"
 	"net/netip"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // TestFlagsString: the package's flags print by name.
@@ -35,9 +36,9 @@ func TestFlagsString(t *testing.T) {
 // hand-off with FlagMore, and at the peer's FIN a last one flagged FlagEOF,
 // without FlagMore or a Buffer; Err is then io.EOF.
 func TestRecvMultiEndsAtFIN(t *testing.T) {
-	p := newZCPair(t, 0)
-	ctx := tctx(t, 30*time.Second)
-	accepted := p.accept(t, "192.0.2.2:7")
+	p := apitest.NewPair(t, apitest.PairConfig{})
+	ctx := evchantest.Context(t)
+	accepted := accept(t, p.B, "192.0.2.2:7")
 	c, err := p.A.DialTCP(ctx, netip.MustParseAddrPort("192.0.2.2:7"))
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +49,7 @@ func TestRecvMultiEndsAtFIN(t *testing.T) {
 		t.FailNow()
 	}
 	defer srv.Close()
-	ec := newChannel(t, 64)
+	ec := evchantest.New(t, 64)
 	op := &api.Op{Kind: api.OpRecvMulti, Sock: srv, EC: ec}
 	if err := p.B.Submit(ctx, false, op); err != nil {
 		t.Fatal(err)
@@ -63,7 +64,7 @@ func TestRecvMultiEndsAtFIN(t *testing.T) {
 	}
 	var got int64
 	for {
-		ev := next(t, ec)
+		ev := evchantest.Next(t, ec)
 		b, hasBuf := api.BufOf(ev)
 		if hasBuf {
 			got += int64(b.Len())
@@ -91,14 +92,14 @@ func TestRecvMultiEndsAtFIN(t *testing.T) {
 // TestCancelReportsECANCELED: a cancelled op's Err matches the errno its
 // completion carries (ECANCELED) and, as before, context.Canceled.
 func TestCancelReportsECANCELED(t *testing.T) {
-	p := newZCPair(t, 0)
-	ctx := tctx(t, 30*time.Second)
+	p := apitest.NewPair(t, apitest.PairConfig{})
+	ctx := evchantest.Context(t)
 	ln, err := p.B.ListenTCP(netip.MustParseAddrPort("192.0.2.2:8"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	ec := newChannel(t, 4)
+	ec := evchantest.New(t, 4)
 	op := &api.Op{Kind: api.OpAccept, Sock: ln, EC: ec}
 	if err := p.B.Submit(ctx, false, op); err != nil {
 		t.Fatal(err)
@@ -106,7 +107,7 @@ func TestCancelReportsECANCELED(t *testing.T) {
 	if err := op.Cancel(); err != nil {
 		t.Fatal(err)
 	}
-	ev := next(t, ec)
+	ev := evchantest.Next(t, ec)
 	if ev.Errno != unix.ECANCELED {
 		t.Errorf("completion errno %v, want ECANCELED", ev.Errno)
 	}

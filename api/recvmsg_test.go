@@ -3,23 +3,24 @@ package api_test
 import (
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // TestRecvMsgSenders: datagrams from several senders, received in one
 // RecvMsg batch and one by one with Recv, each carry their own sender in
 // Buf.From (and RecvMsg returns the first one's).
 func TestRecvMsgSenders(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	defer p.B.Close()
 	srv, err := p.B.ListenUDP(netip.MustParseAddrPort("192.0.2.2:5010"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	const senders, rounds = 3, 4
 	var cls []*api.Socket
 	for range senders {

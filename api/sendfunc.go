@@ -70,7 +70,7 @@ func (sock *Socket) serveSendFuncLocked(op *Op, flags evchan.Flags) bool {
 	if _, ok := terr.(*tcpip.ErrWouldBlock); ok {
 		return false
 	}
-	sock.as2.sendOps = sock.as2.sendOps[1:]
+	sock.async.sendOps = sock.async.sendOps[1:]
 	var err error
 	if terr != nil {
 		err = errnoError("send", terr)

@@ -14,6 +14,7 @@ import (
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/stack/stacktest"
 )
@@ -84,7 +85,7 @@ func smallBufPair(t *testing.T) (a, b *api.Stack) {
 // dialPair connects a to b's port and returns both ends.
 func dialPair(t *testing.T, a, b *api.Stack, port uint16) (client, server *api.Socket) {
 	t.Helper()
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	addr := netip.AddrPortFrom(stacktest.AddrB, port)
 	ln, err := b.ListenTCP(addr)
 	if err != nil {
@@ -108,10 +109,10 @@ func dialPair(t *testing.T, a, b *api.Stack, port uint16) (client, server *api.S
 // peer reads, its send completes too. Every byte is written in place.
 func TestSendFuncOpSlowPeer(t *testing.T) {
 	a, b := smallBufPair(t)
-	ctx := tctx(t, 60*time.Second)
+	ctx := evchantest.Context(t)
 	slowC, slowS := dialPair(t, a, b, 6001)
 	fastC, fastS := dialPair(t, a, b, 6002)
-	ec := newChannel(t, 64)
+	ec := evchantest.New(t, 64)
 
 	// Far more than the slow connection's buffers (256 KiB each side)
 	// hold: the op cannot finish while the peer does not read.
@@ -162,7 +163,7 @@ func TestSendFuncOpSlowPeer(t *testing.T) {
 	// The slow peer reads: its send finishes.
 	slowRecv := make(chan error, 1)
 	go func() { slowRecv <- recvPattern(ctx, slowS, slowLen, 1) }()
-	ev := next(t, ec)
+	ev := evchantest.Next(t, ec)
 	if ev.Cookie != 100 || ev.Errno != 0 || ev.Result != slowLen {
 		t.Fatalf("slow completion %+v, want %d bytes", ev, slowLen)
 	}
@@ -183,7 +184,7 @@ func TestSendFuncOpSlowPeer(t *testing.T) {
 // FlagAcked when the peer has acknowledged them.
 func TestSendFuncOpAck(t *testing.T) {
 	p := newAckPair(t)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	const n = 200 << 10
 	op := &api.Op{Kind: api.OpSendFunc, Sock: p.conn, EC: p.ec, Len: n, Fill: patternFill(3), Ack: true, Cookie: 9}
 	if err := p.A.Submit(ctx, false, op); err != nil {
@@ -191,11 +192,11 @@ func TestSendFuncOpAck(t *testing.T) {
 	}
 	recv := make(chan error, 1)
 	go func() { recv <- recvPattern(ctx, p.peer, n, 3) }()
-	first := p.next(t, ctx)
+	first := evchantest.Next(t, p.ec)
 	if first.Cookie != 9 || first.Errno != 0 || first.Result != n || first.Flags&evchan.FlagMore == 0 || first.Flags&api.FlagAcked != 0 {
 		t.Fatalf("first completion %+v (%v), want %d bytes with FlagMore", first, first.Flags, n)
 	}
-	second := p.next(t, ctx)
+	second := evchantest.Next(t, p.ec)
 	if second.Cookie != 9 || second.Errno != 0 || second.Result != n || second.Flags&api.FlagAcked == 0 || second.Flags&evchan.FlagMore != 0 {
 		t.Fatalf("second completion %+v (%v), want FlagAcked", second, second.Flags)
 	}
@@ -211,8 +212,8 @@ func TestSendFuncOpAck(t *testing.T) {
 // ops are refused at Submit; a stalled one can be cancelled.
 func TestSendFuncOpUDPAndErrors(t *testing.T) {
 	a, b := smallBufPair(t)
-	ctx := tctx(t, 30*time.Second)
-	ec := newChannel(t, 16)
+	ctx := evchantest.Context(t)
+	ec := evchantest.New(t, 16)
 
 	rx, err := b.ListenUDP(netip.AddrPortFrom(stacktest.AddrB, 9000))
 	if err != nil {
@@ -228,7 +229,7 @@ func TestSendFuncOpUDPAndErrors(t *testing.T) {
 	if err := a.Submit(ctx, false, op); err != nil {
 		t.Fatal(err)
 	}
-	if ev := next(t, ec); ev.Errno != 0 || ev.Result != 1000 {
+	if ev := evchantest.Next(t, ec); ev.Errno != 0 || ev.Result != 1000 {
 		t.Fatalf("UDP completion %+v", ev)
 	}
 	if err := recvPattern(ctx, rx, 1000, 4); err != nil {
@@ -259,7 +260,7 @@ func TestSendFuncOpUDPAndErrors(t *testing.T) {
 	if err := stalled.Cancel(); err != nil {
 		t.Fatalf("Cancel: %v", err)
 	}
-	ev := next(t, ec)
+	ev := evchantest.Next(t, ec)
 	if ev.Errno != unix.ECANCELED || !errors.Is(stalled.Err(), unix.ECANCELED) {
 		t.Fatalf("cancelled send: %+v, Err %v; want ECANCELED", ev, stalled.Err())
 	}
@@ -281,9 +282,9 @@ func reserve(t *testing.T, s *api.Stack, n int) api.Buf {
 // waits for it, so the peer gets every byte, then the end of the stream.
 func TestSendFuncOpThenClose(t *testing.T) {
 	a, b := smallBufPair(t)
-	ctx := tctx(t, 30*time.Second)
+	ctx := evchantest.Context(t)
 	c, s := dialPair(t, a, b, 6004)
-	ec := newChannel(t, 8)
+	ec := evchantest.New(t, 8)
 	const n = 2 << 20 // several times the send buffer: the op waits for room
 	send := &api.Op{Kind: api.OpSendFunc, Sock: c, EC: ec, Len: n, Fill: patternFill(6), Cookie: 1}
 	closeOp := &api.Op{Kind: api.OpClose, Sock: c, EC: ec, Cookie: 2}
@@ -297,7 +298,7 @@ func TestSendFuncOpThenClose(t *testing.T) {
 		t.Fatalf("after the data: %v, want io.EOF", err)
 	}
 	for _, want := range []uint64{1, 2} {
-		ev := next(t, ec)
+		ev := evchantest.Next(t, ec)
 		if ev.Cookie != want || ev.Errno != 0 {
 			t.Fatalf("completion %+v, want cookie %d without error", ev, want)
 		}

@@ -32,7 +32,7 @@ type Socket struct {
 	ep    tcpip.Endpoint
 	wq    *waiter.Queue
 	flow  *stack.Flow // zero-copy shadows of this socket's packets
-	as    *assoc
+	assoc *assoc      // the pool memory the socket may hold (dma_assoc)
 	c     counters
 	laddr netip.AddrPort // immutable after creation
 	raddr netip.AddrPort // immutable; zero unless connected
@@ -42,9 +42,9 @@ type Socket struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 
-	// Asynchronous operations (async.go). Lock order: opMu, then rmu.
+	// Asynchronous operations (async.go). Lock order: opMu, then recvMu.
 	opMu   sync.Mutex
-	as2    asyncState  // +checklocks:opMu
+	async  asyncState  // +checklocks:opMu
 	queued atomic.Bool // queued for a stack worker
 
 	latestWins atomic.Bool // UDP: a full queue drops the oldest datagram
@@ -53,24 +53,24 @@ type Socket struct {
 	// a stack with stack.Options.TCPAckEvents (ack.go); nil otherwise.
 	// Set once, when the connection is established, before any write.
 	ack atomic.Pointer[stack.AckWatch]
-	// ackWaiting mirrors len(as2.ackWaits) for the watch's notify, which
+	// ackWaiting mirrors len(async.ackWaits) for the watch's notify, which
 	// cannot take opMu.
 	ackWaiting atomic.Int32
 
-	rmu sync.Mutex // serialises receivers
-	// pending[phead:] are hand-offs read from the stack and not yet
+	recvMu sync.Mutex // serialises receivers
+	// pending[pendingHead:] are hand-offs read from the stack and not yet
 	// returned; both are reset to empty when the last is taken, so
 	// len(pending) > 0 means something is queued.
-	pending []received // +checklocks:rmu
-	phead   int        // +checklocks:rmu
-	fw      zcWriter   // +checklocks:rmu; fillLocked's writer, reused
+	pending     []received // +checklocks:recvMu
+	pendingHead int        // +checklocks:recvMu
+	recvWriter  zcWriter   // +checklocks:recvMu; fillLocked's writer, reused
 	// rwait and rwch are recv's wait entry and its channel, made at the
-	// first wait and reused by every later one (rmu serialises them), so
+	// first wait and reused by every later one (recvMu serialises them), so
 	// a receive that has to wait allocates nothing. A token left in rwch
 	// by an event after the last wait only makes the next wait look once
 	// more: recv re-checks before waiting again.
-	rwait waiter.Entry  // +checklocks:rmu
-	rwch  chan struct{} // +checklocks:rmu
+	rwait waiter.Entry  // +checklocks:recvMu
+	rwch  chan struct{} // +checklocks:recvMu
 }
 
 // received is one hand-off waiting in a socket: a Buf and, for UDP, its
@@ -86,9 +86,9 @@ var errNoRoom = errors.New("no association room")
 var errFilesOnly = fmt.Errorf("%w: this API was made with Options.FilesOnly, without a pool to receive into: no sockets", ErrAssoc)
 
 func (s *Stack) newSocket(proto tcpip.TransportProtocolNumber, ep tcpip.Endpoint, wq *waiter.Queue) (*Socket, error) {
-	sock := &Socket{s: s, proto: proto, ep: ep, wq: wq, as: newAssoc(), closed: make(chan struct{})}
+	sock := &Socket{s: s, proto: proto, ep: ep, wq: wq, assoc: newAssoc(), closed: make(chan struct{})}
 	if s.opts.Pool != nil && s.opts.DefaultAssoc > 0 {
-		sock.as.add(s.opts.Pool, s.opts.DefaultAssoc)
+		sock.assoc.add(s.opts.Pool, s.opts.DefaultAssoc)
 	}
 	if s.opts.FilesOnly {
 		ep.Close()
@@ -111,16 +111,6 @@ func familyOf(a netip.Addr) family {
 		return fam4
 	}
 	return famAny
-}
-
-func (s *Stack) endpoint(proto tcpip.TransportProtocolNumber, a netip.Addr) (tcpip.Endpoint, *waiter.Queue, error) {
-	wq := new(waiter.Queue)
-	f := familyOf(a)
-	ep, terr := s.st.Netstack().NewEndpoint(proto, netProto(f, a), wq)
-	if terr != nil {
-		return nil, nil, errnoError("socket", terr)
-	}
-	return ep, wq, nil
 }
 
 // ListenTCP returns a listening TCP socket on laddr (zero address: every
@@ -226,11 +216,11 @@ func (sock *Socket) RemoteAddr() netip.AddrPort { return sock.raddr }
 // dma_assoc): the socket may then hold n more received bytes unreleased, and
 // copies what it cannot hand over in place into p. It widens a closed window
 // at once.
-func (sock *Socket) Assoc(p *dmapool.Pool, n int) error { return sock.as.add(p, n) }
+func (sock *Socket) Assoc(p *dmapool.Pool, n int) error { return sock.assoc.add(p, n) }
 
 // Disassoc undoes Assoc for n bytes of p (dma_disassoc). Buffers already
 // handed out stay valid.
-func (sock *Socket) Disassoc(p *dmapool.Pool, n int) error { return sock.as.remove(p, n) }
+func (sock *Socket) Disassoc(p *dmapool.Pool, n int) error { return sock.assoc.remove(p, n) }
 
 // waitFor blocks until the endpoint reports mask, room returns (room may be
 // nil), ctx ends or the socket closes.
@@ -257,9 +247,9 @@ func (sock *Socket) waitFor(ctx context.Context, mask waiter.EventMask, room <-c
 // WaitReadable blocks until the socket has something to receive (data, an
 // end of stream or an error), ctx ends, or the socket closes.
 func (sock *Socket) WaitReadable(ctx context.Context) error {
-	sock.rmu.Lock()
+	sock.recvMu.Lock()
 	queued := len(sock.pending) > 0
-	sock.rmu.Unlock()
+	sock.recvMu.Unlock()
 	if queued || sock.ep.Readiness(waiter.ReadableEvents) != 0 {
 		return nil
 	}
@@ -316,8 +306,8 @@ func (sock *Socket) recv(ctx context.Context) (Buf, netip.AddrPort, error) {
 	if sock.listening {
 		return Buf{}, netip.AddrPort{}, sockErr(syscall.EINVAL)
 	}
-	sock.rmu.Lock()
-	defer sock.rmu.Unlock()
+	sock.recvMu.Lock()
+	defer sock.recvMu.Unlock()
 	for {
 		select {
 		case <-sock.closed:
@@ -343,7 +333,7 @@ func (sock *Socket) recv(ctx context.Context) (Buf, netip.AddrPort, error) {
 		}
 		var room <-chan struct{}
 		if errors.Is(err, errNoRoom) {
-			room = sock.as.room
+			room = sock.assoc.room
 		}
 		if err := sock.waitReadableLocked(ctx, room); err != nil {
 			return Buf{}, netip.AddrPort{}, err
@@ -354,7 +344,7 @@ func (sock *Socket) recv(ctx context.Context) (Buf, netip.AddrPort, error) {
 // waitReadableLocked is waitFor(ctx, waiter.ReadableEvents, room) for
 // recv, on the socket's reused wait entry.
 //
-// +checklocks:sock.rmu
+// +checklocks:sock.recvMu
 func (sock *Socket) waitReadableLocked(ctx context.Context, room <-chan struct{}) error {
 	if sock.rwch == nil {
 		sock.rwait, sock.rwch = waiter.NewChannelEntry(waiter.ReadableEvents)
@@ -378,19 +368,19 @@ func (sock *Socket) waitReadableLocked(ctx context.Context, room <-chan struct{}
 }
 
 // popPendingLocked removes and returns the oldest pending hand-off. The
-// queue is pending[phead:]; once it is empty both go back to the front of
+// queue is pending[pendingHead:]; once it is empty both go back to the front of
 // the same backing array, so a socket drained as fast as it fills appends
 // into one array for its whole life instead of walking off its end (as
 // pending = pending[1:] would) and reallocating.
 //
-// +checklocks:sock.rmu
+// +checklocks:sock.recvMu
 func (sock *Socket) popPendingLocked() received {
-	r := sock.pending[sock.phead]
-	sock.pending[sock.phead] = received{}
-	sock.phead++
-	if sock.phead == len(sock.pending) {
+	r := sock.pending[sock.pendingHead]
+	sock.pending[sock.pendingHead] = received{}
+	sock.pendingHead++
+	if sock.pendingHead == len(sock.pending) {
 		sock.pending = sock.pending[:0]
-		sock.phead = 0
+		sock.pendingHead = 0
 	}
 	return r
 }
@@ -398,16 +388,16 @@ func (sock *Socket) popPendingLocked() received {
 // fillLocked reads what the stack has for the socket, up to its association
 // room, into pending hand-offs.
 //
-// +checklocks:sock.rmu
+// +checklocks:sock.recvMu
 func (sock *Socket) fillLocked() error {
-	room := sock.as.avail()
+	room := sock.assoc.avail()
 	latest := sock.latestWins.Load()
 	if room == 0 && !latest {
 		return errNoRoom
 	}
 	// The writer and its Buf slice are the socket's, reused by every
-	// fill (rmu is held), so a fill allocates nothing of its own.
-	w := &sock.fw
+	// fill (recvMu is held), so a fill allocates nothing of its own.
+	w := &sock.recvWriter
 	*w = zcWriter{sock: sock, limit: room, bufs: w.bufs[:0]}
 	defer w.reset()
 	if sock.proto == udp.ProtocolNumber {
@@ -446,21 +436,21 @@ func (sock *Socket) fillLocked() error {
 		if len(w.bufs) == 0 {
 			// An empty datagram is a datagram (as in package net): hand
 			// over a Buf of no bytes rather than swallowing it.
-			w.bufs = append(w.bufs, newBuf(kindEmpty, []byte{}, nil, dmapool.Buf{}, sock.as))
+			w.bufs = append(w.bufs, newBuf(kindEmpty, []byte{}, nil, dmapool.Buf{}, sock.assoc))
 		}
 	} else if res.Count > 0 {
 		sock.ep.ModerateRecvBuf(res.Count)
 	}
-	if sock.phead > 0 && len(sock.pending)+len(w.bufs) > cap(sock.pending) {
+	if sock.pendingHead > 0 && len(sock.pending)+len(w.bufs) > cap(sock.pending) {
 		// Full with taken slots at the front (a latest-wins socket
 		// that is never drained empty): move the queue down rather
 		// than grow the array.
-		n := copy(sock.pending, sock.pending[sock.phead:])
+		n := copy(sock.pending, sock.pending[sock.pendingHead:])
 		clear(sock.pending[n:])
-		sock.pending, sock.phead = sock.pending[:n], 0
+		sock.pending, sock.pendingHead = sock.pending[:n], 0
 	}
 	for _, b := range w.bufs {
-		sock.as.take(b.Len())
+		sock.assoc.take(b.Len())
 		sock.pending = append(sock.pending, received{b: b, from: from})
 	}
 	if latest {
@@ -477,9 +467,9 @@ func (sock *Socket) fillLocked() error {
 // newest is always kept, so the socket may exceed its association by one
 // datagram when the application holds everything else.
 //
-// +checklocks:sock.rmu
+// +checklocks:sock.recvMu
 func (sock *Socket) dropOldestLocked() {
-	for len(sock.pending)-sock.phead > 1 && sock.as.avail() == 0 && sock.as.over() {
+	for len(sock.pending)-sock.pendingHead > 1 && sock.assoc.avail() == 0 && sock.assoc.over() {
 		r := sock.popPendingLocked()
 		r.b.Release()
 		sock.c.dropsOldest.Add(1)
@@ -503,7 +493,7 @@ func (sock *Socket) SetLatestWins(on bool) error {
 		sock.opMu.Lock()
 		sock.watchLocked()
 		sock.opMu.Unlock()
-		sock.s.w.kick(sock)
+		sock.s.workers.kick(sock)
 	}
 	return nil
 }
@@ -532,7 +522,7 @@ func (w *zcWriter) Write(p []byte) (int, error) {
 		return 0, stop
 	}
 	if v := w.sock.flow.Take(p); v != nil {
-		w.bufs = append(w.bufs, newBuf(kindView, v.AsSlice(), v, dmapool.Buf{}, w.sock.as))
+		w.bufs = append(w.bufs, newBuf(kindView, v.AsSlice(), v, dmapool.Buf{}, w.sock.assoc))
 		w.limit -= len(p)
 		w.sock.count(len(p), 0)
 		return len(p), stop
@@ -540,13 +530,13 @@ func (w *zcWriter) Write(p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
 		chunk := p[n:min(len(p), n+maxCopyChunk)]
-		pb, err := w.sock.as.reserve(len(chunk))
+		pb, err := w.sock.assoc.reserve(len(chunk))
 		if err != nil {
 			w.err = err
 			return n, err
 		}
 		copy(pb.Bytes(), chunk)
-		w.bufs = append(w.bufs, newBuf(kindCopied, pb.Bytes()[:len(chunk)], nil, pb, w.sock.as))
+		w.bufs = append(w.bufs, newBuf(kindCopied, pb.Bytes()[:len(chunk)], nil, pb, w.sock.assoc))
 		n += len(chunk)
 	}
 	w.limit -= n
@@ -568,7 +558,7 @@ func (w *zcWriter) joinDatagram() error {
 	for _, b := range w.bufs {
 		total += b.Len()
 	}
-	pb, err := w.sock.as.reserve(total)
+	pb, err := w.sock.assoc.reserve(total)
 	if err != nil {
 		w.discard()
 		return err
@@ -582,7 +572,7 @@ func (w *zcWriter) joinDatagram() error {
 		h, _ := b.claim()
 		h.free()
 	}
-	w.bufs = append(w.bufs[:0], newBuf(kindCopied, pb.Bytes()[:total], nil, pb, w.sock.as))
+	w.bufs = append(w.bufs[:0], newBuf(kindCopied, pb.Bytes()[:total], nil, pb, w.sock.assoc))
 	return nil
 }
 
@@ -629,13 +619,7 @@ func (sock *Socket) SendTo(ctx context.Context, b Buf, to netip.AddrPort) (int, 
 		return 0, b.Valid()
 	}
 	n := len(h.data)
-	defer func() {
-		owner := h.owner
-		h.free()
-		if owner != nil {
-			owner.credit(n)
-		}
-	}()
+	defer h.release()
 	var r bytes.Reader
 	r.Reset(h.data)
 	written, err := sock.write(ctx, &r, n, to)
@@ -762,15 +746,15 @@ func (sock *Socket) Close() error {
 	if w := sock.ack.Load(); w != nil {
 		w.Close()
 	}
-	sock.rmu.Lock()
-	for _, r := range sock.pending[sock.phead:] {
+	sock.recvMu.Lock()
+	for _, r := range sock.pending[sock.pendingHead:] {
 		r.b.Release()
 	}
-	sock.pending, sock.phead = nil, 0
+	sock.pending, sock.pendingHead = nil, 0
 	if sock.flow != nil {
 		sock.flow.Close()
 	}
-	sock.rmu.Unlock()
+	sock.recvMu.Unlock()
 	sock.s.mu.Lock()
 	delete(sock.s.socks, sock)
 	sock.s.mu.Unlock()
@@ -787,7 +771,7 @@ type SocketStats struct {
 
 // Stats returns the socket's counters.
 func (sock *Socket) Stats() SocketStats {
-	limit, held := sock.as.usage()
+	limit, held := sock.assoc.usage()
 	st := SocketStats{Counters: sock.c.snapshot(), AssocBytes: limit, HeldBytes: held}
 	if es, ok := sock.ep.Stats().(*tcpip.TransportEndpointStats); ok && sock.proto == udp.ProtocolNumber {
 		st.DropsNoRoom = es.ReceiveErrors.ReceiveBufferOverflow.Value()

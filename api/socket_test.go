@@ -14,61 +14,20 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/api/apitest"
-	"github.com/zcnet/zcnet/dmapool"
-	"github.com/zcnet/zcnet/stack/stacktest"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
-// zcPair is two stacks on the in-process pair with the socket API and a
-// pool on each side.
-type zcPair struct {
-	*stacktest.Pair
-	A, B         *api.Stack
-	poolA, poolB *dmapool.Pool
-}
-
-func newZCPair(t testing.TB, assoc int) *zcPair {
+// accept listens on s and returns a channel with the accepted socket.
+func accept(t *testing.T, s *api.Stack, addr string) <-chan *api.Socket {
 	t.Helper()
-	p := &zcPair{Pair: stacktest.NewPair(t, stacktest.Config{})}
-	var err error
-	mk := func() *dmapool.Pool {
-		pool, err := dmapool.New(dmapool.Config{Size: 64 << 20, Pin: dmapool.PinOff})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := pool.Close(); err != nil {
-				t.Errorf("pool not empty at the end: %v", err)
-			}
-		})
-		return pool
-	}
-	p.poolA, p.poolB = mk(), mk()
-	if p.A, err = api.New(p.Pair.A, api.Options{Pool: p.poolA, DefaultAssoc: assoc}); err != nil {
-		t.Fatal(err)
-	}
-	if p.B, err = api.New(p.Pair.B, api.Options{Pool: p.poolB, DefaultAssoc: assoc}); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func tctx(t testing.TB, d time.Duration) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return c
-}
-
-// accept listens on B and returns a channel with the accepted socket.
-func (p *zcPair) accept(t *testing.T, addr string) <-chan *api.Socket {
-	t.Helper()
-	ln, err := p.B.ListenTCP(netip.MustParseAddrPort(addr))
+	ln, err := s.ListenTCP(netip.MustParseAddrPort(addr))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
 	ch := make(chan *api.Socket, 1)
 	go func() {
-		s, err := ln.Accept(tctx(t, 60*time.Second))
+		s, err := ln.Accept(evchantest.Context(t))
 		if err != nil {
 			t.Error(err)
 			close(ch)
@@ -91,11 +50,11 @@ func TestZeroCopyTCPReceive(t *testing.T) {
 	}
 	for _, tc := range []struct{ name, addr string }{{"v4", "192.0.2.2:5001"}, {"v6", "[2001:db8::2]:5001"}} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newZCPair(t, 0)
-			accepted := p.accept(t, tc.addr)
+			p := apitest.NewPair(t, apitest.PairConfig{})
+			accepted := accept(t, p.B, tc.addr)
 			data := make([]byte, size)
 			rand.Read(data)
-			conn, err := p.A.Net().DialContext(tctx(t, 30*time.Second), "tcp", tc.addr)
+			conn, err := p.A.Net().DialContext(evchantest.Context(t), "tcp", tc.addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -107,7 +66,7 @@ func TestZeroCopyTCPReceive(t *testing.T) {
 			}
 			defer sock.Close()
 			h := sha256.New()
-			got, err := apitest.Drain(tctx(t, 120*time.Second), sock, h)
+			got, err := apitest.Drain(evchantest.Context(t), sock, h)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -136,7 +95,7 @@ func TestZeroCopyTCPReceive(t *testing.T) {
 // TestSendFuncCopiesNothing sends with SendFunc, which writes straight into
 // the stack's send buffer: no byte is copied in user space.
 func TestSendFuncCopiesNothing(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	const size = 8 << 20
 	ln, err := p.B.Net().Listen("tcp", "192.0.2.2:5002")
 	if err != nil {
@@ -155,7 +114,7 @@ func TestSendFuncCopiesNothing(t *testing.T) {
 		io.Copy(h, c)
 		sum <- h.Sum(nil)
 	}()
-	sock, err := p.A.DialTCP(tctx(t, 30*time.Second), netip.MustParseAddrPort("192.0.2.2:5002"))
+	sock, err := p.A.DialTCP(evchantest.Context(t), netip.MustParseAddrPort("192.0.2.2:5002"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +128,7 @@ func TestSendFuncCopiesNothing(t *testing.T) {
 		pos += len(b)
 		return len(b)
 	}
-	n, err := sock.SendFunc(tctx(t, 60*time.Second), size, gen)
+	n, err := sock.SendFunc(evchantest.Context(t), size, gen)
 	if err != nil || n != size {
 		t.Fatalf("SendFunc = %d, %v", n, err)
 	}
@@ -191,7 +150,7 @@ func TestSendFuncCopiesNothing(t *testing.T) {
 // TestZeroCopyUDP sends datagrams of many sizes; each arrives intact, as
 // one Buf, handed over without a copy.
 func TestZeroCopyUDP(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	for _, tc := range []struct{ name, srv string }{{"v4", "192.0.2.2:5003"}, {"v6", "[2001:db8::2]:5003"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, err := p.B.ListenUDP(netip.MustParseAddrPort(tc.srv))
@@ -206,7 +165,7 @@ func TestZeroCopyUDP(t *testing.T) {
 			defer cl.Close()
 			// Prime neighbour resolution: resend the first datagram until
 			// it arrives (a bounded number of times).
-			ctx := tctx(t, 30*time.Second)
+			ctx := evchantest.Context(t)
 			for i := 0; ; i++ {
 				b, _ := p.A.Reserve(5)
 				copy(b.Bytes(), "prime")
@@ -273,9 +232,9 @@ func btoi(b bool) int {
 // sender (the TCP window closes) without losing anything; releasing resumes.
 func TestBackpressure(t *testing.T) {
 	const assoc = 256 << 10
-	p := newZCPair(t, assoc)
-	accepted := p.accept(t, "192.0.2.2:5004")
-	conn, err := p.A.Net().DialContext(tctx(t, 30*time.Second), "tcp", "192.0.2.2:5004")
+	p := apitest.NewPair(t, apitest.PairConfig{AssocA: assoc, AssocB: assoc})
+	accepted := accept(t, p.B, "192.0.2.2:5004")
+	conn, err := p.A.Net().DialContext(evchantest.Context(t), "tcp", "192.0.2.2:5004")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +296,7 @@ func TestBackpressure(t *testing.T) {
 	}
 	conn.SetWriteDeadline(time.Time{})
 	rest := apitest.SendAll(conn.(*api.TCPConn), data[n:])
-	more, err := apitest.Drain(tctx(t, 120*time.Second), sock, h)
+	more, err := apitest.Drain(evchantest.Context(t), sock, h)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +313,7 @@ func TestBackpressure(t *testing.T) {
 // nothing is leaked (the pools' Close in cleanup fails on a lost buffer;
 // goleak checks goroutines).
 func TestMisuse(t *testing.T) {
-	p := newZCPair(t, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{})
 	b, err := p.A.Reserve(100)
 	if err != nil {
 		t.Fatal(err)
@@ -387,7 +346,7 @@ func TestMisuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := tctx(t, 10*time.Second)
+	ctx := evchantest.Context(t)
 	if _, err := sock.Send(ctx, zero); !errors.Is(err, api.ErrInvalidBuffer) {
 		t.Fatalf("send of a foreign (zero) Buf: %v", err)
 	}
@@ -419,7 +378,7 @@ func TestMisuse(t *testing.T) {
 	if err := s.Release(); !errors.Is(err, api.ErrInvalidBuffer) {
 		t.Fatalf("Send after Close must still take the buffer: %v", err)
 	}
-	if st := p.poolA.Stats(); st.Buffers != 0 {
+	if st := p.PoolA.Stats(); st.Buffers != 0 {
 		t.Fatalf("%d pool buffers still reserved", st.Buffers)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/zcnet/zcnet/api/file"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/stack"
 )
@@ -36,7 +37,7 @@ type Options struct {
 	// Files configures the engine that runs file, pipe and FIFO
 	// operations (ConfigureFiles); the zero value starts the defaults at
 	// the first file op.
-	Files FileConfig
+	Files file.Config
 	// MaxShadowBytes bounds the received memory one socket keeps referenced
 	// for zero-copy hand-off (see stack.Flow). Default
 	// stack.DefaultMaxShadowBytes.
@@ -51,11 +52,11 @@ const DefaultAssoc = 4 << 20
 // application owns, and the memory they use. Its methods are safe for
 // concurrent use.
 type Stack struct {
-	st    *stack.Stack
-	opts  Options
-	c     counters
-	w     workers
-	files fileEngine
+	st      *stack.Stack
+	opts    Options
+	c       counters
+	workers workers // serve sockets with asynchronous ops
+	files   file.Engine
 
 	// unhook removes Close from st's OnClose registrations.
 	unhook func()
@@ -89,7 +90,7 @@ func New(st *stack.Stack, opts Options) (*Stack, error) {
 		return nil, fmt.Errorf("%w: Workers %d is negative", ErrInvalidOp, opts.Workers)
 	}
 	s := &Stack{st: st, opts: opts, socks: map[*Socket]struct{}{}}
-	if opts.Files != (FileConfig{}) {
+	if opts.Files != (file.Config{}) {
 		if err := s.ConfigureFiles(opts.Files); err != nil {
 			return nil, err
 		}
@@ -120,8 +121,8 @@ func (s *Stack) Close() error {
 	for _, sock := range socks {
 		sock.Close()
 	}
-	s.files.close()
-	s.w.close()
+	s.files.Close()
+	s.workers.close()
 	return nil
 }
 

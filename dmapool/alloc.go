@@ -13,8 +13,7 @@ import (
 // stamps it, and one releases it and checks the handle, with no lock and no
 // second word to keep in step. (A one-bit-per-slot bitmap plus a separate
 // generation word costs two more atomic operations per reserve+release
-// pair; at about 6 ns each on the benchmark machine that is the difference
-// between meeting the 25 ns target and missing it.)
+// pair, which would double the pair's atomic operations.)
 //
 // Slot word layout:
 //

@@ -85,29 +85,14 @@
 //
 // # Performance
 //
-// Reserve+Release of one buffer, each beside its baselines (a sync.Pool of
-// []byte, and make, which also zeroes and leaves work for the GC); every
-// variant writes one byte of the buffer. Median of 5 runs, ns per
-// reserve+release pair; "parallel" is b.RunParallel on 2 goroutines, where
-// ns/op is wall time per pair across both cores (so lower than the single
-// figure means it scales):
-//
-//	go test -run x -bench . -benchmem -count 5 ./dmapool/
-//	AMD EPYC family 26 ("Oxide Virtual Turin-like Processor"), 2 vCPUs,
-//	Linux 6.18, Go 1.26, 64 MiB pool, pinned, THP
-//
-//	ns per pair (allocs)    dmapool   sync.Pool        make
-//	2 KiB                   23.5 (0)    12.5 (0)    1321 (1)
-//	2 KiB parallel          12.6 (0)     7.9 (0)    1368 (1)
-//	64 KiB                  98.5 (0)    12.8 (0)   34856 (1)
-//	64 KiB parallel         90.4 (0)     9.2 (0)   19464 (1)
-//
-// The target of issue 3, at most 25 ns per 2 KiB pair single-threaded and
-// no worse per op on 2 goroutines, is met, with little margin. The machine
-// is shared with other jobs: under their load every figure, baselines
-// included, rises up to threefold, so compare columns of one run. A 64 KiB
-// run costs more than a slot (it reads 32 slot words and sets cover bits)
-// but takes no atomic operation per slot.
+// bench_test.go measures Reserve+Release of one buffer beside its
+// baselines, a sync.Pool of []byte and make (which also zeroes and leaves
+// work for the GC), on one goroutine and on parallel ones; the README gives
+// the figures and the machine they came from. The one-slot path is two
+// compare-and-swaps on a word no other core is likely to touch, with no
+// lock and no per-P cache, so it scales with goroutines. A 64 KiB run costs
+// more than a slot (it reads 32 slot words and sets cover bits) but takes
+// no atomic operation per slot.
 //
 // # Not supported
 //

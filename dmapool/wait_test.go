@@ -3,9 +3,11 @@ package dmapool
 import (
 	"context"
 	"errors"
-	"runtime"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // fillPool reserves every slot and returns the handles.
@@ -24,11 +26,10 @@ func fillPool(t *testing.T, p *Pool) []Buf {
 	}
 }
 
-// waitForWaiters spins until n goroutines are parked in ReserveContext.
-func waitForWaiters(p *Pool, n int32) {
-	for p.waiters.Load() < n {
-		runtime.Gosched()
-	}
+// waitForWaiters waits until n goroutines are parked in ReserveContext.
+func waitForWaiters(t testing.TB, p *Pool, n int32) {
+	t.Helper()
+	evchantest.Eventually(t, fmt.Sprintf("%d parked ReserveContext", n), func() bool { return p.waiters.Load() >= n })
 }
 
 type result struct {
@@ -60,7 +61,7 @@ func TestReserveContextCancelled(t *testing.T) {
 	// Cancelled while parked.
 	ctx, cancel = context.WithCancel(context.Background())
 	ch := reserveAsync(ctx, p, 100)
-	waitForWaiters(p, 1)
+	waitForWaiters(t, p, 1)
 	cancel()
 	if r := <-ch; !errors.Is(r.err, context.Canceled) || !errors.Is(r.err, ErrExhausted) {
 		t.Fatalf("parked ReserveContext after cancel = %v", r.err)
@@ -86,7 +87,7 @@ func TestReserveContextWokenByRelease(t *testing.T) {
 	p := newPool(t, Config{Size: 32 << 10, HugePages: HugeOff})
 	held := fillPool(t, p)
 	ch := reserveAsync(context.Background(), p, 2048)
-	waitForWaiters(p, 1)
+	waitForWaiters(t, p, 1)
 	_, want, _ := p.Locate(held[3])
 	mustRelease(t, held[3])
 	r := <-ch
@@ -106,7 +107,7 @@ func TestReserveContextWokenByGrow(t *testing.T) {
 	p := newPool(t, Config{Size: 32 << 10, HugePages: HugeOff})
 	held := fillPool(t, p)
 	ch := reserveAsync(context.Background(), p, 20000)
-	waitForWaiters(p, 1)
+	waitForWaiters(t, p, 1)
 	if err := p.Grow(64 << 10); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +131,7 @@ func TestReserveContextWokenByClose(t *testing.T) {
 	}
 	// Larger than the only region: waits for a Grow that never comes.
 	ch := reserveAsync(context.Background(), p, 64<<10)
-	waitForWaiters(p, 1)
+	waitForWaiters(t, p, 1)
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -13,8 +13,6 @@ import (
 // posting `batch` events per reservation. Each shape has its baselines
 // beside it: a buffered Go channel of the same capacity carrying the same
 // Event values, and one eventfd write plus one read per event.
-//
-// Run: go test -run x -bench . -count 5 ./evchan/
 
 const benchCapacity = 4096
 

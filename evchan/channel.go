@@ -63,8 +63,9 @@ type Channel struct {
 
 	// Consumers parked in Next, LIFO (see consume.go).
 	wmu sync.Mutex
-	// parkTop is the most recently parked consumer. +checklocks:wmu
-	parkTop *parker
+	// parked holds the parked consumers, the most recent first.
+	// +checklocks:wmu
+	parked waitList[parker]
 	// nparked is the length of the park list; written under wmu, read
 	// without it by producers deciding whether to wake.
 	nparked atomic.Int32
@@ -75,8 +76,9 @@ type Channel struct {
 
 	// Producers waiting in ReserveContext, FIFO (see reserve.go).
 	roomMu sync.Mutex
-	// roomHead, roomTail are the waiting producers. +checklocks:roomMu
-	roomHead, roomTail *roomWaiter
+	// room holds the waiting producers, the first to have come first.
+	// +checklocks:roomMu
+	room waitList[roomWaiter]
 	// roomWaiting is the length of the room queue; written under roomMu.
 	roomWaiting atomic.Int32
 
@@ -94,7 +96,8 @@ type Channel struct {
 
 	// Sources to stop when the channel closes (see sources.go).
 	srcMu sync.Mutex
-	// sources is nil after Close. +checklocks:srcMu
+	// sources is nil after Close.
+	// +checklocks:srcMu
 	sources map[stopper]struct{}
 
 	// closeMu serialises Close so that a second caller returns only after

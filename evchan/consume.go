@@ -38,8 +38,9 @@ type parker struct {
 	wake chan struct{}
 	// state is parkWaiting while on the stack, then why it was woken.
 	// Written under wmu before the token is sent.
-	state      parkState
-	prev, next *parker // +checklocks:wmu
+	state parkState
+	// link is p's place in Channel.parked, guarded by Channel.wmu.
+	link waitLink[parker]
 }
 
 type parkState uint8
@@ -157,25 +158,19 @@ func (c *Channel) park(ctx context.Context) (woken bool, err error) {
 	return true, nil
 }
 
+// pushParkerLocked puts p on top of the park stack.
+//
+// +checklocks:c.wmu
 func (c *Channel) pushParkerLocked(p *parker) {
-	p.prev, p.next = nil, c.parkTop
-	if c.parkTop != nil {
-		c.parkTop.prev = p
-	}
-	c.parkTop = p
+	c.parked.pushFront(p, &p.link)
 	c.nparked.Add(1)
 }
 
+// removeParkerLocked takes p, which is parked, off the park stack.
+//
+// +checklocks:c.wmu
 func (c *Channel) removeParkerLocked(p *parker) {
-	if p.prev == nil {
-		c.parkTop = p.next
-	} else {
-		p.prev.next = p.next
-	}
-	if p.next != nil {
-		p.next.prev = p.prev
-	}
-	p.prev, p.next = nil, nil
+	c.parked.remove(&p.link)
 	c.nparked.Add(-1)
 }
 
@@ -183,7 +178,7 @@ func (c *Channel) removeParkerLocked(p *parker) {
 // already in flight.
 func (c *Channel) wakeOne() {
 	c.wmu.Lock()
-	p := c.parkTop
+	p := c.parked.front()
 	if p == nil || c.waking.Load() {
 		c.wmu.Unlock()
 		return
@@ -200,7 +195,7 @@ func (c *Channel) wakeOne() {
 // has set closed.
 func (c *Channel) wakeAllClosed() {
 	c.wmu.Lock()
-	for p := c.parkTop; p != nil; p = c.parkTop {
+	for p := c.parked.front(); p != nil; p = c.parked.front() {
 		c.removeParkerLocked(p)
 		p.state = parkClosed
 		p.wake <- struct{}{}

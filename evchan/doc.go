@@ -122,29 +122,14 @@
 //
 // # Performance
 //
-// Events per second from P producers to one consumer; each producer posts
-// `batch` events per reservation and the consumer takes up to `batch` per
-// call. Baselines beside it: a buffered Go channel of the same capacity
-// carrying the same 64-byte Event (after the first receive the consumer
-// takes what len(ch) reports, without blocking), and one eventfd write
-// plus one blocking read per event (EFD_SEMAPHORE); the eventfd baseline
-// has no batch. Medians of 5 runs in millions of events per second, 2 vCPUs (an
-// Oxide virtual "Turin-like" AMD EPYC), Go 1.26, linux/amd64, with other
-// test suites sharing the machine (load average 3 to 5):
-//
-//	go test -run x -bench . -count 5 ./evchan/
-//
-//	                   evchan     Go channel   eventfd per event
-//	1P1C batch=1        13.9        15.1          0.29
-//	1P1C batch=64       78.0        12.7          0.29
-//	4P1C batch=1        13.7        16.8          0.37
-//	4P1C batch=64      142.3        15.2          0.37
-//
-// At batch 64 evchan moves 6.1× (1P1C) and 9.4× (4P1C) the events of the
-// Go channel (target 3×) and 270× and 380× those of eventfd-per-event
-// (target 20×): a batch costs each side a handful of atomic operations
-// however many events it holds, and no allocation. At batch 1 the two
-// sides exchange every event through shared cache lines, as a Go channel
-// does; the figures are close to the Go channel's and vary most with what
-// else runs on the machine (single runs from 6 to 15 M/s).
+// bench_test.go measures events per second from P producers to one
+// consumer, each producer posting `batch` events per reservation and the
+// consumer taking up to `batch` per call, beside two baselines: a buffered
+// Go channel of the same capacity carrying the same Event, and one eventfd
+// write plus one blocking read per event. The README gives the figures and
+// the machine. Batched, evchan moves several times the events of either
+// baseline: a batch costs each side a handful of atomic operations however
+// many events it holds, and no allocation. At batch 1 the two sides
+// exchange every event through shared cache lines, as a Go channel does,
+// and the two are close.
 package evchan

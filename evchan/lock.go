@@ -36,8 +36,9 @@ const (
 
 // lockWaiter is a queued acquisition.
 type lockWaiter struct {
-	kind       lockKind
-	prev, next *lockWaiter // +checklocks:lockCore.mu
+	kind lockKind
+	// link is w's place in lockCore.waiters, guarded by lockCore.mu.
+	link waitLink[lockWaiter]
 	// Blocking waiter: ready is closed once the hold is granted, and
 	// granted is set under mu before that.
 	ready   chan struct{}
@@ -52,19 +53,25 @@ type lockWaiter struct {
 // RWMutex. The zero value is an unlocked lock, or a semaphore of 0 units.
 type lockCore struct {
 	mu sync.Mutex
-	// units is a Sem's count of available units. +checklocks:mu
+	// units is a Sem's count of available units.
+	// +checklocks:mu
 	units int64
-	// readers is the number of shared holds. +checklocks:mu
+	// readers is the number of shared holds.
+	// +checklocks:mu
 	readers int64
-	// writer is true while the exclusive hold is held. +checklocks:mu
+	// writer is true while the exclusive hold is held.
+	// +checklocks:mu
 	writer bool
-	// head, tail: FIFO of waiters. +checklocks:mu
-	head, tail *lockWaiter
+	// waiters holds the queued acquisitions, first come first.
+	// +checklocks:mu
+	waiters waitList[lockWaiter]
 }
 
 var _ eventHook = (*lockCore)(nil)
 
 // canLocked reports whether a hold of kind is available now.
+//
+// +checklocks:l.mu
 func (l *lockCore) canLocked(k lockKind) bool {
 	switch k {
 	case kindUnit:
@@ -76,6 +83,7 @@ func (l *lockCore) canLocked(k lockKind) bool {
 	}
 }
 
+// +checklocks:l.mu
 func (l *lockCore) takeLocked(k lockKind) {
 	switch k {
 	case kindUnit:
@@ -89,6 +97,8 @@ func (l *lockCore) takeLocked(k lockKind) {
 
 // giveLocked gives back a hold of kind, or returns ErrNotLocked if none is
 // held.
+//
+// +checklocks:l.mu
 func (l *lockCore) giveLocked(k lockKind) error {
 	switch k {
 	case kindUnit:
@@ -109,43 +119,33 @@ func (l *lockCore) giveLocked(k lockKind) error {
 
 // tryLocked takes a hold if it is free and nobody is queued (FIFO: a new
 // request does not pass waiting ones).
+//
+// +checklocks:l.mu
 func (l *lockCore) tryLocked(k lockKind) bool {
-	if l.head == nil && l.canLocked(k) {
+	if l.waiters.empty() && l.canLocked(k) {
 		l.takeLocked(k)
 		return true
 	}
 	return false
 }
 
-func (l *lockCore) pushLocked(w *lockWaiter) {
-	w.prev = l.tail
-	if l.tail == nil {
-		l.head = w
-	} else {
-		l.tail.next = w
-	}
-	l.tail = w
-}
+// pushLocked queues w behind the waiters already there.
+//
+// +checklocks:l.mu
+func (l *lockCore) pushLocked(w *lockWaiter) { l.waiters.pushBack(w, &w.link) }
 
-func (l *lockCore) removeLocked(w *lockWaiter) {
-	if w.prev == nil {
-		l.head = w.next
-	} else {
-		w.prev.next = w.next
-	}
-	if w.next == nil {
-		l.tail = w.prev
-	} else {
-		w.next.prev = w.prev
-	}
-	w.prev, w.next = nil, nil
-}
+// removeLocked unlinks w, which is queued.
+//
+// +checklocks:l.mu
+func (l *lockCore) removeLocked(w *lockWaiter) { l.waiters.remove(&w.link) }
 
 // grantLocked grants holds to waiters in order while the head's kind is
 // available. An asynchronous waiter whose channel was closed is dropped and
 // its hold given back.
+//
+// +checklocks:l.mu
 func (l *lockCore) grantLocked() {
-	for w := l.head; w != nil && l.canLocked(w.kind); w = l.head {
+	for w := l.waiters.front(); w != nil && l.canLocked(w.kind); w = l.waiters.front() {
 		l.removeLocked(w)
 		l.takeLocked(w.kind)
 		if w.ready != nil {

@@ -69,7 +69,7 @@ func TestSemFIFOMixed(t *testing.T) {
 	waitFor(t, "blocked Acquire", func() bool {
 		s.l.mu.Lock()
 		defer s.l.mu.Unlock()
-		return s.l.head != nil
+		return !s.l.waiters.empty()
 	})
 	if err := s.Await(c, "second"); err != nil {
 		t.Fatal(err)
@@ -95,7 +95,7 @@ func TestSemAcquireContext(t *testing.T) {
 	waitFor(t, "blocked Acquire", func() bool {
 		s.l.mu.Lock()
 		defer s.l.mu.Unlock()
-		return s.l.head != nil
+		return !s.l.waiters.empty()
 	})
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
@@ -199,7 +199,7 @@ func TestMutexLockContext(t *testing.T) {
 	waitFor(t, "blocked LockContext", func() bool {
 		m.l.mu.Lock()
 		defer m.l.mu.Unlock()
-		return m.l.head != nil
+		return !m.l.waiters.empty()
 	})
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
@@ -324,7 +324,7 @@ func TestRWMutexBlocking(t *testing.T) {
 	waitFor(t, "blocked writer", func() bool {
 		rw.l.mu.Lock()
 		defer rw.l.mu.Unlock()
-		return rw.l.head != nil
+		return !rw.l.waiters.empty()
 	})
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
@@ -338,7 +338,7 @@ func TestRWMutexBlocking(t *testing.T) {
 	waitFor(t, "blocked writer", func() bool {
 		rw.l.mu.Lock()
 		defer rw.l.mu.Unlock()
-		return rw.l.head != nil
+		return !rw.l.waiters.empty()
 	})
 	rw.RUnlock()
 	rw.RUnlock()

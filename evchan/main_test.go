@@ -36,9 +36,9 @@ func runHelperProcess() bool {
 	return true
 }
 
-// waitFor yields until cond holds, failing the test if it does not within
-// a generous bound. It observes state; it is not a sleep: it returns as
-// soon as cond is true.
+// waitFor is evchantest.Eventually for evchan's own tests, which cannot
+// import evchantest (it imports evchan; the import would be a cycle).
+// Every other package's tests use evchantest.Eventually.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

@@ -273,8 +273,9 @@ func (r *Reservation) Release() {
 
 // roomWaiter is a producer waiting in ReserveContext.
 type roomWaiter struct {
-	n          int64
-	prev, next *roomWaiter // +checklocks:roomMu
+	n int64
+	// link is w's place in Channel.room, guarded by Channel.roomMu.
+	link waitLink[roomWaiter]
 	// done is set under roomMu when the waiter leaves the queue by
 	// grant or by Close; granted says which. ready is closed after.
 	done, granted bool
@@ -298,36 +299,26 @@ func (w *roomWaiter) finishLocked(c *Channel) {
 }
 
 // pushRoomLocked appends w to the room queue.
+//
+// +checklocks:c.roomMu
 func (c *Channel) pushRoomLocked(w *roomWaiter) {
-	w.prev = c.roomTail
-	if c.roomTail == nil {
-		c.roomHead = w
-	} else {
-		c.roomTail.next = w
-	}
-	c.roomTail = w
+	c.room.pushBack(w, &w.link)
 	c.roomWaiting.Add(1)
 }
 
 // removeRoomLocked unlinks w from the room queue.
+//
+// +checklocks:c.roomMu
 func (c *Channel) removeRoomLocked(w *roomWaiter) {
-	if w.prev == nil {
-		c.roomHead = w.next
-	} else {
-		w.prev.next = w.next
-	}
-	if w.next == nil {
-		c.roomTail = w.prev
-	} else {
-		w.next.prev = w.prev
-	}
-	w.prev, w.next = nil, nil
+	c.room.remove(&w.link)
 	c.roomWaiting.Add(-1)
 }
 
 // grantRoomLocked serves waiting producers in order while credits last.
+//
+// +checklocks:c.roomMu
 func (c *Channel) grantRoomLocked() {
-	for w := c.roomHead; w != nil; w = c.roomHead {
+	for w := c.room.front(); w != nil; w = c.room.front() {
 		if !c.takeCredits(w.n) {
 			return
 		}
@@ -340,7 +331,7 @@ func (c *Channel) grantRoomLocked() {
 // failRoomWaiters releases every waiting producer with ErrClosed.
 func (c *Channel) failRoomWaiters() {
 	c.roomMu.Lock()
-	for w := c.roomHead; w != nil; w = c.roomHead {
+	for w := c.room.front(); w != nil; w = c.room.front() {
 		c.removeRoomLocked(w)
 		w.done = true
 		w.finishLocked(c)

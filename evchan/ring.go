@@ -50,8 +50,8 @@ import (
 // So a batch costs each side a constant number of atomic read-modify-
 // writes however many events it carries. (On amd64 every atomic store is a
 // full fence, XCHG; a sequence word per slot, as in Vyukov's bounded
-// queue, costs one per event on each side and measured 4-5× slower here
-// at batch 64.)
+// queue, costs one per event on each side, so a batch would cost in
+// proportion to its length.)
 //
 // Room is the channel's business, not the ring's: Channel.free admits a
 // producer only for positions already below released + capacity, because

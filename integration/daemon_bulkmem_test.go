@@ -15,7 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
-// The memory netstackd serve may hold for bulk TCP (issue 15), the bound
+// The memory netstackd serve may hold for bulk TCP, the bound
 // TestDaemonBulkMemory checks:
 //
 //	peak RSS ≤ idle RSS + gcFactor × (N × perConn + linkMem)

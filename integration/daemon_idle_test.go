@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Targets of netstackd's event-loop services (issue 17).
+// Targets of netstackd's event-loop services.
 const (
 	idleConns         = 10000
 	idleMaxGoroutines = 64

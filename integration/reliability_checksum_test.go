@@ -8,6 +8,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/integration/hostile"
 )
 
@@ -40,7 +41,7 @@ func ckMarker(name string, bad bool, i int) string {
 
 // TestReliabilityUnverifiedChecksums injects, from the kernel side of the
 // TAP with an AF_PACKET socket, 50 datagrams with a wrong checksum in each
-// of the shapes whose checksum only the link can check (issue 9): UDP over
+// of the shapes whose checksum only the link can check: UDP over
 // IPv4 fragments, over IPv6 fragments, behind an IPv6 routing header
 // (type 253, segments left 0), and a NEEDS_CSUM frame whose IPv4 header
 // checksum is wrong. None may reach the UDP socket they are aimed at, and
@@ -122,7 +123,7 @@ func TestReliabilityUnverifiedChecksums(t *testing.T) {
 				}
 				// Let the link read them all before the next batch, so
 				// the TAP's queue (500 frames) never overflows.
-				if !relWaitFor(10*time.Second, func() bool { return relDelta(before, m.e.counters(), "tap.RxFrames") >= uint64(frames) }) {
+				if !evchantest.Poll(10*time.Second, func() bool { return relDelta(before, m.e.counters(), "tap.RxFrames") >= uint64(frames) }) {
 					t.Fatalf("%d of %d frames reached the link", relDelta(before, m.e.counters(), "tap.RxFrames"), frames)
 				}
 				return frames
@@ -132,7 +133,7 @@ func TestReliabilityUnverifiedChecksums(t *testing.T) {
 			// counted.
 			before := m.e.counters()
 			badFrames := send(true)
-			if !relWaitFor(5*time.Second, func() bool { return relDelta(before, m.e.counters(), c.dropped) >= uint64(badFrames) }) {
+			if !evchantest.Poll(5*time.Second, func() bool { return relDelta(before, m.e.counters(), c.dropped) >= uint64(badFrames) }) {
 				t.Errorf("%d frames of %d bad datagrams sent, %s moved by %d; all that moved: %s",
 					badFrames, malReps, c.dropped, relDelta(before, m.e.counters(), c.dropped), movedCounters(before, m.e.counters()))
 			}

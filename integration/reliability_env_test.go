@@ -31,7 +31,7 @@ import (
 	"github.com/zcnet/zcnet/tap"
 )
 
-// Shared fixture of the reliability tests (issue 9): a zcnet stack in this
+// Shared fixture of the reliability tests: a zcnet stack in this
 // process on a TAP device in a private namespace, optionally behind an
 // impairment link, with the socket API and a pool over it; the kernel side
 // of the device is the peer, driven by Go sockets made inside the namespace
@@ -365,22 +365,6 @@ func relHeapInuse() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapInuse
-}
-
-// relWaitFor polls cond every few milliseconds until it is true or d has
-// passed, and reports whether it became true. It is for counters that
-// another goroutine (or the kernel) updates, never for ordering.
-func relWaitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // relDelta returns after[k] - before[k] for each key.

@@ -12,9 +12,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
-// Hostile peers through the TAP (issue 9): each test attacks the stack from
+// Hostile peers through the TAP: each test attacks the stack from
 // the kernel side of its TAP device for a bounded time while a legitimate
 // client keeps using it, then checks that the stack is still up (ping, a
 // transfer byte-identical), that its memory stayed under a stated bound,
@@ -248,7 +250,7 @@ func TestReliabilityPortScan(t *testing.T) {
 	unknown := func() uint64 { return relDelta(before, e.counters(), "UDP.UnknownPortErrors") }
 	refusedSends := 0
 	for p := 1; p <= 1024; p++ {
-		if p > udpWindow && p%16 == 0 && !relWaitFor(10*time.Second, func() bool { return unknown() >= uint64(p-udpWindow) }) {
+		if p > udpWindow && p%16 == 0 && !evchantest.Poll(10*time.Second, func() bool { return unknown() >= uint64(p-udpWindow) }) {
 			t.Fatalf("UDP scan: %d datagrams sent, %d counted by the stack after 10 s", p-1, unknown())
 		}
 		for try := 0; ; try++ {
@@ -262,7 +264,7 @@ func TestReliabilityPortScan(t *testing.T) {
 			refusedSends++
 		}
 	}
-	if !relWaitFor(10*time.Second, func() bool { return unknown() >= 1024 }) {
+	if !evchantest.Poll(10*time.Second, func() bool { return unknown() >= 1024 }) {
 		t.Errorf("UDP scan: %d of 1024 datagrams counted as sent to unknown ports (the link's drops: %+v)", unknown(), e.link.Stats())
 	}
 	t.Logf("UDP scan: %d sends reported an earlier ICMP error and were repeated", refusedSends)

@@ -15,12 +15,13 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack/link/impair"
 	"github.com/zcnet/zcnet/tap"
 )
 
 // TestReliabilityTAPImpairedOffloadOff is, with its twin for offloads on,
-// issue 9's integrity proof through a real TAP device: the stack's link is wrapped in an impairment link with loss,
+// The integrity proof through a real TAP device: the stack's link is wrapped in an impairment link with loss,
 // duplication, reordering (and corruption where it is meaningful) in both
 // directions, and the kernel on the other side of the TAP is the peer. TCP
 // moves 64 MiB each way (16 MiB under -race) and must arrive byte-identical
@@ -45,7 +46,7 @@ func TestReliabilityTAPImpairedOffloadOff(t *testing.T) {
 	relImpairedTAP(t, tap.OffloadOff, issueFaults)
 }
 
-// issueFaults are issue 9's impairments, applied to each direction.
+// issueFaults are the reliability tests' impairments, applied to each direction.
 var issueFaults = impair.Impairments{Loss: 0.02, Duplicate: 0.01, Reorder: 0.05, Corrupt: 0.001}
 
 // TestReliabilityTAPImpairedOffloadOn is the integrity proof with the TAP's
@@ -261,7 +262,7 @@ func (u *relUDPTally) add(d []byte) {
 func relPaced(u *relUDPTally, send func([]byte) error, seed uint64) error {
 	r := rand.New(rand.NewPCG(seed, 9))
 	for i := range relUDPDatagrams {
-		relWaitFor(20*time.Millisecond, func() bool { return int64(i)-u.highest.Load() < 64 })
+		evchantest.Poll(20*time.Millisecond, func() bool { return int64(i)-u.highest.Load() < 64 })
 		if err := send(relDatagram(r, i)); err != nil {
 			return err
 		}

@@ -16,69 +16,23 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/stack/stacktest"
 )
 
-// Resource limits (issue 9): what happens when the pool, an event channel
+// Resource limits: what happens when the pool, an event channel
 // or a socket's association is full, and whether 10 000 connections opened
 // and closed leave anything behind. These run on the in-process pair link
 // and need no privileges.
 
-// limPair is two stacks on the in-process link with the socket API, A's
-// pool generous, B's as the test asks.
-type limPair struct {
-	*stacktest.Pair
-	A, B         *api.Stack
-	poolA, poolB *dmapool.Pool
-}
-
-// newLimPair builds the pair; poolB is B's pool size and assocB each B
-// socket's default association (0: api.DefaultAssoc). Cleanup closes the
-// APIs, then checks that both pools are empty and closes them.
-func newLimPair(t *testing.T, cfg stacktest.Config, poolB, assocB int) *limPair {
+// sendDatagram sends n bytes of value v from sock, a socket of s.
+func sendDatagram(t *testing.T, ctx context.Context, s *api.Stack, sock *api.Socket, n int, v byte) {
 	t.Helper()
-	mk := func(size int) *dmapool.Pool {
-		p, err := dmapool.New(dmapool.Config{Size: size, Pin: dmapool.PinOff})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if st := p.Stats(); st.Buffers != 0 {
-				t.Errorf("pool: %d buffers still reserved at the end", st.Buffers)
-			}
-			if err := p.Close(); err != nil {
-				t.Errorf("pool close: %v", err)
-			}
-		})
-		return p
-	}
-	p := &limPair{poolA: mk(64 << 20), poolB: mk(poolB)}
-	p.Pair = stacktest.NewPair(t, cfg)
-	var err error
-	if p.A, err = api.New(p.Pair.A, api.Options{Pool: p.poolA}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.A.Close() })
-	if p.B, err = api.New(p.Pair.B, api.Options{Pool: p.poolB, DefaultAssoc: assocB}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.B.Close() })
-	return p
-}
-
-func limCtx(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// sendDatagram sends n bytes of value v from sock (A's side).
-func (p *limPair) sendDatagram(t *testing.T, ctx context.Context, sock *api.Socket, n int, v byte) {
-	t.Helper()
-	b, err := p.A.Reserve(n)
+	b, err := s.Reserve(n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,8 +54,8 @@ func (p *limPair) sendDatagram(t *testing.T, ctx context.Context, sock *api.Sock
 // datagram that found no memory is delivered late or counted as dropped,
 // never lost without a trace.
 func TestReliabilityPoolExhausted(t *testing.T) {
-	p := newLimPair(t, stacktest.Config{}, 64<<10, 0)
-	ctx := limCtx(t, 30*time.Second)
+	p := apitest.NewPair(t, apitest.PairConfig{PoolB: 64 << 10})
+	ctx := evchantest.Context(t)
 	srv, err := p.B.ListenUDP(netip.MustParseAddrPort("192.0.2.2:7400"))
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +70,7 @@ func TestReliabilityPoolExhausted(t *testing.T) {
 	// (1) Hold every slot.
 	var held []api.Buf
 	for {
-		b, err := p.B.Reserve(p.poolB.SlotSize())
+		b, err := p.B.Reserve(p.PoolB.SlotSize())
 		if err != nil {
 			if !errors.Is(err, dmapool.ErrExhausted) {
 				t.Fatalf("Reserve on a full pool: %v, want ErrExhausted", err)
@@ -140,7 +94,7 @@ func TestReliabilityPoolExhausted(t *testing.T) {
 	t.Logf("holding all %d slots of B's pool", len(held))
 
 	// (2) Zero-copy traffic needs no pool memory.
-	p.sendDatagram(t, ctx, cl, 100, 1)
+	sendDatagram(t, ctx, p.A, cl, 100, 1)
 	b, err := srv.Recv(ctx)
 	if err != nil {
 		t.Fatalf("small datagram with the pool exhausted: %v", err)
@@ -184,7 +138,7 @@ func TestReliabilityPoolExhausted(t *testing.T) {
 
 	// (3) A datagram that must be copied.
 	dropsBefore := srv.Stats().DropsNoPool
-	p.sendDatagram(t, ctx, cl, 4000, 2)
+	sendDatagram(t, ctx, p.A, cl, 4000, 2)
 	start := time.Now()
 	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
 	b, err = srv.Recv(rctx)
@@ -200,7 +154,7 @@ func TestReliabilityPoolExhausted(t *testing.T) {
 
 	// (4) Memory back: the next one arrives intact.
 	releaseHeld()
-	p.sendDatagram(t, ctx, cl, 4000, 3)
+	sendDatagram(t, ctx, p.A, cl, 4000, 3)
 	var got []byte
 	lateDelivered := false
 	for got == nil {
@@ -238,8 +192,8 @@ func TestReliabilityPoolExhausted(t *testing.T) {
 // and a waiting Submit waits (until its context ends). The 8 completions
 // all arrive with their data, no overflow; then there is room again.
 func TestReliabilityChannelFull(t *testing.T) {
-	p := newLimPair(t, stacktest.Config{}, 16<<20, 0)
-	ctx := limCtx(t, 30*time.Second)
+	p := apitest.NewPair(t, apitest.PairConfig{PoolB: 16 << 20})
+	ctx := evchantest.Context(t)
 	ec, err := evchan.New(evchan.Config{Capacity: 8})
 	if err != nil {
 		t.Fatal(err)
@@ -287,7 +241,7 @@ func TestReliabilityChannelFull(t *testing.T) {
 	}
 
 	for i := range n - 1 {
-		p.sendDatagram(t, ctx, cls[i], 64+i, byte(i))
+		sendDatagram(t, ctx, p.A, cls[i], 64+i, byte(i))
 	}
 	evs := make([]evchan.Event, 16)
 	seen := 0
@@ -319,7 +273,7 @@ func TestReliabilityChannelFull(t *testing.T) {
 	if err := p.B.Submit(ctx, false, ops[n-1]); err != nil {
 		t.Fatalf("Submit after the channel drained: %v", err)
 	}
-	p.sendDatagram(t, ctx, cls[n-1], 10, 9)
+	sendDatagram(t, ctx, p.A, cls[n-1], 10, 9)
 	if k, err := ec.Next(ctx, evs[:1]); err != nil || k != 1 || evs[0].Cookie != n-1 {
 		t.Fatalf("last completion: %d %v %+v", k, err, evs[0])
 	}
@@ -341,8 +295,12 @@ func TestReliabilityAssocFull(t *testing.T) {
 		size  = 2 << 20
 	)
 	small := stack.BufferSizes{Min: 4 << 10, Default: 128 << 10, Max: 128 << 10}
-	p := newLimPair(t, stacktest.Config{Stack: stack.Options{TCPSendBuffer: small, TCPReceiveBuffer: small, DisableReceiveAutoTuning: true}}, 16<<20, assoc)
-	ctx := limCtx(t, 50*time.Second)
+	p := apitest.NewPair(t, apitest.PairConfig{
+		Stacks: stacktest.Config{Stack: stack.Options{TCPSendBuffer: small, TCPReceiveBuffer: small, DisableReceiveAutoTuning: true}},
+		PoolB:  16 << 20,
+		AssocB: assoc,
+	})
+	ctx := evchantest.Context(t)
 	ec, err := evchan.New(evchan.Config{Capacity: 4096})
 	if err != nil {
 		t.Fatal(err)
@@ -498,8 +456,8 @@ const churnConns = 10000
 // pools hold no buffer, the goroutines return to their starting count and
 // the file descriptors to theirs: churn leaves nothing behind.
 func TestReliabilityConnectionChurn(t *testing.T) {
-	p := newLimPair(t, stacktest.Config{}, 16<<20, 0)
-	ctx := limCtx(t, 120*time.Second)
+	p := apitest.NewPair(t, apitest.PairConfig{PoolB: 16 << 20})
+	ctx := evchantest.Context(t)
 	ln, err := p.B.ListenTCP(netip.MustParseAddrPort("192.0.2.2:7430"))
 	if err != nil {
 		t.Fatal(err)
@@ -575,16 +533,16 @@ func TestReliabilityConnectionChurn(t *testing.T) {
 	el := time.Since(start)
 	t.Logf("%d connections opened, used and closed in %v (%.0f/s)", churnConns, el.Round(time.Millisecond), churnConns/el.Seconds())
 
-	if st := p.poolA.Stats(); st.Buffers != 0 {
+	if st := p.PoolA.Stats(); st.Buffers != 0 {
 		t.Errorf("A's pool holds %d buffers after the churn", st.Buffers)
 	}
-	if st := p.poolB.Stats(); st.Buffers != 0 {
+	if st := p.PoolB.Stats(); st.Buffers != 0 {
 		t.Errorf("B's pool holds %d buffers after the churn", st.Buffers)
 	}
-	if !relWaitFor(10*time.Second, func() bool { return runtime.NumGoroutine() <= baseG }) {
+	if !evchantest.Poll(10*time.Second, func() bool { return runtime.NumGoroutine() <= baseG }) {
 		t.Errorf("%d goroutines after the churn, %d before", runtime.NumGoroutine(), baseG)
 	}
-	if !relWaitFor(10*time.Second, func() bool { return openFDs(t) <= baseFD }) {
+	if !evchantest.Poll(10*time.Second, func() bool { return openFDs(t) <= baseFD }) {
 		t.Errorf("%d file descriptors open after the churn, %d before", openFDs(t), baseFD)
 	}
 	c := p.Pair.B.Counters()

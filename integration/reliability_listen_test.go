@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+	"github.com/zcnet/zcnet/api/apitest"
 	"github.com/zcnet/zcnet/stack/stacktest"
 )
 
@@ -22,7 +23,7 @@ import (
 // specific address, which no NIC has (EADDRNOTAVAIL), and the zero-copy
 // flow is registered under it, which no packet's key names.
 func TestReliabilityListenUnspecified(t *testing.T) {
-	p := newLimPair(t, stacktest.Config{}, 16<<20, 0)
+	p := apitest.NewPair(t, apitest.PairConfig{PoolB: 16 << 20})
 	n := p.B.Net()
 	for i, addr := range []string{"0.0.0.0", "::"} {
 		port := 7440 + 2*i

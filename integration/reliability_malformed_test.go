@@ -15,6 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/integration/hostile"
 )
 
@@ -125,7 +126,7 @@ func (m *malTarget) run(t *testing.T, cases []malformedCase) {
 				}
 			}
 			accounted := func() uint64 { return relDelta(before, m.e.counters(), c.counters...) }
-			if !relWaitFor(5*time.Second, func() bool { return accounted() >= malReps }) {
+			if !evchantest.Poll(5*time.Second, func() bool { return accounted() >= malReps }) {
 				t.Errorf("%d instances sent, counters %v moved by %d; all that moved: %s",
 					malReps, c.counters, accounted(), movedCounters(before, m.e.counters()))
 				return
@@ -218,10 +219,10 @@ func TestReliabilityMalformedFrames(t *testing.T) {
 		// In batches of 100, so that the TAP's queue (500 frames) never
 		// overflows while a slow reader (the race detector) catches up.
 		if i%100 == 99 {
-			relWaitFor(5*time.Second, func() bool { return relDelta(before, e.counters(), "tap.RxFrames") > uint64(i) })
+			evchantest.Poll(5*time.Second, func() bool { return relDelta(before, e.counters(), "tap.RxFrames") > uint64(i) })
 		}
 	}
-	if !relWaitFor(10*time.Second, func() bool { return relDelta(before, e.counters(), "tap.RxFrames") >= noise }) {
+	if !evchantest.Poll(10*time.Second, func() bool { return relDelta(before, e.counters(), "tap.RxFrames") >= noise }) {
 		t.Errorf("noise: %d of %d frames reached the link", relDelta(before, e.counters(), "tap.RxFrames"), noise)
 	}
 	t.Logf("noise: %d frames; moved: %s", noise, movedCounters(before, e.counters()))

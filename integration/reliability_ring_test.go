@@ -17,12 +17,13 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/dmapool"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/stack/link/ring"
 	"github.com/zcnet/zcnet/stack/link/ring/ringtest"
 )
 
-// A misbehaving ring peer (issue 9): the stack under test serves on the
+// A misbehaving ring peer: the stack under test serves on the
 // stack side of a shared-memory ring; its peer is a second stack sending it
 // a SHA-256-checked transfer, and the same peer writes, between its honest
 // frames, every kind of malformed ring entry (ring.Fault: out-of-range
@@ -63,7 +64,7 @@ func TestReliabilityRingHostilePeer(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- ringTransfer(ctx, pa, port, s) }()
-	if !relWaitFor(30*time.Second, func() bool { return link.Stats().RxBytes > 1<<20 }) {
+	if !evchantest.Poll(30*time.Second, func() bool { return link.Stats().RxBytes > 1<<20 }) {
 		t.Fatal("the transfer did not start")
 	}
 	before := link.Stats()

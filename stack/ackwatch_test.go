@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -17,6 +16,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/stack/stacktest"
 )
@@ -123,7 +123,7 @@ func TestWatchAcksNeedsTheOption(t *testing.T) {
 	if p.A.TCPAckEvents() {
 		t.Fatal("TCPAckEvents is on without the option")
 	}
-	a, _ := connectRaw(tctx(t), t, p, 9)
+	a, _ := connectRaw(evchantest.Context(t), t, p, 9)
 	if _, err := p.A.WatchAcks(a.ep, nil); !errors.Is(err, stack.ErrAckEventsOff) {
 		t.Fatalf("WatchAcks on a stack without TCPAckEvents: %v, want ErrAckEventsOff", err)
 	}
@@ -151,7 +151,7 @@ func TestWatchAcksRejects(t *testing.T) {
 	if _, err := p.A.WatchAcks(tep, nil); !errors.Is(err, stack.ErrInvalidOptions) {
 		t.Errorf("WatchAcks(unconnected endpoint) = %v, want ErrInvalidOptions", err)
 	}
-	a, _ := connectRaw(tctx(t), t, p, 9)
+	a, _ := connectRaw(evchantest.Context(t), t, p, 9)
 	w, err := p.A.WatchAcks(a.ep, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -176,7 +176,7 @@ func TestAckWatchNeverAhead(t *testing.T) {
 	const window = 64 << 10
 	small := stack.BufferSizes{Min: 4 << 10, Default: window, Max: window}
 	p := stacktest.NewPair(t, stacktest.Config{Stack: stack.Options{TCPAckEvents: true, TCPReceiveBuffer: small, DisableReceiveAutoTuning: true}})
-	ctx := tctx(t)
+	ctx := evchantest.Context(t)
 	a, b := connectRaw(ctx, t, p, 9)
 	var ahead atomic.Int64 // the worst lead of Acked over Written seen by notify
 	notified := make(chan struct{}, 1)
@@ -238,7 +238,7 @@ func TestAckWatchNeverAhead(t *testing.T) {
 // closes.
 func TestAckWatchCountsToTheFIN(t *testing.T) {
 	p := stacktest.NewPair(t, stacktest.Config{Stack: stack.Options{TCPAckEvents: true}})
-	ctx := tctx(t)
+	ctx := evchantest.Context(t)
 	a, b := connectRaw(ctx, t, p, 9)
 	notified := make(chan struct{}, 1)
 	w, err := p.A.WatchAcks(a.ep, func() {
@@ -294,12 +294,6 @@ func TestAckWatchCountsToTheFIN(t *testing.T) {
 	}
 }
 
-func tctx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // BenchmarkTCPAckEvents measures what Options.TCPAckEvents costs a bulk TCP
 // stream over the in-process pair, with gVisor's endpoints used directly:
 // "off" is the baseline; "probe" turns the option on for both stacks, so
@@ -308,8 +302,6 @@ func tctx(t *testing.T) context.Context {
 // api socket on such a stack does (the copy into the send buffer then
 // happens with the endpoint locked). Nobody asks for acknowledgement
 // completions: this is the price of having them available.
-//
-//	go test -run x -bench TCPAckEvents -benchmem -count 10 ./stack/
 func BenchmarkTCPAckEvents(b *testing.B) {
 	for _, tc := range []struct {
 		name      string

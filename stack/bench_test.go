@@ -16,8 +16,6 @@ import (
 // different default/max buffer sizes; it justifies DefaultTCPSendBuffer and
 // DefaultTCPReceiveBuffer. gVisor's own defaults (1 MiB, max 4 MiB) are the
 // baseline.
-//
-//	go test -run x -bench TCPBuffer -count 5 ./stack/
 func BenchmarkTCPBuffer(b *testing.B) {
 	for _, tc := range []struct {
 		name string

@@ -40,9 +40,9 @@ type BufferSizes struct {
 // the window of a single stream at a bandwidth-delay product a 10 Gbit/s
 // link with a 1 ms round trip already exceeds; larger maxima cost nothing
 // until a connection has that much in flight. BenchmarkTCPBuffer in this
-// package compares the sizes; on the loaded machine it last ran on, over
-// the in-process pair, they were within noise of each other, so these
-// defaults still await a measurement over a TAP on a quiet machine.
+// package compares the sizes (the README has its figures); over the
+// in-process pair it has not told them apart, so these defaults rest on
+// the bandwidth-delay argument until a TAP measurement does.
 var (
 	DefaultTCPSendBuffer    = BufferSizes{Min: 4 << 10, Default: 4 << 20, Max: 16 << 20}
 	DefaultTCPReceiveBuffer = BufferSizes{Min: 4 << 10, Default: 4 << 20, Max: 16 << 20}
@@ -91,14 +91,10 @@ type Options struct {
 	// it costs on every connection of the stack: gVisor then copies an
 	// endpoint's whole state after every received segment (the TCP probe),
 	// and watched connections copy written data into the send buffer with
-	// the endpoint locked. BenchmarkTCPAckEvents measures it over the
-	// in-process pair: about 570 KB and 800 more heap allocations per MiB
-	// streamed (some 520 bytes per received segment, gVisor's state copy);
-	// zcnet's own share is 40–60 ns per segment, 150 ns on a watched
-	// connection, allocation-free (BenchmarkAckProbe). Throughput was
-	// within the noise of a shared, overloaded 2-vCPU machine (medians of
-	// 10 interleaved runs: 94 MB/s off, 80 probe only, 116 watched), so a
-	// throughput figure still awaits a quiet machine.
+	// the endpoint locked. BenchmarkTCPAckEvents measures the whole cost
+	// over the in-process pair, most of it heap allocated by gVisor's state
+	// copy; BenchmarkAckProbe measures zcnet's own share, which allocates
+	// nothing. The README has the figures.
 	TCPAckEvents bool
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
-	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -15,6 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack/link/pair"
 )
 
@@ -257,16 +257,11 @@ func (fs *fuzzStack) deliver(tb testing.TB, frame []byte) {
 		tb.Fatalf("WritePackets: %d, %v", n, terr)
 	}
 	fs.sent++
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	if !evchantest.Poll(evchantest.Timeout, func() bool {
 		s := fs.rx.Stats()
-		if s.RxFrames+s.RxDropsBadFrame >= fs.sent {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("frame %d not processed in 5 s: %+v", fs.sent, s)
-		}
-		time.Sleep(10 * time.Microsecond)
+		return s.RxFrames+s.RxDropsBadFrame >= fs.sent
+	}) {
+		tb.Fatalf("frame %d not processed in %v: %+v", fs.sent, evchantest.Timeout, fs.rx.Stats())
 	}
 }
 

@@ -1,6 +1,7 @@
 package tap
 
 import (
+	"encoding/binary"
 	"hash/maphash"
 	"sync/atomic"
 	"time"
@@ -49,13 +50,36 @@ import (
 //     of the class before they reach the stack, counted by reason
 //     (RxDropFloodSYN, RxDropFloodCtl).
 //  6. A refused SYN is remembered (its source, ports and sequence number,
-//     hashed, in a small table); when it comes again — a client's
-//     retransmission, one second later for Linux — it is admitted even
-//     over the budget, up to twice the budget. A flood of fresh SYNs does
-//     not retransmit, so a real client's second try gets through.
+//     hashed, in a filter of bits, refusedFilter); when it comes again —
+//     a client's retransmission, one second later for Linux, then two,
+//     four... — it is admitted even over the budget, up to twice the
+//     budget. A flood of fresh SYNs does not retransmit, so a real
+//     client's second try gets through. The filter remembers every
+//     refused SYN for two to four seconds, however fast they come (a
+//     table of one slot per SYN would be overwritten by a flood within
+//     milliseconds, long before the retransmission); at a flood's rate
+//     some flood SYNs match by chance, and those are what rule 6 admits
+//     besides retransmissions, within its bound.
 //  7. While the link refuses SYNs it tells the stack (SYNPressure), which
 //     turns SYN cookies on for every listener: a SYN then costs the
 //     listener no half-open connection, and it answers more of them.
+//  8. A segment that completes a handshake the listener answered (an ACK,
+//     with or without payload, whose acknowledgment number is one past
+//     the sequence number of a SYN-ACK the stack sent to its source and
+//     port: with SYN cookies, the cookie plus one) is admitted over the
+//     control budget, up to twice the budget. The link remembers the
+//     SYN-ACKs it sends while anything is owed (hashed, in a table like
+//     rule 6's). Without this a SYN flood shuts new clients out through
+//     the control class: every SYN-ACK the listener sends to a spoofed
+//     source draws a RST from it (or from the host that owns the
+//     address), those RSTs fill the control budget, and a real client's
+//     final ACK and first data, which go to the listener until it has
+//     made the connection, are refused with them. To forge a match an
+//     attacker must see the SYN-ACKs, as for SYN cookies themselves.
+//  9. A RST for a listener is dropped here and counted in
+//     RxDropFloodCtl, charged to nothing: a listener ignores RSTs
+//     (RFC 9293 §3.10.7.2), so delivering them would cost the stack
+//     work and the control class budget for nothing.
 //
 // New connections keep working during a SYN flood: the listener keeps
 // answering the SYNs it gets, a legitimate SYN is admitted in the
@@ -69,9 +93,17 @@ import (
 // for an established connection's exact 4-tuple (an attacker must know
 // it).
 const (
-	admitLimit        = 2048
-	admitLeakPerSec   = 1024
-	admitRefusedSlots = 4096
+	admitLimit      = 2048
+	admitLeakPerSec = 1024
+	// admitRefusedBits is the size of each of refusedFilter's two
+	// generations, and admitRefusedEpoch how long a generation is
+	// current: a refused SYN is remembered for one to two epochs.
+	admitRefusedBits  = 1 << 21
+	admitRefusedEpoch = 2 * time.Second
+	// admitHandshakeSlots is rule 8's table: a client answers a
+	// SYN-ACK within a round trip, so a slot has to outlive only the
+	// SYN-ACKs the listener sends in that time, under a flood too.
+	admitHandshakeSlots = 16384
 )
 
 // SetSYNPressure installs fn (nil removes it); package stack installs one
@@ -108,11 +140,14 @@ type admission struct {
 	// charged marks the local ports the link has charged control
 	// segments to, one bit each: only RSTs from them pay back.
 	charged [1 << 16 / 64]atomic.Uint64
-	// refused remembers refused SYNs (see rule 6): a slot holds the
-	// hash of one, or zero.
-	refused [admitRefusedSlots]atomic.Uint64
-	seed    maphash.Seed
-	ctl     admitClass
+	// refused remembers refused SYNs (see rule 6).
+	refused refusedFilter
+	// answered remembers the SYN-ACKs the stack sent while anything was
+	// owed (rule 8): a slot holds the hash of the segment that would
+	// complete the handshake, or zero.
+	answered [admitHandshakeSlots]atomic.Uint64
+	seed     maphash.Seed
+	ctl      admitClass
 	// noLeak turns the leak off (tests: what the stack's answers pay back,
 	// alone). Set before the readers start.
 	noLeak bool
@@ -171,6 +206,20 @@ func (c *admitClass) pay(n int64) {
 // synKey hashes a SYN's source address, ports and sequence number (never
 // zero).
 func (a *admission) synKey(frame []byte, l4off int) uint64 {
+	return a.segKey(frame, frame[l4off:l4off+4], frame[l4off+4:l4off+8])
+}
+
+// ackKey hashes a received segment's source address, ports and
+// acknowledgment number (never zero): a handshake-completing segment's
+// ackKey equals handshakeKey of the SYN-ACK it answers.
+func (a *admission) ackKey(frame []byte, l4off int) uint64 {
+	return a.segKey(frame, frame[l4off:l4off+4], frame[l4off+8:l4off+12])
+}
+
+// segKey hashes the source address of the IP header in frame (an Ethernet
+// frame), the ports as they stand in a received TCP header (the peer's,
+// then ours) and a sequence or acknowledgment number (never zero).
+func (a *admission) segKey(frame, ports, num []byte) uint64 {
 	var h maphash.Hash
 	h.SetSeed(a.seed)
 	if header.Ethernet(frame).Type() == header.IPv4ProtocolNumber {
@@ -178,22 +227,126 @@ func (a *admission) synKey(frame []byte, l4off int) uint64 {
 	} else {
 		h.Write(frame[header.EthernetMinimumSize+8 : header.EthernetMinimumSize+24])
 	}
-	h.Write(frame[l4off : l4off+8]) // ports and sequence number
+	h.Write(ports)
+	h.Write(num)
 	return h.Sum64() | 1
+}
+
+// handshakeKey hashes what the segment completing the handshake of
+// SYN-ACK th (a TCP header the stack sends over IP header ip) will carry:
+// the SYN-ACK's destination address as its source, the ports swapped,
+// and the SYN-ACK's sequence number plus one as its acknowledgment
+// number, in the layout of segKey. ok is false if ip is not an IPv4 or
+// IPv6 header.
+func (a *admission) handshakeKey(ip []byte, th header.TCP) (uint64, bool) {
+	var h maphash.Hash
+	h.SetSeed(a.seed)
+	switch {
+	case len(ip) >= header.IPv4MinimumSize && ip[0]>>4 == 4:
+		h.Write(ip[16:20])
+	case len(ip) >= header.IPv6MinimumSize && ip[0]>>4 == 6:
+		h.Write(ip[24:40])
+	default:
+		return 0, false
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint16(b[0:], th.DestinationPort())
+	binary.BigEndian.PutUint16(b[2:], th.SourcePort())
+	binary.BigEndian.PutUint32(b[4:], th.SequenceNumber()+1)
+	h.Write(b[:])
+	return h.Sum64() | 1, true
+}
+
+// completes reports whether a segment to a listener over the control
+// budget completes a handshake the stack answered (rule 8), and if so
+// (and the class owes less than twice the budget) admits it.
+func (a *admission) completes(frame []byte, l4off int) bool {
+	k := a.ackKey(frame, l4off)
+	if a.answered[k%admitHandshakeSlots].Load() != k || a.ctl.owed.Load() >= 2*admitLimit {
+		return false
+	}
+	a.ctl.owed.Add(1)
+	return true
 }
 
 // retried reports whether a SYN over the budget is a retransmission of
 // one refused before, and if so (and the class owes less than twice the
 // budget) admits it; otherwise it remembers the SYN as refused.
 func (a *admission) retried(frame []byte, l4off int) bool {
-	k := a.synKey(frame, l4off)
-	slot := &a.refused[k%admitRefusedSlots]
-	if slot.Load() == k && a.syn.owed.Load() < 2*admitLimit && slot.CompareAndSwap(k, 0) {
+	k, now := a.synKey(frame, l4off), admitNow()
+	if a.refused.has(k, now) && a.syn.owed.Load() < 2*admitLimit {
 		a.syn.owed.Add(1)
 		return true
 	}
-	slot.Store(k)
+	a.refused.add(k, now)
 	return false
+}
+
+// refusedFilter is the memory of refused SYNs (rule 6): two generations
+// of a filter of bits (a Bloom filter with two bits per key), the current
+// one, where keys are added, and the one before. A key added is found for
+// at least one epoch (admitRefusedEpoch) and at most two; a key never
+// added is found by chance with the probability that both its bits are
+// set, which grows with the SYNs refused per epoch. All words are
+// atomics: the link's readers add and test concurrently. A reader may
+// test a generation while another clears it on rotation; that only makes
+// a lookup miss or match by chance once, which rule 6's bound covers.
+type refusedFilter struct {
+	// epoch is the number of the current epoch (now divided by
+	// admitRefusedEpoch); gens[epoch%2] is its generation.
+	epoch atomic.Int64
+	gens  [2][admitRefusedBits / 64]atomic.Uint64
+}
+
+// rotate makes the generation of now's epoch current, clearing what it
+// held before, and returns the epoch.
+func (f *refusedFilter) rotate(now int64) int64 {
+	e := now / int64(admitRefusedEpoch)
+	for {
+		cur := f.epoch.Load()
+		if e <= cur {
+			return cur // the clock stepped back: stay in the newer epoch
+		}
+		if f.epoch.CompareAndSwap(cur, e) {
+			f.clear(int(e % 2))
+			if e-cur >= 2 {
+				f.clear(int((e + 1) % 2)) // the epoch before held nothing
+			}
+			return e
+		}
+	}
+}
+
+func (f *refusedFilter) clear(g int) {
+	for i := range f.gens[g] {
+		f.gens[g][i].Store(0)
+	}
+}
+
+// refusedBits returns key k's two bit positions.
+func refusedBits(k uint64) (uint64, uint64) {
+	return k % admitRefusedBits, (k >> 32) % admitRefusedBits
+}
+
+// has reports whether k was added in the current epoch or the one before.
+func (f *refusedFilter) has(k uint64, now int64) bool {
+	e := f.rotate(now)
+	b1, b2 := refusedBits(k)
+	for _, g := range [2]int64{e % 2, (e + 1) % 2} {
+		w := &f.gens[g]
+		if w[b1/64].Load()&(1<<(b1%64)) != 0 && w[b2/64].Load()&(1<<(b2%64)) != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// add adds k to the current epoch's generation.
+func (f *refusedFilter) add(k uint64, now int64) {
+	w := &f.gens[f.rotate(now)%2]
+	b1, b2 := refusedBits(k)
+	w[b1/64].Or(1 << (b1 % 64))
+	w[b2/64].Or(1 << (b2 % 64))
 }
 
 // setPressure records a change of SYN pressure and tells the hook.
@@ -222,6 +375,9 @@ func (a *admission) noteTx(pkt *stack.PacketBuffer) {
 	switch f := header.TCP(th).Flags(); {
 	case f.Contains(header.TCPFlagSyn | header.TCPFlagAck):
 		a.syn.pay(1)
+		if k, ok := a.handshakeKey(pkt.NetworkHeader().Slice(), th); ok {
+			a.answered[k%admitHandshakeSlots].Store(k)
+		}
 	case f.Contains(header.TCPFlagRst):
 		if a.wasCharged(header.TCP(th).SourcePort()) {
 			a.ctl.pay(1)
@@ -287,7 +443,7 @@ func (q *queue) admitControl(head []byte, n int, fr *frame.Repr, ferr error) boo
 			return false
 		}
 		a.markCharged(fr.DstPort)
-		if !a.ctl.charge(admitLimit, !a.noLeak) {
+		if !a.ctl.charge(admitLimit, !a.noLeak) && !(flags&header.TCPFlagAck != 0 && a.completes(head, l4off)) {
 			q.c.dropFloodCtl.Add(1)
 			return true
 		}
@@ -306,9 +462,16 @@ func (q *queue) admitControl(head []byte, n int, fr *frame.Repr, ferr error) boo
 		class = &a.syn
 	}
 	if class == &a.ctl {
+		if flags&header.TCPFlagRst != 0 && flags&header.TCPFlagSyn == 0 {
+			// Rule 9: the listener would ignore it.
+			q.c.dropFloodCtl.Add(1)
+			return true
+		}
 		a.markCharged(fr.DstPort)
 	}
-	if class != nil && !class.charge(admitLimit, !a.noLeak) && !(class == &a.syn && a.retried(head, l4off)) {
+	if class != nil && !class.charge(admitLimit, !a.noLeak) &&
+		!(class == &a.syn && a.retried(head, l4off)) &&
+		!(class == &a.ctl && flags&header.TCPFlagAck != 0 && a.completes(head, l4off)) {
 		if class == &a.syn {
 			q.c.dropFloodSYN.Add(1)
 			a.setPressure(true)

@@ -2,13 +2,16 @@ package tap
 
 import (
 	"encoding/binary"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
@@ -63,7 +66,7 @@ func TestAdmissionBoundsUnansweredSYNs(t *testing.T) {
 		}
 	}
 	// Each frame ends delivered or dropped; wait for the last to end.
-	if !waitFor(10*time.Second, func() bool { return d.n.Load()+int64(link.Stats().RxDropFloodSYN) == sent }) {
+	if !evchantest.Poll(10*time.Second, func() bool { return d.n.Load()+int64(link.Stats().RxDropFloodSYN) == sent }) {
 		t.Fatalf("link read %d of %d frames, delivered %d, dropped %d", link.Stats().RxFrames, sent, d.n.Load(), link.Stats().RxDropFloodSYN)
 	}
 	elapsed := time.Since(start)
@@ -119,7 +122,7 @@ func TestAdmissionPaidBackByAnswers(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if !waitFor(10*time.Second, func() bool { return ended() == before+int64(n) }) {
+		if !evchantest.Poll(10*time.Second, func() bool { return ended() == before+int64(n) }) {
 			t.Fatalf("%d of %d frames delivered or dropped", ended()-before, n)
 		}
 	}
@@ -130,7 +133,7 @@ func TestAdmissionPaidBackByAnswers(t *testing.T) {
 		if err := peer.Write(withVnet(vnetHdr{}, synFrom(port, flags))); err != nil {
 			t.Fatal(err)
 		}
-		if !waitFor(10*time.Second, func() bool {
+		if !evchantest.Poll(10*time.Second, func() bool {
 			st := link.Stats()
 			return d.n.Load()+int64(st.RxDropFloodSYN+st.RxDropFloodCtl) == before+1
 		}) {
@@ -195,7 +198,7 @@ func TestAdmissionPaidBackByAnswers(t *testing.T) {
 		defer pmu.Unlock()
 		return append([]bool(nil), pressure...)
 	}
-	if !waitFor(5*time.Second, func() bool { return len(reported()) >= 2 }) {
+	if !evchantest.Poll(5*time.Second, func() bool { return len(reported()) >= 2 }) {
 		t.Fatalf("SYN pressure reports %v, want [true false]", reported())
 	}
 	if p := reported(); len(p) != 2 || !p[0] || p[1] {
@@ -235,5 +238,158 @@ func lookupBy(est *atomic.Bool) link.ConnLookup {
 			return link.ConnEstablished
 		}
 		return link.ConnListener
+	}
+}
+
+// segment is a TCP segment from the peer's port port to the stack's port
+// 80 with the given flags, acknowledgment number and payload.
+func segment(port uint16, flags header.TCPFlags, ack uint32, payload []byte) []byte {
+	tl := header.TCPMinimumSize + len(payload)
+	b := make([]byte, header.EthernetMinimumSize+header.IPv4MinimumSize+tl)
+	header.Ethernet(b).Encode(&header.EthernetFields{SrcAddr: peerMAC, DstAddr: stackMAC, Type: header.IPv4ProtocolNumber})
+	ip := header.IPv4(b[header.EthernetMinimumSize:])
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(header.IPv4MinimumSize + tl), TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: v4Peer, DstAddr: v4Stack})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	tcp := header.TCP(ip.Payload())
+	tcp.Encode(&header.TCPFields{SrcPort: port, DstPort: 80, SeqNum: 7000, AckNum: ack, DataOffset: header.TCPMinimumSize, Flags: flags, WindowSize: 65535})
+	copy(tcp.Payload(), payload)
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, v4Peer, v4Stack, uint16(tl))
+	xsum = checksum.Checksum(payload, xsum)
+	tcp.SetChecksum(^tcp.CalculateChecksum(xsum))
+	return b
+}
+
+// TestAdmissionHandshakeAndRSTs checks rules 8 and 9 of admission: with
+// the control budget spent, the segments that complete a handshake the
+// stack answered with a SYN-ACK (its final ACK, and data acknowledging
+// the SYN-ACK) are still delivered, and no other ACK is; a RST for a
+// listener is dropped and counted, and charges nothing.
+func TestAdmissionHandshakeAndRSTs(t *testing.T) {
+	link, _, peer := newPeerLink(t, OffloadOn)
+	link.Attach(nil)
+	link.Wait()
+	link.adm.noLeak = true
+	d := &holdingDispatcher{}
+	var established atomic.Bool
+	link.SetConnLookup(lookupBy(&established))
+	link.Attach(d)
+	ended := func() int64 {
+		st := link.Stats()
+		return d.n.Load() + int64(st.RxDropFloodSYN+st.RxDropFloodCtl)
+	}
+	// deliver sends frames and reports how many reached the stack.
+	deliver := func(frames ...[]byte) int64 {
+		t.Helper()
+		before, delivered := ended(), d.n.Load()
+		for _, f := range frames {
+			if err := peer.Write(withVnet(vnetHdr{}, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !evchantest.Poll(10*time.Second, func() bool { return ended() == before+int64(len(frames)) }) {
+			t.Fatalf("%d of %d frames delivered or dropped", ended()-before, len(frames))
+		}
+		return d.n.Load() - delivered
+	}
+
+	// RSTs for a listener: dropped while the budget is unspent, counted,
+	// and charged to nothing, so the whole budget of ACKs gets in after
+	// them.
+	var rsts [][]byte
+	for i := range 10 {
+		rsts = append(rsts, segment(uint16(3000+i), header.TCPFlagRst, 0, nil))
+	}
+	rsts = append(rsts, segment(3100, header.TCPFlagRst|header.TCPFlagAck, 1, nil))
+	if got := deliver(rsts...); got != 0 || link.Stats().RxDropFloodCtl != 11 {
+		t.Fatalf("%d of 11 RSTs for a listener delivered, %d counted as dropped", got, link.Stats().RxDropFloodCtl)
+	}
+	var acks [][]byte
+	for i := range admitLimit {
+		acks = append(acks, segment(uint16(4000+i), header.TCPFlagAck, 1, nil))
+	}
+	if got := deliver(acks...); got != admitLimit {
+		t.Fatalf("after RSTs, %d of %d ACKs (the budget) delivered", got, admitLimit)
+	}
+	if got := deliver(segment(9000, header.TCPFlagAck, 1, nil)); got != 0 {
+		t.Fatal("an ACK over the control budget was delivered")
+	}
+
+	// The stack answers a SYN from port 40000 with a SYN-ACK whose
+	// sequence number is 5000 (as a cookie would be).
+	var pkts stack.PacketBufferList
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: 128})
+	header.TCP(pkt.TransportHeader().Push(header.TCPMinimumSize)).Encode(&header.TCPFields{
+		SrcPort: 80, DstPort: 40000, SeqNum: 5000, AckNum: 1001, DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagSyn | header.TCPFlagAck, WindowSize: 65535})
+	pkt.TransportProtocolNumber = header.TCPProtocolNumber
+	header.IPv4(pkt.NetworkHeader().Push(header.IPv4MinimumSize)).Encode(&header.IPv4Fields{
+		TotalLength: header.IPv4MinimumSize + header.TCPMinimumSize, TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: v4Stack, DstAddr: v4Peer})
+	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
+	pkt.EgressRoute.RemoteLinkAddress = tcpip.LinkAddress(peerMAC)
+	link.AddHeader(pkt)
+	pkts.PushBack(pkt)
+	if _, err := link.WritePackets(pkts); err != nil {
+		t.Fatal(err)
+	}
+	pkts.DecRef()
+	peer.Drain(50 * time.Millisecond)
+
+	// Its final ACK and data acknowledging the SYN-ACK get in over the
+	// budget; ACKs of another number or from another port do not.
+	if got := deliver(segment(40000, header.TCPFlagAck, 5001, nil), segment(40000, header.TCPFlagAck|header.TCPFlagPsh, 5001, []byte("first data"))); got != 2 {
+		t.Fatalf("%d of 2 segments completing an answered handshake delivered over the budget", got)
+	}
+	if got := deliver(segment(40000, header.TCPFlagAck, 5002, nil), segment(40001, header.TCPFlagAck, 5001, nil),
+		segment(40000, header.TCPFlagAck|header.TCPFlagPsh, 4999, []byte("stray"))); got != 0 {
+		t.Fatalf("%d of 3 segments completing no answered handshake delivered over the budget", got)
+	}
+	if got := link.adm.ctl.owed.Load(); got != admitLimit+2 {
+		t.Fatalf("control class owes %d, want the budget and the 2 handshake segments, %d", got, admitLimit+2)
+	}
+	link.Attach(nil)
+	link.Wait()
+}
+
+// TestRefusedFilter checks rule 6's memory: a refused SYN is found again
+// for at least one epoch after it was added and not after two, however
+// many other SYNs were refused meanwhile (a table of slots would have
+// forgotten it), and SYNs never refused are rarely taken for
+// retransmissions.
+func TestRefusedFilter(t *testing.T) {
+	f := new(refusedFilter)
+	epoch := int64(admitRefusedEpoch)
+	t0 := 1000*epoch + epoch - 1 // the last nanosecond of an epoch
+	rng := rand.New(rand.NewPCG(1, 2))
+	const legit = 0x9e3779b97f4a7c15
+	f.add(legit, t0)
+	// A flood refused in the next epoch: 100 000 SYNs, far more than
+	// admitRefusedBits / 64 words could hold as slots.
+	for range 100_000 {
+		f.add(rng.Uint64()|1, t0+1)
+	}
+	if !f.has(legit, t0+epoch) {
+		t.Fatal("a refused SYN was forgotten within one epoch, under a flood")
+	}
+	chance := 0
+	for range 100_000 {
+		if f.has(rng.Uint64()|1, t0+epoch) {
+			chance++
+		}
+	}
+	// 100 000 keys of two bits in 2^21 bits: about 0.9% match by chance.
+	if chance > 2_000 {
+		t.Fatalf("%d of 100 000 SYNs never refused taken for retransmissions", chance)
+	}
+	if f.has(legit, t0+epoch+1) {
+		t.Fatal("a refused SYN still remembered two epochs after the one it was added in")
+	}
+	// A jump of several epochs forgets everything.
+	f.add(legit, t0+2*epoch+1)
+	if f.has(legit, t0+10*epoch) {
+		t.Fatal("a refused SYN remembered after a jump of the clock")
+	}
+	// The clock stepping back stays in the newer epoch.
+	f.add(legit, t0+10*epoch)
+	if !f.has(legit, t0) {
+		t.Fatal("a refused SYN forgotten when the clock stepped back")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/tap/taptest"
 )
 
@@ -53,7 +54,7 @@ func TestUncheckableDropped(t *testing.T) {
 	if err := peer.Write(withVnet(vnetHdr{}, b)); err != nil {
 		t.Fatal(err)
 	}
-	if !waitFor(5*time.Second, func() bool { return link.Stats().RxDropUncheckable+uint64(d.n.Load()) == 1 }) {
+	if !evchantest.Poll(5*time.Second, func() bool { return link.Stats().RxDropUncheckable+uint64(d.n.Load()) == 1 }) {
 		t.Fatalf("frame neither dropped nor delivered: %+v", link.Stats())
 	}
 	if st := link.Stats(); st.RxDropUncheckable != 1 || d.n.Load() != 0 {
@@ -74,7 +75,7 @@ func TestNotAttachedDropped(t *testing.T) {
 	if err := peer.Write(withVnet(vnetHdr{}, tcpSYN())); err != nil {
 		t.Fatal(err)
 	}
-	if !waitFor(5*time.Second, func() bool { return link.Stats().RxDropNotAttached == 1 }) {
+	if !evchantest.Poll(5*time.Second, func() bool { return link.Stats().RxDropNotAttached == 1 }) {
 		t.Fatalf("RxDropNotAttached %d after a frame with no dispatcher, want 1", link.Stats().RxDropNotAttached)
 	}
 }

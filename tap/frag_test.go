@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -554,7 +556,7 @@ func TestFragCheckerExpiryTimer(t *testing.T) {
 	}
 	fc.add(buffer.NewViewWithData(f[0]), nil, &fi)
 	// Nothing else arrives: the timer must drop it.
-	if !waitFor(5*time.Second, func() bool { n, _, _ := fc.held(); return n == 0 }) {
+	if !evchantest.Poll(5*time.Second, func() bool { n, _, _ := fc.held(); return n == 0 }) {
 		t.Fatal("the held fragment did not expire")
 	}
 	if got := c.dropFragExpired.Load(); got != 1 {
@@ -922,6 +924,7 @@ func tcpSegment4(src uint16, n int) []byte {
 func TestFragmentedSegmentsAdmitted(t *testing.T) {
 	d := &recordingDispatcher{}
 	q := fuzzLink(t, d)
+	q.link.adm.seed = maphash.MakeSeed() // as newLink does
 	q.link.adm.noLeak = true
 	var est atomic.Bool
 	q.link.SetConnLookup(lookupBy(&est))

@@ -190,22 +190,6 @@ func (p *prngReader) Read(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// waitFor polls cond every few milliseconds until it holds or timeout
-// passes; it reports whether cond held. For conditions with no event to
-// wait on (counters of another goroutine).
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // checkFrameChecksums checks, with gVisor's header package alone (not the
 // link's own verifier), the IPv4 header checksum and the TCP, UDP and
 // ICMPv4 checksums of an Ethernet frame. ok is false for a frame that is

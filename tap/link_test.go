@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack/link"
 	"github.com/zcnet/zcnet/tap/taptest"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -446,7 +447,7 @@ func TestTransmitChecksums(t *testing.T) {
 	}
 	// The writer counts a frame after writev returns, which may be after
 	// the peer has read it.
-	if !waitFor(5*time.Second, func() bool { return link.Stats().TxFrames >= 2 }) {
+	if !evchantest.Poll(5*time.Second, func() bool { return link.Stats().TxFrames >= 2 }) {
 		t.Errorf("TxFrames %d, want ≥ 2", link.Stats().TxFrames)
 	}
 }
@@ -495,7 +496,7 @@ func TestAttachDetach(t *testing.T) {
 	if err := peer.Write(withVnet(vnetHdr{}, udpFrame(frameSpec{payload: []byte("to d")}))); err != nil {
 		t.Fatal(err)
 	}
-	if !waitFor(5*time.Second, func() bool { return d.n.Load() == 1 }) {
+	if !evchantest.Poll(5*time.Second, func() bool { return d.n.Load() == 1 }) {
 		t.Fatalf("dispatcher got %d packets, want 1", d.n.Load())
 	}
 	link.Attach(nil)
@@ -506,7 +507,7 @@ func TestAttachDetach(t *testing.T) {
 	}
 	// With no reader the frame stays queued in the socket; nothing is
 	// counted and nothing delivered.
-	if waitFor(50*time.Millisecond, func() bool { return link.Stats().RxFrames != before }) {
+	if evchantest.Poll(50*time.Millisecond, func() bool { return link.Stats().RxFrames != before }) {
 		t.Fatalf("a detached link read a frame")
 	}
 	link.Close()
@@ -594,7 +595,7 @@ func TestPeerGone(t *testing.T) {
 		t.Fatalf("Err before: %v", link.Err())
 	}
 	peer.Close()
-	if !waitFor(5*time.Second, func() bool { return link.Err() != nil }) {
+	if !evchantest.Poll(5*time.Second, func() bool { return link.Err() != nil }) {
 		t.Fatal("reader did not stop at end of file")
 	}
 	if !errors.Is(link.Err(), io.EOF) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -50,7 +51,7 @@ func TestHandoffKeepsOrder(t *testing.T) {
 	before := link.Stats().RxHandedOff
 	d := &seqDispatcher{}
 	link.Attach(d)
-	if !waitFor(10*time.Second, func() bool { return d.n() == burst }) {
+	if !evchantest.Poll(10*time.Second, func() bool { return d.n() == burst }) {
 		t.Fatalf("delivered %d of %d frames", d.n(), burst)
 	}
 	link.Attach(nil)

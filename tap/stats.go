@@ -78,7 +78,7 @@ type Stats struct {
 	// TCP segments without payload for a listening socket, dropped over
 	// the link's admission budget (see admit.go):
 	RxDropFloodSYN uint64 // SYNs
-	RxDropFloodCtl uint64 // ACKs, RSTs and other control segments, and segments with payload
+	RxDropFloodCtl uint64 // ACKs, RSTs and other control segments, and segments with payload; and every RST for a listener, which ignores it
 
 	// TxFrames and TxBytes count frames written to the device.
 	TxFrames, TxBytes uint64

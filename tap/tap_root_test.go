@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/integration/nstest"
 	"github.com/zcnet/zcnet/stack/link"
 	"golang.org/x/sys/unix"
@@ -152,7 +153,7 @@ func (m *mirrorChecker) verify(t *testing.T, min uint64) {
 	if m == nil {
 		return
 	}
-	if !waitFor(5*time.Second, func() bool { return m.checked.Load() >= min }) {
+	if !evchantest.Poll(5*time.Second, func() bool { return m.checked.Load() >= min }) {
 		t.Errorf("mirror checked %d frames (of %d), want at least %d", m.checked.Load(), m.frames.Load(), min)
 	}
 	m.mu.Lock()
@@ -538,7 +539,7 @@ func TestOpenErrors(t *testing.T) {
 func TestTAPDeviceDeleted(t *testing.T) {
 	e := newTAPEnv(t, Config{Queues: 2})
 	e.ns.MustRun("ip", "link", "del", e.name)
-	if !waitFor(5*time.Second, func() bool { return e.link.Err() != nil }) {
+	if !evchantest.Poll(5*time.Second, func() bool { return e.link.Err() != nil }) {
 		t.Fatalf("no reader error after the device was deleted (stats %+v)", e.link.Stats())
 	}
 	t.Logf("Err: %v", e.link.Err())

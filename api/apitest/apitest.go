@@ -1,6 +1,9 @@
 // Package apitest holds helpers for tests of programs built on package api:
-// moving a stream through a zero-copy socket and checking it. It owns
-// nothing a program needs at run time.
+// two stacks with the socket layer and a pool on each (NewPair, over
+// stacktest's stacks), net adapters over a stack (Net), and moving a stream
+// through a zero-copy socket and checking it. It owns nothing a program
+// needs at run time. The layers below have their own: stacktest builds the
+// stacks, evchantest the channels, contexts and waits.
 package apitest
 
 import (

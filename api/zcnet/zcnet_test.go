@@ -1,34 +1,27 @@
 package zcnet_test
 
 import (
-	"context"
 	"errors"
 	"net/netip"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/api/zcnet"
 	"github.com/zcnet/zcnet/dmapool"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/stack/link/pair"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func tctx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // connect makes a TCP connection from a to b's port 7 and returns both
 // sockets.
 func connect(t *testing.T, a, b *zcnet.Node) (client, server *api.Socket) {
 	t.Helper()
-	ctx := tctx(t)
+	ctx := evchantest.Context(t)
 	ln, err := b.API().ListenTCP(netip.MustParseAddrPort("192.0.2.2:7"))
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +45,7 @@ func TestPairClose(t *testing.T) {
 	if a.Pool().Stats().BytesMapped != zcnet.DefaultPairPoolSize || a.TAP() != nil || a.Stack().NICs()[a.NIC()] != "pair-a" {
 		t.Errorf("node A: pool %d bytes, TAP %v, NICs %v", a.Pool().Stats().BytesMapped, a.TAP(), a.Stack().NICs())
 	}
-	ctx := tctx(t)
+	ctx := evchantest.Context(t)
 	for _, addr := range []string{"192.0.2.2:80", "[2001:db8::2]:80"} {
 		ln, err := b.Net().Listen("tcp", addr)
 		if err != nil {
@@ -101,10 +94,10 @@ func TestCloseWithHeldBuf(t *testing.T) {
 	defer a.Close()
 	client, server := connect(t, a, b)
 	msg := "held"
-	if _, err := client.SendFunc(tctx(t), len(msg), func(p []byte) int { return copy(p, msg) }); err != nil {
+	if _, err := client.SendFunc(evchantest.Context(t), len(msg), func(p []byte) int { return copy(p, msg) }); err != nil {
 		t.Fatal(err)
 	}
-	buf, err := server.Recv(tctx(t))
+	buf, err := server.Recv(evchantest.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +114,7 @@ func TestCloseWithHeldBuf(t *testing.T) {
 	if string(buf.Bytes()) != msg {
 		t.Errorf("held Buf %q after Close, want %q", buf.Bytes(), msg)
 	}
-	if _, err := server.Recv(tctx(t)); err == nil {
+	if _, err := server.Recv(evchantest.Context(t)); err == nil {
 		t.Error("socket still receives after Close")
 	}
 	buf.Release()

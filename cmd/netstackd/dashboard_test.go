@@ -15,6 +15,12 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/dashboard"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
 )
 
 // startDashboardServices runs every service on the in-process pair's
@@ -26,11 +32,11 @@ func startDashboardServices(t *testing.T) (*toolEnv, *services, string) {
 	log := slog.New(slog.DiscardHandler)
 	svc := newServices(env.stacks[1], log)
 	obs := newObserver(env.stacks[1], svc, nil)
-	if err := svc.start(allServices, iperfPort, obs, false); err != nil {
+	if err := svc.start(allServices, iperf3.Port, obs, false); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(svc.Close)
-	addr, err := obs.listen("127.0.0.1:0", log)
+	addr, err := obs.Listen("127.0.0.1:0", obs.mux(), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,12 +64,12 @@ func TestDashboardJSON(t *testing.T) {
 		}
 		return b
 	}
-	zc := &http.Client{Transport: &http.Transport{DialContext: env.stacks[0].zs.Net().DialContext}, Timeout: 20 * time.Second}
+	zc := &http.Client{Transport: &http.Transport{DialContext: env.stacks[0].API.Net().DialContext}, Timeout: 20 * time.Second}
 	defer zc.CloseIdleConnections()
 	for _, src := range []struct {
 		c    *http.Client
 		base string
-	}{{http.DefaultClient, "http://" + addr}, {zc, "http://" + inprocServer.Addr().String()}} {
+	}{{http.DefaultClient, "http://" + addr}, {zc, "http://" + zcstack.PairServer.Addr().String()}} {
 		page := string(get(src.c, src.base+"/dashboard"))
 		if !strings.Contains(page, "<title>zcnet netstackd</title>") || !strings.Contains(page, `fetch("dashboard.json"`) {
 			t.Errorf("%s/dashboard is not the dashboard:\n%.300s", src.base, page)
@@ -72,15 +78,15 @@ func TestDashboardJSON(t *testing.T) {
 			t.Errorf("%s/dashboard loads something from elsewhere", src.base)
 		}
 	}
-	snap := func() dashboard {
-		var d dashboard
+	snap := func() dashboard.Snapshot {
+		var d dashboard.Snapshot
 		if err := json.Unmarshal(get(http.DefaultClient, "http://"+addr+"/dashboard.json"), &d); err != nil {
 			t.Fatal(err)
 		}
 		return d
 	}
 	before := snap()
-	c, err := env.stacks[0].zs.DialTCP(ctx, netip.AddrPortFrom(inprocServer.Addr(), 7))
+	c, err := env.stacks[0].API.DialTCP(ctx, netip.AddrPortFrom(zcstack.PairServer.Addr(), 7))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,14 +97,14 @@ func TestDashboardJSON(t *testing.T) {
 		}
 	}
 	after := snap()
-	nic := func(d dashboard, name string) dashNIC {
+	nic := func(d dashboard.Snapshot, name string) dashboard.NIC {
 		for _, n := range d.NICs {
 			if n.Name == name {
 				return n
 			}
 		}
 		t.Fatalf("no NIC %s in %+v", name, d.NICs)
-		return dashNIC{}
+		return dashboard.NIC{}
 	}
 	b, a := nic(before, "pair-server"), nic(after, "pair-server")
 	if a.RxBytes <= b.RxBytes || a.TxBytes <= b.TxBytes || a.RxPackets <= b.RxPackets {
@@ -177,7 +183,7 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// Traffic: one held echo connection, and a stream to discard: two
 	// connections.
-	c, err := env.stacks[0].zs.DialTCP(ctx, netip.AddrPortFrom(inprocServer.Addr(), 7))
+	c, err := env.stacks[0].API.DialTCP(ctx, netip.AddrPortFrom(zcstack.PairServer.Addr(), 7))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +194,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	streamCtx, stopStream := context.WithCancel(ctx)
 	streamDone := make(chan error, 1)
 	go func() {
-		d, err := env.stacks[0].zs.DialTCP(streamCtx, netip.AddrPortFrom(inprocServer.Addr(), 9))
+		d, err := env.stacks[0].API.DialTCP(streamCtx, netip.AddrPortFrom(zcstack.PairServer.Addr(), 9))
 		if err != nil {
 			streamDone <- err
 			return

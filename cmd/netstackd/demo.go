@@ -24,6 +24,8 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/tap"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
 )
 
 const demoHelp = `Usage: netstackd demo [flags]
@@ -48,8 +50,8 @@ Examples:
 
 // The demo's stacks have the addresses of the tools' in-process pair.
 var (
-	demoClient = inprocClient
-	demoServer = inprocServer
+	demoClient = zcstack.PairClient
+	demoServer = zcstack.PairServer
 )
 
 // demoChildEnv, set in the child's environment, tells a test binary
@@ -123,7 +125,7 @@ func demo(cfg demoConfig, out, errOut io.Writer, log *slog.Logger) (err error) {
 	cs := setup
 	cs.addrs = []netip.Prefix{demoClient}
 	cs.routes = nil
-	clientZ, err := openRingStack(cs, sock, nil, log)
+	clientZ, err := zcstack.ListenRing(cs.config(log), sock, nil, log)
 	if err != nil {
 		return err
 	}
@@ -181,7 +183,7 @@ func demo(cfg demoConfig, out, errOut io.Writer, log *slog.Logger) (err error) {
 
 	fmt.Fprintf(out, "zcnet demo: two gVisor stacks in two processes, %v (pid %d) <-> %v (child, pid %d) over a shared-memory ring, MTU %d\n",
 		demoClient.Addr(), os.Getpid(), demoServer.Addr(), child.cmd.Process.Pid, cfg.mtu)
-	n := clientZ.zs.Net()
+	n := clientZ.API.Net()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second+cfg.duration)
 	defer cancel()
 
@@ -217,7 +219,7 @@ func demo(cfg demoConfig, out, errOut io.Writer, log *slog.Logger) (err error) {
 	// What a stall would have cost: frames the ring dropped on the way to
 	// the child, and the retransmission timeouts that recovered them.
 	fmt.Fprintf(out, "link: %d frames to the child dropped (no free ring frame), %d TCP retransmission timeouts\n",
-		clientZ.ring.Stats().TxDropsNoFrame, clientZ.st.Netstack().Stats().TCP.Timeouts.Value())
+		clientZ.Ring.Stats().TxDropsNoFrame, clientZ.Stack.Netstack().Stats().TCP.Timeouts.Value())
 	fmt.Fprintf(out, "summary: %d echo round trips (%.0f/s); %.1f MiB streamed in %.2f s = %.2f Gbit/s, every byte received\n",
 		cfg.rounds, float64(cfg.rounds)/rtt.Seconds(), float64(got)/(1<<20), elapsed.Seconds(), gbits(got, elapsed))
 	return nil

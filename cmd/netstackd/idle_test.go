@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
 )
 
 // daemonProc is "netstackd serve" in a child process (this test binary
@@ -136,7 +138,7 @@ func rssBytes(t *testing.T, pid int) int64 {
 	return kb << 10
 }
 
-// Targets of the event-loop services (issue 17): with 10 000 idle TCP
+// Targets of the event-loop services: with 10 000 idle TCP
 // connections, at most this many goroutines in the daemon and this much
 // resident memory per connection.
 const (
@@ -163,7 +165,7 @@ func TestIdleConnectionsOnEventLoops(t *testing.T) {
 		t.Fatal(err)
 	}
 	peer.addrs = []netip.Prefix{demoClient}
-	z, err := dialRingStack(peer, sock, slog.New(slog.DiscardHandler))
+	z, err := zcstack.DialRing(peer.config(nil), sock, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,13 +173,13 @@ func TestIdleConnectionsOnEventLoops(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	// Warm up (ARP, the loops' first accepts), then take the baseline.
-	if _, err := echoRounds(ctx, z.zs.Net(), 10, 100); err != nil {
+	if _, err := echoRounds(ctx, z.API.Net(), 10, 100); err != nil {
 		t.Fatal(err)
 	}
 	before := rssBytes(t, d.cmd.Process.Pid)
 	st0 := statusOf(t, d.metrics)
 
-	conns := dialMany(ctx, t, z.zs, netip.AddrPortFrom(demoServer.Addr(), 7), idleConns)
+	conns := dialMany(ctx, t, z.API, netip.AddrPortFrom(demoServer.Addr(), 7), idleConns)
 	defer func() {
 		for _, c := range conns {
 			c.Close()

@@ -3,6 +3,8 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"math"
 	"net/netip"
 	"strconv"
@@ -10,7 +12,12 @@ import (
 
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/stack"
+	"github.com/zcnet/zcnet/stack/link/pcap"
 	"github.com/zcnet/zcnet/tap"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
+
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // stackFlags are the flags that build a zcnet stack on a TAP device, shared
@@ -89,6 +96,27 @@ type stackSetup struct {
 	assoc  int
 	pcap   string
 	snap   int
+}
+
+// config is the zcstack configuration of s; its capture writes -pcap.
+func (s stackSetup) config(log *slog.Logger) zcstack.Config {
+	c := zcstack.Config{TAP: s.tap, Addrs: s.addrs, Routes: s.routes, Stack: s.stack, Pool: s.pool, Assoc: s.assoc}
+	if s.pcap != "" {
+		path, snap := s.pcap, s.snap
+		c.Capture = func(link gstack.LinkEndpoint) (gstack.LinkEndpoint, io.Closer, error) {
+			w, err := pcap.Create(path, log)
+			if err != nil {
+				return nil, nil, err
+			}
+			l, err := pcap.New(link, w, snap)
+			if err != nil {
+				w.Close()
+				return nil, nil, err
+			}
+			return l, w, nil
+		}
+	}
+	return c
 }
 
 // resolve checks every value and returns the setup, or an error that says

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +12,10 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/transport"
 )
 
 const perfHelp = `Usage: netstackd perf -s [flags] NETWORK
@@ -68,11 +71,11 @@ func runPerf(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&f.server, "s", false, "run a server")
 	fs.BoolVar(&f.oneOff, "1", false, "server: exit after one test")
 	fs.StringVar(&f.host, "c", "", "run a client against the server at this address")
-	fs.IntVar(&f.port, "p", iperfPort, "server port")
+	fs.IntVar(&f.port, "p", iperf3.Port, "server port")
 	fs.BoolVar(&f.udp, "u", false, "UDP instead of TCP")
 	fs.BoolVar(&f.reverse, "R", false, "reverse: the server sends, the client receives")
-	fs.IntVar(&f.parallel, "P", 1, fmt.Sprintf("parallel streams (1 to %d)", maxStreams))
-	fs.IntVar(&f.duration, "t", 10, fmt.Sprintf("seconds to run (1 to %d), unless -n", maxTime))
+	fs.IntVar(&f.parallel, "P", 1, fmt.Sprintf("parallel streams (1 to %d)", iperf3.MaxStreams))
+	fs.IntVar(&f.duration, "t", 10, fmt.Sprintf("seconds to run (1 to %d), unless -n", iperf3.MaxTime))
 	fs.Var(&f.length, "l", "bytes per send: a TCP block (default 128K) or a UDP datagram (default 1460)")
 	fs.StringVar(&f.bitrate, "b", "", "target bitrate per stream in bits/s, e.g. 100M (k, M, G are powers of 1000); UDP default 1M, TCP unlimited")
 	fs.Var(&f.bytes, "n", "bytes to send instead of a duration, e.g. 1G")
@@ -80,7 +83,7 @@ func runPerf(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&f.json, "json", false, "print a JSON report (iperf3's layout) instead of text")
 	fs.BoolVar(&f.counters64, "udp-counters-64bit", false, "64-bit sequence numbers in UDP datagrams")
 	fs.BoolVar(&f.getServerOutput, "get-server-output", false, "include the server's own report (server_output_json with -json)")
-	fs.DurationVar(&f.timeout, "timeout", defaultPerfTimeout, "bound on connecting and on each control step")
+	fs.DurationVar(&f.timeout, "timeout", iperf3.DefaultTimeout, "bound on connecting and on each control step")
 	fs.BoolVar(&f.verbose, "v", false, "log the stack's and server's work to stderr")
 	net.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -122,7 +125,7 @@ func runPerf(args []string, stdout, stderr io.Writer) error {
 	}
 	if mode == modeInproc {
 		host = env.serverAddr
-		srv, err := newPerfServer(env.server, perfServerConfig{Port: port, Log: log, OneOff: true, Timeout: f.timeout})
+		srv, err := iperf3.NewServer(env.server, iperf3.ServerConfig{Port: port, Log: log, OneOff: true, Timeout: f.timeout})
 		if err != nil {
 			return err
 		}
@@ -137,8 +140,8 @@ func runPerf(args []string, stdout, stderr io.Writer) error {
 }
 
 // spec checks the client's flags against iperf3's limits.
-func (f *perfFlags) spec(fs *flag.FlagSet, mode toolMode) (perfTestSpec, error) {
-	var s perfTestSpec
+func (f *perfFlags) spec(fs *flag.FlagSet, mode toolMode) (iperf3.Spec, error) {
+	var s iperf3.Spec
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	switch {
@@ -166,96 +169,70 @@ func (f *perfFlags) spec(fs *flag.FlagSet, mode toolMode) (perfTestSpec, error) 
 	if set["1"] {
 		return s, errors.New("-1 is a server flag")
 	}
-	if f.parallel < 1 || f.parallel > maxStreams {
-		return s, fmt.Errorf("-P %d: want 1 to %d streams", f.parallel, maxStreams)
+	if f.parallel < 1 || f.parallel > iperf3.MaxStreams {
+		return s, fmt.Errorf("-P %d: want 1 to %d streams", f.parallel, iperf3.MaxStreams)
 	}
 	if set["n"] && set["t"] {
 		return s, errors.New("-t and -n exclude each other: run for a duration or for a number of bytes")
 	}
-	if f.duration < 1 || f.duration > maxTime {
-		return s, fmt.Errorf("-t %d: want 1 to %d seconds", f.duration, maxTime)
+	if f.duration < 1 || f.duration > iperf3.MaxTime {
+		return s, fmt.Errorf("-t %d: want 1 to %d seconds", f.duration, iperf3.MaxTime)
 	}
 	if set["n"] && f.bytes < 1 {
 		return s, fmt.Errorf("-n %v: want at least one byte", &f.bytes)
 	}
-	s = perfTestSpec{udp: f.udp, reverse: f.reverse, streams: f.parallel, duration: f.duration, counters64: f.counters64, serverOut: f.getServerOutput}
+	s = iperf3.Spec{UDP: f.udp, Reverse: f.reverse, Streams: f.parallel, Duration: f.duration, Counters64: f.counters64, ServerOutput: f.getServerOutput}
 	if set["n"] {
-		s.duration, s.bytes = 0, uint64(f.bytes)
+		s.Duration, s.Bytes = 0, uint64(f.bytes)
 	}
-	s.blksize = int(f.length)
+	s.BlockSize = int(f.length)
 	switch {
 	case !set["l"] && f.udp:
-		s.blksize = defaultUDPBlock
+		s.BlockSize = iperf3.DefaultUDPBlock
 	case !set["l"]:
-		s.blksize = defaultTCPBlock
-	case f.udp && (s.blksize < udpHeader64 || s.blksize > maxUDPBlock):
-		return s, fmt.Errorf("-l %v: want %d to %d bytes for a UDP datagram", &f.length, udpHeader64, maxUDPBlock)
-	case !f.udp && (s.blksize < 1 || s.blksize > maxTCPBlock):
-		return s, fmt.Errorf("-l %v: want 1 to %d bytes (1M) for a TCP block", &f.length, maxTCPBlock)
+		s.BlockSize = iperf3.DefaultTCPBlock
+	case f.udp && (s.BlockSize < iperf3.UDPHeader64 || s.BlockSize > iperf3.MaxUDPBlock):
+		return s, fmt.Errorf("-l %v: want %d to %d bytes for a UDP datagram", &f.length, iperf3.UDPHeader64, iperf3.MaxUDPBlock)
+	case !f.udp && (s.BlockSize < 1 || s.BlockSize > iperf3.MaxTCPBlock):
+		return s, fmt.Errorf("-l %v: want 1 to %d bytes (1M) for a TCP block", &f.length, iperf3.MaxTCPBlock)
 	}
 	if f.bitrate != "" {
 		r, err := parseSize(f.bitrate, 1000)
 		if err != nil || r < 1 {
 			return s, fmt.Errorf("-b %q: want a bitrate in bits/s such as 100M or 2.5G (k, M, G are powers of 1000)", f.bitrate)
 		}
-		s.rate = uint64(r)
+		s.Rate = uint64(r)
 	} else if f.udp {
-		s.rate = defaultUDPRate
+		s.Rate = iperf3.DefaultUDPRate
 	}
 	return s, nil
 }
 
 // perfServe runs a standalone server until ctx ends (or after one test,
 // with -1).
-func perfServe(ctx context.Context, tr transport, port uint16, f perfFlags, stdout io.Writer, log *slog.Logger) error {
-	srv, err := newPerfServer(tr, perfServerConfig{Port: port, Log: log, Out: stdout, JSON: f.json,
+func perfServe(ctx context.Context, tr transport.Transport, port uint16, f perfFlags, stdout io.Writer, log *slog.Logger) error {
+	srv, err := iperf3.NewServer(tr, iperf3.ServerConfig{Port: port, Log: log, Out: stdout, JSON: f.json,
 		Interval: f.interval, OneOff: f.oneOff, Timeout: f.timeout})
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
 	if !f.json {
-		fmt.Fprintf(stdout, "Server listening on %s over %s sockets\n", addrString(srv.Addr()), tr.Name())
+		fmt.Fprintf(stdout, "Server listening on %s over %s sockets\n", transport.AddrString(srv.Addr()), tr.Name())
 	}
 	return srv.Serve(ctx)
 }
 
 // perfClient runs the client and prints its report.
-func perfClient(ctx context.Context, env *toolEnv, server netip.AddrPort, spec perfTestSpec, f perfFlags, stdout io.Writer) error {
-	cfg := perfClientConfig{Server: server, Spec: spec, Interval: f.interval, Timeout: f.timeout}
+func perfClient(ctx context.Context, env *toolEnv, server netip.AddrPort, spec iperf3.Spec, f perfFlags, stdout io.Writer) error {
+	cfg := iperf3.ClientConfig{Server: server, Spec: spec, Interval: f.interval, Timeout: f.timeout}
 	if !f.json {
 		cfg.Out = stdout
 	}
-	o, err := runPerfClient(ctx, env.client, cfg)
-	if o == nil {
-		if f.json {
-			writePerfJSON(stdout, perfJSON{Error: err.Error(), Intervals: []perfJSONInterval{}})
-		}
-		return err
-	}
-	o.err = err
-	if f.json {
-		j := o.jsonReport()
-		j.ServerOutputJSON = o.peer.ServerOutputJSON
-		j.ServerOutputText = o.peer.ServerOutputText
-		writePerfJSON(stdout, j)
-		return err
-	}
-	o.writeSummary(stdout)
-	if o.peer.ServerOutputText != "" {
-		fmt.Fprintf(stdout, "\nServer output:\n%s", o.peer.ServerOutputText)
-	}
-	if len(o.peer.ServerOutputJSON) > 0 && f.getServerOutput {
-		fmt.Fprintf(stdout, "\nServer output (JSON):\n%s\n", o.peer.ServerOutputJSON)
-	}
-	if err == nil {
+	o, err := iperf3.RunClient(ctx, env.client, cfg)
+	iperf3.WriteClientReport(stdout, o, err, f.json, f.getServerOutput)
+	if o != nil && !f.json && err == nil {
 		fmt.Fprintln(stdout, "\nperf done.")
 	}
 	return err
-}
-
-func writePerfJSON(w io.Writer, j perfJSON) {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(j)
 }

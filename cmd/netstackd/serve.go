@@ -15,6 +15,12 @@ import (
 	"syscall"
 
 	"github.com/zcnet/zcnet/evchan"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/idlemem"
 )
 
 const serveHelp = `Usage: netstackd serve -tap NAME -addr PREFIX [flags]
@@ -114,7 +120,7 @@ const servePoolSize = 64 << 20
 var allServices = []string{"echo", "discard", "perf", "http"}
 
 func newServeConfig() *serveConfig {
-	return &serveConfig{stackFlags: newStackFlags(servePoolSize), cmd: "serve", services: "echo,discard,perf,http", perfPort: iperfPort, logLevel: "info"}
+	return &serveConfig{stackFlags: newStackFlags(servePoolSize), cmd: "serve", services: "echo,discard,perf,http", perfPort: iperf3.Port, logLevel: "info"}
 }
 
 // maxSocketPath is the longest unix socket path (sun_path less its NUL).
@@ -266,7 +272,7 @@ func (cfg *serveConfig) resolve() (serveSetup, error) {
 		}
 	}
 	if cfg.perfPort < 1 || cfg.perfPort > 65535 {
-		return s, fmt.Errorf("%s: want a port, 1 to 65535 (iperf3's is %d)", o.val("perf-port", cfg.perfPort), iperfPort)
+		return s, fmt.Errorf("%s: want a port, 1 to 65535 (iperf3's is %d)", o.val("perf-port", cfg.perfPort), iperf3.Port)
 	}
 	s.perfPort = uint16(cfg.perfPort)
 	if cfg.metrics != "" {
@@ -315,22 +321,22 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 		}
 	}()
 	switch {
-	case z.xdp != nil:
-		z.logXDPAttached(s, log)
-	case z.tap != nil:
-		log.Info("attached", "tap", z.tap.Name(), "mac", z.tap.HardwareAddr().String(), "mtu", z.tap.MTU(), "offload", s.tap.Offload,
-			"queues", z.tap.NumQueues(), "addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.pool.Pinned(), "device", z.tap.Info().String())
-	case z.ring != nil:
-		log.Info("attached", "ring", z.ring.Addr(), "side", "stack", "mac", z.ring.LinkAddress().String(), "mtu", z.ring.MTU(),
-			"addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.pool.Pinned())
+	case z.XDP != nil:
+		logXDPAttached(z, s, log)
+	case z.TAP != nil:
+		log.Info("attached", "tap", z.TAP.Name(), "mac", z.TAP.HardwareAddr().String(), "mtu", z.TAP.MTU(), "offload", s.tap.Offload,
+			"queues", z.TAP.NumQueues(), "addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.Pool.Pinned(), "device", z.TAP.Info().String())
+	case z.Ring != nil:
+		log.Info("attached", "ring", z.Ring.Addr(), "side", "stack", "mac", z.Ring.LinkAddress().String(), "mtu", z.Ring.MTU(),
+			"addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.Pool.Pinned())
 	default:
-		log.Info("attached", "ring", s.ring, "side", "peer", "mac", z.peer.LinkAddress().String(), "mtu", z.peer.MTU(),
-			"addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.pool.Pinned())
+		log.Info("attached", "ring", s.ring, "side", "peer", "mac", z.Peer.LinkAddress().String(), "mtu", z.Peer.MTU(),
+			"addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.Pool.Pinned())
 		// The peer's life is the ring's: when the stack side goes, so do we.
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
-		gone := z.peer.Gone()
+		gone := z.Peer.Gone()
 		go func() {
 			select {
 			case <-gone:
@@ -355,13 +361,13 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 	}
 	defer sig.Stop()
 
-	stopMem := startReturningIdle(memCheckPeriod, memIdleMax)
+	stopMem := idlemem.Start(idlemem.CheckPeriod, idlemem.IdleMax)
 	defer stopMem()
 	svc := newServices(z, log)
 	defer svc.Close()
 	obs := newObserver(z, svc, map[string]*evchan.Channel{"daemon": ec})
 	if s.metrics != "" {
-		addr, err := obs.listen(s.metrics, log)
+		addr, err := obs.Listen(s.metrics, obs.mux(), log)
 		if err != nil {
 			return err
 		}
@@ -408,16 +414,16 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 // the stack side listening on s.ring, or (ring-peer) as the peer dialling it.
 // It is the one place where serve picks its link: a new kind of link is a
 // case here (and a check in resolve).
-func openServeStack(s serveSetup, log *slog.Logger) (*zcStack, error) {
+func openServeStack(s serveSetup, log *slog.Logger) (*zcstack.Stack, error) {
 	switch {
 	case s.xdp.dev != "":
 		return openXDPStack(s.stackSetup, s.xdp, log)
 	case s.ring == "":
-		return openTAPStack(s.stackSetup, log)
+		return zcstack.OpenTAP(s.stackSetup.config(log), log)
 	case s.ringDial:
-		return dialRingStack(s.stackSetup, s.ring, log)
+		return zcstack.DialRing(s.stackSetup.config(log), s.ring, log)
 	}
-	return openRingStack(s.stackSetup, s.ring, func(up bool, err error) {
+	return zcstack.ListenRing(s.stackSetup.config(log), s.ring, func(up bool, err error) {
 		if up {
 			log.Info("ring peer connected", "ring", s.ring)
 		} else {

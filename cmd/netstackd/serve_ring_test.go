@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
 )
 
 // logWatch is a log sink that closes seen the first time a line holding
@@ -79,12 +81,12 @@ func TestServeRing(t *testing.T) {
 	}
 	peer.addrs = []netip.Prefix{demoClient}
 	for i := 0; i < 2; i++ { // the second peer gets a fresh session
-		z, err := dialRingStack(peer, sock, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		z, err := zcstack.DialRing(peer.config(nil), sock, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			t.Fatalf("peer %d: %v", i, err)
 		}
 		ectx, ecancel := context.WithTimeout(ctx, 30*time.Second)
-		n := z.zs.Net()
+		n := z.API.Net()
 		if _, err := echoRounds(ectx, n, 100, 1000); err != nil {
 			t.Errorf("peer %d: TCP echo: %v", i, err)
 		}
@@ -92,7 +94,7 @@ func TestServeRing(t *testing.T) {
 			t.Errorf("peer %d: UDP echo: %v", i, err)
 		}
 		ecancel()
-		if st, ok := z.ringStats(); !ok || st.RxFrames == 0 || st.TxFrames == 0 || st.PeersUp != 1 {
+		if st, ok := z.RingStats(); !ok || st.RxFrames == 0 || st.TxFrames == 0 || st.PeersUp != 1 {
 			t.Errorf("peer %d: ring stats %+v", i, st)
 		}
 		if err := z.Close(); err != nil {

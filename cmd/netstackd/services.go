@@ -18,6 +18,16 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/stack"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/transport"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/evloop"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/dashboard"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
 )
 
 // services runs the daemon's servers on one stack: echo (RFC 862) and
@@ -28,9 +38,9 @@ import (
 // goroutines.
 type services struct {
 	log     *slog.Logger
-	z       *zcStack
+	z       *zcstack.Stack
 	st      *stack.Stack
-	tr      transport
+	tr      transport.Transport
 	started time.Time
 
 	// ctx ends at Close; every handler's calls take it, so cancelling it
@@ -40,16 +50,16 @@ type services struct {
 
 	wg      sync.WaitGroup
 	mu      sync.Mutex
-	closers []io.Closer // +checklocks:mu; listeners and servers
-	perf    *perfServer // +checklocks:mu; nil unless perf runs
-	ev      *evServer   // +checklocks:mu; the TCP echo and discard loops, nil unless one runs
+	closers []io.Closer    // +checklocks:mu; listeners and servers
+	perf    *iperf3.Server // +checklocks:mu; nil unless perf runs
+	ev      *evloop.Server // +checklocks:mu; the TCP echo and discard loops, nil unless one runs
 
 	echoBytes, discardBytes, udpEchoed, udpDiscarded atomic.Uint64
 }
 
-func newServices(z *zcStack, log *slog.Logger) *services {
+func newServices(z *zcstack.Stack, log *slog.Logger) *services {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &services{z: z, st: z.st, tr: z.transport(), log: log, started: time.Now(), ctx: ctx, cancel: cancel}
+	return &services{z: z, st: z.Stack, tr: z.Transport(), log: log, started: time.Now(), ctx: ctx, cancel: cancel}
 }
 
 // track registers c so Close can stop it.
@@ -81,38 +91,6 @@ func (s *services) goTracked(fn func()) {
 	}()
 }
 
-// echoStream sends back everything it receives until the peer's FIN,
-// adding the bytes to n as it goes. Each received chunk is written straight
-// into the stack's send buffer and then released: one copy, the one the
-// stack's send path needs.
-func echoStream(ctx context.Context, c streamConn, n *atomic.Uint64) error {
-	for {
-		ch, err := c.Recv(ctx)
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		m, err := sendBytes(ctx, c, ch.Bytes())
-		ch.Release()
-		n.Add(uint64(m))
-		if err != nil {
-			return err
-		}
-	}
-}
-
-// sendBytes sends p whole through c's fill-style Send.
-func sendBytes(ctx context.Context, c streamConn, p []byte) (int, error) {
-	off := 0
-	return c.Send(ctx, len(p), func(dst []byte) int {
-		n := copy(dst, p[off:])
-		off += n
-		return n
-	})
-}
-
 // startUDP binds port and answers datagrams: echo bounces each back (the
 // received buffer itself goes to the stack), discard only counts it.
 func (s *services) startUDP(name string, port uint16, echo bool, counter *atomic.Uint64) error {
@@ -140,16 +118,8 @@ func (s *services) startUDP(name string, port uint16, echo bool, counter *atomic
 			}
 		}
 	})
-	s.log.Info("listening", "service", name, "addr", addrString(pc.LocalAddr()))
+	s.log.Info("listening", "service", name, "addr", transport.AddrString(pc.LocalAddr()))
 	return nil
-}
-
-// addrString prints a listening address, ":7" for every address.
-func addrString(ap netip.AddrPort) string {
-	if !ap.Addr().IsValid() || ap.Addr().IsUnspecified() {
-		return fmt.Sprintf(":%d", ap.Port())
-	}
-	return ap.String()
 }
 
 // status is the JSON form of the status page.
@@ -162,7 +132,7 @@ type status struct {
 	ZeroCopy stack.ZeroCopyStats `json:"zero_copy"`
 	Pool     any                 `json:"pool,omitempty"`
 	Channels map[string]any      `json:"event_channels,omitempty"`
-	Perf     *perfServerStats    `json:"perf,omitempty"`
+	Perf     *iperf3.ServerStats `json:"perf,omitempty"`
 	Counters map[string]uint64   `json:"counters"`
 	// Goroutines is the daemon's count now: the event-loop services keep
 	// it independent of the number of connections.
@@ -187,19 +157,19 @@ func (s *services) status() status {
 		Goroutines:  runtime.NumGoroutine(),
 		Connections: map[string]int64{},
 	}
-	if s.z.zs != nil {
-		st.Copy = s.z.zs.Counters()
+	if s.z.API != nil {
+		st.Copy = s.z.API.Counters()
 	}
-	if s.z.pool != nil {
-		st.Pool = s.z.pool.Stats()
+	if s.z.Pool != nil {
+		st.Pool = s.z.Pool.Stats()
 	}
 	switch {
-	case s.z.tap != nil:
-		st.Link = s.z.tap.Stats()
-	case s.z.pair != nil:
-		st.Link = s.z.pair.Stats()
+	case s.z.TAP != nil:
+		st.Link = s.z.TAP.Stats()
+	case s.z.Pair != nil:
+		st.Link = s.z.Pair.Stats()
 	default:
-		if rs, ok := s.z.ringStats(); ok {
+		if rs, ok := s.z.RingStats(); ok {
 			st.Link = rs
 		}
 	}
@@ -207,25 +177,22 @@ func (s *services) status() status {
 	ps, ev := s.perf, s.ev
 	s.mu.Unlock()
 	if ev != nil {
-		ev.mu.Lock()
-		lns := ev.listeners
-		ev.mu.Unlock()
-		for _, ln := range lns {
-			st.Connections[ln.name] = ln.conns.Load()
-			if r := ln.refused.Load(); r > 0 {
+		for _, ln := range ev.Listeners() {
+			st.Connections[ln.Name()] = ln.Conns()
+			if r := ln.Refused(); r > 0 {
 				if st.Refused == nil {
 					st.Refused = map[string]uint64{}
 				}
-				st.Refused[ln.name] = r
+				st.Refused[ln.Name()] = r
 			}
 		}
 		st.Channels = map[string]any{}
-		for i, cs := range ev.channelStats() {
+		for i, cs := range ev.ChannelStats() {
 			st.Channels[fmt.Sprintf("loop%d", i)] = cs
 		}
 	}
 	if ps != nil {
-		pst := ps.stats()
+		pst := ps.Stats()
 		st.Perf = &pst
 		st.Services["perf_tests"] = pst.Tests
 	}
@@ -236,7 +203,7 @@ func (s *services) status() status {
 // and the live dashboard at /dashboard (dashboard.go).
 func (s *services) statusHandler() *http.ServeMux {
 	mux := http.NewServeMux()
-	s.handleDashboard(mux)
+	dashboard.Handle(mux, s.dashboardSources())
 	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -275,7 +242,7 @@ func writeSorted(w io.Writer, m map[string]uint64) {
 // startHTTP serves the status page on port 80 of the stack, with /metrics
 // when metrics is non-nil.
 func (s *services) startHTTP(metrics http.Handler) error {
-	ln, err := s.z.zs.Net().Listen("tcp", ":80")
+	ln, err := s.z.API.Net().Listen("tcp", ":80")
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
@@ -296,7 +263,7 @@ func (s *services) startHTTP(metrics http.Handler) error {
 
 // startPerf runs the iperf3 server on port, TCP and UDP.
 func (s *services) startPerf(port uint16) error {
-	ps, err := newPerfServer(s.tr, perfServerConfig{Port: port, Log: s.log})
+	ps, err := iperf3.NewServer(s.tr, iperf3.ServerConfig{Port: port, Log: s.log})
 	if err != nil {
 		return fmt.Errorf("perf: %w", err)
 	}
@@ -309,7 +276,7 @@ func (s *services) startPerf(port uint16) error {
 			s.log.Warn("perf server stopped", "err", err)
 		}
 	})
-	s.log.Info("listening", "service", "perf", "addr", addrString(ps.Addr()))
+	s.log.Info("listening", "service", "perf", "addr", transport.AddrString(ps.Addr()))
 	return nil
 }
 
@@ -332,7 +299,7 @@ func (s *services) start(names []string, perfPort uint16, obs *observer, stackMe
 		case "http":
 			var m http.Handler
 			if stackMetrics && obs != nil {
-				m = obs.metricsHandler()
+				m = obs.Handler()
 			}
 			err = s.startHTTP(m)
 		default:
@@ -347,7 +314,7 @@ func (s *services) start(names []string, perfPort uint16, obs *observer, stackMe
 	ev := s.ev
 	s.mu.Unlock()
 	if ev != nil {
-		ev.start()
+		ev.Start()
 	}
 	return nil
 }
@@ -361,7 +328,7 @@ func (s *services) startTCP(name string, port uint16, echo bool, counter *atomic
 	s.mu.Unlock()
 	if ev == nil {
 		var err error
-		if ev, err = newEvServer(s.z.zs, 0, 0, s.log); err != nil {
+		if ev, err = evloop.New(s.z.API, 0, 0, s.log); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		s.mu.Lock()
@@ -369,15 +336,41 @@ func (s *services) startTCP(name string, port uint16, echo bool, counter *atomic
 		s.mu.Unlock()
 		s.track(ev)
 	}
-	ln, err := ev.listen(name, port, echo, counter)
+	ln, err := ev.Listen(name, port, echo, counter)
 	if err != nil {
 		return err
 	}
-	s.log.Info("listening", "service", name, "addr", addrString(ln.sock.LocalAddr()), "loops", len(ev.loops))
+	s.log.Info("listening", "service", name, "addr", transport.AddrString(ln.Addr()), "loops", ev.Loops())
 	return nil
 }
 
 // startAll starts every service with the default perf port.
 func (s *services) startAll() error {
-	return s.start(allServices, iperfPort, nil, false)
+	return s.start(allServices, iperf3.Port, nil, false)
+}
+
+// dashboardSources is what the dashboard reads: the stack, its link and
+// the event-loop services.
+func (s *services) dashboardSources() dashboard.Sources {
+	return dashboard.Sources{Stack: s.st, API: s.z.API, Pool: s.z.Pool, Link: s.z.LinkStats, Started: s.started,
+		Services: s.dashboardServices}
+}
+
+// dashboardServices adds the event-loop services' connections, refusals
+// and channels to d.
+func (s *services) dashboardServices(d *dashboard.Snapshot) {
+	s.mu.Lock()
+	ev := s.ev
+	s.mu.Unlock()
+	if ev != nil {
+		for _, ln := range ev.Listeners() {
+			d.Connections.Services[ln.Name()] = ln.Conns()
+			dashboard.AddDrop(d.Drops, ln.Name()+": refused, event channel full", ln.Refused())
+		}
+		for _, cs := range ev.ChannelStats() {
+			d.Channels.Queued += cs.Queued
+			d.Channels.Reserved += cs.Capacity - cs.Free
+			d.Channels.Capacity += cs.Capacity
+		}
+	}
 }

@@ -7,6 +7,10 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/transport"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
 )
 
 // toolNet is where a tool's sockets live, chosen by exactly one of:
@@ -98,10 +102,10 @@ func (n *toolNet) resolve() (toolMode, stackSetup, error) {
 
 // toolEnv is a tool's open network: the transport(s) and what to close.
 type toolEnv struct {
-	client, server transport // the same for -kernel and -tap
+	client, server transport.Transport // the same for -kernel and -tap
 	// serverAddr is the in-process server's address (-inproc).
 	serverAddr netip.Addr
-	stacks     []*zcStack
+	stacks     []*zcstack.Stack
 }
 
 // openToolEnv opens the network mode names; ring is the unix socket of
@@ -109,25 +113,25 @@ type toolEnv struct {
 func openToolEnv(mode toolMode, s stackSetup, ring string, log *slog.Logger) (*toolEnv, error) {
 	switch mode {
 	case modeKernel:
-		return &toolEnv{client: kernelTransport{}, server: kernelTransport{}}, nil
+		return &toolEnv{client: transport.Kernel{}, server: transport.Kernel{}}, nil
 	case modeInproc:
-		c, sv, err := openPairStacks(s, log)
+		c, sv, err := zcstack.OpenPair(s.config(log), log)
 		if err != nil {
 			return nil, err
 		}
-		return &toolEnv{client: c.transport(), server: sv.transport(), serverAddr: inprocServer.Addr(), stacks: []*zcStack{c, sv}}, nil
+		return &toolEnv{client: c.Transport(), server: sv.Transport(), serverAddr: zcstack.PairServer.Addr(), stacks: []*zcstack.Stack{c, sv}}, nil
 	case modeTAP:
-		z, err := openTAPStack(s, log)
+		z, err := zcstack.OpenTAP(s.config(log), log)
 		if err != nil {
 			return nil, err
 		}
-		return &toolEnv{client: z.transport(), server: z.transport(), stacks: []*zcStack{z}}, nil
+		return &toolEnv{client: z.Transport(), server: z.Transport(), stacks: []*zcstack.Stack{z}}, nil
 	case modeRing:
-		z, err := dialRingStack(s, ring, log)
+		z, err := zcstack.DialRing(s.config(log), ring, log)
 		if err != nil {
 			return nil, err
 		}
-		return &toolEnv{client: z.transport(), server: z.transport(), stacks: []*zcStack{z}}, nil
+		return &toolEnv{client: z.Transport(), server: z.Transport(), stacks: []*zcstack.Stack{z}}, nil
 	}
 	return nil, errors.New("no mode")
 }

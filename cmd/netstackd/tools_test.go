@@ -2,17 +2,38 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
+	"log/slog"
 	"math"
-	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/transport"
 )
 
 // runJSON runs a tool with -json and decodes its report into v.
+// inprocEnv builds the two in-process stacks the tools' -inproc mode uses.
+func inprocEnv(t *testing.T) *toolEnv {
+	t.Helper()
+	n := newToolNet()
+	n.inproc = true
+	mode, setup, err := n.resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := openToolEnv(mode, setup, "", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Close(); err != nil {
+			t.Errorf("closing the stacks: %v", err)
+		}
+	})
+	return env
+}
+
 func runJSON(t *testing.T, v any, args ...string) {
 	t.Helper()
 	var out, errb bytes.Buffer
@@ -52,9 +73,9 @@ type perfReport struct {
 	Error            string          `json:"error"`
 	ServerOutputJSON json.RawMessage `json:"server_output_json"`
 	ZCNet            struct {
-		Transport string      `json:"transport"`
-		Role      string      `json:"role"`
-		Copy      *copyBudget `json:"copy"`
+		Transport string                `json:"transport"`
+		Role      string                `json:"role"`
+		Copy      *transport.CopyBudget `json:"copy"`
 	} `json:"zcnet"`
 }
 
@@ -290,85 +311,3 @@ func TestEchoDuration(t *testing.T) {
 }
 
 // TestEchoDetectsCorruption: the client checks every byte, so a server that
-// changes one is caught, with the round and the offset.
-func TestEchoDetectsCorruption(t *testing.T) {
-	env := inprocEnv(t)
-	ln, err := env.server.ListenTCP(netip.AddrPortFrom(netip.Addr{}, 7))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		// Echoes, but flips a bit of the 1000th byte of the stream.
-		acceptLoop(ctx, ln, &wg, func(c streamConn) {
-			seen := 0
-			for {
-				ch, err := c.Recv(ctx)
-				if err != nil {
-					return
-				}
-				p := append([]byte(nil), ch.Bytes()...)
-				ch.Release()
-				if i := 999 - seen; i >= 0 && i < len(p) {
-					p[i] ^= 0x20
-				}
-				seen += len(p)
-				if _, err := sendBytes(ctx, c, p); err != nil {
-					return
-				}
-			}
-		})
-	}()
-	res, err := runEchoClient(ctx, env.client, netip.AddrPortFrom(env.serverAddr, 7), echoFlags{count: 10, size: 300, timeout: time.Second})
-	if err == nil || !strings.Contains(err.Error(), "round 3: byte 99 differs") {
-		t.Fatalf("err = %v; want round 3 (bytes 900-1199), byte 99", err)
-	}
-	if res == nil || res.ok != 3 {
-		t.Fatalf("result %+v: want the 3 good rounds counted", res)
-	}
-}
-
-// TestPacer drives the pacer with a simulated clock: a sender that keeps
-// up sends at the rate; one that stalls catches up by at most
-// maxPacingBurst's worth at once, then is back on pace.
-func TestPacer(t *testing.T) {
-	const block = 1250 // bytes: 10 µs at 1 Gbit/s
-	start := time.Unix(1000, 0)
-	p := newPacer(1e9, start)
-	now, sent := start, uint64(0)
-	send := func() {
-		if d := p.delay(now, sent); d > 0 {
-			now = now.Add(d)
-		}
-		sent += block
-	}
-	for i := 0; i < 100000; i++ { // one second
-		send()
-	}
-	if rate := float64(sent) * 8 / now.Sub(start).Seconds(); !within(rate, 1e9, 0.001) {
-		t.Fatalf("kept pace at %.0f bit/s, want 1e9", rate)
-	}
-	// Stall for 100 ms: the sender may then send 10 ms worth at once, and
-	// not the 100 ms it missed.
-	now = now.Add(100 * time.Millisecond)
-	burst := 0
-	for p.delay(now, sent) <= 0 {
-		sent += block
-		burst++
-	}
-	if want := int(maxPacingBurst / (10 * time.Microsecond)); burst < want-1 || burst > want+1 {
-		t.Fatalf("after a stall, %d blocks at once; want %d (maxPacingBurst)", burst, want)
-	}
-	// Then it is paced again: the next block waits, at most one block's
-	// time.
-	if d := p.delay(now, sent); d <= 0 || d > 10*time.Microsecond {
-		t.Fatalf("after the burst, the next block waits %v, want up to 10µs", d)
-	}
-}

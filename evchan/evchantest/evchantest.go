@@ -1,6 +1,8 @@
 // Package evchantest has test helpers for code that posts to or consumes
-// from evchan channels: a channel bound to a test's lifetime, and bounded
-// waits for events that fail the test instead of hanging it.
+// from evchan channels: a channel bound to a test's lifetime, bounded waits
+// for events that fail the test instead of hanging it, and the two waits
+// every layer's tests share, a context bound to the test (Context) and a
+// polling wait for a condition with no event behind it (Eventually, Poll).
 //
 // It owns nothing but these helpers; it is imported only by tests.
 package evchantest
@@ -13,9 +15,10 @@ import (
 	"github.com/zcnet/zcnet/evchan"
 )
 
-// Timeout bounds every wait of this package. A wait that times out fails
-// the test; it never decides a result.
-var Timeout = 10 * time.Second
+// Timeout bounds every wait of this package but Context. A wait that
+// times out fails the test; it never decides a result, so the bound is
+// generous: CI machines are loaded, and -race slows everything.
+var Timeout = 30 * time.Second
 
 // New returns a channel of the given capacity that is closed when the
 // test ends. If events carrying a Buffer are still queued then, the test

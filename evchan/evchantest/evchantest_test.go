@@ -1,7 +1,10 @@
 package evchantest
 
 import (
+	"context"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/zcnet/zcnet/evchan"
 	"go.uber.org/goleak"
@@ -34,6 +37,7 @@ type fakeTB struct {
 
 func (f *fakeTB) Helper()               {}
 func (f *fakeTB) Errorf(string, ...any) { f.errors++ }
+func (f *fakeTB) Fatalf(string, ...any) { f.errors++ }
 
 func TestNewReportsLeakedBuffers(t *testing.T) {
 	f := &fakeTB{}
@@ -46,5 +50,49 @@ func TestNewReportsLeakedBuffers(t *testing.T) {
 	})
 	if f.errors != 1 {
 		t.Fatalf("leaked buffers reported %d times, want 1", f.errors)
+	}
+}
+
+func TestContextEndsWithTheTest(t *testing.T) {
+	var ctx context.Context
+	t.Run("inner", func(t *testing.T) {
+		ctx = Context(t)
+		if d, ok := t.Deadline(); ok {
+			cd, cok := ctx.Deadline()
+			if !cok || !cd.Before(d) {
+				t.Fatalf("context deadline %v, %v; want before the test's %v", cd, cok, d)
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("context done while the test runs: %v", ctx.Err())
+		}
+	})
+	if ctx.Err() != context.Canceled {
+		t.Fatalf("after the test: %v, want context.Canceled", ctx.Err())
+	}
+}
+
+func TestEventuallyAndPoll(t *testing.T) {
+	var n atomic.Int32
+	go func() {
+		for range 3 {
+			n.Add(1)
+		}
+	}()
+	Eventually(t, "three increments", func() bool { return n.Load() == 3 })
+	if Poll(5*time.Millisecond, func() bool { return n.Load() == 4 }) {
+		t.Fatal("Poll reported a condition that never held")
+	}
+	f := &fakeTB{}
+	t.Run("timeout", func(t *testing.T) {
+		f.TB = t
+		saved := Timeout
+		Timeout = time.Millisecond
+		defer func() { Timeout = saved }()
+		// fakeTB's Fatalf counts and returns, as a real one would not.
+		Eventually(f, "nothing", func() bool { return false })
+	})
+	if f.errors != 1 {
+		t.Fatalf("a timed-out Eventually failed the test %d times, want 1", f.errors)
 	}
 }

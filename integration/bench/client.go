@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"time"
+
+	"github.com/zcnet/zcnet/integration/contenders"
 )
 
 // The client subcommand: a load generator in a process of its own, on
@@ -94,7 +96,7 @@ func runClient(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		defer conn.Close()
 		conn.SetDeadline(time.Now().Add(*d + time.Minute))
 		buf := []byte{'x'}
-		if err := roundTrip(conn, buf); err != nil { // warm up: accepted, paths hot
+		if err := contenders.RoundTrip(conn, buf); err != nil { // warm up: accepted, paths hot
 			return fail(err)
 		}
 		if err := waitGo(); err != nil {
@@ -104,7 +106,7 @@ func runClient(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		until := start.Add(*d)
 		var n int64
 		for ; n < maxOps(*d) && time.Now().Before(until); n++ {
-			if err := roundTrip(conn, buf); err != nil {
+			if err := contenders.RoundTrip(conn, buf); err != nil {
 				return fail(err)
 			}
 		}
@@ -135,15 +137,4 @@ func udpSend(conn net.Conn, d time.Duration) clientResult {
 	}
 	r.Seconds = time.Since(start).Seconds()
 	return r
-}
-
-// roundTrip writes buf and reads as many bytes back.
-func roundTrip(conn net.Conn, buf []byte) error {
-	if _, err := conn.Write(buf); err != nil {
-		return fmt.Errorf("request: %w", err)
-	}
-	if _, err := io.ReadFull(conn, buf); err != nil {
-		return fmt.Errorf("response: %w", err)
-	}
-	return nil
 }

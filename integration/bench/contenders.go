@@ -20,7 +20,7 @@ const (
 	keyNetConn = "zcnet-netconn" // api.Net's net.Conn adapters, same kind of setup
 	keyZC2Q    = "zcnet-mq"      // zero-copy sockets on a 2-queue TAP: TCP multi-stream
 	keyXDP     = "zcnet-xdp"     // zero-copy sockets on an AF_XDP link on a veth
-	keyXDPKern = "kernel-xdp"    // the kernel's sockets on the AF_XDP link's veth: issue 19's reference
+	keyXDPKern = "kernel-xdp"    // the kernel's sockets on the AF_XDP link's veth: the xdp column's UDP reference
 	keyKernel  = "kernel"        // Linux over a veth pair: the ceiling
 )
 

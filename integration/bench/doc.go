@@ -19,8 +19,9 @@
 //   - bench server -mode … (server.go): one per contender. It builds the
 //     contender's stack (stacks_linux.go, stacks_xdp_linux.go) and serves a
 //     TCP echo, a UDP sink that counts datagrams, net/http with a 1 KiB
-//     body, and iperf3's protocol (iperf.go); it answers "stats" (its own
-//     CPU time from getrusage, its counters), "pin CPU" and "unpin" on
+//     body, and iperf3's protocol (package cmd/netstackd/iperf3); it
+//     answers "stats" (its own CPU time from getrusage, its counters),
+//     "pin CPU" and "unpin" on
 //     stdin, and ends when stdin closes. A server whose mode this machine
 //     cannot run (no AF_XDP) says so instead of ready, with the reason.
 //   - bench client udp|rr (client.go): the UDP senders (-udp-senders
@@ -60,8 +61,8 @@
 //     (Report.Unavailable); the run goes on.
 //   - kernel xdp veth: the kernel's own sockets (the bench's kernel-mode
 //     server) at an address of the kernel's on the same veth end as zcnet
-//     xdp, whose program passes the kernel's frames on: issue 19's
-//     reference for UDP; the UDP figure only.
+//     xdp, whose program passes the kernel's frames on: the xdp
+//     column's reference for UDP; the UDP figure only.
 //   - kernel veth: Linux sockets at both ends of a veth pair between the
 //     client namespace and a server namespace; TCP served by stock
 //     iperf3 -s. The ceiling, and the unit of the chart.
@@ -89,8 +90,8 @@
 //   - TCP with stock iperf3 -c: upload (client → server) and download
 //     (-R), 1 and 4 streams (-P), iperf3's receiver rate in Gbit/s, and the
 //     server's CPU seconds per 10^9 bytes.
-//   - With -streams (or named in -figures), the stream-count figures of
-//     issue 15: TCP upload and download with 32 and 128 streams (iperf3
+//   - With -streams (or named in -figures), the stream-count figures:
+//     TCP upload and download with 32 and 128 streams (iperf3
 //     -P) on zcnet zero-copy and, for reference, the kernel; besides the
 //     aggregate rate and CPU, the sender's retransmissions as a share of
 //     the segments sent (iperf3's sum_sent.retransmits where a kernel
@@ -115,9 +116,9 @@
 // figures go in table order and each figure's contenders one after
 // another, starting one further along each run, so that load from
 // elsewhere on the machine falls on all of them alike. Below the table the
-// targets of issues 14, 15 and 19 are computed as ratios of medians from
-// this one run (or, for retransmissions, bounds on one median), each with
-// what is needed and whether it is met.
+// targets (numbered as the table prints them) are computed as ratios of
+// medians from this one run (or, for retransmissions, bounds on one
+// median), each with what is needed and whether it is met.
 //
 // # Bounds and clean-up
 //

@@ -167,7 +167,7 @@ client, wrk, iperf3), and prints a table (see go doc).
 	fs.IntVar(&cfg.udpSenders, "udp-senders", 2, "sender processes of the UDP figure")
 	fs.StringVar(&contenders, "contenders", strings.Join(contenderKeys(), ","), "contenders to run, comma-separated")
 	fs.StringVar(&figures, "figures", strings.Join(defaultFigureKeys(), ","), "figures to measure, comma-separated; known: "+strings.Join(figureKeys(), ","))
-	fs.BoolVar(&streams, "streams", false, "also measure the stream-count figures (issue 15): TCP up and down with 32 and 128 streams (iperf3 -P) on "+strings.Join(streamContenders, " and ")+", with retransmissions and the server's peak RSS")
+	fs.BoolVar(&streams, "streams", false, "also measure the stream-count figures: TCP up and down with 32 and 128 streams (iperf3 -P) on "+strings.Join(streamContenders, " and ")+", with retransmissions and the server's peak RSS")
 	fs.BoolVar(&cfg.stockDefaults, "stock-defaults", false, "run stock gVisor with gVisor's default TCP options instead of zcnet's")
 	fs.StringVar(&cfg.serverProfiles, "server-profiles", "", "write each bench server's CPU profile to `DIR`/<contender>.pprof")
 	fs.StringVar(&opts.jsonPath, "json", "", "also write the report as JSON to `FILE`")

@@ -4,18 +4,15 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/zcnet/zcnet/integration/nstest"
 )
 
 // nsPrefix starts the name of every namespace the command makes:
@@ -26,7 +23,7 @@ const nsPrefix = "zcbench-"
 // ownNS is a namespace made by newOwnNS and deleted by Delete, or by
 // cleanupAll when the process is interrupted.
 type ownNS struct {
-	name string
+	*nstest.NS
 }
 
 // registry holds the namespaces not yet deleted, so that a signal handler
@@ -43,21 +40,20 @@ var nsSeq atomic.Uint32
 // loopback up.
 func newOwnNS(role string) (*ownNS, error) {
 	name := fmt.Sprintf("%s%d-%d%s", nsPrefix, os.Getpid(), nsSeq.Add(1), role)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("%w: ip netns add %s: %v: %s", errSetup, name, err, bytes.TrimSpace(out))
-	}
 	registry.mu.Lock()
 	if registry.names == nil {
 		registry.names = map[string]bool{}
 	}
 	registry.names[name] = true
 	registry.mu.Unlock()
-	ns := &ownNS{name: name}
-	if _, err := ns.Run(10*time.Second, "ip", "link", "set", "lo", "up"); err != nil {
-		ns.Delete()
-		return nil, err
+	ns, err := nstest.Create(name)
+	if err != nil {
+		registry.mu.Lock()
+		delete(registry.names, name)
+		registry.mu.Unlock()
+		return nil, fmt.Errorf("%w: %v", errSetup, err)
 	}
-	return ns, nil
+	return &ownNS{ns}, nil
 }
 
 // ownNSFactory is the command's nsFactory.
@@ -69,27 +65,17 @@ func ownNSFactory(role string) (netns, func() error, error) {
 	return ns, ns.Delete, nil
 }
 
-// Name implements netns.
-func (ns *ownNS) Name() string { return ns.name }
-
 // Delete deletes the namespace; every interface in it goes with it once the
 // sockets and descriptors that still refer to it are closed. Idempotent.
 func (ns *ownNS) Delete() error {
 	registry.mu.Lock()
-	live := registry.names[ns.name]
-	delete(registry.names, ns.name)
+	live := registry.names[ns.Name()]
+	delete(registry.names, ns.Name())
 	registry.mu.Unlock()
 	if !live {
 		return nil
 	}
-	return deleteNS(ns.name)
-}
-
-func deleteNS(name string) error {
-	if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns del %s: %v: %s", name, err, bytes.TrimSpace(out))
-	}
-	return nil
+	return ns.NS.Delete()
 }
 
 // cleanupAll kills every process the bench started and deletes every
@@ -101,7 +87,7 @@ func cleanupAll() {
 	registry.names = nil
 	registry.mu.Unlock()
 	for name := range names {
-		if err := deleteNS(name); err != nil {
+		if err := nstest.DeleteNamed(name); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 		}
 	}
@@ -124,7 +110,7 @@ func sweepStale() []string {
 		if running(pid) {
 			continue // that run is still going
 		}
-		if deleteNS(e.Name()) == nil {
+		if nstest.DeleteNamed(e.Name()) == nil {
 			gone = append(gone, e.Name())
 		}
 	}
@@ -165,48 +151,21 @@ func stalePID(name string) (int, bool) {
 	return pid, true
 }
 
-// Run implements netns.
+// Run implements netns; its errors are setup errors.
 func (ns *ownNS) Run(timeout time.Duration, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns.name}, args...)...).CombinedOutput()
+	out, err := ns.NS.Run(timeout, args...)
 	if err != nil {
-		return string(out), fmt.Errorf("%w: in netns %s: %s: %v: %s", errSetup, ns.name, strings.Join(args, " "), err, bytes.TrimSpace(out))
+		return out, fmt.Errorf("%w: %v", errSetup, err)
 	}
-	return string(out), nil
+	return out, nil
 }
 
-// Do implements netns: fn runs on a locked OS thread switched into the
-// namespace, which switches back before the thread is reused. If switching
-// back fails the thread stays locked and the runtime ends it with the
-// goroutine, so no thread in the wrong namespace runs other goroutines.
+// Do implements netns (nstest.NS.Do); its errors are setup errors or fn's.
 func (ns *ownNS) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- fmt.Errorf("%w: open own netns: %v", errSetup, err)
-			return
-		}
-		defer unix.Close(orig)
-		target, err := unix.Open("/run/netns/"+ns.name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- fmt.Errorf("%w: open netns %s: %v", errSetup, ns.name, err)
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("%w: setns %s: %v", errSetup, ns.name, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("%w: setns back from %s: %v (after fn: %v)", errSetup, ns.name, err, ferr)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	var ferr error
+	err := ns.NS.Do(func() error { ferr = fn(); return ferr })
+	if err != nil && err != ferr {
+		return fmt.Errorf("%w: %v", errSetup, err)
+	}
+	return err
 }

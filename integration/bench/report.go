@@ -64,12 +64,14 @@ func extra(fig, key, x string) cellRef {
 	return cellRef{fig: fig, key: key, extra: x}
 }
 
-// retransBound is issue 15's bound on retransmissions, in % of segments.
+// retransBound is the bulk-TCP target's bound on retransmissions, in % of
+// segments.
 const retransBound = 0.01
 
-// targetSpecs are the "Targets" of issues 14 (small packets), 15 (bulk
-// TCP, with the stream-count figures) and 19 (the AF_XDP link), in their
-// order, with a few figures reported beside.
+// targetSpecs are the targets the report checks, each under the number the
+// table prints for it: small packets (14), bulk TCP with the stream-count
+// figures (15) and the AF_XDP link (19), with a few figures reported
+// beside.
 var targetSpecs = []targetSpec{
 	{14, "UDP 64 B received/s: zero-copy vs stock", v(figUDP, keyZC), v(figUDP, keyStock), "", 1.5, false},
 	{14, "UDP 64 B received/s: net.Conn vs stock", v(figUDP, keyNetConn), v(figUDP, keyStock), "", 1.5, false},
@@ -101,7 +103,7 @@ var targetSpecs = []targetSpec{
 	{15, "TCP download: 128 streams vs 32 (kernel)", v(figDown128, keyKernel), v(figDown32, keyKernel), "", 0, false},
 	{15, "TCP upload 128 streams to kernel: retransmitted segments", extra(figUp128, keyKernel, extraRetransPct), cellRef{}, "%", 0, false},
 	{15, "TCP download 128 streams from kernel: retransmitted segments", extra(figDown128, keyKernel, extraRetransPct), cellRef{}, "%", 0, false},
-	// The AF_XDP link (issue 19), against the zero-copy server on a TAP
+	// The AF_XDP link, against the zero-copy server on a TAP
 	// and the kernel's socket on the same veth.
 	{19, "UDP 64 B received/s: xdp vs TAP (zero-copy)", v(figUDP, keyXDP), v(figUDP, keyZC), "", 2, false},
 	{19, "UDP 64 B received/s: xdp vs kernel on the same veth", v(figUDP, keyXDP), v(figUDP, keyXDPKern), "", 0.9, false},

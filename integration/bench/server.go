@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -25,6 +26,9 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/api"
+
+	"github.com/zcnet/zcnet/cmd/netstackd/iperf3"
+	"github.com/zcnet/zcnet/cmd/netstackd/transport"
 )
 
 // The server subcommand: one contender's server, in a process of its own,
@@ -39,8 +43,8 @@ import (
 //	portEcho  TCP echo (1-byte round trips)
 //	portUDP   UDP sink that counts datagrams (64-byte floods)
 //	portHTTP  net/http, a 1 KiB body (wrk); not the zero-copy mode
-//	portIperf iperf3's protocol, TCP tests (iperf.go); not the kernel, for
-//	          which the bench runs stock iperf3 -s
+//	portIperf iperf3's protocol (package cmd/netstackd/iperf3), TCP tests;
+//	          not the kernel, for which the bench runs stock iperf3 -s
 //
 // prints a JSON line {"ready":true} (with "setup", how the link attached,
 // for the AF_XDP mode) or {"error":…} ({"error":…,"unavailable":…} if the
@@ -295,7 +299,7 @@ func (s *srv) setup(mode, dev string, queues int, kernel, addr string, stockDefa
 				func(ap netip.AddrPort) (net.PacketConn, error) { return n.ListenPacket("udp", ap.String()) },
 				a, true)
 		}
-		return shutdown, s.serveZC(z.api, a)
+		return shutdown, s.serveZC(z, a)
 	case modeXDP:
 		sp, err := netip.ParsePrefix(addr)
 		if err != nil || dev == "" {
@@ -306,7 +310,7 @@ func (s *srv) setup(mode, dev string, queues int, kernel, addr string, stockDefa
 			return shutdown, err
 		}
 		closeStack, s.counters, s.linkSetup = z.close, z.counters, z.setup
-		return shutdown, s.serveZC(z.api, sp.Addr())
+		return shutdown, s.serveZC(z, sp.Addr())
 	case modeKernel:
 		a, err := netip.ParseAddr(addr)
 		if err != nil {
@@ -365,13 +369,23 @@ func (s *srv) serveNet(listenTCP func(netip.AddrPort) (net.Listener, error), lis
 	s.spawn(func() { hs.Serve(hln) })
 
 	if withIperf {
-		iln, err := listen(portIperf)
-		if err != nil {
-			return err
-		}
-		is := &iperfServer{ln: netIperfListener{iln}, log: os.Stderr}
-		s.spawn(func() { is.serve(&s.wg) })
+		return s.serveIperf(&transport.Net{Label: "net.Conn", Listen: listenTCP}, a)
 	}
+	return nil
+}
+
+// serveIperf starts cmd/netstackd's iperf3 server on tr, so that stock
+// iperf3 -c drives the gVisor contenders as it drives iperf3 -s on the
+// kernel. Its TCP senders write nothing into the send buffer (Unfilled), as
+// a sender of page-cache data; its receivers release what they get unread.
+func (s *srv) serveIperf(tr transport.Transport, a netip.Addr) error {
+	is, err := iperf3.NewServer(tr, iperf3.ServerConfig{Addr: a, Port: portIperf, Unfilled: true,
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		return fmt.Errorf("%w: iperf3 server on %v:%d: %v", errSetup, a, portIperf, err)
+	}
+	s.track(is)
+	s.spawn(func() { is.Serve(s.ctx) })
 	return nil
 }
 
@@ -412,43 +426,6 @@ func (s *srv) udpNet(pc net.PacketConn) {
 	}
 }
 
-// netIperfListener and netStream run the iperf3 server over net.Conn.
-type netIperfListener struct{ ln net.Listener }
-
-func (l netIperfListener) Accept() (iperfStream, error) {
-	c, err := l.ln.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return &netStream{Conn: c}, nil
-}
-
-func (l netIperfListener) Close() error { return l.ln.Close() }
-
-type netStream struct{ net.Conn }
-
-func (c *netStream) drain(n *atomic.Int64) error {
-	buf := make([]byte, 256<<10)
-	for {
-		m, err := c.Read(buf)
-		n.Add(int64(m))
-		if err != nil {
-			return err
-		}
-	}
-}
-
-func (c *netStream) fill(size int, n *atomic.Int64) error {
-	buf := make([]byte, size)
-	for {
-		m, err := c.Write(buf)
-		n.Add(int64(m))
-		if err != nil {
-			return err
-		}
-	}
-}
-
 // --- The zero-copy server over zcnet's sockets: Recv hands over the
 // link's own memory, released unread; SendFunc lets the sender write into
 // the stack's buffer (the source writes nothing into it, as a sender of
@@ -458,7 +435,8 @@ func (c *netStream) fill(size int, n *atomic.Int64) error {
 const udpBatch = 64
 
 // serveZC starts the echo, UDP and iperf3 services on the socket API.
-func (s *srv) serveZC(a *api.Stack, addr netip.Addr) error {
+func (s *srv) serveZC(z *zcnetSide, addr netip.Addr) error {
+	a := z.api
 	listen := func(port uint16) (*api.Socket, error) {
 		ln, err := a.ListenTCP(netip.AddrPortFrom(addr, port))
 		if err != nil {
@@ -487,13 +465,7 @@ func (s *srv) serveZC(a *api.Stack, addr netip.Addr) error {
 	}
 	s.track(u)
 	s.spawn(func() { s.udpZC(u) })
-	iln, err := listen(portIperf)
-	if err != nil {
-		return err
-	}
-	is := &iperfServer{ln: zcIperfListener{ctx: s.ctx, ln: iln}, log: os.Stderr}
-	s.spawn(func() { is.serve(&s.wg) })
-	return nil
+	return s.serveIperf(transport.NewZC(a, z.st), addr)
 }
 
 func (s *srv) echoZC(c *api.Socket) {
@@ -522,126 +494,4 @@ func (s *srv) udpZC(u *api.Socket) {
 		}
 		s.udpRecv.Add(uint64(n))
 	}
-}
-
-// zcIperfListener and zcStream run the iperf3 server over the zero-copy
-// sockets: the control protocol's few bytes are copied out of the
-// received Bufs (Read) and into send buffers (Write); the data loops copy
-// nothing.
-type zcIperfListener struct {
-	ctx context.Context
-	ln  *api.Socket
-}
-
-func (l zcIperfListener) Accept() (iperfStream, error) {
-	c, err := l.ln.Accept(l.ctx)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(l.ctx)
-	return &zcStream{s: c, ctx: ctx, cancel: cancel}, nil
-}
-
-func (l zcIperfListener) Close() error { return l.ln.Close() }
-
-type zcStream struct {
-	s      *api.Socket
-	ctx    context.Context // cancelled by Close
-	cancel context.CancelFunc
-
-	deadline time.Time
-
-	mu      sync.Mutex
-	pending api.Buf // +checklocks:mu; received, partly read by Read
-	off     int     // +checklocks:mu
-	has     bool    // +checklocks:mu
-}
-
-func (z *zcStream) SetReadDeadline(t time.Time) error { z.deadline = t; return nil }
-
-func (z *zcStream) Read(p []byte) (int, error) {
-	z.mu.Lock()
-	has := z.has
-	z.mu.Unlock()
-	if !has {
-		ctx, cancel := ctxWithDeadline(z.ctx, z.deadline)
-		b, err := z.s.Recv(ctx)
-		cancel()
-		if err != nil {
-			return 0, err
-		}
-		z.mu.Lock()
-		z.pending, z.off, z.has = b, 0, true
-		z.mu.Unlock()
-	}
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	if !z.has {
-		return 0, errStreamClosed
-	}
-	n := copy(p, z.pending.Bytes()[z.off:])
-	z.off += n
-	if z.off == z.pending.Len() {
-		z.pending.Release()
-		z.has = false
-	}
-	return n, nil
-}
-
-func (z *zcStream) Write(p []byte) (int, error) {
-	done := 0
-	for done < len(p) {
-		n, err := z.s.SendFunc(z.ctx, len(p)-done, func(b []byte) int { return copy(b, p[done:]) })
-		done += n
-		if err != nil {
-			return done, err
-		}
-	}
-	return done, nil
-}
-
-func (z *zcStream) drain(n *atomic.Int64) error {
-	z.mu.Lock()
-	if z.has {
-		n.Add(int64(z.pending.Len() - z.off))
-		z.pending.Release()
-		z.has = false
-	}
-	z.mu.Unlock()
-	for {
-		b, err := z.s.Recv(z.ctx)
-		if err != nil {
-			return err
-		}
-		n.Add(int64(b.Len()))
-		b.Release()
-	}
-}
-
-// fillNothing is the source's fill function: the bytes are whatever the
-// stack's fresh send buffer holds; producing them is the application's
-// business, not the stack's.
-func fillNothing(p []byte) int { return len(p) }
-
-func (z *zcStream) fill(size int, n *atomic.Int64) error {
-	for {
-		m, err := z.s.SendFunc(z.ctx, size, fillNothing)
-		n.Add(int64(m))
-		if err != nil {
-			return err
-		}
-	}
-}
-
-// Close ends the data loops (their context), releases a Buf Read had not
-// finished, and closes the socket.
-func (z *zcStream) Close() error {
-	z.cancel()
-	z.mu.Lock()
-	if z.has {
-		z.pending.Release()
-		z.has = false
-	}
-	z.mu.Unlock()
-	return z.s.Close()
 }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,21 +14,13 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
-	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
-	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/tap"
+
+	"github.com/zcnet/zcnet/integration/contenders"
 )
 
 // The server subcommand's setups. Each runs in the server process, which
@@ -172,122 +163,37 @@ func tapCounters(link *tap.Link) func() map[string]uint64 {
 }
 
 // stockNIC is the stock stack's only NIC.
-const stockNIC tcpip.NICID = 1
+// stockSide is the stock gVisor contender (contenders.Stock) on its TAP
+// device.
+type stockSide struct{ *contenders.Stock }
 
-// stockSide is gVisor built from its public packages only, as a gVisor
-// user would: a plain TAP device (no virtio-net header: fdbased enables
-// GSO only on socket descriptors), fdbased.New on its descriptor, a stack
-// with IPv4, IPv6, ARP, TCP, UDP and ICMP, and gonet's adapters.
-type stockSide struct {
-	s  *gstack.Stack
-	fd int
-}
-
-// openStock builds the stock stack on a new plain TAP device dev. Unless
-// defaults is set, TCP gets the options zcnet's stack applies
-// (stack.DefaultTCPSendBuffer and DefaultTCPReceiveBuffer, SACK, cubic,
-// receive-buffer auto-tuning), so the two differ only in the link and the
-// socket interface; gVisor's own 1 MiB buffers cap a stream's window.
+// openStock builds the stock stack on a new plain TAP device dev whose
+// kernel side is kernel. Unless defaults is set, TCP gets the options
+// zcnet's stack applies (contenders.TuneLikeZcnet), so the two differ only
+// in the link and the socket interface; gVisor's own 1 MiB buffers cap a
+// stream's window.
 func openStock(dev string, kernel, stackAddr netip.Prefix, defaults bool) (*stockSide, error) {
-	fd, err := openPlainTAP(dev)
+	fd, err := contenders.OpenPlainTAP(dev)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %v", errSetup, err)
 	}
 	if err := addrDev(dev, kernel); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
-	s := gstack.New(gstack.Options{
-		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
-		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
-	})
-	ss := &stockSide{s: s, fd: fd}
-	fail := func(err error) (*stockSide, error) { ss.close(); return nil, err }
-	if !defaults {
-		if err := tuneStock(s); err != nil {
-			return fail(err)
-		}
-	}
-	mac := make(net.HardwareAddr, 6)
-	rand.Read(mac)
-	mac[0] = mac[0]&^0x01 | 0x02 // unicast, locally administered
-	ep, err := fdbased.New(&fdbased.Options{FDs: []int{fd}, MTU: mtu, EthernetHeader: true, Address: tcpip.LinkAddress(mac)})
+	st, err := contenders.NewStock(fd, stackAddr, mtu, !defaults)
 	if err != nil {
-		return fail(fmt.Errorf("%w: fdbased.New: %v", errSetup, err))
+		return nil, fmt.Errorf("%w: %v", errSetup, err)
 	}
-	if terr := s.CreateNIC(stockNIC, ep); terr != nil {
-		return fail(fmt.Errorf("%w: CreateNIC: %v", errSetup, terr))
-	}
-	pa := tcpip.ProtocolAddress{
-		Protocol:          ipv4.ProtocolNumber,
-		AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFrom4(stackAddr.Addr().As4()), PrefixLen: stackAddr.Bits()},
-	}
-	if terr := s.AddProtocolAddress(stockNIC, pa, gstack.AddressProperties{}); terr != nil {
-		return fail(fmt.Errorf("%w: AddProtocolAddress: %v", errSetup, terr))
-	}
-	s.AddRoute(tcpip.Route{Destination: pa.AddressWithPrefix.Subnet(), NIC: stockNIC})
-	return ss, nil
+	return &stockSide{st}, nil
 }
 
-// close removes the NIC (fdbased's Attach(nil) stops and waits for its
-// dispatcher), closes the stack, then the descriptor.
-func (ss *stockSide) close() error {
-	ss.s.RemoveNIC(stockNIC)
-	ss.s.Close()
-	ss.s.Wait()
-	return unix.Close(ss.fd)
-}
-
-func (ss *stockSide) full(ap netip.AddrPort) tcpip.FullAddress {
-	return tcpip.FullAddress{Addr: tcpip.AddrFrom4(ap.Addr().As4()), Port: ap.Port()}
-}
+func (ss *stockSide) close() error { return ss.Close() }
 
 // listenTCP and listenUDP implement netListen with gonet.
-func (ss *stockSide) listenTCP(ap netip.AddrPort) (net.Listener, error) {
-	return gonet.ListenTCP(ss.s, ss.full(ap), ipv4.ProtocolNumber)
-}
+func (ss *stockSide) listenTCP(ap netip.AddrPort) (net.Listener, error) { return ss.ListenTCP(ap) }
 
-func (ss *stockSide) listenUDP(ap netip.AddrPort) (net.PacketConn, error) {
-	laddr := ss.full(ap)
-	return gonet.DialUDP(ss.s, &laddr, nil, ipv4.ProtocolNumber)
-}
+func (ss *stockSide) listenUDP(ap netip.AddrPort) (net.PacketConn, error) { return ss.ListenUDP(ap) }
 
 // counters snapshots the stock stack's TCP and UDP counters and its NIC's.
-func (ss *stockSide) counters() map[string]uint64 {
-	st := ss.s.Stats()
-	m := map[string]uint64{
-		"udp_received":     st.UDP.PacketsReceived.Value(),
-		"udp_rcvbuf_drops": st.UDP.ReceiveBufferErrors.Value(),
-		"tcp_retransmits":  st.TCP.Retransmits.Value(),
-		"tcp_timeouts":     st.TCP.Timeouts.Value(),
-	}
-	if nic, ok := ss.s.NICInfo()[stockNIC]; ok {
-		m["link_rx_frames"] = nic.Stats.Rx.Packets.Value()
-		m["link_rx_bytes"] = nic.Stats.Rx.Bytes.Value()
-		m["link_tx_frames"] = nic.Stats.Tx.Packets.Value()
-		m["link_tx_bytes"] = nic.Stats.Tx.Bytes.Value()
-	}
-	return m
-}
-
-// tuneStock applies zcnet's stack defaults to a bare gVisor stack.
-func tuneStock(s *gstack.Stack) error {
-	sack := tcpip.TCPSACKEnabled(true)
-	moderate := tcpip.TCPModerateReceiveBufferOption(true)
-	cc := tcpip.CongestionControlOption(stack.CongestionCubic)
-	snd := tcpip.TCPSendBufferSizeRangeOption(stack.DefaultTCPSendBuffer)
-	rcv := tcpip.TCPReceiveBufferSizeRangeOption(stack.DefaultTCPReceiveBuffer)
-	var recovery tcpip.TCPRecovery // stack.Options.RACK's default: duplicate-ACK threshold only
-	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &moderate, &cc, &snd, &rcv, &recovery} {
-		if terr := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); terr != nil {
-			return fmt.Errorf("%w: stock TCP option %T: %v", errSetup, opt, terr)
-		}
-	}
-	if terr := s.SetOption(tcpip.SendBufferSizeOption{Min: stack.DefaultTCPSendBuffer.Min, Default: gstack.DefaultBufferSize, Max: stack.DefaultTCPSendBuffer.Max}); terr != nil {
-		return fmt.Errorf("%w: stock send buffer limits: %v", errSetup, terr)
-	}
-	if terr := s.SetOption(tcpip.ReceiveBufferSizeOption{Min: stack.DefaultTCPReceiveBuffer.Min, Default: gstack.DefaultBufferSize, Max: stack.DefaultTCPReceiveBuffer.Max}); terr != nil {
-		return fmt.Errorf("%w: stock receive buffer limits: %v", errSetup, terr)
-	}
-	return nil
-}
+func (ss *stockSide) counters() map[string]uint64 { return ss.Counters() }

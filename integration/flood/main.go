@@ -47,11 +47,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
+
+	"github.com/zcnet/zcnet/integration/contenders"
 )
 
 const (
@@ -87,6 +90,8 @@ func main() {
 			exit(stockServe(os.Args[2]))
 		case "kernel-serve":
 			exit(kernelServe())
+		case "http-get":
+			exit(httpGet(os.Args[2], os.Args[3]))
 		case "echo-client":
 			d, _ := time.ParseDuration(os.Args[2])
 			n := 1
@@ -123,6 +128,7 @@ func run(args []string) int {
 	servers := fs.String("servers", "zcnet,stock,kernel", "servers to flood: zcnet, stock, kernel")
 	which := fs.String("floods", "", "floods to run (default all): "+floodNames())
 	clients := fs.Int("clients", 16, "echo clients during the flood, each one connection at a time")
+	fs.BoolVar(&diag, "diag", false, "zcnet: print, per run, the counters that moved during the flood (link drops by reason, the stack's TCP counters, the TAP's kernel-side drops), why echoes failed and how long their handshakes took, and save a CPU profile of the flood's middle and a heap profile near its end in the working directory")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -203,6 +209,13 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 var seq atomic.Uint32
 
+// diag is the -diag flag.
+var diag bool
+
+// metricsAddr is where a -diag run's netstackd serves /metrics, on its
+// namespace's loopback.
+const metricsAddr = "127.0.0.1:9477"
+
 // runOne floods one server.
 func runOne(server, flood, hpArgs string, d time.Duration, clients int, self, nsd string) (r result) {
 	r = result{server: server, flood: flood, d: d}
@@ -227,7 +240,11 @@ func runOne(server, flood, hpArgs string, d time.Duration, clients int, self, ns
 	var cmd *exec.Cmd
 	switch server {
 	case "zcnet":
-		cmd = exec.CommandContext(ctx, "ip", "netns", "exec", srvNS, nsd, "serve", "-tap", dev, "-addr", serverAddr+"/24", "-addr6", serverAddr6+"/64", "-services", "echo")
+		args := []string{"netns", "exec", srvNS, nsd, "serve", "-tap", dev, "-addr", serverAddr + "/24", "-addr6", serverAddr6 + "/64", "-services", "echo"}
+		if diag {
+			args = append(args, "-metrics", metricsAddr)
+		}
+		cmd = exec.CommandContext(ctx, "ip", args...)
 	case "stock":
 		if flood == "frag6" {
 			r.err = fmt.Errorf("the stock server here has no IPv6 address")
@@ -281,6 +298,11 @@ func runOne(server, flood, hpArgs string, d time.Duration, clients int, self, ns
 		return r
 	}
 	r.idle = idle
+	var before counters
+	dodiag := diag && server == "zcnet"
+	if dodiag {
+		before = snapshot(self, srvNS, dev)
+	}
 	fctx, fcancel := context.WithTimeout(ctx, d)
 	defer fcancel()
 	hp := exec.CommandContext(fctx, "ip", append([]string{"netns", "exec", kernelNS}, floodCmd(flood, hpArgs)...)...)
@@ -291,13 +313,23 @@ func runOne(server, flood, hpArgs string, d time.Duration, clients int, self, ns
 	cl := exec.Command("ip", "netns", "exec", kernelNS, self, "echo-client", d.String(), strconv.Itoa(clients))
 	var clOut bytes.Buffer
 	cl.Stdout = &clOut
+	if dodiag {
+		cl.Stderr = os.Stderr
+		cl.Env = append(os.Environ(), "ZCNET_FLOOD_DIAG=1")
+	}
 	if err := cl.Start(); err != nil {
 		r.err = err
 		return r
 	}
+	if dodiag {
+		go profile(self, srvNS, fmt.Sprintf("flood-%s-%s.pprof", server, flood), d)
+	}
 	r.peak, err = sampleMax(pid, d)
 	hp.Wait()
 	cl.Wait()
+	if dodiag {
+		snapshot(self, srvNS, dev).printDiff(os.Stderr, before)
+	}
 	if err != nil {
 		r.err = err
 		return r
@@ -393,66 +425,112 @@ func vethPair(cliNS, srvNS, dev string) error {
 // echoClient runs in the kernel side's namespace: with d zero it does one
 // echo and fails if it fails; otherwise it echoes on fresh connections, n
 // at a time, for d and prints "successes failures" (an echo still running
-// when d ends counts as neither).
+// when d ends counts as neither). With ZCNET_FLOOD_DIAG set it also
+// prints, to standard error, why echoes failed and how long their
+// connects and whole echoes took.
 func echoClient(d time.Duration, n int) error {
 	data := make([]byte, echoSize)
 	rand.Read(data)
 	if d == 0 {
-		return echoOnce(data, 5*time.Second)
+		return contenders.EchoOnce(net.JoinHostPort(serverAddr, echoPort), data, 5*time.Second)
 	}
 	end := time.Now().Add(d)
-	type tally struct{ ok, failed int }
+	type tally struct {
+		ok, failed int
+		errs       map[string]int
+		dials, all []time.Duration
+	}
 	res := make(chan tally, n)
 	for range n {
 		go func() {
-			var t tally
+			t := tally{errs: map[string]int{}}
 			for time.Now().Before(end) {
-				err := echoOnce(data, min(10*time.Second, time.Until(end)))
+				start := time.Now()
+				dial, err := timedEcho(data, min(10*time.Second, time.Until(end)))
 				switch {
 				case !time.Now().Before(end):
 					// Cut off by the end of the flood (or
 					// finished after it): neither.
 				case err == nil:
 					t.ok++
+					t.dials = append(t.dials, dial)
+					t.all = append(t.all, time.Since(start))
 				default:
 					t.failed++
+					t.errs[errClass(err, dial)]++
 				}
 			}
 			res <- t
 		}()
 	}
-	var sum tally
+	sum := tally{errs: map[string]int{}}
 	for range n {
 		t := <-res
 		sum.ok += t.ok
 		sum.failed += t.failed
+		for k, v := range t.errs {
+			sum.errs[k] += v
+		}
+		sum.dials = append(sum.dials, t.dials...)
+		sum.all = append(sum.all, t.all...)
 	}
 	fmt.Println(sum.ok, sum.failed)
+	if os.Getenv("ZCNET_FLOOD_DIAG") != "" {
+		fmt.Fprintf(os.Stderr, "flood: diag: echoes: %d ok, %d failed %v\n", sum.ok, sum.failed, sum.errs)
+		fmt.Fprintf(os.Stderr, "flood: diag: connect time of good echoes: %s\n", quantiles(sum.dials))
+		fmt.Fprintf(os.Stderr, "flood: diag: whole time of good echoes:   %s\n", quantiles(sum.all))
+	}
 	return nil
 }
 
-// echoOnce sends data on a fresh connection to the echo port and checks
-// that every byte comes back.
-func echoOnce(data []byte, timeout time.Duration) error {
+// errClass names an echo's failure for the -diag tally: where it failed
+// and the error without addresses.
+func errClass(err error, dial time.Duration) string {
+	where := "connect"
+	if dial > 0 {
+		where = "echo"
+	}
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	return where + ": " + msg
+}
+
+// quantiles formats the median, 90th percentile and maximum of ds.
+func quantiles(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	slices.Sort(ds)
+	q := func(f float64) time.Duration { return ds[int(f*float64(len(ds)-1))].Round(time.Millisecond) }
+	return fmt.Sprintf("n=%d median %v p90 %v max %v", len(ds), q(0.5), q(0.9), q(1))
+}
+
+// timedEcho is contenders.EchoOnce to the echo port that also returns how
+// long the connect took (zero if it failed), which -diag reports.
+func timedEcho(data []byte, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
 	c, err := net.DialTimeout("tcp", net.JoinHostPort(serverAddr, echoPort), timeout)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	dial := time.Since(start)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(timeout))
+	c.SetDeadline(start.Add(timeout))
 	errc := make(chan error, 1)
 	go func() { _, err := c.Write(data); errc <- err }()
 	got := make([]byte, len(data))
 	if _, err := io.ReadFull(c, got); err != nil {
-		return err
+		return dial, err
 	}
 	if err := <-errc; err != nil {
-		return err
+		return dial, err
 	}
 	if !bytes.Equal(got, data) {
-		return errors.New("echo differs")
+		return dial, errors.New("echo differs")
 	}
-	return nil
+	return dial, nil
 }
 
 // kernelServe is the kernel's echo server: TCP and UDP port 7.
@@ -465,30 +543,6 @@ func kernelServe() error {
 	if err != nil {
 		return err
 	}
-	go udpEcho(pc)
-	return tcpEcho(ln)
-}
-
-func tcpEcho(ln net.Listener) error {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return err
-		}
-		go func() {
-			defer c.Close()
-			io.Copy(c, c)
-		}()
-	}
-}
-
-func udpEcho(pc net.PacketConn) {
-	b := make([]byte, 65536)
-	for {
-		n, from, err := pc.ReadFrom(b)
-		if err != nil {
-			return
-		}
-		pc.WriteTo(b[:n], from)
-	}
+	go contenders.EchoUDP(pc)
+	return contenders.EchoTCP(ln)
 }

@@ -1,7 +1,7 @@
 // Package hostile crafts the frames a hostile or broken peer sends — bad
 // lengths, bad checksums, impossible TCP flag combinations, overlapping and
 // oversized fragments, malformed options — and writes them onto a network
-// device from the kernel's side, for zcnet's reliability tests (issue 9).
+// device from the kernel's side, for zcnet's reliability tests.
 //
 // Frames are built with gVisor's header package, byte by byte, so a test
 // states exactly which rule a frame breaks: Net builds well-formed frames

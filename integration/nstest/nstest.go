@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,8 +33,9 @@ import (
 
 // NS is a network namespace that lives as long as the test that made it.
 type NS struct {
-	name string
-	t    testing.TB
+	name  string
+	t     testing.TB // New's; nil for Create's
+	owned *sync.Once // Create's: deletes once; nil for New's
 }
 
 var seq atomic.Uint32

@@ -2,13 +2,11 @@ package link_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"io"
 	"net/netip"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -16,12 +14,12 @@ import (
 
 	"github.com/zcnet/zcnet/api"
 	"github.com/zcnet/zcnet/api/apitest"
-	"github.com/zcnet/zcnet/dmapool"
-	"github.com/zcnet/zcnet/stack"
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack/link"
 	"github.com/zcnet/zcnet/stack/link/impair"
 	"github.com/zcnet/zcnet/stack/link/pair"
 	"github.com/zcnet/zcnet/stack/link/pcap"
+	"github.com/zcnet/zcnet/stack/stacktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -129,14 +127,16 @@ func TestWrappersKeepZeroCopy(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			la, lb, err := pair.New(pair.Config{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			a := newAPI(t, la, "192.0.2.1/24")
-			wrapped := tc.wrap(t, lb)
-			b := newAPI(t, wrapped, "192.0.2.2/24")
-			st := transfer(t, a, b, netip.MustParseAddrPort("192.0.2.2:5001"), size)
+			var wrapped gstack.LinkEndpoint
+			p := apitest.NewPair(t, apitest.PairConfig{
+				Stacks: stacktest.Config{WrapB: func(l *pair.Endpoint) gstack.LinkEndpoint {
+					wrapped = tc.wrap(t, l)
+					return wrapped
+				}},
+				PoolA: 32 << 20,
+				PoolB: 32 << 20,
+			})
+			st := transfer(t, p.A, p.B, netip.MustParseAddrPort("192.0.2.2:5001"), size)
 			if st.RxHandedOver+st.RxCopied != size {
 				t.Fatalf("handed over %d + copied %d != %d received", st.RxHandedOver, st.RxCopied, size)
 			}
@@ -150,43 +150,12 @@ func TestWrappersKeepZeroCopy(t *testing.T) {
 	}
 }
 
-// newAPI builds a stack with one NIC on l, addressed as prefix, and the
-// socket API over it, all closed with t.Cleanup.
-func newAPI(t *testing.T, l gstack.LinkEndpoint, prefix string) *api.Stack {
-	t.Helper()
-	st, err := stack.New(stack.Options{})
-	if err != nil {
-		l.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.AddNIC(l, stack.NICConfig{Addrs: []netip.Prefix{netip.MustParsePrefix(prefix)}}); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := dmapool.New(dmapool.Config{Size: 32 << 20, Pin: dmapool.PinOff})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := pool.Close(); err != nil {
-			t.Errorf("pool not empty at the end: %v", err)
-		}
-	})
-	s, err := api.New(st, api.Options{Pool: pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
 // transfer sends size random bytes from a to a listener of b at addr,
 // receives them with Recv, checks them, and returns the receiving
 // socket's counters.
 func transfer(t *testing.T, a, b *api.Stack, addr netip.AddrPort, size int) api.SocketStats {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := evchantest.Context(t)
 	ln, err := b.ListenTCP(addr)
 	if err != nil {
 		t.Fatal(err)

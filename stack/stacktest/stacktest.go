@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"testing"
 
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
 	"github.com/zcnet/zcnet/stack"
 	"github.com/zcnet/zcnet/stack/link/pair"
 )
@@ -32,6 +34,11 @@ type Pair struct {
 type Config struct {
 	Link  pair.Config
 	Stack stack.Options
+	// WrapA and WrapB, if set, put a link of the test's (a gate, an
+	// impairment, a recorder) between a side's end of the pair and its
+	// stack: the stack gets the link they return. Pair.LinkA and LinkB
+	// stay the pair's own ends.
+	WrapA, WrapB func(*pair.Endpoint) gstack.LinkEndpoint
 }
 
 // NewPair builds two stacks, A (192.0.2.1/24, 2001:db8::1/64) and B
@@ -44,13 +51,17 @@ func NewPair(tb testing.TB, cfg Config) *Pair {
 		tb.Fatal(err)
 	}
 	p := &Pair{LinkA: la, LinkB: lb}
-	p.A = build(tb, cfg.Stack, la, AddrA, Addr6A)
-	p.B = build(tb, cfg.Stack, lb, AddrB, Addr6B)
+	p.A = build(tb, cfg.Stack, la, cfg.WrapA, AddrA, Addr6A)
+	p.B = build(tb, cfg.Stack, lb, cfg.WrapB, AddrB, Addr6B)
 	return p
 }
 
-func build(tb testing.TB, opts stack.Options, link *pair.Endpoint, a4, a6 netip.Addr) *stack.Stack {
+func build(tb testing.TB, opts stack.Options, end *pair.Endpoint, wrap func(*pair.Endpoint) gstack.LinkEndpoint, a4, a6 netip.Addr) *stack.Stack {
 	tb.Helper()
+	var link gstack.LinkEndpoint = end
+	if wrap != nil {
+		link = wrap(end)
+	}
 	st, err := stack.New(opts)
 	if err != nil {
 		link.Close()

@@ -6,23 +6,12 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
-	"runtime"
 	"testing"
-	"time"
+
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // eventually polls cond (yielding) until it holds or 5 s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		runtime.Gosched()
-	}
-}
-
 // TestHostilePeer writes every kind of bad descriptor and index the issue
 // lists (InjectFault); each is rejected and counted exactly once, and a
 // good frame still goes through after each.
@@ -46,14 +35,14 @@ func TestHostilePeer(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Nothing attached: a good frame is consumed and dropped as such.
-		eventually(t, "good frame consumed", func() bool { return l.Stats().RxDropsBadFrame == before+1 })
+		evchantest.Eventually(t, "good frame consumed", func() bool { return l.Stats().RxDropsBadFrame == before+1 })
 	}
 	sendGood()
 	ch := l.ch.Load()
 	for f := Fault(0); f < NumFaults; f++ {
 		before := f.Counter(l.Stats())
 		seen := func() {
-			eventually(t, f.String()+" counted", func() bool { return f.Counter(l.Stats()) > before })
+			evchantest.Eventually(t, f.String()+" counted", func() bool { return f.Counter(l.Stats()) > before })
 		}
 		if err := p.InjectFault(f, seen); err != nil {
 			t.Fatalf("%v: %v", f, err)

@@ -5,6 +5,8 @@ package ring
 import (
 	"path/filepath"
 	"testing"
+
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 // TestLazyKickOwedThenPaid: a lazy flush (pure ACKs) while the receive
@@ -35,7 +37,7 @@ func TestLazyKickOwedThenPaid(t *testing.T) {
 		}
 	}()
 	ch := l.ch.Load()
-	eventually(t, "peer asleep", func() bool { return ch.peerWait.Load() != 0 })
+	evchantest.Eventually(t, "peer asleep", func() bool { return ch.peerWait.Load() != 0 })
 	send := func(lazy bool) {
 		ch.txMu.Lock()
 		defer ch.txMu.Unlock()
@@ -63,7 +65,7 @@ func TestLazyKickOwedThenPaid(t *testing.T) {
 		t.Fatalf("peer took %d frames, want 1", n)
 	}
 
-	eventually(t, "peer asleep again", func() bool { return ch.peerWait.Load() != 0 })
+	evchantest.Eventually(t, "peer asleep again", func() bool { return ch.peerWait.Load() != 0 })
 	send(true) // the loop is asleep: kick now
 	if k := l.Stats().Kicks; k != kicks+2 {
 		t.Fatalf("lazy flush with the loop asleep: kicks %d, want %d", k, kicks+2)

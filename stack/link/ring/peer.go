@@ -29,6 +29,12 @@ type Peer struct {
 	wg        sync.WaitGroup
 	gone      chan struct{} // closed when the stack side is gone or Close ran
 	rxOnce    sync.Once
+
+	// recvMu keeps the mapping alive under Recv: Recv holds it for
+	// reading, Close for writing before it unmaps, so a Recv that races
+	// Close returns ErrPeerGone instead of touching unmapped memory.
+	recvMu   sync.RWMutex
+	unmapped bool // +checklocks:recvMu
 }
 
 // Dial connects to a Link's socket at path, checks the version and, when cfg
@@ -156,8 +162,15 @@ func (p *Peer) Send(frames ...[]byte) (int, error) {
 
 // Recv waits for frames and calls fn with each (the bytes are shared memory,
 // valid only during the call), up to a batch; it returns how many, or
-// ErrPeerGone once the stack side is gone.
+// ErrPeerGone once the stack side is gone or Close has run. A Recv may run
+// while another goroutine calls Close (Close waits for it to return); fn
+// must not call Close.
 func (p *Peer) Recv(fn func(frame []byte)) (int, error) {
+	p.recvMu.RLock()
+	defer p.recvMu.RUnlock()
+	if p.unmapped {
+		return 0, ErrPeerGone
+	}
 	for {
 		n := p.ch.recvBatch(rxBatch, func(f []byte) {
 			p.ctr.rxFrames.Add(1)
@@ -187,6 +200,11 @@ func (p *Peer) Close() error {
 		p.ch.txMu.Lock()
 		p.ch.dead = true
 		p.ch.txMu.Unlock()
+		// The watcher's end shut the channel down, which wakes a Recv
+		// asleep on it; wait for every Recv to leave the mapping.
+		p.recvMu.Lock()
+		p.unmapped = true
+		p.recvMu.Unlock()
 		p.ch.closeEvents(p.evs)
 		p.m.Close()
 	})

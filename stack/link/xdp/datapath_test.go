@@ -9,8 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -146,17 +146,6 @@ func (e *fakeEnv) deliverFrame(t *testing.T, frame []byte) {
 	e.post(a, uint32(len(frame)))
 }
 
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(10 * time.Second); !cond(); {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s; stats %+v", what, nil)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // udpFrame builds an Ethernet/IPv4/UDP frame to dst with payload bytes.
 func udpFrame(dstMAC tcpip.LinkAddress, dst netip.Addr, payload int) []byte {
 	n := header.EthernetMinimumSize + header.IPv4MinimumSize + header.UDPMinimumSize + payload
@@ -183,7 +172,7 @@ func TestReceiveAndBadInput(t *testing.T) {
 	good := udpFrame(ourMAC, ourAddr, 100)
 	e.deliverFrame(t, good)
 	e.deliverFrame(t, udpFrame(header.EthernetBroadcastAddress, ourAddr, 10))
-	waitFor(t, "two frames", func() bool { return e.rec.count() == 2 })
+	evchantest.Eventually(t, "two frames", func() bool { return e.rec.count() == 2 })
 	e.rec.mu.Lock()
 	if string(e.rec.frames[0]) != string(good) {
 		t.Fatalf("delivered %x, want the frame", e.rec.frames[0])
@@ -195,7 +184,7 @@ func TestReceiveAndBadInput(t *testing.T) {
 	e.post(40*2048, 60)                  // a transmit frame
 	held := e.takeFill(t)                // a frame the kernel holds, overrun
 	e.post(held+2000, 100)               //
-	waitFor(t, "bad descriptors", func() bool { return e.l.Stats().RxDropBadDesc == 3 })
+	evchantest.Eventually(t, "bad descriptors", func() bool { return e.l.Stats().RxDropBadDesc == 3 })
 	// Good descriptors, bad frames: counted, frames returned.
 	e.post(held, 10)                                                          // the frame held above, truncated below Ethernet
 	e.deliverFrame(t, udpFrame(ourMAC, ourAddr, 100)[:20])                    // IPv4 header cut
@@ -205,14 +194,14 @@ func TestReceiveAndBadInput(t *testing.T) {
 	arpOther := make([]byte, 42)
 	header.Ethernet(arpOther).Encode(&header.EthernetFields{SrcAddr: peerMAC, DstAddr: header.EthernetBroadcastAddress, Type: 0x88cc})
 	e.deliverFrame(t, arpOther) // an EtherType the program passes
-	waitFor(t, "bad frames", func() bool {
+	evchantest.Eventually(t, "bad frames", func() bool {
 		s := e.l.Stats()
 		return s.RxDropShort == 2 && s.RxDropOversized == 1 && s.RxDropNotForUs == 3
 	})
 	// A producer index far ahead: clamped, counted, the link goes on.
 	e.rm.prod.Store(e.rxPosted + 1000)
 	e.k.poke()
-	waitFor(t, "bad index", func() bool { return e.l.Stats().RxBadIndex > 0 })
+	evchantest.Eventually(t, "bad index", func() bool { return e.l.Stats().RxBadIndex > 0 })
 	e.rm.prod.Store(e.rxPosted)
 	// Catch up with whatever the link consumed of the bogus entries.
 	st = e.l.Stats()
@@ -243,7 +232,7 @@ func TestFillRingFull(t *testing.T) {
 	}
 	for i := 0; i < 40; i++ {
 		e.deliverFrame(t, udpFrame(ourMAC, ourAddr, 10))
-		waitFor(t, "frame", func() bool { return e.rec.count() == i+1 })
+		evchantest.Eventually(t, "frame", func() bool { return e.rec.count() == i+1 })
 	}
 	st = e.l.Stats()
 	if st.FramesRxKernel+st.FramesRxHeld != 32 {
@@ -310,7 +299,7 @@ func TestNoDispatcher(t *testing.T) {
 	e := newFakeEnv(t, 64, 32)
 	e.l.Attach(nil)
 	e.deliverFrame(t, udpFrame(ourMAC, ourAddr, 10))
-	waitFor(t, "drop", func() bool { return e.l.Stats().RxDropNotAttached == 1 })
+	evchantest.Eventually(t, "drop", func() bool { return e.l.Stats().RxDropNotAttached == 1 })
 	if e.l.IsAttached() {
 		t.Fatal("attached after Attach(nil)")
 	}
@@ -321,12 +310,12 @@ func TestAllowAddress(t *testing.T) {
 	e := newFakeEnv(t, 64, 32)
 	other := netip.MustParseAddr("192.0.2.77")
 	e.deliverFrame(t, udpFrame(ourMAC, other, 10))
-	waitFor(t, "drop", func() bool { return e.l.Stats().RxDropNotForUs == 1 })
+	evchantest.Eventually(t, "drop", func() bool { return e.l.Stats().RxDropNotForUs == 1 })
 	if err := e.l.AllowAddress(other); err != nil {
 		t.Fatal(err)
 	}
 	e.deliverFrame(t, udpFrame(ourMAC, other, 10))
-	waitFor(t, "delivery", func() bool { return e.rec.count() == 1 })
+	evchantest.Eventually(t, "delivery", func() bool { return e.rec.count() == 1 })
 	e.l.Close()
 	if err := e.l.AllowAddress(netip.MustParseAddr("192.0.2.78")); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("AllowAddress after Close: %v", err)

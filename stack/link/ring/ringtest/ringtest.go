@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack/link/ring"
 )
 
@@ -22,7 +23,7 @@ func Inject(p *ring.Peer, f ring.Fault, stats func() ring.Stats, timeout time.Du
 	before := f.Counter(stats())
 	counted := false
 	err := p.InjectFault(f, func() {
-		counted = waitFor(timeout, func() bool { return f.Counter(stats()) > before })
+		counted = evchantest.Poll(timeout, func() bool { return f.Counter(stats()) > before })
 	})
 	grew := f.Counter(stats()) - before
 	switch {
@@ -46,17 +47,4 @@ func InjectAll(p *ring.Peer, stats func() ring.Stats, timeout time.Duration) ([r
 		}
 	}
 	return grew, nil
-}
-
-// waitFor polls cond every 100 µs until it holds or d has passed. It is
-// for counters the stack side's goroutines raise, never for ordering.
-func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
-	return true
 }
