@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -14,6 +15,32 @@ import (
 
 	"github.com/zcnet/zcnet/integration/contenders"
 )
+
+// ip6FragCreates reads the IPv6 fragments the kernel of d's namespace has
+// made (Ip6FragCreates, RFC 2465's ipv6IfStatsOutFragCreates). The file is
+// read through thread-self: /proc/net is the thread group leader's
+// namespace, not that of the thread Do runs on.
+func ip6FragCreates(t *testing.T, d *daemon) int64 {
+	t.Helper()
+	var n int64 = -1
+	err := d.ns.Do(func() error {
+		b, err := os.ReadFile("/proc/thread-self/net/snmp6")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "Ip6FragCreates" {
+				n, err = strconv.ParseInt(f[1], 10, 64)
+				return err
+			}
+		}
+		return fmt.Errorf("no Ip6FragCreates in /proc/thread-self/net/snmp6")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
 
 // rssBytes reads a process's resident set size.
 func rssBytes(pid int) (int64, error) {
@@ -39,10 +66,12 @@ func echo1MiB(d *daemon, data []byte, timeout time.Duration) error {
 }
 
 // floodCase is one flood from the kernel side of the daemon's TAP: hping3's
-// arguments (after the rate), and whether every echo during it must
-// succeed (not just some).
+// arguments (after the rate), or for a flood hping3 cannot send (it has no
+// IPv6) a command of its own, which floods as fast as it can at any rate;
+// and whether every echo during it must succeed (not just some).
 type floodCase struct {
 	name, args string
+	cmd        []string
 	noFailure  bool
 }
 
@@ -56,6 +85,9 @@ var floodCases = []floodCase{
 	{name: "payload", args: "-A -d 1000 -p 7"},
 	{name: "frag4", args: "-f -d 1400 -p 7"},
 	{name: "udpfrag", args: "-2 -f -d 3000 -p 7"},
+	// UDP datagrams of 3000 bytes to the echo port over IPv6, which the
+	// kernel cuts into fragments at the TAP's MTU.
+	{name: "frag6", cmd: []string{"socat", "-u", "-b", "3000", "OPEN:/dev/zero", "UDP6-SENDTO:[" + stack6 + "]:7"}},
 	{name: "udp", args: "-2 -d 1000 -p 7"},
 	{name: "udpclosed", args: "-2 -d 100 -p 9999"},
 }
@@ -63,8 +95,9 @@ var floodCases = []floodCase{
 // TestFloodBounded floods the daemon from the kernel side of its TAP with
 // hping3, one flood per subtest, each on a daemon of its own in a
 // namespace of its own, for 12 s: SYNs, ACKs and RSTs at the open echo
-// port, ACKs with payload at it, IPv4 fragments of TCP and of UDP, UDP to
-// the open port and to a closed one. For each it checks that the daemon's
+// port, ACKs with payload at it, IPv4 fragments of TCP and of UDP, IPv6
+// fragments of UDP (socat), UDP to the open port and to a closed one. For
+// each it checks that the daemon's
 // resident memory stays within 64 MiB of idle at every second (256 MiB
 // under the race detector, which multiplies every allocation; there the
 // flood also runs at 20 000 packets/s rather than as fast as hping3 can,
@@ -75,19 +108,8 @@ var floodCases = []floodCase{
 // byte, during the flood (under the SYN flood, every one of them), and
 // that one does after it.
 func TestFloodBounded(t *testing.T) {
-	need(t, "hping3")
+	need(t, "hping3", "socat")
 	for _, fc := range floodCases {
-		if raceEnabled && fc.name == "frag4" {
-			// A flood of IPv4 fragments of TCP segments runs into a
-			// use-after-free inside gVisor's IPv4 reassembly (the race
-			// detector sees deliverPacketLocally read the reassembled
-			// packet's IPv4 header from a chunk a TCP send has since
-			// been given; stock gVisor's own server died under the same
-			// flood). It is not ours to fix in a pinned gVisor, and the
-			// race-built daemon reports it and exits; this flood runs in
-			// the test without -race and in integration/flood.
-			continue
-		}
 		t.Run(fc.name, func(t *testing.T) { floodBounded(t, fc) })
 	}
 }
@@ -113,8 +135,14 @@ func floodBounded(t *testing.T, fc floodCase) {
 	const flood, clients = 12 * time.Second, 4
 	ctx, cancel := context.WithTimeout(context.Background(), flood)
 	defer cancel()
-	args := append(append([]string{"hping3", "-q"}, rate...), strings.Fields(fc.args)...)
-	hp := d.ns.Cmd(ctx, append(args, stack4)...)
+	args := append(append(append([]string{"hping3", "-q"}, rate...), strings.Fields(fc.args)...), stack4)
+	if fc.cmd != nil {
+		args = fc.cmd
+	}
+	fragsBefore := ip6FragCreates(t, d)
+	hp := d.ns.Cmd(ctx, args...)
+	var hpErr bytes.Buffer
+	hp.Stderr = &hpErr
 	if err := hp.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +188,13 @@ func floodBounded(t *testing.T, fc floodCase) {
 	tick.Stop()
 	hp.Wait()
 	wg.Wait()
-	t.Logf("%s flood: idle %d MiB, peak %d MiB; %d echoes of 1 MiB during it, %d failed", fc.name, idle>>20, peak>>20, ok, failed)
+	frags := ip6FragCreates(t, d) - fragsBefore
+	t.Logf("%s flood: idle %d MiB, peak %d MiB; %d echoes of 1 MiB during it, %d failed; %d IPv6 fragments sent", fc.name, idle>>20, peak>>20, ok, failed, frags)
+	if fc.name == "frag6" && frags < 1000 {
+		// The flood must have been one: the kernel cut datagrams into
+		// fragments for the TAP.
+		t.Errorf("the kernel made %d IPv6 fragments during the frag6 flood (%s)", frags, hpErr.String())
+	}
 	if ok == 0 {
 		t.Errorf("no 1 MiB echo on a fresh connection succeeded during %v of %s flood (%d failed, the first: %v)", flood, fc.name, failed, firstErr)
 	}

@@ -50,8 +50,10 @@
 // says (Linux checks it always; gVisor skips it for such a link), and IP
 // fragments, whose transport checksum covers the whole datagram, are held
 // by a bounded fragment checker (frag.go) until their set is complete and
-// then delivered together if the datagram's checksum is right, or dropped
-// together and counted (Stats.RxDropFrag*). Transmit checksum offload
+// then reassembled by the link and delivered whole, as one unfragmented
+// packet made of the fragments' receive views, if the datagram's checksum
+// is right (Stats.RxFragReassembled), or dropped together and counted
+// (Stats.RxDropFrag*). Transmit checksum offload
 // is never advertised; TCP segments go out with NEEDS_CSUM and the kernel
 // completes them. vnet.go holds all of this and cites the kernel headers.
 //

@@ -13,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 
+	"github.com/zcnet/zcnet/stack/link"
 	"github.com/zcnet/zcnet/stack/link/frame"
 )
 
@@ -22,17 +23,26 @@ import (
 // TCP and UDP checksums of the datagrams it reassembles from IP fragments,
 // and a single fragment cannot be verified: the checksum covers the whole
 // datagram. So the link holds the fragments of each such datagram until it
-// has all of them, sums them, and then either delivers every fragment, in
-// offset order, for gVisor to reassemble as usual, or drops them all,
-// counted.
+// has all of them, sums them, and then either delivers the datagram whole
+// or drops every fragment, counted.
 //
-// Why hold rather than reassemble here: gVisor keeps its own reassembly
-// rules (RFC 791, RFC 8200 §4.5, RFC 5722), IPv6 extension headers after
-// the fragment header, raw-socket delivery and statistics; the link only
-// decides whether the stack may see a datagram at all, and needs none of
-// the bookkeeping to build one. Why not per packet: gVisor's NIC overwrites
-// pkt.RXChecksumValidated from the link's capabilities (nic.go), so the
-// link cannot ask the stack to verify just these packets.
+// Why the link reassembles rather than hand gVisor the fragments: gVisor's
+// IPv4 reassembly was seen to hand on a packet whose header memory had
+// been reused (the race detector caught a reassembled header read from a
+// chunk a TCP send was writing, and a fragment flood crashed the stack, ours
+// and stock gVisor's alike); and the checker already holds and orders
+// every fragment, so the datagram is all there. build makes it one
+// unfragmented packet: a new view with the first fragment's headers,
+// rewritten, and the transport header, then the fragments' data as views
+// of their receive memory, in offset order: the payload of a fragment of at
+// least fragCopyBreak bytes is not copied, and the payload hook sees those
+// views as it sees an unfragmented frame's, so a UDP datagram larger than
+// the MTU still reaches a zero-copy socket without a copy; smaller
+// fragments are copied (counted), so that they pin no receive view. gVisor's reassembly rules (RFC 791, RFC 8200 §4.5, RFC
+// 5722) are the checker's: duplicates, overlaps, ends, timeouts and limits
+// below. Why not per packet: gVisor's NIC overwrites pkt.RXChecksumValidated
+// from the link's capabilities (nic.go), so the link cannot ask the stack
+// to verify just these packets.
 //
 // Checksums compose without copying: every fragment but the last carries a
 // multiple of 8 bytes at an offset that is a multiple of 8, so each
@@ -57,10 +67,12 @@ import (
 // unchecked. Held frames are released on every drop, on expiry (a timer
 // fires at the oldest deadline) and when the queue's reader stops.
 //
-// What the link's holding changes for the stack: it sees no fragment of an
-// incomplete datagram, so it sends no ICMP Time Exceeded for one (RFC 792,
-// RFC 8200 §4.5 say "should"), and datagrams the link dropped for a bad
-// checksum are counted by the link rather than by the stack's transport.
+// What the link's reassembly changes for the stack: it sees no fragment of
+// an incomplete datagram, so it sends no ICMP Time Exceeded for one (RFC
+// 792, RFC 8200 §4.5 say "should"); datagrams the link dropped for a bad
+// checksum are counted by the link rather than by the stack's transport;
+// and the stack's fragment statistics stay at zero (the link's counters,
+// RxFragReassembled and the RxDropFrag* drops, say what happened).
 
 // Limits of one queue's fragment checker.
 const (
@@ -121,6 +133,43 @@ func (h *heldFrag) byteAt(i int) byte {
 	return h.head.AsSlice()[i]
 }
 
+// take hands the frame's bytes [from, to) to emit as views of the
+// frame's memory (one per receive view they lie in, emit taking ownership),
+// releases what is left, and empties h.
+func (h *heldFrag) take(from, to int, emit func(*buffer.View)) {
+	hs := h.head.Size()
+	if from < hs && from < to {
+		h.head.TrimFront(from)
+		h.head.CapLength(min(to, hs) - from)
+		emit(h.head)
+	} else {
+		h.head.Release()
+	}
+	if h.tail != nil {
+		if to > hs && max(from, hs) < to {
+			f := max(from-hs, 0)
+			h.tail.TrimFront(f)
+			h.tail.CapLength(to - hs - f)
+			emit(h.tail)
+		} else {
+			h.tail.Release()
+		}
+	}
+	*h = heldFrag{}
+}
+
+// appendRange appends the frame's bytes [from, to) to dst.
+func (h *heldFrag) appendRange(dst []byte, from, to int) []byte {
+	head := h.head.AsSlice()
+	if from < len(head) {
+		dst = append(dst, head[from:min(to, len(head))]...)
+	}
+	if to > len(head) {
+		dst = append(dst, h.tail.AsSlice()[max(from, len(head))-len(head):to-len(head)]...)
+	}
+	return dst
+}
+
 // sumRange returns the ones'-complement sum of the frame's bytes
 // [from, to), which may span both views.
 func (h *heldFrag) sumRange(from, to int) uint16 {
@@ -156,6 +205,12 @@ type fragDatagram struct {
 	// l4off is where the transport header starts in the fragmentable
 	// part: 0 for IPv4, after any extension headers for IPv6.
 	l4off int
+	// ipEnd is where the first fragment's IP headers end in its frame:
+	// its data for IPv4, its fragment header for IPv6; nhPos is where the
+	// next header field naming that fragment header lies, and next is
+	// the fragment header's own next header (IPv6 only).
+	ipEnd, nhPos int
+	next         uint8
 }
 
 // fragChecker holds the fragments of one queue's datagrams until each
@@ -208,12 +263,13 @@ func (fc *fragChecker) initWith(c *counters, lim fragLimits, now func() time.Tim
 func (fc *fragChecker) ready() bool { return fc.c != nil }
 
 // add takes ownership of a fragment's frame (head and tail, capped to the
-// frame; tail may be nil), described by fi, and appends to out the frames
-// to deliver now, in offset order: none while the datagram is incomplete,
-// all of its fragments once it is complete and its checksum right. The
-// caller owns the frames appended. Frames dropped here are released and
-// counted.
-func (fc *fragChecker) add(head, tail *buffer.View, fi *fragInfo, out []heldFrag) []heldFrag {
+// frame; tail may be nil), described by fi. It returns nil while the
+// datagram is incomplete, and the datagram once it is complete, its checksum
+// right and its length one an IP header can state: removed from the
+// checker, its fragments sorted by offset and owned by the caller, who
+// builds the packet from them (build). Frames dropped here are released
+// and counted.
+func (fc *fragChecker) add(head, tail *buffer.View, fi *fragInfo) *fragDatagram {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	now := fc.now()
@@ -243,19 +299,19 @@ func (fc *fragChecker) add(head, tail *buffer.View, fi *fragInfo, out []heldFrag
 		if h.off == o.off && h.end == o.end && h.more == o.more {
 			fc.c.dropFragDup.Add(1)
 			h.release()
-			return out
+			return nil
 		}
 		fc.dropLocked(d, &h, &fc.c.dropFragInvalid)
-		return out
+		return nil
 	}
 	if !h.more && (d.final >= 0 && d.final != h.end || d.lastEnd() > h.end) ||
 		h.more && d.final >= 0 && h.end > d.final {
 		fc.dropLocked(d, &h, &fc.c.dropFragInvalid)
-		return out
+		return nil
 	}
 	if len(d.frags) >= fc.lim.perDatagram {
 		fc.dropLocked(d, &h, &fc.c.dropFragLimit)
-		return out
+		return nil
 	}
 
 	// The sum of what it contributes to the transport checksum.
@@ -263,7 +319,7 @@ func (fc *fragChecker) add(head, tail *buffer.View, fi *fragInfo, out []heldFrag
 	if h.off == 0 {
 		if !d.parseFirst(&h, fi) {
 			fc.dropLocked(d, &h, &fc.c.dropFragInvalid)
-			return out
+			return nil
 		}
 		from += d.l4off
 	}
@@ -274,7 +330,7 @@ func (fc *fragChecker) add(head, tail *buffer.View, fi *fragInfo, out []heldFrag
 	}
 	if fc.mem+h.mem > fc.lim.bytes {
 		fc.dropLocked(d, &h, &fc.c.dropFragLimit)
-		return out
+		return nil
 	}
 	d.frags = append(d.frags, h)
 	d.covered += h.end - h.off
@@ -284,22 +340,28 @@ func (fc *fragChecker) add(head, tail *buffer.View, fi *fragInfo, out []heldFrag
 		d.final = h.end
 	}
 	if d.final < 0 || d.covered != d.final {
-		return out
+		return nil
 	}
 
 	// Complete: the held fragments tile [0, final).
 	delete(fc.dgrams, d.key)
 	fc.mem -= d.mem
 	slices.SortFunc(d.frags, func(a, b heldFrag) int { return a.off - b.off })
-	if d.verify && !d.checksumOK() {
-		fc.c.dropFragCsum.Add(uint64(len(d.frags)))
-		for i := range d.frags {
-			d.frags[i].release()
-		}
-		return out
+	if d.ipLen() > 0xffff {
+		// Longer than the IP header's length field can say (IPv4's
+		// total length, IPv6's payload length: a jumbogram needs a
+		// hop-by-hop option the link does not write).
+		fc.dropLocked(d, nil, &fc.c.dropFragInvalid)
+		return nil
 	}
-	fc.c.fragDatagrams.Add(1)
-	return append(out, d.frags...)
+	if d.verify && !d.checksumOK() {
+		fc.dropLocked(d, nil, &fc.c.dropFragCsum)
+		return nil
+	}
+	if d.verify {
+		fc.c.fragDatagrams.Add(1)
+	}
+	return d
 }
 
 // lastEnd returns where the held fragment that reaches furthest ends.
@@ -312,16 +374,23 @@ func (d *fragDatagram) lastEnd() int {
 }
 
 // parseFirst learns from the first fragment h (offset 0) which transport
-// the datagram carries and where its header starts; false means the
-// datagram must be dropped. For IPv6 the fragmentable part may begin with
-// extension headers, which gVisor walks after reassembly; they must lie in
-// the first fragment (RFC 8200 §4.5, and gVisor drops a first fragment
-// whose headers do not parse), and another fragment header among them
-// would have gVisor reassemble twice, which the link does not follow.
+// the datagram carries, where its header starts, and what build needs to
+// rewrite the IP header; false means the datagram must be dropped. For IPv6
+// the fragmentable part may begin with extension headers, which gVisor
+// walks after reassembly; they must lie in the first fragment (RFC 8200
+// §4.5, and gVisor drops a first fragment whose headers do not parse), and
+// another fragment header among them would have gVisor reassemble twice,
+// which the link does not follow.
 func (d *fragDatagram) parseFirst(h *heldFrag, fi *fragInfo) bool {
-	d.proto = fi.next
+	d.proto, d.next, d.ipEnd = fi.next, fi.next, fi.data
 	if fi.key.v6 {
 		head := h.head.AsSlice()
+		d.ipEnd = fi.data - frame.IPv6FragLen
+		nh, ok := ipv6FragNextHeader(head, d.ipEnd)
+		if !ok {
+			return false
+		}
+		d.nhPos = nh
 		b := head[min(h.data, len(head)):min(h.data+fi.size, len(head))]
 		w, err := frame.WalkIPv6Ext(b, fi.next, 0, fi.size)
 		switch {
@@ -329,14 +398,199 @@ func (d *fragDatagram) parseFirst(h *heldFrag, fi *fragInfo) bool {
 			return false
 		case w.Stop == frame.ExtRouted:
 			// gVisor discards the reassembled datagram unread (see
-			// verifyChecksums).
+			// verifyChecksums) once it has read the routing header,
+			// which build therefore puts with the IP headers.
 			d.verify = false
+			d.proto = 0
+			d.l4off = min(w.Off+(int(b[w.Off+1])+1)*8, fi.size)
 			return true
 		}
 		d.proto, d.l4off = w.Proto, w.Off
 	}
 	d.verify = d.proto == uint8(header.TCPProtocolNumber) || d.proto == uint8(header.UDPProtocolNumber)
 	return true
+}
+
+// ipv6FragNextHeader returns where, in the frame b, the next header field
+// naming the IPv6 fragment header at offset frag lies: the fixed header's,
+// or that of the last extension header before it. The headers before frag
+// were walked (frame.WalkIPv6Ext) when the frame was parsed, so this walk,
+// with the same lengths, ends at frag; false if it does not.
+func ipv6FragNextHeader(b []byte, frag int) (int, bool) {
+	pos := header.EthernetMinimumSize + 6
+	off := header.EthernetMinimumSize + header.IPv6MinimumSize
+	for off < frag && off+8 <= len(b) {
+		n := (int(b[off+1]) + 1) * 8
+		switch b[pos] {
+		case uint8(header.IPv6FragmentExtHdrIdentifier), ipv6Experiment1, ipv6Experiment2:
+			n = 8
+		}
+		pos, off = off, off+n
+	}
+	return pos, off == frag && frag+frame.IPv6FragLen <= len(b)
+}
+
+// The experiment header numbers (RFC 3692), which gVisor, and so
+// frame.WalkIPv6Ext, reads as 8 bytes.
+const (
+	ipv6Experiment1 = 253
+	ipv6Experiment2 = 254
+)
+
+// ipLen returns the length field of the reassembled datagram's IP header:
+// IPv4's total length, or IPv6's payload length (the headers before the
+// fragment header, which goes, and the fragmentable part). Valid once the
+// datagram is complete.
+func (d *fragDatagram) ipLen() int {
+	n := d.ipEnd - header.EthernetMinimumSize + d.final
+	if d.key.v6 {
+		n -= header.IPv6MinimumSize
+	}
+	return n
+}
+
+// l4Split returns how many bytes of the fragmentable part build copies
+// after the IP headers: the IPv6 extension headers in it and the transport
+// header, everything gVisor reads with PullUp, so that it never merges (and
+// copies) payload views. Valid once the datagram is complete.
+func (d *fragDatagram) l4Split() int {
+	n := d.l4off
+	switch d.proto {
+	case uint8(header.UDPProtocolNumber), uint8(header.ICMPv4ProtocolNumber), uint8(header.ICMPv6ProtocolNumber):
+		n += header.UDPMinimumSize // all three are 8 bytes
+	case uint8(header.TCPProtocolNumber):
+		doff := header.TCPMinimumSize
+		if d.l4off+header.TCPDataOffset < d.final {
+			doff = max(doff, int(d.byteAt(d.l4off+header.TCPDataOffset)>>4)*4)
+		}
+		n += doff
+	}
+	return min(n, d.final)
+}
+
+// build makes the complete datagram d (whose fragments add handed back) into
+// one unfragmented packet, taking ownership of every fragment's views: the
+// header view (header) followed by the rest of each fragment's data in
+// offset order (payload). It returns the packet and the number of bytes
+// copied.
+func (d *fragDatagram) build(hook link.PayloadHook) (buffer.Buffer, int) {
+	hv := d.header()
+	n := hv.Size()
+	buf, copied := d.payload(hv, hook)
+	return buf, n + copied
+}
+
+// header returns a new view with the Ethernet and IP headers of the first
+// fragment, rewritten for the whole datagram (IPv4: More Fragments and the
+// offset cleared, total length and header checksum set; IPv6: the fragment
+// header removed, the next header field that named it and the payload
+// length set), followed by a copy of the first l4Split bytes of the
+// fragmentable part (the transport header). The fragments stay d's.
+func (d *fragDatagram) header() *buffer.View {
+	unfrag := d.ipEnd
+	hv := buffer.NewViewSize(unfrag + d.l4Split())
+	hb := hv.AsSlice()
+	copy(hb, d.frags[0].head.AsSlice()[:unfrag])
+	d.copyOut(hb[unfrag:], len(hb)-unfrag)
+	if d.key.v6 {
+		hb[d.nhPos] = d.next
+		header.IPv6(hb[header.EthernetMinimumSize:]).SetPayloadLength(uint16(d.ipLen()))
+	} else {
+		ip := header.IPv4(hb[header.EthernetMinimumSize:])
+		ip.SetTotalLength(uint16(d.ipLen()))
+		ip.SetFlagsFragmentOffset(ip.Flags()&^header.IPv4FlagMoreFragments, 0)
+		ip.SetChecksum(0)
+		ip.SetChecksum(^ip.CalculateChecksum())
+	}
+	return hv
+}
+
+// frameLen returns the length of the frame build makes.
+func (d *fragDatagram) frameLen() int {
+	n := header.EthernetMinimumSize + d.ipLen()
+	if d.key.v6 {
+		n += header.IPv6MinimumSize
+	}
+	return n
+}
+
+// fragCopyBreak is the smallest fragment data payload hands on as a view
+// of the fragment's receive memory; less is copied (and counted). A fragment
+// of a few bytes (hping3 -f cuts datagrams into 16-byte pieces) would
+// otherwise pin a whole receive view, sized for the MTU, for as long as its
+// datagram is queued: a hundredfold more memory than the data, which no
+// receive-buffer accounting sees. The copy-break of unfragmented frames is
+// the same bound.
+const fragCopyBreak = copyBreak
+
+// payload returns the packet: hv (from header, taken over) followed by the
+// fragments' data past what hv holds, in offset order: the data of a
+// fragment of at least fragCopyBreak bytes as views of its frame's memory,
+// runs of smaller ones copied into views of their own. It takes ownership
+// of every fragment's views, leaves d without fragments, and returns the
+// number of bytes copied. hook, if not nil and the datagram is TCP or UDP,
+// is called with each view of received memory (not the copies), as for an
+// unfragmented frame.
+func (d *fragDatagram) payload(hv *buffer.View, hook link.PayloadHook) (buffer.Buffer, int) {
+	hb := hv.AsSlice()
+	split := len(hb) - d.ipEnd
+	if d.proto != uint8(header.TCPProtocolNumber) && d.proto != uint8(header.UDPProtocolNumber) {
+		hook = nil
+	}
+	buf := buffer.MakeWithView(hv)
+	off, copied := 0, 0
+	var small []byte
+	flush := func() {
+		if len(small) > 0 {
+			mergeView(&buf, buffer.NewViewWithData(small))
+			off += len(small)
+			copied += len(small)
+			small = small[:0]
+		}
+	}
+	for i := range d.frags {
+		h := &d.frags[i]
+		from, to := h.data+max(h.off, split)-h.off, h.data+h.end-h.off
+		if to-from < fragCopyBreak {
+			small = h.appendRange(small, from, to)
+			h.release()
+			continue
+		}
+		flush()
+		h.take(from, to, func(v *buffer.View) {
+			if hook != nil {
+				hook(hb, v, off)
+			}
+			off += v.Size()
+			mergeView(&buf, v)
+		})
+	}
+	flush()
+	d.frags = nil
+	return buf, copied
+}
+
+// release drops the fragments of a datagram add handed back that will not
+// be built.
+func (d *fragDatagram) release() {
+	for i := range d.frags {
+		d.frags[i].release()
+	}
+	d.frags = nil
+}
+
+// copyOut copies the first n bytes of the datagram's fragmentable part into
+// dst.
+func (d *fragDatagram) copyOut(dst []byte, n int) {
+	for i := range d.frags {
+		h := &d.frags[i]
+		if h.off >= n {
+			return
+		}
+		for j := h.off; j < min(h.end, n); j++ {
+			dst[j] = h.byteAt(h.data + j - h.off)
+		}
+	}
 }
 
 // checksumOK verifies the transport checksum of the complete datagram,

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +19,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/zcnet/zcnet/stack/link/frame"
 )
 
 // Frame builders for fragments and IPv6 extension headers, independent of
@@ -127,6 +131,22 @@ func frags6(next uint8, id uint32, payload []byte, pieces []piece) [][]byte {
 	return out
 }
 
+// frags6HBH is frags6 with a hop-by-hop options header before each
+// fragment header (in the unfragmentable part).
+func frags6HBH(next uint8, id uint32, payload []byte, pieces []piece) [][]byte {
+	var out [][]byte
+	for _, p := range pieces {
+		rest := cat(optsHdr(extFrag), fragHdr6(next, p.off, p.more, id), payload[p.off:p.off+p.size])
+		out = append(out, v6Frame(extHBH, rest))
+	}
+	return out
+}
+
+// whole4 returns the unfragmented IPv4 frame that frags4 cuts up.
+func whole4(proto tcpip.TransportProtocolNumber, id uint16, payload []byte) []byte {
+	return frags4(proto, id, payload, []piece{{0, len(payload), false}})[0]
+}
+
 // optsHdr returns a hop-by-hop or destination options header of 8 bytes
 // (one PadN option).
 func optsHdr(next uint8) []byte { return []byte{next, 0, 1, 4, 0, 0, 0, 0} }
@@ -226,7 +246,7 @@ func TestVerifyChecksumsIPv4Vouched(t *testing.T) {
 		{"NEEDS_CSUM or DATA_VALID, header right", whole, true, csumNone},
 		{"NEEDS_CSUM or DATA_VALID, header checksum wrong", badHdr, true, csumBad},
 		{"vouched-for fragment: still checked whole", frag, true, csumFragment},
-		{"ICMP fragment: the stack checks ICMP itself", icmpFrag, false, csumGood},
+		{"ICMP fragment: reassembled by the link too", icmpFrag, false, csumFragment},
 		{"MF with 13 bytes: malformed, the stack drops it", odd, false, csumMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -245,6 +265,8 @@ type fragHarness struct {
 	c     counters
 	fc    fragChecker
 	clock time.Time
+	// copied counts the bytes build copied.
+	copied int
 }
 
 func newFragHarness(t *testing.T, lim fragLimits) *fragHarness {
@@ -255,12 +277,15 @@ func newFragHarness(t *testing.T, lim fragLimits) *fragHarness {
 }
 
 // feed hands frame to the checker, split between a head and a tail view at
-// cut (0: one view), and returns the frames it hands back.
-func (h *fragHarness) feed(frame []byte, cut int) [][]byte {
+// cut (0: one view), and returns the datagram it completes, if any, as the
+// frame build makes of it. It checks what build hands the payload hook:
+// views that tile the transport payload in order, behind headers that
+// parse.
+func (h *fragHarness) feed(fr []byte, cut int) [][]byte {
 	h.t.Helper()
-	head, tail := frame, []byte(nil)
-	if cut > 0 && cut < len(frame) {
-		head, tail = frame[:cut], frame[cut:]
+	head, tail := fr, []byte(nil)
+	if cut > 0 && cut < len(fr) {
+		head, tail = fr[:cut], fr[cut:]
 	}
 	var fi fragInfo
 	if v := verifyChecksums(head, tail, false, &fi); v != csumFragment {
@@ -271,16 +296,55 @@ func (h *fragHarness) feed(frame []byte, cut int) [][]byte {
 	if tail != nil {
 		tv = buffer.NewViewWithData(tail)
 	}
-	var out [][]byte
-	for _, f := range h.fc.add(hv, tv, &fi, nil) {
-		b := append([]byte(nil), f.head.AsSlice()...)
-		if f.tail != nil {
-			b = append(b, f.tail.AsSlice()...)
-		}
-		f.release()
-		out = append(out, b)
+	d := h.fc.add(hv, tv, &fi)
+	if d == nil {
+		return nil
 	}
-	return out
+	type hooked struct {
+		b   []byte
+		off int
+	}
+	var seen []hooked
+	var hdr []byte
+	hook := func(hb []byte, v *buffer.View, off int) {
+		hdr = hb
+		seen = append(seen, hooked{v.AsSlice(), off})
+	}
+	nfrags := len(d.frags)
+	buf, copied := d.build(hook)
+	if d.frags != nil || nfrags == 0 {
+		h.t.Fatalf("build left %d fragments", len(d.frags))
+	}
+	b := buf.Flatten()
+	buf.Release()
+	if copied <= header.EthernetMinimumSize || copied > len(b) {
+		h.t.Fatalf("build copied %d bytes of a %d-byte frame", copied, len(b))
+	}
+	viewed := 0
+	if seen != nil {
+		var r frame.Repr
+		if err := r.ParseHeaders(hdr); err != nil || r.Depth < frame.DepthTransport || r.Fragment {
+			h.t.Fatalf("hook's headers: %v, depth %d, fragment %v", err, r.Depth, r.Fragment)
+		}
+		for _, s := range seen {
+			if !bytes.Equal(s.b, b[r.PayloadOff+s.off:][:len(s.b)]) {
+				h.t.Fatalf("hook: the view at payload offset %d differs from the packet", s.off)
+			}
+			viewed += len(s.b)
+		}
+		if r.PayloadOff != len(hdr) {
+			h.t.Fatalf("hook's headers are %d bytes, the packet's %d", len(hdr), r.PayloadOff)
+		}
+	}
+	// Every byte is copied or handed to the hook as received memory
+	// (UDP and TCP), and only fragments under the copy-break are copied.
+	if d.proto == protoUDP || d.proto == uint8(header.TCPProtocolNumber) {
+		if copied+viewed != len(b) {
+			h.t.Fatalf("copied %d + viewed %d bytes of a %d-byte frame", copied, viewed, len(b))
+		}
+	}
+	h.copied += copied
+	return [][]byte{b}
 }
 
 // feedAll feeds frames in the order given and returns what came back.
@@ -331,16 +395,30 @@ func TestFragCheckerDeliversGoodDatagrams(t *testing.T) {
 	// IPv6 with a destination options header in the fragmentable part,
 	// before UDP (RFC 8200 §4.5): the checksum starts after it.
 	dst6 := cat(optsHdr(protoUDP), udpDatagram(true, 1000, 3, false))
+	// A TCP segment with 40 bytes of options, in fragments of 16: its
+	// header spans three of them.
+	tcp4 := make([]byte, 1000)
+	tcp4[12], tcp4[13] = 15<<4, 0x18
+	for i := 60; i < len(tcp4); i++ {
+		tcp4[i] = byte(i)
+	}
+	binary.BigEndian.PutUint16(tcp4[16:], ^checksum.Checksum(tcp4, header.PseudoHeaderChecksum(header.TCPProtocolNumber, v4Peer, v4Stack, uint16(len(tcp4)))))
 	type set struct {
 		name   string
 		frames [][]byte
+		whole  []byte
+		// copied is the bytes build must copy (-1: not checked): the
+		// headers, and fragments under the copy-break.
+		copied int
 	}
 	sets := []set{
-		{"IPv4", frags4(header.UDPProtocolNumber, 77, dgram4, split8(len(dgram4), 1480))},
-		{"IPv4, small fragments", frags4(header.UDPProtocolNumber, 78, dgram4, split8(len(dgram4), 200))},
-		{"IPv4, zero UDP checksum", frags4(header.UDPProtocolNumber, 79, zero4, split8(len(zero4), 128))},
-		{"IPv6", frags6(protoUDP, 77, dgram6, split8(len(dgram6), 1232))},
-		{"IPv6, destination options in the fragmentable part", frags6(extDst, 78, dst6, split8(len(dst6), 256))},
+		{"IPv4", frags4(header.UDPProtocolNumber, 77, dgram4, split8(len(dgram4), 1480)), whole4(header.UDPProtocolNumber, 77, dgram4), 14 + 20 + 8 + 49},
+		{"IPv4, small fragments", frags4(header.UDPProtocolNumber, 78, dgram4, split8(len(dgram4), 200)), whole4(header.UDPProtocolNumber, 78, dgram4), len(whole4(header.UDPProtocolNumber, 78, dgram4))},
+		{"IPv4, zero UDP checksum", frags4(header.UDPProtocolNumber, 79, zero4, split8(len(zero4), 128)), whole4(header.UDPProtocolNumber, 79, zero4), -1},
+		{"IPv4 TCP, header across fragments", frags4(header.TCPProtocolNumber, 80, tcp4, split8(len(tcp4), 16)), whole4(header.TCPProtocolNumber, 80, tcp4), len(whole4(header.TCPProtocolNumber, 80, tcp4))},
+		{"IPv6", frags6(protoUDP, 77, dgram6, split8(len(dgram6), 1232)), v6Frame(protoUDP, dgram6), 14 + 40 + 8},
+		{"IPv6, destination options in the fragmentable part", frags6(extDst, 78, dst6, split8(len(dst6), 256)), v6Frame(extDst, dst6), -1},
+		{"IPv6, hop-by-hop options before the fragment header", frags6HBH(protoUDP, 79, dgram6, split8(len(dgram6), 512)), v6Frame(extHBH, cat(optsHdr(protoUDP), dgram6)), -1},
 	}
 	for _, s := range sets {
 		n := len(s.frames)
@@ -352,13 +430,14 @@ func TestFragCheckerDeliversGoodDatagrams(t *testing.T) {
 			t.Run(s.name+"/"+ord.name, func(t *testing.T) {
 				h := newFragHarness(t, defaultFragLimits)
 				got := h.feedAll(s.frames, ord.order, ord.cut)
-				if len(got) != n {
-					t.Fatalf("delivered %d frames, want %d (%+v)", len(got), n, statsOf(&h.c))
+				if len(got) != 1 {
+					t.Fatalf("delivered %d datagrams of %d fragments, want 1 (%+v)", len(got), n, statsOf(&h.c))
 				}
-				for i := range got {
-					if !bytes.Equal(got[i], s.frames[i]) {
-						t.Fatalf("frame %d delivered differs from fragment %d (offset order)", i, i)
-					}
+				if !bytes.Equal(got[0], s.whole) {
+					t.Fatalf("delivered %d bytes %x, want the whole datagram's frame, %d bytes %x", len(got[0]), got[0], len(s.whole), s.whole)
+				}
+				if s.copied >= 0 && h.copied != s.copied {
+					t.Fatalf("copied %d bytes, want %d", h.copied, s.copied)
 				}
 				if h.c.fragDatagrams.Load() != 1 {
 					t.Fatalf("RxFragDatagrams %d, want 1", h.c.fragDatagrams.Load())
@@ -446,8 +525,8 @@ func TestFragCheckerExpiry(t *testing.T) {
 		t.Fatalf("expired %d, want 1", got)
 	}
 	// The IPv6 datagram is still held and completes.
-	if got := h.feed(f6[1], 0); len(got) != 2 {
-		t.Fatalf("IPv6 datagram within its 60 s: delivered %d frames, want 2", len(got))
+	if got := h.feed(f6[1], 0); len(got) != 1 {
+		t.Fatalf("IPv6 datagram within its 60 s: delivered %d datagrams, want 1", len(got))
 	}
 	h.clock = h.clock.Add(fragTimeout6)
 	h.feed(f6[0], 0) // sweeps the IPv4 leftover
@@ -475,7 +554,7 @@ func TestFragCheckerExpiryTimer(t *testing.T) {
 	if verifyChecksums(f[0], nil, false, &fi) != csumFragment {
 		t.Fatal("not a fragment")
 	}
-	fc.add(buffer.NewViewWithData(f[0]), nil, &fi, nil)
+	fc.add(buffer.NewViewWithData(f[0]), nil, &fi)
 	// Nothing else arrives: the timer must drop it.
 	if !evchantest.Poll(5*time.Second, func() bool { n, _, _ := fc.held(); return n == 0 }) {
 		t.Fatal("the held fragment did not expire")
@@ -504,8 +583,8 @@ func TestFragCheckerLimits(t *testing.T) {
 		}
 		// The newest two still complete.
 		for _, f := range firsts[1:] {
-			if got := h.feedAll(f, seq(len(f))[1:], 0); len(got) != len(f) {
-				t.Fatalf("delivered %d of %d", len(got), len(f))
+			if got := h.feedAll(f, seq(len(f))[1:], 0); len(got) != 1 {
+				t.Fatalf("delivered %d datagrams, want 1", len(got))
 			}
 		}
 	})
@@ -566,16 +645,15 @@ func TestReceivePathHoldsFragments(t *testing.T) {
 			t.Fatalf("a fragment was delivered before its datagram was complete")
 		}
 	}
-	if len(d.pkts) != len(fg) {
-		t.Fatalf("delivered %d, want %d", len(d.pkts), len(fg))
+	if len(d.pkts) != 1 {
+		t.Fatalf("delivered %d packets, want the one datagram", len(d.pkts))
 	}
-	for i := range fg {
-		if !bytes.Equal(d.pkts[i], fg[i]) {
-			t.Fatalf("packet %d differs from fragment %d", i, i)
-		}
+	if want := whole4(header.UDPProtocolNumber, 1, good); !bytes.Equal(d.pkts[0], want) {
+		t.Fatalf("delivered %x, want %x", d.pkts[0], want)
 	}
 	st := q.link.Stats()
-	if st.RxCsumUnverifiable != uint64(len(fg)+len(fb)) || st.RxFragDatagrams != 1 || st.RxDropFragBadCsum != uint64(len(fb)) {
+	if st.RxCsumUnverifiable != uint64(len(fg)+len(fb)) || st.RxFragDatagrams != 1 || st.RxDropFragBadCsum != uint64(len(fb)) ||
+		st.RxFragReassembled != 1 || st.RxFragReassembledFrames != uint64(len(fg)) {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -642,7 +720,7 @@ func FuzzFragChecker(f *testing.F) {
 		st := q.link.Stats()
 		_, heldAfter, mem := q.rx.frags.held()
 		in_ := st.RxCsumUnverifiable - before.RxCsumUnverifiable
-		out := uint64(len(d.pkts)) + (st.RxDropFragBadCsum - before.RxDropFragBadCsum) + (st.RxDropFragInvalid - before.RxDropFragInvalid) +
+		out := (st.RxFragReassembledFrames - before.RxFragReassembledFrames) + (st.RxDropFragBadCsum - before.RxDropFragBadCsum) + (st.RxDropFragInvalid - before.RxDropFragInvalid) +
 			(st.RxDropFragDuplicate - before.RxDropFragDuplicate) + (st.RxDropFragExpired - before.RxDropFragExpired) + (st.RxDropFragLimit - before.RxDropFragLimit)
 		if int64(in_)+int64(heldBefore) != int64(out)+int64(heldAfter) {
 			t.Fatalf("fragments in %d (+%d held before), accounted %d (+%d held after): %+v", in_, heldBefore, out, heldAfter, st)
@@ -650,9 +728,12 @@ func FuzzFragChecker(f *testing.F) {
 		if mem > fragMaxBytes {
 			t.Fatalf("holds %d bytes", mem)
 		}
+		if got := st.RxFragReassembled - before.RxFragReassembled; got != uint64(len(d.pkts)) {
+			t.Fatalf("RxFragReassembled +%d, %d packets delivered", got, len(d.pkts))
+		}
 		if len(d.pkts) > 0 {
 			if bad {
-				t.Fatalf("%d fragments of a datagram with a wrong checksum delivered", len(d.pkts))
+				t.Fatalf("a datagram with a wrong checksum delivered (%d packets)", len(d.pkts))
 			}
 			if err := reassembledChecksumOK(d.pkts, v6); err != nil {
 				t.Fatal(err)
@@ -661,48 +742,30 @@ func FuzzFragChecker(f *testing.F) {
 	})
 }
 
-// reassembledChecksumOK puts the delivered fragments back together, one
-// datagram per run of offsets starting at 0 (one input may complete a
-// datagram, then another from later fragments with the same
-// identification), and checks each one's UDP checksum with gVisor's header
-// package.
+// reassembledChecksumOK checks each delivered packet: an unfragmented IP
+// datagram (gVisor's header package reads it) whose lengths are right and
+// whose UDP checksum is right.
 func reassembledChecksumOK(pkts [][]byte, v6 bool) error {
-	var data []byte
-	for i, p := range pkts {
-		var off int
-		var payload []byte
+	for _, p := range pkts {
+		var data []byte
 		if v6 {
-			fh := p[14+40:]
-			off = int(binary.BigEndian.Uint16(fh[2:]) &^ 7)
-			payload = fh[8:]
+			ip := header.IPv6(p[14:])
+			if !ip.IsValid(len(ip)) || ip.NextHeader() != protoUDP || int(ip.PayloadLength()) != len(ip)-header.IPv6MinimumSize {
+				return fmt.Errorf("delivered IPv6 packet not whole: next header %d, payload length %d of %d", ip.NextHeader(), ip.PayloadLength(), len(ip)-header.IPv6MinimumSize)
+			}
+			data = ip.Payload()
 		} else {
 			ip := header.IPv4(p[14:])
-			off = int(ip.FragmentOffset())
-			payload = ip[ip.HeaderLength():ip.TotalLength()]
-		}
-		if off == 0 {
-			data = data[:0]
-		}
-		if off != len(data) {
-			return fmt.Errorf("delivered fragments not contiguous in offset order: offset %d after %d bytes", off, len(data))
-		}
-		data = append(data, payload...)
-		if i+1 < len(pkts) && fragOffset(pkts[i+1], v6) != 0 {
-			continue
+			if !ip.IsValid(len(ip)) || !ip.IsChecksumValid() || ip.More() || ip.FragmentOffset() != 0 || int(ip.TotalLength()) != len(ip) {
+				return fmt.Errorf("delivered IPv4 packet not whole: %x", p[14:34])
+			}
+			data = ip.Payload()
 		}
 		if err := udpChecksumOK(data, v6); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// fragOffset returns a fragment frame's offset.
-func fragOffset(p []byte, v6 bool) int {
-	if v6 {
-		return int(binary.BigEndian.Uint16(p[14+40+2:]) &^ 7)
-	}
-	return int(header.IPv4(p[14:]).FragmentOffset())
 }
 
 // udpChecksumOK checks a reassembled UDP datagram's checksum.
@@ -750,6 +813,12 @@ func TestFragmentsThroughStack(t *testing.T) {
 			d, p := withPayload(true, 4000, 3, bad)
 			return frags6(protoUDP, 13, d, split8(len(d), 1232)), p
 		}},
+		{"IPv6 fragments after a hop-by-hop header, shuffled", true, func(bad bool) ([][]byte, []byte) {
+			d, p := withPayload(true, 5000, 5, bad)
+			f := frags6HBH(protoUDP, 14, d, split8(len(d), 1024))
+			rand.New(rand.NewPCG(3, 1)).Shuffle(len(f), func(i, j int) { f[i], f[j] = f[j], f[i] })
+			return f, p
+		}},
 		{"IPv6 routing header, type 253, segments left 0", true, func(bad bool) ([][]byte, []byte) {
 			d, p := withPayload(true, 200, 4, bad)
 			return [][]byte{v6Frame(extRoute, cat(routingHdr(protoUDP, 253, 0), d))}, p
@@ -777,6 +846,11 @@ func TestFragmentsThroughStack(t *testing.T) {
 			dropped := st.RxDropFragBadCsum - before.RxDropFragBadCsum + st.RxDropBadCsum - before.RxDropBadCsum
 			if dropped != uint64(len(badFrames)) {
 				t.Fatalf("dropped %d frames, want %d: %+v", dropped, len(badFrames), st)
+			}
+			if frag := len(goodFrames) > 1; frag && (st.RxFragReassembled-before.RxFragReassembled != 1 ||
+				st.RxFragReassembledFrames-before.RxFragReassembledFrames != uint64(len(goodFrames))) {
+				t.Fatalf("reassembled %d datagrams of %d fragments, want 1 of %d", st.RxFragReassembled-before.RxFragReassembled,
+					st.RxFragReassembledFrames-before.RxFragReassembledFrames, len(goodFrames))
 			}
 		})
 	}
@@ -826,5 +900,138 @@ func (u *gonetUDP) expect(t *testing.T, want []byte) {
 	}
 	if !bytes.Equal(buf[:n], want) {
 		t.Fatalf("received %d bytes %.16q…, want %d bytes %.16q…", n, buf[:n], len(want), want)
+	}
+}
+
+// tcpSegment4 returns a TCP segment (ACK, 20-byte header, n payload bytes)
+// from the peer's port src to the stack's port 7, checksum right.
+func tcpSegment4(src uint16, n int) []byte {
+	b := make([]byte, header.TCPMinimumSize+n)
+	header.TCP(b).Encode(&header.TCPFields{SrcPort: src, DstPort: 7, SeqNum: 1, AckNum: 1,
+		DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck, WindowSize: 1024})
+	for i := header.TCPMinimumSize; i < len(b); i++ {
+		b[i] = byte(i)
+	}
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, v4Peer, v4Stack, uint16(len(b)))
+	header.TCP(b).SetChecksum(^checksum.Checksum(b, xsum))
+	return b
+}
+
+// TestFragmentedSegmentsAdmitted checks that a TCP segment reassembled from
+// fragments (hping3 -f) is charged to a listener's budget like an
+// unfragmented one: past the budget, whole segments are dropped and
+// counted, never delivered.
+func TestFragmentedSegmentsAdmitted(t *testing.T) {
+	d := &recordingDispatcher{}
+	q := fuzzLink(t, d)
+	q.link.adm.seed = maphash.MakeSeed() // as newLink does
+	q.link.adm.noLeak = true
+	var est atomic.Bool
+	q.link.SetConnLookup(lookupBy(&est))
+	const sent = admitLimit + 10
+	for i := range sent {
+		seg := tcpSegment4(uint16(1024+i), 100)
+		for _, f := range frags4(header.TCPProtocolNumber, uint16(i), seg, split8(len(seg), 16)) {
+			inject(q, withVnet(vnetHdr{}, f))
+		}
+	}
+	st := q.link.Stats()
+	if len(d.pkts) != admitLimit || st.RxDropFloodCtl != sent-admitLimit || st.RxFragReassembled != sent {
+		t.Fatalf("%d segments delivered, %d dropped at the listener, %d reassembled; want %d, %d, %d",
+			len(d.pkts), st.RxDropFloodCtl, st.RxFragReassembled, admitLimit, sent-admitLimit, sent)
+	}
+	want := whole4(header.TCPProtocolNumber, 0, tcpSegment4(1024, 100))
+	if !bytes.Equal(d.pkts[0], want) {
+		t.Fatalf("delivered %x, want %x", d.pkts[0], want)
+	}
+	// A connection's own segments are not charged.
+	est.Store(true)
+	seg := tcpSegment4(999, 100)
+	for _, f := range frags4(header.TCPProtocolNumber, 9999, seg, split8(len(seg), 16)) {
+		inject(q, withVnet(vnetHdr{}, f))
+	}
+	if len(d.pkts) != admitLimit+1 {
+		t.Fatalf("a fragmented segment of an established connection was not delivered")
+	}
+}
+
+// TestEveryFragmentReassembled checks that the link reassembles datagrams
+// whose checksum it does not verify too, so that gVisor's reassembly never
+// runs: ICMP over IPv4, with offloads (the stack checks ICMP itself), and
+// UDP on a link without the virtio-net header (the stack checks every
+// checksum itself).
+func TestEveryFragmentReassembled(t *testing.T) {
+	echo := make([]byte, 3000)
+	echo[0] = byte(header.ICMPv4Echo)
+	for i := header.ICMPv4MinimumSize; i < len(echo); i++ {
+		echo[i] = byte(i * 7)
+	}
+	header.ICMPv4(echo).SetChecksum(^checksum.Checksum(echo, 0))
+	udp := udpDatagram(false, 4000, 9, false)
+	for _, tc := range []struct {
+		name  string
+		vnet  bool
+		proto tcpip.TransportProtocolNumber
+		dgram []byte
+	}{
+		{"ICMP echo, offloads on", true, header.ICMPv4ProtocolNumber, echo},
+		{"UDP, no virtio-net header", false, header.UDPProtocolNumber, udp},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &recordingDispatcher{}
+			q := fuzzLink(t, d)
+			q.link.vnet = tc.vnet
+			frames := frags4(tc.proto, 21, tc.dgram, split8(len(tc.dgram), 1024))
+			for i := len(frames) - 1; i >= 0; i-- {
+				b := frames[i]
+				if tc.vnet {
+					b = withVnet(vnetHdr{}, b)
+				}
+				q.rx.refill(q.link)
+				n := 0
+				if tc.vnet {
+					n = copy(q.rx.vnet[:], b)
+				}
+				n += copy(q.rx.head.AsSlice(), b[n:])
+				n += copy(q.rx.tail.AsSlice(), b[n:])
+				q.handleFrame(n)
+			}
+			if len(d.pkts) != 1 {
+				t.Fatalf("delivered %d packets, want the whole datagram", len(d.pkts))
+			}
+			if want := whole4(tc.proto, 21, tc.dgram); !bytes.Equal(d.pkts[0], want) {
+				t.Fatalf("delivered %x, want %x", d.pkts[0], want)
+			}
+			st := q.link.Stats()
+			if st.RxFragReassembled != 1 || st.RxFragReassembledFrames != uint64(len(frames)) || st.RxFragDatagrams != map[bool]uint64{false: 0, true: 1}[tc.proto == header.UDPProtocolNumber] {
+				t.Fatalf("stats %+v", st)
+			}
+		})
+	}
+}
+
+// TestSmallFragmentsCopied checks that a datagram cut into tiny fragments
+// (hping3 -f cuts into 16 bytes) does not pin a receive view per fragment
+// once reassembled: their data is copied, and counted.
+func TestSmallFragmentsCopied(t *testing.T) {
+	d := &holdingDispatcher{}
+	q := fuzzLink(t, d)
+	seg := tcpSegment4(1024, 1400)
+	frames := frags4(header.TCPProtocolNumber, 1, seg, split8(len(seg), 16))
+	for _, f := range frames {
+		inject(q, withVnet(vnetHdr{}, f))
+	}
+	st := q.link.Stats()
+	if d.n.Load() != 1 || st.RxFragReassembledFrames != uint64(len(frames)) {
+		t.Fatalf("delivered %d packets of %d fragments", d.n.Load(), st.RxFragReassembledFrames)
+	}
+	whole := len(whole4(header.TCPProtocolNumber, 1, seg))
+	if st.RxCopiedBytes != uint64(whole) {
+		t.Fatalf("RxCopiedBytes %d, want the whole %d-byte frame", st.RxCopiedBytes, whole)
+	}
+	// The views of 89 fragments would hold 89 receive views; the copy
+	// holds about the frame's size.
+	if c := d.maxCap.Load(); c > 4*int64(whole) {
+		t.Fatalf("the delivered packet holds %d bytes of buffers for a %d-byte frame", c, whole)
 	}
 }

@@ -30,10 +30,10 @@ import (
 //     that are short or addressed to another MAC, and verify in software
 //     the checksums the stack will skip (verifyChecksums): the IPv4 header
 //     checksum of every frame, the TCP and UDP checksums of frames whose
-//     header vouches for nothing. IP fragments of TCP and UDP datagrams go
-//     to the fragment checker (holdFragment, frag.go), which delivers a
-//     datagram's fragments only once all are there and its checksum is
-//     right.
+//     header vouches for nothing. IP fragments go to the fragment checker
+//     (holdFragment, frag.go), which holds a datagram's fragments until
+//     all are there and its checksum is right, then delivers the datagram
+//     whole.
 //  4. splitHeaders: copy the Ethernet, IP and TCP/UDP headers into a small
 //     view of their own and leave the payload in the receive views (the
 //     software header split, see split.go); call the payload hook.
@@ -57,10 +57,8 @@ type rxState struct {
 	// views and segs are scratch for USO segmentation.
 	views [2]*buffer.View
 	segs  []*buffer.View
-	// frag describes the frame being handled when it is a fragment, and
-	// ready is scratch for the frames the checker hands back.
-	frag  fragInfo
-	ready []heldFrag
+	// frag describes the frame being handled when it is a fragment.
+	frag fragInfo
 	// frags holds fragments until their datagram is complete and
 	// checked; initialised at the first fragment. Its own lock guards it
 	// (its expiry timer runs on another goroutine).
@@ -228,6 +226,11 @@ func (q *queue) handleFrame(n int) {
 		case csumFragment:
 			isFrag = true
 		}
+	} else if fr.Fragment && checkParsed(&fr, ferr, head, tail, false, &rx.frag) == csumFragment {
+		// Without offloads the stack checks every checksum itself,
+		// but fragments still go to the checker: the link reassembles
+		// every datagram, so gVisor's reassembly never runs (frag.go).
+		isFrag = true
 	}
 	if !isFrag && (hdr == nil || hdr.gso() == vnetGSONone) && q.admitControl(head, n, &fr, ferr) {
 		// A TCP segment for a listener over its class's budget (admit.go).
@@ -310,31 +313,43 @@ func carriesTCP(r *frame.Repr) bool {
 }
 
 // holdFragment hands an IP fragment to the queue's fragment checker
-// (frag.go), taking ownership of headV and tailV, and delivers the frames
-// the checker hands back: the whole datagram, in offset order, once it is
-// complete and its checksum right. Fragments are delivered unsplit (the
-// stack copies them into the reassembled packet anyway), and inline, on the
-// reader: handed to the deliverer goroutine, a flood of IPv4 fragments
-// crashed the stack now and then inside gVisor's reassembly (a reassembled
-// packet whose header memory had been reused; the cause is not found), and
-// inline it did not.
+// (frag.go), taking ownership of headV and tailV, and delivers the datagram
+// once it is complete and its checksum right: whole, as one unfragmented
+// packet the link builds from the fragments' views (fragDatagram.build),
+// so that gVisor's own reassembly never runs on this link. Inline, on the
+// reader, like TCP.
 func (q *queue) holdFragment(d stack.NetworkDispatcher, headV, tailV *buffer.View) {
 	rx := &q.rx
 	if !rx.frags.ready() {
 		rx.frags.init(&q.c)
 	}
 	q.c.rxUnverifiable.Add(1)
-	rx.ready = rx.frags.add(headV, tailV, &rx.frag, rx.ready[:0])
-	for i := range rx.ready {
-		f := &rx.ready[i]
-		buf := buffer.MakeWithView(f.head)
-		if f.tail != nil {
-			mergeView(&buf, f.tail)
-		}
-		*f = heldFrag{}
-		// Inline, never through the deliverer: see holdFragment.
-		q.deliver(d, buf, false)
+	dg := rx.frags.add(headV, tailV, &rx.frag)
+	if dg == nil {
+		return
 	}
+	q.c.fragReassembled.Add(1)
+	q.c.fragReassembledFrames.Add(uint64(len(dg.frags)))
+	hv := dg.header()
+	q.c.rxCopied.Add(uint64(hv.Size()))
+	if dg.proto == uint8(header.TCPProtocolNumber) {
+		// A TCP segment, whole now: admitted like an unfragmented
+		// one (admit.go), before the payload hook sees it.
+		var fr frame.Repr
+		err := fr.ParseHead(hv.AsSlice(), dg.frameLen())
+		if q.admitControl(hv.AsSlice(), hv.Size(), &fr, err) {
+			hv.Release()
+			dg.release()
+			return
+		}
+	}
+	var hook link.PayloadHook
+	if h := q.link.hook.Load(); h != nil {
+		hook = *h
+	}
+	buf, copied := dg.payload(hv, hook)
+	q.c.rxCopied.Add(uint64(copied))
+	q.deliver(d, buf, false)
 }
 
 // splitHeaders builds the packet's payload from the frame in headV (and

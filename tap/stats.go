@@ -31,19 +31,27 @@ type Stats struct {
 	// RxCsumUnverifiable counts IP fragments whose transport checksum
 	// cannot be checked frame by frame (it covers the whole datagram):
 	// each is held by the link's fragment checker until its datagram is
-	// complete and checked, then delivered (counted in RxFragDatagrams) or
-	// dropped (one of the RxDropFrag* counters). None reaches the stack
-	// unchecked.
+	// complete and checked, then delivered inside its reassembled
+	// datagram (counted in RxFragReassembledFrames) or dropped (one of the
+	// RxDropFrag* counters). None reaches the stack unchecked.
 	RxCsumUnverifiable uint64
-	// RxFragDatagrams counts fragmented datagrams whose checksum the link
-	// verified and whose fragments it then delivered, for the stack to
-	// reassemble.
+	// RxFragDatagrams counts fragmented TCP and UDP datagrams whose
+	// checksum the link verified whole.
 	RxFragDatagrams uint64
+	// RxFragReassembled counts fragmented datagrams the link reassembled
+	// and delivered whole, as one unfragmented packet whose payload is
+	// the fragments' receive views (the stack's own reassembly is never
+	// used), and RxFragReassembledFrames the fragments they were made of.
+	// The headers the link writes for them, and the data of fragments
+	// under 256 bytes, which it copies rather than pin a receive view
+	// for, count in RxCopiedBytes.
+	RxFragReassembled, RxFragReassembledFrames uint64
 	// RxCopiedBytes counts bytes copied in user space on receive: the
 	// split headers (and per-datagram headers of USO frames), whole frames
-	// of at most 256 bytes (RxCopyBreakFrames), and whole TCP segments that
-	// carry no payload (headers only, see admit.go). The payload of a larger
-	// frame is never copied.
+	// of at most 256 bytes (RxCopyBreakFrames), whole TCP segments that
+	// carry no payload (headers only, see admit.go), and the headers and
+	// small fragments of datagrams the link reassembles. The payload of a
+	// larger frame or fragment is never copied.
 	RxCopiedBytes uint64
 	// RxCopyBreakFrames counts frames small enough to be copied out of
 	// the receive view (the copy-break: ACKs, short requests, small
@@ -63,7 +71,7 @@ type Stats struct {
 	RxDropUncheckable uint64
 	// Fragments dropped by the fragment checker (see frag.go):
 	RxDropFragBadCsum   uint64 // their reassembled datagram's TCP or UDP checksum was wrong
-	RxDropFragInvalid   uint64 // overlapping fragments, two different ends, data past the end, or IPv6 headers that do not parse in the first fragment (RFC 5722, RFC 8200 §4.5)
+	RxDropFragInvalid   uint64 // overlapping fragments, two different ends, data past the end, IPv6 headers that do not parse in the first fragment (RFC 5722, RFC 8200 §4.5), or a datagram longer than its IP header's length field can say
 	RxDropFragDuplicate uint64 // exact duplicate of a held fragment (the first copy is kept)
 	RxDropFragExpired   uint64 // datagram incomplete within the reassembly timeout (30 s IPv4, 60 s IPv6), or when the reader stopped
 	RxDropFragLimit     uint64 // evicted or refused to stay within the checker's limits (datagrams, bytes, fragments per datagram)
@@ -96,17 +104,18 @@ type Stats struct {
 // fields are atomics so Stats can read them at any time. The padding keeps
 // queues' counters off each other's cache lines.
 type counters struct {
-	rxFrames, rxBytes, rxWakeups         atomic.Uint64
-	rxGSO, rxUSO, rxUSODatagrams         atomic.Uint64
-	rxVerified, rxUnverifiable, rxCopied atomic.Uint64
-	rxHandedOff, rxCopyBreak             atomic.Uint64
-	dropShort, dropVnet, dropCsum        atomic.Uint64
-	dropNotForUs, dropDetached, rxErrors atomic.Uint64
-	dropUncheckable, fragDatagrams       atomic.Uint64
-	dropFragCsum, dropFragInvalid        atomic.Uint64
-	dropFragDup, dropFragExpired         atomic.Uint64
-	dropFragLimit                        atomic.Uint64
-	dropFloodSYN, dropFloodCtl           atomic.Uint64
+	rxFrames, rxBytes, rxWakeups           atomic.Uint64
+	rxGSO, rxUSO, rxUSODatagrams           atomic.Uint64
+	rxVerified, rxUnverifiable, rxCopied   atomic.Uint64
+	rxHandedOff, rxCopyBreak               atomic.Uint64
+	dropShort, dropVnet, dropCsum          atomic.Uint64
+	dropNotForUs, dropDetached, rxErrors   atomic.Uint64
+	dropUncheckable, fragDatagrams         atomic.Uint64
+	fragReassembled, fragReassembledFrames atomic.Uint64
+	dropFragCsum, dropFragInvalid          atomic.Uint64
+	dropFragDup, dropFragExpired           atomic.Uint64
+	dropFragLimit                          atomic.Uint64
+	dropFloodSYN, dropFloodCtl             atomic.Uint64
 
 	_ [64]byte
 
@@ -136,6 +145,8 @@ func (c *counters) addTo(s *Stats) {
 	s.RxReadErrors += c.rxErrors.Load()
 	s.RxDropUncheckable += c.dropUncheckable.Load()
 	s.RxFragDatagrams += c.fragDatagrams.Load()
+	s.RxFragReassembled += c.fragReassembled.Load()
+	s.RxFragReassembledFrames += c.fragReassembledFrames.Load()
 	s.RxDropFragBadCsum += c.dropFragCsum.Load()
 	s.RxDropFragInvalid += c.dropFragInvalid.Load()
 	s.RxDropFragDuplicate += c.dropFragDup.Load()

@@ -333,12 +333,11 @@ const (
 	// datagram), so that no transport ever sees the frame; gVisor drops
 	// and counts such frames, so they are passed on.
 	csumMalformed
-	// csumFragment: an IP fragment of a datagram whose transport checksum
-	// gVisor would skip (TCP or UDP over IPv4; any IPv6 fragment, whose
-	// transport only the first fragment names). It goes to the fragment
-	// checker, which sees that the whole datagram's checksum is right
-	// before any fragment of it reaches the stack. The fragInfo says
-	// where its data is.
+	// csumFragment: an IP fragment (of any transport: the link reassembles
+	// every fragmented datagram itself). It goes to the fragment checker,
+	// which sees that the whole datagram's checksum is right, where gVisor
+	// would skip it (TCP and UDP), before the datagram reaches the stack.
+	// The fragInfo says where its data is.
 	csumFragment
 	// csumUncheckable: a checksum must be checked, but the headers that
 	// locate it reach past the first receive view (HeadViewSize), which no
@@ -417,21 +416,23 @@ func checkParsed(r *frame.Repr, err error, head, tail []byte, vouched bool, fi *
 		if !header.IPv4(head[header.EthernetMinimumSize:]).IsChecksumValid() {
 			return csumBad
 		}
-		if r.Proto != uint8(header.TCPProtocolNumber) && r.Proto != uint8(header.UDPProtocolNumber) {
-			// ICMP and the rest: gVisor verifies their checksums
-			// itself, after reassembly for fragments.
-			if vouched {
-				return csumNone
-			}
-			return csumGood
-		}
 		src, dst = tcpip.AddrFrom4([4]byte(r.Src[:4])), tcpip.AddrFrom4([4]byte(r.Dst[:4]))
 		if r.Fragment {
+			// Of any protocol: the link reassembles every datagram
+			// (frag.go), and verifies the checksum of TCP and UDP ones.
 			*fi = fragInfo{
 				key:  fragKey{src: src, dst: dst, id: r.FragID, proto: r.Proto},
 				data: r.L4Off, size: r.L4Len(), off: r.FragOff, more: r.MoreFrags, next: r.Proto,
 			}
 			return fi.classify(header.IPv4MaximumPayloadSize)
+		}
+		if r.Proto != uint8(header.TCPProtocolNumber) && r.Proto != uint8(header.UDPProtocolNumber) {
+			// ICMP and the rest: gVisor verifies their checksums
+			// itself.
+			if vouched {
+				return csumNone
+			}
+			return csumGood
 		}
 	} else {
 		if r.Depth < frame.DepthNetwork {

@@ -23,7 +23,9 @@
 //	sudo go run ./integration/flood -d 15s -servers zcnet -floods syn,frag4
 //
 // Floods: syn, ack, rst (at the open echo port 7), frag4 (IPv4 fragments
-// of TCP segments), udpfrag (IPv4 fragments of UDP datagrams), udp (to the
+// of TCP segments), udpfrag (IPv4 fragments of UDP datagrams), frag6 (IPv6
+// fragments of UDP datagrams: socat sends 3000-byte datagrams as fast as
+// it can and the kernel fragments them; zcnet and kernel only), udp (to the
 // open port 7), udpclosed (to a closed port), payload (ACK segments with
 // 1000 bytes at the listener).
 //
@@ -62,6 +64,12 @@ const (
 	echoSize   = 1 << 20
 )
 
+// The IPv6 addresses of the two sides, for the frag6 flood.
+const (
+	kernelAddr6 = "2001:db8::1"
+	serverAddr6 = "2001:db8::2"
+)
+
 // floods maps a flood's name to hping3's arguments (after --flood).
 var floods = []struct{ name, args string }{
 	{"syn", "-S -p 7"},
@@ -69,6 +77,7 @@ var floods = []struct{ name, args string }{
 	{"rst", "-R -p 7"},
 	{"frag4", "-f -d 1400 -p 7"},
 	{"udpfrag", "-2 -f -d 3000 -p 7"},
+	{"frag6", ""}, // not hping3's (it has no IPv6): see floodCmd
 	{"udp", "-2 -d 1000 -p 7"},
 	{"udpclosed", "-2 -d 100 -p 9999"},
 	{"payload", "-A -d 1000 -p 7"},
@@ -231,12 +240,16 @@ func runOne(server, flood, hpArgs string, d time.Duration, clients int, self, ns
 	var cmd *exec.Cmd
 	switch server {
 	case "zcnet":
-		args := []string{"netns", "exec", srvNS, nsd, "serve", "-tap", dev, "-addr", serverAddr + "/24", "-services", "echo"}
+		args := []string{"netns", "exec", srvNS, nsd, "serve", "-tap", dev, "-addr", serverAddr + "/24", "-addr6", serverAddr6 + "/64", "-services", "echo"}
 		if diag {
 			args = append(args, "-metrics", metricsAddr)
 		}
 		cmd = exec.CommandContext(ctx, "ip", args...)
 	case "stock":
+		if flood == "frag6" {
+			r.err = fmt.Errorf("the stock server here has no IPv6 address")
+			return r
+		}
 		cmd = exec.CommandContext(ctx, "ip", "netns", "exec", srvNS, self, "stock-serve", dev)
 	case "kernel":
 		kernelNS = cliNS
@@ -264,7 +277,7 @@ func runOne(server, flood, hpArgs string, d time.Duration, clients int, self, ns
 			r.err = fmt.Errorf("%s made no device %s: %s", server, dev, logs.String())
 			return r
 		}
-		for _, c := range [][]string{{"addr", "add", kernelAddr + "/24", "dev", dev}, {"link", "set", dev, "up"}} {
+		for _, c := range [][]string{{"addr", "add", kernelAddr + "/24", "dev", dev}, {"addr", "add", kernelAddr6 + "/64", "dev", dev, "nodad"}, {"link", "set", dev, "up"}} {
 			if err := sh("ip", append([]string{"-n", srvNS}, c...)...); err != nil {
 				r.err = err
 				return r
@@ -292,7 +305,7 @@ func runOne(server, flood, hpArgs string, d time.Duration, clients int, self, ns
 	}
 	fctx, fcancel := context.WithTimeout(ctx, d)
 	defer fcancel()
-	hp := exec.CommandContext(fctx, "ip", append([]string{"netns", "exec", kernelNS, "hping3", "--flood", "-q"}, append(strings.Fields(hpArgs), serverAddr)...)...)
+	hp := exec.CommandContext(fctx, "ip", append([]string{"netns", "exec", kernelNS}, floodCmd(flood, hpArgs)...)...)
 	if err := hp.Start(); err != nil {
 		r.err = err
 		return r
@@ -379,6 +392,16 @@ func sh(name string, args ...string) error {
 	return nil
 }
 
+// floodCmd returns the command line of a flood: hping3 with args, or for
+// frag6 socat sending 3000-byte UDP datagrams to the echo port over IPv6,
+// which the kernel cuts into fragments at the link's MTU (1500).
+func floodCmd(flood, args string) []string {
+	if flood == "frag6" {
+		return []string{"socat", "-u", "-b", "3000", "OPEN:/dev/zero", "UDP6-SENDTO:[" + serverAddr6 + "]:" + echoPort}
+	}
+	return append(append([]string{"hping3", "--flood", "-q"}, strings.Fields(args)...), serverAddr)
+}
+
 // vethPair joins cliNS (the kernel side, 192.0.2.1) and srvNS (the
 // kernel server, 192.0.2.2) with a veth pair.
 func vethPair(cliNS, srvNS, dev string) error {
@@ -387,6 +410,8 @@ func vethPair(cliNS, srvNS, dev string) error {
 		{"ip", "link", "add", dev, "netns", cliNS, "type", "veth", "peer", "name", peer, "netns", srvNS},
 		{"ip", "-n", cliNS, "addr", "add", kernelAddr + "/24", "dev", dev},
 		{"ip", "-n", srvNS, "addr", "add", serverAddr + "/24", "dev", peer},
+		{"ip", "-n", cliNS, "addr", "add", kernelAddr6 + "/64", "dev", dev, "nodad"},
+		{"ip", "-n", srvNS, "addr", "add", serverAddr6 + "/64", "dev", peer, "nodad"},
 		{"ip", "-n", cliNS, "link", "set", dev, "up"},
 		{"ip", "-n", srvNS, "link", "set", peer, "up"},
 	} {

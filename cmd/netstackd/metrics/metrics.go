@@ -208,6 +208,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter("zcnet_link_rx_csum_verified_total", "Frames whose checksums the link verified in software.", s.RxCsumVerified, l...)
 		counter("zcnet_link_rx_csum_unverifiable_total", "Frames whose transport checksum could not be checked per frame (fragments, held by the fragment checker).", s.RxCsumUnverifiable, l...)
 		counter("zcnet_link_rx_frag_datagrams_total", "Fragmented datagrams the link checked whole and delivered.", s.RxFragDatagrams, l...)
+		counter("zcnet_link_rx_frag_reassembled_total", "Fragmented datagrams the link reassembled and delivered whole (the stack's own reassembly never runs).", s.RxFragReassembled, l...)
 		rxDrops(counter, l, []reasonCount{{"short", s.RxDropShort}, {"bad_vnet_hdr", s.RxDropBadVnetHdr}, {"bad_csum", s.RxDropBadCsum},
 			{"not_for_us", s.RxDropNotForUs}, {"not_attached", s.RxDropNotAttached}, {"read_error", s.RxReadErrors},
 			{"uncheckable", s.RxDropUncheckable}, {"frag_bad_csum", s.RxDropFragBadCsum}, {"frag_invalid", s.RxDropFragInvalid},
