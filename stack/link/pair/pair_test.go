@@ -9,6 +9,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack/link"
 	"github.com/zcnet/zcnet/stack/link/linktest"
 )
@@ -84,6 +85,9 @@ func TestPairCarriesFramesAndCounts(t *testing.T) {
 			t.Fatalf("delivered %d bytes, differing from the sent packet", len(got))
 		}
 	}
+	// The receiver counts a frame once its stack is done with it, after
+	// the delivery the recorder saw.
+	evchantest.Eventually(t, "the receiver to count both frames", func() bool { return b.Stats().RxFrames == 2 })
 	if s := b.Stats(); s.RxFrames != 2 || s.RxHeaderBytes != 2*54 {
 		t.Fatalf("receiver stats %+v", s)
 	}
