@@ -3,8 +3,6 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +11,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
+	"github.com/zcnet/zcnet/integration/procstat"
 )
 
 // The memory netstackd serve may hold for bulk TCP, the bound
@@ -181,22 +181,6 @@ func TestDaemonBulkMemory(t *testing.T) {
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
-var vmRSS = regexp.MustCompile(`VmRSS:\s+(\d+) kB`)
-
-// readRSS returns a process's resident memory (VmRSS).
-func readRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	m := vmRSS.FindSubmatch(b)
-	if m == nil {
-		return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-	}
-	kb, err := strconv.ParseInt(string(m[1]), 10, 64)
-	return kb << 10, err
-}
-
 // sampleRSS reads pid's resident memory now and every period until the
 // returned function is called, which returns the largest sample or the
 // first error.
@@ -208,7 +192,7 @@ func sampleRSS(pid int, period time.Duration) (peak func() (int64, error)) {
 		done = make(chan struct{})
 	)
 	sample := func() {
-		v, err := readRSS(pid)
+		v, err := procstat.RSS(pid)
 		if err != nil && serr == nil {
 			serr = err
 		}

@@ -4,14 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
-	"regexp"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/zcnet/zcnet/integration/procstat"
 )
 
 // Targets of netstackd's event-loop services.
@@ -212,14 +212,9 @@ func connectFD(fd int, to unix.Sockaddr) error {
 // daemonRSS returns a process's resident memory (VmRSS).
 func daemonRSS(t *testing.T, pid int) int64 {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	v, err := procstat.RSS(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`VmRSS:\s+(\d+) kB`).FindSubmatch(b)
-	if m == nil {
-		t.Fatalf("no VmRSS in /proc/%d/status", pid)
-	}
-	kb, _ := strconv.ParseInt(string(m[1]), 10, 64)
-	return kb << 10
+	return v
 }

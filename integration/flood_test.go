@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/integration/contenders"
+	"github.com/zcnet/zcnet/integration/procstat"
 )
 
 // ip6FragCreates reads the IPv6 fragments the kernel of d's namespace has
@@ -40,21 +41,6 @@ func ip6FragCreates(t *testing.T, d *daemon) int64 {
 		t.Fatal(err)
 	}
 	return n
-}
-
-// rssBytes reads a process's resident set size.
-func rssBytes(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
 
 // echo1MiB opens a fresh TCP connection from the daemon's namespace to the
@@ -122,7 +108,7 @@ func floodBounded(t *testing.T, fc floodCase) {
 		t.Fatalf("echo before the flood: %v", err)
 	}
 	pid := d.cmd.Process.Pid
-	idle, err := rssBytes(pid)
+	idle, err := procstat.RSS(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +162,7 @@ func floodBounded(t *testing.T, fc floodCase) {
 		case <-tick.C:
 		case <-ctx.Done():
 		}
-		rss, err := rssBytes(pid)
+		rss, err := procstat.RSS(pid)
 		if err != nil {
 			t.Fatalf("the daemon is gone (%v):\n%s", err, d.log())
 		}

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/zcnet/zcnet/cmd/netstackd/internal/nodetest"
 	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
+	"github.com/zcnet/zcnet/integration/procstat"
 )
 
 // daemonProc is "netstackd serve" in a child process (this test binary
@@ -126,16 +126,11 @@ func statusOf(t *testing.T, addr string) status {
 // rssBytes returns a process's resident memory (VmRSS).
 func rssBytes(t *testing.T, pid int) int64 {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	v, err := procstat.RSS(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`VmRSS:\s+(\d+) kB`).FindSubmatch(b)
-	if m == nil {
-		t.Fatalf("no VmRSS in /proc/%d/status", pid)
-	}
-	kb, _ := strconv.ParseInt(string(m[1]), 10, 64)
-	return kb << 10
+	return v
 }
 
 // Targets of the event-loop services: with 10 000 idle TCP

@@ -3,12 +3,11 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
-	"os"
-	"strconv"
 	"sync"
 	"time"
+
+	"github.com/zcnet/zcnet/integration/procstat"
 )
 
 // rssEvery is how often an rssSampler reads the server's resident memory.
@@ -52,11 +51,12 @@ func startRSSSampler(pid int, every time.Duration) *rssSampler {
 }
 
 func (s *rssSampler) sample() {
-	v, err := readVmRSS(s.pid)
+	rss, err := procstat.RSS(s.pid)
 	if err != nil {
 		s.err = err
 		return
 	}
+	v := uint64(rss)
 	if s.samples == 0 {
 		s.first = v
 	}
@@ -73,34 +73,4 @@ func (s *rssSampler) stop() (first, peak uint64, err error) {
 		return 0, 0, fmt.Errorf("%w: resident memory of PID %d: %v", errMeasure, s.pid, s.err)
 	}
 	return s.first, s.peak, nil
-}
-
-// readVmRSS returns the resident memory of process pid, in bytes.
-func readVmRSS(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, err
-	}
-	return parseVmRSS(b)
-}
-
-// parseVmRSS reads the VmRSS line of a /proc/PID/status file ("VmRSS:
-// 123 kB"; the kernel's kB are KiB) and returns it in bytes.
-func parseVmRSS(status []byte) (uint64, error) {
-	for line := range bytes.SplitSeq(status, []byte("\n")) {
-		rest, ok := bytes.CutPrefix(line, []byte("VmRSS:"))
-		if !ok {
-			continue
-		}
-		f := bytes.Fields(rest)
-		if len(f) != 2 || string(f[1]) != "kB" {
-			return 0, fmt.Errorf("VmRSS line %q: want a number and kB", line)
-		}
-		kib, err := strconv.ParseUint(string(f[0]), 10, 64)
-		if err != nil || kib > 1<<40 {
-			return 0, fmt.Errorf("VmRSS line %q: %v", line, err)
-		}
-		return kib << 10, nil
-	}
-	return 0, fmt.Errorf("no VmRSS line (a kernel thread, or a zombie)")
 }

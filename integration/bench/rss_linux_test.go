@@ -11,24 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func TestParseVmRSS(t *testing.T) {
-	status := "Name:\tbench\nVmPeak:\t  999 kB\nVmHWM:\t   800 kB\nVmRSS:\t    1536 kB\nRssAnon:\t 100 kB\n"
-	if v, err := parseVmRSS([]byte(status)); err != nil || v != 1536<<10 {
-		t.Errorf("parseVmRSS = %d, %v; want %d", v, err, 1536<<10)
-	}
-	for _, bad := range []string{
-		"Name:\tkworker\nState:\tI (idle)\n", // kernel threads have no VmRSS
-		"VmRSS:\t12 MB\n",
-		"VmRSS:\tx kB\n",
-		"VmRSS:\t\n",
-		"VmRSS:\t99999999999999999999 kB\n",
-	} {
-		if v, err := parseVmRSS([]byte(bad)); err == nil {
-			t.Errorf("parseVmRSS(%q) = %d, no error", bad, v)
-		}
-	}
-}
-
 func TestRSSSamplerSeesGrowth(t *testing.T) {
 	s := startRSSSampler(os.Getpid(), time.Millisecond)
 	// Touch 64 MiB of a fresh mapping (not the Go heap, which may hold

@@ -35,7 +35,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -55,6 +54,7 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet/integration/contenders"
+	"github.com/zcnet/zcnet/integration/procstat"
 )
 
 const (
@@ -336,7 +336,7 @@ func runOne(server, flood, hpArgs string, d time.Duration, clients int, self, ns
 	}
 	fmt.Sscanf(clOut.String(), "%d %d", &r.echoes, &r.failed)
 	time.Sleep(10 * time.Second) // the figure is RSS 10 s after the flood, by definition
-	r.after, r.err = rss(pid)
+	r.after, r.err = procstat.RSS(pid)
 	return r
 }
 
@@ -345,7 +345,7 @@ func sampleMax(pid int, d time.Duration) (int64, error) {
 	end := time.Now().Add(d)
 	var m int64
 	for {
-		v, err := rss(pid)
+		v, err := procstat.RSS(pid)
 		if err != nil {
 			return 0, err
 		}
@@ -355,23 +355,6 @@ func sampleMax(pid int, d time.Duration) (int64, error) {
 		}
 		time.Sleep(min(time.Second, time.Until(end)))
 	}
-}
-
-// rss reads a process's resident set size from /proc.
-func rss(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if fl := strings.Fields(sc.Text()); len(fl) >= 2 && fl[0] == "VmRSS:" {
-			kb, err := strconv.ParseInt(fl[1], 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, errors.New("no VmRSS")
 }
 
 func waitFor(d time.Duration, cond func() bool) error {
