@@ -25,7 +25,8 @@ import (
 // gVisor's gonet adapter Read (the baseline, and the path zcnet's net.Conn
 // took before it was rebuilt on the Socket core: endpoint Read straight
 // into the caller's slice). MB/s is received payload; allocs/op are per MiB
-// received.
+// received; cpu-ns/op is the process's CPU per MiB, sender and receiver
+// together (steadier than MB/s on a shared machine).
 //
 //	go test -run x -bench Receive -benchmem -count 5 ./api/
 func BenchmarkReceive(b *testing.B) {
@@ -100,6 +101,7 @@ func BenchmarkReceive(b *testing.B) {
 			}
 			b.SetBytes(mib)
 			b.ReportAllocs()
+			cpu := startCPU()
 			b.ResetTimer()
 			var got int64
 			for {
@@ -113,6 +115,7 @@ func BenchmarkReceive(b *testing.B) {
 				}
 			}
 			b.StopTimer()
+			cpu.report(b)
 			if err := <-sent; err != nil {
 				b.Fatal(err)
 			}
@@ -127,6 +130,7 @@ func BenchmarkReceive(b *testing.B) {
 // in-process link: zcnet's sockets (Recv + SendFunc on the server, the
 // net.Conn adapter as client), zcnet's net.Conn adapters on both sides
 // (Read + Write), and gVisor's gonet on both sides (the baseline).
+// cpu-ns/op is the process's CPU per round trip, both ends together.
 //
 //	go test -run x -bench RoundTrip -count 5 ./api/
 func BenchmarkRoundTrip(b *testing.B) {
@@ -214,6 +218,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 				tc.SetNoDelay(true)
 			}
 			one := make([]byte, 1)
+			cpu := startCPU()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if _, err := c.Write(one); err != nil {
@@ -224,6 +229,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 				}
 			}
 			b.StopTimer()
+			cpu.report(b)
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rt/s")
 			c.Close()
 			<-served
@@ -317,4 +323,22 @@ func idle(b *testing.B, mode string, conns int) {
 	for _, c := range clients {
 		c.Close()
 	}
+}
+
+// cpuMeter reports the process's CPU time per operation of a benchmark
+// (cpu-ns/op), server and client together: start it after the set-up,
+// report after the timed loop.
+type cpuMeter struct{ start time.Duration }
+
+func startCPU() cpuMeter {
+	t, _ := processCPU()
+	return cpuMeter{start: t}
+}
+
+func (m cpuMeter) report(b *testing.B) {
+	t, ok := processCPU()
+	if !ok || b.N == 0 {
+		return
+	}
+	b.ReportMetric(float64((t-m.start).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }

@@ -107,11 +107,13 @@
 // handed over whole (TestZeroCopyTCPReceive asserts at least 99%).
 //
 // The package net adapters (Net, TCPConn, UDPConn) are built on the same
-// sockets and keep the same books: Read takes a hand-off and copies it into
-// the caller's slice, moving each byte it copies from handed over to
-// copied; Write copies the caller's slice into the stack's send buffer and
-// counts it as sent by copy. That one copy each way is the price of the
-// net.Conn shape.
+// sockets and keep the same books: a TCPConn's Read copies the received
+// bytes from the stack straight into the caller's slice (its socket has no
+// zero-copy flow to keep), a UDPConn's takes a hand-off and copies it,
+// moving each byte it copies from handed over to copied; both count their
+// bytes as copied. Write copies the caller's slice into the stack's send
+// buffer and counts it as sent by copy. That one copy each way is the
+// price of the net.Conn shape.
 //
 // # Errors
 //

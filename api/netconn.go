@@ -3,7 +3,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -25,10 +24,12 @@ import (
 // fail operations with os.ErrDeadlineExceeded, and operations after Close
 // fail with net.ErrClosed.
 //
-// It is a Socket underneath. Read takes the socket's zero-copy hand-offs and
-// copies them into the caller's slice, the one receive copy of this
-// interface; Write copies the caller's slice into the stack's send buffer,
-// the one send copy. Both are counted (Stats, Stack.Counters).
+// It is a Socket underneath, one without a zero-copy flow: Read copies the
+// bytes the stack received straight into the caller's slice, the one
+// receive copy of this interface (a hand-off copied at once would add the
+// flow's bookkeeping to the same copy); Write copies the caller's slice
+// into the stack's send buffer, the one send copy. Both are counted
+// (Stats, Stack.Counters).
 type TCPConn struct {
 	sock    *Socket
 	network string
@@ -40,14 +41,8 @@ type TCPConn struct {
 	closing   atomic.Bool // set by the first Close
 	closeOnce sync.Once
 
-	// readMu serialises readers, as a stream has one order. cur is the
-	// hand-off being read: its bytes before off have been copied out, the
-	// rest wait for the next Read. cur is the zero Buf when nothing is
-	// partly read; a Buf is released as soon as its last byte is copied.
-	readMu sync.Mutex
-	cur    Buf   // +checklocks:readMu
-	off    int   // +checklocks:readMu
-	rerr   error // +checklocks:readMu; an error met after copying some bytes, for the next Read
+	readMu sync.Mutex // serialises readers, as a stream has one order
+	rw     copyWriter // +checklocks:readMu; Read's writer, reused
 
 	writeMu sync.Mutex   // serialises writers, so writes do not interleave
 	wr      bytes.Reader // +checklocks:writeMu; Write's reader over b, reused
@@ -92,55 +87,11 @@ func (c *TCPConn) Read(b []byte) (int, error) {
 	if err := c.ready("read", c.rdl); err != nil || len(b) == 0 {
 		return 0, err
 	}
-	n := c.copyOutLocked(b)
-	if n == 0 && c.rerr != nil {
-		err := c.rerr
-		if err != io.EOF {
-			c.rerr = nil // an error is reported once; EOF stays
-		}
+	n, err := c.sock.recvCopy(c.rdl.Ctx(), b, &c.rw)
+	if err != nil {
 		return 0, c.readErr(err)
 	}
-	for n < len(b) && c.rerr == nil {
-		var ctx context.Context // nil: take only what is ready
-		if n == 0 {
-			ctx = c.rdl.Ctx()
-		}
-		h, _, err := c.sock.recv(ctx)
-		if err != nil {
-			if n == 0 {
-				if err == io.EOF {
-					c.rerr = err
-				}
-				return 0, c.readErr(err)
-			}
-			if !errors.Is(err, ErrWouldBlock) {
-				c.rerr = err // the bytes first; the error on the next Read
-			}
-			break
-		}
-		c.cur, c.off = h, 0
-		n += c.copyOutLocked(b[n:])
-	}
 	return n, nil
-}
-
-// copyOutLocked copies the unread bytes of the current hand-off into b,
-// books the copy, and releases the hand-off once it is read to its end.
-//
-// +checklocks:c.readMu
-func (c *TCPConn) copyOutLocked(b []byte) int {
-	data := c.cur.Bytes()
-	if data == nil {
-		return 0
-	}
-	n := copy(b, data[c.off:])
-	c.off += n
-	c.sock.countReadCopy(n, c.cur.Copied())
-	if c.off == len(data) {
-		c.cur.Release()
-		c.cur, c.off = Buf{}, 0
-	}
-	return n
 }
 
 // readErr is the error Read returns for a socket error: net.ErrClosed once
@@ -180,23 +131,16 @@ func (c *TCPConn) Write(b []byte) (int, error) {
 	return n, nil
 }
 
-// Close implements net.Conn.Close: it closes the socket (a FIN; the stack
-// holds nothing unread, the socket having taken it) and wakes blocked Read
-// and Write calls with net.ErrClosed. The partly read hand-off and
-// everything the socket had queued are released.
+// Close implements net.Conn.Close: it closes the socket (a FIN, or a reset
+// when received bytes are left unread) and wakes blocked Read and Write
+// calls with net.ErrClosed.
 func (c *TCPConn) Close() error {
 	err := c.opErr("close", net.ErrClosed)
 	c.closeOnce.Do(func() {
 		c.closing.Store(true)
 		c.rdl.Stop()
 		c.wdl.Stop()
-		c.sock.Close() // wakes a blocked Read, which then lets go of readMu
-		c.readMu.Lock()
-		if c.cur.valid() {
-			c.cur.Release()
-		}
-		c.cur, c.off = Buf{}, 0
-		c.readMu.Unlock()
+		c.sock.Close() // wakes a blocked Read
 		err = nil
 	})
 	return err
@@ -260,7 +204,7 @@ func (n *Net) DialTCP(ctx context.Context, network string, laddr, raddr netip.Ad
 	if err != nil {
 		return nil, opError("dial", network, nil, nil, err)
 	}
-	sock, err := n.s.dialTCPFrom(ctx, f, laddr, raddr)
+	sock, err := n.s.dialTCPFrom(ctx, f, laddr, raddr, false)
 	if err != nil {
 		var src net.Addr
 		if laddr.IsValid() {
@@ -298,7 +242,7 @@ func (n *Net) ListenTCP(network string, laddr netip.AddrPort) (*TCPListener, err
 	if err != nil {
 		return nil, opError("listen", network, nil, nil, err)
 	}
-	sock, err := n.s.listenTCPFam(f, laddr)
+	sock, err := n.s.listenTCPFam(f, laddr, false)
 	if err != nil {
 		return nil, opError("listen", network, nil, net.TCPAddrFromAddrPort(laddr), err)
 	}
@@ -376,9 +320,11 @@ func (s *Stack) netEndpoint(proto tcpip.TransportProtocolNumber, f family, a net
 
 // dialTCPFrom connects a TCP socket of the given family from laddr (the
 // zero AddrPort: any), for DialTCP and the TCPConn adapters: the
-// socket is bound (to laddr, or an ephemeral port) and its zero-copy flow
-// registered before the handshake, so no data can arrive unregistered.
-func (s *Stack) dialTCPFrom(ctx context.Context, f family, laddr, raddr netip.AddrPort) (*Socket, error) {
+// socket is bound (to laddr, or an ephemeral port) and, with zeroCopy, its
+// zero-copy flow registered before the handshake, so no data can arrive
+// unregistered. The adapters' sockets, which copy what they read, have no
+// flow (recvCopy).
+func (s *Stack) dialTCPFrom(ctx context.Context, f family, laddr, raddr netip.AddrPort, zeroCopy bool) (*Socket, error) {
 	ep, wq, err := s.netEndpoint(tcp.ProtocolNumber, f, raddr.Addr())
 	if err != nil {
 		return nil, err
@@ -391,10 +337,12 @@ func (s *Stack) dialTCPFrom(ctx context.Context, f family, laddr, raddr netip.Ad
 		sock.Close()
 		return nil, errnoError("bind", terr)
 	}
-	port := localAddr(ep).Port()
-	if sock.flow, err = s.st.RegisterFlow(tcp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), port), raddr, s.opts.MaxShadowBytes); err != nil {
-		sock.Close()
-		return nil, err
+	if zeroCopy {
+		port := localAddr(ep).Port()
+		if sock.flow, err = s.st.RegisterFlow(tcp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), port), raddr, s.opts.MaxShadowBytes); err != nil {
+			sock.Close()
+			return nil, err
+		}
 	}
 	entry, ch := waiter.NewChannelEntry(waiter.WritableEvents)
 	wq.EventRegister(&entry)
@@ -424,8 +372,9 @@ func (s *Stack) dialTCPFrom(ctx context.Context, f family, laddr, raddr netip.Ad
 }
 
 // listenTCPFam opens a listening TCP socket of the given family (see
-// netEndpoint), for ListenTCP and the TCPListener adapter.
-func (s *Stack) listenTCPFam(f family, laddr netip.AddrPort) (*Socket, error) {
+// netEndpoint), for ListenTCP (zeroCopy) and the TCPListener adapter (no
+// flow, as dialTCPFrom).
+func (s *Stack) listenTCPFam(f family, laddr netip.AddrPort, zeroCopy bool) (*Socket, error) {
 	ep, wq, err := s.netEndpoint(tcp.ProtocolNumber, f, laddr.Addr())
 	if err != nil {
 		return nil, err
@@ -444,6 +393,9 @@ func (s *Stack) listenTCPFam(f family, laddr netip.AddrPort) (*Socket, error) {
 	}
 	sock.listening = true
 	sock.laddr = localAddr(ep)
+	if !zeroCopy {
+		return sock, nil
+	}
 	// A connection's first data can arrive before Accept: the listener's
 	// flow keeps its shadows until the accepted socket takes them.
 	if sock.flow, err = s.st.RegisterFlow(tcp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), sock.laddr.Port()), netip.AddrPort{}, s.opts.MaxShadowBytes); err != nil {

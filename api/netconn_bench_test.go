@@ -24,6 +24,7 @@ import (
 // integration/bench's http_1k, with wrk in its own process, is the figure.
 // net/http moves the read deadline several times per request and aborts a
 // background Read with one: the path this exercises beside Read and Write.
+// cpu-ns/op is the process's CPU per request, client and server together.
 //
 //	go test -run x -bench HTTP -benchmem -count 5 ./api/
 func BenchmarkHTTP(b *testing.B) {
@@ -64,6 +65,7 @@ func BenchmarkHTTP(b *testing.B) {
 			client := &http.Client{Transport: tr}
 			url := "http://" + addr.String() + "/"
 			b.SetParallelism(4) // 4 × GOMAXPROCS clients
+			cpu := startCPU()
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -81,6 +83,7 @@ func BenchmarkHTTP(b *testing.B) {
 				}
 			})
 			b.StopTimer()
+			cpu.report(b)
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
 			tr.CloseIdleConnections()
 			sctx, scancel := context.WithTimeout(ctx, 10*time.Second)

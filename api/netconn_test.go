@@ -65,11 +65,12 @@ func pattern(n int, seed uint64) []byte {
 // TestNetConnStreamCopyBudget streams 64 MiB (16 MiB under the race
 // detector) from a net adapter on B to one on A, over IPv4 and IPv6, reads
 // it with Read into a 64 KiB slice and checks every byte. Then the copy
-// budget: the reader's socket copied exactly the bytes Read returned and
-// handed nothing over uncopied (every byte moved from RxHandedOver to
-// RxCopied, none copied by the socket itself); the writer's socket copied
-// exactly the bytes written, once, and wrote none in place; the stacks'
-// counters agree; nothing is held.
+// budget: the reader's socket copied exactly the bytes Read returned, once,
+// straight from the stack, and handed nothing over; the writer's socket
+// copied exactly the bytes written, once, and wrote none in place; the
+// stacks' counters agree; nothing is held; and the reader's stack kept no
+// zero-copy shadows (the net adapters register no flow: their Read copies
+// anyway).
 func TestNetConnStreamCopyBudget(t *testing.T) {
 	size := 64 << 20
 	if raceEnabled {
@@ -110,6 +111,9 @@ func TestNetConnStreamCopyBudget(t *testing.T) {
 			// books.
 			if sa, sb := p.A.Counters(), p.B.Counters(); sa.RxCopied != rs.RxCopied || sa.RxHandedOver != 0 || sb.TxCopied != ws.TxCopied || sb.TxInPlace != 0 {
 				t.Fatalf("stack counters A %+v, B %+v disagree with the sockets' reader %+v, writer %+v", sa, sb, rs.Counters, ws.Counters)
+			}
+			if zs := p.Pair.A.ZeroCopyStats(); zs.Flows != 0 || zs.Shadowed != 0 || rs.RxHandoffs != 0 {
+				t.Fatalf("the reader's stack shadowed %d payloads for %d flows, %d hand-offs: a net.Conn copies, it needs none", zs.Shadowed, zs.Flows, rs.RxHandoffs)
 			}
 		})
 	}
@@ -186,11 +190,11 @@ func TestNetConnPartialReads(t *testing.T) {
 	}
 }
 
-// TestNetConnCloseReleases closes conns that still hold received data (a
-// partly read hand-off and queued ones; a UDP datagram the stack reassembled
-// from fragments, which the socket copied into the pool) and checks that
-// everything is given back: the sockets hold nothing and the pool's slots
-// are all free.
+// TestNetConnCloseReleases closes conns with received data left unread (a
+// TCP stream read in part, which stays in the stack: a TCPConn holds no
+// pool memory; a UDP datagram the stack reassembled from fragments, which
+// the socket copied into the pool) and checks that everything is given
+// back: the sockets hold nothing and the pool's slots are all free.
 func TestNetConnCloseReleases(t *testing.T) {
 	p := apitest.NewPair(t, apitest.PairConfig{})
 	reader, writer := netConns(t, p, "192.0.2.2:5103")
@@ -202,13 +206,12 @@ func TestNetConnCloseReleases(t *testing.T) {
 	if _, err := io.ReadFull(reader, one); err != nil || one[0] != data[0] {
 		t.Fatalf("first byte %d, %v", one[0], err)
 	}
-	// Let the socket take more of the stream than the one byte.
 	buf := make([]byte, 100)
 	if _, err := io.ReadFull(reader, buf); err != nil || !bytes.Equal(buf, data[1:101]) {
 		t.Fatalf("next 100 bytes: %v", err)
 	}
-	if st := reader.Stats(); st.HeldBytes == 0 {
-		t.Fatalf("reader holds nothing mid-stream (%+v): the test proves nothing", st)
+	if st := reader.Stats(); st.HeldBytes != 0 || st.RxCopied != 101 {
+		t.Fatalf("reader mid-stream: holds %d bytes, copied %d; want 0 and the 101 read (%+v)", st.HeldBytes, st.RxCopied, st)
 	}
 	if err := reader.Close(); err != nil {
 		t.Fatal(err)

@@ -116,7 +116,7 @@ func familyOf(a netip.Addr) family {
 // ListenTCP returns a listening TCP socket on laddr (zero address: every
 // address; port 0: a free port). Accept takes its connections.
 func (s *Stack) ListenTCP(laddr netip.AddrPort) (*Socket, error) {
-	return s.listenTCPFam(familyOf(laddr.Addr()), laddr)
+	return s.listenTCPFam(familyOf(laddr.Addr()), laddr, true)
 }
 
 func localAddr(ep tcpip.Endpoint) netip.AddrPort {
@@ -160,12 +160,14 @@ func (sock *Socket) acceptOne() (*Socket, error) {
 	if ra, terr := ep.GetRemoteAddress(); terr == nil {
 		child.raddr = stack.AddrPort(ra)
 	}
-	flow, err := sock.flow.RegisterChild(sock.s.st, child.laddr, child.raddr)
-	if err != nil {
-		child.Close()
-		return nil, err
+	if sock.flow != nil { // a listener of the net adapters has none
+		flow, err := sock.flow.RegisterChild(sock.s.st, child.laddr, child.raddr)
+		if err != nil {
+			child.Close()
+			return nil, err
+		}
+		child.flow = flow
 	}
-	child.flow = flow
 	if err := child.watchAcks(); err != nil {
 		child.Close()
 		return nil, err
@@ -184,7 +186,7 @@ func (sock *Socket) isClosed() bool {
 
 // DialTCP connects to raddr; ctx bounds the handshake.
 func (s *Stack) DialTCP(ctx context.Context, raddr netip.AddrPort) (*Socket, error) {
-	return s.dialTCPFrom(ctx, familyOf(raddr.Addr()), netip.AddrPort{}, raddr)
+	return s.dialTCPFrom(ctx, familyOf(raddr.Addr()), netip.AddrPort{}, raddr, true)
 }
 
 // ListenUDP returns a UDP socket bound to laddr; RecvFrom tells senders

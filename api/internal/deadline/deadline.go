@@ -21,14 +21,22 @@ import (
 //
 // net/http moves a connection's read deadline several times per request,
 // so a set costs no allocation while the channel is open: the deadline
-// keeps one timer for its life, re-armed with Reset, whose function closes
-// the channel only if the deadline in force (when) has passed. A firing
-// left over from an earlier arming, which Stop or Reset could not catch
-// (its function already started), finds a later or no deadline and does
-// nothing. A new channel is made only after the old one was closed.
+// keeps one timer for its life, whose function closes the channel only if
+// the deadline in force (when) has passed. A firing left over from an
+// earlier arming finds a later or no deadline and does nothing, or arms
+// the timer again for the deadline now in force. A new channel is made
+// only after the old one was closed.
+//
+// So the timer is moved only when it must fire sooner: a set that moves
+// the deadline later, or clears it, leaves the timer armed for the earlier
+// time (armed), and that firing re-arms it for what is then in force.
+// net/http's sets per request (a header deadline ahead, none, one in the
+// past to abort a background read, none) then cost no timer operation
+// while one is armed, only a firing now and then.
 type Deadline struct {
 	mu     sync.Mutex
 	timer  *time.Timer   // +checklocks:mu; made at the first deadline, then reused
+	armed  time.Time     // +checklocks:mu; when timer fires; zero: not armed
 	when   time.Time     // +checklocks:mu; the deadline in force; zero: none
 	ch     chan struct{} // +checklocks:mu; closed once when has passed
 	closed bool          // +checklocks:mu; ch is closed
@@ -47,19 +55,24 @@ func (d *Deadline) Set(t time.Time) {
 	}
 	d.when = t
 	if t.IsZero() {
-		if d.timer != nil {
-			d.timer.Stop()
-		}
-		return
+		return // an armed timer's firing finds no deadline
 	}
 	dur := time.Until(t)
 	if dur <= 0 {
-		if d.timer != nil {
-			d.timer.Stop()
-		}
 		d.closeLocked()
 		return
 	}
+	if !d.armed.IsZero() && !t.Before(d.armed) {
+		return // the armed firing comes first and re-arms for t
+	}
+	d.armLocked(t, dur)
+}
+
+// armLocked makes the timer fire at t, dur from now.
+//
+// +checklocks:d.mu
+func (d *Deadline) armLocked(t time.Time, dur time.Duration) {
+	d.armed = t
 	if d.timer == nil {
 		d.timer = time.AfterFunc(dur, d.fire)
 		return
@@ -68,19 +81,17 @@ func (d *Deadline) Set(t time.Time) {
 }
 
 // fire is the timer's function: it closes the channel if the deadline in
-// force has passed (not if a later set moved or cleared it).
+// force has passed, and arms the timer again for one still ahead (a set
+// moved it later, or a firing raced with a set that moved it earlier).
 func (d *Deadline) fire() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.armed = time.Time{}
 	if d.when.IsZero() {
 		return
 	}
 	if dur := time.Until(d.when); dur > 0 {
-		// Moved later while this firing was on its way; the Reset that
-		// moved it has armed the timer again, but a firing that raced
-		// with it may have consumed that: arm once more (a redundant
-		// firing finds the channel closed or the time not reached).
-		d.timer.Reset(dur)
+		d.armLocked(d.when, dur)
 		return
 	}
 	d.closeLocked()
@@ -118,6 +129,7 @@ func (d *Deadline) Stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.when = time.Time{}
+	d.armed = time.Time{}
 	if d.timer != nil {
 		d.timer.Stop()
 	}

@@ -59,3 +59,47 @@ func TestDeadlineStaleFiring(t *testing.T) {
 		t.Fatal("clearing an expired deadline must give a fresh open channel")
 	}
 }
+
+// TestDeadlineLaterLeavesTimer: moving the deadline later, or clearing it,
+// leaves the timer armed for the earlier time instead of moving it; that
+// firing (called here by hand, as the timer would) then arms the timer for
+// the deadline in force, or for nothing when none is, and closes nothing
+// early. A deadline moved earlier moves the timer.
+func TestDeadlineLaterLeavesTimer(t *testing.T) {
+	d := New()
+	defer d.Stop()
+	now := time.Now()
+	first, later := now.Add(time.Hour), now.Add(2*time.Hour)
+	d.Set(first)
+	d.Set(later)
+	d.mu.Lock()
+	armed := d.armed
+	d.mu.Unlock()
+	if !armed.Equal(first) {
+		t.Fatalf("timer armed for %v after moving the deadline later; want it left at %v", armed, first)
+	}
+	d.fire() // the firing at first, the deadline still ahead
+	d.mu.Lock()
+	armed = d.armed
+	d.mu.Unlock()
+	if !armed.Equal(later) || d.Expired() {
+		t.Fatalf("after the early firing: armed %v, expired %v; want armed for %v, not expired", armed, d.Expired(), later)
+	}
+	d.Set(time.Time{})
+	d.fire() // the firing at later, no deadline in force
+	d.mu.Lock()
+	armed = d.armed
+	d.mu.Unlock()
+	if !armed.IsZero() || d.Expired() {
+		t.Fatalf("after a firing with no deadline: armed %v, expired %v; want neither", armed, d.Expired())
+	}
+	sooner := now.Add(time.Minute)
+	d.Set(later)
+	d.Set(sooner)
+	d.mu.Lock()
+	armed = d.armed
+	d.mu.Unlock()
+	if !armed.Equal(sooner) {
+		t.Fatalf("deadline moved earlier to %v, timer armed for %v", sooner, armed)
+	}
+}
