@@ -351,7 +351,17 @@ func (f *Flow) take(a, end uintptr, n int, shared bool) *buffer.View {
 				f.dropLocked(i)
 			}
 		case f.key.proto == header.TCPProtocolNumber:
-			f.releaseDeliveredLocked(s.seq.Add(seqnum.Size(off + n)))
+			next := s.seq.Add(seqnum.Size(off + n))
+			if i == 0 {
+				// In order, the common case: what is delivered is a
+				// prefix of the shadows.
+				f.releaseDeliveredPrefixLocked(next)
+			} else {
+				// Out of order (a retransmission filled a hole, or a
+				// shadow the stack never delivered is in front):
+				// delivered shadows may be anywhere.
+				f.releaseDeliveredLocked(next)
+			}
 		default:
 			// A datagram is read whole and in arrival order: this one
 			// and every earlier one are done with.
@@ -379,6 +389,22 @@ func (f *Flow) releaseDeliveredLocked(next seqnum.Value) {
 	}
 	clear(f.shadows[j:])
 	f.shadows = f.shadows[:j]
+}
+
+// releaseDeliveredPrefixLocked releases the oldest TCP shadows while they
+// end at or before next. A delivered shadow behind one that is not is left
+// for a later Take: either the prefix reaches it once the one in front is
+// delivered, or a Take finds its slice past the front and walks them all.
+//
+// +checklocks:f.mu
+func (f *Flow) releaseDeliveredPrefixLocked(next seqnum.Value) {
+	k := 0
+	for k < len(f.shadows) && f.shadows[k].seq.Add(seqnum.Size(f.shadows[k].n)).LessThanEq(next) {
+		k++
+	}
+	if k > 0 {
+		f.dropFrontLocked(k)
+	}
 }
 
 // FlowStats counts one flow's shadows.
