@@ -95,6 +95,25 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// TestBadFlagIsShort: a mistyped flag gets its error and one line saying
+// where the help is, on stderr, and nothing on stdout; not every flag's
+// description with the error above them.
+func TestBadFlagIsShort(t *testing.T) {
+	for _, args := range [][]string{{"serve", "-bogus"}, {"serve", "-mtu", "x"}, {"perf", "-P", "many"}, {"demo", "-nope"}, {"echo", "-bogus"}} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 2 {
+			t.Errorf("run(%q) = %d, want 2", args, code)
+		}
+		if out.Len() != 0 {
+			t.Errorf("run(%q) wrote to stdout:\n%s", args, out.String())
+		}
+		lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+		if len(lines) > 3 || !strings.Contains(errb.String(), "-help' for usage") {
+			t.Errorf("run(%q): stderr is %d lines, want the error and where the help is:\n%s", args, len(lines), errb.String())
+		}
+	}
+}
+
 func TestHelpGoesToStdout(t *testing.T) {
 	for _, args := range [][]string{{"help"}, {"-h"}, {"help", "serve"}, {"demo", "-help"}, {"serve", "-h"}, {"ring-peer", "-h"}} {
 		var out, errb bytes.Buffer

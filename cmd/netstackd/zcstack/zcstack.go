@@ -285,3 +285,17 @@ func (z *Stack) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// LinkErr returns the error that stopped the stack's device link, or nil
+// while it runs: a TAP whose reader failed (the device was deleted under
+// it, say) or an AF_XDP socket whose interface went away. Rings report
+// their peers through their own callbacks instead.
+func (z *Stack) LinkErr() error {
+	switch {
+	case z.TAP != nil:
+		return z.TAP.Err()
+	case z.XDP != nil:
+		return z.XDP.Err()
+	}
+	return nil
+}

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// lockedBuffer is a bytes.Buffer safe for the force-exit goroutine and the
+// test to share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestSecondSignalForcesExit: once armed (serve arms it at the first
+// shutdown signal), a second signal ends the process with 128 + its
+// number and a line that says why; disarmed, it does nothing.
+func TestSecondSignalForcesExit(t *testing.T) {
+	codes := make(chan int, 1)
+	defer func(f func(int)) { forceExit = f }(forceExit)
+	forceExit = func(code int) { codes <- code }
+
+	var stderr lockedBuffer
+	disarm := armForceExit(&stderr)
+	if err := syscall.Kill(syscall.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-codes:
+		if code != 128+int(syscall.SIGHUP) {
+			t.Errorf("forced exit status %d, want %d", code, 128+int(syscall.SIGHUP))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a second signal did not force the exit")
+	}
+	disarm()
+	if want := "second signal (hangup) during shutdown: exiting now, status 129"; !strings.Contains(stderr.String(), want) {
+		t.Errorf("stderr %q does not say %q", stderr.String(), want)
+	}
+
+	// Disarmed without a signal: returns, and forces nothing.
+	armForceExit(&stderr)()
+	select {
+	case code := <-codes:
+		t.Errorf("forced exit %d with no signal", code)
+	default:
+	}
+}
