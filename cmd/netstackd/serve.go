@@ -329,6 +329,12 @@ const linkPoll = 200 * time.Millisecond
 // everything a program waits on); today the channel carries the signals,
 // and it is the channel the metrics report under channel="daemon".
 func serve(ctx context.Context, s serveSetup, log *slog.Logger) (err error) {
+	// Signals are caught from the start: one that comes while the link
+	// and services are being set up stops the daemon as cleanly as a
+	// later one, instead of killing it half set up.
+	early := make(chan os.Signal, 1)
+	signal.Notify(early, shutdownSignals...)
+	defer signal.Stop(early)
 	z, err := openServeStack(s, log)
 	if err != nil {
 		return err
@@ -412,6 +418,14 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) (err error) {
 
 	evs := make([]evchan.Event, 8)
 	var linkErr error
+	select {
+	case sig := <-early: // before the channel watched for it
+		log.Info("signal", "signal", sig)
+		disarm = armForceExit(os.Stderr)
+		ctx = canceled
+	default:
+	}
+	signal.Stop(early)
 	for {
 		n, err := ec.Next(ctx, evs)
 		if err != nil {
@@ -489,6 +503,13 @@ func (sum *serveSummary) log(log *slog.Logger, up time.Duration, err error) {
 	}
 	log.Info("stopped", append(attrs, "exit_status", status)...)
 }
+
+// canceled is a context that has ended: serve's loop, given it, stops at once.
+var canceled = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 // errLinkFailed is the cause serve's context carries when the link failed.
 type errLinkFailed struct{ err error }
