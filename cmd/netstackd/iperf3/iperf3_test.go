@@ -137,7 +137,7 @@ func TestParamsSpec(t *testing.T) {
 		{"bytes instead of time", func(p *iperfParams) { p.Time, p.Num = 0, 1e6 }, 0, ""},
 		{"sctp", func(p *iperfParams) { p.TCP, p.SCTP = false, true }, ieProtocol, "only TCP and UDP"},
 		{"neither", func(p *iperfParams) { p.TCP = false }, ieProtocol, "neither"},
-		{"bidirectional", func(p *iperfParams) { p.Bidirectional = true }, ieUnimp, "bidirectional"},
+		{"bidirectional", func(p *iperfParams) { p.Bidirectional = true }, 0, ""},
 		{"no streams", func(p *iperfParams) { p.Parallel = 0 }, ieNumStreams, "parallel 0"},
 		{"too many streams", func(p *iperfParams) { p.Parallel = 129 }, ieNumStreams, "want 1 to 128"},
 		{"fractional streams", func(p *iperfParams) { p.Parallel = 1.5 }, ieNumStreams, ""},
@@ -210,12 +210,12 @@ func TestServerRefusesBadParameters(t *testing.T) {
 	srv, done := startPerfServer(t, env, ServerConfig{})
 	cc := rawClient(t, env, newCookie())
 	mustState(t, cc, stParamExchange)
-	if err := cc.writeJSON(iperfParams{TCP: true, Time: 1, Parallel: 1, Bidirectional: true}); err != nil {
+	if err := cc.writeJSON(iperfParams{SCTP: true, Time: 1, Parallel: 1}); err != nil {
 		t.Fatal(err)
 	}
 	mustState(t, cc, stServerError)
 	err := cc.readServerError()
-	if err == nil || !strings.Contains(err.Error(), "not implemented (iperf3 error 13") {
+	if err == nil || !strings.Contains(err.Error(), "protocol not supported (iperf3 error 131") {
 		t.Fatalf("readServerError = %v", err)
 	}
 	waitDone(t, done)
@@ -390,5 +390,59 @@ func TestServerUnfilledReverse(t *testing.T) {
 	}
 	if s := srv.Stats(); s.Tests != 1 || s.BytesSent < n {
 		t.Errorf("server stats %+v: want one test and at least %d bytes sent", s, n)
+	}
+}
+
+// TestServerBidir runs iperf3's --bidir against the server, TCP and UDP,
+// two streams each way: the client's first two streams send, the other
+// two receive, and both sides count bytes each way on the right streams.
+func TestServerBidir(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		spec Spec
+	}{
+		{"tcp", Spec{Bidir: true, Streams: 2, BlockSize: 64 << 10, Duration: 1, Rate: 50e6}},
+		{"udp", Spec{UDP: true, Bidir: true, Streams: 2, BlockSize: 1200, Duration: 1, Rate: 10e6}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := inprocEnv(t)
+			srv, done := startPerfServer(t, env, ServerConfig{OneOff: true})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			o, err := RunClient(ctx, env.client, ClientConfig{Server: netip.AddrPortFrom(env.serverAddr, Port), Spec: tc.spec})
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitDone(t, done)
+			if len(o.local) != 4 {
+				t.Fatalf("client has %d streams, want 4", len(o.local))
+			}
+			for i, l := range o.local {
+				if want := i < 2; l.sends != want {
+					t.Errorf("client stream %d (id %d) sends=%v, want %v", i, l.id, l.sends, want)
+				}
+				if l.bytes == 0 {
+					t.Errorf("client stream %d (id %d) counted no bytes", i, l.id)
+				}
+			}
+			sent, received := o.here()
+			if sent.bytes == 0 || received.bytes == 0 {
+				t.Errorf("client sent %d and received %d bytes, want both > 0", sent.bytes, received.bytes)
+			}
+			// The server's per-stream results, as the client got them:
+			// every stream moved bytes.
+			if n := len(o.peer.Streams); n != 4 {
+				t.Fatalf("server reported %d streams, want 4", n)
+			}
+			for _, p := range o.peer.Streams {
+				if p.Bytes == 0 {
+					t.Errorf("server stream %v counted no bytes", p.ID)
+				}
+			}
+			s := srv.Stats()
+			if s.Tests != 1 || s.BytesSent == 0 || s.BytesReceived == 0 {
+				t.Errorf("server stats %+v: want one test with bytes each way", s)
+			}
+		})
 	}
 }
