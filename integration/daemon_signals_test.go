@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/zcnet/zcnet/integration/nstest"
 )
 
@@ -312,4 +314,54 @@ func TestDaemonNoStrayOutput(t *testing.T) {
 	if !strings.Contains(log.String(), "msg=stopped") {
 		t.Errorf("no summary in the log:\n%s", log.String())
 	}
+}
+
+// TestDaemonXDPInterfaceDeleted: the interface an AF_XDP daemon serves
+// deleted under it stops the daemon with an error, exit status 1; before,
+// an idle daemon went on running with nothing to serve.
+func TestDaemonXDPInterfaceDeleted(t *testing.T) {
+	needDaemon(t)
+	ns := nstest.New(t)
+	if fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0); err != nil {
+		nstest.Skip(t, "no AF_XDP sockets here: %v", err)
+	} else {
+		unix.Close(fd)
+	}
+	dev, peerDev := nstest.UniqueName(t, "xz"), nstest.UniqueName(t, "xk")
+	ns.MustRun("ip", "link", "add", dev, "type", "veth", "peer", "name", peerDev)
+	ns.MustRun("ip", "link", "set", dev, "up")
+	ns.MustRun("ip", "link", "set", peerDev, "up")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := ns.Cmd(ctx, netstackd, "serve", "-xdp", dev, "-addr", stack4+"/24", "-services", "none")
+	cmd.Cancel = func() error { return cmd.Process.Kill() }
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	buf := make([]byte, 4096)
+	for !strings.Contains(log.String(), "msg=attached") {
+		n, err := stderr.Read(buf)
+		log.Write(buf[:n])
+		if err != nil {
+			cmd.Wait()
+			t.Fatalf("netstackd ended before attaching: %v\n%s", err, log.String())
+		}
+	}
+	ns.MustRun("ip", "link", "del", dev)
+	rest, _ := io.ReadAll(stderr) // until the daemon exits (or ctx kills it)
+	log.Write(rest)
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("netstackd after its interface was deleted: %v, want exit status 1\n%s", err, log.String())
+	}
+	if !strings.Contains(log.String(), "is gone") || !strings.Contains(log.String(), "exit_status=1") {
+		t.Errorf("the daemon does not say its interface went:\n%s", log.String())
+	}
+	noCrash(t, log.String())
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -295,7 +296,15 @@ func (z *Stack) LinkErr() error {
 	case z.TAP != nil:
 		return z.TAP.Err()
 	case z.XDP != nil:
-		return z.XDP.Err()
+		if err := z.XDP.Err(); err != nil {
+			return err
+		}
+		// The socket reports nothing when its interface goes unless it
+		// sends; ask the kernel.
+		info := z.XDP.Info()
+		if _, err := net.InterfaceByIndex(info.Ifindex); err != nil {
+			return fmt.Errorf("xdp: interface %s (index %d) is gone: %w", info.Interface, info.Ifindex, err)
+		}
 	}
 	return nil
 }
