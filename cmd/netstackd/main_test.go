@@ -86,6 +86,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve", "-tap", "zc0", "-addr", "192.0.2.2/24", "-queues", "-1"}, 2, "-queues -1"},
 		{[]string{"perf", "-c", "192.0.2.2", "-ring", "/tmp/zc.sock"}, 2, "no address: give the stack on the ring one with -addr"},
 		{[]string{"echo", "-c", "192.0.2.2", "-ring", "/tmp/zc.sock", "-inproc"}, 2, "more than one given"},
+		{[]string{"perf", "-inproc", "-R", "-bidir"}, 2, "-R and -bidir exclude each other"},
+		{[]string{"perf", "-s", "-kernel", "-bidir"}, 2, "-bidir is a client flag"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, &out, &errb)

@@ -401,8 +401,12 @@ func (t *serverTest) exchange(ctx context.Context, log *slog.Logger) (*Outcome, 
 	run.unfilled = s.cfg.Unfilled
 	defer run.finish()
 	if w := s.cfg.Out; w != nil && !s.cfg.JSON {
+		dir := map[bool]string{false: "client sends", true: "server sends (-R)"}[spec.Reverse]
+		if spec.Bidir {
+			dir = "each way (--bidir)"
+		}
 		fmt.Fprintf(w, "Accepted connection from %v: %s, %d stream(s), %s\n", t.ctrl.RemoteAddr(),
-			map[bool]string{false: "TCP", true: "UDP"}[spec.UDP], spec.Streams, map[bool]string{false: "client sends", true: "server sends (-R)"}[spec.Reverse])
+			map[bool]string{false: "TCP", true: "UDP"}[spec.UDP], spec.Streams, dir)
 		fmt.Fprintln(w, (&Outcome{spec: spec}).headerLine())
 		label := "1"
 		if spec.Streams > 1 {
