@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -547,8 +548,16 @@ func linkFailure(ctx context.Context) error {
 // forceExit ends the process; tests replace it.
 var forceExit = os.Exit
 
+// forceExitGrace is how long after the first signal another one counts as
+// the same request, not a second: timeout(1) and kill(1) of a process
+// group deliver one stop as two signals microseconds apart, and a daemon
+// that took those for an impatient operator would skip its teardown. A
+// variable for tests.
+var forceExitGrace = 500 * time.Millisecond
+
 // armForceExit makes a second shutdown signal, while the teardown that
-// the first one started still runs, end the process at once with status
+// the first one started still runs (and forceExitGrace after the first),
+// end the process at once with status
 // 128 + the signal's number (130 for SIGINT), as a shell reports a process
 // a signal killed. A device the daemon made goes with the process (the
 // kernel removes it when its last descriptor closes); the capture's last
@@ -558,17 +567,25 @@ func armForceExit(stderr io.Writer) (disarm func()) {
 	signal.Notify(ch, shutdownSignals...)
 	done := make(chan struct{})
 	exited := make(chan struct{})
+	armed := time.Now()
 	go func() {
 		defer close(exited)
-		select {
-		case sig := <-ch:
-			code := 1
-			if n, ok := sig.(syscall.Signal); ok {
-				code = 128 + int(n)
+		for {
+			select {
+			case sig := <-ch:
+				if time.Since(armed) < forceExitGrace {
+					continue // the first request delivered twice
+				}
+				code := 1
+				if n, ok := sig.(syscall.Signal); ok {
+					code = 128 + int(n)
+				}
+				fmt.Fprintf(stderr, "netstackd: second signal (%v) during shutdown: exiting now, status %d\n", sig, code)
+				forceExit(code)
+				return
+			case <-done:
+				return
 			}
-			fmt.Fprintf(stderr, "netstackd: second signal (%v) during shutdown: exiting now, status %d\n", sig, code)
-			forceExit(code)
-		case <-done:
 		}
 	}()
 	return func() {
@@ -591,6 +608,9 @@ func openServeStack(s serveSetup, log *slog.Logger) (*zcstack.Stack, error) {
 	case s.ringDial:
 		return zcstack.DialRing(s.stackSetup.config(log), s.ring, log)
 	}
+	if err := clearStaleRing(s.ring, log); err != nil {
+		return nil, err
+	}
 	return zcstack.ListenRing(s.stackSetup.config(log), s.ring, func(up bool, err error) {
 		if up {
 			log.Info("ring peer connected", "ring", s.ring)
@@ -598,4 +618,34 @@ func openServeStack(s serveSetup, log *slog.Logger) (*zcstack.Stack, error) {
 			log.Info("ring peer gone", "ring", s.ring, "err", err)
 		}
 	}, log)
+}
+
+// clearStaleRing removes the socket file a killed daemon left at path (one
+// nothing listens on), which would otherwise stop the next daemon with
+// "address already in use". A socket another process serves, and a path
+// that is not a socket, are errors that say so; nothing there is fine.
+func clearStaleRing(path string, log *slog.Logger) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("-ring %s: %w", path, err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("-ring %s: the path exists and is not a unix socket; give another path", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("-ring %s: another process serves a ring on this socket; stop it or give another path", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("-ring %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("-ring %s: removing the stale socket: %w", path, err)
+	}
+	log.Info("removed a stale ring socket nothing listened on", "ring", path)
+	return nil
 }

@@ -29,15 +29,29 @@ func (l *lockedBuffer) String() string {
 }
 
 // TestSecondSignalForcesExit: once armed (serve arms it at the first
-// shutdown signal), a second signal ends the process with 128 + its
-// number and a line that says why; disarmed, it does nothing.
+// shutdown signal), a second signal after the grace ends the process with
+// 128 + its number and a line that says why; one within the grace is the
+// first delivered twice and ignored; disarmed, it does nothing.
 func TestSecondSignalForcesExit(t *testing.T) {
 	codes := make(chan int, 1)
 	defer func(f func(int)) { forceExit = f }(forceExit)
 	forceExit = func(code int) { codes <- code }
 
+	defer func(g time.Duration) { forceExitGrace = g }(forceExitGrace)
+	forceExitGrace = 300 * time.Millisecond
+
 	var stderr lockedBuffer
 	disarm := armForceExit(&stderr)
+	// At once: the same request delivered twice (timeout(1) signals the
+	// process and its group), ignored.
+	if err := syscall.Kill(syscall.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-codes:
+		t.Fatalf("a signal within the grace forced exit %d", code)
+	case <-time.After(forceExitGrace + 100*time.Millisecond):
+	}
 	if err := syscall.Kill(syscall.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
