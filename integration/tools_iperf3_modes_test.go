@@ -81,6 +81,21 @@ func startIperf3(t *testing.T, d *daemon, args ...string) (cmd *exec.Cmd, wait f
 	return cmd, wait
 }
 
+// waitLogCount waits up to limit for the daemon's log to hold s n times
+// (the daemon writes a test's line before it tells the client the results,
+// but the test reads the log from a pipe, which may lag) and returns how
+// many times it does.
+func (d *daemon) waitLogCount(s string, n int, limit time.Duration) int {
+	end := time.Now().Add(limit)
+	for {
+		c := strings.Count(d.log(), s)
+		if c >= n || time.Now().After(end) {
+			return c
+		}
+		time.Sleep(20 * time.Millisecond) // polling the log, bounded by limit
+	}
+}
+
 // iperf3OK runs a short test and fails t unless it succeeds: the server is
 // free again.
 func iperf3OK(t *testing.T, d *daemon, what string) {
@@ -116,14 +131,15 @@ func TestToolsStockIperf3Modes(t *testing.T) {
 			counted(t, "server to client", j.End.SumSentReverse.Bytes, j.End.SumReceivedReverse.Bytes)
 		})
 	}
-	if n := strings.Count(d.log(), "bidir=true"); n != 2 {
+	if n := d.waitLogCount("bidir=true", 2, 10*time.Second); n != 2 {
 		t.Errorf("the daemon logged %d bidirectional tests, want 2:\n%s", n, d.log())
 	}
 
 	// A second client while a test runs is refused as stock iperf3's
-	// server refuses it; the first test completes.
+	// server refuses it (after waiting up to 2 s for the test to end);
+	// the first test completes.
 	t.Run("busy", func(t *testing.T) {
-		_, wait := startIperf3(t, d, "-t", "3", "-b", "20M")
+		_, wait := startIperf3(t, d, "-t", "6", "-b", "20M")
 		out, err := d.run(t, 30*time.Second, nil, "iperf3", "-c", stack4, "-t", "1")
 		if err == nil || !strings.Contains(string(out)+err.Error(), "the server is busy") {
 			t.Errorf("a second client during a test: %v, want the server is busy\n%s", err, out)
@@ -169,7 +185,7 @@ func TestToolsStockIperf3Modes(t *testing.T) {
 			iperf3OK(t, d, "an interrupted client")
 		})
 	}
-	if !strings.Contains(d.log(), "perf test ended by the client") {
+	if d.waitLogCount("perf test ended by the client", 3, 10*time.Second) < 3 {
 		t.Errorf("the daemon did not log the interrupted tests:\n%s", d.log())
 	}
 	noCrash(t, d.log())

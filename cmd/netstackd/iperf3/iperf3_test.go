@@ -1,6 +1,7 @@
 package iperf3
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -445,4 +447,62 @@ func TestServerBidir(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestServerFreeAfterInterruptedClient: a client that starts right after
+// another was interrupted mid-test is served, as stock iperf3's server
+// serves it once done with the last, not told the server is busy while
+// this one cleans up.
+func TestServerFreeAfterInterruptedClient(t *testing.T) {
+	env := inprocEnv(t)
+	srv, err := NewServer(env.server, ServerConfig{}) // not one-off
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, scancel := context.WithCancel(context.Background())
+	defer scancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(sctx) }()
+	addr := netip.AddrPortFrom(env.serverAddr, Port)
+	for i := range 5 {
+		ctx, cancel := context.WithCancel(context.Background())
+		spec := Spec{Streams: 2, BlockSize: 64 << 10, Duration: 30, Reverse: i%2 == 1}
+		running := make(chan error, 1)
+		go func() {
+			_, err := RunClient(ctx, env.client, ClientConfig{Server: addr, Spec: spec, Interval: 50 * time.Millisecond,
+				Out: &sampleWaiter{cancel: cancel}})
+			running <- err
+		}()
+		if err := <-running; err == nil || !strings.Contains(err.Error(), "interrupted") {
+			t.Fatalf("round %d: the interrupted client: %v, want interrupted", i, err)
+		}
+		cancel()
+		ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
+		_, err := RunClient(ctx2, env.client, ClientConfig{Server: addr, Spec: Spec{Streams: 1, BlockSize: 64 << 10, Bytes: 1 << 20}})
+		cancel2()
+		if err != nil {
+			t.Fatalf("round %d: a client right after an interrupted one: %v", i, err)
+		}
+	}
+	srv.Close()
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	if s := srv.Stats(); s.Denied != 0 {
+		t.Errorf("stats %+v: want no client denied", s)
+	}
+}
+
+// sampleWaiter is a client's output that cancels the client at its first
+// progress line: the test is running.
+type sampleWaiter struct {
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+func (w *sampleWaiter) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("bit/s")) {
+		w.once.Do(w.cancel)
+	}
+	return len(p), nil
 }

@@ -152,38 +152,66 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 		s.mu.Lock()
-		t := s.cur
-		if t == nil {
-			t = &serverTest{s: s, ctrl: c, streams: make(chan acceptedStream, 2*MaxStreams)}
-			s.cur = t
-		}
 		seq := s.accepted
 		s.accepted++
 		s.mu.Unlock()
-		s.wg.Add(1)
-		switch {
-		case t.ctrl == c:
-			go func() {
-				defer s.wg.Done()
-				t.run(ctx)
-				s.mu.Lock()
-				s.cur = nil
-				s.mu.Unlock()
-				if s.cfg.OneOff {
-					s.oneOffOnce.Do(func() { close(s.oneOffDone) })
+		s.dispatch(ctx, c, seq)
+	}
+}
+
+// busyWait is how long a control connection that arrives while a test is
+// current waits for that test to end before it is told the server is
+// busy. Stock iperf3's server, single-threaded, finishes a test before it
+// looks at the next connection, so a client that starts right after
+// another ended (or was interrupted) is served, not refused; the wait
+// covers this server's clean-up of the test before.
+const busyWait = 2 * time.Second
+
+// dispatch hands an accepted connection to the current test (a stream),
+// makes it the control connection of a new test, or refuses it.
+func (s *Server) dispatch(ctx context.Context, c transport.Conn, seq uint64) {
+	s.mu.Lock()
+	t := s.cur
+	if t == nil {
+		t = &serverTest{s: s, ctrl: c, streams: make(chan acceptedStream, 2*MaxStreams), done: make(chan struct{})}
+		s.cur = t
+	}
+	s.mu.Unlock()
+	s.wg.Add(1)
+	switch {
+	case t.ctrl == c:
+		go func() {
+			defer s.wg.Done()
+			t.run(ctx)
+			s.mu.Lock()
+			s.cur = nil
+			s.mu.Unlock()
+			close(t.done)
+			if s.cfg.OneOff {
+				s.oneOffOnce.Do(func() { close(s.oneOffDone) })
+			}
+		}()
+	case t.wantsStreams():
+		go func() {
+			defer s.wg.Done()
+			t.offerStream(ctx, c, seq)
+		}()
+	default:
+		go func() {
+			defer s.wg.Done()
+			wait := time.NewTimer(busyWait)
+			defer wait.Stop()
+			select {
+			case <-t.done:
+				if !s.cfg.OneOff {
+					s.dispatch(ctx, c, seq)
+					return
 				}
-			}()
-		case t.wantsStreams():
-			go func() {
-				defer s.wg.Done()
-				t.offerStream(ctx, c, seq)
-			}()
-		default:
-			go func() {
-				defer s.wg.Done()
-				s.deny(ctx, c)
-			}()
-		}
+			case <-wait.C:
+			case <-ctx.Done():
+			}
+			s.deny(ctx, c)
+		}()
 	}
 }
 
@@ -220,6 +248,8 @@ type serverTest struct {
 	streams   chan acceptedStream // stream connections whose cookie matched; sent to under mu
 
 	booked bool // the test's goroutine has counted the test
+
+	done chan struct{} // closed once the test has ended and the server is free
 }
 
 // acceptedStream is a stream connection and its place in the accept
