@@ -71,20 +71,20 @@ func (s *Server) Mux(mux *http.ServeMux) *http.ServeMux {
 }
 
 // The daemon's HTTP servers' bounds on a client. A client that sends its
-// headers slowly (slowloris) is cut off after ReadHeaderTimeout, one that
-// sends a body slowly after ReadTimeout, and an idle keep-alive
-// connection, each of which costs the server a goroutine, is closed after
-// IdleTimeout. There is no write timeout: a CPU profile takes as long as it
-// is asked to.
+// headers slowly (slowloris) is cut off after ReadHeaderTimeout, and an
+// idle keep-alive connection, each of which costs the server a goroutine,
+// is closed after IdleTimeout. There is no read timeout for the whole
+// request and no write timeout: net/http cancels a request's context when
+// its read deadline passes, and a CPU profile takes as long as it is asked
+// to.
 const (
 	ReadHeaderTimeout = 10 * time.Second
-	ReadTimeout       = 30 * time.Second
 	IdleTimeout       = 2 * time.Minute
 )
 
 // NewHTTPServer returns an HTTP server for h with the bounds above.
 func NewHTTPServer(h http.Handler) *http.Server {
-	return &http.Server{Handler: h, ReadHeaderTimeout: ReadHeaderTimeout, ReadTimeout: ReadTimeout, IdleTimeout: IdleTimeout}
+	return &http.Server{Handler: h, ReadHeaderTimeout: ReadHeaderTimeout, IdleTimeout: IdleTimeout}
 }
 
 // Listen serves h on addr and returns the address it got. One Listen per
