@@ -32,6 +32,7 @@ type daemon struct {
 	mu     sync.Mutex
 	logs   strings.Builder
 	exited chan error
+	ended  bool // +checklocks:mu; a test ended the daemon itself (stopWith)
 }
 
 // startDaemon makes a namespace, runs `netstackd serve` in it on a new TAP
@@ -112,6 +113,12 @@ func (d *daemon) log() string {
 // stop asks the daemon to shut down as an operator would and checks that it
 // exits cleanly and promptly.
 func (d *daemon) stop(t *testing.T) {
+	d.mu.Lock()
+	ended := d.ended
+	d.mu.Unlock()
+	if ended {
+		return
+	}
 	select {
 	case err := <-d.exited:
 		t.Errorf("netstackd exited early: %v\n%s", err, d.log())

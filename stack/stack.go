@@ -386,6 +386,12 @@ func (st *Stack) Close() error {
 	// Layers on top first (the socket API: its sockets, its workers),
 	// while the stack still runs, so their endpoints close cleanly.
 	runClosers(closers)
+	// Abort what is left (connections closing, listeners) while the NICs
+	// still run, so each peer gets its RST now instead of retransmitting
+	// into a stack that is gone until its own timeout, minutes later.
+	for _, ep := range st.s.RegisteredEndpoints() {
+		ep.Abort()
+	}
 	// gVisor's Destroy waits for each link's goroutines before it closes
 	// the link, so remove (and so close) the NICs first, then wait.
 	for id, l := range links {

@@ -117,13 +117,21 @@ func newFlagSet(name, help string, stdout, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args and turns flag errors into errUsage (the flag
-// package has already printed them).
+// parseFlags parses args and turns flag errors into errUsage. The flag
+// package prints a bad flag's error; below it goes one line that says
+// where the help is, not the help itself, which would bury the error under
+// every flag's description (-help prints that, to stdout).
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	full := fs.Usage
+	fs.Usage = func() {} // the flag package calls it on -help and on every error
+	err := fs.Parse(args)
+	fs.Usage = full
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			full()
 			return err
 		}
+		fmt.Fprintf(fs.Output(), "Run '%s -help' for usage.\n", fs.Name())
 		return errUsage
 	}
 	if fs.NArg() > 0 {

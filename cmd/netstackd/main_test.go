@@ -86,11 +86,32 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve", "-tap", "zc0", "-addr", "192.0.2.2/24", "-queues", "-1"}, 2, "-queues -1"},
 		{[]string{"perf", "-c", "192.0.2.2", "-ring", "/tmp/zc.sock"}, 2, "no address: give the stack on the ring one with -addr"},
 		{[]string{"echo", "-c", "192.0.2.2", "-ring", "/tmp/zc.sock", "-inproc"}, 2, "more than one given"},
+		{[]string{"perf", "-inproc", "-R", "-bidir"}, 2, "-R and -bidir exclude each other"},
+		{[]string{"perf", "-s", "-kernel", "-bidir"}, 2, "-bidir is a client flag"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, &out, &errb)
 		if code != tc.code || !strings.Contains(errb.String(), tc.want) {
 			t.Errorf("run(%q) = %d, stderr %q; want %d and %q", tc.args, code, errb.String(), tc.code, tc.want)
+		}
+	}
+}
+
+// TestBadFlagIsShort: a mistyped flag gets its error and one line saying
+// where the help is, on stderr, and nothing on stdout; not every flag's
+// description with the error above them.
+func TestBadFlagIsShort(t *testing.T) {
+	for _, args := range [][]string{{"serve", "-bogus"}, {"serve", "-mtu", "x"}, {"perf", "-P", "many"}, {"demo", "-nope"}, {"echo", "-bogus"}} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 2 {
+			t.Errorf("run(%q) = %d, want 2", args, code)
+		}
+		if out.Len() != 0 {
+			t.Errorf("run(%q) wrote to stdout:\n%s", args, out.String())
+		}
+		lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+		if len(lines) > 3 || !strings.Contains(errb.String(), "-help' for usage") {
+			t.Errorf("run(%q): stderr is %d lines, want the error and where the help is:\n%s", args, len(lines), errb.String())
 		}
 	}
 }

@@ -48,6 +48,7 @@ type perfFlags struct {
 	host            string
 	port            int
 	udp, reverse    bool
+	bidir           bool
 	parallel        int
 	duration        int
 	length          byteSize
@@ -71,6 +72,7 @@ func runPerf(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&f.port, "p", iperf3.Port, "server port")
 	fs.BoolVar(&f.udp, "u", false, "UDP instead of TCP")
 	fs.BoolVar(&f.reverse, "R", false, "reverse: the server sends, the client receives")
+	fs.BoolVar(&f.bidir, "bidir", false, "both ways at once: -P streams each way (iperf3's --bidir)")
 	fs.IntVar(&f.parallel, "P", 1, fmt.Sprintf("parallel streams (1 to %d)", iperf3.MaxStreams))
 	fs.IntVar(&f.duration, "t", 10, fmt.Sprintf("seconds to run (1 to %d), unless -n", iperf3.MaxTime))
 	fs.Var(&f.length, "l", "bytes per send: a TCP block (default 128K) or a UDP datagram (default 1460)")
@@ -130,7 +132,7 @@ func (f *perfFlags) spec(fs *flag.FlagSet, mode toolMode) (iperf3.Spec, error) {
 		return s, fmt.Errorf("-timeout %v: want 1s to 1h", f.timeout)
 	}
 	if f.server {
-		for _, name := range []string{"u", "R", "P", "t", "l", "b", "n", "udp-counters-64bit", "get-server-output"} {
+		for _, name := range []string{"u", "R", "bidir", "P", "t", "l", "b", "n", "udp-counters-64bit", "get-server-output"} {
 			if set[name] {
 				return s, fmt.Errorf("-%s is a client flag; the client chooses the test (a server takes -p, -1, -json, -i)", name)
 			}
@@ -143,6 +145,9 @@ func (f *perfFlags) spec(fs *flag.FlagSet, mode toolMode) (iperf3.Spec, error) {
 	if f.parallel < 1 || f.parallel > iperf3.MaxStreams {
 		return s, fmt.Errorf("-P %d: want 1 to %d streams", f.parallel, iperf3.MaxStreams)
 	}
+	if f.bidir && f.reverse {
+		return s, errors.New("-R and -bidir exclude each other: -bidir already has the server send")
+	}
 	if set["n"] && set["t"] {
 		return s, errors.New("-t and -n exclude each other: run for a duration or for a number of bytes")
 	}
@@ -152,7 +157,7 @@ func (f *perfFlags) spec(fs *flag.FlagSet, mode toolMode) (iperf3.Spec, error) {
 	if set["n"] && f.bytes < 1 {
 		return s, fmt.Errorf("-n %v: want at least one byte", &f.bytes)
 	}
-	s = iperf3.Spec{UDP: f.udp, Reverse: f.reverse, Streams: f.parallel, Duration: f.duration, Counters64: f.counters64, ServerOutput: f.getServerOutput}
+	s = iperf3.Spec{UDP: f.udp, Reverse: f.reverse, Bidir: f.bidir, Streams: f.parallel, Duration: f.duration, Counters64: f.counters64, ServerOutput: f.getServerOutput}
 	if set["n"] {
 		s.Duration, s.Bytes = 0, uint64(f.bytes)
 	}

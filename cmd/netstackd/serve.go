@@ -6,13 +6,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/zcnet/zcnet/evchan"
 
@@ -38,7 +41,10 @@ every address of the stack, the services -services names:
   perf     TCP and UDP port 5201: an iperf3 server (stock iperf3 -c works)
   http     HTTP port 80: counters as text at /, as JSON at /status.json,
            the live dashboard at /dashboard
-It runs until SIGINT or SIGTERM, then closes every connection and exits.
+It runs until SIGINT, SIGTERM or SIGHUP, then closes every connection,
+logs a summary and exits with status 0; a second signal during that
+teardown exits at once (status 128+signal). If the device link fails (the
+TAP device is deleted under it) it stops with an error, status 1.
 Opening a TAP device needs CAP_NET_ADMIN (root). A ring serves one peer
 at a time; when it goes (closes or dies) the next may connect, each with a
 fresh shared segment. Another stack attaches as the peer with the hidden
@@ -305,19 +311,45 @@ func checkListenAddr(a string) error {
 	return nil
 }
 
-// serve runs the daemon until ctx ends or SIGINT/SIGTERM arrives.
+// shutdownSignals stop serve cleanly: every connection closed, the capture
+// flushed, a device the daemon made removed, a summary logged, exit status
+// 0. SIGHUP is among them because a daemon started from a terminal gets it
+// when the terminal goes, and dying of it would lose the capture's tail.
+// SIGQUIT keeps Go's meaning (dump every goroutine, exit status 2).
+var shutdownSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
+
+// linkPoll is how often serve checks that its device link still runs.
+const linkPoll = 200 * time.Millisecond
+
+// serve runs the daemon until ctx ends, a signal of shutdownSignals
+// arrives, or the device link fails (the TAP device was deleted, say),
+// which is an error. A second signal during the teardown ends the process
+// at once (armForceExit).
 //
 // Its inner loop waits on one event channel (the paper's §7: one loop for
 // everything a program waits on); today the channel carries the signals,
 // and it is the channel the metrics report under channel="daemon".
-func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
+func serve(ctx context.Context, s serveSetup, log *slog.Logger) (err error) {
+	// Signals are caught from the start: one that comes while the link
+	// and services are being set up stops the daemon as cleanly as a
+	// later one, instead of killing it half set up.
+	early := make(chan os.Signal, 1)
+	signal.Notify(early, shutdownSignals...)
+	defer signal.Stop(early)
 	z, err := openServeStack(s, log)
 	if err != nil {
 		return err
 	}
+	started := time.Now()
+	var sum *serveSummary
+	disarm := func() {}
 	defer func() {
-		if err := z.Close(); err != nil {
-			log.Error("teardown", "err", err)
+		if cerr := z.Close(); cerr != nil {
+			log.Error("teardown", "err", cerr)
+		}
+		disarm()
+		if sum != nil {
+			sum.log(log, time.Since(started), err)
 		}
 	}()
 	switch {
@@ -355,11 +387,15 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 		return err
 	}
 	defer ec.Close()
-	sig, err := evchan.NotifySignal(ec, nil, os.Interrupt, syscall.SIGTERM)
+	sig, err := evchan.NotifySignal(ec, nil, shutdownSignals...)
 	if err != nil {
 		return err
 	}
 	defer sig.Stop()
+	// A link that fails ends the daemon: it can serve nothing more.
+	ctx, stopCause := context.WithCancelCause(ctx)
+	defer stopCause(nil)
+	go watchLink(ctx, z, stopCause)
 
 	stopMem := idlemem.Start(idlemem.CheckPeriod, idlemem.IdleMax)
 	defer stopMem()
@@ -369,7 +405,7 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 	if s.metrics != "" {
 		addr, err := obs.Listen(s.metrics, obs.mux(), log)
 		if err != nil {
-			return err
+			return fmt.Errorf("-metrics %s: %w", s.metrics, err)
 		}
 		defer obs.Close()
 		log.Info("listening", "service", "metrics", "addr", addr)
@@ -382,10 +418,20 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 	}
 
 	evs := make([]evchan.Event, 8)
+	var linkErr error
+	select {
+	case sig := <-early: // before the channel watched for it
+		log.Info("signal", "signal", sig)
+		disarm = armForceExit(os.Stderr)
+		ctx = canceled
+	default:
+	}
+	signal.Stop(early)
 	for {
 		n, err := ec.Next(ctx, evs)
 		if err != nil {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, evchan.ErrClosed) {
+				linkErr = linkFailure(ctx)
 				break
 			}
 			return err
@@ -398,16 +444,155 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 			}
 		}
 		if stop {
+			disarm = armForceExit(os.Stderr)
 			break
 		}
 	}
 	log.Info("shutting down")
+	svc.Close() // the counts are final once every handler has returned
+	sum = svc.summary()
 	if s.report != nil {
-		svc.Close() // the counts are final once every handler has returned
 		fmt.Fprintf(s.report, "done echo_tcp_bytes=%d discard_tcp_bytes=%d echo_udp_datagrams=%d discard_udp_datagrams=%d\n",
 			svc.echoBytes.Load(), svc.discardBytes.Load(), svc.udpEchoed.Load(), svc.udpDiscarded.Load())
 	}
+	return linkErr
+}
+
+// serveSummary is what serve logs as its last line: what the daemon did.
+type serveSummary struct {
+	rxPackets, rxBytes, txPackets, txBytes uint64
+	accepted                               uint64 // TCP connections the stack accepted
+	services                               map[string]uint64
+}
+
+// summary takes the counts of the stack and the services, which have
+// stopped.
+func (s *services) summary() *serveSummary {
+	sum := &serveSummary{services: map[string]uint64{
+		"echo_tcp_bytes": s.echoBytes.Load(), "discard_tcp_bytes": s.discardBytes.Load(),
+		"echo_udp_datagrams": s.udpEchoed.Load(), "discard_udp_datagrams": s.udpDiscarded.Load(),
+	}}
+	for _, n := range s.st.NICStats() {
+		sum.rxPackets += n.RxPackets
+		sum.rxBytes += n.RxBytes
+		sum.txPackets += n.TxPackets
+		sum.txBytes += n.TxBytes
+	}
+	sum.accepted = s.st.Counters()["TCP.PassiveConnectionOpenings"]
+	s.mu.Lock()
+	ps := s.perf
+	s.mu.Unlock()
+	if ps != nil {
+		sum.services["perf_tests"] = ps.Stats().Tests
+	}
+	return sum
+}
+
+// log writes the summary as the daemon's last log line, with the exit
+// status the error gives.
+func (sum *serveSummary) log(log *slog.Logger, up time.Duration, err error) {
+	status := 0
+	if err != nil {
+		status = 1
+	}
+	attrs := []any{"uptime", up.Round(time.Millisecond).String(), "rx_packets", sum.rxPackets, "rx_bytes", sum.rxBytes,
+		"tx_packets", sum.txPackets, "tx_bytes", sum.txBytes, "tcp_accepted", sum.accepted}
+	for _, k := range []string{"echo_tcp_bytes", "discard_tcp_bytes", "echo_udp_datagrams", "discard_udp_datagrams", "perf_tests"} {
+		if v, ok := sum.services[k]; ok {
+			attrs = append(attrs, k, v)
+		}
+	}
+	log.Info("stopped", append(attrs, "exit_status", status)...)
+}
+
+// canceled is a context that has ended: serve's loop, given it, stops at once.
+var canceled = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// errLinkFailed is the cause serve's context carries when the link failed.
+type errLinkFailed struct{ err error }
+
+func (e errLinkFailed) Error() string { return e.err.Error() }
+func (e errLinkFailed) Unwrap() error { return e.err }
+
+// watchLink polls z's device link until ctx ends and, if the link fails,
+// ends ctx with the failure as its cause.
+func watchLink(ctx context.Context, z *zcstack.Stack, stop context.CancelCauseFunc) {
+	t := time.NewTicker(linkPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := z.LinkErr(); err != nil {
+				stop(errLinkFailed{fmt.Errorf("%w; the daemon cannot serve without its link (was the device deleted?)", err)})
+				return
+			}
+		}
+	}
+}
+
+// linkFailure returns the link's failure if that is why ctx ended.
+func linkFailure(ctx context.Context) error {
+	var lf errLinkFailed
+	if errors.As(context.Cause(ctx), &lf) {
+		return lf
+	}
 	return nil
+}
+
+// forceExit ends the process; tests replace it.
+var forceExit = os.Exit
+
+// forceExitGrace is how long after the first signal another one counts as
+// the same request, not a second: timeout(1) and kill(1) of a process
+// group deliver one stop as two signals microseconds apart, and a daemon
+// that took those for an impatient operator would skip its teardown. A
+// variable for tests.
+var forceExitGrace = 500 * time.Millisecond
+
+// armForceExit makes a second shutdown signal, while the teardown that
+// the first one started still runs (and forceExitGrace after the first),
+// end the process at once with status
+// 128 + the signal's number (130 for SIGINT), as a shell reports a process
+// a signal killed. A device the daemon made goes with the process (the
+// kernel removes it when its last descriptor closes); the capture's last
+// buffered records do not reach the file. The returned func disarms it.
+func armForceExit(stderr io.Writer) (disarm func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, shutdownSignals...)
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	armed := time.Now()
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case sig := <-ch:
+				if time.Since(armed) < forceExitGrace {
+					continue // the first request delivered twice
+				}
+				code := 1
+				if n, ok := sig.(syscall.Signal); ok {
+					code = 128 + int(n)
+				}
+				fmt.Fprintf(stderr, "netstackd: second signal (%v) during shutdown: exiting now, status %d\n", sig, code)
+				forceExit(code)
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(ch)
+		close(done)
+		<-exited
+	}
 }
 
 // openServeStack builds serve's stack on its TAP device, or on a ring: as
@@ -423,6 +608,9 @@ func openServeStack(s serveSetup, log *slog.Logger) (*zcstack.Stack, error) {
 	case s.ringDial:
 		return zcstack.DialRing(s.stackSetup.config(log), s.ring, log)
 	}
+	if err := clearStaleRing(s.ring, log); err != nil {
+		return nil, err
+	}
 	return zcstack.ListenRing(s.stackSetup.config(log), s.ring, func(up bool, err error) {
 		if up {
 			log.Info("ring peer connected", "ring", s.ring)
@@ -430,4 +618,34 @@ func openServeStack(s serveSetup, log *slog.Logger) (*zcstack.Stack, error) {
 			log.Info("ring peer gone", "ring", s.ring, "err", err)
 		}
 	}, log)
+}
+
+// clearStaleRing removes the socket file a killed daemon left at path (one
+// nothing listens on), which would otherwise stop the next daemon with
+// "address already in use". A socket another process serves, and a path
+// that is not a socket, are errors that say so; nothing there is fine.
+func clearStaleRing(path string, log *slog.Logger) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("-ring %s: %w", path, err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("-ring %s: the path exists and is not a unix socket; give another path", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("-ring %s: another process serves a ring on this socket; stop it or give another path", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("-ring %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("-ring %s: removing the stale socket: %w", path, err)
+	}
+	log.Info("removed a stale ring socket nothing listened on", "ring", path)
+	return nil
 }

@@ -27,6 +27,8 @@ import (
 
 	"github.com/zcnet/zcnet/cmd/netstackd/dashboard"
 
+	"github.com/zcnet/zcnet/cmd/netstackd/metrics"
+
 	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
 )
 
@@ -240,17 +242,17 @@ func writeSorted(w io.Writer, m map[string]uint64) {
 }
 
 // startHTTP serves the status page on port 80 of the stack, with /metrics
-// when metrics is non-nil.
-func (s *services) startHTTP(metrics http.Handler) error {
+// when stackMetrics is non-nil.
+func (s *services) startHTTP(stackMetrics http.Handler) error {
 	ln, err := s.z.API.Net().Listen("tcp", ":80")
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
 	mux := s.statusHandler()
-	if metrics != nil {
-		mux.Handle("GET /metrics", metrics)
+	if stackMetrics != nil {
+		mux.Handle("GET /metrics", stackMetrics)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := metrics.NewHTTPServer(mux)
 	s.track(srv)
 	s.goTracked(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -226,6 +226,31 @@ func TestPerfInprocText(t *testing.T) {
 	}
 }
 
+// TestPerfInprocBidir: -bidir runs -P streams each way; the summary has
+// a sender and a receiver line for each of the four streams.
+func TestPerfInprocBidir(t *testing.T) {
+	for _, args := range [][]string{{"-b", "5M"}, {"-u", "-b", "2M"}} {
+		var out, errb bytes.Buffer
+		if code := run(append([]string{"perf", "-inproc", "-bidir", "-P", "2", "-t", "1", "-i", "0"}, args...), &out, &errb); code != 0 {
+			t.Fatalf("%q: exit %d\n%s\n%s", args, code, &out, &errb)
+		}
+		o := out.String()
+		for _, id := range []string{"[  1]", "[  3]", "[  4]", "[  5]"} {
+			snd, rcv := false, false
+			for _, l := range strings.Split(o, "\n") {
+				snd = snd || (strings.HasPrefix(l, id) && strings.Contains(l, "sender"))
+				rcv = rcv || (strings.HasPrefix(l, id) && strings.Contains(l, "receiver"))
+			}
+			if !snd || !rcv {
+				t.Errorf("%q: stream %s lacks its sender or receiver line:\n%s", args, id, o)
+			}
+		}
+		if !strings.Contains(o, "perf done.") {
+			t.Errorf("%q: output lacks perf done:\n%s", args, o)
+		}
+	}
+}
+
 // echoReport is the echo tool's JSON summary.
 type echoReport struct {
 	Protocol      string             `json:"protocol"`

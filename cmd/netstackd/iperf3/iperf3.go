@@ -319,9 +319,12 @@ type iperfParams struct {
 
 // Spec is a checked set of parameters: what both sides run.
 type Spec struct {
-	UDP          bool
-	Reverse      bool
-	Streams      int
+	UDP     bool
+	Reverse bool
+	// Bidir is iperf3's --bidir: Streams streams each way, the client's
+	// sending ones first.
+	Bidir        bool
+	Streams      int // per direction
 	BlockSize    int
 	Duration     int // seconds; 0 with bytes or blocks
 	Omit         int
@@ -346,14 +349,14 @@ func (p *iperfParams) spec() (Spec, int32, error) {
 	switch {
 	case p.SCTP, p.MPTCP:
 		return s, ieProtocol, errors.New("only TCP and UDP tests are supported")
-	case p.Bidirectional:
-		return s, ieUnimp, errors.New("bidirectional tests are not supported")
 	case p.UDP && p.TCP:
 		return s, ieRecvParams, errors.New("both tcp and udp set")
 	case !p.UDP && !p.TCP:
 		return s, ieProtocol, errors.New("neither tcp nor udp set")
 	}
-	s.UDP, s.Reverse = p.UDP, p.Reverse
+	// iperf3 sends reverse or bidirectional, never both; its server
+	// takes the latter when both come, and so does this one.
+	s.UDP, s.Reverse, s.Bidir = p.UDP, p.Reverse && !p.Bidirectional, p.Bidirectional
 	n, ok := whole(p.Parallel, MaxStreams)
 	if !ok || n < 1 {
 		return s, ieNumStreams, fmt.Errorf("parallel %v: want 1 to %d", p.Parallel, MaxStreams)
@@ -403,12 +406,21 @@ func (p *iperfParams) spec() (Spec, int32, error) {
 	return s, 0, nil
 }
 
+// total is the number of stream connections the test has: Streams, or
+// twice that with Bidir.
+func (s Spec) total() int {
+	if s.Bidir {
+		return 2 * s.Streams
+	}
+	return s.Streams
+}
+
 // params is the inverse of spec: what a client sends for s.
 func (s Spec) params() iperfParams {
 	p := iperfParams{
 		TCP: !s.UDP, UDP: s.UDP, Omit: float64(s.Omit), Time: float64(s.Duration),
 		Num: float64(s.Bytes), Blockcount: float64(s.Blocks), Parallel: float64(s.Streams),
-		Reverse: s.Reverse, Len: float64(s.BlockSize), Bandwidth: float64(s.Rate),
+		Reverse: s.Reverse, Bidirectional: s.Bidir, Len: float64(s.BlockSize), Bandwidth: float64(s.Rate),
 		Title: s.Title, ClientVersion: "3.12",
 	}
 	if s.Counters64 {

@@ -1,6 +1,7 @@
 package iperf3
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -137,7 +139,7 @@ func TestParamsSpec(t *testing.T) {
 		{"bytes instead of time", func(p *iperfParams) { p.Time, p.Num = 0, 1e6 }, 0, ""},
 		{"sctp", func(p *iperfParams) { p.TCP, p.SCTP = false, true }, ieProtocol, "only TCP and UDP"},
 		{"neither", func(p *iperfParams) { p.TCP = false }, ieProtocol, "neither"},
-		{"bidirectional", func(p *iperfParams) { p.Bidirectional = true }, ieUnimp, "bidirectional"},
+		{"bidirectional", func(p *iperfParams) { p.Bidirectional = true }, 0, ""},
 		{"no streams", func(p *iperfParams) { p.Parallel = 0 }, ieNumStreams, "parallel 0"},
 		{"too many streams", func(p *iperfParams) { p.Parallel = 129 }, ieNumStreams, "want 1 to 128"},
 		{"fractional streams", func(p *iperfParams) { p.Parallel = 1.5 }, ieNumStreams, ""},
@@ -210,12 +212,12 @@ func TestServerRefusesBadParameters(t *testing.T) {
 	srv, done := startPerfServer(t, env, ServerConfig{})
 	cc := rawClient(t, env, newCookie())
 	mustState(t, cc, stParamExchange)
-	if err := cc.writeJSON(iperfParams{TCP: true, Time: 1, Parallel: 1, Bidirectional: true}); err != nil {
+	if err := cc.writeJSON(iperfParams{SCTP: true, Time: 1, Parallel: 1}); err != nil {
 		t.Fatal(err)
 	}
 	mustState(t, cc, stServerError)
 	err := cc.readServerError()
-	if err == nil || !strings.Contains(err.Error(), "not implemented (iperf3 error 13") {
+	if err == nil || !strings.Contains(err.Error(), "protocol not supported (iperf3 error 131") {
 		t.Fatalf("readServerError = %v", err)
 	}
 	waitDone(t, done)
@@ -391,4 +393,116 @@ func TestServerUnfilledReverse(t *testing.T) {
 	if s := srv.Stats(); s.Tests != 1 || s.BytesSent < n {
 		t.Errorf("server stats %+v: want one test and at least %d bytes sent", s, n)
 	}
+}
+
+// TestServerBidir runs iperf3's --bidir against the server, TCP and UDP,
+// two streams each way: the client's first two streams send, the other
+// two receive, and both sides count bytes each way on the right streams.
+func TestServerBidir(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		spec Spec
+	}{
+		{"tcp", Spec{Bidir: true, Streams: 2, BlockSize: 64 << 10, Duration: 1, Rate: 50e6}},
+		{"udp", Spec{UDP: true, Bidir: true, Streams: 2, BlockSize: 1200, Duration: 1, Rate: 10e6}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := inprocEnv(t)
+			srv, done := startPerfServer(t, env, ServerConfig{OneOff: true})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			o, err := RunClient(ctx, env.client, ClientConfig{Server: netip.AddrPortFrom(env.serverAddr, Port), Spec: tc.spec})
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitDone(t, done)
+			if len(o.local) != 4 {
+				t.Fatalf("client has %d streams, want 4", len(o.local))
+			}
+			for i, l := range o.local {
+				if want := i < 2; l.sends != want {
+					t.Errorf("client stream %d (id %d) sends=%v, want %v", i, l.id, l.sends, want)
+				}
+				if l.bytes == 0 {
+					t.Errorf("client stream %d (id %d) counted no bytes", i, l.id)
+				}
+			}
+			sent, received := o.here()
+			if sent.bytes == 0 || received.bytes == 0 {
+				t.Errorf("client sent %d and received %d bytes, want both > 0", sent.bytes, received.bytes)
+			}
+			// The server's per-stream results, as the client got them:
+			// every stream moved bytes.
+			if n := len(o.peer.Streams); n != 4 {
+				t.Fatalf("server reported %d streams, want 4", n)
+			}
+			for _, p := range o.peer.Streams {
+				if p.Bytes == 0 {
+					t.Errorf("server stream %v counted no bytes", p.ID)
+				}
+			}
+			s := srv.Stats()
+			if s.Tests != 1 || s.BytesSent == 0 || s.BytesReceived == 0 {
+				t.Errorf("server stats %+v: want one test with bytes each way", s)
+			}
+		})
+	}
+}
+
+// TestServerFreeAfterInterruptedClient: a client that starts right after
+// another was interrupted mid-test is served, as stock iperf3's server
+// serves it once done with the last, not told the server is busy while
+// this one cleans up.
+func TestServerFreeAfterInterruptedClient(t *testing.T) {
+	env := inprocEnv(t)
+	srv, err := NewServer(env.server, ServerConfig{}) // not one-off
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, scancel := context.WithCancel(context.Background())
+	defer scancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(sctx) }()
+	addr := netip.AddrPortFrom(env.serverAddr, Port)
+	for i := range 5 {
+		ctx, cancel := context.WithCancel(context.Background())
+		spec := Spec{Streams: 2, BlockSize: 64 << 10, Duration: 30, Reverse: i%2 == 1}
+		running := make(chan error, 1)
+		go func() {
+			_, err := RunClient(ctx, env.client, ClientConfig{Server: addr, Spec: spec, Interval: 50 * time.Millisecond,
+				Out: &sampleWaiter{cancel: cancel}})
+			running <- err
+		}()
+		if err := <-running; err == nil || !strings.Contains(err.Error(), "interrupted") {
+			t.Fatalf("round %d: the interrupted client: %v, want interrupted", i, err)
+		}
+		cancel()
+		ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
+		_, err := RunClient(ctx2, env.client, ClientConfig{Server: addr, Spec: Spec{Streams: 1, BlockSize: 64 << 10, Bytes: 1 << 20}})
+		cancel2()
+		if err != nil {
+			t.Fatalf("round %d: a client right after an interrupted one: %v", i, err)
+		}
+	}
+	srv.Close()
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	if s := srv.Stats(); s.Denied != 0 {
+		t.Errorf("stats %+v: want no client denied", s)
+	}
+}
+
+// sampleWaiter is a client's output that cancels the client at its first
+// progress line: the test is running.
+type sampleWaiter struct {
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+func (w *sampleWaiter) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("bit/s")) {
+		w.once.Do(w.cancel)
+	}
+	return len(p), nil
 }

@@ -73,9 +73,9 @@ func RunClient(ctx context.Context, tr transport.Transport, cfg ClientConfig) (*
 	// 2. Streams.
 	run := newPerfRun(spec, tr, !spec.Reverse, cfg.Interval)
 	defer run.finish()
-	for i := 0; i < spec.Streams; i++ {
+	for i := 0; i < spec.total(); i++ {
 		if spec.UDP {
-			pc, err := udpConnect(tctx, tr, cfg.Server, cfg.Timeout, spec.Reverse)
+			pc, err := udpConnect(tctx, tr, cfg.Server, cfg.Timeout, spec.Reverse || (spec.Bidir && i >= spec.Streams))
 			if err != nil {
 				return nil, fmt.Errorf("stream %d: %w", streamID(i), err)
 			}

@@ -185,13 +185,29 @@ func (o *Outcome) sides() (snd, rcv []side) {
 				theirs.retransmits = -1
 			}
 		}
-		if o.sender {
+		if l.sends {
 			snd, rcv = append(snd, mine), append(rcv, theirs)
 		} else {
 			snd, rcv = append(snd, theirs), append(rcv, mine)
 		}
 	}
 	return snd, rcv
+}
+
+// here returns the sums of what this side sent (as its sender counted it)
+// and what it received (as it counted it): one of them is empty unless the
+// test is bidirectional.
+func (o *Outcome) here() (sent, received side) {
+	snd, rcv := o.sides()
+	var s, r []side
+	for i, l := range o.local {
+		if l.sends {
+			s = append(s, snd[i])
+		} else {
+			r = append(r, rcv[i])
+		}
+	}
+	return sum(s), sum(r)
 }
 
 // sum adds sides up: bytes, packets and losses add, the time is the

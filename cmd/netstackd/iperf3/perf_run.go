@@ -34,7 +34,10 @@ type perfRun struct {
 	spec     Spec
 	tr       transport.Transport
 	interval time.Duration
-	sender   bool // this side sends (client without -R, server with it)
+	// sender says this side sends (client without -R, server with it);
+	// with Spec.Bidir, on the first Streams streams (the client's) and
+	// receives on the rest (perfStream.send).
+	sender   bool
 	pattern  []byte
 	unfilled bool // TCP sends write nothing (ServerConfig.Unfilled)
 
@@ -85,6 +88,9 @@ type perfStream struct {
 	remote netip.AddrPort
 	// ownsPC says whether finish closes pc (not the server's shared one).
 	ownsPC bool
+	// send says this side sends on the stream (perfRun.sender, but for the
+	// second half of a bidirectional test's streams).
+	send bool
 
 	bytes, blocks atomic.Uint64 // counted payload bytes and sends
 	omitBytes     atomic.Uint64 // bytes counted before the omit period ended
@@ -140,17 +146,27 @@ func newPerfRun(spec Spec, tr transport.Transport, sender bool, interval time.Du
 
 // addTCP adds a TCP stream; the run owns c from now on.
 func (r *perfRun) addTCP(c transport.Conn) *perfStream {
-	st := &perfStream{id: streamID(len(r.streams)), conn: c, local: c.LocalAddr(), remote: c.RemoteAddr(), retrBase: -1}
+	st := &perfStream{id: streamID(len(r.streams)), send: r.nextSends(), conn: c, local: c.LocalAddr(), remote: c.RemoteAddr(), retrBase: -1}
 	r.streams = append(r.streams, st)
 	return st
 }
 
 // addUDP adds a UDP stream on pc; own says whether the run closes pc.
 func (r *perfRun) addUDP(pc transport.PacketConn, peer, remote netip.AddrPort, own bool) *perfStream {
-	st := &perfStream{id: streamID(len(r.streams)), pc: pc, peer: peer, local: pc.LocalAddr(), remote: remote, ownsPC: own, retrBase: -1}
+	st := &perfStream{id: streamID(len(r.streams)), send: r.nextSends(), pc: pc, peer: peer, local: pc.LocalAddr(), remote: remote, ownsPC: own, retrBase: -1}
 	r.streams = append(r.streams, st)
 	return st
 }
+
+// nextSends says whether this side sends on the next stream added: as its
+// role says, except on the second half of a bidirectional test's streams,
+// where the client's first Streams streams send and the rest receive.
+func (r *perfRun) nextSends() bool {
+	return r.sender != (r.spec.Bidir && len(r.streams) >= r.spec.Streams)
+}
+
+// sends reports whether this side sends on any stream.
+func (r *perfRun) sends() bool { return r.sender || r.spec.Bidir }
 
 // begin opens the counting window and starts the streams and the
 // reporter. sharedUDPReader says that UDP receiving is done by the caller
@@ -174,7 +190,7 @@ func (r *perfRun) begin(sharedUDPReader bool) {
 	r.counting.Store(true)
 	for _, st := range r.streams {
 		switch {
-		case r.sender:
+		case st.send:
 			r.sendWG.Add(1)
 			go r.send(st)
 		case st.conn != nil:
@@ -550,7 +566,7 @@ func (smp *sampler) sample(now time.Time, fold bool) {
 			continue
 		}
 		st.mu.Lock()
-		if r.sender {
+		if st.send {
 			p := st.packets.Load()
 			s.packets += p - st.udp.lastPackets
 			st.udp.lastPackets = p
@@ -566,7 +582,7 @@ func (smp *sampler) sample(now time.Time, fold bool) {
 	if nj > 0 {
 		s.jitter = jit / float64(nj)
 	}
-	if r.sender && !r.spec.UDP {
+	if r.sends() && !r.spec.UDP {
 		s.retransmits = r.sampleRetransmits(&smp.lastRetr)
 	}
 	if s.omitted {
@@ -629,6 +645,7 @@ func (r *perfRun) sampleRetransmits(last *uint64) int64 {
 // streamResult is one stream's final counts on this side.
 type streamResult struct {
 	id          int
+	sends       bool // this side sent on the stream
 	bytes       uint64
 	seconds     float64
 	retransmits int64 // -1 unknown or not a TCP sender
@@ -647,25 +664,27 @@ func (r *perfRun) results() []streamResult {
 		secs = max(secs-float64(r.spec.Omit), 0)
 	}
 	out := make([]streamResult, len(r.streams))
+	firstSender := true
 	for i, st := range r.streams {
-		res := streamResult{id: st.id, bytes: st.bytes.Load() - st.omitBytes.Load(), seconds: secs, retransmits: -1}
+		res := streamResult{id: st.id, sends: st.send, bytes: st.bytes.Load() - st.omitBytes.Load(), seconds: secs, retransmits: -1}
 		if r.spec.UDP {
-			if r.sender {
+			if st.send {
 				res.packets = st.packets.Load()
 			} else {
 				st.mu.Lock()
 				res.packets, res.lost, res.outOfOrder, res.jitter = st.udp.packetCount, st.udp.cntError, st.udp.outOfOrder, st.udp.jitter
 				st.mu.Unlock()
 			}
-		} else if r.sender {
+		} else if st.send {
 			switch {
 			case st.retrBase >= 0 && st.retrEnd >= 0:
 				res.retransmits = st.retrEnd - st.retrBase
-			case r.retrKnown && i == 0:
+			case r.retrKnown && firstSender:
 				res.retransmits = int64(r.retrEnd - r.retrBase)
 			case r.retrKnown:
 				res.retransmits = 0
 			}
+			firstSender = false
 		}
 		out[i] = res
 	}
@@ -674,7 +693,7 @@ func (r *perfRun) results() []streamResult {
 
 // hasRetransmits says whether this side, as the sender, reports them.
 func (r *perfRun) hasRetransmits() bool {
-	if !r.sender || r.spec.UDP {
+	if !r.sends() || r.spec.UDP {
 		return false
 	}
 	if r.retrKnown {
@@ -694,7 +713,7 @@ func (r *perfRun) Results() Results {
 		CPUUtilTotal: r.cpu.total, CPUUtilUser: r.cpu.user, CPUUtilSystem: r.cpu.system,
 		SenderHasRetransmits: -1,
 	}
-	if r.sender {
+	if r.sends() {
 		res.SenderHasRetransmits = 0
 		if r.hasRetransmits() {
 			res.SenderHasRetransmits = 1

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,8 +28,9 @@ type Server struct {
 
 	wg sync.WaitGroup // the accept loop's helpers and the tests
 
-	mu  sync.Mutex
-	cur *serverTest // +checklocks:mu; the running test, nil when idle
+	mu       sync.Mutex
+	cur      *serverTest // +checklocks:mu; the running test, nil when idle
+	accepted uint64      // +checklocks:mu; connections accepted, numbering them in order
 
 	tests, failed     atomic.Uint64
 	bytesIn, bytesOut atomic.Uint64
@@ -150,36 +152,66 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 		s.mu.Lock()
-		t := s.cur
-		if t == nil {
-			t = &serverTest{s: s, ctrl: c, streams: make(chan transport.Conn, MaxStreams)}
-			s.cur = t
-		}
+		seq := s.accepted
+		s.accepted++
 		s.mu.Unlock()
-		s.wg.Add(1)
-		switch {
-		case t.ctrl == c:
-			go func() {
-				defer s.wg.Done()
-				t.run(ctx)
-				s.mu.Lock()
-				s.cur = nil
-				s.mu.Unlock()
-				if s.cfg.OneOff {
-					s.oneOffOnce.Do(func() { close(s.oneOffDone) })
+		s.dispatch(ctx, c, seq)
+	}
+}
+
+// busyWait is how long a control connection that arrives while a test is
+// current waits for that test to end before it is told the server is
+// busy. Stock iperf3's server, single-threaded, finishes a test before it
+// looks at the next connection, so a client that starts right after
+// another ended (or was interrupted) is served, not refused; the wait
+// covers this server's clean-up of the test before.
+const busyWait = 2 * time.Second
+
+// dispatch hands an accepted connection to the current test (a stream),
+// makes it the control connection of a new test, or refuses it.
+func (s *Server) dispatch(ctx context.Context, c transport.Conn, seq uint64) {
+	s.mu.Lock()
+	t := s.cur
+	if t == nil {
+		t = &serverTest{s: s, ctrl: c, streams: make(chan acceptedStream, 2*MaxStreams), done: make(chan struct{})}
+		s.cur = t
+	}
+	s.mu.Unlock()
+	s.wg.Add(1)
+	switch {
+	case t.ctrl == c:
+		go func() {
+			defer s.wg.Done()
+			t.run(ctx)
+			s.mu.Lock()
+			s.cur = nil
+			s.mu.Unlock()
+			close(t.done)
+			if s.cfg.OneOff {
+				s.oneOffOnce.Do(func() { close(s.oneOffDone) })
+			}
+		}()
+	case t.wantsStreams():
+		go func() {
+			defer s.wg.Done()
+			t.offerStream(ctx, c, seq)
+		}()
+	default:
+		go func() {
+			defer s.wg.Done()
+			wait := time.NewTimer(busyWait)
+			defer wait.Stop()
+			select {
+			case <-t.done:
+				if !s.cfg.OneOff {
+					s.dispatch(ctx, c, seq)
+					return
 				}
-			}()
-		case t.wantsStreams():
-			go func() {
-				defer s.wg.Done()
-				t.offerStream(ctx, c)
-			}()
-		default:
-			go func() {
-				defer s.wg.Done()
-				s.deny(ctx, c)
-			}()
-		}
+			case <-wait.C:
+			case <-ctx.Done():
+			}
+			s.deny(ctx, c)
+		}()
 	}
 }
 
@@ -213,9 +245,20 @@ type serverTest struct {
 	mu        sync.Mutex
 	accepting bool                // +checklocks:mu; the test takes stream connections
 	cookie    [cookieLen]byte     // +checklocks:mu; the test's, set before accepting
-	streams   chan transport.Conn // stream connections whose cookie matched; sent to under mu
+	streams   chan acceptedStream // stream connections whose cookie matched; sent to under mu
 
 	booked bool // the test's goroutine has counted the test
+
+	done chan struct{} // closed once the test has ended and the server is free
+}
+
+// acceptedStream is a stream connection and its place in the accept
+// order. The client opens its streams one after another, and with
+// --bidir their order says which way each one goes; the cookies are read
+// concurrently, so the test puts the streams back in accept order.
+type acceptedStream struct {
+	c   transport.Conn
+	seq uint64
 }
 
 // wantsStreams reports whether the test is taking stream connections.
@@ -227,7 +270,7 @@ func (t *serverTest) wantsStreams() bool {
 
 // offerStream reads a connection's cookie: a stream of this test is passed
 // on, anything else gets ACCESS_DENIED (iperf_tcp_accept).
-func (t *serverTest) offerStream(ctx context.Context, c transport.Conn) {
+func (t *serverTest) offerStream(ctx context.Context, c transport.Conn, seq uint64) {
 	rctx, cancel := context.WithTimeout(ctx, t.s.cfg.Timeout)
 	defer cancel()
 	cc := newCtrlConn(rctx, c)
@@ -236,7 +279,7 @@ func (t *serverTest) offerStream(ctx context.Context, c transport.Conn) {
 		t.mu.Lock()
 		if t.accepting && cookie == t.cookie {
 			select {
-			case t.streams <- c:
+			case t.streams <- acceptedStream{c, seq}:
 				t.mu.Unlock()
 				return
 			default: // more streams than the test asked for
@@ -256,8 +299,8 @@ func (t *serverTest) stopAccepting() {
 	t.mu.Unlock()
 	for {
 		select {
-		case c := <-t.streams:
-			c.Close()
+		case a := <-t.streams:
+			a.c.Close()
 		default:
 			return
 		}
@@ -272,9 +315,14 @@ func (t *serverTest) run(ctx context.Context) {
 	out, err := t.exchange(ctx, log)
 	if err != nil {
 		s.failed.Add(1)
-		if errors.Is(err, errClientTerminated) {
+		switch {
+		case errors.Is(err, errClientTerminated):
 			log.Info("perf test ended by the client", "err", err)
-		} else {
+		case ctx.Err() != nil && errors.Is(err, context.Canceled):
+			// The server is closing (the daemon shuts down); the
+			// client was sent SERVER_TERMINATE.
+			log.Info("perf test stopped: the server is shutting down")
+		default:
 			log.Warn("perf test failed", "err", err)
 		}
 	}
@@ -294,16 +342,32 @@ func (t *serverTest) book(out *Outcome, log *slog.Logger) {
 	snd, rcv := out.sides()
 	ts, tr := sum(snd), sum(rcv)
 	here := tr
-	if out.sender {
+	switch {
+	case out.spec.Bidir: // below
+	case out.sender:
 		here = ts
 		s.bytesOut.Add(ts.bytes)
-	} else {
+	default:
 		s.bytesIn.Add(tr.bytes)
+	}
+	if out.spec.Bidir {
+		sent, received := out.here()
+		s.bytesOut.Add(sent.bytes)
+		s.bytesIn.Add(received.bytes)
+		here = received
 	}
 	s.lastBitsPerSecond.Store(uint64(here.bps()))
 	attrs := []any{"proto", map[bool]string{false: "tcp", true: "udp"}[out.spec.UDP], "reverse", out.spec.Reverse,
 		"streams", out.spec.Streams, "seconds", fmt.Sprintf("%.2f", here.seconds), "bytes", here.bytes, "bits_per_second", uint64(here.bps())}
-	if out.spec.UDP && !out.sender {
+	if out.spec.Bidir {
+		sent, _ := out.here()
+		attrs = append(attrs, "bidir", true, "bytes_sent", sent.bytes, "bits_per_second_sent", uint64(sent.bps()))
+	}
+	switch {
+	case out.spec.UDP && out.spec.Bidir:
+		_, rv := out.here() // the direction this side received
+		attrs = append(attrs, "lost", rv.lost, "datagrams", rv.packets, "jitter_ms", fmt.Sprintf("%.3f", rv.jitter*1000))
+	case out.spec.UDP && !out.sender:
 		attrs = append(attrs, "lost", tr.lost, "datagrams", ts.packets, "jitter_ms", fmt.Sprintf("%.3f", tr.jitter*1000))
 	}
 	if !out.spec.UDP && ts.retransmits >= 0 {
@@ -367,8 +431,12 @@ func (t *serverTest) exchange(ctx context.Context, log *slog.Logger) (*Outcome, 
 	run.unfilled = s.cfg.Unfilled
 	defer run.finish()
 	if w := s.cfg.Out; w != nil && !s.cfg.JSON {
+		dir := map[bool]string{false: "client sends", true: "server sends (-R)"}[spec.Reverse]
+		if spec.Bidir {
+			dir = "each way (--bidir)"
+		}
 		fmt.Fprintf(w, "Accepted connection from %v: %s, %d stream(s), %s\n", t.ctrl.RemoteAddr(),
-			map[bool]string{false: "TCP", true: "UDP"}[spec.UDP], spec.Streams, map[bool]string{false: "client sends", true: "server sends (-R)"}[spec.Reverse])
+			map[bool]string{false: "TCP", true: "UDP"}[spec.UDP], spec.Streams, dir)
 		fmt.Fprintln(w, (&Outcome{spec: spec}).headerLine())
 		label := "1"
 		if spec.Streams > 1 {
@@ -405,17 +473,32 @@ func (t *serverTest) exchange(ctx context.Context, log *slog.Logger) (*Outcome, 
 	ar.next()
 	setup := time.NewTimer(s.cfg.Timeout)
 	defer setup.Stop()
-	for len(run.streams) < spec.Streams {
+	var tcp []acceptedStream // until all are in, then added in accept order
+	defer func() {
+		for _, a := range tcp {
+			if a.c != nil {
+				a.c.Close() // not taken over by the run
+			}
+		}
+	}()
+	for len(run.streams)+len(tcp) < spec.total() {
 		select {
-		case c := <-t.streams:
-			run.addTCP(c)
+		case a := <-t.streams:
+			tcp = append(tcp, a)
+			if len(tcp) == spec.total() {
+				sort.Slice(tcp, func(i, j int) bool { return tcp[i].seq < tcp[j].seq })
+				for i := range tcp {
+					run.addTCP(tcp[i].c)
+					tcp[i].c = nil
+				}
+			}
 		case peer := <-udpPeers:
 			demux.add(run.addUDP(demux.pc, peer, peer, false))
 		case m := <-ar.msgs:
 			return nil, fmt.Errorf("%w while setting up streams: %v", errClientTerminated, m)
 		case <-setup.C:
 			cc.writeServerError(ieStreamAcc, 0)
-			return nil, fmt.Errorf("only %d of %d streams arrived within %v", len(run.streams), spec.Streams, s.cfg.Timeout)
+			return nil, fmt.Errorf("only %d of %d streams arrived within %v", len(run.streams)+len(tcp), spec.total(), s.cfg.Timeout)
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -543,7 +626,7 @@ func hostPort(ap netip.AddrPort) ReportHostPort {
 type udpDemux struct {
 	pc    transport.PacketConn
 	run   *perfRun
-	peers chan netip.AddrPort
+	peers chan netip.AddrPort // buffered for every stream a test may have
 	ctx   context.Context
 	stop  context.CancelFunc
 	done  chan struct{}
@@ -555,7 +638,7 @@ type udpDemux struct {
 }
 
 func newUDPDemux(pc transport.PacketConn, run *perfRun) *udpDemux {
-	d := &udpDemux{pc: pc, run: run, peers: make(chan netip.AddrPort, MaxStreams), done: make(chan struct{}),
+	d := &udpDemux{pc: pc, run: run, peers: make(chan netip.AddrPort, 2*MaxStreams), done: make(chan struct{}),
 		streams: map[netip.AddrPort]*perfStream{}, pending: map[netip.AddrPort]bool{}}
 	d.ctx, d.stop = context.WithCancel(context.Background())
 	go d.loop()
@@ -580,7 +663,7 @@ func (d *udpDemux) loop() {
 		p := ch.Bytes()
 		d.mu.Lock()
 		st := d.streams[from]
-		isNew := st == nil && !d.pending[from] && len(p) == len(udpConnectMsg) && len(d.streams)+len(d.pending) < d.run.spec.Streams
+		isNew := st == nil && !d.pending[from] && len(p) == len(udpConnectMsg) && len(d.streams)+len(d.pending) < d.run.spec.total()
 		if isNew {
 			d.pending[from] = true
 		}

@@ -70,6 +70,23 @@ func (s *Server) Mux(mux *http.ServeMux) *http.ServeMux {
 	return mux
 }
 
+// The daemon's HTTP servers' bounds on a client. A client that sends its
+// headers slowly (slowloris) is cut off after ReadHeaderTimeout, and an
+// idle keep-alive connection, each of which costs the server a goroutine,
+// is closed after IdleTimeout. There is no read timeout for the whole
+// request and no write timeout: net/http cancels a request's context when
+// its read deadline passes, and a CPU profile takes as long as it is asked
+// to.
+const (
+	ReadHeaderTimeout = 10 * time.Second
+	IdleTimeout       = 2 * time.Minute
+)
+
+// NewHTTPServer returns an HTTP server for h with the bounds above.
+func NewHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: ReadHeaderTimeout, IdleTimeout: IdleTimeout}
+}
+
 // Listen serves h on addr and returns the address it got. One Listen per
 // Server.
 func (s *Server) Listen(addr string, h http.Handler, log *slog.Logger) (net.Addr, error) {
@@ -77,8 +94,7 @@ func (s *Server) Listen(addr string, h http.Handler, log *slog.Logger) (net.Addr
 	if err != nil {
 		return nil, err
 	}
-	// No write timeout: a CPU profile takes as long as it is asked to.
-	s.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	s.srv = NewHTTPServer(h)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -284,4 +285,26 @@ func (z *Stack) Close() error {
 		errs = append(errs, z.Pool.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// LinkErr returns the error that stopped the stack's device link, or nil
+// while it runs: a TAP whose reader failed (the device was deleted under
+// it, say) or an AF_XDP socket whose interface went away. Rings report
+// their peers through their own callbacks instead.
+func (z *Stack) LinkErr() error {
+	switch {
+	case z.TAP != nil:
+		return z.TAP.Err()
+	case z.XDP != nil:
+		if err := z.XDP.Err(); err != nil {
+			return err
+		}
+		// The socket reports nothing when its interface goes unless it
+		// sends; ask the kernel.
+		info := z.XDP.Info()
+		if _, err := net.InterfaceByIndex(info.Ifindex); err != nil {
+			return fmt.Errorf("xdp: interface %s (index %d) is gone: %w", info.Interface, info.Ifindex, err)
+		}
+	}
+	return nil
 }
