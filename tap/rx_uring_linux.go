@@ -163,6 +163,12 @@ func (q *queue) readRing(fd uintptr) bool {
 			q.fail(err)
 			return true
 		}
+		if rr.off {
+			// The batch gave the ring up: readv reads what is left
+			// before the reader parks (the poller wakes it only for
+			// new frames).
+			continue
+		}
 		switch {
 		case frames == k:
 			rr.want = min(2*k, rxBatchMax)
