@@ -11,7 +11,9 @@
 // checksum handling (vnet.go), the fragment checker (frag.go), the
 // admission budget for TCP segments at listeners (admit.go), the
 // copy-break for small frames and the delivery hand-off (rx.go,
-// rx_handoff.go), and the ACK hold on transmit (tx_ackhold.go).
+// rx_handoff.go), the optional batched reads through io_uring
+// (Config.IOURing, rx_uring_linux.go; the ring itself is evchan/uring's),
+// and the ACK hold on transmit (tx_ackhold.go).
 //
 // It does not own the link contract: the payload hook, the connection
 // lookup and SYN pressure it takes from the stack, the header split and

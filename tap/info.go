@@ -29,6 +29,11 @@ type Info struct {
 	// device decided rather than Config ("the device was made without
 	// multi_queue, which allows one queue"); empty otherwise.
 	Reason string
+	// RxBatch says how the queues' readers read: "readv" (one frame per
+	// system call, the default), "io_uring (up to 64 reads per system
+	// call)" (Config.IOURing), or "readv (io_uring unavailable: …)" when
+	// Config.IOURing asked for it and the kernel refused.
+	RxBatch string
 }
 
 // String describes the attach in one line, for logs: "zc0: 1 queue,
@@ -56,6 +61,9 @@ func (i Info) String() string {
 	}
 	if i.Reason != "" {
 		fmt.Fprintf(&b, " (%s)", i.Reason)
+	}
+	if i.RxBatch != "" {
+		fmt.Fprintf(&b, ", reads by %s", i.RxBatch)
 	}
 	return b.String()
 }

@@ -53,7 +53,8 @@ type Link struct {
 	// in tests that must not race the timer.
 	ackHoldFor time.Duration
 	queues     []*queue
-	info       Info // how Open attached; see Info
+	info       Info   // how Open attached; see Info
+	rxBatch    string // how the readers read; Info.RxBatch
 
 	mtu      atomic.Uint32
 	mac      atomic.Pointer[tcpip.LinkAddress]
@@ -112,6 +113,7 @@ func Open(cfg Config) (*Link, error) {
 		return nil, err
 	}
 	l.info = dev.info
+	l.info.RxBatch = l.rxBatch
 	return l, nil
 }
 
@@ -141,7 +143,7 @@ func OpenFD(cfg Config, fds ...int) (*Link, error) {
 		closeAll()
 		return nil, err
 	}
-	l.info = Info{Name: r.name, Queues: len(fds)}
+	l.info = Info{Name: r.name, Queues: len(fds), RxBatch: l.rxBatch}
 	return l, nil
 }
 
@@ -187,7 +189,34 @@ func newLink(r resolved, fds []int, offloads Offloads) (*Link, error) {
 		q.readFn = q.readBatch
 		l.queues = append(l.queues, q)
 	}
+	l.setupRings(r.ring)
 	return l, nil
+}
+
+// setupRings gives every queue an io_uring for batched reads
+// (rx_uring_linux.go) when ring (Config.IOURing) asks for them and the
+// kernel allows it; otherwise all queues read with readv. Info.RxBatch says
+// which and why.
+func (l *Link) setupRings(ring bool) {
+	if !ring {
+		l.rxBatch = "readv"
+		return
+	}
+	for _, q := range l.queues {
+		rr, err := newRxRingFn()
+		if err != nil {
+			for _, q := range l.queues {
+				q.rxr.close()
+				q.rxr = nil
+				q.readFn = q.readBatch
+			}
+			l.rxBatch = fmt.Sprintf("readv (io_uring unavailable: %v)", err)
+			return
+		}
+		q.rxr = rr
+		q.readFn = q.readRing
+	}
+	l.rxBatch = fmt.Sprintf("io_uring (up to %d reads per system call)", rxBatchMax)
 }
 
 // Name returns the device's name.
@@ -378,6 +407,7 @@ func (l *Link) Close() {
 	l.wg.Wait()
 	for _, q := range l.queues {
 		q.dropHeldAck()
+		q.rxr.close()
 		q.file.Close()
 	}
 }
@@ -407,8 +437,13 @@ type queue struct {
 	c    counters
 
 	// Reader state, used only by the queue's reader goroutine.
-	readFn  func(fd uintptr) bool // q.readBatch, bound once
-	rx      rxState
+	readFn func(fd uintptr) bool // q.readRing or q.readBatch, bound once
+	rx     rxState
+	// rxr batches the reads through io_uring (rx_uring_linux.go); nil
+	// when the link reads with readv.
+	rxr *rxRing
+	// ringErr says why the reader fell back from rxr to readv.
+	ringErr error
 	ho      handoff // delivery hand-off when busy; see rx_handoff.go
 	readErr error   // why the reader stopped, if it was not asked to
 

@@ -25,7 +25,9 @@ import (
 //     link allocates from gVisor's pools, so the kernel's copy is the only
 //     one. Small frames fill only the head view (sized for the MTU); GSO
 //     super-frames continue into a 64 KiB tail view. Views a frame did not
-//     reach are kept for the next read.
+//     reach are kept for the next read. With Config.IOURing, readRing
+//     (rx_uring_linux.go) does the same in batches of reads per
+//     io_uring_enter.
 //  3. handleFrame: decode and validate the virtio-net header, drop frames
 //     that are short or addressed to another MAC, and verify in software
 //     the checksums the stack will skip (verifyChecksums): the IPv4 header
@@ -70,6 +72,7 @@ func (q *queue) run() {
 	l := q.link
 	defer l.wg.Done()
 	defer q.rx.release()
+	defer q.rxr.releaseSlots()
 	defer q.stopHandoff()
 	for !l.stopping.Load() {
 		err := q.rc.Read(q.readFn)

@@ -15,6 +15,12 @@ type Stats struct {
 	// RxWakeups counts reader wake-ups that found at least one frame;
 	// RxFrames/RxWakeups is the average batch.
 	RxWakeups uint64
+	// RxRingBatches counts the readers' io_uring_enter calls, each a
+	// batch of reads (Info.RxBatch); RxFrames/RxRingBatches is the frames
+	// per system call. RxRingFallbacks counts queues whose reader gave
+	// the ring up for readv (the kernel did not complete a read inline,
+	// or refused a submission).
+	RxRingBatches, RxRingFallbacks uint64
 	// RxHandedOff counts frames a busy reader handed to its queue's
 	// deliverer goroutine rather than delivering them itself.
 	RxHandedOff uint64
@@ -108,6 +114,7 @@ type counters struct {
 	rxGSO, rxUSO, rxUSODatagrams           atomic.Uint64
 	rxVerified, rxUnverifiable, rxCopied   atomic.Uint64
 	rxHandedOff, rxCopyBreak               atomic.Uint64
+	rxRingBatches, rxRingFallbacks         atomic.Uint64
 	dropShort, dropVnet, dropCsum          atomic.Uint64
 	dropNotForUs, dropDetached, rxErrors   atomic.Uint64
 	dropUncheckable, fragDatagrams         atomic.Uint64
@@ -129,6 +136,8 @@ func (c *counters) addTo(s *Stats) {
 	s.RxFrames += c.rxFrames.Load()
 	s.RxBytes += c.rxBytes.Load()
 	s.RxWakeups += c.rxWakeups.Load()
+	s.RxRingBatches += c.rxRingBatches.Load()
+	s.RxRingFallbacks += c.rxRingFallbacks.Load()
 	s.RxGSOFrames += c.rxGSO.Load()
 	s.RxUSOFrames += c.rxUSO.Load()
 	s.RxUSODatagrams += c.rxUSODatagrams.Load()

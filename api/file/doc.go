@@ -12,7 +12,7 @@
 // are this package's Kind values, api.Op.File a Request), reserves each
 // completion's slot, takes a Buf over and hands it back, and posts the
 // event this package builds, through a Completer. The io_uring ring
-// itself is api/internal/uring.
+// itself is evchan/uring.
 //
 // # Completions
 //

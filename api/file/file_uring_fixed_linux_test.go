@@ -9,9 +9,9 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/zcnet/zcnet/api/internal/uring"
 	"github.com/zcnet/zcnet/dmapool"
 	"github.com/zcnet/zcnet/evchan"
+	"github.com/zcnet/zcnet/evchan/uring"
 )
 
 // fixedEngine is an io_uring engine with rings rings and fixed buffers;

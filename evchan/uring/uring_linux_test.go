@@ -171,3 +171,51 @@ func TestPrepFixed(t *testing.T) {
 	}
 	runtime.KeepAlive(mem)
 }
+
+// TestRingNowait checks SetRWFlags, SubmitOnly and Wait on a pipe: a read
+// with RWF_NOWAIT of an empty pipe completes during the enter with EAGAIN;
+// one without it stays outstanding until data comes, and Wait returns when
+// it completes.
+func TestRingNowait(t *testing.T) {
+	r := newTestRing(t, 4)
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	buf := make([]byte, 8)
+	e := r.Next()
+	e.PrepRead(p[0], buf, -1)
+	e.SetRWFlags(unix.RWF_NOWAIT)
+	e.SetUserData(1)
+	if n, err := r.SubmitOnly(); n != 1 || err != nil {
+		t.Fatalf("SubmitOnly: %d, %v", n, err)
+	}
+	var c [2]CQE
+	if got := r.Reap(c[:]); got != 1 || c[0].UserData != 1 || c[0].Res != -int32(syscall.EAGAIN) {
+		t.Fatalf("RWF_NOWAIT read of an empty pipe: %d completions, %+v", got, c[0])
+	}
+	e = r.Next()
+	e.PrepRead(p[0], buf, -1)
+	e.SetUserData(2)
+	if n, err := r.SubmitOnly(); n != 1 || err != nil {
+		t.Fatalf("SubmitOnly: %d, %v", n, err)
+	}
+	if r.CQReady() != 0 {
+		t.Fatal("a blocking read of an empty pipe completed")
+	}
+	if _, err := unix.Write(p[1], []byte("wake")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Wait(1); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Reap(c[:]); got != 1 || c[0].UserData != 2 || c[0].Res != 4 || string(buf[:4]) != "wake" {
+		t.Fatalf("read after the write: %d completions, %+v, %q", got, c[0], buf[:4])
+	}
+	if n, err := r.SubmitOnly(); n != 0 || err != nil {
+		t.Fatalf("SubmitOnly with nothing queued: %d, %v", n, err)
+	}
+	runtime.KeepAlive(buf)
+}

@@ -63,6 +63,10 @@ func (e *SQE) PrepWritev(fd int, iov []unix.Iovec, off int64) {
 	e.prepRW(uringOpWritev, fd, iovecAddr(iov), uint32(len(iov)), off)
 }
 
+// SetRWFlags sets a read or write entry's per-request flags (rw_flags:
+// the RWF_* flags of preadv2 and pwritev2, such as unix.RWF_NOWAIT).
+func (e *SQE) SetRWFlags(flags uint32) { e.opFlags = flags }
+
 // PrepFsync prepares an fsync of fd, or with datasync an fdatasync.
 func (e *SQE) PrepFsync(fd int, datasync bool) {
 	e.prepRW(uringOpFsync, fd, 0, 0, 0)

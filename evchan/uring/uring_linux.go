@@ -3,8 +3,9 @@
 // manner of liburing's helpers), hands them to the kernel, reaps
 // completions, and registers an eventfd and fixed buffers. It owns the
 // ring memory shared with the kernel and its layout; it does not own what
-// the requests mean, which slots are in use, or who waits for them: the
-// file engine (api/file) does, and serialises every call on a Ring.
+// the requests mean, which slots are in use, or who waits for them: its
+// users do (the file engine, api/file; the TAP link's batched reads and
+// writes, tap), and each serialises every call on a Ring.
 package uring
 
 import (
@@ -329,6 +330,38 @@ func (r *Ring) Submit() error {
 			return nil
 		}
 	}
+}
+
+// SubmitOnly hands the published entries to the kernel in one
+// io_uring_enter, returning how many it consumed, without the retries of
+// Submit: a caller that submits a batch and reaps it at once (the TAP
+// link's readers and writers) sees each refused entry as its completion.
+func (r *Ring) SubmitOnly() (int, error) {
+	pending := r.publish()
+	if pending == 0 {
+		return 0, nil
+	}
+	for {
+		n, err := r.enter(pending, 0, 0)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("io_uring_enter: %w", err)
+		}
+		return n, nil
+	}
+}
+
+// Wait blocks in io_uring_enter until at least min completions are
+// waiting in the CQ (or returns at once when they are).
+func (r *Ring) Wait(min uint32) error {
+	for r.CQReady() < min {
+		if _, err := r.enter(0, min, uringEnterGetEvents); err != nil && !errors.Is(err, syscall.EINTR) {
+			return fmt.Errorf("io_uring_enter: %w", err)
+		}
+	}
+	return nil
 }
 
 // enter is io_uring_enter(2) without a signal mask.
