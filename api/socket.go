@@ -355,7 +355,13 @@ func (sock *Socket) recv(ctx context.Context) (Buf, netip.AddrPort, error) {
 // +checklocks:sock.recvMu
 func (sock *Socket) waitReadableLocked(ctx context.Context, room <-chan struct{}) error {
 	if sock.rwch == nil {
-		sock.rwait, sock.rwch = waiter.NewChannelEntry(waiter.ReadableEvents)
+		mask := waiter.ReadableEvents
+		if sock.proto == udp.ProtocolNumber {
+			// An ICMP error for a connected UDP socket comes as an
+			// error event alone; the receive reports it.
+			mask |= waiter.EventErr
+		}
+		sock.rwait, sock.rwch = waiter.NewChannelEntry(mask)
 	}
 	sock.wq.EventRegister(&sock.rwait)
 	defer sock.wq.EventUnregister(&sock.rwait)
@@ -406,11 +412,16 @@ func (sock *Socket) fillLocked() error {
 	// The writer and its Buf slice are the socket's, reused by every
 	// fill (recvMu is held), so a fill allocates nothing of its own.
 	if sock.rx != nil && sock.rxOld {
+		// An error the endpoint holds (an ICMP error) comes first, as
+		// the endpoint's Read reports it.
+		if terr := sock.ep.LastError(); terr != nil {
+			return errnoError("recv", terr)
+		}
 		if err := sock.fillRxLocked(room, latest); !errors.Is(err, ErrWouldBlock) {
 			return err
 		}
-		// Nothing queued: the endpoint's Read below reports an error
-		// it holds (an ICMP error), or ErrWouldBlock.
+		// Nothing queued: the endpoint's Read below reports the end
+		// of receiving, or ErrWouldBlock.
 	}
 	w := &sock.recvWriter
 	*w = zcWriter{sock: sock, limit: room, bufs: w.bufs[:0]}

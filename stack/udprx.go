@@ -84,8 +84,8 @@ var _ gstack.TransportEndpoint = (*UDPReceiver)(nil)
 // AttachUDPReceiver makes a receiver take the place of ep, a bound (and
 // possibly connected) gVisor UDP endpoint of this stack, in the transport
 // demuxer. notify is called, without locks held, when a datagram arrives
-// at an empty queue. ep must not be bound or connected again afterwards;
-// Close the receiver before closing ep.
+// at an empty queue. ep must not be bound or connected again while the
+// receiver is attached; Close the receiver before closing ep.
 func (st *Stack) AttachUDPReceiver(ep tcpip.Endpoint, notify func()) (*UDPReceiver, error) {
 	te, ok := ep.(gstack.TransportEndpoint)
 	if !ok {
@@ -236,15 +236,19 @@ func (r *UDPReceiver) HandleError(transErr gstack.TransportError, pkt *gstack.Pa
 // aborts gVisor's endpoint and closes the receiver.
 func (r *UDPReceiver) Abort() {
 	r.te.Abort()
-	r.Close()
+	r.close(false)
 }
 
 // Wait implements gstack.TransportEndpoint.
 func (r *UDPReceiver) Wait() { r.te.Wait() }
 
-// Close takes the receiver out of the demuxer and releases every queued
-// datagram. Safe to call more than once.
-func (r *UDPReceiver) Close() {
+// Close takes the receiver out of the demuxer, gives the endpoint its
+// place back (datagrams arriving later go to the endpoint's own queue until
+// it closes) and releases every queued datagram. Safe to call more than
+// once.
+func (r *UDPReceiver) Close() { r.close(true) }
+
+func (r *UDPReceiver) close(restore bool) {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -253,6 +257,9 @@ func (r *UDPReceiver) Close() {
 	r.closed = true
 	r.mu.Unlock()
 	r.ns.UnregisterTransportEndpoint(r.protos, udp.ProtocolNumber, r.id, r, r.flags, r.dev)
+	if restore {
+		r.restore()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i := r.head; i < len(r.q); i++ {
