@@ -67,6 +67,10 @@ type UDPReceiver struct {
 	flags  ports.Flags
 	dev    tcpip.NICID
 	notify func()
+	ops    *tcpip.SocketOptions
+	// stats are the stack's UDP counters, fetched once: the stack's
+	// Stats returns its whole statistics tree by value.
+	stats tcpip.UDPStats
 
 	mu     sync.Mutex
 	q      []UDPDatagram // +checklocks:mu; q[head:] are queued
@@ -108,6 +112,8 @@ func (st *Stack) AttachUDPReceiver(ep tcpip.Endpoint, notify func()) (*UDPReceiv
 		flags:  ports.Flags{MostRecent: ops.GetReuseAddress(), LoadBalanced: ops.GetReusePort()},
 		dev:    tcpip.NICID(ops.GetBindToDevice()),
 		notify: notify,
+		ops:    ops,
+		stats:  st.s.Stats().UDP,
 	}
 	// The network protocols the endpoint registered under: the ones whose
 	// demuxer finds it for exactly its own ID.
@@ -142,7 +148,7 @@ func (r *UDPReceiver) restore() {
 // HandlePacket implements gstack.TransportEndpoint: it queues the datagram
 // (or drops it, counted).
 func (r *UDPReceiver) HandlePacket(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer) {
-	stats := r.ns.Stats().UDP
+	stats := &r.stats
 	hdr := header.UDP(pkt.TransportHeader().Slice())
 	n := pkt.Data().Size()
 	lengthOK, csumOK := header.UDPValid(hdr, func() uint16 { return pkt.Data().Checksum() }, uint16(n),
@@ -157,7 +163,7 @@ func (r *UDPReceiver) HandlePacket(id gstack.TransportEndpointID, pkt *gstack.Pa
 		r.dropsBad.Add(1)
 		return
 	}
-	limit := int(r.ep.SocketOptions().GetReceiveBufferSize())
+	limit := int(r.ops.GetReceiveBufferSize())
 	from := netip.AddrPortFrom(NetipAddr(id.RemoteAddress), id.RemotePort)
 
 	r.mu.Lock()
