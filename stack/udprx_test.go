@@ -272,3 +272,64 @@ func TestUDPReceiverDemux(t *testing.T) {
 		t.Fatalf("attach to an unbound endpoint: %v, want ErrUDPReceiver", err)
 	}
 }
+
+// TestUDPReceiverAfterQueued: datagrams the endpoint queued before the
+// receiver was attached stay in the endpoint's queue (its Read returns
+// them); later ones go to the receiver.
+func TestUDPReceiverAfterQueued(t *testing.T) {
+	p := stacktest.NewPair(t, stacktest.Config{})
+	local := netip.AddrPortFrom(stacktest.AddrB, 6004)
+	ep, wq := udpEndpoint(t, p.B, ipv4.ProtocolNumber, local)
+	var cwq waiter.Queue
+	cl, terr := p.A.Netstack().NewEndpoint(udp.ProtocolNumber, ipv4.ProtocolNumber, &cwq)
+	if terr != nil {
+		t.Fatal(terr)
+	}
+	defer cl.Close()
+	fa := stack.FullAddress(local, 0)
+	sendOne := func(b byte) {
+		var rd bytes.Reader
+		rd.Reset([]byte{b})
+		if _, terr := cl.Write(&rd, tcpip.WriteOptions{To: &fa}); terr != nil {
+			t.Fatal(terr)
+		}
+	}
+	entry, readable := waiter.NewChannelEntry(waiter.ReadableEvents)
+	wq.EventRegister(&entry)
+	sendOne(1)
+	select {
+	case <-readable:
+	case <-time.After(10 * time.Second):
+		t.Fatal("first datagram not received by the endpoint")
+	}
+	wq.EventUnregister(&entry)
+	ready := make(chan struct{}, 1)
+	r, err := p.B.AttachUDPReceiver(ep, func() { ready <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	sendOne(2)
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("second datagram not received by the receiver")
+	}
+	var w bytes.Buffer
+	if _, terr := ep.Read(&w, tcpip.ReadOptions{}); terr != nil || !bytes.Equal(w.Bytes(), []byte{1}) {
+		t.Fatalf("endpoint's Read: %v, %v; want the datagram queued before attach", w.Bytes(), terr)
+	}
+	if _, terr := ep.Read(&w, tcpip.ReadOptions{}); terr == nil {
+		t.Fatal("endpoint's queue holds a datagram that came after attach")
+	}
+	var d [2]stack.UDPDatagram
+	if n := r.Pop(d[:], 100); n != 1 {
+		t.Fatalf("receiver holds %d datagrams, want 1", n)
+	}
+	got := make([]byte, 1)
+	d[0].Payload.ReadAt(got, 0)
+	d[0].Payload.Release()
+	if got[0] != 2 {
+		t.Fatalf("receiver's datagram %d, want 2", got[0])
+	}
+}
