@@ -173,7 +173,7 @@ func (r *UDPReceiver) HandlePacket(id gstack.TransportEndpointID, pkt *gstack.Pa
 		r.dropsFull.Add(1)
 		return
 	}
-	d := UDPDatagram{Payload: pkt.Data().ToBuffer(), From: from}
+	d := UDPDatagram{Payload: payloadOf(pkt, n), From: from}
 	vl := d.Payload.AsViewList()
 	for v := vl.Front(); v != nil; v = v.Next() {
 		if c := v.BasePtr(); c != r.last {
@@ -198,6 +198,28 @@ func (r *UDPReceiver) HandlePacket(id gstack.TransportEndpointID, pkt *gstack.Pa
 	if wasEmpty && r.notify != nil {
 		r.notify()
 	}
+}
+
+// payloadOf returns a reference to pkt's n payload bytes. When they lie in
+// one view (the usual case: the link's payload view, or the one view a
+// frame arrived in) only that view is cloned, not the headers' views.
+func payloadOf(pkt *gstack.PacketBuffer, n int) buffer.Buffer {
+	vl, off := pkt.AsViewList()
+	off += pkt.HeaderSize() // inbound: nothing pushed, the headers consumed
+	for v := vl.Front(); v != nil; v = v.Next() {
+		sz := v.Size()
+		if off >= sz {
+			off -= sz
+			continue
+		}
+		if sz-off != n || v.Next() != nil {
+			break
+		}
+		c := v.Clone()
+		c.TrimFront(off)
+		return buffer.MakeWithView(c)
+	}
+	return pkt.Data().ToBuffer()
 }
 
 // Pop moves queued datagrams, oldest first, into dst and returns how many:

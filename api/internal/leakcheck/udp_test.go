@@ -86,8 +86,18 @@ func TestUDPCloseNoLeak(t *testing.T) {
 	}
 	done := make(chan struct{})
 	go func() {
+		// Still arriving while the socket closes: once it has, the
+		// senders learn of the closed port (ECONNREFUSED) and stop.
 		defer close(done)
-		send(100) // still arriving while the socket closes
+		for i := range 100 {
+			b, err := p.A.Reserve(200)
+			if err != nil {
+				return
+			}
+			if _, err := cls[i%len(cls)].Send(ctx, b); err != nil {
+				return
+			}
+		}
 	}()
 	if err := srv.Close(); err != nil {
 		t.Fatal(err)
