@@ -333,3 +333,27 @@ func TestUDPReceiverAfterQueued(t *testing.T) {
 		t.Fatalf("receiver's datagram %d, want 2", got[0])
 	}
 }
+
+// TestUDPReceiverStackClose: closing the stack under an attached receiver
+// (gVisor aborts every registered endpoint) aborts the endpoint and
+// releases the receiver's queue; the receiver's own Close is then a no-op.
+func TestUDPReceiverStackClose(t *testing.T) {
+	p := stacktest.NewPair(t, stacktest.Config{})
+	local := netip.AddrPortFrom(stacktest.AddrB, 6005)
+	ep, _ := udpEndpoint(t, p.B, ipv4.ProtocolNumber, local)
+	r, err := p.B.AttachUDPReceiver(ep, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver(r, netip.MustParseAddrPort("192.0.2.1:7001"), local, []byte{1, 2}, 0, false)
+	if st := r.Stats(); st.Queued != 1 {
+		t.Fatalf("before the stack closes: %+v", st)
+	}
+	if err := p.B.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.Stats(); st.Queued != 0 || st.QueuedMem != 0 {
+		t.Fatalf("after the stack closed: %+v, want the queue released", st)
+	}
+	r.Close()
+}
