@@ -106,6 +106,15 @@
 // than one piece (joined into one Buf). On zcnet's links a TCP stream is
 // handed over whole (TestZeroCopyTCPReceive asserts at least 99%).
 //
+// A UDP socket receives through a queue of its own in the stack
+// (stack.UDPReceiver, in gVisor's place in the transport demuxer): each
+// datagram's payload view is queued as it arrives and handed over as it is,
+// a batch per receive, whatever the link; only datagrams in several views
+// (reassembled from fragments) and those queued before the socket was ready
+// are copied. The queue holds at most the socket's receive buffer (and
+// twice that in the link's memory it keeps alive); datagrams past it are
+// dropped and counted (Counters.DropsNoRoom, SocketStats.UDP).
+//
 // The package net adapters (Net, TCPConn, UDPConn) are built on the same
 // sockets and keep the same books: a TCPConn's Read copies the received
 // bytes from the stack straight into the caller's slice (its socket has no

@@ -52,16 +52,17 @@ func TestDropsNoRoom(t *testing.T) {
 	if dropped == 0 {
 		t.Fatalf("%d datagrams of %d bytes to a socket nobody reads, none counted as dropped", sent, size)
 	}
-	// The socket's zero-copy flow keeps shadows only of what the stack
-	// may hold for it: its receive buffer, counted twice over (by the
-	// receive views the datagrams sit in), not the default bound meant
-	// for a TCP window.
+	// The socket's receive queue in the stack holds at most its receive
+	// buffer in payload, and twice that in the receive views the
+	// datagrams sit in (one datagram may cross each bound), not the
+	// default bound meant for a TCP window.
 	var rbs tcpip.ReceiveBufferSizeOption
 	if err := p.Pair.B.Netstack().Option(&rbs); err != nil {
 		t.Fatal(err)
 	}
-	if fs := srv.Stats().Flow; fs.ShadowBytes > 2*rbs.Default || fs.Evicted == 0 {
-		t.Fatalf("flow holds %d bytes of shadows (%d evicted) after %d datagrams; bound %d (twice the receive buffer)", fs.ShadowBytes, fs.Evicted, sent, 2*rbs.Default)
+	us := srv.Stats().UDP
+	if us.QueuedBytes > rbs.Default+size || us.QueuedMem > 2*rbs.Default+64<<10 || us.DropsFull == 0 || us.Queued == 0 {
+		t.Fatalf("receive queue holds %d datagrams, %d bytes in %d bytes of views (%d dropped full) after %d datagrams; receive buffer %d", us.Queued, us.QueuedBytes, us.QueuedMem, us.DropsFull, sent, rbs.Default)
 	}
 	received := 0
 	for {

@@ -263,10 +263,6 @@ func (s *Stack) udpFam(f family, laddr, raddr netip.AddrPort) (*Socket, error) {
 		return nil, errnoError("bind", terr)
 	}
 	sock.laddr = localAddr(ep)
-	if sock.flow, err = s.st.RegisterFlow(udp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), sock.laddr.Port()), raddr, udpShadowBound(s.opts.MaxShadowBytes, ep)); err != nil {
-		sock.Close()
-		return nil, err
-	}
 	if raddr.IsValid() {
 		if terr := ep.Connect(stack.FullAddress(raddr, 0)); terr != nil {
 			sock.Close()
@@ -274,6 +270,16 @@ func (s *Stack) udpFam(f family, laddr, raddr netip.AddrPort) (*Socket, error) {
 		}
 		sock.raddr = raddr
 		sock.laddr = localAddr(ep)
+	}
+	// Datagrams that arrive before the receiver takes the endpoint's
+	// place wait in gVisor's queue; the first receives read them (by
+	// copy) before the receiver's.
+	if sock.attachRx() == nil {
+		return sock, nil
+	}
+	if sock.flow, err = s.st.RegisterFlow(udp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), sock.laddr.Port()), raddr, udpShadowBound(s.opts.MaxShadowBytes, ep)); err != nil {
+		sock.Close()
+		return nil, err
 	}
 	return sock, nil
 }

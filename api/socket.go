@@ -32,7 +32,11 @@ type Socket struct {
 	ep    tcpip.Endpoint
 	wq    *waiter.Queue
 	flow  *stack.Flow // zero-copy shadows of this socket's packets
-	assoc *assoc      // the pool memory the socket may hold (dma_assoc)
+	// rx is a UDP socket's own receive queue in the stack's demuxer
+	// (udprx.go); nil for TCP, and for a UDP socket whose endpoint it
+	// could not replace (that one receives through flow).
+	rx    *stack.UDPReceiver
+	assoc *assoc // the pool memory the socket may hold (dma_assoc)
 	c     counters
 	laddr netip.AddrPort // immutable after creation
 	raddr netip.AddrPort // immutable; zero unless connected
@@ -64,6 +68,10 @@ type Socket struct {
 	pending     []received // +checklocks:recvMu
 	pendingHead int        // +checklocks:recvMu
 	recvWriter  zcWriter   // +checklocks:recvMu; fillLocked's writer, reused
+	// rxBatch is fillRxLocked's scratch, reused; rxOld is set once the
+	// datagrams gVisor's endpoint queued before rx was attached are read.
+	rxBatch []stack.UDPDatagram // +checklocks:recvMu
+	rxOld   bool                // +checklocks:recvMu
 	// rwait and rwch are recv's wait entry and its channel, made at the
 	// first wait and reused by every later one (recvMu serialises them), so
 	// a receive that has to wait allocates nothing. A token left in rwch
@@ -252,7 +260,7 @@ func (sock *Socket) WaitReadable(ctx context.Context) error {
 	sock.recvMu.Lock()
 	queued := len(sock.pending) > 0
 	sock.recvMu.Unlock()
-	if queued || sock.ep.Readiness(waiter.ReadableEvents) != 0 {
+	if queued || sock.readable() {
 		return nil
 	}
 	return sock.waitFor(ctx, waiter.ReadableEvents, nil)
@@ -349,12 +357,18 @@ func (sock *Socket) recv(ctx context.Context) (Buf, netip.AddrPort, error) {
 // +checklocks:sock.recvMu
 func (sock *Socket) waitReadableLocked(ctx context.Context, room <-chan struct{}) error {
 	if sock.rwch == nil {
-		sock.rwait, sock.rwch = waiter.NewChannelEntry(waiter.ReadableEvents)
+		mask := waiter.ReadableEvents
+		if sock.proto == udp.ProtocolNumber {
+			// An ICMP error for a connected UDP socket comes as an
+			// error event alone; the receive reports it.
+			mask |= waiter.EventErr
+		}
+		sock.rwait, sock.rwch = waiter.NewChannelEntry(mask)
 	}
 	sock.wq.EventRegister(&sock.rwait)
 	defer sock.wq.EventUnregister(&sock.rwait)
 	// Re-check after registering: the event may have fired in between.
-	if room == nil && sock.ep.Readiness(waiter.ReadableEvents) != 0 {
+	if room == nil && sock.readable() {
 		return nil
 	}
 	select {
@@ -399,6 +413,18 @@ func (sock *Socket) fillLocked() error {
 	}
 	// The writer and its Buf slice are the socket's, reused by every
 	// fill (recvMu is held), so a fill allocates nothing of its own.
+	if sock.rx != nil && sock.rxOld {
+		// An error the endpoint holds (an ICMP error) comes first, as
+		// the endpoint's Read reports it.
+		if terr := sock.ep.LastError(); terr != nil {
+			return errnoError("recv", terr)
+		}
+		if err := sock.fillRxLocked(room, latest); !errors.Is(err, ErrWouldBlock) {
+			return err
+		}
+		// Nothing queued: the endpoint's Read below reports the end
+		// of receiving, or ErrWouldBlock.
+	}
 	w := &sock.recvWriter
 	*w = zcWriter{sock: sock, limit: room, bufs: w.bufs[:0]}
 	defer w.reset()
@@ -412,6 +438,12 @@ func (sock *Socket) fillLocked() error {
 		w.discard()
 		switch terr.(type) {
 		case *tcpip.ErrWouldBlock:
+			if sock.rx != nil && !sock.rxOld {
+				// The endpoint's own queue is empty: from now on
+				// datagrams come from rx alone.
+				sock.rxOld = true
+				return sock.fillRxLocked(room, latest)
+			}
 			return ErrWouldBlock
 		case *tcpip.ErrClosedForReceive:
 			return io.EOF
@@ -737,6 +769,11 @@ func (sock *Socket) Close() error {
 	sock.closeOnce.Do(func() {
 		first = true
 		close(sock.closed)
+		if sock.rx != nil {
+			// Out of the demuxer first, queued datagrams released,
+			// then gVisor's endpoint (its port) closes.
+			sock.rx.Close()
+		}
 		sock.ep.Close()
 	})
 	if !first {
@@ -769,6 +806,9 @@ type SocketStats struct {
 	AssocBytes int // associated bytes: the most it may hold unreleased
 	HeldBytes  int // received bytes handed out or queued, not yet released
 	Flow       stack.FlowStats
+	// UDP counts the receive queue of a UDP socket that receives through
+	// its own endpoint in the stack's demuxer (stack.UDPReceiver).
+	UDP stack.UDPReceiverStats
 }
 
 // Stats returns the socket's counters.
@@ -777,6 +817,10 @@ func (sock *Socket) Stats() SocketStats {
 	st := SocketStats{Counters: sock.c.snapshot(), AssocBytes: limit, HeldBytes: held}
 	if es, ok := sock.ep.Stats().(*tcpip.TransportEndpointStats); ok && sock.proto == udp.ProtocolNumber {
 		st.DropsNoRoom = es.ReceiveErrors.ReceiveBufferOverflow.Value()
+	}
+	if sock.rx != nil {
+		st.UDP = sock.rx.Stats()
+		st.DropsNoRoom += st.UDP.DropsFull
 	}
 	if sock.flow != nil {
 		st.Flow = sock.flow.Stats()

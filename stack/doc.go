@@ -9,8 +9,11 @@
 // links started, after closing the layers built on it that registered with
 // OnClose (package api's socket API does). A link that takes the stack's
 // hooks (link.PayloadHooker for zero-copy receive, link.Admitter for the
-// admission of segments at listeners) is given them by AddNIC. It does not
-// own sockets: package api builds the socket interfaces on top of a Stack.
+// admission of segments at listeners) is given them by AddNIC. A UDP
+// socket's receive queue can be one of this package's (UDPReceiver, which
+// takes a gVisor UDP endpoint's place in the transport demuxer). It does
+// not own sockets: package api builds the socket interfaces on top of a
+// Stack.
 // Nor does it own links: their contract is package stack/link, the only
 // link package this one imports, and the links are its subpackages and
 // package tap.
