@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"hash/maphash"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -924,8 +923,7 @@ func tcpSegment4(src uint16, n int) []byte {
 func TestFragmentedSegmentsAdmitted(t *testing.T) {
 	d := &recordingDispatcher{}
 	q := fuzzLink(t, d)
-	q.link.adm.seed = maphash.MakeSeed() // as newLink does
-	q.link.adm.noLeak = true
+	q.link.adm.DisableLeak()
 	var est atomic.Bool
 	q.link.SetConnLookup(lookupBy(&est))
 	const sent = admitLimit + 10
