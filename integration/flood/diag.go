@@ -119,3 +119,34 @@ func httpGet(url, file string) error {
 	_, err = io.Copy(w, resp.Body)
 	return err
 }
+
+// memAfter prints (labelled when: idle, or 10 s after the flood) where the daemon's resident
+// memory is: /proc's split of it (anonymous, file, shared) and the Go
+// runtime's (the MemStats of a heap profile's text form), and saves that
+// heap profile (file) for pprof.
+func memAfter(when, self, ns string, pid int, file string) {
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "Rss") || strings.HasPrefix(line, "VmRSS") || strings.HasPrefix(line, "Threads") {
+				fmt.Fprintln(os.Stderr, "flood: diag: "+when+":", strings.Join(strings.Fields(line), " "))
+			}
+		}
+	}
+	url := fmt.Sprintf("http://%s/debug/pprof/heap", metricsAddr)
+	if out, err := exec.Command("ip", "netns", "exec", ns, self, "http-get", url, file).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "flood: diag: heap profile: %v %s\n", err, out)
+	}
+	out, err := exec.Command("ip", "netns", "exec", ns, self, "http-get", url+"?debug=1", "-").Output()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "flood: diag: heap profile:", err)
+		return
+	}
+	_, stats, _ := strings.Cut(string(out), "# runtime.MemStats")
+	for _, line := range strings.Split(stats, "\n") {
+		for _, k := range []string{"Sys", "HeapAlloc", "HeapSys", "HeapIdle", "HeapInuse", "HeapReleased", "HeapObjects", "Stack", "MSpan", "MCache", "BuckHashSys", "GCSys", "OtherSys", "NumGC"} {
+			if strings.HasPrefix(line, "# "+k+" ") {
+				fmt.Fprintln(os.Stderr, "flood: diag: "+when+":", strings.TrimPrefix(line, "# "))
+			}
+		}
+	}
+}

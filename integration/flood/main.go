@@ -301,6 +301,7 @@ func runOne(server, flood, hpArgs string, d time.Duration, clients int, self, ns
 	var before counters
 	dodiag := diag && server == "zcnet"
 	if dodiag {
+		memAfter("idle", self, srvNS, pid, fmt.Sprintf("flood-%s-%s-idle.heap", server, flood))
 		before = snapshot(self, srvNS, dev)
 	}
 	fctx, fcancel := context.WithTimeout(ctx, d)
@@ -337,6 +338,9 @@ func runOne(server, flood, hpArgs string, d time.Duration, clients int, self, ns
 	fmt.Sscanf(clOut.String(), "%d %d", &r.echoes, &r.failed)
 	time.Sleep(10 * time.Second) // the figure is RSS 10 s after the flood, by definition
 	r.after, r.err = procstat.RSS(pid)
+	if dodiag {
+		memAfter("after", self, srvNS, pid, fmt.Sprintf("flood-%s-%s-after.heap", server, flood))
+	}
 	return r
 }
 

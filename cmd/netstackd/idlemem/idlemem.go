@@ -1,8 +1,8 @@
 // Package idlemem gives a daemon's idle heap memory back to the OS within
 // seconds of a burst instead of the minutes the runtime's scavenger takes.
-// It owns that policy (a periodic check of one runtime metric, and two
-// collections then debug.FreeOSMemory when too much is free); it does not
-// limit or account for the memory a program uses.
+// It owns that policy (a periodic check of a few runtime metrics, and two
+// collections then debug.FreeOSMemory when too much is free or dead); it
+// does not limit or account for the memory a program uses.
 package idlemem
 
 import (
@@ -16,30 +16,73 @@ import (
 // CheckPeriod and IdleMax are Start's arguments for a daemon.
 //
 // After a burst — a flood the links dropped most of, or many connections
-// at once — the Go heap holds the memory it grew to, freed but not given
-// back: the runtime's background scavenger returns it over minutes. A
-// daemon's resident memory should come back down within seconds, as the
-// kernel's does, so a daemon checks every CheckPeriod how much of the
-// heap is free and not yet returned, and when that exceeds IdleMax,
-// returns it (two collections, so that what gVisor's sync.Pools kept is
-// freed too, then every free page back to the OS: debug.FreeOSMemory). It
-// costs nothing while the heap is steady: a read of one runtime metric.
+// at once — the Go heap holds memory the burst no longer needs in two
+// forms, and a daemon's resident memory should come back down within
+// seconds of it, as the kernel's does:
+//
+//   - freed but not given back: the runtime's background scavenger
+//     returns it over minutes;
+//   - dead but not yet collected: the runtime collects when the heap has
+//     grown by GOGC percent since the last collection, and a burst that
+//     stops short of that leaves everything it allocated since then
+//     resident, dead or alive, until traffic resumes.
+//
+// So a daemon checks every CheckPeriod; when more than IdleMax of the
+// heap is free and unreturned, or when no collection ran during the whole
+// period and the heap grew by more than IdleMax since the last one, it
+// collects twice (so that what gVisor's sync.Pools kept is freed too) and
+// returns every free page to the OS (debug.FreeOSMemory). It costs
+// nothing while the heap is steady (a read of three runtime metrics), and
+// at most one collection per period while it is busy: a busy heap is
+// collected by the runtime itself, which the check sees.
 const (
 	CheckPeriod = 2 * time.Second
 	IdleMax     = 8 << 20
 )
 
-// heapFreeMetric is the heap memory that is free and not returned to the OS.
-const heapFreeMetric = "/memory/classes/heap/free:bytes"
+// The runtime metrics a check reads.
+const (
+	heapFreeMetric    = "/memory/classes/heap/free:bytes"    // free, not returned to the OS
+	heapObjectsMetric = "/memory/classes/heap/objects:bytes" // allocated objects, dead or alive, not yet swept
+	heapLiveMetric    = "/gc/heap/live:bytes"                // live after the last collection
+	gcCyclesMetric    = "/gc/cycles/total:gc-cycles"
+)
+
+// Sample is what a check reads of the runtime.
+type Sample struct {
+	// Free is the heap memory that is free and not returned to the OS.
+	Free uint64
+	// Grown is how much the heap's objects grew since the last collection
+	// marked what was live: memory that the next collection may free.
+	Grown uint64
+	// Cycles counts the collections so far.
+	Cycles uint64
+}
+
+// Read samples the runtime.
+func Read() Sample {
+	s := []metrics.Sample{{Name: heapFreeMetric}, {Name: heapObjectsMetric}, {Name: heapLiveMetric}, {Name: gcCyclesMetric}}
+	metrics.Read(s)
+	v := func(i int) uint64 {
+		if s[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return s[i].Value.Uint64()
+	}
+	r := Sample{Free: v(0), Cycles: v(3)}
+	if obj, live := v(1), v(2); obj > live {
+		r.Grown = obj - live
+	}
+	return r
+}
 
 // HeapFree reads heapFreeMetric.
-func HeapFree() uint64 {
-	s := []metrics.Sample{{Name: heapFreeMetric}}
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		return 0
-	}
-	return s[0].Value.Uint64()
+func HeapFree() uint64 { return Read().Free }
+
+// Due reports whether a check that sampled prev one period ago and cur now
+// should collect and return memory (see CheckPeriod).
+func Due(prev, cur Sample, max uint64) bool {
+	return cur.Free > max || (cur.Cycles == prev.Cycles && cur.Grown > max)
 }
 
 // Return returns the heap's free memory to the OS if there is more
@@ -48,13 +91,17 @@ func Return(max uint64) bool {
 	if HeapFree() <= max {
 		return false
 	}
-	// Two collections: the first moves what sync.Pools hold (gVisor
-	// keeps freed packet buffers and chunks in them) to their victim
-	// caches, the second (FreeOSMemory's) frees them, and the pages go
-	// back.
+	collect()
+	return true
+}
+
+// collect collects what is dead and returns every free page. Two
+// collections: the first moves what sync.Pools hold (gVisor keeps freed
+// packet buffers and chunks in them) to their victim caches, the second
+// (FreeOSMemory's) frees them, and the pages go back.
+func collect() {
 	runtime.GC()
 	debug.FreeOSMemory()
-	return true
 }
 
 // Start checks every period (see above) until the returned
@@ -67,10 +114,16 @@ func Start(period time.Duration, max uint64) (stop func()) {
 		defer wg.Done()
 		t := time.NewTicker(period)
 		defer t.Stop()
+		prev := Read()
 		for {
 			select {
 			case <-t.C:
-				Return(max)
+				cur := Read()
+				if Due(prev, cur, max) {
+					collect()
+					cur = Read()
+				}
+				prev = cur
 			case <-done:
 				return
 			}

@@ -2,8 +2,11 @@ package idlemem
 
 import (
 	"runtime"
+	"runtime/debug"
 	"testing"
 	"time"
+
+	"github.com/zcnet/zcnet/evchan/evchantest"
 )
 
 var sink [][]byte
@@ -31,4 +34,47 @@ func TestReturnIdle(t *testing.T) {
 	stop := Start(time.Millisecond, IdleMax)
 	stop()
 	stop() // idempotent
+}
+
+// TestDue checks the policy: memory free over the bound is returned at
+// once; heap growth over the bound is collected only after a period with
+// no collection of the runtime's own (the heap is quiet, not busy).
+func TestDue(t *testing.T) {
+	const max = 8 << 20
+	quiet := Sample{Cycles: 5}
+	for _, c := range []struct {
+		name      string
+		prev, cur Sample
+		want      bool
+	}{
+		{"steady", quiet, Sample{Free: max, Grown: max, Cycles: 5}, false},
+		{"free over the bound", quiet, Sample{Free: max + 1, Cycles: 9}, true},
+		{"grown, quiet", quiet, Sample{Grown: max + 1, Cycles: 5}, true},
+		{"grown, busy", quiet, Sample{Grown: 4 * max, Cycles: 6}, false},
+	} {
+		if got := Due(c.prev, c.cur, max); got != c.want {
+			t.Errorf("%s: Due(%+v, %+v) = %v, want %v", c.name, c.prev, c.cur, got, c.want)
+		}
+	}
+}
+
+// TestStartCollectsQuietGarbage leaves 64 MiB of dead objects behind
+// with the collector held off (as a burst that stops short of the next
+// collection does), and checks that the checker collects and returns
+// them within a few periods although none of it was free.
+func TestStartCollectsQuietGarbage(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	runtime.GC()
+	for range 64 {
+		sink = append(sink, make([]byte, 1<<20))
+	}
+	sink = nil
+	if g := Read().Grown; g < 60<<20 {
+		t.Fatalf("heap grew %d bytes, want about the 64 MiB allocated", g)
+	}
+	stop := Start(10*time.Millisecond, IdleMax)
+	defer stop()
+	if !evchantest.Poll(10*time.Second, func() bool { s := Read(); return s.Grown < IdleMax && s.Free < IdleMax }) {
+		t.Fatalf("dead heap not collected and returned: %+v", Read())
+	}
 }
