@@ -132,11 +132,19 @@ func memAfter(when, self, ns string, pid int, file string) {
 			}
 		}
 	}
+	topMappings(when, pid)
 	url := fmt.Sprintf("http://%s/debug/pprof/heap", metricsAddr)
+	if strings.HasSuffix(file, "?gc=1") {
+		// A collection first: the profile and MemStats show the live heap.
+		file = strings.TrimSuffix(file, "?gc=1")
+		url += "?gc=1&"
+	} else {
+		url += "?"
+	}
 	if out, err := exec.Command("ip", "netns", "exec", ns, self, "http-get", url, file).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "flood: diag: heap profile: %v %s\n", err, out)
 	}
-	out, err := exec.Command("ip", "netns", "exec", ns, self, "http-get", url+"?debug=1", "-").Output()
+	out, err := exec.Command("ip", "netns", "exec", ns, self, "http-get", url+"debug=1", "-").Output()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "flood: diag: heap profile:", err)
 		return
@@ -148,5 +156,33 @@ func memAfter(when, self, ns string, pid int, file string) {
 				fmt.Fprintln(os.Stderr, "flood: diag: "+when+":", strings.TrimPrefix(line, "# "))
 			}
 		}
+	}
+}
+
+// topMappings prints the process's largest mappings by resident size
+// (/proc/PID/smaps): the Go heap's arenas, the buffer pool's regions, the
+// binary's pages.
+func topMappings(when string, pid int) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps")
+	if err != nil {
+		return
+	}
+	type mapping struct {
+		name string
+		rss  int
+	}
+	var maps []mapping
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			maps = append(maps, mapping{name: strings.Join(append([]string{f[0]}, f[5:]...), " ")})
+		case len(f) == 3 && f[0] == "Rss:" && len(maps) > 0:
+			maps[len(maps)-1].rss, _ = strconv.Atoi(f[1])
+		}
+	}
+	sort.Slice(maps, func(i, j int) bool { return maps[i].rss > maps[j].rss })
+	for _, m := range maps[:min(8, len(maps))] {
+		fmt.Fprintf(os.Stderr, "flood: diag: %s: mapping %8d kB %s\n", when, m.rss, m.name)
 	}
 }

@@ -340,6 +340,8 @@ func runOne(server, flood, hpArgs string, d time.Duration, clients int, self, ns
 	r.after, r.err = procstat.RSS(pid)
 	if dodiag {
 		memAfter("after", self, srvNS, pid, fmt.Sprintf("flood-%s-%s-after.heap", server, flood))
+		// What a collection now would leave: the live heap.
+		memAfter("after+gc", self, srvNS, pid, fmt.Sprintf("flood-%s-%s-after-gc.heap?gc=1", server, flood))
 	}
 	return r
 }

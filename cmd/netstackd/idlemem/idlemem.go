@@ -29,7 +29,9 @@ import (
 //
 // So a daemon checks every CheckPeriod; when more than IdleMax of the
 // heap is free and unreturned, or when no collection ran during the whole
-// period and the heap grew by more than IdleMax since the last one, it
+// period and the heap grew by more than a quarter of IdleMax since the
+// last one (what a burst leaves is mostly less than IdleMax: it ends
+// within a collection's growth of the last one), it
 // collects twice (so that what gVisor's sync.Pools kept is freed too) and
 // returns every free page to the OS (debug.FreeOSMemory). It costs
 // nothing while the heap is steady (a read of three runtime metrics), and
@@ -80,9 +82,10 @@ func Read() Sample {
 func HeapFree() uint64 { return Read().Free }
 
 // Due reports whether a check that sampled prev one period ago and cur now
-// should collect and return memory (see CheckPeriod).
+// should collect and return memory (see CheckPeriod): more than max free,
+// or a quiet period and more than max/4 grown.
 func Due(prev, cur Sample, max uint64) bool {
-	return cur.Free > max || (cur.Cycles == prev.Cycles && cur.Grown > max)
+	return cur.Free > max || (cur.Cycles == prev.Cycles && cur.Grown > max/4)
 }
 
 // Return returns the heap's free memory to the OS if there is more

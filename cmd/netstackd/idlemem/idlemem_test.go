@@ -47,9 +47,9 @@ func TestDue(t *testing.T) {
 		prev, cur Sample
 		want      bool
 	}{
-		{"steady", quiet, Sample{Free: max, Grown: max, Cycles: 5}, false},
+		{"steady", quiet, Sample{Free: max, Grown: max / 4, Cycles: 5}, false},
 		{"free over the bound", quiet, Sample{Free: max + 1, Cycles: 9}, true},
-		{"grown, quiet", quiet, Sample{Grown: max + 1, Cycles: 5}, true},
+		{"grown, quiet", quiet, Sample{Grown: max/4 + 1, Cycles: 5}, true},
 		{"grown, busy", quiet, Sample{Grown: 4 * max, Cycles: 6}, false},
 	} {
 		if got := Due(c.prev, c.cur, max); got != c.want {
@@ -74,7 +74,7 @@ func TestStartCollectsQuietGarbage(t *testing.T) {
 	}
 	stop := Start(10*time.Millisecond, IdleMax)
 	defer stop()
-	if !evchantest.Poll(10*time.Second, func() bool { s := Read(); return s.Grown < IdleMax && s.Free < IdleMax }) {
+	if !evchantest.Poll(10*time.Second, func() bool { s := Read(); return s.Grown < IdleMax/4 && s.Free < IdleMax }) {
 		t.Fatalf("dead heap not collected and returned: %+v", Read())
 	}
 }
