@@ -362,6 +362,7 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) error {
 	defer sig.Stop()
 
 	stopMem := idlemem.Start(idlemem.CheckPeriod, idlemem.IdleMax)
+	idlemem.SoftLimit(idlemem.Headroom) // GOMEMLIMIT in the environment overrides it
 	defer stopMem()
 	svc := newServices(z, log)
 	defer svc.Close()

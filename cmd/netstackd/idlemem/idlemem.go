@@ -1,11 +1,14 @@
 // Package idlemem gives a daemon's idle heap memory back to the OS within
 // seconds of a burst instead of the minutes the runtime's scavenger takes.
 // It owns that policy (a periodic check of a few runtime metrics, and two
-// collections then debug.FreeOSMemory when too much is free or dead); it
-// does not limit or account for the memory a program uses.
+// collections then debug.FreeOSMemory when too much is free or dead), and
+// the daemon's soft memory limit (SoftLimit: the runtime collects harder
+// as the Go memory nears its idle size plus a headroom); it does not
+// account for the memory a program maps itself, nor fail allocations.
 package idlemem
 
 import (
+	"os"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -137,4 +140,51 @@ func Start(period time.Duration, max uint64) (stop func()) {
 		once.Do(func() { close(done) })
 		wg.Wait()
 	}
+}
+
+// Headroom is SoftLimit's argument for a daemon: the Go memory it may
+// grow by over what it holds once set up before the runtime collects
+// harder to stay under the limit.
+//
+// Under a flood that the links admit in part (a SYN flood, payload at a
+// listener), what grows is garbage: each admitted frame's buffers, freed
+// as soon as the stack is done with them. The runtime collects when the
+// heap has doubled since the last collection (GOGC=100), so between
+// collections the garbage can reach the live heap's size again, and the
+// echo traffic a daemon still serves during the flood adds its own. A
+// soft limit makes the runtime collect earlier as the limit nears; it
+// never fails an allocation (over the limit the runtime spends at most
+// about half the CPU on collection, and then lets the heap grow).
+const Headroom = 48 << 20
+
+// goMemMetrics are the runtime's total memory and what of it the heap has
+// released to the OS: the difference is what the memory limit counts.
+var goMemMetrics = []string{"/memory/classes/total:bytes", "/memory/classes/heap/released:bytes"}
+
+// GoMemory returns the Go runtime's memory that the memory limit counts
+// (its total mapped less what the heap released), not memory the program
+// maps itself (dmapool's regions).
+func GoMemory() uint64 {
+	s := []metrics.Sample{{Name: goMemMetrics[0]}, {Name: goMemMetrics[1]}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64() - s[1].Value.Uint64()
+}
+
+// SoftLimit sets the runtime's soft memory limit (debug.SetMemoryLimit) to
+// the Go memory in use now plus headroom, and returns it, unless the
+// GOMEMLIMIT environment variable set one (then it returns that, and
+// changes nothing): call it once the program has set up, so that the
+// limit is relative to the daemon's idle size. A headroom of 0 or less
+// leaves the limit alone.
+func SoftLimit(headroom int64) int64 {
+	cur := debug.SetMemoryLimit(-1)
+	if os.Getenv("GOMEMLIMIT") != "" || headroom <= 0 {
+		return cur
+	}
+	limit := int64(GoMemory()) + headroom
+	debug.SetMemoryLimit(limit)
+	return limit
 }

@@ -78,3 +78,22 @@ func TestStartCollectsQuietGarbage(t *testing.T) {
 		t.Fatalf("dead heap not collected and returned: %+v", Read())
 	}
 }
+
+// TestSoftLimit checks that SoftLimit sets the runtime's limit to the Go
+// memory in use plus the headroom, and leaves a GOMEMLIMIT from the
+// environment alone.
+func TestSoftLimit(t *testing.T) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	t.Setenv("GOMEMLIMIT", "")
+	before := int64(GoMemory())
+	got := SoftLimit(48 << 20)
+	after := int64(GoMemory())
+	if set := debug.SetMemoryLimit(-1); set != got || got < before+48<<20 || got > after+48<<20 {
+		t.Fatalf("SoftLimit = %d, runtime limit %d; want Go memory (%d..%d) + 48 MiB", got, set, before, after)
+	}
+	t.Setenv("GOMEMLIMIT", "1GiB")
+	debug.SetMemoryLimit(1 << 30)
+	if got := SoftLimit(48 << 20); got != 1<<30 || debug.SetMemoryLimit(-1) != 1<<30 {
+		t.Fatalf("with GOMEMLIMIT set, SoftLimit = %d and the limit changed", got)
+	}
+}
