@@ -65,7 +65,7 @@ type floodCase struct {
 var floodCases = []floodCase{
 	// Under a SYN flood no connection may be lost: the link admits a
 	// client's retransmitted SYN and the segments completing its
-	// handshake over the budgets (tap/admit.go, rules 6 and 8).
+	// handshake over the budgets (link.Admission, rules 6 and 8).
 	{name: "syn", args: "-S -p 7", noFailure: true},
 	{name: "ack", args: "-A -p 7"},
 	{name: "rst", args: "-R -p 7"},
