@@ -57,9 +57,9 @@ const (
 type Sample struct {
 	// Free is the heap memory that is free and not returned to the OS.
 	Free uint64
-	// Grown is how much the heap's objects grew since the last collection
-	// marked what was live: memory that the next collection may free.
-	Grown uint64
+	// Objects is the memory of the heap's objects, dead or alive, not
+	// yet freed; Live what of it the last collection found alive.
+	Objects, Live uint64
 	// Cycles counts the collections so far.
 	Cycles uint64
 }
@@ -74,11 +74,7 @@ func Read() Sample {
 		}
 		return s[i].Value.Uint64()
 	}
-	r := Sample{Free: v(0), Cycles: v(3)}
-	if obj, live := v(1), v(2); obj > live {
-		r.Grown = obj - live
-	}
-	return r
+	return Sample{Free: v(0), Objects: v(1), Live: v(2), Cycles: v(3)}
 }
 
 // HeapFree reads heapFreeMetric.
@@ -86,9 +82,9 @@ func HeapFree() uint64 { return Read().Free }
 
 // Due reports whether a check that sampled prev one period ago and cur now
 // should collect and return memory (see CheckPeriod): more than max free,
-// or a quiet period and more than max/4 grown.
-func Due(prev, cur Sample, max uint64) bool {
-	return cur.Free > max || (cur.Cycles == prev.Cycles && cur.Grown > max/4)
+// or a quiet period and objects more than max/4 over floor.
+func Due(prev, cur Sample, floor, max uint64) bool {
+	return cur.Free > max || (cur.Cycles == prev.Cycles && cur.Objects > floor+max/4)
 }
 
 // Return returns the heap's free memory to the OS if there is more
@@ -111,8 +107,14 @@ func collect() {
 }
 
 // Start checks every period (see above) until the returned
-// stop is called; stop waits for the checker to end.
+// stop is called; stop waits for the checker to end. The first floor is
+// the live heap now: call it once the program has set up.
 func Start(period time.Duration, max uint64) (stop func()) {
+	return start(period, max, Read().Live)
+}
+
+// start is Start from a given floor.
+func start(period time.Duration, max, floor uint64) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -125,10 +127,12 @@ func Start(period time.Duration, max uint64) (stop func()) {
 			select {
 			case <-t.C:
 				cur := Read()
-				if Due(prev, cur, max) {
+				if Due(prev, cur, floor, max) {
 					collect()
 					cur = Read()
+					floor = cur.Live
 				}
+				floor = min(floor, cur.Live)
 				prev = cur
 			case <-done:
 				return

@@ -37,46 +37,68 @@ func TestReturnIdle(t *testing.T) {
 }
 
 // TestDue checks the policy: memory free over the bound is returned at
-// once; heap growth over the bound is collected only after a period with
-// no collection of the runtime's own (the heap is quiet, not busy).
+// once; heap objects over the floor by more than a quarter of the bound
+// are collected only after a period with no collection of the runtime's
+// own (the heap is quiet, not busy).
 func TestDue(t *testing.T) {
-	const max = 8 << 20
+	const max, floor = 8 << 20, 10 << 20
 	quiet := Sample{Cycles: 5}
 	for _, c := range []struct {
 		name      string
 		prev, cur Sample
 		want      bool
 	}{
-		{"steady", quiet, Sample{Free: max, Grown: max / 4, Cycles: 5}, false},
+		{"steady", quiet, Sample{Free: max, Objects: floor + max/4, Cycles: 5}, false},
 		{"free over the bound", quiet, Sample{Free: max + 1, Cycles: 9}, true},
-		{"grown, quiet", quiet, Sample{Grown: max/4 + 1, Cycles: 5}, true},
-		{"grown, busy", quiet, Sample{Grown: 4 * max, Cycles: 6}, false},
+		{"grown, quiet", quiet, Sample{Objects: floor + max/4 + 1, Cycles: 5}, true},
+		{"grown, busy", quiet, Sample{Objects: floor + 4*max, Cycles: 6}, false},
 	} {
-		if got := Due(c.prev, c.cur, max); got != c.want {
+		if got := Due(c.prev, c.cur, floor, max); got != c.want {
 			t.Errorf("%s: Due(%+v, %+v) = %v, want %v", c.name, c.prev, c.cur, got, c.want)
 		}
 	}
 }
 
-// TestStartCollectsQuietGarbage leaves 64 MiB of dead objects behind
+// quietGarbage runs the checker over a heap holding 64 MiB of dead objects
 // with the collector held off (as a burst that stops short of the next
-// collection does), and checks that the checker collects and returns
-// them within a few periods although none of it was free.
-func TestStartCollectsQuietGarbage(t *testing.T) {
+// collection leaves it), made by dead, and checks that it collects and
+// returns them within a few periods although none of it was free.
+func quietGarbage(t *testing.T, dead func()) {
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	runtime.GC()
-	for range 64 {
-		sink = append(sink, make([]byte, 1<<20))
+	base := Read().Live
+	dead()
+	if s := Read(); s.Objects < base+60<<20 || s.Free > IdleMax {
+		t.Fatalf("after the burst: %+v, want about 64 MiB of objects over %d and little free", s, base)
 	}
-	sink = nil
-	if g := Read().Grown; g < 60<<20 {
-		t.Fatalf("heap grew %d bytes, want about the 64 MiB allocated", g)
-	}
-	stop := Start(10*time.Millisecond, IdleMax)
+	stop := start(10*time.Millisecond, IdleMax, base) // started at idle, before the burst
 	defer stop()
-	if !evchantest.Poll(10*time.Second, func() bool { s := Read(); return s.Grown < IdleMax/4 && s.Free < IdleMax }) {
-		t.Fatalf("dead heap not collected and returned: %+v", Read())
+	if !evchantest.Poll(10*time.Second, func() bool { s := Read(); return s.Objects < base+IdleMax/4 && s.Free < IdleMax }) {
+		t.Fatalf("dead heap not collected and returned: %+v (live before %d)", Read(), base)
 	}
+}
+
+// TestStartCollectsQuietGarbage: objects allocated since the last
+// collection, dead by the time the heap goes quiet.
+func TestStartCollectsQuietGarbage(t *testing.T) {
+	quietGarbage(t, func() {
+		for range 64 {
+			sink = append(sink, make([]byte, 1<<20))
+		}
+		sink = nil
+	})
+}
+
+// TestStartCollectsQuietDeadLive: objects the last collection found
+// alive (a burst's queued packets), dead since.
+func TestStartCollectsQuietDeadLive(t *testing.T) {
+	quietGarbage(t, func() {
+		for range 64 {
+			sink = append(sink, make([]byte, 1<<20))
+		}
+		runtime.GC() // marks them alive: the live heap is 64 MiB larger
+		sink = nil
+	})
 }
 
 // TestSoftLimit checks that SoftLimit sets the runtime's limit to the Go
