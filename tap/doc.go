@@ -8,10 +8,9 @@
 // Config.Queues, Link.Info).
 //
 // It owns the device, its queues and reader goroutines, the offload and
-// checksum handling (vnet.go), the fragment checker (frag.go), its use
-// of the admission budget for TCP segments at listeners (admit.go; the
-// rules are link.Admission's), the copy-break for small frames and the
-// delivery hand-off (rx.go,
+// checksum handling (vnet.go), the fragment checker (frag.go), the
+// admission budget for TCP segments at listeners (admit.go), the
+// copy-break for small frames and the delivery hand-off (rx.go,
 // rx_handoff.go), and the ACK hold on transmit (tx_ackhold.go).
 //
 // It does not own the link contract: the payload hook, the connection
