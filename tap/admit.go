@@ -1,11 +1,6 @@
 package tap
 
 import (
-	"encoding/binary"
-	"hash/maphash"
-	"sync/atomic"
-	"time"
-
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
@@ -13,392 +8,35 @@ import (
 	"github.com/zcnet/zcnet/stack/link/frame"
 )
 
-// Admission of TCP segments without payload.
-//
-// gVisor's TCP queues every segment for its endpoint's processor goroutine,
-// and its segment queue admits segments that carry no payload even when
-// the queue is full (only payload is charged to the receive buffer). A
-// flood of SYNs, ACKs or RSTs at a listening port that arrives faster than
-// the listener's processor works through them therefore grows that queue,
-// and the frames it holds, without bound. The stack gives no signal when a
-// queued segment is done with (TCP clones the packet, so the link's
-// PacketBuffer is released as soon as delivery returns), so the bound is
-// kept here, in the link, by what the stack visibly does with what it got:
-//
-//  1. Every payload-less TCP frame is small enough for the copy-break
-//     (rx.go): it is copied into views of its own size (a few dozen bytes,
-//     counted in RxCopiedBytes and RxCopyBreakFrames) and the receive view
-//     stays with the reader for the next read, so a queued SYN holds a
-//     small chunk, not a receive view sized for the MTU.
-//  2. A frame for a listening socket (the stack's ConnLookup says so; a
-//     SYN without ACK is taken as one when no lookup is installed) is
-//     charged to its class: SYN (a SYN without ACK) or control (every
-//     other payload-less segment). Frames for established connections and
-//     for closed ports are not charged: the former are what the service is
-//     for, the latter the stack answers synchronously, during delivery.
-//  3. A class's charge is paid back by the listener's visible work: each
-//     SYN-ACK the stack transmits pays one SYN, each RST from a port the
-//     link has charged segments to one control segment (a listener
-//     answers a stray ACK with a RST; the RSTs that answer segments for
-//     closed ports, never charged, pay nothing). Segments the
-//     listener drops silently (a RST, or a SYN while its accept queue is
-//     full) are paid back by a slow leak, admitLeakPerSec per class.
-//  4. Segments with payload for a listener (a flood of data at a port
-//     with no connection) are charged to the control class too: the
-//     listener holds them in its queue, and answers them with a RST.
-//  5. A class whose unpaid charge reaches admitLimit drops further frames
-//     of the class before they reach the stack, counted by reason
-//     (RxDropFloodSYN, RxDropFloodCtl).
-//  6. A refused SYN is remembered (its source, ports and sequence number,
-//     hashed, in a filter of bits, refusedFilter); when it comes again —
-//     a client's retransmission, one second later for Linux, then two,
-//     four... — it is admitted even over the budget, up to twice the
-//     budget. A flood of fresh SYNs does not retransmit, so a real
-//     client's second try gets through. The filter remembers every
-//     refused SYN for two to four seconds, however fast they come (a
-//     table of one slot per SYN would be overwritten by a flood within
-//     milliseconds, long before the retransmission); at a flood's rate
-//     some flood SYNs match by chance, and those are what rule 6 admits
-//     besides retransmissions, within its bound.
-//  7. While the link refuses SYNs it tells the stack (SYNPressure), which
-//     turns SYN cookies on for every listener: a SYN then costs the
-//     listener no half-open connection, and it answers more of them.
-//  8. A segment that completes a handshake the listener answered (an ACK,
-//     with or without payload, whose acknowledgment number is one past
-//     the sequence number of a SYN-ACK the stack sent to its source and
-//     port: with SYN cookies, the cookie plus one) is admitted over the
-//     control budget, up to twice the budget. The link remembers the
-//     SYN-ACKs it sends while anything is owed (hashed, in a table like
-//     rule 6's). Without this a SYN flood shuts new clients out through
-//     the control class: every SYN-ACK the listener sends to a spoofed
-//     source draws a RST from it (or from the host that owns the
-//     address), those RSTs fill the control budget, and a real client's
-//     final ACK and first data, which go to the listener until it has
-//     made the connection, are refused with them. To forge a match an
-//     attacker must see the SYN-ACKs, as for SYN cookies themselves.
-//  9. A RST for a listener is dropped here and counted in
-//     RxDropFloodCtl, charged to nothing: a listener ignores RSTs
-//     (RFC 9293 §3.10.7.2), so delivering them would cost the stack
-//     work and the control class budget for nothing.
-//
-// New connections keep working during a SYN flood: the listener keeps
-// answering the SYNs it gets, a legitimate SYN is admitted in the
-// proportion the listener can serve, and its retransmission regardless.
-//
-// The bound: at most admitLimit unanswered segments per class (twice that
-// for SYNs, with retransmissions) are in the stack at once, plus what the
-// leak admits beyond what the stack actually finished, which is at most
-// admitLeakPerSec per second and only while the stack drops segments
-// without answering them. What is not bounded here: a flood of segments
-// for an established connection's exact 4-tuple (an attacker must know
-// it).
+// Admission of TCP segments at listeners is link.Admission, shared with
+// the other links (its doc has the rules). The TAP link's part, besides
+// asking it about every unfragmented frame and every reassembled TCP
+// segment (rx.go, frag.go) and telling it about every packet sent (tx.go):
+// every payload-less TCP frame is small enough for the copy-break (rx.go),
+// so it is copied into views of its own size (a few dozen bytes, counted
+// in RxCopiedBytes and RxCopyBreakFrames) and the receive view stays with
+// the reader for the next read; a queued SYN holds a small chunk, not a
+// receive view sized for the MTU.
+
+// admitLimit and admitLeakPerSec are link.Admission's, for the tests.
 const (
-	admitLimit      = 2048
-	admitLeakPerSec = 1024
-	// admitRefusedBits is the size of each of refusedFilter's two
-	// generations, and admitRefusedEpoch how long a generation is
-	// current: a refused SYN is remembered for one to two epochs.
-	admitRefusedBits  = 1 << 21
-	admitRefusedEpoch = 2 * time.Second
-	// admitHandshakeSlots is rule 8's table: a client answers a
-	// SYN-ACK within a round trip, so a slot has to outlive only the
-	// SYN-ACKs the listener sends in that time, under a flood too.
-	admitHandshakeSlots = 16384
+	admitLimit      = link.AdmitLimit
+	admitLeakPerSec = link.AdmitLeakPerSec
 )
 
-// SetSYNPressure installs fn (nil removes it); package stack installs one
-// that turns SYN cookies on for every listener while any link is under
-// pressure, which makes a listener's answer to a SYN cheap (no half-open
-// connection) so it serves more of them.
-func (l *Link) SetSYNPressure(fn link.SYNPressure) {
-	if fn == nil {
-		l.adm.pressure.Store(nil)
-		return
-	}
-	l.adm.pressure.Store(&fn)
-}
-
-// SetConnLookup installs fn (nil removes it); package stack installs one
-// for each NIC it adds. See the admission rules above.
-func (l *Link) SetConnLookup(fn link.ConnLookup) {
-	if fn == nil {
-		l.adm.lookup.Store(nil)
-		return
-	}
-	l.adm.lookup.Store(&fn)
-}
-
-// admission is a link's budget for payload-less TCP segments at
-// listeners, shared by its queues (the stack's answers, which pay the
-// budget back, leave on any queue).
+// admission is the link's link.Admission, shared by its queues.
 type admission struct {
-	lookup atomic.Pointer[link.ConnLookup]
-	// pressure and underPressure: see SYNPressure.
-	pressure      atomic.Pointer[link.SYNPressure]
-	underPressure atomic.Bool
-	syn           admitClass
-	// charged marks the local ports the link has charged control
-	// segments to, one bit each: only RSTs from them pay back.
-	charged [1 << 16 / 64]atomic.Uint64
-	// refused remembers refused SYNs (see rule 6).
-	refused refusedFilter
-	// answered remembers the SYN-ACKs the stack sent while anything was
-	// owed (rule 8): a slot holds the hash of the segment that would
-	// complete the handshake, or zero.
-	answered [admitHandshakeSlots]atomic.Uint64
-	seed     maphash.Seed
-	ctl      admitClass
-	// noLeak turns the leak off (tests: what the stack's answers pay back,
-	// alone). Set before the readers start.
-	noLeak bool
+	link.Admission
 }
 
-// admitClass is one class's unpaid charge. All fields are atomics: readers
-// charge, writers pay.
-type admitClass struct {
-	// owed is the number of admitted segments not yet paid back.
-	owed atomic.Int64
-	// leakAt is when the leak last paid, in nanoseconds of now().
-	leakAt atomic.Int64
-}
+// noteTx tells the admission about a packet the stack transmits.
+func (a *admission) noteTx(pkt *stack.PacketBuffer) { a.NoteTx(pkt) }
 
-// now is the admission clock, in nanoseconds.
-func admitNow() int64 { return time.Now().UnixNano() }
+// SetSYNPressure implements link.Admitter (see link.Admission).
+func (l *Link) SetSYNPressure(fn link.SYNPressure) { l.adm.SetSYNPressure(fn) }
 
-// charge admits one segment of the class unless its unpaid charge is at
-// the limit.
-func (c *admitClass) charge(limit int64, leak bool) bool {
-	if c.owed.Load() >= limit {
-		if leak {
-			c.leak(admitNow())
-		}
-		if c.owed.Load() >= limit {
-			return false
-		}
-	}
-	c.owed.Add(1)
-	return true
-}
-
-// leak pays back admitLeakPerSec per second since the last leak.
-func (c *admitClass) leak(now int64) {
-	last := c.leakAt.Load()
-	due := (now - last) * admitLeakPerSec / int64(time.Second)
-	if due <= 0 || !c.leakAt.CompareAndSwap(last, now) {
-		return
-	}
-	c.pay(due)
-}
-
-// pay pays back up to n segments, never below zero.
-func (c *admitClass) pay(n int64) {
-	for {
-		o := c.owed.Load()
-		if o <= 0 {
-			return
-		}
-		if c.owed.CompareAndSwap(o, max(0, o-n)) {
-			return
-		}
-	}
-}
-
-// synKey hashes a SYN's source address, ports and sequence number (never
-// zero).
-func (a *admission) synKey(frame []byte, l4off int) uint64 {
-	return a.segKey(frame, frame[l4off:l4off+4], frame[l4off+4:l4off+8])
-}
-
-// ackKey hashes a received segment's source address, ports and
-// acknowledgment number (never zero): a handshake-completing segment's
-// ackKey equals handshakeKey of the SYN-ACK it answers.
-func (a *admission) ackKey(frame []byte, l4off int) uint64 {
-	return a.segKey(frame, frame[l4off:l4off+4], frame[l4off+8:l4off+12])
-}
-
-// segKey hashes the source address of the IP header in frame (an Ethernet
-// frame), the ports as they stand in a received TCP header (the peer's,
-// then ours) and a sequence or acknowledgment number (never zero).
-func (a *admission) segKey(frame, ports, num []byte) uint64 {
-	var h maphash.Hash
-	h.SetSeed(a.seed)
-	if header.Ethernet(frame).Type() == header.IPv4ProtocolNumber {
-		h.Write(frame[header.EthernetMinimumSize+12 : header.EthernetMinimumSize+16])
-	} else {
-		h.Write(frame[header.EthernetMinimumSize+8 : header.EthernetMinimumSize+24])
-	}
-	h.Write(ports)
-	h.Write(num)
-	return h.Sum64() | 1
-}
-
-// handshakeKey hashes what the segment completing the handshake of
-// SYN-ACK th (a TCP header the stack sends over IP header ip) will carry:
-// the SYN-ACK's destination address as its source, the ports swapped,
-// and the SYN-ACK's sequence number plus one as its acknowledgment
-// number, in the layout of segKey. ok is false if ip is not an IPv4 or
-// IPv6 header.
-func (a *admission) handshakeKey(ip []byte, th header.TCP) (uint64, bool) {
-	var h maphash.Hash
-	h.SetSeed(a.seed)
-	switch {
-	case len(ip) >= header.IPv4MinimumSize && ip[0]>>4 == 4:
-		h.Write(ip[16:20])
-	case len(ip) >= header.IPv6MinimumSize && ip[0]>>4 == 6:
-		h.Write(ip[24:40])
-	default:
-		return 0, false
-	}
-	var b [8]byte
-	binary.BigEndian.PutUint16(b[0:], th.DestinationPort())
-	binary.BigEndian.PutUint16(b[2:], th.SourcePort())
-	binary.BigEndian.PutUint32(b[4:], th.SequenceNumber()+1)
-	h.Write(b[:])
-	return h.Sum64() | 1, true
-}
-
-// completes reports whether a segment to a listener over the control
-// budget completes a handshake the stack answered (rule 8), and if so
-// (and the class owes less than twice the budget) admits it.
-func (a *admission) completes(frame []byte, l4off int) bool {
-	k := a.ackKey(frame, l4off)
-	if a.answered[k%admitHandshakeSlots].Load() != k || a.ctl.owed.Load() >= 2*admitLimit {
-		return false
-	}
-	a.ctl.owed.Add(1)
-	return true
-}
-
-// retried reports whether a SYN over the budget is a retransmission of
-// one refused before, and if so (and the class owes less than twice the
-// budget) admits it; otherwise it remembers the SYN as refused.
-func (a *admission) retried(frame []byte, l4off int) bool {
-	k, now := a.synKey(frame, l4off), admitNow()
-	if a.refused.has(k, now) && a.syn.owed.Load() < 2*admitLimit {
-		a.syn.owed.Add(1)
-		return true
-	}
-	a.refused.add(k, now)
-	return false
-}
-
-// refusedFilter is the memory of refused SYNs (rule 6): two generations
-// of a filter of bits (a Bloom filter with two bits per key), the current
-// one, where keys are added, and the one before. A key added is found for
-// at least one epoch (admitRefusedEpoch) and at most two; a key never
-// added is found by chance with the probability that both its bits are
-// set, which grows with the SYNs refused per epoch. All words are
-// atomics: the link's readers add and test concurrently. A reader may
-// test a generation while another clears it on rotation; that only makes
-// a lookup miss or match by chance once, which rule 6's bound covers.
-type refusedFilter struct {
-	// epoch is the number of the current epoch (now divided by
-	// admitRefusedEpoch); gens[epoch%2] is its generation.
-	epoch atomic.Int64
-	gens  [2][admitRefusedBits / 64]atomic.Uint64
-}
-
-// rotate makes the generation of now's epoch current, clearing what it
-// held before, and returns the epoch.
-func (f *refusedFilter) rotate(now int64) int64 {
-	e := now / int64(admitRefusedEpoch)
-	for {
-		cur := f.epoch.Load()
-		if e <= cur {
-			return cur // the clock stepped back: stay in the newer epoch
-		}
-		if f.epoch.CompareAndSwap(cur, e) {
-			f.clear(int(e % 2))
-			if e-cur >= 2 {
-				f.clear(int((e + 1) % 2)) // the epoch before held nothing
-			}
-			return e
-		}
-	}
-}
-
-func (f *refusedFilter) clear(g int) {
-	for i := range f.gens[g] {
-		f.gens[g][i].Store(0)
-	}
-}
-
-// refusedBits returns key k's two bit positions.
-func refusedBits(k uint64) (uint64, uint64) {
-	return k % admitRefusedBits, (k >> 32) % admitRefusedBits
-}
-
-// has reports whether k was added in the current epoch or the one before.
-func (f *refusedFilter) has(k uint64, now int64) bool {
-	e := f.rotate(now)
-	b1, b2 := refusedBits(k)
-	for _, g := range [2]int64{e % 2, (e + 1) % 2} {
-		w := &f.gens[g]
-		if w[b1/64].Load()&(1<<(b1%64)) != 0 && w[b2/64].Load()&(1<<(b2%64)) != 0 {
-			return true
-		}
-	}
-	return false
-}
-
-// add adds k to the current epoch's generation.
-func (f *refusedFilter) add(k uint64, now int64) {
-	w := &f.gens[f.rotate(now)%2]
-	b1, b2 := refusedBits(k)
-	w[b1/64].Or(1 << (b1 % 64))
-	w[b2/64].Or(1 << (b2 % 64))
-}
-
-// setPressure records a change of SYN pressure and tells the hook.
-func (a *admission) setPressure(on bool) {
-	if a.underPressure.Load() == on || a.underPressure.Swap(on) == on {
-		return
-	}
-	if fn := a.pressure.Load(); fn != nil {
-		(*fn)(on)
-	}
-}
-
-// noteTx pays a class back for a SYN-ACK or RST the stack transmits. It
-// costs one atomic load per packet while nothing is owed.
-func (a *admission) noteTx(pkt *stack.PacketBuffer) {
-	if a.syn.owed.Load() == 0 && a.ctl.owed.Load() == 0 {
-		return
-	}
-	if pkt.TransportProtocolNumber != header.TCPProtocolNumber {
-		return
-	}
-	th := pkt.TransportHeader().Slice()
-	if len(th) < header.TCPMinimumSize {
-		return
-	}
-	switch f := header.TCP(th).Flags(); {
-	case f.Contains(header.TCPFlagSyn | header.TCPFlagAck):
-		a.syn.pay(1)
-		if k, ok := a.handshakeKey(pkt.NetworkHeader().Slice(), th); ok {
-			a.answered[k%admitHandshakeSlots].Store(k)
-		}
-	case f.Contains(header.TCPFlagRst):
-		if a.wasCharged(header.TCP(th).SourcePort()) {
-			a.ctl.pay(1)
-		}
-	}
-}
-
-// markCharged records that a control segment for local port p was
-// charged.
-func (a *admission) markCharged(p uint16) {
-	w, bit := &a.charged[p/64], uint64(1)<<(p%64)
-	if w.Load()&bit == 0 {
-		w.Or(bit)
-	}
-}
-
-// wasCharged reports whether a control segment for local port p was ever
-// charged.
-func (a *admission) wasCharged(p uint16) bool {
-	return a.charged[p/64].Load()&(uint64(1)<<(p%64)) != 0
-}
+// SetConnLookup implements link.Admitter (see link.Admission).
+func (l *Link) SetConnLookup(fn link.ConnLookup) { l.adm.SetConnLookup(fn) }
 
 // tcpSegment reports whether frame (n bytes, of which head holds the first
 // part) is an unfragmented TCP segment over IPv4 or IPv6, whether it
@@ -419,69 +57,19 @@ func tcpSegmentParsed(r *frame.Repr, err error) (flags header.TCPFlags, payload 
 	return header.TCPFlags(r.TCPFlags), r.PayloadLen > 0, r.L4Off, true
 }
 
-// admitControl charges a checked, unfragmented frame of n bytes (parsed
-// into fr, ferr) to its
-// class if it is a TCP segment for a listener (with or without payload),
-// and drops it when the class is over budget. It reports whether it
-// dropped the frame; if not, the caller delivers it as usual, and a
-// segment without payload, being far smaller than copyBreak, is copied out
-// of the receive view (deliverCopied), so what a listener's queue holds
-// is a few dozen bytes per segment, not an MTU-sized view.
+// admitControl asks the link's admission about a checked, unfragmented
+// frame of n bytes (parsed into fr, ferr), and counts it if refused. It
+// reports whether it dropped the frame; if not, the caller delivers it as
+// usual, and a segment without payload, being far smaller than copyBreak,
+// is copied out of the receive view (deliverCopied).
 func (q *queue) admitControl(head []byte, n int, fr *frame.Repr, ferr error) bool {
-	flags, payload, l4off, ok := tcpSegmentParsed(fr, ferr)
-	if !ok {
-		return false
-	}
-	a := &q.link.adm
-	if payload {
-		// Payload for a listener: the listener queues it (within its
-		// receive buffer, but charged by payload size while it holds a
-		// receive view) and answers a stray one with a RST. Charged to
-		// the control class; delivered as usual when admitted.
-		lookup := a.lookup.Load()
-		if lookup == nil || (*lookup)(head[:n]) != link.ConnListener {
-			return false
-		}
-		a.markCharged(fr.DstPort)
-		if !a.ctl.charge(admitLimit, !a.noLeak) && !(flags&header.TCPFlagAck != 0 && a.completes(head, l4off)) {
-			q.c.dropFloodCtl.Add(1)
-			return true
-		}
-		return false
-	}
-	var class *admitClass
-	syn := flags&(header.TCPFlagSyn|header.TCPFlagAck) == header.TCPFlagSyn
-	if lookup := a.lookup.Load(); lookup != nil {
-		if (*lookup)(head[:n]) == link.ConnListener {
-			class = &a.ctl
-			if syn {
-				class = &a.syn
-			}
-		}
-	} else if syn {
-		class = &a.syn
-	}
-	if class == &a.ctl {
-		if flags&header.TCPFlagRst != 0 && flags&header.TCPFlagSyn == 0 {
-			// Rule 9: the listener would ignore it.
-			q.c.dropFloodCtl.Add(1)
-			return true
-		}
-		a.markCharged(fr.DstPort)
-	}
-	if class != nil && !class.charge(admitLimit, !a.noLeak) &&
-		!(class == &a.syn && a.retried(head, l4off)) &&
-		!(class == &a.ctl && flags&header.TCPFlagAck != 0 && a.completes(head, l4off)) {
-		if class == &a.syn {
-			q.c.dropFloodSYN.Add(1)
-			a.setPressure(true)
-		} else {
-			q.c.dropFloodCtl.Add(1)
-		}
+	switch q.link.adm.Check(head, n, fr, ferr) {
+	case link.DropSYN:
+		q.c.dropFloodSYN.Add(1)
 		return true
-	}
-	if class == &a.syn && a.underPressure.Load() && a.syn.owed.Load() < admitLimit/4 {
-		a.setPressure(false)
+	case link.DropCtl:
+		q.c.dropFloodCtl.Add(1)
+		return true
 	}
 	return false
 }

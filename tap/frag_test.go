@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"hash/maphash"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -613,6 +612,37 @@ func TestFragCheckerLimits(t *testing.T) {
 	})
 }
 
+// TestFragCheckerDefaultLimitHping checks the default limits against the
+// two shapes of UDP fragment flood the flood tests send with hping3: a
+// 3000-byte datagram in fragments of 1400 bytes (-m 1400, three
+// fragments) is reassembled, and the same datagram in hping3's default
+// 16-byte fragments (-f, 188 of them, over fragMaxPerDatagram) is not:
+// the fragments held and the one over the limit are dropped and counted,
+// and the rest start a partial datagram that never completes, held (within
+// the limits) until it is evicted or expires.
+func TestFragCheckerDefaultLimitHping(t *testing.T) {
+	d := udpDatagram(false, 3000, 3, false)
+	h := newFragHarness(t, defaultFragLimits)
+	f := frags4(header.UDPProtocolNumber, 21, d, split8(len(d), 1400))
+	if len(f) != 3 {
+		t.Fatalf("%d fragments of 1400 bytes, want 3", len(f))
+	}
+	if got := h.feedAll(f, seq(len(f)), 0); len(got) != 1 {
+		t.Fatalf("three fragments: %d datagrams delivered, want 1", len(got))
+	}
+	tiny := frags4(header.UDPProtocolNumber, 22, d, split8(len(d), 16))
+	if len(tiny) <= fragMaxPerDatagram {
+		t.Fatalf("%d fragments of 16 bytes: not over the limit %d", len(tiny), fragMaxPerDatagram)
+	}
+	if got := h.feedAll(tiny, seq(len(tiny)), 0); len(got) != 0 {
+		t.Fatalf("%d fragments: %d datagrams delivered, want none", len(tiny), len(got))
+	}
+	if got := h.c.dropFragLimit.Load(); got != fragMaxPerDatagram+1 {
+		t.Fatalf("limit drops %d, want the %d held and the one over the limit", got, fragMaxPerDatagram)
+	}
+	h.expectHeld(1)
+}
+
 // recordingDispatcher keeps a copy of every packet delivered.
 type recordingDispatcher struct{ pkts [][]byte }
 
@@ -924,8 +954,7 @@ func tcpSegment4(src uint16, n int) []byte {
 func TestFragmentedSegmentsAdmitted(t *testing.T) {
 	d := &recordingDispatcher{}
 	q := fuzzLink(t, d)
-	q.link.adm.seed = maphash.MakeSeed() // as newLink does
-	q.link.adm.noLeak = true
+	q.link.adm.DisableLeak()
 	var est atomic.Bool
 	q.link.SetConnLookup(lookupBy(&est))
 	const sent = admitLimit + 10

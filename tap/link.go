@@ -2,7 +2,6 @@ package tap
 
 import (
 	"fmt"
-	"hash/maphash"
 	"net"
 	"os"
 	"sync"
@@ -166,7 +165,6 @@ func newLink(r resolved, fds []int, offloads Offloads) (*Link, error) {
 		ackHoldFor: ackHoldFor,
 	}
 	l.mtu.Store(uint32(r.mtu))
-	l.adm.seed = maphash.MakeSeed()
 	mac := tcpip.LinkAddress(r.mac)
 	l.mac.Store(&mac)
 	for i, fd := range fds {

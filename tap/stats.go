@@ -81,8 +81,8 @@ type Stats struct {
 	RxDropFragDuplicate uint64 // exact duplicate of a held fragment (the first copy is kept)
 	RxDropFragExpired   uint64 // datagram incomplete within the reassembly timeout (30 s IPv4, 60 s IPv6), or when the reader stopped
 	RxDropFragLimit     uint64 // evicted or refused to stay within the checker's limits (datagrams, bytes, fragments per datagram)
-	// TCP segments without payload for a listening socket, dropped over
-	// the link's admission budget (see admit.go):
+	// TCP segments for a listening socket, dropped over the link's
+	// admission budget (link.Admission):
 	RxDropFloodSYN uint64 // SYNs
 	RxDropFloodCtl uint64 // ACKs, RSTs and other control segments, and segments with payload; and every RST for a listener, which ignores it
 

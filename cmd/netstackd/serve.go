@@ -398,6 +398,7 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) (err error) {
 	go watchLink(ctx, z, stopCause)
 
 	stopMem := idlemem.Start(idlemem.CheckPeriod, idlemem.IdleMax)
+	idlemem.SoftLimit(idlemem.Headroom) // GOMEMLIMIT in the environment overrides it
 	defer stopMem()
 	svc := newServices(z, log)
 	defer svc.Close()

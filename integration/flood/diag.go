@@ -119,3 +119,70 @@ func httpGet(url, file string) error {
 	_, err = io.Copy(w, resp.Body)
 	return err
 }
+
+// memAfter prints (labelled when: idle, or 10 s after the flood) where the daemon's resident
+// memory is: /proc's split of it (anonymous, file, shared) and the Go
+// runtime's (the MemStats of a heap profile's text form), and saves that
+// heap profile (file) for pprof.
+func memAfter(when, self, ns string, pid int, file string) {
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "Rss") || strings.HasPrefix(line, "VmRSS") || strings.HasPrefix(line, "Threads") {
+				fmt.Fprintln(os.Stderr, "flood: diag: "+when+":", strings.Join(strings.Fields(line), " "))
+			}
+		}
+	}
+	topMappings(when, pid)
+	url := fmt.Sprintf("http://%s/debug/pprof/heap", metricsAddr)
+	if strings.HasSuffix(file, "?gc=1") {
+		// A collection first: the profile and MemStats show the live heap.
+		file = strings.TrimSuffix(file, "?gc=1")
+		url += "?gc=1&"
+	} else {
+		url += "?"
+	}
+	if out, err := exec.Command("ip", "netns", "exec", ns, self, "http-get", url, file).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "flood: diag: heap profile: %v %s\n", err, out)
+	}
+	out, err := exec.Command("ip", "netns", "exec", ns, self, "http-get", url+"debug=1", "-").Output()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "flood: diag: heap profile:", err)
+		return
+	}
+	_, stats, _ := strings.Cut(string(out), "# runtime.MemStats")
+	for _, line := range strings.Split(stats, "\n") {
+		for _, k := range []string{"Sys", "HeapAlloc", "HeapSys", "HeapIdle", "HeapInuse", "HeapReleased", "HeapObjects", "Stack", "MSpan", "MCache", "BuckHashSys", "GCSys", "OtherSys", "NumGC"} {
+			if strings.HasPrefix(line, "# "+k+" ") {
+				fmt.Fprintln(os.Stderr, "flood: diag: "+when+":", strings.TrimPrefix(line, "# "))
+			}
+		}
+	}
+}
+
+// topMappings prints the process's largest mappings by resident size
+// (/proc/PID/smaps): the Go heap's arenas, the buffer pool's regions, the
+// binary's pages.
+func topMappings(when string, pid int) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps")
+	if err != nil {
+		return
+	}
+	type mapping struct {
+		name string
+		rss  int
+	}
+	var maps []mapping
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			maps = append(maps, mapping{name: strings.Join(append([]string{f[0]}, f[5:]...), " ")})
+		case len(f) == 3 && f[0] == "Rss:" && len(maps) > 0:
+			maps[len(maps)-1].rss, _ = strconv.Atoi(f[1])
+		}
+	}
+	sort.Slice(maps, func(i, j int) bool { return maps[i].rss > maps[j].rss })
+	for _, m := range maps[:min(8, len(maps))] {
+		fmt.Fprintf(os.Stderr, "flood: diag: %s: mapping %8d kB %s\n", when, m.rss, m.name)
+	}
+}

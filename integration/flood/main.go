@@ -23,7 +23,9 @@
 //	sudo go run ./integration/flood -d 15s -servers zcnet -floods syn,frag4
 //
 // Floods: syn, ack, rst (at the open echo port 7), frag4 (IPv4 fragments
-// of TCP segments), udpfrag (IPv4 fragments of UDP datagrams), frag6 (IPv6
+// of TCP segments, 16 bytes each), udpfrag (3000-byte UDP datagrams in
+// three IPv4 fragments), udpfraglimit (the same in hping3's 16-byte
+// fragments: 188 per datagram, over the link's limit of 128), frag6 (IPv6
 // fragments of UDP datagrams: socat sends 3000-byte datagrams as fast as
 // it can and the kernel fragments them; zcnet and kernel only), udp (to the
 // open port 7), udpclosed (to a closed port), payload (ACK segments with
@@ -76,7 +78,8 @@ var floods = []struct{ name, args string }{
 	{"ack", "-A -p 7"},
 	{"rst", "-R -p 7"},
 	{"frag4", "-f -d 1400 -p 7"},
-	{"udpfrag", "-2 -f -d 3000 -p 7"},
+	{"udpfrag", "-2 -d 3000 -m 1400 -p 7"},
+	{"udpfraglimit", "-2 -f -d 3000 -p 7"},
 	{"frag6", ""}, // not hping3's (it has no IPv6): see floodCmd
 	{"udp", "-2 -d 1000 -p 7"},
 	{"udpclosed", "-2 -d 100 -p 9999"},
@@ -301,6 +304,7 @@ func runOne(server, flood, hpArgs string, d time.Duration, clients int, self, ns
 	var before counters
 	dodiag := diag && server == "zcnet"
 	if dodiag {
+		memAfter("idle", self, srvNS, pid, fmt.Sprintf("flood-%s-%s-idle.heap", server, flood))
 		before = snapshot(self, srvNS, dev)
 	}
 	fctx, fcancel := context.WithTimeout(ctx, d)
@@ -337,6 +341,11 @@ func runOne(server, flood, hpArgs string, d time.Duration, clients int, self, ns
 	fmt.Sscanf(clOut.String(), "%d %d", &r.echoes, &r.failed)
 	time.Sleep(10 * time.Second) // the figure is RSS 10 s after the flood, by definition
 	r.after, r.err = procstat.RSS(pid)
+	if dodiag {
+		memAfter("after", self, srvNS, pid, fmt.Sprintf("flood-%s-%s-after.heap", server, flood))
+		// What a collection now would leave: the live heap.
+		memAfter("after+gc", self, srvNS, pid, fmt.Sprintf("flood-%s-%s-after-gc.heap?gc=1", server, flood))
+	}
 	return r
 }
 

@@ -11,6 +11,11 @@
 //     tells it when it refuses SYNs. The stack finds them on a link by type
 //     assertion when the link is added as a NIC; a link that implements
 //     neither still works, but every received byte is then copied;
+//   - Admission, the budget every zcnet link puts on the TCP segments it
+//     hands to listening sockets, so that no flood of SYNs, ACKs, RSTs or
+//     payload at a listener grows the stack's queues without bound (the
+//     link asks Check before delivering, counts what is refused, and
+//     tells NoteTx what it sends);
 //   - the software header split that lets received payload stay where the
 //     link wrote it (HeaderLen, SplitPayload, MaxSplitHeader);
 //   - the Ethernet framing every zcnet link uses (AddEthernetHeader,

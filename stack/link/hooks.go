@@ -26,8 +26,8 @@ func (s *HookSlot) Set(fn PayloadHook) {
 	s.Store(&fn)
 }
 
-// Admitter is a link that budgets the TCP segments without payload it
-// hands to listening sockets (package tap's admission). Package stack
+// Admitter is a link that budgets the TCP segments it hands to listening
+// sockets (with an Admission; the TAP, ring and AF_XDP links do). Package stack
 // installs a ConnLookup for the NIC and its SYNPressure when the link
 // becomes a NIC; nil removes either.
 type Admitter interface {

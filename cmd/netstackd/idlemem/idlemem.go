@@ -1,11 +1,14 @@
 // Package idlemem gives a daemon's idle heap memory back to the OS within
 // seconds of a burst instead of the minutes the runtime's scavenger takes.
-// It owns that policy (a periodic check of one runtime metric, and two
-// collections then debug.FreeOSMemory when too much is free); it does not
-// limit or account for the memory a program uses.
+// It owns that policy (a periodic check of a few runtime metrics, and two
+// collections then debug.FreeOSMemory when too much is free or dead), and
+// the daemon's soft memory limit (SoftLimit: the runtime collects harder
+// as the Go memory nears its idle size plus a headroom); it does not
+// account for the memory a program maps itself, nor fail allocations.
 package idlemem
 
 import (
+	"os"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -16,30 +19,72 @@ import (
 // CheckPeriod and IdleMax are Start's arguments for a daemon.
 //
 // After a burst — a flood the links dropped most of, or many connections
-// at once — the Go heap holds the memory it grew to, freed but not given
-// back: the runtime's background scavenger returns it over minutes. A
-// daemon's resident memory should come back down within seconds, as the
-// kernel's does, so a daemon checks every CheckPeriod how much of the
-// heap is free and not yet returned, and when that exceeds IdleMax,
-// returns it (two collections, so that what gVisor's sync.Pools kept is
-// freed too, then every free page back to the OS: debug.FreeOSMemory). It
-// costs nothing while the heap is steady: a read of one runtime metric.
+// at once — the Go heap holds memory the burst no longer needs in two
+// forms, and a daemon's resident memory should come back down within
+// seconds of it, as the kernel's does:
+//
+//   - freed but not given back: the runtime's background scavenger
+//     returns it over minutes;
+//   - dead but not yet collected: the runtime collects when the heap has
+//     grown by GOGC percent since the last collection, and a burst that
+//     stops short of that leaves everything it allocated since then
+//     resident, dead or alive, until traffic resumes.
+//
+// So a daemon checks every CheckPeriod; when more than IdleMax of the
+// heap is free and unreturned, or when no collection ran during the whole
+// period and the heap grew by more than a quarter of IdleMax since the
+// last one (what a burst leaves is mostly less than IdleMax: it ends
+// within a collection's growth of the last one), it
+// collects twice (so that what gVisor's sync.Pools kept is freed too) and
+// returns every free page to the OS (debug.FreeOSMemory). It costs
+// nothing while the heap is steady (a read of three runtime metrics), and
+// at most one collection per period while it is busy: a busy heap is
+// collected by the runtime itself, which the check sees.
 const (
 	CheckPeriod = 2 * time.Second
 	IdleMax     = 8 << 20
 )
 
-// heapFreeMetric is the heap memory that is free and not returned to the OS.
-const heapFreeMetric = "/memory/classes/heap/free:bytes"
+// The runtime metrics a check reads.
+const (
+	heapFreeMetric    = "/memory/classes/heap/free:bytes"    // free, not returned to the OS
+	heapObjectsMetric = "/memory/classes/heap/objects:bytes" // allocated objects, dead or alive, not yet swept
+	heapLiveMetric    = "/gc/heap/live:bytes"                // live after the last collection
+	gcCyclesMetric    = "/gc/cycles/total:gc-cycles"
+)
+
+// Sample is what a check reads of the runtime.
+type Sample struct {
+	// Free is the heap memory that is free and not returned to the OS.
+	Free uint64
+	// Objects is the memory of the heap's objects, dead or alive, not
+	// yet freed; Live what of it the last collection found alive.
+	Objects, Live uint64
+	// Cycles counts the collections so far.
+	Cycles uint64
+}
+
+// Read samples the runtime.
+func Read() Sample {
+	s := []metrics.Sample{{Name: heapFreeMetric}, {Name: heapObjectsMetric}, {Name: heapLiveMetric}, {Name: gcCyclesMetric}}
+	metrics.Read(s)
+	v := func(i int) uint64 {
+		if s[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return s[i].Value.Uint64()
+	}
+	return Sample{Free: v(0), Objects: v(1), Live: v(2), Cycles: v(3)}
+}
 
 // HeapFree reads heapFreeMetric.
-func HeapFree() uint64 {
-	s := []metrics.Sample{{Name: heapFreeMetric}}
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		return 0
-	}
-	return s[0].Value.Uint64()
+func HeapFree() uint64 { return Read().Free }
+
+// Due reports whether a check that sampled prev one period ago and cur now
+// should collect and return memory (see CheckPeriod): more than max free,
+// or a quiet period and objects more than max/4 over floor.
+func Due(prev, cur Sample, floor, max uint64) bool {
+	return cur.Free > max || (cur.Cycles == prev.Cycles && cur.Objects > floor+max/4)
 }
 
 // Return returns the heap's free memory to the OS if there is more
@@ -48,18 +93,28 @@ func Return(max uint64) bool {
 	if HeapFree() <= max {
 		return false
 	}
-	// Two collections: the first moves what sync.Pools hold (gVisor
-	// keeps freed packet buffers and chunks in them) to their victim
-	// caches, the second (FreeOSMemory's) frees them, and the pages go
-	// back.
-	runtime.GC()
-	debug.FreeOSMemory()
+	collect()
 	return true
 }
 
+// collect collects what is dead and returns every free page. Two
+// collections: the first moves what sync.Pools hold (gVisor keeps freed
+// packet buffers and chunks in them) to their victim caches, the second
+// (FreeOSMemory's) frees them, and the pages go back.
+func collect() {
+	runtime.GC()
+	debug.FreeOSMemory()
+}
+
 // Start checks every period (see above) until the returned
-// stop is called; stop waits for the checker to end.
+// stop is called; stop waits for the checker to end. The first floor is
+// the live heap now: call it once the program has set up.
 func Start(period time.Duration, max uint64) (stop func()) {
+	return start(period, max, Read().Live)
+}
+
+// start is Start from a given floor.
+func start(period time.Duration, max, floor uint64) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -67,10 +122,18 @@ func Start(period time.Duration, max uint64) (stop func()) {
 		defer wg.Done()
 		t := time.NewTicker(period)
 		defer t.Stop()
+		prev := Read()
 		for {
 			select {
 			case <-t.C:
-				Return(max)
+				cur := Read()
+				if Due(prev, cur, floor, max) {
+					collect()
+					cur = Read()
+					floor = cur.Live
+				}
+				floor = min(floor, cur.Live)
+				prev = cur
 			case <-done:
 				return
 			}
@@ -81,4 +144,51 @@ func Start(period time.Duration, max uint64) (stop func()) {
 		once.Do(func() { close(done) })
 		wg.Wait()
 	}
+}
+
+// Headroom is SoftLimit's argument for a daemon: the Go memory it may
+// grow by over what it holds once set up before the runtime collects
+// harder to stay under the limit.
+//
+// Under a flood that the links admit in part (a SYN flood, payload at a
+// listener), what grows is garbage: each admitted frame's buffers, freed
+// as soon as the stack is done with them. The runtime collects when the
+// heap has doubled since the last collection (GOGC=100), so between
+// collections the garbage can reach the live heap's size again, and the
+// echo traffic a daemon still serves during the flood adds its own. A
+// soft limit makes the runtime collect earlier as the limit nears; it
+// never fails an allocation (over the limit the runtime spends at most
+// about half the CPU on collection, and then lets the heap grow).
+const Headroom = 48 << 20
+
+// goMemMetrics are the runtime's total memory and what of it the heap has
+// released to the OS: the difference is what the memory limit counts.
+var goMemMetrics = []string{"/memory/classes/total:bytes", "/memory/classes/heap/released:bytes"}
+
+// GoMemory returns the Go runtime's memory that the memory limit counts
+// (its total mapped less what the heap released), not memory the program
+// maps itself (dmapool's regions).
+func GoMemory() uint64 {
+	s := []metrics.Sample{{Name: goMemMetrics[0]}, {Name: goMemMetrics[1]}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64() - s[1].Value.Uint64()
+}
+
+// SoftLimit sets the runtime's soft memory limit (debug.SetMemoryLimit) to
+// the Go memory in use now plus headroom, and returns it, unless the
+// GOMEMLIMIT environment variable set one (then it returns that, and
+// changes nothing): call it once the program has set up, so that the
+// limit is relative to the daemon's idle size. A headroom of 0 or less
+// leaves the limit alone.
+func SoftLimit(headroom int64) int64 {
+	cur := debug.SetMemoryLimit(-1)
+	if os.Getenv("GOMEMLIMIT") != "" || headroom <= 0 {
+		return cur
+	}
+	limit := int64(GoMemory()) + headroom
+	debug.SetMemoryLimit(limit)
+	return limit
 }

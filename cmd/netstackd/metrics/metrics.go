@@ -254,7 +254,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if s, ok := ringStats(src.Ring); ok {
 		linkTotals(counter, l, s.RxFrames, s.RxBytes, s.TxFrames, s.TxBytes)
 		rxDrops(counter, l, []reasonCount{{"bad_frame", s.RxDropsBadFrame}, {"bad_offset", s.BadOffset}, {"bad_length", s.BadLength}, {"bad_flags", s.BadFlags},
-			{"not_owned", s.NotOwned}, {"index_backwards", s.IndexBackwards}, {"index_overrun", s.IndexOverrun}})
+			{"not_owned", s.NotOwned}, {"index_backwards", s.IndexBackwards}, {"index_overrun", s.IndexOverrun},
+			{"flood_syn", s.RxDropsFloodSYN}, {"flood_ctl", s.RxDropsFloodCtl}})
 		counter("zcnet_link_ring_kicks_total", "Eventfd kicks sent to the ring's other side.", s.Kicks, l...)
 		counter("zcnet_link_ring_wakeups_total", "Sleeps on the ring ended by a kick.", s.Wakeups, l...)
 		counter("zcnet_link_ring_peers_total", "Ring sessions started.", s.PeersUp, l...)
@@ -431,7 +432,7 @@ func xdpMetrics(link *xdp.Link, counter counterFunc, gauge func(name, help strin
 	i := link.Info()
 	linkTotals(counter, l, s.RxFrames, s.RxBytes, s.TxFrames, s.TxBytes)
 	rxDrops(counter, l, []reasonCount{{"short", s.RxDropShort}, {"oversized", s.RxDropOversized}, {"not_for_us", s.RxDropNotForUs},
-		{"not_attached", s.RxDropNotAttached}, {"bad_desc", s.RxDropBadDesc}})
+		{"not_attached", s.RxDropNotAttached}, {"bad_desc", s.RxDropBadDesc}, {"flood_syn", s.RxDropFloodSYN}, {"flood_ctl", s.RxDropFloodCtl}})
 	byReason(counter, "zcnet_link_tx_drops_total", "Packets the link dropped on transmit, by reason.", l,
 		[]reasonCount{{"too_big", s.TxDropTooBig}, {"no_frame", s.TxDropNoFrame}})
 	counter("zcnet_link_xdp_rx_batches_total", "Non-empty passes over the AF_XDP RX ring.", s.RxBatches, l...)

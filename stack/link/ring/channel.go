@@ -15,6 +15,7 @@ type counters struct {
 	rxFrames, rxBytes, rxCopied, rxHeader, rxDropBad                       atomic.Uint64
 	badOffset, badLength, badFlags, notOwned, idxBack, idxOver             atomic.Uint64
 	kicks, wakeups, peersUp, peersLost, refused                            atomic.Uint64
+	rxDropFloodSYN, rxDropFloodCtl                                         atomic.Uint64
 }
 
 // Stats counts what crossed one side of a ring link. All fields are monotonic.
@@ -28,6 +29,10 @@ type Stats struct {
 	RxCopiedBytes     uint64 // bytes copied from shared frames into stack views
 	RxHeaderBytes     uint64 // bytes copied again by the header split
 	RxDropsBadFrame   uint64 // frames too short, not for us, or nothing attached
+	// Frames for a listening socket refused by admission (link.Admission)
+	// over their class's budget: SYNs, and other segments (every RST for
+	// a listener among them).
+	RxDropsFloodSYN, RxDropsFloodCtl uint64
 
 	// Rejected untrusted input, each counted and skipped.
 	BadOffset      uint64 // descriptor offset outside the sender's frames
@@ -52,6 +57,7 @@ func (c *counters) snapshot() Stats {
 		NotOwned: c.notOwned.Load(), IndexBackwards: c.idxBack.Load(), IndexOverrun: c.idxOver.Load(),
 		Kicks: c.kicks.Load(), Wakeups: c.wakeups.Load(), PeersUp: c.peersUp.Load(), PeersLost: c.peersLost.Load(),
 		HandshakesRefused: c.refused.Load(),
+		RxDropsFloodSYN:   c.rxDropFloodSYN.Load(), RxDropsFloodCtl: c.rxDropFloodCtl.Load(),
 	}
 }
 

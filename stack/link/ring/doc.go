@@ -31,7 +31,10 @@
 //     splits headers from payload and delivers it.
 //
 // The peer is untrusted: every index and descriptor it writes is checked,
-// bad ones are counted in Stats and skipped; the link keeps working. A
+// bad ones are counted in Stats and skipped; the link keeps working. What
+// it sends is budgeted like a TAP's kernel side (link.Admission): a flood
+// of TCP segments at a listener is dropped over the budget and counted
+// (RxDropsFloodSYN, RxDropsFloodCtl). A
 // frame stays the receiver's from its descriptor until the sender's index
 // on the used ring shows it was taken back, so a frame published again
 // before that is refused. Peer.InjectFault writes each kind of bad entry

@@ -27,6 +27,9 @@ type endpoint struct {
 	addr      atomic.Value            // tcpip.LinkAddress
 	ch        atomic.Pointer[channel] // the live session; nil between peers
 	hook      link.HookSlot
+	// adm budgets TCP segments at listeners (link.Admission): a ring
+	// peer can flood SYNs as well as a TAP's kernel side can.
+	adm link.Admission
 
 	mu         sync.Mutex
 	dispatcher stack.NetworkDispatcher // +checklocks:mu
@@ -63,6 +66,12 @@ func (e *endpoint) Totals() link.Totals {
 func (e *endpoint) SetPayloadHook(fn link.PayloadHook) {
 	e.hook.Set(fn)
 }
+
+// SetConnLookup implements link.Admitter (see link.Admission).
+func (e *endpoint) SetConnLookup(fn link.ConnLookup) { e.adm.SetConnLookup(fn) }
+
+// SetSYNPressure implements link.Admitter (see link.Admission).
+func (e *endpoint) SetSYNPressure(fn link.SYNPressure) { e.adm.SetSYNPressure(fn) }
 
 // MTU implements stack.LinkEndpoint.MTU.
 func (e *endpoint) MTU() uint32 { return e.mtu.Load() }
@@ -162,6 +171,7 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	ch.reclaimLocked() // frames back early: a forged return is caught at once
 	lazy := true
 	for _, pkt := range pkts.AsSlice() {
+		e.adm.NoteTx(pkt)
 		lazy = lazy && isPureACK(pkt)
 		size := pkt.Size()
 		if size > int(e.frameSize) {
@@ -231,6 +241,9 @@ func (e *endpoint) rxLoop(ch *channel) {
 
 // deliver copies frame (shared memory, valid only during the call) into a
 // view of our own — the one counted copy — splits it and hands it to d.
+// The view is the frame's size, so a queued SYN holds a small chunk; a TCP
+// segment for a listener over admission's budget is dropped here, checked
+// on the copy (the peer may rewrite the shared frame at any time).
 func (e *endpoint) deliver(d stack.NetworkDispatcher, frame []byte) {
 	if d == nil || len(frame) < header.EthernetMinimumSize {
 		e.ctr.rxDropBad.Add(1)
@@ -244,6 +257,16 @@ func (e *endpoint) deliver(d stack.NetworkDispatcher, frame []byte) {
 	if dst != e.LinkAddress() && !header.IsMulticastEthernetAddress(dst) && dst != header.EthernetBroadcastAddress {
 		v.Release()
 		e.ctr.rxDropBad.Add(1)
+		return
+	}
+	switch e.adm.CheckFrame(own) {
+	case link.DropSYN:
+		v.Release()
+		e.ctr.rxDropFloodSYN.Add(1)
+		return
+	case link.DropCtl:
+		v.Release()
+		e.ctr.rxDropFloodCtl.Add(1)
 		return
 	}
 	proto := eth.Type()

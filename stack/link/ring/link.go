@@ -80,6 +80,7 @@ var (
 	_ stack.GSOEndpoint  = (*Link)(nil)
 	_ link.PayloadHooker = (*Link)(nil)
 	_ link.Counted       = (*Link)(nil)
+	_ link.Admitter      = (*Link)(nil)
 )
 
 // Listen checks cfg, makes the first session's shared segment, listens on

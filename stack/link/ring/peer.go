@@ -223,6 +223,7 @@ var (
 	_ stack.GSOEndpoint  = (*PeerEndpoint)(nil)
 	_ link.PayloadHooker = (*PeerEndpoint)(nil)
 	_ link.Counted       = (*PeerEndpoint)(nil)
+	_ link.Admitter      = (*PeerEndpoint)(nil)
 )
 
 // Attach implements stack.LinkEndpoint.Attach; the first non-nil dispatcher

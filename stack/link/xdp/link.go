@@ -56,6 +56,7 @@ type Link struct {
 	mtu   atomic.Uint32
 	mac   atomic.Pointer[tcpip.LinkAddress]
 	hook  link.HookSlot
+	adm   link.Admission         // budget for TCP segments at listeners
 	allow func(netip.Addr) error // adds to the program's maps; nil in tests
 	free  func()                 // releases socket, program and UMEM after the loop stops
 	sock  *xsk                   // for KernelStats; nil in tests
@@ -78,6 +79,7 @@ var (
 	_ stack.LinkEndpoint = (*Link)(nil)
 	_ link.PayloadHooker = (*Link)(nil)
 	_ link.Counted       = (*Link)(nil)
+	_ link.Admitter      = (*Link)(nil)
 )
 
 // newLink builds the data path over rings and memory already set up; start
@@ -165,6 +167,12 @@ func (l *Link) AllowAddress(a netip.Addr) error {
 func (l *Link) SetPayloadHook(fn link.PayloadHook) {
 	l.hook.Set(fn)
 }
+
+// SetConnLookup implements link.Admitter (see link.Admission).
+func (l *Link) SetConnLookup(fn link.ConnLookup) { l.adm.SetConnLookup(fn) }
+
+// SetSYNPressure implements link.Admitter (see link.Admission).
+func (l *Link) SetSYNPressure(fn link.SYNPressure) { l.adm.SetSYNPressure(fn) }
 
 // MTU implements stack.LinkEndpoint.MTU.
 func (l *Link) MTU() uint32 { return l.mtu.Load() }
@@ -383,6 +391,16 @@ func (l *Link) deliver(d stack.NetworkDispatcher, frame []byte) {
 	if l.csum && completePartial(frame) {
 		l.ctr.rxCsumCompleted.Add(1)
 	}
+	// A TCP segment for a listener over admission's budget is dropped
+	// before the copy (the kernel writes a frame only while it holds it).
+	switch l.adm.CheckFrame(frame) {
+	case link.DropSYN:
+		l.ctr.rxDropFloodSYN.Add(1)
+		return
+	case link.DropCtl:
+		l.ctr.rxDropFloodCtl.Add(1)
+		return
+	}
 	l.ctr.rxCopied.Add(uint64(len(frame)))
 	proto := header.Ethernet(frame).Type()
 	// The copy out of the UMEM is the header split: headers and payload
@@ -483,6 +501,7 @@ func (l *Link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	limit := min(frameRoom(l.info.FrameSize), int(l.MTU())+header.EthernetMinimumSize)
 	queued := uint32(0)
 	for _, pkt := range pkts.AsSlice() {
+		l.adm.NoteTx(pkt)
 		size := pkt.Size()
 		if size > limit {
 			l.ctr.txDropTooBig.Add(1)

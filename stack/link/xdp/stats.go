@@ -26,6 +26,10 @@ type Stats struct {
 	RxDropNotAttached uint64 // no stack attached
 	RxDropBadDesc     uint64 // RX descriptor for a frame the kernel does not hold, or past its frame: skipped, frame untouched
 	RxBadIndex        uint64 // RX ring producer index more than the ring's size ahead
+	// TCP segments for a listening socket refused by admission
+	// (link.Admission) over their class's budget: SYNs, and other
+	// segments (every RST for a listener among them).
+	RxDropFloodSYN, RxDropFloodCtl uint64
 	// RxFillDeferred counts receive frames that found the fill ring full
 	// and waited for the next pass.
 	RxFillDeferred uint64
@@ -57,7 +61,7 @@ type counters struct {
 	rxCopied, rxHeader, rxCsumCompleted                atomic.Uint64
 	rxDropShort, rxDropOversized, rxDropNotForUs       atomic.Uint64
 	rxDropNotAttached, rxDropBadDesc, rxBadIndex       atomic.Uint64
-	rxFillDeferred                                     atomic.Uint64
+	rxFillDeferred, rxDropFloodSYN, rxDropFloodCtl     atomic.Uint64
 	txFrames, txBytes, txCopied, txKicks, txKickErrors atomic.Uint64
 	txDropTooBig, txDropNoFrame, txBadCompletion       atomic.Uint64
 	census                                             [4]atomic.Int64
@@ -69,8 +73,8 @@ func (c *counters) snapshot() Stats {
 		RxCopiedBytes: c.rxCopied.Load(), RxHeaderBytes: c.rxHeader.Load(), RxCsumCompleted: c.rxCsumCompleted.Load(),
 		RxDropShort: c.rxDropShort.Load(), RxDropOversized: c.rxDropOversized.Load(), RxDropNotForUs: c.rxDropNotForUs.Load(),
 		RxDropNotAttached: c.rxDropNotAttached.Load(), RxDropBadDesc: c.rxDropBadDesc.Load(), RxBadIndex: c.rxBadIndex.Load(),
-		RxFillDeferred: c.rxFillDeferred.Load(),
-		TxFrames:       c.txFrames.Load(), TxBytes: c.txBytes.Load(), TxCopiedBytes: c.txCopied.Load(),
+		RxFillDeferred: c.rxFillDeferred.Load(), RxDropFloodSYN: c.rxDropFloodSYN.Load(), RxDropFloodCtl: c.rxDropFloodCtl.Load(),
+		TxFrames: c.txFrames.Load(), TxBytes: c.txBytes.Load(), TxCopiedBytes: c.txCopied.Load(),
 		TxKicks: c.txKicks.Load(), TxKickErrors: c.txKickErrors.Load(),
 		TxDropTooBig: c.txDropTooBig.Load(), TxDropNoFrame: c.txDropNoFrame.Load(), TxBadCompletion: c.txBadCompletion.Load(),
 		FramesRxKernel: int(c.census[kernelRx].Load()), FramesRxHeld: int(c.census[heldRx].Load()),
