@@ -398,7 +398,10 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) (err error) {
 	go watchLink(ctx, z, stopCause)
 
 	stopMem := idlemem.Start(idlemem.CheckPeriod, idlemem.IdleMax)
-	idlemem.SoftLimit(idlemem.Headroom) // GOMEMLIMIT in the environment overrides it
+	// A soft memory limit while the links drop a flood; GOMEMLIMIT in the
+	// environment overrides it.
+	stopLimit := idlemem.LimitUnderPressure(idlemem.Headroom, idlemem.PressurePeriod, idlemem.Calm, z.FloodDrops)
+	defer stopLimit()
 	defer stopMem()
 	svc := newServices(z, log)
 	defer svc.Close()

@@ -2,12 +2,14 @@
 // seconds of a burst instead of the minutes the runtime's scavenger takes.
 // It owns that policy (a periodic check of a few runtime metrics, and two
 // collections then debug.FreeOSMemory when too much is free or dead), and
-// the daemon's soft memory limit (SoftLimit: the runtime collects harder
-// as the Go memory nears its idle size plus a headroom); it does not
+// the daemon's soft memory limit (LimitUnderPressure: while the links drop
+// a flood, the runtime collects harder as the Go memory nears its idle
+// size plus a headroom); it does not
 // account for the memory a program maps itself, nor fail allocations.
 package idlemem
 
 import (
+	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -146,7 +148,7 @@ func start(period time.Duration, max, floor uint64) (stop func()) {
 	}
 }
 
-// Headroom is SoftLimit's argument for a daemon: the Go memory it may
+// Headroom is the soft limit's headroom for a daemon: the Go memory it may
 // grow by over what it holds once set up before the runtime collects
 // harder to stay under the limit.
 //
@@ -177,18 +179,88 @@ func GoMemory() uint64 {
 	return s[0].Value.Uint64() - s[1].Value.Uint64()
 }
 
-// SoftLimit sets the runtime's soft memory limit (debug.SetMemoryLimit) to
-// the Go memory in use now plus headroom, and returns it, unless the
-// GOMEMLIMIT environment variable set one (then it returns that, and
-// changes nothing): call it once the program has set up, so that the
-// limit is relative to the daemon's idle size. A headroom of 0 or less
-// leaves the limit alone.
-func SoftLimit(headroom int64) int64 {
-	cur := debug.SetMemoryLimit(-1)
-	if os.Getenv("GOMEMLIMIT") != "" || headroom <= 0 {
-		return cur
+// PressurePeriod and Calm are LimitUnderPressure's arguments for a daemon:
+// how often it reads the links' flood drops, and how long after the last
+// one it lifts the limit.
+const (
+	PressurePeriod = 250 * time.Millisecond
+	Calm           = 5 * time.Second
+)
+
+// noLimit is the runtime's "no memory limit".
+const noLimit = math.MaxInt64
+
+// pressureGate decides when the soft limit is on: from the first rise of
+// the pressure count until calm has passed without one. It is the clock-
+// free part of LimitUnderPressure, so tests drive it directly.
+type pressureGate struct {
+	limit    int64 // the limit while on
+	calm     time.Duration
+	last     uint64    // the pressure count at the last step
+	lastRise time.Time // when it last rose
+	on       bool
+}
+
+// step takes the pressure count p read at now and returns the limit to set
+// and whether it changed.
+func (g *pressureGate) step(now time.Time, p uint64) (limit int64, changed bool) {
+	rose := p > g.last
+	g.last = p
+	switch {
+	case rose:
+		g.lastRise = now
+		if !g.on {
+			g.on = true
+			return g.limit, true
+		}
+	case g.on && now.Sub(g.lastRise) >= g.calm:
+		g.on = false
+		return noLimit, true
 	}
-	limit := int64(GoMemory()) + headroom
-	debug.SetMemoryLimit(limit)
-	return limit
+	return 0, false
+}
+
+// LimitUnderPressure sets the runtime's soft memory limit to the Go memory
+// in use now plus headroom while pressure — a count that only grows, such
+// as the frames the links dropped as a flood — keeps rising, read every
+// period, and lifts it (no limit) once calm has passed without a rise.
+// Under a flood the links admit in part, what grows is garbage (each
+// admitted frame's buffers, freed as soon as the stack is done with them),
+// and the limit makes the runtime collect it before the heap doubles;
+// without a flood, the daemon's memory follows its load (windows,
+// connections) with the runtime's usual pacing. A GOMEMLIMIT in the
+// environment wins: then nothing is changed. stop ends the watch, restores
+// the limit found at the call and waits for the watcher to end.
+func LimitUnderPressure(headroom int64, period, calm time.Duration, pressure func() uint64) (stop func()) {
+	if os.Getenv("GOMEMLIMIT") != "" || headroom <= 0 || pressure == nil {
+		return func() {}
+	}
+	prev := debug.SetMemoryLimit(-1)
+	g := &pressureGate{limit: int64(GoMemory()) + headroom, calm: calm, last: pressure()}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case now := <-t.C:
+				if limit, changed := g.step(now, pressure()); changed {
+					debug.SetMemoryLimit(limit)
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(done)
+			wg.Wait()
+			debug.SetMemoryLimit(prev)
+		})
+	}
 }

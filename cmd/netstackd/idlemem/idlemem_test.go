@@ -3,6 +3,7 @@ package idlemem
 import (
 	"runtime"
 	"runtime/debug"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,21 +102,70 @@ func TestStartCollectsQuietDeadLive(t *testing.T) {
 	})
 }
 
-// TestSoftLimit checks that SoftLimit sets the runtime's limit to the Go
-// memory in use plus the headroom, and leaves a GOMEMLIMIT from the
-// environment alone.
-func TestSoftLimit(t *testing.T) {
+// TestPressureGate checks when the soft limit is on: from the first rise
+// of the pressure count, through rises closer together than calm, until
+// calm has passed without one; and not at all while the count stands.
+func TestPressureGate(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	g := &pressureGate{limit: 100 << 20, calm: 5 * time.Second, last: 7}
+	steps := []struct {
+		at      time.Duration
+		p       uint64
+		limit   int64
+		changed bool
+	}{
+		{0, 7, 0, false},                        // no flood: nothing set
+		{time.Second, 7, 0, false},              // still none
+		{2 * time.Second, 9, 100 << 20, true},   // drops: the limit goes on
+		{3 * time.Second, 50, 0, false},         // more drops: stays on
+		{7 * time.Second, 50, 0, false},         // 4 s calm: still on
+		{8 * time.Second, 50, noLimit, true},    // 5 s calm: lifted
+		{9 * time.Second, 50, 0, false},         // stays off
+		{10 * time.Second, 51, 100 << 20, true}, // a new flood: on again
+	}
+	for _, s := range steps {
+		limit, changed := g.step(t0.Add(s.at), s.p)
+		if limit != s.limit || changed != s.changed {
+			t.Fatalf("at %v count %d: limit %d changed %v, want %d %v", s.at, s.p, limit, changed, s.limit, s.changed)
+		}
+	}
+}
+
+// TestLimitUnderPressure checks the runtime's limit itself: none while the
+// count stands, the Go memory plus the headroom once it rises, none again
+// after calm, the limit found at the start after stop; and that a
+// GOMEMLIMIT from the environment is left alone.
+func TestLimitUnderPressure(t *testing.T) {
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
 	t.Setenv("GOMEMLIMIT", "")
+	const start = 1 << 40
+	debug.SetMemoryLimit(start)
+	var drops atomic.Uint64
 	before := int64(GoMemory())
-	got := SoftLimit(48 << 20)
-	after := int64(GoMemory())
-	if set := debug.SetMemoryLimit(-1); set != got || got < before+48<<20 || got > after+48<<20 {
-		t.Fatalf("SoftLimit = %d, runtime limit %d; want Go memory (%d..%d) + 48 MiB", got, set, before, after)
+	stop := LimitUnderPressure(48<<20, time.Millisecond, 50*time.Millisecond, drops.Load)
+	defer stop()
+	// The count stands: the limit is not touched. (Checked over many
+	// periods by polling that must not succeed.)
+	if evchantest.Poll(20*time.Millisecond, func() bool { return debug.SetMemoryLimit(-1) != start }) {
+		t.Fatalf("limit set to %d with no drops", debug.SetMemoryLimit(-1))
 	}
+	drops.Add(3)
+	evchantest.Eventually(t, "the limit set under pressure", func() bool {
+		l := debug.SetMemoryLimit(-1)
+		return l >= before+48<<20 && l < before+96<<20
+	})
+	evchantest.Eventually(t, "the limit lifted after calm", func() bool { return debug.SetMemoryLimit(-1) == noLimit })
+	stop()
+	if l := debug.SetMemoryLimit(-1); l != start {
+		t.Fatalf("after stop the limit is %d, want the one found at the start, %d", l, start)
+	}
+
 	t.Setenv("GOMEMLIMIT", "1GiB")
 	debug.SetMemoryLimit(1 << 30)
-	if got := SoftLimit(48 << 20); got != 1<<30 || debug.SetMemoryLimit(-1) != 1<<30 {
-		t.Fatalf("with GOMEMLIMIT set, SoftLimit = %d and the limit changed", got)
+	stop2 := LimitUnderPressure(48<<20, time.Millisecond, time.Hour, drops.Load)
+	drops.Add(1)
+	if evchantest.Poll(20*time.Millisecond, func() bool { return debug.SetMemoryLimit(-1) != 1<<30 }) {
+		t.Fatal("with GOMEMLIMIT set, the limit changed")
 	}
+	stop2()
 }

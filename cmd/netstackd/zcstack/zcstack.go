@@ -308,3 +308,22 @@ func (z *Stack) LinkErr() error {
 	}
 	return nil
 }
+
+// FloodDrops returns the frames the link has dropped as a flood so far
+// (its admission's SYN and control drops), whichever link it is; 0 for a
+// link without admission (the in-process pair).
+func (z *Stack) FloodDrops() uint64 {
+	var n uint64
+	if z.TAP != nil {
+		s := z.TAP.Stats()
+		n += s.RxDropFloodSYN + s.RxDropFloodCtl
+	}
+	if s, ok := z.RingStats(); ok {
+		n += s.RxDropsFloodSYN + s.RxDropsFloodCtl
+	}
+	if z.XDP != nil {
+		s := z.XDP.Stats()
+		n += s.RxDropFloodSYN + s.RxDropFloodCtl
+	}
+	return n
+}
