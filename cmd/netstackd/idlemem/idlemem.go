@@ -117,6 +117,23 @@ func Start(period time.Duration, max uint64) (stop func()) {
 
 // start is Start from a given floor.
 func start(period time.Duration, max, floor uint64) (stop func()) {
+	prev := Read()
+	return every(period, func(time.Time) {
+		cur := Read()
+		if Due(prev, cur, floor, max) {
+			collect()
+			cur = Read()
+			floor = cur.Live
+		}
+		floor = min(floor, cur.Live)
+		prev = cur
+	})
+}
+
+// every calls tick from a goroutine of its own every period until the
+// returned stop is called; stop waits for the goroutine to end, and may be
+// called more than once.
+func every(period time.Duration, tick func(now time.Time)) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -124,18 +141,10 @@ func start(period time.Duration, max, floor uint64) (stop func()) {
 		defer wg.Done()
 		t := time.NewTicker(period)
 		defer t.Stop()
-		prev := Read()
 		for {
 			select {
-			case <-t.C:
-				cur := Read()
-				if Due(prev, cur, floor, max) {
-					collect()
-					cur = Read()
-					floor = cur.Live
-				}
-				floor = min(floor, cur.Live)
-				prev = cur
+			case now := <-t.C:
+				tick(now)
 			case <-done:
 				return
 			}
@@ -237,29 +246,15 @@ func LimitUnderPressure(headroom int64, period, calm time.Duration, pressure fun
 	}
 	prev := debug.SetMemoryLimit(-1)
 	g := &pressureGate{limit: int64(GoMemory()) + headroom, calm: calm, last: pressure()}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(period)
-		defer t.Stop()
-		for {
-			select {
-			case now := <-t.C:
-				if limit, changed := g.step(now, pressure()); changed {
-					debug.SetMemoryLimit(limit)
-				}
-			case <-done:
-				return
-			}
+	stopWatch := every(period, func(now time.Time) {
+		if limit, changed := g.step(now, pressure()); changed {
+			debug.SetMemoryLimit(limit)
 		}
-	}()
+	})
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			close(done)
-			wg.Wait()
+			stopWatch()
 			debug.SetMemoryLimit(prev)
 		})
 	}
