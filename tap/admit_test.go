@@ -407,27 +407,30 @@ func TestAdmissionStaleSegments(t *testing.T) {
 	pkts.DecRef()
 	peer.Drain(50 * time.Millisecond)
 
-	// The peer's ACK of that FIN, its FIN-ACK, and data acknowledging it,
-	// now at the listener: dropped as stale, charged to nothing.
+	// The peer's ACK of that FIN, its FIN-ACK, data acknowledging it,
+	// and a retransmission of the peer's own FIN sent before ours
+	// arrived (acknowledging everything but our FIN), now at the
+	// listener: dropped as stale, charged to nothing.
 	ackFIN := uint32(9000 + len(data) + 1)
 	stale := [][]byte{
 		segment(40000, header.TCPFlagAck, ackFIN, nil),
 		segment(40000, header.TCPFlagAck|header.TCPFlagFin, ackFIN, nil),
 		segment(40000, header.TCPFlagAck|header.TCPFlagPsh, ackFIN, []byte("late")),
+		segment(40000, header.TCPFlagAck|header.TCPFlagFin, ackFIN-1, nil),
 	}
 	if got := deliver(stale...); got != 0 {
-		t.Fatalf("%d of 3 segments of a closed connection reached the listener", got)
+		t.Fatalf("%d of 4 segments of a closed connection reached the listener", got)
 	}
 	st := link.Stats()
-	if st.RxDropStale != 3 || st.RxDropFloodCtl != 0 {
-		t.Fatalf("stale drops %d, control drops %d; want 3 and 0", st.RxDropStale, st.RxDropFloodCtl)
+	if st.RxDropStale != 4 || st.RxDropFloodCtl != 0 {
+		t.Fatalf("stale drops %d, control drops %d; want 4 and 0", st.RxDropStale, st.RxDropFloodCtl)
 	}
 	if _, owed := link.adm.Owed(); owed != 0 {
 		t.Fatalf("stale segments charged: control class owes %d", owed)
 	}
 	// Another acknowledgment number, another port: the listener's
 	// business, charged as before.
-	if got := deliver(segment(40000, header.TCPFlagAck, ackFIN-1, nil), segment(40001, header.TCPFlagAck, ackFIN, nil)); got != 2 {
+	if got := deliver(segment(40000, header.TCPFlagAck, ackFIN-2, nil), segment(40001, header.TCPFlagAck, ackFIN, nil)); got != 2 {
 		t.Fatalf("%d of 2 segments acknowledging no FIN the stack sent delivered", got)
 	}
 	if _, owed := link.adm.Owed(); owed != 2 {
@@ -440,8 +443,8 @@ func TestAdmissionStaleSegments(t *testing.T) {
 	if got := deliver(segment(40000, header.TCPFlagAck, ackFIN, nil)); got != 1 {
 		t.Fatal("a segment of an established connection was dropped as stale")
 	}
-	if st := link.Stats(); st.RxDropStale != 3 {
-		t.Fatalf("stale drops %d, want 3", st.RxDropStale)
+	if st := link.Stats(); st.RxDropStale != 4 {
+		t.Fatalf("stale drops %d, want 4", st.RxDropStale)
 	}
 	link.Attach(nil)
 	link.Wait()

@@ -81,14 +81,17 @@ import (
 //     DropCtl, charged to nothing: a listener ignores RSTs
 //     (RFC 9293 §3.10.7.2), so delivering them would cost the stack
 //     work and the control class budget for nothing.
-//  10. A segment for a listener that acknowledges a FIN the stack sent
-//     on the same 4-tuple (its acknowledgment number one past the
-//     FIN's sequence number and payload) belongs to a connection the
-//     stack has closed: it is dropped (DropStale), charged to nothing.
-//     It is the peer's final ACK arriving after the stack removed the
-//     connection, or an ACK from the peer's TIME-WAIT (which answers
-//     any unexpected segment on the 4-tuple, such as a SYN-ACK for a
-//     flood SYN that reused its port). Delivered, it would reach the
+//  10. A segment for a listener whose acknowledgment number is that of
+//     a FIN the stack sent on the same 4-tuple (one past the FIN, or
+//     the FIN's own sequence number: everything the stack sent before
+//     it) belongs to a connection the stack has closed: it is dropped
+//     (DropStale), charged to nothing. It is the peer's final ACK, or
+//     a retransmission of its own FIN, arriving after the stack
+//     removed the connection (a busy stack closing thousands at once
+//     answers a FIN later than the peer's retransmission timeout), or
+//     an ACK from the peer's TIME-WAIT (which answers any unexpected
+//     segment on the 4-tuple, such as a SYN-ACK for a flood SYN that
+//     reused its port). Delivered, it would reach the
 //     listener, and gVisor's SYN-cookie check takes it for the ACK of
 //     a handshake whenever the connection was made with a cookie and
 //     both sides sent the same number of bytes (an echo): the check
@@ -196,7 +199,8 @@ type Admission struct {
 	answered [admitHandshakeSlots]atomic.Uint64
 	ctl      admitClass
 	// closed remembers the FINs the stack sent (rule 10): a slot holds
-	// the hash of the segment that would acknowledge one, or zero.
+	// the hash of a segment that would acknowledge one (two slots per
+	// FIN: acknowledging it, and everything before it), or zero.
 	closed [admitClosedSlots]atomic.Uint64
 	// stale counts the segments rule 10 dropped.
 	stale atomic.Uint64
@@ -433,8 +437,11 @@ func (a *Admission) NoteTx(pkt *stack.PacketBuffer) {
 		if f&header.TCPFlagSyn != 0 {
 			span++
 		}
-		if k, ok := a.replyKey(pkt.NetworkHeader().Slice(), th, span); ok {
-			a.closed[k%admitClosedSlots].Store(k)
+		ip := pkt.NetworkHeader().Slice()
+		for _, span := range [2]uint32{span, span - 1} {
+			if k, ok := a.replyKey(ip, th, span); ok {
+				a.closed[k%admitClosedSlots].Store(k)
+			}
 		}
 	}
 	if a.syn.owed.Load() == 0 && a.ctl.owed.Load() == 0 {
@@ -486,8 +493,9 @@ const (
 	DropStale
 )
 
-// closedConn reports whether a segment to a listener acknowledges a FIN
-// the stack sent on its 4-tuple (rule 10), and if so counts it.
+// closedConn reports whether a segment to a listener carries the
+// acknowledgment number of a FIN the stack sent on its 4-tuple (rule 10),
+// and if so counts it.
 func (a *Admission) closedConn(frame []byte, l4off int) bool {
 	k := a.ackKey(frame, l4off)
 	if a.closed[k%admitClosedSlots].Load() != k {
