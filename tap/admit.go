@@ -70,6 +70,8 @@ func (q *queue) admitControl(head []byte, n int, fr *frame.Repr, ferr error) boo
 	case link.DropCtl:
 		q.c.dropFloodCtl.Add(1)
 		return true
+	case link.DropStale:
+		return true // counted by the admission (Stats.RxDropStale)
 	}
 	return false
 }

@@ -347,3 +347,105 @@ func TestAdmissionHandshakeAndRSTs(t *testing.T) {
 	link.Attach(nil)
 	link.Wait()
 }
+
+// TestAdmissionStaleSegments checks rule 10 of admission: once the stack
+// has sent a FIN on a 4-tuple, a segment to the listener (the connection
+// is gone) that acknowledges that FIN — the peer's late final ACK, or the
+// ACK its TIME-WAIT sends when a SYN-ACK for a flood SYN reaches its port —
+// is dropped and counted, with the budget unspent, so that the listener
+// never sees it (gVisor's SYN-cookie check would take it for a handshake
+// of an echo connection and make a connection no peer has). Segments that
+// acknowledge anything else, or come from another port, still reach the
+// listener.
+func TestAdmissionStaleSegments(t *testing.T) {
+	link, _, peer := newPeerLink(t, OffloadOn)
+	link.Attach(nil)
+	link.Wait()
+	link.adm.DisableLeak()
+	d := &holdingDispatcher{}
+	var established atomic.Bool
+	link.SetConnLookup(lookupBy(&established))
+	link.Attach(d)
+	ended := func() int64 {
+		st := link.Stats()
+		return d.n.Load() + int64(st.RxDropFloodSYN+st.RxDropFloodCtl+st.RxDropStale)
+	}
+	deliver := func(frames ...[]byte) int64 {
+		t.Helper()
+		before, delivered := ended(), d.n.Load()
+		for _, f := range frames {
+			if err := peer.Write(withVnet(vnetHdr{}, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !evchantest.Poll(10*time.Second, func() bool { return ended() == before+int64(len(frames)) }) {
+			t.Fatalf("%d of %d frames delivered or dropped", ended()-before, len(frames))
+		}
+		return d.n.Load() - delivered
+	}
+
+	// The stack ends its connection with the peer's port 40000: a FIN
+	// with the last 10 bytes, sequence number 9000, sent while nothing is
+	// owed (no flood).
+	data := []byte("last bytes")
+	var pkts stack.PacketBufferList
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: 128, Payload: buffer.MakeWithData(data)})
+	header.TCP(pkt.TransportHeader().Push(header.TCPMinimumSize)).Encode(&header.TCPFields{
+		SrcPort: 80, DstPort: 40000, SeqNum: 9000, AckNum: 7000, DataOffset: header.TCPMinimumSize,
+		Flags: header.TCPFlagFin | header.TCPFlagAck | header.TCPFlagPsh, WindowSize: 65535})
+	pkt.TransportProtocolNumber = header.TCPProtocolNumber
+	header.IPv4(pkt.NetworkHeader().Push(header.IPv4MinimumSize)).Encode(&header.IPv4Fields{
+		TotalLength: uint16(header.IPv4MinimumSize + header.TCPMinimumSize + len(data)), TTL: 64,
+		Protocol: uint8(header.TCPProtocolNumber), SrcAddr: v4Stack, DstAddr: v4Peer})
+	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
+	pkt.EgressRoute.RemoteLinkAddress = tcpip.LinkAddress(peerMAC)
+	link.AddHeader(pkt)
+	pkts.PushBack(pkt)
+	if _, err := link.WritePackets(pkts); err != nil {
+		t.Fatal(err)
+	}
+	pkts.DecRef()
+	peer.Drain(50 * time.Millisecond)
+
+	// The peer's ACK of that FIN, its FIN-ACK, data acknowledging it,
+	// and a retransmission of the peer's own FIN sent before ours
+	// arrived (acknowledging everything but our FIN), now at the
+	// listener: dropped as stale, charged to nothing.
+	ackFIN := uint32(9000 + len(data) + 1)
+	stale := [][]byte{
+		segment(40000, header.TCPFlagAck, ackFIN, nil),
+		segment(40000, header.TCPFlagAck|header.TCPFlagFin, ackFIN, nil),
+		segment(40000, header.TCPFlagAck|header.TCPFlagPsh, ackFIN, []byte("late")),
+		segment(40000, header.TCPFlagAck|header.TCPFlagFin, ackFIN-1, nil),
+	}
+	if got := deliver(stale...); got != 0 {
+		t.Fatalf("%d of 4 segments of a closed connection reached the listener", got)
+	}
+	st := link.Stats()
+	if st.RxDropStale != 4 || st.RxDropFloodCtl != 0 {
+		t.Fatalf("stale drops %d, control drops %d; want 4 and 0", st.RxDropStale, st.RxDropFloodCtl)
+	}
+	if _, owed := link.adm.Owed(); owed != 0 {
+		t.Fatalf("stale segments charged: control class owes %d", owed)
+	}
+	// Another acknowledgment number, another port: the listener's
+	// business, charged as before.
+	if got := deliver(segment(40000, header.TCPFlagAck, ackFIN-2, nil), segment(40001, header.TCPFlagAck, ackFIN, nil)); got != 2 {
+		t.Fatalf("%d of 2 segments acknowledging no FIN the stack sent delivered", got)
+	}
+	if _, owed := link.adm.Owed(); owed != 2 {
+		t.Fatalf("control class owes %d, want 2", owed)
+	}
+	// A connection to the same 4-tuple (the stack's lookup finds it) is
+	// not the listener's: its segments are delivered whatever they
+	// acknowledge.
+	established.Store(true)
+	if got := deliver(segment(40000, header.TCPFlagAck, ackFIN, nil)); got != 1 {
+		t.Fatal("a segment of an established connection was dropped as stale")
+	}
+	if st := link.Stats(); st.RxDropStale != 4 {
+		t.Fatalf("stale drops %d, want 4", st.RxDropStale)
+	}
+	link.Attach(nil)
+	link.Wait()
+}

@@ -253,6 +253,7 @@ func (l *Link) Stats() Stats {
 	for _, q := range l.queues {
 		q.c.addTo(&s)
 	}
+	s.RxDropStale = l.adm.Stale()
 	return s
 }
 

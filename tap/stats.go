@@ -85,6 +85,11 @@ type Stats struct {
 	// admission budget (link.Admission):
 	RxDropFloodSYN uint64 // SYNs
 	RxDropFloodCtl uint64 // ACKs, RSTs and other control segments, and segments with payload; and every RST for a listener, which ignores it
+	// RxDropStale counts segments for a listener that acknowledge a FIN
+	// the stack sent on their 4-tuple: segments of a connection the
+	// stack has closed (link.Admission's rule 10), dropped whatever the
+	// budget.
+	RxDropStale uint64
 
 	// TxFrames and TxBytes count frames written to the device.
 	TxFrames, TxBytes uint64

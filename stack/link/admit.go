@@ -81,6 +81,32 @@ import (
 //     DropCtl, charged to nothing: a listener ignores RSTs
 //     (RFC 9293 §3.10.7.2), so delivering them would cost the stack
 //     work and the control class budget for nothing.
+//  10. A segment for a listener whose acknowledgment number is that of
+//     a FIN the stack sent on the same 4-tuple (one past the FIN, or
+//     the FIN's own sequence number: everything the stack sent before
+//     it) belongs to a connection the stack has closed: it is dropped
+//     (DropStale), charged to nothing. It is the peer's final ACK, or
+//     a retransmission of its own FIN, arriving after the stack
+//     removed the connection (a busy stack closing thousands at once
+//     answers a FIN later than the peer's retransmission timeout), or
+//     an ACK from the peer's TIME-WAIT (which answers any unexpected
+//     segment on the 4-tuple, such as a SYN-ACK for a flood SYN that
+//     reused its port). Delivered, it would reach the
+//     listener, and gVisor's SYN-cookie check takes it for the ACK of
+//     a handshake whenever the connection was made with a cookie and
+//     both sides sent the same number of bytes (an echo): the check
+//     depends only on the 4-tuple, the time and the difference between
+//     the acknowledgment and sequence numbers, which a connection
+//     keeps when its two directions carry equal amounts. The listener
+//     then makes a new connection no peer has, which holds the 4-tuple
+//     (the peer's next connection from that port is answered by it,
+//     not by the listener) and an accept slot until the application
+//     closes it. Without cookies the listener answers such a segment
+//     with a RST, at the cost of the control budget. The link
+//     remembers the FINs it sends, hashed, in a table of slots
+//     (admitClosedSlots): a slot is overwritten only by a later FIN,
+//     and a segment of a live handshake matches one only if its whole
+//     hash collides.
 //
 // New connections keep working during a SYN flood: the listener keeps
 // answering the SYNs it gets, a legitimate SYN is admitted in the
@@ -109,6 +135,11 @@ const (
 	// SYN-ACK within a round trip, so a slot has to outlive only the
 	// SYN-ACKs the listener sends in that time, under a flood too.
 	admitHandshakeSlots = 16384
+	// admitClosedSlots is rule 10's table: a peer's TIME-WAIT lasts a
+	// minute (Linux), so a slot should outlive the FINs of the
+	// connections closed in that time; when closes come faster, an
+	// overwritten slot only lets a stale segment through as before.
+	admitClosedSlots = 1 << 16
 )
 
 // SetSYNPressure installs fn (nil removes it); package stack installs one
@@ -139,6 +170,10 @@ func (a *Admission) SetConnLookup(fn ConnLookup) {
 // before the link's readers start.
 func (a *Admission) DisableLeak() { a.noLeak = true }
 
+// Stale returns the number of segments dropped as belonging to a
+// connection the stack has closed (rule 10, Check's DropStale).
+func (a *Admission) Stale() uint64 { return a.stale.Load() }
+
 // Owed returns the unpaid charge of the SYN and the control class.
 func (a *Admission) Owed() (syn, ctl int64) { return a.syn.owed.Load(), a.ctl.owed.Load() }
 
@@ -163,6 +198,12 @@ type Admission struct {
 	// complete the handshake, or zero.
 	answered [admitHandshakeSlots]atomic.Uint64
 	ctl      admitClass
+	// closed remembers the FINs the stack sent (rule 10): a slot holds
+	// the hash of a segment that would acknowledge one (two slots per
+	// FIN: acknowledging it, and everything before it), or zero.
+	closed [admitClosedSlots]atomic.Uint64
+	// stale counts the segments rule 10 dropped.
+	stale atomic.Uint64
 	// noLeak turns the leak off (tests: what the stack's answers pay back,
 	// alone). Set before the readers start.
 	noLeak bool
@@ -230,7 +271,7 @@ func (a *Admission) synKey(frame []byte, l4off int) uint64 {
 
 // ackKey hashes a received segment's source address, ports and
 // acknowledgment number (never zero): a handshake-completing segment's
-// ackKey equals handshakeKey of the SYN-ACK it answers.
+// ackKey equals replyKey of the SYN-ACK it answers.
 func (a *Admission) ackKey(frame []byte, l4off int) uint64 {
 	return a.segKey(frame, frame[l4off:l4off+4], frame[l4off+8:l4off+12])
 }
@@ -251,13 +292,14 @@ func (a *Admission) segKey(frame, ports, num []byte) uint64 {
 	return h.Sum64() | 1
 }
 
-// handshakeKey hashes what the segment completing the handshake of
-// SYN-ACK th (a TCP header the stack sends over IP header ip) will carry:
-// the SYN-ACK's destination address as its source, the ports swapped,
-// and the SYN-ACK's sequence number plus one as its acknowledgment
-// number, in the layout of segKey. ok is false if ip is not an IPv4 or
-// IPv6 header.
-func (a *Admission) handshakeKey(ip []byte, th header.TCP) (uint64, bool) {
+// replyKey hashes what a segment acknowledging all of segment th (a TCP
+// header the stack sends over IP header ip, with span sequence numbers
+// of payload, SYN and FIN) will carry: th's destination address as its
+// source, the ports swapped, and th's sequence number plus span as its
+// acknowledgment number, in the layout of segKey. For a SYN-ACK (span
+// 1) it is the key of the segment completing the handshake. ok is false
+// if ip is not an IPv4 or IPv6 header.
+func (a *Admission) replyKey(ip []byte, th header.TCP, span uint32) (uint64, bool) {
 	var h maphash.Hash
 	h.SetSeed(admitSeed)
 	switch {
@@ -271,7 +313,7 @@ func (a *Admission) handshakeKey(ip []byte, th header.TCP) (uint64, bool) {
 	var b [8]byte
 	binary.BigEndian.PutUint16(b[0:], th.DestinationPort())
 	binary.BigEndian.PutUint16(b[2:], th.SourcePort())
-	binary.BigEndian.PutUint32(b[4:], th.SequenceNumber()+1)
+	binary.BigEndian.PutUint32(b[4:], th.SequenceNumber()+span)
 	h.Write(b[:])
 	return h.Sum64() | 1, true
 }
@@ -378,12 +420,10 @@ func (a *Admission) setPressure(on bool) {
 	}
 }
 
-// NoteTx pays a class back for a SYN-ACK or RST the stack transmits. It
-// costs one atomic load per packet while nothing is owed.
+// NoteTx remembers a FIN the stack transmits (rule 10) and pays a class
+// back for a SYN-ACK or RST. Besides a FIN, it costs a look at the TCP
+// flags and one atomic load per packet while nothing is owed.
 func (a *Admission) NoteTx(pkt *stack.PacketBuffer) {
-	if a.syn.owed.Load() == 0 && a.ctl.owed.Load() == 0 {
-		return
-	}
 	if pkt.TransportProtocolNumber != header.TCPProtocolNumber {
 		return
 	}
@@ -391,10 +431,26 @@ func (a *Admission) NoteTx(pkt *stack.PacketBuffer) {
 	if len(th) < header.TCPMinimumSize {
 		return
 	}
-	switch f := header.TCP(th).Flags(); {
+	f := header.TCP(th).Flags()
+	if f&header.TCPFlagFin != 0 {
+		span := uint32(pkt.Data().Size()) + 1
+		if f&header.TCPFlagSyn != 0 {
+			span++
+		}
+		ip := pkt.NetworkHeader().Slice()
+		for _, span := range [2]uint32{span, span - 1} {
+			if k, ok := a.replyKey(ip, th, span); ok {
+				a.closed[k%admitClosedSlots].Store(k)
+			}
+		}
+	}
+	if a.syn.owed.Load() == 0 && a.ctl.owed.Load() == 0 {
+		return
+	}
+	switch {
 	case f.Contains(header.TCPFlagSyn | header.TCPFlagAck):
 		a.syn.pay(1)
-		if k, ok := a.handshakeKey(pkt.NetworkHeader().Slice(), th); ok {
+		if k, ok := a.replyKey(pkt.NetworkHeader().Slice(), th, 1); ok {
 			a.answered[k%admitHandshakeSlots].Store(k)
 		}
 	case f.Contains(header.TCPFlagRst):
@@ -431,7 +487,23 @@ const (
 	// DropCtl: another segment for a listener over the control budget,
 	// or a RST for a listener; drop it and count it (RxDropFloodCtl).
 	DropCtl
+	// DropStale: a segment for a listener that acknowledges a FIN the
+	// stack sent on its 4-tuple, of a connection the stack has closed
+	// (rule 10); drop it. Admission counts it (Stale).
+	DropStale
 )
+
+// closedConn reports whether a segment to a listener carries the
+// acknowledgment number of a FIN the stack sent on its 4-tuple (rule 10),
+// and if so counts it.
+func (a *Admission) closedConn(frame []byte, l4off int) bool {
+	k := a.ackKey(frame, l4off)
+	if a.closed[k%admitClosedSlots].Load() != k {
+		return false
+	}
+	a.stale.Add(1)
+	return true
+}
 
 // CheckFrame is Check of a whole Ethernet frame, parsed here.
 func (a *Admission) CheckFrame(b []byte) Verdict {
@@ -466,6 +538,9 @@ func (a *Admission) Check(head []byte, n int, r *frame.Repr, err error) Verdict 
 		if lookup == nil || (*lookup)(head) != ConnListener {
 			return Admit
 		}
+		if flags&header.TCPFlagAck != 0 && a.closedConn(head, l4off) {
+			return DropStale
+		}
 		a.markCharged(r.DstPort)
 		if !a.ctl.charge(AdmitLimit, !a.noLeak) && !(flags&header.TCPFlagAck != 0 && a.completes(head, l4off)) {
 			return DropCtl
@@ -487,6 +562,9 @@ func (a *Admission) Check(head []byte, n int, r *frame.Repr, err error) Verdict 
 	if class == &a.ctl {
 		if flags&header.TCPFlagRst != 0 && flags&header.TCPFlagSyn == 0 {
 			return DropCtl // rule 9: the listener would ignore it
+		}
+		if flags&header.TCPFlagAck != 0 && a.closedConn(head, l4off) {
+			return DropStale
 		}
 		a.markCharged(r.DstPort)
 	}

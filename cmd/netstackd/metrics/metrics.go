@@ -229,7 +229,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			{"not_for_us", s.RxDropNotForUs}, {"not_attached", s.RxDropNotAttached}, {"read_error", s.RxReadErrors},
 			{"uncheckable", s.RxDropUncheckable}, {"frag_bad_csum", s.RxDropFragBadCsum}, {"frag_invalid", s.RxDropFragInvalid},
 			{"frag_duplicate", s.RxDropFragDuplicate}, {"frag_expired", s.RxDropFragExpired}, {"frag_limit", s.RxDropFragLimit},
-			{"flood_syn", s.RxDropFloodSYN}, {"flood_ctl", s.RxDropFloodCtl}})
+			{"flood_syn", s.RxDropFloodSYN}, {"flood_ctl", s.RxDropFloodCtl}, {"stale", s.RxDropStale}})
 		counter("zcnet_link_tx_frames_total", "Frames written to the TAP device.", s.TxFrames, l...)
 		counter("zcnet_link_tx_bytes_total", "Bytes of frames written to the TAP device.", s.TxBytes, l...)
 		counter("zcnet_link_tx_gso_frames_total", "TCP super-frames written for the kernel to segment.", s.TxGSOFrames, l...)
@@ -255,7 +255,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		linkTotals(counter, l, s.RxFrames, s.RxBytes, s.TxFrames, s.TxBytes)
 		rxDrops(counter, l, []reasonCount{{"bad_frame", s.RxDropsBadFrame}, {"bad_offset", s.BadOffset}, {"bad_length", s.BadLength}, {"bad_flags", s.BadFlags},
 			{"not_owned", s.NotOwned}, {"index_backwards", s.IndexBackwards}, {"index_overrun", s.IndexOverrun},
-			{"flood_syn", s.RxDropsFloodSYN}, {"flood_ctl", s.RxDropsFloodCtl}})
+			{"flood_syn", s.RxDropsFloodSYN}, {"flood_ctl", s.RxDropsFloodCtl}, {"stale", s.RxDropsStale}})
 		counter("zcnet_link_ring_kicks_total", "Eventfd kicks sent to the ring's other side.", s.Kicks, l...)
 		counter("zcnet_link_ring_wakeups_total", "Sleeps on the ring ended by a kick.", s.Wakeups, l...)
 		counter("zcnet_link_ring_peers_total", "Ring sessions started.", s.PeersUp, l...)
@@ -432,7 +432,7 @@ func xdpMetrics(link *xdp.Link, counter counterFunc, gauge func(name, help strin
 	i := link.Info()
 	linkTotals(counter, l, s.RxFrames, s.RxBytes, s.TxFrames, s.TxBytes)
 	rxDrops(counter, l, []reasonCount{{"short", s.RxDropShort}, {"oversized", s.RxDropOversized}, {"not_for_us", s.RxDropNotForUs},
-		{"not_attached", s.RxDropNotAttached}, {"bad_desc", s.RxDropBadDesc}, {"flood_syn", s.RxDropFloodSYN}, {"flood_ctl", s.RxDropFloodCtl}})
+		{"not_attached", s.RxDropNotAttached}, {"bad_desc", s.RxDropBadDesc}, {"flood_syn", s.RxDropFloodSYN}, {"flood_ctl", s.RxDropFloodCtl}, {"stale", s.RxDropStale}})
 	byReason(counter, "zcnet_link_tx_drops_total", "Packets the link dropped on transmit, by reason.", l,
 		[]reasonCount{{"too_big", s.TxDropTooBig}, {"no_frame", s.TxDropNoFrame}})
 	counter("zcnet_link_xdp_rx_batches_total", "Non-empty passes over the AF_XDP RX ring.", s.RxBatches, l...)

@@ -150,4 +150,35 @@ func TestAdmissionOverRing(t *testing.T) {
 	if st := l.Stats(); st.RxDropsFloodSYN != over+10 || st.RxDropsFloodCtl != 7 {
 		t.Fatalf("drops: SYN %d, control %d; want %d, 7", st.RxDropsFloodSYN, st.RxDropsFloodCtl, over+10)
 	}
+	// The stack closes its connection with port 8000: a FIN whose
+	// sequence number is one short of zero, so that tcpFrame's segments
+	// (acknowledgment number zero) acknowledge it. Once the connection
+	// is gone, such a segment for the listener is dropped as stale,
+	// charged to nothing.
+	listener.Store(true)
+	var pkts stack.PacketBufferList
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: 128, Payload: buffer.Buffer{}})
+	header.TCP(pkt.TransportHeader().Push(header.TCPMinimumSize)).Encode(&header.TCPFields{SrcPort: 80, DstPort: 8000,
+		SeqNum: ^uint32(0), DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagFin | header.TCPFlagAck})
+	pkt.TransportProtocolNumber = header.TCPProtocolNumber
+	header.IPv4(pkt.NetworkHeader().Push(header.IPv4MinimumSize)).Encode(&header.IPv4Fields{TotalLength: header.IPv4MinimumSize + header.TCPMinimumSize,
+		TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: stackAddr, DstAddr: peerAddr})
+	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
+	l.AddHeader(pkt)
+	pkts.PushBack(pkt)
+	if _, err := l.WritePackets(pkts); err != nil {
+		t.Fatal(err)
+	}
+	pkts.DecRef()
+	_, ctlBefore := l.adm.Owed()
+	k, err := p.Send(tcpFrame(mac, 8000, header.TCPFlagAck, nil))
+	if err != nil || k != 1 {
+		t.Fatalf("sending the stale ACK: %d, %v", k, err)
+	}
+	if !evchantest.Poll(20*time.Second, func() bool { return l.Stats().RxDropsStale == 1 }) {
+		t.Fatalf("stale ACK at a listener: %d counted as stale", l.Stats().RxDropsStale)
+	}
+	if _, ctl := l.adm.Owed(); ctl != ctlBefore {
+		t.Fatalf("a stale ACK charged the control class: owes %d, was %d", ctl, ctlBefore)
+	}
 }

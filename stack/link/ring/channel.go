@@ -15,7 +15,7 @@ type counters struct {
 	rxFrames, rxBytes, rxCopied, rxHeader, rxDropBad                       atomic.Uint64
 	badOffset, badLength, badFlags, notOwned, idxBack, idxOver             atomic.Uint64
 	kicks, wakeups, peersUp, peersLost, refused                            atomic.Uint64
-	rxDropFloodSYN, rxDropFloodCtl                                         atomic.Uint64
+	rxDropFloodSYN, rxDropFloodCtl, rxDropStale                            atomic.Uint64
 }
 
 // Stats counts what crossed one side of a ring link. All fields are monotonic.
@@ -33,6 +33,9 @@ type Stats struct {
 	// over their class's budget: SYNs, and other segments (every RST for
 	// a listener among them).
 	RxDropsFloodSYN, RxDropsFloodCtl uint64
+	// RxDropsStale counts segments for a listener of a connection the
+	// stack has closed (link.Admission's rule 10).
+	RxDropsStale uint64
 
 	// Rejected untrusted input, each counted and skipped.
 	BadOffset      uint64 // descriptor offset outside the sender's frames
@@ -57,7 +60,7 @@ func (c *counters) snapshot() Stats {
 		NotOwned: c.notOwned.Load(), IndexBackwards: c.idxBack.Load(), IndexOverrun: c.idxOver.Load(),
 		Kicks: c.kicks.Load(), Wakeups: c.wakeups.Load(), PeersUp: c.peersUp.Load(), PeersLost: c.peersLost.Load(),
 		HandshakesRefused: c.refused.Load(),
-		RxDropsFloodSYN:   c.rxDropFloodSYN.Load(), RxDropsFloodCtl: c.rxDropFloodCtl.Load(),
+		RxDropsFloodSYN:   c.rxDropFloodSYN.Load(), RxDropsFloodCtl: c.rxDropFloodCtl.Load(), RxDropsStale: c.rxDropStale.Load(),
 	}
 }
 

@@ -268,6 +268,10 @@ func (e *endpoint) deliver(d stack.NetworkDispatcher, frame []byte) {
 		v.Release()
 		e.ctr.rxDropFloodCtl.Add(1)
 		return
+	case link.DropStale:
+		v.Release()
+		e.ctr.rxDropStale.Add(1)
+		return
 	}
 	proto := eth.Type()
 	hl := link.HeaderLen(own)

@@ -8,6 +8,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/zcnet/zcnet/evchan/evchantest"
 	"github.com/zcnet/zcnet/stack/link"
@@ -74,6 +75,29 @@ func TestAdmissionOverXDP(t *testing.T) {
 	st := e.l.Stats()
 	if st.RxDropFloodSYN != over || st.RxDropFloodCtl != 3 {
 		t.Fatalf("drops: SYN %d, control %d; want %d, 3", st.RxDropFloodSYN, st.RxDropFloodCtl, over)
+	}
+	// A FIN the stack sent to port 6000 (told to the admission as the
+	// link's transmit does), sequence number one short of zero so that
+	// tcpFrame's ACK (acknowledgment number zero) acknowledges it: once
+	// the connection is gone, that ACK for the listener is dropped and
+	// counted as stale.
+	listener.Store(true)
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: 128})
+	header.TCP(pkt.TransportHeader().Push(header.TCPMinimumSize)).Encode(&header.TCPFields{SrcPort: 80, DstPort: 6000,
+		SeqNum: ^uint32(0), DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagFin | header.TCPFlagAck})
+	pkt.TransportProtocolNumber = header.TCPProtocolNumber
+	header.IPv4(pkt.NetworkHeader().Push(header.IPv4MinimumSize)).Encode(&header.IPv4Fields{TotalLength: header.IPv4MinimumSize + header.TCPMinimumSize,
+		TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: tcpip.AddrFrom4(ourAddr.As4()),
+		DstAddr: tcpip.AddrFrom4([4]byte{192, 0, 2, 1})})
+	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
+	e.l.adm.NoteTx(pkt)
+	pkt.DecRef()
+	evchantest.Eventually(t, "a fill ring entry", func() bool { return e.fm.prod.Load() != e.fillSeen })
+	delivered := e.rec.count()
+	e.deliverFrame(t, tcpFrame(6000, header.TCPFlagAck))
+	evchantest.Eventually(t, "the stale ACK dropped", func() bool { return e.l.Stats().RxDropStale == 1 })
+	if e.rec.count() != delivered {
+		t.Fatal("a stale ACK reached the stack")
 	}
 	e.l.Close()
 	e.l.Wait()

@@ -400,6 +400,9 @@ func (l *Link) deliver(d stack.NetworkDispatcher, frame []byte) {
 	case link.DropCtl:
 		l.ctr.rxDropFloodCtl.Add(1)
 		return
+	case link.DropStale:
+		l.ctr.rxDropStale.Add(1)
+		return
 	}
 	l.ctr.rxCopied.Add(uint64(len(frame)))
 	proto := header.Ethernet(frame).Type()

@@ -30,6 +30,9 @@ type Stats struct {
 	// (link.Admission) over their class's budget: SYNs, and other
 	// segments (every RST for a listener among them).
 	RxDropFloodSYN, RxDropFloodCtl uint64
+	// RxDropStale counts segments for a listener of a connection the
+	// stack has closed (link.Admission's rule 10).
+	RxDropStale uint64
 	// RxFillDeferred counts receive frames that found the fill ring full
 	// and waited for the next pass.
 	RxFillDeferred uint64
@@ -57,14 +60,14 @@ type Stats struct {
 }
 
 type counters struct {
-	rxFrames, rxBytes, rxBatches, rxSleeps             atomic.Uint64
-	rxCopied, rxHeader, rxCsumCompleted                atomic.Uint64
-	rxDropShort, rxDropOversized, rxDropNotForUs       atomic.Uint64
-	rxDropNotAttached, rxDropBadDesc, rxBadIndex       atomic.Uint64
-	rxFillDeferred, rxDropFloodSYN, rxDropFloodCtl     atomic.Uint64
-	txFrames, txBytes, txCopied, txKicks, txKickErrors atomic.Uint64
-	txDropTooBig, txDropNoFrame, txBadCompletion       atomic.Uint64
-	census                                             [4]atomic.Int64
+	rxFrames, rxBytes, rxBatches, rxSleeps                      atomic.Uint64
+	rxCopied, rxHeader, rxCsumCompleted                         atomic.Uint64
+	rxDropShort, rxDropOversized, rxDropNotForUs                atomic.Uint64
+	rxDropNotAttached, rxDropBadDesc, rxBadIndex                atomic.Uint64
+	rxFillDeferred, rxDropFloodSYN, rxDropFloodCtl, rxDropStale atomic.Uint64
+	txFrames, txBytes, txCopied, txKicks, txKickErrors          atomic.Uint64
+	txDropTooBig, txDropNoFrame, txBadCompletion                atomic.Uint64
+	census                                                      [4]atomic.Int64
 }
 
 func (c *counters) snapshot() Stats {
@@ -73,7 +76,7 @@ func (c *counters) snapshot() Stats {
 		RxCopiedBytes: c.rxCopied.Load(), RxHeaderBytes: c.rxHeader.Load(), RxCsumCompleted: c.rxCsumCompleted.Load(),
 		RxDropShort: c.rxDropShort.Load(), RxDropOversized: c.rxDropOversized.Load(), RxDropNotForUs: c.rxDropNotForUs.Load(),
 		RxDropNotAttached: c.rxDropNotAttached.Load(), RxDropBadDesc: c.rxDropBadDesc.Load(), RxBadIndex: c.rxBadIndex.Load(),
-		RxFillDeferred: c.rxFillDeferred.Load(), RxDropFloodSYN: c.rxDropFloodSYN.Load(), RxDropFloodCtl: c.rxDropFloodCtl.Load(),
+		RxFillDeferred: c.rxFillDeferred.Load(), RxDropFloodSYN: c.rxDropFloodSYN.Load(), RxDropFloodCtl: c.rxDropFloodCtl.Load(), RxDropStale: c.rxDropStale.Load(),
 		TxFrames: c.txFrames.Load(), TxBytes: c.txBytes.Load(), TxCopiedBytes: c.txCopied.Load(),
 		TxKicks: c.txKicks.Load(), TxKickErrors: c.txKickErrors.Load(),
 		TxDropTooBig: c.txDropTooBig.Load(), TxDropNoFrame: c.txDropNoFrame.Load(), TxBadCompletion: c.txBadCompletion.Load(),
