@@ -58,20 +58,10 @@ func tcpSegmentParsed(r *frame.Repr, err error) (flags header.TCPFlags, payload 
 }
 
 // admitControl asks the link's admission about a checked, unfragmented
-// frame of n bytes (parsed into fr, ferr), and counts it if refused. It
+// frame of n bytes (parsed into fr, ferr). It
 // reports whether it dropped the frame; if not, the caller delivers it as
 // usual, and a segment without payload, being far smaller than copyBreak,
 // is copied out of the receive view (deliverCopied).
 func (q *queue) admitControl(head []byte, n int, fr *frame.Repr, ferr error) bool {
-	switch q.link.adm.Check(head, n, fr, ferr) {
-	case link.DropSYN:
-		q.c.dropFloodSYN.Add(1)
-		return true
-	case link.DropCtl:
-		q.c.dropFloodCtl.Add(1)
-		return true
-	case link.DropStale:
-		return true // counted by the admission (Stats.RxDropStale)
-	}
-	return false
+	return q.link.adm.Check(head, n, fr, ferr) != link.Admit // the admission counts a refusal
 }

@@ -253,7 +253,8 @@ func (l *Link) Stats() Stats {
 	for _, q := range l.queues {
 		q.c.addTo(&s)
 	}
-	s.RxDropStale = l.adm.Stale()
+	d := l.adm.Drops()
+	s.RxDropFloodSYN, s.RxDropFloodCtl, s.RxDropStale = d.SYN, d.Ctl, d.Stale
 	return s
 }
 

@@ -127,7 +127,6 @@ type counters struct {
 	dropFragCsum, dropFragInvalid          atomic.Uint64
 	dropFragDup, dropFragExpired           atomic.Uint64
 	dropFragLimit                          atomic.Uint64
-	dropFloodSYN, dropFloodCtl             atomic.Uint64
 
 	_ [64]byte
 
@@ -166,8 +165,6 @@ func (c *counters) addTo(s *Stats) {
 	s.RxDropFragDuplicate += c.dropFragDup.Load()
 	s.RxDropFragExpired += c.dropFragExpired.Load()
 	s.RxDropFragLimit += c.dropFragLimit.Load()
-	s.RxDropFloodSYN += c.dropFloodSYN.Load()
-	s.RxDropFloodCtl += c.dropFloodCtl.Load()
 	s.TxFrames += c.txFrames.Load()
 	s.TxBytes += c.txBytes.Load()
 	s.TxGSOFrames += c.txGSO.Load()

@@ -170,9 +170,18 @@ func (a *Admission) SetConnLookup(fn ConnLookup) {
 // before the link's readers start.
 func (a *Admission) DisableLeak() { a.noLeak = true }
 
-// Stale returns the number of segments dropped as belonging to a
-// connection the stack has closed (rule 10, Check's DropStale).
-func (a *Admission) Stale() uint64 { return a.stale.Load() }
+// AdmissionDrops counts what an Admission refused, by verdict.
+type AdmissionDrops struct {
+	SYN   uint64 // DropSYN
+	Ctl   uint64 // DropCtl
+	Stale uint64 // DropStale: segments of connections the stack has closed (rule 10)
+}
+
+// Drops returns what Check has refused so far. A link reports these as its
+// flood and stale drops rather than counting the verdicts again.
+func (a *Admission) Drops() AdmissionDrops {
+	return AdmissionDrops{SYN: a.dropSYN.Load(), Ctl: a.dropCtl.Load(), Stale: a.dropStale.Load()}
+}
 
 // Owed returns the unpaid charge of the SYN and the control class.
 func (a *Admission) Owed() (syn, ctl int64) { return a.syn.owed.Load(), a.ctl.owed.Load() }
@@ -202,8 +211,8 @@ type Admission struct {
 	// the hash of a segment that would acknowledge one (two slots per
 	// FIN: acknowledging it, and everything before it), or zero.
 	closed [admitClosedSlots]atomic.Uint64
-	// stale counts the segments rule 10 dropped.
-	stale atomic.Uint64
+	// dropSYN, dropCtl and dropStale count Check's refusals (Drops).
+	dropSYN, dropCtl, dropStale atomic.Uint64
 	// noLeak turns the leak off (tests: what the stack's answers pay back,
 	// alone). Set before the readers start.
 	noLeak bool
@@ -489,19 +498,17 @@ const (
 	DropCtl
 	// DropStale: a segment for a listener that acknowledges a FIN the
 	// stack sent on its 4-tuple, of a connection the stack has closed
-	// (rule 10); drop it. Admission counts it (Stale).
+	// (rule 10); drop it.
 	DropStale
 )
 
 // closedConn reports whether a segment to a listener carries the
-// acknowledgment number of a FIN the stack sent on its 4-tuple (rule 10),
-// and if so counts it.
+// acknowledgment number of a FIN the stack sent on its 4-tuple (rule 10).
 func (a *Admission) closedConn(frame []byte, l4off int) bool {
 	k := a.ackKey(frame, l4off)
 	if a.closed[k%admitClosedSlots].Load() != k {
 		return false
 	}
-	a.stale.Add(1)
 	return true
 }
 
@@ -522,6 +529,20 @@ func (a *Admission) CheckFrame(b []byte) Verdict {
 // a fragment, a segment for a connection or a closed port) is admitted
 // uncharged.
 func (a *Admission) Check(head []byte, n int, r *frame.Repr, err error) Verdict {
+	v := a.verdict(head, n, r, err)
+	switch v {
+	case DropSYN:
+		a.dropSYN.Add(1)
+	case DropCtl:
+		a.dropCtl.Add(1)
+	case DropStale:
+		a.dropStale.Add(1)
+	}
+	return v
+}
+
+// verdict is Check without the counting.
+func (a *Admission) verdict(head []byte, n int, r *frame.Repr, err error) Verdict {
 	if err != nil || r.Depth < frame.DepthTransport || r.Proto != uint8(header.TCPProtocolNumber) || r.Fragment {
 		return Admit
 	}

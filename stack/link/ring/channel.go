@@ -15,7 +15,6 @@ type counters struct {
 	rxFrames, rxBytes, rxCopied, rxHeader, rxDropBad                       atomic.Uint64
 	badOffset, badLength, badFlags, notOwned, idxBack, idxOver             atomic.Uint64
 	kicks, wakeups, peersUp, peersLost, refused                            atomic.Uint64
-	rxDropFloodSYN, rxDropFloodCtl, rxDropStale                            atomic.Uint64
 }
 
 // Stats counts what crossed one side of a ring link. All fields are monotonic.
@@ -60,7 +59,6 @@ func (c *counters) snapshot() Stats {
 		NotOwned: c.notOwned.Load(), IndexBackwards: c.idxBack.Load(), IndexOverrun: c.idxOver.Load(),
 		Kicks: c.kicks.Load(), Wakeups: c.wakeups.Load(), PeersUp: c.peersUp.Load(), PeersLost: c.peersLost.Load(),
 		HandshakesRefused: c.refused.Load(),
-		RxDropsFloodSYN:   c.rxDropFloodSYN.Load(), RxDropsFloodCtl: c.rxDropFloodCtl.Load(), RxDropsStale: c.rxDropStale.Load(),
 	}
 }
 

@@ -53,7 +53,12 @@ func (e *endpoint) init(mtu, frameSize uint32, gso bool, addr tcpip.LinkAddress)
 }
 
 // Stats returns this side's counters.
-func (e *endpoint) Stats() Stats { return e.ctr.snapshot() }
+func (e *endpoint) Stats() Stats {
+	s := e.ctr.snapshot()
+	d := e.adm.Drops()
+	s.RxDropsFloodSYN, s.RxDropsFloodCtl, s.RxDropsStale = d.SYN, d.Ctl, d.Stale
+	return s
+}
 
 // Totals implements link.Counted: the frame and byte totals of Stats.
 func (e *endpoint) Totals() link.Totals {
@@ -259,18 +264,8 @@ func (e *endpoint) deliver(d stack.NetworkDispatcher, frame []byte) {
 		e.ctr.rxDropBad.Add(1)
 		return
 	}
-	switch e.adm.CheckFrame(own) {
-	case link.DropSYN:
+	if e.adm.CheckFrame(own) != link.Admit { // the admission counts a refusal
 		v.Release()
-		e.ctr.rxDropFloodSYN.Add(1)
-		return
-	case link.DropCtl:
-		v.Release()
-		e.ctr.rxDropFloodCtl.Add(1)
-		return
-	case link.DropStale:
-		v.Release()
-		e.ctr.rxDropStale.Add(1)
 		return
 	}
 	proto := eth.Type()

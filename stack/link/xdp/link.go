@@ -125,7 +125,12 @@ func (l *Link) Err() error {
 }
 
 // Stats returns the link's counters.
-func (l *Link) Stats() Stats { return l.ctr.snapshot() }
+func (l *Link) Stats() Stats {
+	s := l.ctr.snapshot()
+	d := l.adm.Drops()
+	s.RxDropFloodSYN, s.RxDropFloodCtl, s.RxDropStale = d.SYN, d.Ctl, d.Stale
+	return s
+}
 
 // Totals implements link.Counted: the frame and byte totals of Stats.
 func (l *Link) Totals() link.Totals {
@@ -393,15 +398,7 @@ func (l *Link) deliver(d stack.NetworkDispatcher, frame []byte) {
 	}
 	// A TCP segment for a listener over admission's budget is dropped
 	// before the copy (the kernel writes a frame only while it holds it).
-	switch l.adm.CheckFrame(frame) {
-	case link.DropSYN:
-		l.ctr.rxDropFloodSYN.Add(1)
-		return
-	case link.DropCtl:
-		l.ctr.rxDropFloodCtl.Add(1)
-		return
-	case link.DropStale:
-		l.ctr.rxDropStale.Add(1)
+	if l.adm.CheckFrame(frame) != link.Admit { // the admission counts a refusal
 		return
 	}
 	l.ctr.rxCopied.Add(uint64(len(frame)))

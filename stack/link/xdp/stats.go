@@ -60,14 +60,14 @@ type Stats struct {
 }
 
 type counters struct {
-	rxFrames, rxBytes, rxBatches, rxSleeps                      atomic.Uint64
-	rxCopied, rxHeader, rxCsumCompleted                         atomic.Uint64
-	rxDropShort, rxDropOversized, rxDropNotForUs                atomic.Uint64
-	rxDropNotAttached, rxDropBadDesc, rxBadIndex                atomic.Uint64
-	rxFillDeferred, rxDropFloodSYN, rxDropFloodCtl, rxDropStale atomic.Uint64
-	txFrames, txBytes, txCopied, txKicks, txKickErrors          atomic.Uint64
-	txDropTooBig, txDropNoFrame, txBadCompletion                atomic.Uint64
-	census                                                      [4]atomic.Int64
+	rxFrames, rxBytes, rxBatches, rxSleeps             atomic.Uint64
+	rxCopied, rxHeader, rxCsumCompleted                atomic.Uint64
+	rxDropShort, rxDropOversized, rxDropNotForUs       atomic.Uint64
+	rxDropNotAttached, rxDropBadDesc, rxBadIndex       atomic.Uint64
+	rxFillDeferred                                     atomic.Uint64
+	txFrames, txBytes, txCopied, txKicks, txKickErrors atomic.Uint64
+	txDropTooBig, txDropNoFrame, txBadCompletion       atomic.Uint64
+	census                                             [4]atomic.Int64
 }
 
 func (c *counters) snapshot() Stats {
@@ -76,8 +76,8 @@ func (c *counters) snapshot() Stats {
 		RxCopiedBytes: c.rxCopied.Load(), RxHeaderBytes: c.rxHeader.Load(), RxCsumCompleted: c.rxCsumCompleted.Load(),
 		RxDropShort: c.rxDropShort.Load(), RxDropOversized: c.rxDropOversized.Load(), RxDropNotForUs: c.rxDropNotForUs.Load(),
 		RxDropNotAttached: c.rxDropNotAttached.Load(), RxDropBadDesc: c.rxDropBadDesc.Load(), RxBadIndex: c.rxBadIndex.Load(),
-		RxFillDeferred: c.rxFillDeferred.Load(), RxDropFloodSYN: c.rxDropFloodSYN.Load(), RxDropFloodCtl: c.rxDropFloodCtl.Load(), RxDropStale: c.rxDropStale.Load(),
-		TxFrames: c.txFrames.Load(), TxBytes: c.txBytes.Load(), TxCopiedBytes: c.txCopied.Load(),
+		RxFillDeferred: c.rxFillDeferred.Load(),
+		TxFrames:       c.txFrames.Load(), TxBytes: c.txBytes.Load(), TxCopiedBytes: c.txCopied.Load(),
 		TxKicks: c.txKicks.Load(), TxKickErrors: c.txKickErrors.Load(),
 		TxDropTooBig: c.txDropTooBig.Load(), TxDropNoFrame: c.txDropNoFrame.Load(), TxBadCompletion: c.txBadCompletion.Load(),
 		FramesRxKernel: int(c.census[kernelRx].Load()), FramesRxHeld: int(c.census[heldRx].Load()),
