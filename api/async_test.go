@@ -253,9 +253,25 @@ func TestInlineCompletionCancelAndErrors(t *testing.T) {
 	}
 }
 
+// sendNumbered sends n datagrams of size bytes from cl, the first byte of
+// each its index (mod 256), so a receiver can check their order.
+func sendNumbered(t testing.TB, ctx context.Context, p *apitest.Pair, cl *api.Socket, n, size int) {
+	t.Helper()
+	for i := range n {
+		b, err := p.A.Reserve(size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Bytes()[0] = byte(i)
+		if _, err := cl.Send(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // primeUDP resends a datagram from cl until srv receives one (the first may
 // wait on neighbour resolution), a bounded number of times.
-func primeUDP(t *testing.T, ctx context.Context, p *apitest.Pair, cl, srv *api.Socket) {
+func primeUDP(t testing.TB, ctx context.Context, p *apitest.Pair, cl, srv *api.Socket) {
 	t.Helper()
 	for i := 0; ; i++ {
 		b, _ := p.A.Reserve(1)
@@ -298,13 +314,7 @@ func TestMultishotBackpressure(t *testing.T) {
 		t.Fatal(err)
 	}
 	const total = 100
-	for i := 0; i < total; i++ {
-		b, _ := p.A.Reserve(8)
-		b.Bytes()[0] = byte(i)
-		if _, err := cl.Send(ctx, b); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendNumbered(t, ctx, p, cl, total, 8)
 	evs := make([]evchan.Event, 2) // a slow consumer: small batches
 	seen := 0
 	for seen < total {

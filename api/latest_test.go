@@ -37,13 +37,7 @@ func TestLatestWins(t *testing.T) {
 	}
 	tcp.Close()
 	before := srv.Stats()
-	for i := 0; i < total; i++ {
-		b, _ := p.A.Reserve(size)
-		b.Bytes()[0] = byte(i)
-		if _, err := cl.Send(ctx, b); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendNumbered(t, ctx, p, cl, total, size)
 	// The worker takes every datagram off the stack as it arrives.
 	if !evchantest.Poll(10*time.Second, func() bool { return srv.Stats().RxHandoffs-before.RxHandoffs == total }) {
 		t.Fatalf("worker took %d of %d datagrams", srv.Stats().RxHandoffs-before.RxHandoffs, total)

@@ -121,20 +121,5 @@ func primeNeighbours(b *testing.B, ctx context.Context, p *apitest.Pair) {
 		b.Fatal(err)
 	}
 	defer cl.Close()
-	for i := 0; ; i++ {
-		buf, _ := p.A.Reserve(1)
-		if _, err := cl.Send(ctx, buf); err != nil {
-			b.Fatal(err)
-		}
-		rctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-		got, err := srv.Recv(rctx)
-		cancel()
-		if err == nil {
-			got.Release()
-			return
-		}
-		if i == 20 {
-			b.Fatalf("no datagram through after 20 tries: %v", err)
-		}
-	}
+	primeUDP(b, ctx, p, cl, srv)
 }

@@ -47,16 +47,7 @@ func TestUDPReceiveHandsOverViews(t *testing.T) {
 	primeUDP(t, ctx, p, cl, srv)
 	before := srv.Stats()
 	const n, size = 40, 64
-	for i := range n {
-		b, err := p.A.Reserve(size)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.Bytes()[0] = byte(i)
-		if _, err := cl.Send(ctx, b); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendNumbered(t, ctx, p, cl, n, size)
 	waitQueued(t, srv, n)
 	bufs := make([]api.Buf, n)
 	got, first, err := srv.RecvMsg(ctx, bufs)
@@ -100,16 +91,7 @@ func TestUDPCloseQueued(t *testing.T) {
 	ctx := evchantest.Context(t)
 	primeUDP(t, ctx, p, cl, srv)
 	const n = 100
-	for i := range n {
-		b, err := p.A.Reserve(100)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.Bytes()[0] = byte(i)
-		if _, err := cl.Send(ctx, b); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendNumbered(t, ctx, p, cl, n, 100)
 	waitQueued(t, srv, n)
 	held, err := srv.Recv(ctx) // takes a batch: the rest waits in pending
 	if err != nil {
