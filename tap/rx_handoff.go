@@ -77,7 +77,7 @@ func (q *queue) deliverOrHand(d stack.NetworkDispatcher, pkt *stack.PacketBuffer
 		h.ch = make(chan []pendingPkt, handoffBatches)
 		h.free = make(chan []pendingPkt, handoffBatches+1)
 		q.link.wg.Add(1)
-		go q.deliverLoop(h.ch)
+		go q.deliverLoop(h.ch, h.free)
 	}
 	if h.batch == nil {
 		select {
@@ -121,11 +121,12 @@ func (q *queue) stopHandoff() {
 	h.run = 0
 }
 
-// deliverLoop is a queue's deliverer goroutine.
-func (q *queue) deliverLoop(ch <-chan []pendingPkt) {
+// deliverLoop is a queue's deliverer goroutine. It gets both channels as
+// arguments: the reader clears its own copies when it stops, possibly
+// before this goroutine has started.
+func (q *queue) deliverLoop(ch <-chan []pendingPkt, free chan<- []pendingPkt) {
 	l := q.link
 	defer l.wg.Done()
-	free := q.ho.free
 	for b := range ch {
 		stopping := l.stopping.Load()
 		for i, p := range b {
