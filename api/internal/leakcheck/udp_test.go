@@ -65,6 +65,11 @@ func TestUDPCloseNoLeak(t *testing.T) {
 		}
 	}
 	send(60)
+	// All 60 queued before the first receive, so that it takes a batch
+	// and leaves some pending behind the datagrams it hands over.
+	if !evchantest.Poll(10*time.Second, func() bool { return srv.Stats().UDP.Queued >= 60 }) {
+		t.Fatalf("%d of 60 datagrams queued in 10 s", srv.Stats().UDP.Queued)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	var held []api.Buf
 	for len(held) < 5 {
