@@ -107,13 +107,24 @@ import (
 //     (admitClosedSlots): a slot is overwritten only by a later FIN,
 //     and a segment of a live handshake matches one only if its whole
 //     hash collides.
+//  11. A SYN that carries an MSS option is admitted over the SYN budget,
+//     up to half the budget more (admitSYNReserve). Every TCP stack in
+//     use sends its MSS in a SYN (RFC 9293 asks it to whenever its MSS
+//     is not the 536-byte default), while packet generators flood bare
+//     20-byte SYNs (hping3 by default): such a flood fills the budget,
+//     and without the reserve a real client's SYN is refused in the
+//     same proportion as the flood's, and its connection waits a second
+//     for the retransmission rule 6 admits. A flood whose SYNs carry an
+//     MSS option fills the reserve too, and competes with real clients
+//     as before.
 //
 // New connections keep working during a SYN flood: the listener keeps
 // answering the SYNs it gets, a legitimate SYN is admitted in the
 // proportion the listener can serve, and its retransmission regardless.
 //
-// The bound: at most AdmitLimit unanswered segments per class (twice that
-// for SYNs, with retransmissions) are in the stack at once, plus what the
+// The bound: at most AdmitLimit unanswered segments per class (for SYNs,
+// half that more with an MSS option, and twice it with retransmissions)
+// are in the stack at once, plus what the
 // leak admits beyond what the stack actually finished, which is at most
 // AdmitLeakPerSec per second and only while the stack drops segments
 // without answering them. What is not bounded here: a flood of segments
@@ -126,6 +137,9 @@ const (
 	// AdmitLeakPerSec is the leak: segments per second a class is paid
 	// back whatever the stack does.
 	AdmitLeakPerSec = 1024
+	// admitSYNReserve is rule 11's reserve: how far over AdmitLimit
+	// the SYN class admits SYNs that carry an MSS option.
+	admitSYNReserve = AdmitLimit / 2
 	// admitRefusedBits is the size of each of refusedFilter's two
 	// generations, and admitRefusedEpoch how long a generation is
 	// current: a refused SYN is remembered for one to two epochs.
@@ -337,6 +351,47 @@ func (a *Admission) completes(frame []byte, l4off int) bool {
 	}
 	a.ctl.owed.Add(1)
 	return true
+}
+
+// withMSS reports whether a SYN over the budget carries an MSS option,
+// and if so (and the class owes less than the budget and its reserve)
+// admits it (rule 11).
+func (a *Admission) withMSS(frame []byte, l4off int) bool {
+	if a.syn.owed.Load() >= AdmitLimit+admitSYNReserve || !hasMSSOption(frame[l4off:]) {
+		return false
+	}
+	a.syn.owed.Add(1)
+	return true
+}
+
+// hasMSSOption reports whether TCP header th (cut anywhere after its
+// fixed part) carries a well-formed MSS option.
+func hasMSSOption(th []byte) bool {
+	if len(th) < header.TCPMinimumSize {
+		return false
+	}
+	end := min(int(th[12]>>4)*4, len(th))
+	for i := header.TCPMinimumSize; i < end; {
+		switch th[i] {
+		case header.TCPOptionEOL:
+			return false
+		case header.TCPOptionNOP:
+			i++
+			continue
+		}
+		if i+1 >= end {
+			return false
+		}
+		n := int(th[i+1])
+		if th[i] == header.TCPOptionMSS {
+			return n == header.TCPOptionMSSLength && i+n <= end
+		}
+		if n < 2 {
+			return false // malformed: a length that cannot move on
+		}
+		i += n
+	}
+	return false
 }
 
 // retried reports whether a SYN over the budget is a retransmission of
@@ -590,7 +645,7 @@ func (a *Admission) verdict(head []byte, n int, r *frame.Repr, err error) Verdic
 		a.markCharged(r.DstPort)
 	}
 	if class != nil && !class.charge(AdmitLimit, !a.noLeak) &&
-		!(class == &a.syn && a.retried(head, l4off)) &&
+		!(class == &a.syn && (a.withMSS(head, l4off) || a.retried(head, l4off))) &&
 		!(class == &a.ctl && flags&header.TCPFlagAck != 0 && a.completes(head, l4off)) {
 		if class == &a.syn {
 			a.setPressure(true)

@@ -7,6 +7,8 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/zcnet/zcnet/stack/link/linktest"
 )
 
 // TestRefusedFilter checks rule 6's memory: a refused SYN is found again
@@ -69,5 +71,95 @@ func BenchmarkAdmissionNoteTx(b *testing.B) {
 	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
 	for b.Loop() {
 		a.NoteTx(pkt)
+	}
+}
+
+// synWithOptions is an IPv4 SYN from port with sequence number seq and the
+// TCP options opts (padded to whole 32-bit words with zeros, the end of
+// the option list).
+func synWithOptions(port uint16, seq uint32, opts []byte) []byte {
+	n := (len(opts) + 3) &^ 3
+	b := linktest.Frame(false, header.TCPProtocolNumber, n, 0)
+	th := header.TCP(b[header.EthernetMinimumSize+header.IPv4MinimumSize:])
+	th.Encode(&header.TCPFields{SrcPort: port, DstPort: 7, SeqNum: seq, DataOffset: uint8(header.TCPMinimumSize + n),
+		Flags: header.TCPFlagSyn, WindowSize: 64240})
+	copy(th[header.TCPMinimumSize:], opts)
+	return b
+}
+
+// mssOption is a Linux SYN's options: MSS, SACK permitted, timestamps,
+// window scale.
+var mssOption = []byte{2, 4, 0x05, 0xb4, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 7}
+
+// TestAdmissionSYNReserve checks rule 11: once bare SYNs (a packet
+// generator's) have filled the SYN budget, SYNs carrying an MSS option are
+// still admitted up to the reserve, and refused beyond it; bare SYNs stay
+// refused, except a retransmission (rule 6).
+func TestAdmissionSYNReserve(t *testing.T) {
+	a := new(Admission)
+	a.DisableLeak()
+	check := func(b []byte) Verdict { return a.CheckFrame(b) }
+	for i := range AdmitLimit {
+		if v := check(synWithOptions(uint16(1000+i), uint32(i), nil)); v != Admit {
+			t.Fatalf("bare SYN %d within the budget: %v", i, v)
+		}
+	}
+	bare := synWithOptions(9, 99, nil)
+	if v := check(bare); v != DropSYN {
+		t.Fatalf("a bare SYN over the budget: %v, want DropSYN", v)
+	}
+	for i := range admitSYNReserve {
+		if v := check(synWithOptions(uint16(20000+i), uint32(i), mssOption)); v != Admit {
+			t.Fatalf("SYN %d with an MSS option over the budget, within the reserve: %v", i, v)
+		}
+	}
+	if v := check(synWithOptions(30000, 1, mssOption)); v != DropSYN {
+		t.Fatalf("a SYN with an MSS option beyond the reserve: %v, want DropSYN", v)
+	}
+	if v := check(synWithOptions(30001, 1, nil)); v != DropSYN {
+		t.Fatalf("a bare SYN beyond the reserve: %v, want DropSYN", v)
+	}
+	if v := check(bare); v != Admit {
+		t.Fatalf("the refused bare SYN, retransmitted: %v, want Admit (rule 6)", v)
+	}
+	if syn, _ := a.Owed(); syn != AdmitLimit+admitSYNReserve+1 {
+		t.Fatalf("SYN class owes %d, want %d", syn, AdmitLimit+admitSYNReserve+1)
+	}
+	if d := a.Drops(); d.SYN != 3 {
+		t.Fatalf("%d SYNs refused, want 3", d.SYN)
+	}
+}
+
+// TestHasMSSOption checks the option scan on what stacks send and on
+// malformed option lists, which must neither match nor read past the
+// header.
+func TestHasMSSOption(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		opts []byte
+		want bool
+	}{
+		{"none", nil, false},
+		{"linux", mssOption, true},
+		{"mss only", []byte{2, 4, 5, 0xb4}, true},
+		{"nops first", []byte{1, 1, 1, 1, 2, 4, 5, 0xb4}, true},
+		{"after timestamps", []byte{1, 1, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 2, 4, 5, 0xb4}, true},
+		{"end of list first", []byte{0, 0, 0, 0, 2, 4, 5, 0xb4}, false},
+		{"window scale only", []byte{1, 3, 3, 7}, false},
+		{"mss with a bad length", []byte{2, 3, 5, 0xb4}, false},
+		{"zero length", []byte{4, 0, 2, 4, 5, 0xb4, 0, 0}, false},
+		{"length past the header", []byte{1, 1, 8, 40}, false},
+		{"mss cut by the header", []byte{1, 1, 1, 2}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := synWithOptions(1, 1, c.opts)
+			th := b[header.EthernetMinimumSize+header.IPv4MinimumSize:]
+			if got := hasMSSOption(th); got != c.want {
+				t.Fatalf("hasMSSOption(%x) = %v, want %v", c.opts, got, c.want)
+			}
+			if len(c.opts) > 2 && hasMSSOption(th[:header.TCPMinimumSize+2]) {
+				t.Fatal("a header cut after 2 option bytes matched")
+			}
+		})
 	}
 }
