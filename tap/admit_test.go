@@ -314,11 +314,12 @@ func TestAdmissionHandshakeAndRSTs(t *testing.T) {
 	}
 
 	// The stack answers a SYN from port 40000 with a SYN-ACK whose
-	// sequence number is 5000 (as a cookie would be).
+	// sequence number is 5000 (as a cookie would be), acknowledging the
+	// SYN's sequence number 6999 (segment's are 7000: the peer's first).
 	var pkts stack.PacketBufferList
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: 128})
 	header.TCP(pkt.TransportHeader().Push(header.TCPMinimumSize)).Encode(&header.TCPFields{
-		SrcPort: 80, DstPort: 40000, SeqNum: 5000, AckNum: 1001, DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagSyn | header.TCPFlagAck, WindowSize: 65535})
+		SrcPort: 80, DstPort: 40000, SeqNum: 5000, AckNum: 7000, DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagSyn | header.TCPFlagAck, WindowSize: 65535})
 	pkt.TransportProtocolNumber = header.TCPProtocolNumber
 	header.IPv4(pkt.NetworkHeader().Push(header.IPv4MinimumSize)).Encode(&header.IPv4Fields{
 		TotalLength: header.IPv4MinimumSize + header.TCPMinimumSize, TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: v4Stack, DstAddr: v4Peer})

@@ -69,8 +69,7 @@ import (
 //     the sequence number of a SYN-ACK the stack sent to its source and
 //     port: with SYN cookies, the cookie plus one) is admitted over the
 //     control budget, up to twice the budget. The link remembers the
-//     SYN-ACKs it sends while anything is owed (hashed, in a table like
-//     rule 6's). Without this a SYN flood shuts new clients out through
+//     SYN-ACKs it sends (hashed, in a table of admitHandshakeSlots). Without this a SYN flood shuts new clients out through
 //     the control class: every SYN-ACK the listener sends to a spoofed
 //     source draws a RST from it (or from the host that owns the
 //     address), those RSTs fill the control budget, and a real client's
@@ -117,6 +116,22 @@ import (
 //     for the retransmission rule 6 admits. A flood whose SYNs carry an
 //     MSS option fills the reserve too, and competes with real clients
 //     as before.
+//  12. A segment for a listener that acknowledges a SYN-ACK the link
+//     remembers (rule 8's table) but does not start at the sequence
+//     number that SYN-ACK acknowledged — a peer's data past its first
+//     segment, or its ACK at its current sequence number — is dropped
+//     (DropStale) unless a segment at that number went to the listener
+//     before it. gVisor validates a SYN cookie with the segment's own
+//     sequence number, so such a segment fails the check and the
+//     listener answers it with a RST, which ends the peer's connection.
+//     Under a flood this happened whenever the peer's first flight was
+//     lost (the kernel drops frames at the TAP's full queue): its next
+//     segments, or the ACK it sends when a flood SYN from its port
+//     draws another SYN-ACK, reset it before its retransmission could
+//     complete the handshake. Dropped instead, the peer retransmits
+//     from its first segment. Once that segment went to the listener
+//     the rest pass as before: gVisor hands them to the connection the
+//     first one made.
 //
 // New connections keep working during a SYN flood: the listener keeps
 // answering the SYNs it gets, a legitimate SYN is admitted in the
@@ -145,10 +160,13 @@ const (
 	// current: a refused SYN is remembered for one to two epochs.
 	admitRefusedBits  = 1 << 21
 	admitRefusedEpoch = 2 * time.Second
-	// admitHandshakeSlots is rule 8's table: a client answers a
-	// SYN-ACK within a round trip, so a slot has to outlive only the
-	// SYN-ACKs the listener sends in that time, under a flood too.
-	admitHandshakeSlots = 16384
+	// admitHandshakeSlots is rules 8 and 12's table: a client answers a
+	// SYN-ACK within a round trip, but when its answer is lost it
+	// retransmits a second or two later, and a slot has to outlive the
+	// SYN-ACKs the listener sends meanwhile, tens of thousands a second
+	// under a flood. The table's pages are touched only as SYN-ACKs are
+	// sent.
+	admitHandshakeSlots = 1 << 18
 	// admitClosedSlots is rule 10's table: a peer's TIME-WAIT lasts a
 	// minute (Linux), so a slot should outlive the FINs of the
 	// connections closed in that time; when closes come faster, an
@@ -188,7 +206,7 @@ func (a *Admission) DisableLeak() { a.noLeak = true }
 type AdmissionDrops struct {
 	SYN   uint64 // DropSYN
 	Ctl   uint64 // DropCtl
-	Stale uint64 // DropStale: segments of connections the stack has closed (rule 10)
+	Stale uint64 // DropStale: segments of connections the stack has closed (rule 10), or out of a handshake's order (rule 12)
 }
 
 // Drops returns what Check has refused so far. A link reports these as its
@@ -203,8 +221,8 @@ func (a *Admission) Owed() (syn, ctl int64) { return a.syn.owed.Load(), a.ctl.ow
 // Admission is a link's budget for TCP segments at listeners, shared by
 // its receive queues (the stack's answers, which pay the budget back,
 // leave on any queue). The zero value is ready; all methods are safe for
-// concurrent use. It is large (a filter of a few hundred KiB): a link
-// holds one, not one per queue.
+// concurrent use. It is large (tables of about 5 MiB, their pages resident
+// only once written): a link holds one, not one per queue.
 type Admission struct {
 	lookup atomic.Pointer[ConnLookup]
 	// pressure and underPressure: see SYNPressure.
@@ -216,11 +234,18 @@ type Admission struct {
 	charged [1 << 16 / 64]atomic.Uint64
 	// refused remembers refused SYNs (see rule 6).
 	refused refusedFilter
-	// answered remembers the SYN-ACKs the stack sent while anything was
-	// owed (rule 8): a slot holds the hash of the segment that would
-	// complete the handshake, or zero.
+	// answered remembers the SYN-ACKs the stack sent (rules 8 and 12): a
+	// slot holds the hash of the segment that would complete the
+	// handshake, or zero.
 	answered [admitHandshakeSlots]atomic.Uint64
-	ctl      admitClass
+	// answeredSeq holds, for the SYN-ACK in the same slot of answered,
+	// the sequence number that SYN-ACK acknowledged (the peer's first
+	// segment's) and, in bit 32, whether a segment at that number has
+	// gone to the listener (rule 12). Written after answered: a reader
+	// may pair a slot's key with the previous SYN-ACK's number, which
+	// can only drop or admit one segment wrongly.
+	answeredSeq [admitHandshakeSlots]atomic.Uint64
+	ctl         admitClass
 	// closed remembers the FINs the stack sent (rule 10): a slot holds
 	// the hash of a segment that would acknowledge one (two slots per
 	// FIN: acknowledging it, and everything before it), or zero.
@@ -350,6 +375,28 @@ func (a *Admission) completes(frame []byte, l4off int) bool {
 		return false
 	}
 	a.ctl.owed.Add(1)
+	return true
+}
+
+// outOfHandshake reports whether a segment for a listener acknowledges a
+// SYN-ACK the link remembers without starting at the sequence number the
+// handshake expects, before any segment that does (rule 12). A segment
+// that does start there is marked, so that the rest of the peer's
+// flight passes.
+func (a *Admission) outOfHandshake(frame []byte, l4off int) bool {
+	k := a.ackKey(frame, l4off)
+	i := k % admitHandshakeSlots
+	if a.answered[i].Load() != k {
+		return false
+	}
+	v := a.answeredSeq[i].Load()
+	if v>>32 != 0 {
+		return false // the first segment went to the listener
+	}
+	if binary.BigEndian.Uint32(frame[l4off+4:]) == uint32(v) {
+		a.answeredSeq[i].CompareAndSwap(v, v|1<<32)
+		return false
+	}
 	return true
 }
 
@@ -508,15 +555,20 @@ func (a *Admission) NoteTx(pkt *stack.PacketBuffer) {
 			}
 		}
 	}
+	if f.Contains(header.TCPFlagSyn | header.TCPFlagAck) {
+		// Remembered whatever is owed: a handshake answered just before
+		// a flood fills the budgets needs rules 8 and 12 too.
+		if k, ok := a.replyKey(pkt.NetworkHeader().Slice(), th, 1); ok {
+			a.answered[k%admitHandshakeSlots].Store(k)
+			a.answeredSeq[k%admitHandshakeSlots].Store(uint64(header.TCP(th).AckNumber()))
+		}
+	}
 	if a.syn.owed.Load() == 0 && a.ctl.owed.Load() == 0 {
 		return
 	}
 	switch {
 	case f.Contains(header.TCPFlagSyn | header.TCPFlagAck):
 		a.syn.pay(1)
-		if k, ok := a.replyKey(pkt.NetworkHeader().Slice(), th, 1); ok {
-			a.answered[k%admitHandshakeSlots].Store(k)
-		}
 	case f.Contains(header.TCPFlagRst):
 		if a.wasCharged(header.TCP(th).SourcePort()) {
 			a.ctl.pay(1)
@@ -551,9 +603,11 @@ const (
 	// DropCtl: another segment for a listener over the control budget,
 	// or a RST for a listener; drop it and count it (RxDropFloodCtl).
 	DropCtl
-	// DropStale: a segment for a listener that acknowledges a FIN the
-	// stack sent on its 4-tuple, of a connection the stack has closed
-	// (rule 10); drop it.
+	// DropStale: a segment for a listener that no connection the stack
+	// has or could make wants: it acknowledges a FIN the stack sent on
+	// its 4-tuple, of a connection the stack has closed (rule 10), or a
+	// SYN-ACK at a sequence number that cannot complete that handshake
+	// (rule 12); drop it.
 	DropStale
 )
 
@@ -614,7 +668,7 @@ func (a *Admission) verdict(head []byte, n int, r *frame.Repr, err error) Verdic
 		if lookup == nil || (*lookup)(head) != ConnListener {
 			return Admit
 		}
-		if flags&header.TCPFlagAck != 0 && a.closedConn(head, l4off) {
+		if flags&header.TCPFlagAck != 0 && (a.closedConn(head, l4off) || a.outOfHandshake(head, l4off)) {
 			return DropStale
 		}
 		a.markCharged(r.DstPort)
@@ -639,7 +693,7 @@ func (a *Admission) verdict(head []byte, n int, r *frame.Repr, err error) Verdic
 		if flags&header.TCPFlagRst != 0 && flags&header.TCPFlagSyn == 0 {
 			return DropCtl // rule 9: the listener would ignore it
 		}
-		if flags&header.TCPFlagAck != 0 && a.closedConn(head, l4off) {
+		if flags&header.TCPFlagAck != 0 && (a.closedConn(head, l4off) || a.outOfHandshake(head, l4off)) {
 			return DropStale
 		}
 		a.markCharged(r.DstPort)

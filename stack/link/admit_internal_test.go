@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
@@ -161,5 +162,64 @@ func TestHasMSSOption(t *testing.T) {
 				t.Fatal("a header cut after 2 option bytes matched")
 			}
 		})
+	}
+}
+
+// segTo is an IPv4 segment from 192.0.2.1 port peerPort to port 7 with
+// the given flags, sequence and acknowledgment numbers and payload bytes.
+func segTo(peerPort uint16, flags header.TCPFlags, seq, ack uint32, payload int) []byte {
+	b := linktest.Frame(false, header.TCPProtocolNumber, 0, payload)
+	header.TCP(b[header.EthernetMinimumSize+header.IPv4MinimumSize:]).Encode(&header.TCPFields{SrcPort: peerPort, DstPort: 7,
+		SeqNum: seq, AckNum: ack, DataOffset: header.TCPMinimumSize, Flags: flags, WindowSize: 64240})
+	return b
+}
+
+// synAck is a SYN-ACK the stack sends from port 7 to 192.0.2.1 port
+// peerPort, with sequence number seq, acknowledging ack.
+func synAck(tb testing.TB, peerPort uint16, seq, ack uint32) *stack.PacketBuffer {
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: 128})
+	tb.Cleanup(pkt.DecRef)
+	header.TCP(pkt.TransportHeader().Push(header.TCPMinimumSize)).Encode(&header.TCPFields{SrcPort: 7, DstPort: peerPort,
+		SeqNum: seq, AckNum: ack, DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagSyn | header.TCPFlagAck})
+	pkt.TransportProtocolNumber = header.TCPProtocolNumber
+	header.IPv4(pkt.NetworkHeader().Push(header.IPv4MinimumSize)).Encode(&header.IPv4Fields{
+		TotalLength: header.IPv4MinimumSize + header.TCPMinimumSize, TTL: 64, Protocol: uint8(header.TCPProtocolNumber),
+		SrcAddr: tcpip.AddrFrom4([4]byte{192, 0, 2, 2}), DstAddr: tcpip.AddrFrom4([4]byte{192, 0, 2, 1})})
+	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
+	return pkt
+}
+
+// TestAdmissionHandshakeOrder checks rule 12: while the link remembers a
+// SYN-ACK (something is owed), segments acknowledging it that do not start
+// at the peer's first sequence number are dropped until one that does has
+// gone to the listener; then the rest of the flight passes. Segments of
+// other handshakes are not affected.
+func TestAdmissionHandshakeOrder(t *testing.T) {
+	a := new(Admission)
+	a.DisableLeak()
+	a.SetConnLookup(func([]byte) ConnKind { return ConnListener })
+	const cookie = 777000
+	if v := a.CheckFrame(synWithOptions(40003, 4000, mssOption)); v != Admit {
+		t.Fatalf("SYN: %v", v)
+	}
+	a.NoteTx(synAck(t, 40003, cookie, 4001)) // owed when sent: remembered (rule 8), and pays the SYN back
+	ack := header.TCPFlagAck
+	if v := a.CheckFrame(segTo(40003, ack, 4001+1448, cookie+1, 1448)); v != DropStale {
+		t.Fatalf("data past the first segment, first segment not seen: %v, want DropStale", v)
+	}
+	if v := a.CheckFrame(segTo(40003, ack, 4001+14480, cookie+1, 0)); v != DropStale {
+		t.Fatalf("an ACK at the peer's current sequence number, first segment not seen: %v, want DropStale", v)
+	}
+	if v := a.CheckFrame(segTo(40003, ack, 4001, cookie+1, 0)); v != Admit {
+		t.Fatalf("the handshake's ACK: %v, want Admit", v)
+	}
+	if v := a.CheckFrame(segTo(40003, ack, 4001+1448, cookie+1, 1448)); v != Admit {
+		t.Fatalf("data past the first segment once the first went: %v, want Admit", v)
+	}
+	if v := a.CheckFrame(segTo(40004, ack, 9, cookie+1, 0)); v != Admit {
+		t.Fatalf("an ACK on a 4-tuple with no remembered SYN-ACK: %v, want Admit", v)
+	}
+	if d := a.Drops(); d.Stale != 2 {
+		t.Fatalf("%d segments dropped as stale, want 2", d.Stale)
 	}
 }
