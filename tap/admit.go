@@ -18,10 +18,12 @@ import (
 // the reader for the next read; a queued SYN holds a small chunk, not a
 // receive view sized for the MTU.
 
-// admitLimit and admitLeakPerSec are link.Admission's, for the tests.
+// admitLimit, admitLeakPerSec and admitCalm are link.Admission's, for the
+// tests.
 const (
 	admitLimit      = link.AdmitLimit
 	admitLeakPerSec = link.AdmitLeakPerSec
+	admitCalm       = link.AdmitCalm
 )
 
 // admission is the link's link.Admission, shared by its queues.

@@ -64,6 +64,14 @@ import (
 //  7. While the link refuses SYNs it tells the stack (SYNPressure), which
 //     turns SYN cookies on for every listener: a SYN then costs the
 //     listener no half-open connection, and it answers more of them.
+//     Pressure ends once the listener has caught up (a quarter of the
+//     budget owed) and no SYN was refused for AdmitCalm. Without that
+//     calm, cookies went on and off many times a second during a flood,
+//     whenever the listener caught up for a moment, and a client's
+//     retransmitted SYN answered without a cookie made a half-open
+//     connection on the 4-tuple of the handshake the first SYN's cookie
+//     had begun: the half-open connection then took the client's ACK and
+//     answered its data with RSTs.
 //  8. A segment that completes a handshake the listener answered (an ACK,
 //     with or without payload, whose acknowledgment number is one past
 //     the sequence number of a SYN-ACK the stack sent to its source and
@@ -155,6 +163,9 @@ const (
 	// admitSYNReserve is rule 11's reserve: how far over AdmitLimit
 	// the SYN class admits SYNs that carry an MSS option.
 	admitSYNReserve = AdmitLimit / 2
+	// AdmitCalm is how long after the last refused SYN a link's SYN
+	// pressure lasts at least (rule 7).
+	AdmitCalm = 2 * time.Second
 	// admitRefusedBits is the size of each of refusedFilter's two
 	// generations, and admitRefusedEpoch how long a generation is
 	// current: a refused SYN is remembered for one to two epochs.
@@ -228,6 +239,9 @@ type Admission struct {
 	// pressure and underPressure: see SYNPressure.
 	pressure      atomic.Pointer[SYNPressure]
 	underPressure atomic.Bool
+	// lastRefusal is when a SYN was last refused, in admitNow's
+	// nanoseconds: pressure ends no sooner than AdmitCalm after it.
+	lastRefusal atomic.Int64
 	syn           admitClass
 	// charged marks the local ports the link has charged control
 	// segments to, one bit each: only RSTs from them pay back.
@@ -702,12 +716,14 @@ func (a *Admission) verdict(head []byte, n int, r *frame.Repr, err error) Verdic
 		!(class == &a.syn && (a.withMSS(head, l4off) || a.retried(head, l4off))) &&
 		!(class == &a.ctl && flags&header.TCPFlagAck != 0 && a.completes(head, l4off)) {
 		if class == &a.syn {
+			a.lastRefusal.Store(admitNow())
 			a.setPressure(true)
 			return DropSYN
 		}
 		return DropCtl
 	}
-	if class == &a.syn && a.underPressure.Load() && a.syn.owed.Load() < AdmitLimit/4 {
+	if class == &a.syn && a.underPressure.Load() && a.syn.owed.Load() < AdmitLimit/4 &&
+		admitNow()-a.lastRefusal.Load() >= int64(AdmitCalm) {
 		a.setPressure(false)
 	}
 	return Admit
