@@ -242,7 +242,7 @@ type Admission struct {
 	// lastRefusal is when a SYN was last refused, in admitNow's
 	// nanoseconds: pressure ends no sooner than AdmitCalm after it.
 	lastRefusal atomic.Int64
-	syn           admitClass
+	syn         admitClass
 	// charged marks the local ports the link has charged control
 	// segments to, one bit each: only RSTs from them pay back.
 	charged [1 << 16 / 64]atomic.Uint64
