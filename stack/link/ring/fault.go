@@ -28,7 +28,7 @@ const (
 	FaultLengthZero                    // length zero (BadLength)
 	FaultFlags                         // reserved flags set (BadFlags)
 	FaultReused                        // a frame published again before it came back (NotOwned)
-	FaultForgedReturn                  // a stack frame "returned" that was never lent (NotOwned)
+	FaultForgedReturn                  // a stack frame "returned" as it was never lent (NotOwned)
 	FaultIndexOverrun                  // the avail ring's head jumps past the ring (IndexOverrun)
 	FaultIndexBackwards                // the avail ring's head moves backwards (IndexBackwards)
 	FaultUsedTailOverrun               // the used ring's tail jumps past the stack's head (IndexOverrun)
@@ -143,20 +143,32 @@ func (p *Peer) InjectFault(f Fault, seen func()) error {
 // loop ran leaves the kick to that loop (flushLocked), which pays it
 // before it sleeps (settle), under txMu, which we hold. So pay it first,
 // or the stack side sleeps through the whole wait. A kick it did not need
-// costs it one early wake-up.
+// costs it one early wake-up. One kick is not always enough: the stack
+// side takes returns back when it wakes only if none of its senders holds
+// its transmit lock (tryReclaim), so while it is seen asleep with cond
+// still false it is kicked again, at most every rekick.
 func (c *channel) awaitLocked(what string, cond func() bool) error {
 	c.kickOwed = false
 	c.kick()
-	deadline := time.Now().Add(faultWait)
+	kicked := time.Now()
+	deadline := kicked.Add(faultWait)
 	for !cond() {
-		if time.Now().After(deadline) {
+		now := time.Now()
+		if now.After(deadline) {
 			return fmt.Errorf("ring: stack side %s for %v (head %d, its tail %d, asleep %d)",
 				what, faultWait, c.outHead, c.outAvail.tail.Load(), c.peerWait.Load())
+		}
+		if c.peerWait.Load() != 0 && now.Sub(kicked) > rekick {
+			c.kick()
+			kicked = now
 		}
 		runtime.Gosched()
 	}
 	return nil
 }
+
+// rekick is how often awaitLocked kicks again a stack side it sees asleep.
+const rekick = time.Millisecond
 
 // takenLocked reports whether the stack side has taken everything we
 // published on the avail ring.
@@ -265,30 +277,43 @@ func (p *Peer) injectLocked(f Fault, seen func()) error {
 	return nil
 }
 
-// forgeReturn "returns" a frame of the stack side's that it never lent, on
-// the used ring the stack side reclaims from (when it transmits or its
-// receive loop wakes). It names the stack side's last frame, which is lent
-// only when every one of its frames is; were it lent, the return would be
-// taken as genuine and not counted.
+// forgeReturn "returns" a frame of the stack side's as it never lent it,
+// on the used ring the stack side reclaims from (when it transmits or its
+// receive loop wakes): its last frame, at an offset inside it where no
+// loan starts. Which frames are lent the peer cannot know (the stack side
+// may lend any free one at any moment), so a forgery at the frame's start
+// of a frame that happened to be lent would be taken as its return (not
+// counted, and the frame reused while the peer still holds it); one
+// elsewhere is refused whatever the frame's state.
+//
+// The forgery takes a used-ring slot no frame pays for. Honest returns
+// rely on frames ≤ slots to always find one, so it waits for room and,
+// holding rxMu (no honest return meanwhile), until the stack side has
+// taken it, before it returns; as extraLocked on the avail ring.
 func (p *Peer) forgeReturn(seen func()) error {
 	c := p.ch
 	c.rxMu.Lock()
-	if p.endpoint.ch.Load() == nil {
-		c.rxMu.Unlock()
+	defer c.rxMu.Unlock()
+	c.txMu.Lock() // for kicks: after teardown (dead) an eventfd may be closed
+	defer c.txMu.Unlock()
+	if c.dead || p.endpoint.ch.Load() == nil {
 		return ErrPeerGone
 	}
-	// Its last frame: the stack side takes free frames from the other end.
+	room := func() bool { return c.inUsedHd-c.takenBack() <= c.inUsed.mask }
+	if err := c.awaitLocked("took back no frame", room); err != nil {
+		return err
+	}
 	i := c.thrs + c.lay.frames - 1
-	putDesc(c.inUsed.slot(c.inUsedHd), desc{off: uint64(c.lay.frameOff(i)), len: 60})
+	putDesc(c.inUsed.slot(c.inUsedHd), desc{off: uint64(c.lay.frameOff(i)) + 64, len: 60})
+	// The stack side's tail passing this slot ends no hold of ours: the
+	// bookkeeping is of the frame named, and every earlier slot is passed
+	// first.
 	c.usedFrame[c.inUsedHd&c.inUsed.mask] = i
 	c.inUsedHd++
 	c.inUsed.head.Store(c.inUsedHd)
-	c.rxMu.Unlock()
-	c.txMu.Lock()
-	if !c.dead {
-		c.kick()
+	if err := c.awaitLocked("took nothing back", func() bool { return c.takenBack() == c.inUsedHd }); err != nil {
+		return err
 	}
-	c.txMu.Unlock()
 	seen()
 	return nil
 }

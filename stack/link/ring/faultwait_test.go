@@ -81,3 +81,81 @@ func TestFaultWaitOwedKickFullRing(t *testing.T) {
 		})
 	}
 }
+
+// TestForgedReturnOfLentFrame: a forged return is refused and counted
+// once whatever the state of the frame it names, and ends no loan. The
+// stack side lends every frame it has (the last one included, which is
+// lent only when all are) and the peer forges a return: first with the
+// frames still on the avail ring, then with every one of them returned
+// and not yet taken back (the used ring full, so the forgery must wait
+// for room). Afterwards every frame comes home, and no overrun is
+// counted.
+func TestForgedReturnOfLentFrame(t *testing.T) {
+	const frames = 4
+	l, p := listenDial(t, Config{Frames: frames})
+	sc := l.ch.Load()
+	lendAll := func() {
+		t.Helper()
+		sc.txMu.Lock()
+		defer sc.txMu.Unlock()
+		sc.reclaimLocked()
+		for range frames {
+			if err := sc.sendLocked(60, func(b []byte) { clear(b) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sc.flushLocked(false)
+	}
+	forge := func(when string) {
+		t.Helper()
+		before, overruns := l.Stats().NotOwned, l.Stats().IndexOverrun
+		err := p.InjectFault(FaultForgedReturn, func() {
+			if !evchantest.Poll(5e9, func() bool { return l.Stats().NotOwned > before }) {
+				t.Errorf("%s: forged return not counted", when)
+			}
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+		if got := l.Stats().NotOwned - before; got != 1 {
+			t.Errorf("%s: forged return counted %d times, want 1", when, got)
+		}
+		if got := l.Stats().IndexOverrun - overruns; got != 0 {
+			t.Errorf("%s: %d index overruns counted, want none", when, got)
+		}
+	}
+	recvAll := func() {
+		t.Helper()
+		for got := 0; got < frames; {
+			n, err := p.Recv(func([]byte) {})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+	}
+	homeAll := func(when string) {
+		t.Helper()
+		evchantest.Eventually(t, when+": every frame back with the stack side", func() bool {
+			sc.txMu.Lock()
+			defer sc.txMu.Unlock()
+			sc.reclaimLocked()
+			return len(sc.free) == frames
+		})
+	}
+
+	lendAll()
+	forge("frames on the avail ring")
+	recvAll()
+	homeAll("after the first forgery")
+
+	lendAll()
+	sc.txMu.Lock() // the stack side takes no return back meanwhile
+	recvAll()
+	sc.txMu.Unlock()
+	forge("frames returned, the used ring full")
+	homeAll("after the second forgery")
+	if n := l.Stats().NotOwned; n != 2 {
+		t.Errorf("NotOwned %d after two forgeries, want 2", n)
+	}
+}
