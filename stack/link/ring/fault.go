@@ -305,9 +305,10 @@ func (p *Peer) forgeReturn(seen func()) error {
 	}
 	i := c.thrs + c.lay.frames - 1
 	putDesc(c.inUsed.slot(c.inUsedHd), desc{off: uint64(c.lay.frameOff(i)) + 64, len: 60})
-	// The stack side's tail passing this slot ends no hold of ours: the
-	// bookkeeping is of the frame named, and every earlier slot is passed
-	// first.
+	// The stack side's tail passing this slot ends our hold on frame i,
+	// as a genuine return would. Harmless: a genuine return of i lies in
+	// an earlier slot (rxMu keeps us from writing one until the stack
+	// side has passed this one), and earlier slots are passed first.
 	c.usedFrame[c.inUsedHd&c.inUsed.mask] = i
 	c.inUsedHd++
 	c.inUsed.head.Store(c.inUsedHd)
