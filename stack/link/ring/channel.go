@@ -223,13 +223,16 @@ func (c *channel) producerTail(r *ringView, last *uint32, head uint32) uint32 {
 	return t
 }
 
-// reclaimLocked takes back frames the other side returned on outUsed.
+// reclaimLocked takes back frames the other side returned on outUsed. A
+// return names a frame as it was lent, at its start (sendLocked lends
+// nothing else): one naming a lent frame elsewhere can only be forged,
+// and is refused without ending the loan.
 func (c *channel) reclaimLocked() {
 	h := c.consumerHead(&c.outUsed, &c.outUsedHd, c.outUsedTl)
 	for ; c.outUsedTl != h; c.outUsedTl++ {
 		d := getDesc(c.outUsed.slot(c.outUsedTl))
 		i, err := c.lay.validate(d, c.mine)
-		if err == nil && !c.lent[i-c.mine] {
+		if err == nil && (!c.lent[i-c.mine] || d.off != uint64(c.lay.frameOff(i))) {
 			err = errNotOwned
 		}
 		if err != nil {

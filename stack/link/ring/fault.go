@@ -28,7 +28,7 @@ const (
 	FaultLengthZero                    // length zero (BadLength)
 	FaultFlags                         // reserved flags set (BadFlags)
 	FaultReused                        // a frame published again before it came back (NotOwned)
-	FaultForgedReturn                  // a stack frame "returned" that was never lent (NotOwned)
+	FaultForgedReturn                  // a stack frame "returned" as it was never lent (NotOwned)
 	FaultIndexOverrun                  // the avail ring's head jumps past the ring (IndexOverrun)
 	FaultIndexBackwards                // the avail ring's head moves backwards (IndexBackwards)
 	FaultUsedTailOverrun               // the used ring's tail jumps past the stack's head (IndexOverrun)
@@ -120,17 +120,77 @@ func (p *Peer) InjectFault(f Fault, seen func()) error {
 		return fmt.Errorf("%w: %d", ErrUnknownFault, int(f))
 	}
 	// A bad descriptor takes a slot on the avail ring and lends nothing:
-	// the stack side skips it, and no frame of ours is lost.
+	// the stack side skips it, and no frame of ours is lost. It needs a
+	// slot no frame of ours may be waiting in, and must be gone before
+	// honest sends resume (see extraLocked).
 	c.txMu.Lock()
 	if c.dead || p.endpoint.ch.Load() == nil {
 		c.txMu.Unlock()
 		return ErrPeerGone
 	}
-	c.publishLocked(bad)
-	c.kick()
+	err := c.extraLocked(1, func() { c.publishLocked(bad) })
 	c.txMu.Unlock()
+	if err != nil {
+		return err
+	}
 	seen()
 	return nil
+}
+
+// awaitLocked waits, at most faultWait, until cond holds, and otherwise
+// returns an error saying what the stack side did not do. The stack side
+// may be asleep with a kick owed to it: a lazy flush while our receive
+// loop ran leaves the kick to that loop (flushLocked), which pays it
+// before it sleeps (settle), under txMu, which we hold. So pay it first,
+// or the stack side sleeps through the whole wait. A kick it did not need
+// costs it one early wake-up. One kick is not always enough: the stack
+// side takes returns back when it wakes only if none of its senders holds
+// its transmit lock (tryReclaim), so while it is seen asleep with cond
+// still false it is kicked again, at most every rekick.
+func (c *channel) awaitLocked(what string, cond func() bool) error {
+	c.kickOwed = false
+	c.kick()
+	kicked := time.Now()
+	deadline := kicked.Add(faultWait)
+	for !cond() {
+		now := time.Now()
+		if now.After(deadline) {
+			return fmt.Errorf("ring: stack side %s for %v (head %d, its tail %d, asleep %d)",
+				what, faultWait, c.outHead, c.outAvail.tail.Load(), c.peerWait.Load())
+		}
+		if c.peerWait.Load() != 0 && now.Sub(kicked) > rekick {
+			c.kick()
+			kicked = now
+		}
+		runtime.Gosched()
+	}
+	return nil
+}
+
+// rekick is how often awaitLocked kicks again a stack side it sees asleep.
+const rekick = time.Millisecond
+
+// takenLocked reports whether the stack side has taken everything we
+// published on the avail ring.
+func (c *channel) takenLocked() bool { return c.outAvail.tail.Load() == c.outHead }
+
+// extraLocked runs publish, which puts n descriptors on the avail ring,
+// some beyond those of our lent frames (bad ones, or one published twice).
+// Honest sends rely on frames ≤ slots to publish without looking at the
+// stack side's tail: a free frame always has a slot. Extra descriptors
+// break that while they wait in the ring: a head more than a ring ahead
+// of the stack side's tail is refused as an overrun (counted, though no
+// fault was meant), and the slot written over held a frame the stack side
+// would never see nor return. So wait for room before publishing, and
+// until the stack side has taken them before returning (txMu held, so
+// nothing else is published meanwhile).
+func (c *channel) extraLocked(n uint32, publish func()) error {
+	room := func() bool { return c.outHead+n-c.outAvail.tail.Load() <= c.lay.slots }
+	if err := c.awaitLocked("made no room", room); err != nil {
+		return err
+	}
+	publish()
+	return c.awaitLocked("took nothing", c.takenLocked)
 }
 
 // publishLocked puts d on our avail ring, bypassing every check.
@@ -157,13 +217,18 @@ func (p *Peer) injectLocked(f Fault, seen func()) error {
 		// A frame filled with zeros (the stack side drops it: not for its
 		// address), published, then published again at once: the second
 		// comes while the stack side has not handed it back to us.
-		if err := c.sendLocked(60, func(b []byte) { clear(b) }); err != nil {
-			return fmt.Errorf("ring: no frame to reuse: %w", ErrNoFrame)
+		free := func() bool { c.reclaimLocked(); return len(c.free) > 0 }
+		if err := c.awaitLocked("returned no frame", free); err != nil {
+			return fmt.Errorf("%w: %v", ErrNoFrame, err)
 		}
-		c.outPending = false
-		d := getDesc(c.outAvail.slot(c.outHead - 1))
-		c.publishLocked(d)
-		c.kick()
+		err := c.extraLocked(2, func() {
+			_ = c.sendLocked(60, func(b []byte) { clear(b) }) // a frame is free
+			c.outPending = false
+			c.publishLocked(getDesc(c.outAvail.slot(c.outHead - 1)))
+		})
+		if err != nil {
+			return err
+		}
 		seen()
 	case FaultIndexOverrun:
 		c.outAvail.head.Store(c.outHead + c.lay.slots + 1 + seq%c.lay.slots)
@@ -174,12 +239,8 @@ func (p *Peer) injectLocked(f Fault, seen func()) error {
 	case FaultIndexBackwards:
 		// Only backwards from what the stack side has seen counts: wait
 		// until it has taken everything published.
-		deadline := time.Now().Add(faultWait)
-		for c.outAvail.tail.Load() != c.outHead {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("ring: stack side took nothing for %v", faultWait)
-			}
-			runtime.Gosched()
+		if err := c.awaitLocked("took nothing", c.takenLocked); err != nil {
+			return err
 		}
 		c.outAvail.head.Store(c.outHead - 1 - seq%c.lay.slots)
 		c.kick()
@@ -192,22 +253,16 @@ func (p *Peer) injectLocked(f Fault, seen func()) error {
 		// let it see our true tail (it reads it when it returns a frame):
 		// a frame we took back since it last looked would otherwise still
 		// be ours in its eyes, and our bogus tail would hide that.
-		deadline := time.Now().Add(faultWait)
-		for c.reclaimLocked(); len(c.free) < 2; c.reclaimLocked() {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("ring: no frames to send: %w", ErrNoFrame)
-			}
-			runtime.Gosched()
+		free := func() bool { c.reclaimLocked(); return len(c.free) >= 2 }
+		if err := c.awaitLocked("returned no frames", free); err != nil {
+			return fmt.Errorf("%w: %v", ErrNoFrame, err)
 		}
 		if err := c.sendLocked(60, func(b []byte) { clear(b) }); err != nil {
 			return err
 		}
-		c.kick()
-		for c.outAvail.tail.Load() != c.outHead {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("ring: stack side took nothing for %v", faultWait)
-			}
-			runtime.Gosched()
+		c.outPending = false
+		if err := c.awaitLocked("took nothing", c.takenLocked); err != nil {
+			return err
 		}
 		c.outUsed.tail.Store(c.outUsedTl + c.lay.slots + 1 + seq%c.lay.slots)
 		if err := c.sendLocked(60, func(b []byte) { clear(b) }); err != nil { // a free frame is left: no reclaim
@@ -222,30 +277,44 @@ func (p *Peer) injectLocked(f Fault, seen func()) error {
 	return nil
 }
 
-// forgeReturn "returns" a frame of the stack side's that it never lent, on
-// the used ring the stack side reclaims from (when it transmits or its
-// receive loop wakes). It names the stack side's last frame, which is lent
-// only when every one of its frames is; were it lent, the return would be
-// taken as genuine and not counted.
+// forgeReturn "returns" a frame of the stack side's as it never lent it,
+// on the used ring the stack side reclaims from (when it transmits or its
+// receive loop wakes): its last frame, at an offset inside it where no
+// loan starts. Which frames are lent the peer cannot know (the stack side
+// may lend any free one at any moment), so a forgery at the frame's start
+// of a frame that happened to be lent would be taken as its return (not
+// counted, and the frame reused while the peer still holds it); one
+// elsewhere is refused whatever the frame's state.
+//
+// The forgery takes a used-ring slot no frame pays for. Honest returns
+// rely on frames ≤ slots to always find one, so it waits for room and,
+// holding rxMu (no honest return meanwhile), until the stack side has
+// taken it, before it returns; as extraLocked on the avail ring.
 func (p *Peer) forgeReturn(seen func()) error {
 	c := p.ch
 	c.rxMu.Lock()
-	if p.endpoint.ch.Load() == nil {
-		c.rxMu.Unlock()
+	defer c.rxMu.Unlock()
+	c.txMu.Lock() // for kicks: after teardown (dead) an eventfd may be closed
+	defer c.txMu.Unlock()
+	if c.dead || p.endpoint.ch.Load() == nil {
 		return ErrPeerGone
 	}
-	// Its last frame: the stack side takes free frames from the other end.
+	room := func() bool { return c.inUsedHd-c.takenBack() <= c.inUsed.mask }
+	if err := c.awaitLocked("took back no frame", room); err != nil {
+		return err
+	}
 	i := c.thrs + c.lay.frames - 1
-	putDesc(c.inUsed.slot(c.inUsedHd), desc{off: uint64(c.lay.frameOff(i)), len: 60})
+	putDesc(c.inUsed.slot(c.inUsedHd), desc{off: uint64(c.lay.frameOff(i)) + 64, len: 60})
+	// The stack side's tail passing this slot ends our hold on frame i,
+	// as a genuine return would. Harmless: a genuine return of i lies in
+	// an earlier slot (rxMu keeps us from writing one until the stack
+	// side has passed this one), and earlier slots are passed first.
 	c.usedFrame[c.inUsedHd&c.inUsed.mask] = i
 	c.inUsedHd++
 	c.inUsed.head.Store(c.inUsedHd)
-	c.rxMu.Unlock()
-	c.txMu.Lock()
-	if !c.dead {
-		c.kick()
+	if err := c.awaitLocked("took nothing back", func() bool { return c.takenBack() == c.inUsedHd }); err != nil {
+		return err
 	}
-	c.txMu.Unlock()
 	seen()
 	return nil
 }
