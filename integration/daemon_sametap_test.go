@@ -10,6 +10,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zcnet/zcnet/integration/nstest"
 )
 
 // One TAP name, two daemons: what an operator meets starting netstackd a
@@ -135,4 +139,61 @@ func TestDaemonRestartAfterKill(t *testing.T) {
 		t.Fatalf("metrics of the restarted daemon: %v\n%.300s", err, out)
 	}
 	echoThrough(t, again)
+}
+
+// TestDaemonSameXDPRefused: a second `netstackd serve -xdp` on the
+// interface a running one serves stops with exit status 1 and a message
+// that says the queue is in use (the kernel's EBUSY from the bind, before
+// only "bind to ifindex 2 queue 0 (flags 0x8): device or resource busy");
+// the first keeps serving.
+func TestDaemonSameXDPRefused(t *testing.T) {
+	needDaemon(t)
+	zns, kns := nstest.New(t), nstest.New(t)
+	if fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0); err != nil {
+		nstest.Skip(t, "skipping: no AF_XDP sockets here: %v", err)
+	} else {
+		unix.Close(fd)
+	}
+	zdev, kdev := nstest.UniqueName(t, "xz"), nstest.UniqueName(t, "xk")
+	zns.MustRun("ip", "link", "add", zdev, "type", "veth", "peer", "name", kdev, "netns", kns.Name())
+	zns.MustRun("ip", "link", "set", zdev, "up")
+	kns.MustRun("ip", "addr", "add", peer4+"/24", "dev", kdev)
+	kns.MustRun("ip", "link", "set", kdev, "up")
+	first := &daemon{ns: zns, tap: zdev, exited: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel) // after stop (cleanups run last first)
+	first.cmd = zns.Cmd(ctx, netstackd, "serve", "-xdp", zdev, "-addr", stack4+"/24", "-services", "echo,http")
+	first.cmd.Cancel = func() error { return first.cmd.Process.Kill() }
+	stderr, err := first.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go first.readLogs(stderr, ready)
+	go func() { first.exited <- first.cmd.Wait() }()
+	t.Cleanup(func() { first.stop(t) })
+	select {
+	case <-ready:
+	case err := <-first.exited:
+		first.exited <- err
+		t.Fatalf("first netstackd exited before it was ready: %v\n%s", err, first.log())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("first netstackd not ready after 30 s:\n%s", first.log())
+	}
+
+	out, err := zns.Run(30*time.Second, netstackd, "serve", "-xdp", zdev, "-addr", "192.0.2.3/24", "-services", "none")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("second netstackd serve -xdp: %v, want exit status 1\n%s", err, out)
+	}
+	if want := fmt.Sprintf("-xdp %s: queue 0 of %s is in use", zdev, zdev); !strings.Contains(out, want) {
+		t.Errorf("second netstackd does not say %q:\n%s", want, out)
+	}
+	noCrash(t, out)
+	if out, err := kns.Run(20*time.Second, "ping", "-c", "2", "-W", "5", stack4); err != nil {
+		t.Errorf("the first daemon no longer answers: %v\n%s", err, out)
+	}
 }
