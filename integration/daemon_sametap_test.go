@@ -84,8 +84,8 @@ func echoOnce(t *testing.T, d *daemon, i int) {
 // TestDaemonRestartAfterKill: netstackd killed with SIGKILL in the middle
 // of a transfer, with a client connected to its -metrics port, and
 // started again at once on the same TAP name and the same -metrics
-// address, serves: the kernel removed the device the first made, and
-// nothing holds the port.
+// address, serves: the kernel removes the device the first made once its
+// queues go, and nothing holds the port.
 func TestDaemonRestartAfterKill(t *testing.T) {
 	need(t, "curl")
 	const metrics = "127.0.0.1:9100"
@@ -123,14 +123,16 @@ func TestDaemonRestartAfterKill(t *testing.T) {
 	if err := d.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	// Started at once, not after the killed one is reaped: the kernel may
+	// still be tearing it down, its queues attached (the new daemon waits
+	// for them to go, up to a second).
+	again := &daemon{ns: d.ns, tap: d.tap, exited: make(chan error, 1)}
+	again.launch(t, []string{"-tap", d.tap, "-addr", stack4 + "/24", "-addr6", stack6 + "/64", "-metrics", metrics}, true)
 	if code := d.waitExit(t, 10*time.Second); code != -1 {
 		t.Fatalf("after SIGKILL: exit status %d, want killed", code)
 	}
 	cancel()
 	<-streamed
-
-	again := &daemon{ns: d.ns, tap: d.tap, exited: make(chan error, 1)}
-	again.launch(t, []string{"-tap", d.tap, "-addr", stack4 + "/24", "-addr6", stack6 + "/64", "-metrics", metrics}, true)
 	if !strings.Contains(again.log(), "new device") {
 		t.Errorf("the restarted daemon did not make a new device (the killed one's was left behind?):\n%s", again.log())
 	}

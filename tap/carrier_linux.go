@@ -3,6 +3,7 @@ package tap
 import (
 	"fmt"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -53,6 +54,29 @@ func carrierOn(name string) (bool, error) {
 		}
 	}
 	return false, fmt.Errorf("tap: rtnetlink lists no interface %q", name)
+}
+
+// heldWait bounds how long heldByOther waits for a holder to let go.
+const heldWait = time.Second
+
+// heldByOther reports whether the existing device name has a queue
+// attached (carrierOn) that stays attached for heldWait: a holder that was
+// just killed (`kill -9` and a restart at once) lets its queues go while
+// the kernel tears the process down, a few milliseconds later, and the
+// device goes with them if that process made it. A device gone, or whose
+// carrier cannot be read, is not held.
+func heldByOther(name string) bool {
+	deadline := time.Now().Add(heldWait)
+	for {
+		held, err := carrierOn(name)
+		if err != nil || !held {
+			return false
+		}
+		if time.Now().After(deadline) {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // trimNul cuts b at its first NUL byte.
