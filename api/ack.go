@@ -113,7 +113,7 @@ func (sock *Socket) serveAckLocked(flags evchan.Flags) {
 	acked, failed := sock.ack.Load().Progress()
 	for len(sock.async.ackWaits) > 0 && sock.async.ackWaits[0].ackEnd <= acked {
 		op := sock.async.ackWaits[0]
-		sock.async.ackWaits = sock.async.ackWaits[1:]
+		popFront(&sock.async.ackWaits)
 		op.completeLocked(evchan.Event{Flags: flags}, nil)
 	}
 	if failed {

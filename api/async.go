@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"syscall"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -96,6 +97,14 @@ func (sock *Socket) watchLocked() {
 	sock.assoc.setNotify(func() { sock.s.workers.kick(sock) })
 }
 
+// popFront removes the head of an op FIFO, clearing its slot so that the
+// backing array, which later appends reuse, does not keep a finished op
+// (its Fill, its Buf's handle, the caller's cookie) alive.
+func popFront(l *[]*Op) {
+	(*l)[0] = nil
+	*l = (*l)[1:]
+}
+
 // unqueueLocked removes op from its FIFO; false if it is not there.
 //
 // +checklocks:sock.opMu
@@ -103,7 +112,7 @@ func (sock *Socket) unqueueLocked(op *Op) bool {
 	for _, l := range []*[]*Op{&sock.async.recvOps, &sock.async.sendOps, &sock.async.acceptOps, &sock.async.connectOps, &sock.async.ackWaits} {
 		for i, o := range *l {
 			if o == op {
-				*l = append((*l)[:i], (*l)[i+1:]...)
+				*l = slices.Delete(*l, i, i+1) // clears the freed tail slot
 				sock.ackWaiting.Store(int32(len(sock.async.ackWaits)))
 				return true
 			}
@@ -176,7 +185,7 @@ func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
 			op.paused = false
 			if r.err != nil {
 				// The channel closed: the multishot ends without an event.
-				sock.async.recvOps = sock.async.recvOps[1:]
+				popFront(&sock.async.recvOps)
 				op.finishLocked(r.err)
 				continue
 			}
@@ -184,7 +193,7 @@ func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
 			if op.cancelled {
 				// Cancel came while it waited: the slot carries the
 				// final event.
-				sock.async.recvOps = sock.async.recvOps[1:]
+				popFront(&sock.async.recvOps)
 				op.completeLocked(evchan.Event{Errno: syscall.ECANCELED}, ErrCanceled)
 				continue
 			}
@@ -194,7 +203,7 @@ func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
 			return
 		}
 		if err != nil {
-			sock.async.recvOps = sock.async.recvOps[1:]
+			popFront(&sock.async.recvOps)
 			ev := evchan.Event{Flags: flags, Errno: errnoOf(err)}
 			if err == io.EOF {
 				ev.Flags |= FlagEOF
@@ -205,7 +214,7 @@ func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
 		b.h.from = from
 		ev := evchan.Event{Flags: flags, Result: int64(len(b.h.data)), Buffer: b.h}
 		if op.Kind == OpRecv {
-			sock.async.recvOps = sock.async.recvOps[1:]
+			popFront(&sock.async.recvOps)
 			op.completeLocked(ev, nil)
 			continue
 		}
@@ -237,7 +246,7 @@ func (sock *Socket) serveRecvLocked(flags evchan.Flags) {
 			return
 		}
 		// Closed channel: the multishot ends without a final event.
-		sock.async.recvOps = sock.async.recvOps[1:]
+		popFront(&sock.async.recvOps)
 		op.finishLocked(err)
 	}
 }
@@ -256,7 +265,7 @@ func (sock *Socket) serveSendLocked(flags evchan.Flags) {
 		if h == nil {
 			// The Buf was released between Submit's check and its
 			// taking it over.
-			sock.async.sendOps = sock.async.sendOps[1:]
+			popFront(&sock.async.sendOps)
 			op.completeLocked(evchan.Event{Flags: flags, Errno: syscall.EINVAL}, ErrInvalidBuffer)
 			continue
 		}
@@ -268,6 +277,7 @@ func (sock *Socket) serveSendLocked(flags evchan.Flags) {
 		var r bytes.Reader
 		r.Reset(h.data[op.sent:])
 		n, terr := sock.epWrite(&r, opts)
+		r.Reset(nil) // the endpoint keeps its last reader (see TCPConn.wr)
 		op.sent += int(n)
 		for _, c := range []*counters{&sock.c, &sock.s.c} {
 			c.txCopied.Add(uint64(n))
@@ -278,7 +288,7 @@ func (sock *Socket) serveSendLocked(flags evchan.Flags) {
 		if terr == nil && op.sent < len(h.data) && sock.proto == tcp.ProtocolNumber {
 			continue
 		}
-		sock.async.sendOps = sock.async.sendOps[1:]
+		popFront(&sock.async.sendOps)
 		var err error
 		if terr != nil {
 			err = errnoError("send", terr)
@@ -300,7 +310,7 @@ func (sock *Socket) serveAcceptLocked(flags evchan.Flags) {
 		if errors.Is(err, ErrWouldBlock) {
 			return
 		}
-		sock.async.acceptOps = sock.async.acceptOps[1:]
+		popFront(&sock.async.acceptOps)
 		ev := evchan.Event{Flags: flags, Errno: errnoOf(err)}
 		if child != nil {
 			ev.Buffer = child
@@ -340,7 +350,7 @@ func (sock *Socket) serveConnectLocked(flags evchan.Flags) {
 			return
 		}
 		op := sock.async.connectOps[0]
-		sock.async.connectOps = sock.async.connectOps[1:]
+		popFront(&sock.async.connectOps)
 		var err error
 		if terr := sock.ep.LastError(); terr != nil {
 			err = errnoError("connect", terr)
@@ -362,6 +372,9 @@ func (sock *Socket) failAllLocked(err error) {
 	}
 	for _, l := range []*[]*Op{&sock.async.recvOps, &sock.async.sendOps, &sock.async.acceptOps, &sock.async.connectOps, &sock.async.ackWaits} {
 		for _, op := range *l {
+			if op.fill != nil {
+				op.fill.detach() // the endpoint may keep it (see TCPConn.wr)
+			}
 			if op.paused {
 				// Its slot is not held yet: it ends without an event. A
 				// slot granted later is released by the callback's

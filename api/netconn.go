@@ -44,14 +44,19 @@ type TCPConn struct {
 	readMu sync.Mutex // serialises readers, as a stream has one order
 	rw     copyWriter // +checklocks:readMu; Read's writer, reused
 
-	writeMu sync.Mutex   // serialises writers, so writes do not interleave
-	wr      bytes.Reader // +checklocks:writeMu; Write's reader over b, reused
+	writeMu sync.Mutex // serialises writers, so writes do not interleave
+	// wr is Write's reader over b, reused; allocated on its own because
+	// gVisor's TCP endpoint keeps the last reader it was given (in a
+	// reused io.LimitedReader) for as long as the endpoint lives, 60 s of
+	// TIME-WAIT after a close included: embedded, it kept the whole conn,
+	// its socket and deadlines alive with it.
+	wr *bytes.Reader // +checklocks:writeMu
 }
 
 var _ net.Conn = (*TCPConn)(nil)
 
 func newTCPConn(network string, sock *Socket) *TCPConn {
-	c := &TCPConn{sock: sock, network: network, rdl: deadline.New(), wdl: deadline.New()}
+	c := &TCPConn{sock: sock, network: network, rdl: deadline.New(), wdl: deadline.New(), wr: new(bytes.Reader)}
 	c.laddr = net.TCPAddrFromAddrPort(sock.LocalAddr())
 	if ra := sock.RemoteAddr(); ra.IsValid() {
 		c.raddr = net.TCPAddrFromAddrPort(ra)
@@ -119,8 +124,8 @@ func (c *TCPConn) Write(b []byte) (int, error) {
 	// The endpoint reads b through an interface, which would move a
 	// reader of its own to the heap on every Write: the conn's is reused.
 	c.wr.Reset(b)
-	n, err := c.sock.write(c.wdl.Ctx(), &c.wr, len(b), netip.AddrPort{})
-	c.wr.Reset(nil) // forget b
+	n, err := c.sock.write(c.wdl.Ctx(), c.wr, len(b), netip.AddrPort{})
+	c.wr.Reset(nil) // forget b: the endpoint keeps c.wr
 	c.sock.countWriteCopy(n)
 	if err != nil {
 		if c.closed() {

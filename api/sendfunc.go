@@ -70,7 +70,8 @@ func (sock *Socket) serveSendFuncLocked(op *Op, flags evchan.Flags) bool {
 	if _, ok := terr.(*tcpip.ErrWouldBlock); ok {
 		return false
 	}
-	sock.async.sendOps = sock.async.sendOps[1:]
+	op.fill.detach()
+	popFront(&sock.async.sendOps)
 	var err error
 	if terr != nil {
 		err = errnoError("send", terr)

@@ -657,6 +657,7 @@ func (sock *Socket) SendTo(ctx context.Context, b Buf, to netip.AddrPort) (int, 
 	var r bytes.Reader
 	r.Reset(h.data)
 	written, err := sock.write(ctx, &r, n, to)
+	r.Reset(nil) // the endpoint keeps its last reader (see TCPConn.wr)
 	for _, c := range []*counters{&sock.c, &sock.s.c} {
 		c.txCopied.Add(uint64(written))
 	}
@@ -677,6 +678,7 @@ func (sock *Socket) SendFunc(ctx context.Context, n int, fill func(p []byte) int
 	}
 	r := &fillReader{fill: fill, left: n}
 	written, err := sock.write(ctx, r, n, netip.AddrPort{})
+	r.detach()
 	for _, c := range []*counters{&sock.c, &sock.s.c} {
 		c.txInPlace.Add(uint64(written))
 	}
@@ -692,7 +694,7 @@ type fillReader struct {
 }
 
 func (r *fillReader) Read(p []byte) (int, error) {
-	if r.done || r.left == 0 {
+	if r.done || r.left == 0 || r.fill == nil {
 		return 0, io.EOF
 	}
 	p = p[:min(len(p), r.left)]
@@ -711,6 +713,11 @@ func (r *fillReader) Read(p []byte) (int, error) {
 	r.left -= n
 	return n, nil
 }
+
+// detach lets go of fill once the send is over: gVisor's TCP endpoint keeps
+// the last reader it was given for as long as it lives (see TCPConn.wr),
+// and fill may hold much of the caller's memory.
+func (r *fillReader) detach() { r.fill, r.done = nil, true }
 
 func (r *fillReader) Len() int {
 	if r.done {

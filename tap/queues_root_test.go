@@ -183,4 +183,59 @@ func TestAttachRefusals(t *testing.T) {
 			t.Errorf("error %v: want ErrQueues wrapping EBUSY, saying the device is in use", err)
 		}
 	})
+	// A multi-queue device takes a second process's queues without
+	// complaint from the kernel, which then spreads the device's frames
+	// over both readers: Open refuses while another file has a queue
+	// attached, whoever made the device, and attaches once it is let go.
+	for _, tc := range []struct {
+		name   string
+		made   bool // by ip(8), persistent; else by the first Open
+		queues int
+	}{{"busy multi_queue", true, 1}, {"busy multi_queue default queues", true, 0}, {"busy created by the first", false, 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ns *nstest.NS
+			var name string
+			if tc.made {
+				ns, name = madeDevice(t, "tap", true)
+			} else {
+				ns, name = nstest.New(t), nstest.UniqueName(t, "zq")
+			}
+			first, err := openIn(ns, name, Config{Queues: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			second, err := openIn(ns, name, Config{Queues: tc.queues})
+			if err == nil {
+				second.Close()
+				first.Close()
+				t.Fatal("a second link attached to a multi-queue device in use")
+			}
+			t.Logf("error: %v", err)
+			if !errors.Is(err, ErrQueues) || !errors.Is(err, unix.EBUSY) || !strings.Contains(err.Error(), "in use") ||
+				!strings.Contains(err.Error(), name) {
+				t.Errorf("error %v: want ErrQueues wrapping EBUSY, naming the device and saying it is in use", err)
+			}
+			// The refusal took nothing from the first link, and once it
+			// lets go the device's carrier goes off and Open attaches.
+			held := false
+			if err := ns.Do(func() (err error) { held, err = carrierOn(name); return err }); err != nil || !held {
+				t.Errorf("carrier with the first link attached: %v, %v; want on", held, err)
+			}
+			if n := first.NumQueues(); n != 2 {
+				t.Errorf("first link has %d queues after the refusal, want 2", n)
+			}
+			first.Close()
+			if !tc.made {
+				return // the device went with the first link
+			}
+			if err := ns.Do(func() (err error) { held, err = carrierOn(name); return err }); err != nil || held {
+				t.Errorf("carrier after the first link closed: %v, %v; want off", held, err)
+			}
+			second, err = openIn(ns, name, Config{Queues: tc.queues})
+			if err != nil {
+				t.Fatalf("Open after the first link closed: %v", err)
+			}
+			second.Close()
+		})
+	}
 }

@@ -152,6 +152,13 @@ func setTxQueueLen(name string, want int) (int, error) {
 // the name belongs to something that is not a TAP device.
 func attachFirst(r resolved, flags uint16, info *Info) (int, error) {
 	existed := r.name != "" && !strings.Contains(r.name, "%") && ifExists(r.name)
+	if existed && heldByOther(r.name) {
+		return -1, fmt.Errorf("%w: %w: device %q is in use: another process (or another link of this one) has a queue of it attached (its carrier is on), "+
+			"and a second reader would take a share of its frames; stop that process, or use a device of your own", ErrQueues, unix.EBUSY, r.name)
+	}
+	// A device that a process just killed had made goes with its last
+	// queue: heldByOther may have waited for that.
+	existed = existed && ifExists(r.name)
 	info.Created = !existed
 	mq := r.queues > 1
 	tryFlags := func(mq bool) uint16 {

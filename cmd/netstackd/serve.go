@@ -365,8 +365,10 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) (err error) {
 		log.Info("attached", "ring", s.ring, "side", "peer", "mac", z.Peer.LinkAddress().String(), "mtu", z.Peer.MTU(),
 			"addrs", s.addrs, "routes", len(s.routes), "pool", formatBytes(int64(s.pool.Size)), "pinned", z.Pool.Pinned())
 		// The peer's life is the ring's: when the stack side goes, so do we.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(ctx)
+		// The watcher gets a context of its own: serve reassigns ctx
+		// below, and a closure over the variable raced with that.
+		peerCtx, cancel := context.WithCancel(ctx)
+		ctx = peerCtx
 		defer cancel()
 		gone := z.Peer.Gone()
 		go func() {
@@ -374,7 +376,7 @@ func serve(ctx context.Context, s serveSetup, log *slog.Logger) (err error) {
 			case <-gone:
 				log.Info("ring stack side gone")
 				cancel()
-			case <-ctx.Done():
+			case <-peerCtx.Done():
 			}
 		}()
 	}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"strings"
+	"syscall"
 
 	"github.com/zcnet/zcnet/cmd/netstackd/zcstack"
 )
@@ -42,8 +44,17 @@ func (cfg *serveConfig) checkXDP() error {
 
 // openXDPStack attaches an AF_XDP link to -xdp's interface and builds the
 // stack on it (zcstack.OpenXDP).
+//
+// The kernel lets one AF_XDP socket bind a queue: EBUSY from the bind means
+// another process (another netstackd -xdp on the same interface) serves it,
+// and the error says so.
 func openXDPStack(s stackSetup, f xdpFlags, log *slog.Logger) (*zcstack.Stack, error) {
-	return zcstack.OpenXDP(s.config(log), f.dev, f.partialCsum, log)
+	z, err := zcstack.OpenXDP(s.config(log), f.dev, f.partialCsum, log)
+	if errors.Is(err, syscall.EBUSY) {
+		return z, fmt.Errorf("-xdp %s: queue 0 of %s is in use: another AF_XDP socket (another netstackd -xdp %s?) is bound to it; stop that process: %w",
+			f.dev, f.dev, f.dev, err)
+	}
+	return z, err
 }
 
 // logXDPAttached logs how z's AF_XDP link attached.

@@ -42,9 +42,22 @@ import (
 // nothing while the heap is steady (a read of three runtime metrics), and
 // at most one collection per period while it is busy: a busy heap is
 // collected by the runtime itself, which the check sees.
+//
+// A third form the first two checks miss: memory a collection found alive
+// — its own, during a burst — that died later with nothing allocated
+// since, such as the endpoints of thousands of connections the stack
+// closed first, freed when their TIME-WAIT ends a minute after the
+// clients left. Nothing grows, so neither the runtime nor the checks
+// above collect, and the dead endpoints stay resident until the runtime's
+// forced collection every two minutes. So when no collection has run for
+// Recheck and the heap's objects exceed the lowest live heap seen since
+// Start by more than a quarter of IdleMax, the check collects as well: on
+// a daemon idle with a large live heap (thousands of held connections)
+// that costs one collection per Recheck.
 const (
 	CheckPeriod = 2 * time.Second
 	IdleMax     = 8 << 20
+	Recheck     = 20 * time.Second
 )
 
 // The runtime metrics a check reads.
@@ -110,22 +123,40 @@ func collect() {
 
 // Start checks every period (see above) until the returned
 // stop is called; stop waits for the checker to end. The first floor is
-// the live heap now: call it once the program has set up.
+// the live heap now: call it once the program has set up. Recheck is the
+// quiet time after which dead memory a collection found alive is looked
+// for.
 func Start(period time.Duration, max uint64) (stop func()) {
-	return start(period, max, Read().Live)
+	return start(period, Recheck, max, Read().Live, nil)
 }
 
-// start is Start from a given floor.
-func start(period time.Duration, max, floor uint64) (stop func()) {
+// start is Start from a given floor, with a given recheck; collected, if
+// not nil, is called with the sample after each collection it makes.
+//
+// floor is the live heap after the last collection this checker made
+// (lowered by the runtime's), the base for "grown since"; lowest never
+// rises, the base for the recheck; quietSince is when a collection was
+// last seen.
+func start(period, recheck time.Duration, max, floor uint64, collected func(Sample)) (stop func()) {
 	prev := Read()
-	return every(period, func(time.Time) {
+	lowest := floor
+	quietSince := time.Now()
+	return every(period, func(now time.Time) {
 		cur := Read()
-		if Due(prev, cur, floor, max) {
+		if cur.Cycles != prev.Cycles {
+			quietSince = now
+		}
+		if Due(prev, cur, floor, max) || (now.Sub(quietSince) >= recheck && cur.Objects > lowest+max/4) {
 			collect()
 			cur = Read()
 			floor = cur.Live
+			quietSince = now
+			if collected != nil {
+				collected(cur)
+			}
 		}
 		floor = min(floor, cur.Live)
+		lowest = min(lowest, cur.Live)
 		prev = cur
 	})
 }

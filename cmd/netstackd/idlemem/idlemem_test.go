@@ -72,7 +72,7 @@ func quietGarbage(t *testing.T, dead func()) {
 	if s := Read(); s.Objects < base+60<<20 || s.Free > IdleMax {
 		t.Fatalf("after the burst: %+v, want about 64 MiB of objects over %d and little free", s, base)
 	}
-	stop := start(10*time.Millisecond, IdleMax, base) // started at idle, before the burst
+	stop := start(10*time.Millisecond, time.Hour, IdleMax, base, nil) // started at idle, before the burst
 	defer stop()
 	if !evchantest.Poll(10*time.Second, func() bool { s := Read(); return s.Objects < base+IdleMax/4 && s.Free < IdleMax }) {
 		t.Fatalf("dead heap not collected and returned: %+v (live before %d)", Read(), base)
@@ -100,6 +100,58 @@ func TestStartCollectsQuietDeadLive(t *testing.T) {
 		runtime.GC() // marks them alive: the live heap is 64 MiB larger
 		sink = nil
 	})
+}
+
+// TestStartCollectsDeadAfterOwnCollection: objects that were alive when
+// the checker itself collected (a burst's connections, still open), dead
+// since with nothing allocated after (their TIME-WAIT ended): nothing
+// grows, so only the recheck after a quiet spell collects them. Before,
+// the checker's floor was the live heap of its own collection, and such
+// memory stayed resident until the runtime's forced collection minutes
+// later.
+func TestStartCollectsDeadAfterOwnCollection(t *testing.T) {
+	for _, tc := range []struct {
+		recheck time.Duration
+		want    bool
+	}{{300 * time.Millisecond, true}, {time.Hour, false}} {
+		got := deadAfterOwnCollection(t, tc.recheck)
+		if got != tc.want {
+			t.Errorf("recheck %v: memory collected and returned %v, want %v (%+v)", tc.recheck, got, tc.want, Read())
+		}
+	}
+}
+
+// deadAfterOwnCollection runs the scenario with a checker of the given
+// recheck and reports whether the dead memory was collected and returned
+// within 2 s (the recheck-less control shows the scenario is one the other
+// checks miss).
+func deadAfterOwnCollection(t *testing.T, recheck time.Duration) bool {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	runtime.GC()
+	base := Read().Live
+	collections := make(chan Sample, 16)
+	stop := start(10*time.Millisecond, recheck, IdleMax, base, func(s Sample) {
+		select {
+		case collections <- s:
+		default:
+		}
+	})
+	defer stop()
+	for range 64 {
+		sink = append(sink, make([]byte, 1<<20))
+	}
+	// The heap grew while quiet: the checker collects, and finds it alive.
+	deadline := time.After(10 * time.Second)
+	for alive := false; !alive; {
+		select {
+		case s := <-collections:
+			alive = s.Live >= base+60<<20
+		case <-deadline:
+			t.Fatalf("checker did not collect the grown heap: %+v (live before %d)", Read(), base)
+		}
+	}
+	sink = nil
+	return evchantest.Poll(2*time.Second, func() bool { s := Read(); return s.Objects < base+IdleMax/4 && s.Free < IdleMax })
 }
 
 // TestPressureGate checks when the soft limit is on: from the first rise

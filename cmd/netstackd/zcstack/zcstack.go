@@ -109,7 +109,7 @@ func ringWindow(s Config) Config {
 // of up to 64 KiB per frame (ring.Config.GSO), as a TAP device with
 // offloads does, in 2×256 frames of 64 KiB: 32 MiB of shared memory.
 func ListenRing(s Config, path string, onPeer func(up bool, err error), log *slog.Logger) (*Stack, error) {
-	link, err := ring.Listen(path, ring.Config{MTU: uint32(s.TAP.MTU), GSO: true, OnPeer: onPeer})
+	link, err := ring.Listen(path, ring.Config{MTU: uint32(s.TAP.MTU), GSO: true, OnPeer: onPeer, Pin: s.Pool.Pin, Logger: log})
 	if err != nil {
 		return nil, err
 	}

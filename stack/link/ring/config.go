@@ -2,9 +2,12 @@ package ring
 
 import (
 	"fmt"
+	"log/slog"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/zcnet/zcnet/dmapool"
 )
 
 // Config configures a Link (stack side) or, for Dial, states what the peer
@@ -39,6 +42,12 @@ type Config struct {
 	// and when it goes (err wraps ErrPeerGone, or the handshake error for a
 	// refused peer). It runs on the link's accept goroutine.
 	OnPeer func(up bool, err error)
+	// Pin and Logger, on the stack side, are the shared segments'
+	// dmapool.Config.Pin (default dmapool.PinPrefer) and Logger (default
+	// slog.Default()): a program that runs its own pool unpinned, or logs
+	// through its own handler, says so for the ring's memory too.
+	Pin    dmapool.PinMode
+	Logger *slog.Logger
 }
 
 // Defaults.

@@ -20,7 +20,8 @@ import (
 // link unmaps that segment, and the next peer is accepted into a fresh one.
 type Link struct {
 	endpoint
-	lay    layout // immutable
+	lay    layout         // immutable
+	segCfg dmapool.Config // immutable: what Config says of the segments' memory
 	ln     *net.UnixListener
 	onPeer func(bool, error)
 
@@ -49,8 +50,8 @@ type segment struct {
 	base   int // buf's offset in its region
 }
 
-func newSegment(lay layout) (*segment, error) {
-	pool, err := dmapool.New(dmapool.Config{Size: lay.size(), SlotSize: 4096, Shared: true, Pin: dmapool.PinPrefer, Name: "zcnet-ring"})
+func newSegment(lay layout, mem dmapool.Config) (*segment, error) {
+	pool, err := dmapool.New(dmapool.Config{Size: lay.size(), SlotSize: 4096, Shared: true, Pin: mem.Pin, Logger: mem.Logger, Name: "zcnet-ring"})
 	if err != nil {
 		return nil, fmt.Errorf("ring: pool: %w", err)
 	}
@@ -91,7 +92,8 @@ func Listen(path string, cfg Config) (*Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	seg, err := newSegment(lay)
+	segCfg := dmapool.Config{Pin: cfg.Pin, Logger: cfg.Logger}
+	seg, err := newSegment(lay, segCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +102,7 @@ func Listen(path string, cfg Config) (*Link, error) {
 		seg.close()
 		return nil, fmt.Errorf("ring: listen: %w", err)
 	}
-	l := &Link{lay: lay, next: seg, ln: ln, onPeer: cfg.OnPeer}
+	l := &Link{lay: lay, segCfg: segCfg, next: seg, ln: ln, onPeer: cfg.OnPeer}
 	l.init(mtu, lay.frameSize, cfg.GSO, cfg.LinkAddress)
 	l.wg.Add(1)
 	go l.serve()
@@ -165,7 +167,7 @@ func (l *Link) session(c *net.UnixConn) {
 	}
 	seg := l.next
 	if seg == nil {
-		if seg, err = newSegment(l.lay); err != nil {
+		if seg, err = newSegment(l.lay, l.segCfg); err != nil {
 			l.report(false, err)
 			return
 		}
@@ -180,7 +182,7 @@ func (l *Link) session(c *net.UnixConn) {
 		if closed {
 			return
 		}
-		if next, err := newSegment(l.lay); err == nil {
+		if next, err := newSegment(l.lay, l.segCfg); err == nil {
 			l.next = next
 		} // else the next session tries again
 	}()
