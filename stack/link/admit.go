@@ -77,7 +77,8 @@ import (
 //     the sequence number of a SYN-ACK the stack sent to its source and
 //     port: with SYN cookies, the cookie plus one) is admitted over the
 //     control budget, up to twice the budget. The link remembers the
-//     SYN-ACKs it sends (hashed, in a table of admitHandshakeSlots). Without this a SYN flood shuts new clients out through
+//     SYN-ACKs it sends (hashed, in a table of admitHandshakeSlots).
+//     Without this a SYN flood shuts new clients out through
 //     the control class: every SYN-ACK the listener sends to a spoofed
 //     source draws a RST from it (or from the host that owns the
 //     address), those RSTs fill the control budget, and a real client's
@@ -177,7 +178,7 @@ const (
 	// SYN-ACKs the listener sends meanwhile, tens of thousands a second
 	// under a flood. The table's pages are touched only as SYN-ACKs are
 	// sent.
-	admitHandshakeSlots = 1 << 18
+	admitHandshakeSlots = 1 << 17
 	// admitClosedSlots is rule 10's table: a peer's TIME-WAIT lasts a
 	// minute (Linux), so a slot should outlive the FINs of the
 	// connections closed in that time; when closes come faster, an
@@ -232,7 +233,7 @@ func (a *Admission) Owed() (syn, ctl int64) { return a.syn.owed.Load(), a.ctl.ow
 // Admission is a link's budget for TCP segments at listeners, shared by
 // its receive queues (the stack's answers, which pay the budget back,
 // leave on any queue). The zero value is ready; all methods are safe for
-// concurrent use. It is large (tables of about 5 MiB, their pages resident
+// concurrent use. It is large (tables of about 2 MiB, their pages resident
 // only once written): a link holds one, not one per queue.
 type Admission struct {
 	lookup atomic.Pointer[ConnLookup]
@@ -248,17 +249,14 @@ type Admission struct {
 	charged [1 << 16 / 64]atomic.Uint64
 	// refused remembers refused SYNs (see rule 6).
 	refused refusedFilter
-	// answered remembers the SYN-ACKs the stack sent (rules 8 and 12): a
-	// slot holds the hash of the segment that would complete the
-	// handshake, or zero.
+	// answered remembers the SYN-ACKs the stack sent (rules 8 and 12),
+	// a slot each, zero or answer(k, seq): the top 31 bits of the hash k
+	// of the segment that would complete the handshake, then a bit
+	// (answerOpened) set once a segment at the sequence number the
+	// SYN-ACK acknowledged (the peer's first) has gone to the listener,
+	// then that number (the low 32 bits). One word per slot, so the table
+	// stays at 1 MiB, resident once a flood has written it.
 	answered [admitHandshakeSlots]atomic.Uint64
-	// answeredSeq holds, for the SYN-ACK in the same slot of answered,
-	// the sequence number that SYN-ACK acknowledged (the peer's first
-	// segment's) and, in bit 32, whether a segment at that number has
-	// gone to the listener (rule 12). Written after answered: a reader
-	// may pair a slot's key with the previous SYN-ACK's number, which
-	// can only drop or admit one segment wrongly.
-	answeredSeq [admitHandshakeSlots]atomic.Uint64
 	ctl         admitClass
 	// closed remembers the FINs the stack sent (rule 10): a slot holds
 	// the hash of a segment that would acknowledge one (two slots per
@@ -380,12 +378,24 @@ func (a *Admission) replyKey(ip []byte, th header.TCP, span uint32) (uint64, boo
 	return h.Sum64() | 1, true
 }
 
+// answerOpened marks, in a slot of answered, that the handshake's first
+// segment has gone to the listener.
+const answerOpened = 1 << 32
+
+// answer is the answered slot of a SYN-ACK whose completing segment hashes
+// to k and which acknowledges seq.
+func answer(k uint64, seq uint32) uint64 { return k>>33<<33 | uint64(seq) }
+
+// answers reports whether slot value v remembers the SYN-ACK whose
+// completing segment hashes to k.
+func answers(v, k uint64) bool { return v != 0 && v>>33 == k>>33 }
+
 // completes reports whether a segment to a listener over the control
 // budget completes a handshake the stack answered (rule 8), and if so
 // (and the class owes less than twice the budget) admits it.
 func (a *Admission) completes(frame []byte, l4off int) bool {
 	k := a.ackKey(frame, l4off)
-	if a.answered[k%admitHandshakeSlots].Load() != k || a.ctl.owed.Load() >= 2*AdmitLimit {
+	if !answers(a.answered[k%admitHandshakeSlots].Load(), k) || a.ctl.owed.Load() >= 2*AdmitLimit {
 		return false
 	}
 	a.ctl.owed.Add(1)
@@ -400,15 +410,12 @@ func (a *Admission) completes(frame []byte, l4off int) bool {
 func (a *Admission) outOfHandshake(frame []byte, l4off int) bool {
 	k := a.ackKey(frame, l4off)
 	i := k % admitHandshakeSlots
-	if a.answered[i].Load() != k {
-		return false
-	}
-	v := a.answeredSeq[i].Load()
-	if v>>32 != 0 {
-		return false // the first segment went to the listener
+	v := a.answered[i].Load()
+	if !answers(v, k) || v&answerOpened != 0 {
+		return false // not remembered, or the first segment went to the listener
 	}
 	if binary.BigEndian.Uint32(frame[l4off+4:]) == uint32(v) {
-		a.answeredSeq[i].CompareAndSwap(v, v|1<<32)
+		a.answered[i].CompareAndSwap(v, v|answerOpened)
 		return false
 	}
 	return true
@@ -573,8 +580,7 @@ func (a *Admission) NoteTx(pkt *stack.PacketBuffer) {
 		// Remembered whatever is owed: a handshake answered just before
 		// a flood fills the budgets needs rules 8 and 12 too.
 		if k, ok := a.replyKey(pkt.NetworkHeader().Slice(), th, 1); ok {
-			a.answered[k%admitHandshakeSlots].Store(k)
-			a.answeredSeq[k%admitHandshakeSlots].Store(uint64(header.TCP(th).AckNumber()))
+			a.answered[k%admitHandshakeSlots].Store(answer(k, header.TCP(th).AckNumber()))
 		}
 	}
 	if a.syn.owed.Load() == 0 && a.ctl.owed.Load() == 0 {
