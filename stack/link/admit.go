@@ -257,7 +257,7 @@ type Admission struct {
 	// then that number (the low 32 bits). One word per slot, so the table
 	// stays at 1 MiB, resident once a flood has written it.
 	answered [admitHandshakeSlots]atomic.Uint64
-	ctl         admitClass
+	ctl      admitClass
 	// closed remembers the FINs the stack sent (rule 10): a slot holds
 	// the hash of a segment that would acknowledge one (two slots per
 	// FIN: acknowledging it, and everything before it), or zero.
