@@ -391,11 +391,11 @@ func answer(k uint64, seq uint32) uint64 { return k>>33<<33 | uint64(seq) }
 func answers(v, k uint64) bool { return v != 0 && v>>33 == k>>33 }
 
 // completes reports whether a segment to a listener over the control
-// budget completes a handshake the stack answered (rule 8), and if so
-// (and the class owes less than twice the budget) admits it.
-func (a *Admission) completes(frame []byte, l4off int) bool {
-	k := a.ackKey(frame, l4off)
-	if !answers(a.answered[k%admitHandshakeSlots].Load(), k) || a.ctl.owed.Load() >= 2*AdmitLimit {
+// budget, whose ackKey is k (zero: it carries no ACK), completes a
+// handshake the stack answered (rule 8), and if so (and the class owes
+// less than twice the budget) admits it.
+func (a *Admission) completes(k uint64) bool {
+	if k == 0 || !answers(a.answered[k%admitHandshakeSlots].Load(), k) || a.ctl.owed.Load() >= 2*AdmitLimit {
 		return false
 	}
 	a.ctl.owed.Add(1)
@@ -406,9 +406,8 @@ func (a *Admission) completes(frame []byte, l4off int) bool {
 // SYN-ACK the link remembers without starting at the sequence number the
 // handshake expects, before any segment that does (rule 12). A segment
 // that does start there is marked, so that the rest of the peer's
-// flight passes.
-func (a *Admission) outOfHandshake(frame []byte, l4off int) bool {
-	k := a.ackKey(frame, l4off)
+// flight passes. k is the segment's ackKey.
+func (a *Admission) outOfHandshake(k uint64, frame []byte, l4off int) bool {
 	i := k % admitHandshakeSlots
 	v := a.answered[i].Load()
 	if !answers(v, k) || v&answerOpened != 0 {
@@ -464,9 +463,9 @@ func hasMSSOption(th []byte) bool {
 
 // retried reports whether a SYN over the budget is a retransmission of
 // one refused before, and if so (and the class owes less than twice the
-// budget) admits it; otherwise it remembers the SYN as refused.
-func (a *Admission) retried(frame []byte, l4off int) bool {
-	k, now := a.synKey(frame, l4off), admitNow()
+// budget) admits it; otherwise it remembers the SYN as refused, at now.
+func (a *Admission) retried(frame []byte, l4off int, now int64) bool {
+	k := a.synKey(frame, l4off)
 	if a.refused.has(k, now) && a.syn.owed.Load() < 2*AdmitLimit {
 		a.syn.owed.Add(1)
 		return true
@@ -631,14 +630,16 @@ const (
 	DropStale
 )
 
-// closedConn reports whether a segment to a listener carries the
-// acknowledgment number of a FIN the stack sent on its 4-tuple (rule 10).
-func (a *Admission) closedConn(frame []byte, l4off int) bool {
-	k := a.ackKey(frame, l4off)
-	if a.closed[k%admitClosedSlots].Load() != k {
-		return false
+// atListener looks at an ACK-bearing segment for a listener: it returns
+// the segment's ackKey (zero if it carries no ACK) and whether it is
+// stale — it carries the acknowledgment number of a FIN the stack sent
+// on its 4-tuple (rule 10), or is out of a handshake's order (rule 12).
+func (a *Admission) atListener(frame []byte, l4off int, flags header.TCPFlags) (k uint64, stale bool) {
+	if flags&header.TCPFlagAck == 0 {
+		return 0, false
 	}
-	return true
+	k = a.ackKey(frame, l4off)
+	return k, a.closed[k%admitClosedSlots].Load() == k || a.outOfHandshake(k, frame, l4off)
 }
 
 // CheckFrame is Check of a whole Ethernet frame, parsed here.
@@ -688,16 +689,18 @@ func (a *Admission) verdict(head []byte, n int, r *frame.Repr, err error) Verdic
 		if lookup == nil || (*lookup)(head) != ConnListener {
 			return Admit
 		}
-		if flags&header.TCPFlagAck != 0 && (a.closedConn(head, l4off) || a.outOfHandshake(head, l4off)) {
+		ack, stale := a.atListener(head, l4off, flags)
+		if stale {
 			return DropStale
 		}
 		a.markCharged(r.DstPort)
-		if !a.ctl.charge(AdmitLimit, !a.noLeak) && !(flags&header.TCPFlagAck != 0 && a.completes(head, l4off)) {
+		if !a.ctl.charge(AdmitLimit, !a.noLeak) && !a.completes(ack) {
 			return DropCtl
 		}
 		return Admit
 	}
 	var class *admitClass
+	var ack uint64 // the ackKey of a control segment for a listener
 	syn := flags&(header.TCPFlagSyn|header.TCPFlagAck) == header.TCPFlagSyn
 	if lookup := a.lookup.Load(); lookup != nil {
 		if (*lookup)(head) == ConnListener {
@@ -713,20 +716,24 @@ func (a *Admission) verdict(head []byte, n int, r *frame.Repr, err error) Verdic
 		if flags&header.TCPFlagRst != 0 && flags&header.TCPFlagSyn == 0 {
 			return DropCtl // rule 9: the listener would ignore it
 		}
-		if flags&header.TCPFlagAck != 0 && (a.closedConn(head, l4off) || a.outOfHandshake(head, l4off)) {
+		var stale bool
+		if ack, stale = a.atListener(head, l4off, flags); stale {
 			return DropStale
 		}
 		a.markCharged(r.DstPort)
 	}
-	if class != nil && !class.charge(AdmitLimit, !a.noLeak) &&
-		!(class == &a.syn && (a.withMSS(head, l4off) || a.retried(head, l4off))) &&
-		!(class == &a.ctl && flags&header.TCPFlagAck != 0 && a.completes(head, l4off)) {
-		if class == &a.syn {
-			a.lastRefusal.Store(admitNow())
-			a.setPressure(true)
-			return DropSYN
+	if class != nil && !class.charge(AdmitLimit, !a.noLeak) {
+		if class == &a.ctl {
+			if !a.completes(ack) {
+				return DropCtl
+			}
+		} else if !a.withMSS(head, l4off) {
+			if now := admitNow(); !a.retried(head, l4off, now) {
+				a.lastRefusal.Store(now)
+				a.setPressure(true)
+				return DropSYN
+			}
 		}
-		return DropCtl
 	}
 	if class == &a.syn && a.underPressure.Load() && a.syn.owed.Load() < AdmitLimit/4 &&
 		admitNow()-a.lastRefusal.Load() >= int64(AdmitCalm) {
